@@ -1,0 +1,141 @@
+//! Validated settings: what the service runs with, as typed values.
+//!
+//! Settings are read the way ASP.NET reads them for upstream: section `keyConnectorSettings`
+//! of an optional `appsettings.json`, overridden by environment variables spelled
+//! `keyConnectorSettings__database__provider` (names case-insensitive, `__` nests). See
+//! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
+//! and its environment-variable spelling.
+
+pub mod listen;
+pub mod raw;
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+pub use listen::{ListenHost, ListenUrl};
+
+/// Everything the service needs to start, validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// The single CORS origin allowed (trailing `/` removed).
+    pub web_vault_origin: String,
+    /// Where the OpenID Connect discovery document is looked up.
+    pub identity_server_uri: String,
+    pub database: DatabaseSettings,
+    pub rsa_key: RsaKeySettings,
+    pub transfer_to: Option<TransferToSettings>,
+}
+
+#[derive(Debug)]
+pub enum DatabaseSettings {
+    Json { path: PathBuf },
+    Sqlite { connection: SqliteConnection },
+    PostgreSql { connection_string: SecretString },
+    MySql { connection_string: SecretString },
+    SqlServer { connection_string: SecretString },
+}
+
+impl DatabaseSettings {
+    pub fn provider_name(&self) -> &'static str {
+        match self {
+            DatabaseSettings::Json { .. } => "json",
+            DatabaseSettings::Sqlite { .. } => "sqlite",
+            DatabaseSettings::PostgreSql { .. } => "postgresql",
+            DatabaseSettings::MySql { .. } => "mysql",
+            DatabaseSettings::SqlServer { .. } => "sqlserver",
+        }
+    }
+}
+
+/// A Microsoft.Data.Sqlite connection string, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConnection {
+    /// `Data Source` (also `DataSource`, `Filename`).
+    pub path: PathBuf,
+    /// `Mode=ReadOnly` was given.
+    pub read_only: bool,
+}
+
+#[derive(Debug)]
+pub enum RsaKeySettings {
+    /// `certificate`: the private key of a PKCS#12 file from a certificate source.
+    Certificate(CertificateSettings),
+    /// A provider upstream has and this version does not build yet.
+    NotYetSupported { provider: String },
+}
+
+#[derive(Debug)]
+pub enum CertificateSettings {
+    Filesystem {
+        path: PathBuf,
+        password: Option<SecretString>,
+    },
+    /// A certificate source upstream has and this version does not build yet.
+    NotYetSupported { provider: String },
+}
+
+/// `transferTo`: upstream's one-shot copy into another database at start-up.
+#[derive(Debug)]
+pub struct TransferToSettings {
+    pub lockfile_path: PathBuf,
+    /// Whether the target database and RSA key are configured, which makes upstream run
+    /// the transfer when the lock file is absent.
+    pub target_configured: bool,
+}
+
+/// A setting that is missing or wrong. Names the setting in both spellings.
+#[derive(Debug, thiserror::Error)]
+#[error("setting `{setting}` (environment variable `{env_var}`): {message}")]
+pub struct ConfigError {
+    /// Path inside keyConnectorSettings, e.g. `keyConnectorSettings:database:provider`.
+    pub setting: String,
+    /// The same as an environment variable, e.g. `keyConnectorSettings__database__provider`.
+    pub env_var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// `path` is the setting below `keyConnectorSettings`, with `:` between levels.
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            setting: format!("keyConnectorSettings:{path}"),
+            env_var: format!("keyConnectorSettings__{}", path.replace(':', "__")),
+            message: message.into(),
+        }
+    }
+}
+
+/// Settings plus the warnings found while reading them (unknown keys, ignored values).
+#[derive(Debug)]
+pub struct LoadedSettings {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+    /// Where `appsettings.json` was read from, if one was.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Where settings come from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config PATH`; without it `appsettings.json` in the working directory, if present.
+    pub file: Option<PathBuf>,
+    /// The process environment (passed in so tests control it).
+    pub env: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+}
+
+/// Reads and validates the settings.
+pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
+    raw::load(source)
+}

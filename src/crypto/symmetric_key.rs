@@ -1,0 +1,111 @@
+//! The database's symmetric key: read and unwrapped at start-up, or created once.
+//!
+//! Safety rule: a stored key that the configured RSA key cannot unwrap stops start-up. A
+//! replacement is never generated over an existing key, because every user key in the
+//! database would become unreadable. A new key is used only after the store confirmed it
+//! holds exactly that key (another instance may have saved one first: then that one wins).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use super::{SYMMETRIC_KEY_LEN, UserKeyCipher, generate_symmetric_key};
+use crate::keys::{KeyProviderError, RsaKeyProvider};
+use crate::store::{StoreError, UserKeyStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Provider(KeyProviderError),
+    #[error(
+        "the symmetric key stored in the database cannot be unwrapped by the configured RSA key ({provider}): {reason}. \
+         Is this the certificate/key the database was created with? Refusing to start: generating a new key would make every stored user key unreadable"
+    )]
+    WrongRsaKey { provider: String, reason: String },
+    #[error("the symmetric key stored in the database is damaged: {0}. Refusing to start")]
+    DamagedStoredKey(String),
+}
+
+impl BootstrapError {
+    /// Whether waiting and trying again can help (a peer is down), as opposed to a
+    /// configuration or data problem that needs an operator.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BootstrapError::Store(StoreError::Unavailable(_))
+                | BootstrapError::Provider(KeyProviderError::Unavailable(_))
+        )
+    }
+}
+
+/// Where the key came from, for the start-up log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymmetricKeyOrigin {
+    /// Unwrapped from the database.
+    Existing,
+    /// Generated and saved by this instance.
+    Created,
+    /// Another instance saved one first while this one was creating its own.
+    CreatedConcurrently,
+}
+
+/// Reads the wrapped key (or creates one) and returns the cipher for user keys.
+pub async fn load_or_create_symmetric_key(
+    store: &dyn UserKeyStore,
+    provider: &dyn RsaKeyProvider,
+) -> Result<(UserKeyCipher, SymmetricKeyOrigin), BootstrapError> {
+    if let Some(wrapped) = store.read_symmetric_key().await? {
+        let key = unwrap_stored(&wrapped, provider).await?;
+        return Ok((cipher_from(&key)?, SymmetricKeyOrigin::Existing));
+    }
+
+    let key =
+        generate_symmetric_key().map_err(|e| BootstrapError::DamagedStoredKey(e.to_string()))?;
+    let wrapped = provider
+        .wrap_symmetric_key(&key)
+        .await
+        .map_err(BootstrapError::Provider)?;
+    let wrapped = STANDARD.encode(wrapped);
+    let stored = store.insert_symmetric_key_if_absent(&wrapped).await?;
+    if stored == wrapped {
+        Ok((cipher_from(&key)?, SymmetricKeyOrigin::Created))
+    } else {
+        let winner = unwrap_stored(&stored, provider).await?;
+        Ok((
+            cipher_from(&winner)?,
+            SymmetricKeyOrigin::CreatedConcurrently,
+        ))
+    }
+}
+
+async fn unwrap_stored(
+    wrapped: &str,
+    provider: &dyn RsaKeyProvider,
+) -> Result<Zeroizing<Vec<u8>>, BootstrapError> {
+    let bytes = STANDARD
+        .decode(wrapped.trim())
+        .map_err(|_| BootstrapError::DamagedStoredKey("it is not base64".into()))?;
+    let key = provider
+        .unwrap_symmetric_key(&bytes)
+        .await
+        .map_err(|e| match e {
+            KeyProviderError::UnwrapFailed(reason) => BootstrapError::WrongRsaKey {
+                provider: provider.describe(),
+                reason,
+            },
+            other => BootstrapError::Provider(other),
+        })?;
+    if key.len() != SYMMETRIC_KEY_LEN {
+        return Err(BootstrapError::DamagedStoredKey(format!(
+            "it unwraps to {} bytes instead of {SYMMETRIC_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+fn cipher_from(key: &[u8]) -> Result<UserKeyCipher, BootstrapError> {
+    UserKeyCipher::new(key).map_err(|e| BootstrapError::DamagedStoredKey(e.to_string()))
+}

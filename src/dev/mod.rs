@@ -1,0 +1,3 @@
+//! `key-connector dev`: the newcomer's first minute. Not for production.
+//!
+//! Placeholder: see the quickstart work item.

@@ -1,0 +1,152 @@
+//! The `certificate` RSA key provider: the private key of a PKCS#12 certificate file.
+//!
+//! The certificate comes from a certificate source (`certificate:provider`); only
+//! `filesystem` is built so far. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
+//! upstream's .NET `RSAEncryptionPadding.OaepSHA1`, so databases written by either side
+//! unwrap on the other.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_lc_rs::rsa::{
+    OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+};
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
+
+use super::{KeyProviderError, RsaKeyProvider, pkcs12};
+use crate::config::CertificateSettings;
+
+/// An RSA key pair held in memory for OAEP-SHA-1 wrapping.
+pub struct CertificateKeyProvider {
+    description: String,
+    key: Arc<OaepKeyPair>,
+}
+
+struct OaepKeyPair {
+    private: OaepPrivateDecryptingKey,
+    public: OaepPublicEncryptingKey,
+}
+
+impl OaepKeyPair {
+    fn from_pkcs8(der: &[u8]) -> Result<Self, KeyProviderError> {
+        let private = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "the certificate's private key is not a usable RSA key: {e}"
+            ))
+        })?;
+        let public = OaepPublicEncryptingKey::new(private.public_key())
+            .map_err(|e| KeyProviderError::Config(format!("unusable RSA public key: {e}")))?;
+        let private = OaepPrivateDecryptingKey::new(private)
+            .map_err(|e| KeyProviderError::Config(format!("unusable RSA private key: {e}")))?;
+        Ok(Self { private, public })
+    }
+}
+
+impl CertificateKeyProvider {
+    /// Loads the certificate named by the settings and keeps its private key.
+    pub async fn open(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
+        match source {
+            CertificateSettings::Filesystem { path, password } => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    KeyProviderError::Config(format!(
+                        "cannot read the certificate file {} (keyConnectorSettings__certificate__filesystemPath): {e}",
+                        path.display()
+                    ))
+                })?;
+                let password = password.as_ref().map(|p| p.expose_secret().to_owned());
+                let pkcs8 = tokio::task::spawn_blocking(move || {
+                    pkcs12::private_key_pkcs8(&bytes, password.as_deref())
+                })
+                .await
+                .map_err(|e| KeyProviderError::Config(format!("certificate loading failed: {e}")))?
+                .map_err(|e| {
+                    KeyProviderError::Config(format!(
+                        "cannot use the certificate file {}: {e} (keyConnectorSettings__certificate__filesystemPassword)",
+                        path.display()
+                    ))
+                })?;
+                let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
+                let bits = key.public.key_size_bits();
+                Ok(Self {
+                    description: format!(
+                        "certificate from file {} (RSA {bits}-bit, OAEP SHA-1)",
+                        path.display()
+                    ),
+                    key: Arc::new(key),
+                })
+            }
+            CertificateSettings::NotYetSupported { provider } => {
+                Err(KeyProviderError::Config(format!(
+                    "certificate provider `{provider}` (keyConnectorSettings__certificate__provider) is not supported by this version yet; \
+                 supported: `filesystem`"
+                )))
+            }
+        }
+    }
+
+    /// Builds a provider from a PKCS#8 private key already in memory (development and tests).
+    pub fn from_pkcs8(
+        der: &[u8],
+        description: impl Into<String>,
+    ) -> Result<Self, KeyProviderError> {
+        Ok(Self {
+            description: description.into(),
+            key: Arc::new(OaepKeyPair::from_pkcs8(der)?),
+        })
+    }
+}
+
+#[async_trait]
+impl RsaKeyProvider for CertificateKeyProvider {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
+        let pair = Arc::clone(&self.key);
+        let plain = Zeroizing::new(key.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let mut out = vec![0u8; pair.public.ciphertext_size()];
+            let written = pair
+                .public
+                .encrypt(&OAEP_SHA1_MGF1SHA1, &plain, &mut out, None)
+                .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
+                .len();
+            out.truncate(written);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
+    }
+
+    async fn unwrap_symmetric_key(
+        &self,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        let pair = Arc::clone(&self.key);
+        let wrapped = wrapped.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Zeroizing::new(vec![0u8; pair.private.min_output_size()]);
+            let written = pair
+                .private
+                .decrypt(&OAEP_SHA1_MGF1SHA1, &wrapped, &mut out, None)
+                .map_err(|_| {
+                    KeyProviderError::UnwrapFailed(
+                        "RSA-OAEP decryption failed: the stored symmetric key was not wrapped by this certificate's key"
+                            .into(),
+                    )
+                })?
+                .len();
+            out.truncate(written);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
+    }
+
+    async fn check_health(&self) -> Result<(), KeyProviderError> {
+        // The key pair is held in memory since start-up, as upstream caches its certificate.
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Who wraps the symmetric key: the organisation's RSA key.
+//!
+//! [`RsaKeyProvider`] is the second seam of the service. A provider wraps the 256-bit
+//! symmetric key once when a database is new and unwraps it once at start-up; it never sees
+//! a user key. Each provider lives in its own module; [`open_rsa_key_provider`] is the only
+//! place that knows them all. The wrapping algorithm is fixed per provider by upstream's
+//! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
+
+pub mod certificate;
+pub mod pkcs12;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::config::RsaKeySettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProviderError {
+    /// The provider is configured wrongly (missing file, wrong password, ...).
+    #[error("{0}")]
+    Config(String),
+    /// The provider could not be reached now; retrying may help.
+    #[error("the RSA key provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The wrapped key could not be unwrapped with this RSA key.
+    #[error("{0}")]
+    UnwrapFailed(String),
+}
+
+#[async_trait]
+pub trait RsaKeyProvider: Send + Sync + 'static {
+    /// Names the provider and key for logs and reports, without secrets.
+    fn describe(&self) -> String;
+
+    /// Encrypts the symmetric key for storage.
+    async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError>;
+
+    /// Decrypts a stored symmetric key.
+    async fn unwrap_symmetric_key(
+        &self,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError>;
+
+    /// Proves the provider can still produce its public key (upstream's `/health`).
+    async fn check_health(&self) -> Result<(), KeyProviderError>;
+}
+
+/// Builds the configured provider, loading its key material.
+pub async fn open_rsa_key_provider(
+    settings: &RsaKeySettings,
+) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
+    match settings {
+        RsaKeySettings::Certificate(source) => Ok(Arc::new(
+            certificate::CertificateKeyProvider::open(source).await?,
+        )),
+        RsaKeySettings::NotYetSupported { provider } => Err(KeyProviderError::Config(format!(
+            "RSA key provider `{provider}` (keyConnectorSettings__rsaKey__provider) is not supported by this version yet; \
+             supported: `certificate` with certificate provider `filesystem`"
+        ))),
+    }
+}

@@ -1,0 +1,23 @@
+//! A drop-in, self-hosted Bitwarden Key Connector.
+//!
+//! The service keeps each SSO user's key encrypted at rest (AES-256-GCM under one
+//! symmetric key per database, itself wrapped by an RSA key the organisation controls)
+//! and hands it back to the Bitwarden clients of the token's user.
+//!
+//! The two seams are [`store::UserKeyStore`] (where sealed keys live) and
+//! [`keys::RsaKeyProvider`] (who wraps the symmetric key). Everything else is plain data
+//! flowing through [`state::AppState`].
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod dev;
+pub mod dotnet_time;
+pub mod error;
+pub mod keys;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

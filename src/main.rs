@@ -1,0 +1,100 @@
+//! The `key-connector` binary: parses the command line and hands over to the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use key_connector::config::{self, ConfigSource};
+use key_connector::startup::Application;
+use key_connector::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "key-connector",
+    version,
+    about = "A drop-in, self-hosted Bitwarden Key Connector"
+)]
+struct Cli {
+    /// appsettings.json to read (default: ./appsettings.json when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEY_CONNECTOR_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Key Connector API (the default).
+    Serve,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+    }
+}
+
+async fn serve(config_file: Option<PathBuf>) -> ExitCode {
+    let loaded = match config::load(&ConfigSource::from_process(config_file)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let listen =
+        match config::listen::parse_listen_urls(std::env::var("ASPNETCORE_URLS").ok().as_deref()) {
+            Ok(listen) => listen,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let app = match Application::build(&loaded.settings, &listen).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    app.run_until_stopped(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,119 @@
+//! The HTTP surface: routes, the bearer-token extractor, and the layers around them.
+//!
+//! Layers, outermost first: path normalization (upstream's routing ignores case, clients may
+//! send `//user-keys`), request id, tracing, CORS (exactly one origin: the web vault), then
+//! the routes. Handlers get everything through [`AppState`].
+
+mod health;
+mod misc;
+mod user_keys;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Uri, header};
+use axum::routing::get;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::AuthenticatedUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The application's routes with their layers (without path normalization, see
+/// [`normalize_path`]).
+pub fn router(state: AppState, web_vault_origin: &str) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(match HeaderValue::from_str(web_vault_origin) {
+            Ok(origin) => AllowOrigin::exact(origin),
+            // Validated at start-up; an impossible origin simply allows nothing.
+            Err(_) => AllowOrigin::list([]),
+        })
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(0));
+
+    Router::new()
+        .route("/alive", get(misc::now))
+        .route("/now", get(misc::now))
+        .route("/health", get(health::health))
+        .route(
+            "/user-keys",
+            get(user_keys::get_key)
+                .post(user_keys::create_key)
+                .put(user_keys::put_key),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(cors)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Rewrites the request path before routing: repeated slashes collapse (`//user-keys`), a
+/// trailing slash is dropped, and ASCII letters are lower-cased, because upstream's ASP.NET
+/// routing matches paths case-insensitively and every route here is lower case.
+pub fn normalize_path(mut request: Request) -> Request {
+    let uri = request.uri();
+    let path = uri.path();
+    let needs_work = path.contains("//")
+        || (path.len() > 1 && path.ends_with('/'))
+        || path.bytes().any(|b| b.is_ascii_uppercase());
+    if !needs_work {
+        return request;
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        normalized.push('/');
+        normalized.push_str(&segment.to_ascii_lowercase());
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    if let Some(query) = uri.query() {
+        normalized.push('?');
+        normalized.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = normalized.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(new_uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = new_uri;
+        }
+    }
+    request
+}
+
+impl FromRequestParts<AppState> for AuthenticatedUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = state
+            .auth
+            .authenticate(parts.headers.get(header::AUTHORIZATION))
+            .await?;
+        Ok(user)
+    }
+}

@@ -1,0 +1,272 @@
+//! `GET|POST|PUT /user-keys`: the token's user reads, creates or replaces their key.
+//!
+//! The body is parsed by hand rather than by a typed extractor so that every way it can be
+//! wrong gets a precise 4xx, property names match case-insensitively (ASP.NET model
+//! binding), and nothing is written unless the whole request is valid.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine;
+use base64::alphabet::STANDARD as STANDARD_ALPHABET;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::auth::AuthenticatedUser;
+use crate::crypto::UserKey;
+use crate::dotnet_time::now_utc;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{CreateOutcome, StoredUserKey};
+
+/// Largest request body accepted. A user key is tens of bytes; this leaves ample room
+/// without letting a client make the server buffer megabytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// .NET's `Convert.FromBase64String`: standard alphabet, padding required, non-zero
+/// trailing bits tolerated.
+const DOTNET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD_ALPHABET,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+#[derive(Serialize)]
+pub struct UserKeyResponse {
+    key: String,
+}
+
+impl Drop for UserKeyResponse {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+pub async fn get_key(
+    State(state): State<AppState>,
+    user: AuthenticatedUser,
+) -> Result<Json<UserKeyResponse>, ApiError> {
+    let stored = state
+        .store
+        .read_user_key(user.user_id)
+        .await?
+        .ok_or(ApiError::NoKey)?;
+    let key = state
+        .cipher
+        .open_user_key(&stored.sealed_key)
+        .map_err(|error| {
+            tracing::error!(user_id = %user.user_id, %error, "stored user key cannot be decrypted");
+            ApiError::Internal(
+                "the stored key cannot be decrypted; the operator has been told".into(),
+            )
+        })?;
+    state.last_access.record(user.user_id, now_utc());
+    tracing::info!(target: "audit", user_id = %user.user_id, action = "read", outcome = "ok");
+    Ok(Json(UserKeyResponse {
+        key: key.to_base64().to_string(),
+    }))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    user: AuthenticatedUser,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = read_user_key_body(&headers, body).await?;
+    let sealed = seal(&state, &key)?;
+    let row = StoredUserKey {
+        id: user.user_id,
+        sealed_key: sealed,
+        creation_date: now_utc(),
+        revision_date: None,
+        last_access_date: None,
+    };
+    match state.store.create_user_key(&row).await? {
+        CreateOutcome::Created => {
+            tracing::info!(target: "audit", user_id = %user.user_id, action = "create", outcome = "ok");
+            Ok(StatusCode::OK)
+        }
+        CreateOutcome::AlreadyExists => {
+            tracing::info!(target: "audit", user_id = %user.user_id, action = "create", outcome = "exists");
+            Err(ApiError::BadRequest(
+                "this user already has a key; use PUT to replace it".into(),
+            ))
+        }
+    }
+}
+
+pub async fn put_key(
+    State(state): State<AppState>,
+    user: AuthenticatedUser,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = read_user_key_body(&headers, body).await?;
+    let sealed = seal(&state, &key)?;
+    let outcome = state
+        .store
+        .put_user_key(user.user_id, &sealed, now_utc())
+        .await?;
+    tracing::info!(target: "audit", user_id = %user.user_id, action = "put", outcome = ?outcome);
+    Ok(StatusCode::OK)
+}
+
+fn seal(state: &AppState, key: &UserKey) -> Result<String, ApiError> {
+    state
+        .cipher
+        .seal_user_key(key)
+        .map_err(|e| ApiError::Unavailable(format!("could not encrypt the key: {e}")))
+}
+
+/// Reads `{"key": "<base64>"}` (property name in any case) into the key's bytes.
+async fn read_user_key_body(headers: &HeaderMap, body: Body) -> Result<UserKey, ApiError> {
+    require_json_content_type(headers)?;
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+    parse_user_key_body(&bytes)
+}
+
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with `Content-Type: application/json`".into(),
+        ));
+    };
+    let media_type = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = media_type == "application/json"
+        || media_type == "text/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "content type `{media_type}` is not JSON; send `Content-Type: application/json`"
+        )))
+    }
+}
+
+/// Parses the request body. Public for fuzzing and unit tests.
+pub fn parse_user_key_body(bytes: &[u8]) -> Result<UserKey, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send {\"key\": \"<base64>\"}".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the request body is not valid JSON ({e}); send {{\"key\": \"<base64>\"}}"
+        ))
+    })?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object {\"key\": \"<base64>\"}".into(),
+        ));
+    };
+    let mut matches = object
+        .into_iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("key"));
+    let Some((_, key)) = matches.next() else {
+        return Err(ApiError::BadRequest(
+            "the request body has no `key` property".into(),
+        ));
+    };
+    if matches.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "the request body has more than one `key` property (names are case-insensitive)".into(),
+        ));
+    }
+    let serde_json::Value::String(text) = key else {
+        return Err(ApiError::BadRequest(
+            "`key` must be a string holding base64".into(),
+        ));
+    };
+    let text = Zeroizing::new(text);
+    // .NET ignores whitespace inside base64; so does this, for the same clients.
+    let compact: Zeroizing<String> = Zeroizing::new(
+        text.chars()
+            .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
+            .collect(),
+    );
+    if compact.is_empty() {
+        return Err(ApiError::BadRequest("`key` must not be empty".into()));
+    }
+    let decoded = DOTNET_BASE64
+        .decode(compact.as_bytes())
+        .map_err(|_| ApiError::BadRequest("`key` is not valid base64".into()))?;
+    Ok(UserKey::new(decoded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_key_in_any_case() {
+        for body in [
+            r#"{"key":"AQID"}"#,
+            r#"{"Key":"AQID"}"#,
+            r#"{"KEY":"AQID","other":1}"#,
+        ] {
+            assert_eq!(
+                parse_user_key_body(body.as_bytes()).unwrap().as_bytes(),
+                [1, 2, 3]
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_every_malformed_body() {
+        for body in [
+            "",
+            "  ",
+            "not json",
+            "[]",
+            "\"AQID\"",
+            "{}",
+            r#"{"key":null}"#,
+            r#"{"key":123}"#,
+            r#"{"key":""}"#,
+            r#"{"key":"   "}"#,
+            r#"{"key":"!!!!"}"#,
+            r#"{"key":"AQI"}"#,
+            r#"{"key":"AQID","Key":"AQID"}"#,
+            r#"{"key":"AQID""#,
+        ] {
+            assert!(
+                matches!(
+                    parse_user_key_body(body.as_bytes()),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{body:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn tolerates_whitespace_and_trailing_bits_like_dotnet() {
+        assert_eq!(
+            parse_user_key_body(br#"{"key":"AQ ID"}"#)
+                .unwrap()
+                .as_bytes(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            parse_user_key_body(br#"{"key":"AR=="}"#)
+                .unwrap()
+                .as_bytes(),
+            [1]
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Building and running the service: store, RSA key, symmetric key, listeners.
+//!
+//! [`Application::build`] does everything that can fail before the first request (and
+//! retries what is only temporarily unavailable); [`Application::run_until_stopped`] serves
+//! until the shutdown signal, lets in-flight requests finish, and flushes pending writes.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower::util::MapRequestLayer;
+
+use crate::auth::Authenticator;
+use crate::config::{ListenHost, ListenUrl, Settings};
+use crate::crypto::symmetric_key::{
+    BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
+};
+use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
+use crate::routes;
+use crate::state::AppState;
+use crate::store::last_access::LastAccessRecorder;
+use crate::store::{StoreError, UserKeyStore, open_store};
+
+/// How long shutdown waits for in-flight requests before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Why the service could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the key store: {0}")]
+    Store(StoreError),
+    #[error("cannot load the RSA key: {0}")]
+    RsaKey(KeyProviderError),
+    #[error("{0}")]
+    SymmetricKey(BootstrapError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A built service, listening, not yet serving.
+pub struct Application {
+    listeners: Vec<TcpListener>,
+    state: AppState,
+    web_vault_origin: String,
+    background: CancellationToken,
+}
+
+impl Application {
+    /// Opens the store and key provider, unwraps or creates the symmetric key, starts token
+    /// discovery and binds every listener.
+    pub async fn build(settings: &Settings, listen: &[ListenUrl]) -> Result<Self, StartupError> {
+        if let Some(transfer) = &settings.transfer_to
+            && transfer.target_configured
+            && !transfer.lockfile_path.exists()
+        {
+            return Err(StartupError::Unsupported(format!(
+                "keyConnectorSettings:transferTo is configured (target database and RSA key, no lock file at {}), \
+                 but transfers are not supported by this version yet; run the transfer with the official container, \
+                 or remove keyConnectorSettings__transferTo__database / __rsaKey",
+                transfer.lockfile_path.display()
+            )));
+        }
+
+        let store = retry_transient(
+            "key store",
+            || open_store(&settings.database),
+            |e| matches!(e, StoreError::Unavailable(_)),
+        )
+        .await
+        .map_err(StartupError::Store)?;
+        tracing::info!(provider = store.kind(), "key store opened");
+
+        let rsa_key = retry_transient(
+            "RSA key provider",
+            || open_rsa_key_provider(&settings.rsa_key),
+            |e| matches!(e, KeyProviderError::Unavailable(_)),
+        )
+        .await
+        .map_err(StartupError::RsaKey)?;
+        tracing::info!(provider = %rsa_key.describe(), "RSA key loaded");
+
+        Self::build_with(store, rsa_key, settings, listen).await
+    }
+
+    /// Like [`Application::build`] with an already opened store and provider.
+    pub async fn build_with(
+        store: Arc<dyn UserKeyStore>,
+        rsa_key: Arc<dyn RsaKeyProvider>,
+        settings: &Settings,
+        listen: &[ListenUrl],
+    ) -> Result<Self, StartupError> {
+        let (cipher, origin) = retry_transient(
+            "symmetric key",
+            || load_or_create_symmetric_key(store.as_ref(), rsa_key.as_ref()),
+            BootstrapError::is_transient,
+        )
+        .await
+        .map_err(StartupError::SymmetricKey)?;
+        match origin {
+            SymmetricKeyOrigin::Existing => tracing::info!("symmetric key unwrapped"),
+            SymmetricKeyOrigin::Created => {
+                tracing::info!("new database: generated and saved a symmetric key")
+            }
+            SymmetricKeyOrigin::CreatedConcurrently => {
+                tracing::info!("another instance saved the symmetric key first; using that one")
+            }
+        }
+
+        let background = CancellationToken::new();
+        let auth = Authenticator::new(&settings.identity_server_uri);
+        auth.spawn_discovery(background.child_token());
+
+        let listeners = bind_all(listen).await?;
+        let state = AppState {
+            last_access: LastAccessRecorder::new(Arc::clone(&store)),
+            store,
+            cipher: Arc::new(cipher),
+            rsa_key,
+            auth,
+        };
+        Ok(Self {
+            listeners,
+            state,
+            web_vault_origin: settings.web_vault_origin.clone(),
+            background,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains and flushes.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Self {
+            listeners,
+            state,
+            web_vault_origin,
+            background,
+        } = self;
+        let flusher = state.last_access.spawn_flusher(background.child_token());
+        let router = routes::router(state.clone(), &web_vault_origin);
+        let app = MapRequestLayer::new(routes::normalize_path).layer(router);
+
+        let stop = CancellationToken::new();
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let app = app.clone();
+            let stop = stop.clone();
+            servers.spawn(async move {
+                let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "listener failed");
+                }
+            });
+        }
+
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        stop.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while servers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some requests did not finish in time and were dropped");
+            servers.abort_all();
+        }
+        background.cancel();
+        let _ = flusher.await;
+        state.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Retries `attempt` with exponential backoff (1 s doubling to 30 s) while `is_transient`
+/// says the failure is a peer being down, logging each attempt. Other errors return at once.
+async fn retry_transient<T, E, F, Fut>(
+    what: &str,
+    mut attempt: F,
+    is_transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_secs(1);
+    let mut tries = 1u32;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(%error, attempt = tries, retry_in = ?delay, "{what} unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                tries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Binds every listen URL. `+`/`*`/host names bind the IPv6 wildcard (dual-stack on Linux)
+/// or, without IPv6, the IPv4 one; `localhost` binds both loopbacks.
+async fn bind_all(listen: &[ListenUrl]) -> Result<Vec<TcpListener>, StartupError> {
+    let mut listeners = Vec::new();
+    for url in listen {
+        match &url.host {
+            ListenHost::Ip(ip) => listeners.push(bind(SocketAddr::new(*ip, url.port)).await?),
+            ListenHost::Any => {
+                match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), url.port)).await {
+                    Ok(listener) => listeners.push(listener),
+                    Err(_) => listeners.push(
+                        bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), url.port)).await?,
+                    ),
+                }
+            }
+            ListenHost::Loopback => {
+                let v4 = bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), url.port)).await?;
+                // With port 0 the IPv6 loopback must share the port the IPv4 one got.
+                let port = v4.local_addr().map(|a| a.port()).unwrap_or(url.port);
+                listeners.push(v4);
+                match bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)).await {
+                    Ok(v6) => listeners.push(v6),
+                    Err(error) => {
+                        tracing::debug!(%error, "no IPv6 loopback; listening on 127.0.0.1 only")
+                    }
+                }
+            }
+        }
+    }
+    for listener in &listeners {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "listening");
+        }
+    }
+    Ok(listeners)
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,144 @@
+//! Where sealed user keys and the wrapped symmetric key live.
+//!
+//! [`UserKeyStore`] is one of the two seams of the service: every backend (JSON file,
+//! SQLite, ...) implements it in its own file, and [`open_store`] is the only place that
+//! knows them all. A store never sees a key in clear: it keeps the base64 text of what
+//! [`crate::crypto`] sealed, exactly as upstream stores it.
+//!
+//! Errors are split by what the caller must do: [`StoreError::Unavailable`] is a transient
+//! fault (answer 503, never "no key"), [`StoreError::Corrupt`] is data that cannot be read.
+
+pub mod json;
+pub mod last_access;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::DatabaseSettings;
+
+/// One row of `UserKeys`: a user's key, sealed, with upstream's bookkeeping dates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredUserKey {
+    pub id: Uuid,
+    /// base64(ciphertext || tag || nonce), as upstream stores it. Never the clear key.
+    pub sealed_key: String,
+    pub creation_date: OffsetDateTime,
+    pub revision_date: Option<OffsetDateTime>,
+    pub last_access_date: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for StoredUserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The sealed key is not secret on its own, but there is no reason to print it.
+        f.debug_struct("StoredUserKey")
+            .field("id", &self.id)
+            .field("creation_date", &self.creation_date)
+            .field("revision_date", &self.revision_date)
+            .field("last_access_date", &self.last_access_date)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a create did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The user already had a key; nothing was changed.
+    AlreadyExists,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Replaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not answer now (locked, unreachable, I/O error). Retrying may help.
+    #[error("the key store is unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with data this service cannot read.
+    #[error("the key store holds data that cannot be read: {0}")]
+    Corrupt(String),
+    /// The store cannot be opened as configured (wrong path, wrong schema, ...).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The storage seam. Implementations must make every acknowledged write durable before
+/// returning `Ok`, and must be safe under concurrent calls.
+#[async_trait]
+pub trait UserKeyStore: Send + Sync + 'static {
+    /// A short name for logs and reports, such as `sqlite` or `json`.
+    fn kind(&self) -> &'static str;
+
+    /// The wrapped symmetric key (base64), if one was ever saved. With several rows (an
+    /// upstream race can create them) this is the first one, as upstream reads it.
+    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError>;
+
+    /// Saves `wrapped` unless a symmetric key exists already, atomically. Returns the key
+    /// stored afterwards: `wrapped` itself, or the one another instance saved first.
+    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError>;
+
+    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError>;
+
+    /// Inserts a new row unless the user already has one (then nothing changes).
+    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError>;
+
+    /// Creates the row (creation date `now`) or replaces its sealed key and sets
+    /// `RevisionDate = now`, keeping the other dates, as upstream's PUT does.
+    async fn put_user_key(
+        &self,
+        id: Uuid,
+        sealed_key: &str,
+        now: OffsetDateTime,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Sets `LastAccessDate` of each existing row to the given time (later wins); rows that
+    /// do not exist are ignored.
+    async fn record_last_access(
+        &self,
+        accesses: &[(Uuid, OffsetDateTime)],
+    ) -> Result<(), StoreError>;
+
+    /// Every row, for transfers and reports.
+    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError>;
+
+    /// A cheap round trip proving the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and releases resources; called once on shutdown.
+    async fn close(&self);
+}
+
+/// Opens (and creates or migrates, like upstream) the configured store.
+pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn UserKeyStore>, StoreError> {
+    match settings {
+        DatabaseSettings::Json { path } => Ok(Arc::new(json::JsonFileStore::open(path).await?)),
+        #[cfg(feature = "sqlite")]
+        DatabaseSettings::Sqlite { connection } => {
+            Ok(Arc::new(sqlite::SqliteStore::open(connection).await?))
+        }
+        #[cfg(not(feature = "sqlite"))]
+        DatabaseSettings::Sqlite { .. } => Err(StoreError::Config(
+            "database provider `sqlite` is not compiled into this build: rebuild with `--features sqlite`".into(),
+        )),
+        DatabaseSettings::PostgreSql { .. } => Err(not_built("postgresql")),
+        DatabaseSettings::MySql { .. } => Err(not_built("mysql")),
+        DatabaseSettings::SqlServer { .. } => Err(not_built("sqlserver")),
+    }
+}
+
+fn not_built(provider: &str) -> StoreError {
+    StoreError::Config(format!(
+        "database provider `{provider}` (keyConnectorSettings__database__provider) is not supported by this version yet; \
+         use `sqlite` or `json`, or keep the official container for now"
+    ))
+}

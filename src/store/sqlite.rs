@@ -1,0 +1,61 @@
+//! The `sqlite` store: upstream's EF Core schema in a SQLite file.
+//!
+//! Placeholder: see the stores work item.
+
+use crate::config::SqliteConnection;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+
+pub struct SqliteStore;
+
+impl SqliteStore {
+    pub async fn open(_connection: &SqliteConnection) -> Result<Self, StoreError> {
+        Err(StoreError::Config(
+            "the sqlite store is not built yet".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl UserKeyStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        unimplemented!()
+    }
+    async fn insert_symmetric_key_if_absent(&self, _wrapped: &str) -> Result<String, StoreError> {
+        unimplemented!()
+    }
+    async fn read_user_key(&self, _id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        unimplemented!()
+    }
+    async fn create_user_key(&self, _key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+        unimplemented!()
+    }
+    async fn put_user_key(
+        &self,
+        _id: Uuid,
+        _sealed_key: &str,
+        _now: OffsetDateTime,
+    ) -> Result<PutOutcome, StoreError> {
+        unimplemented!()
+    }
+    async fn record_last_access(
+        &self,
+        _accesses: &[(Uuid, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        unimplemented!()
+    }
+    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        unimplemented!()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        unimplemented!()
+    }
+    async fn close(&self) {}
+}

@@ -1,0 +1,1 @@
+//! Shared test harness: spawn_app on port 0 and a test identity provider.
