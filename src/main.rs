@@ -36,6 +36,19 @@ struct Cli {
 enum Command {
     /// Serve the Key Connector API (the default).
     Serve,
+    /// Development quickstart on localhost: SQLite, generated certificate, built-in token
+    /// issuer, ready-to-paste curl commands. NOT FOR PRODUCTION.
+    Dev {
+        /// Directory for the database, certificate and issuer key (kept between runs).
+        #[arg(long, default_value = ".kc-dev", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Port on 127.0.0.1 (0 picks a free port).
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// Web vault origin allowed by CORS.
+        #[arg(long, default_value = "http://localhost:8080", value_name = "URL")]
+        web_vault_uri: String,
+    },
 }
 
 #[tokio::main]
@@ -44,6 +57,24 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
+        Command::Dev {
+            data_dir,
+            port,
+            web_vault_uri,
+        } => {
+            let options = key_connector::dev::DevOptions {
+                data_dir,
+                port,
+                web_vault_origin: web_vault_uri,
+            };
+            match key_connector::dev::run(options, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

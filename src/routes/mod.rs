@@ -8,8 +8,6 @@ mod health;
 mod misc;
 mod user_keys;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -36,8 +34,7 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         })
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
-        .max_age(Duration::from_secs(0));
+        .allow_credentials(true);
 
     Router::new()
         .route("/alive", get(misc::now))

@@ -1,1 +1,333 @@
-//! Shared test harness: spawn_app on port 0 and a test identity provider.
+//! Shared test harness: the real application on port 0, a real identity provider serving
+//! discovery and JWKS and minting RS256 tokens, and real stores in temporary directories.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use key_connector::auth::dev_issuer::DevIssuer;
+use key_connector::config::{
+    CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
+    SqliteConnection,
+};
+use key_connector::keys::pkcs12::generate_self_signed_pfx;
+use key_connector::startup::{Application, StartupError};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const WEB_VAULT_ORIGIN: &str = "https://vault.example.test";
+
+/// Which store a test app uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Json,
+}
+
+/// A running identity provider on 127.0.0.1.
+pub struct TestIdp {
+    pub issuer: Arc<DevIssuer>,
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl TestIdp {
+    pub async fn start() -> Self {
+        Self::start_with(Arc::new(DevIssuer::generate().expect("issuer key"))).await
+    }
+
+    pub async fn start_with(issuer: Arc<DevIssuer>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        Self::serve_on(issuer, listener, url).await
+    }
+
+    /// Serves on a given listener (used to start an identity provider late, on a port
+    /// the service was configured with).
+    pub async fn serve_on(
+        issuer: Arc<DevIssuer>,
+        listener: tokio::net::TcpListener,
+        url: String,
+    ) -> Self {
+        let task = Arc::clone(&issuer).spawn(listener, url.clone());
+        Self { issuer, url, task }
+    }
+
+    /// A valid Bitwarden-like access token for `user`.
+    pub fn token_for(&self, user: Uuid) -> String {
+        self.issuer
+            .mint_user_token(&self.url, user, Duration::from_secs(3600))
+    }
+
+    /// Claims of a valid token for `user`, for tests that change one of them.
+    pub fn claims_for(&self, user: Uuid) -> Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        json!({
+            "nbf": now, "iat": now, "exp": now + 3600, "auth_time": now,
+            "iss": self.url, "client_id": "web", "sub": user.to_string(),
+            "idp": "bitwarden", "email": "user@example.test", "email_verified": true,
+            "scope": ["api", "offline_access"], "amr": ["Application"],
+            "jti": Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    pub fn mint(&self, claims: Value) -> String {
+        self.issuer.mint(&self.url, claims)
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Options for [`spawn_app`].
+pub struct AppOptions {
+    pub store: StoreKind,
+    /// Reuse this data directory (restart tests); a fresh one otherwise.
+    pub data_dir: Option<Arc<tempfile::TempDir>>,
+    /// The identity server URI the app is configured with; the test IdP's by default.
+    pub identity_server_uri: Option<String>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Sqlite,
+            data_dir: None,
+            identity_server_uri: None,
+        }
+    }
+}
+
+/// A running application plus everything a test needs to talk to it.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub idp: Arc<TestIdp>,
+    pub data_dir: Arc<tempfile::TempDir>,
+    pub store: StoreKind,
+    store_handle: Arc<dyn key_connector::store::UserKeyStore>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// The certificate every test app uses: generating RSA keys is slow, so once per binary.
+fn shared_pfx() -> &'static [u8] {
+    static PFX: OnceLock<Vec<u8>> = OnceLock::new();
+    PFX.get_or_init(|| generate_self_signed_pfx(2048, "key connector tests", Some("test-password")).unwrap())
+}
+
+pub fn settings_for(
+    store: StoreKind,
+    data_dir: &Path,
+    identity_server_uri: &str,
+) -> Settings {
+    let pfx_path = data_dir.join("key.pfx");
+    if !pfx_path.exists() {
+        std::fs::write(&pfx_path, shared_pfx()).unwrap();
+    }
+    let database = match store {
+        StoreKind::Sqlite => DatabaseSettings::Sqlite {
+            connection: SqliteConnection {
+                path: data_dir.join("keys.db"),
+                read_only: false,
+            },
+        },
+        StoreKind::Json => DatabaseSettings::Json {
+            path: data_dir.join("data.json"),
+        },
+    };
+    Settings {
+        web_vault_origin: WEB_VAULT_ORIGIN.to_owned(),
+        identity_server_uri: identity_server_uri.to_owned(),
+        database,
+        rsa_key: RsaKeySettings::Certificate(CertificateSettings::Filesystem {
+            path: pfx_path,
+            password: Some("test-password".to_owned().into()),
+        }),
+        transfer_to: None,
+    }
+}
+
+pub fn loopback_port_zero() -> Vec<ListenUrl> {
+    vec![ListenUrl {
+        host: ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port: 0,
+    }]
+}
+
+/// Builds and starts the application with a fresh (or given) identity provider.
+pub async fn spawn_app_with(idp: Arc<TestIdp>, options: AppOptions) -> TestApp {
+    try_spawn_app_with(idp, options).await.expect("application starts")
+}
+
+pub async fn try_spawn_app_with(
+    idp: Arc<TestIdp>,
+    options: AppOptions,
+) -> Result<TestApp, StartupError> {
+    let data_dir = options
+        .data_dir
+        .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+    let identity = options
+        .identity_server_uri
+        .unwrap_or_else(|| idp.url.clone());
+    let settings = settings_for(options.store, data_dir.path(), &identity);
+    let app = Application::build(&settings, &loopback_port_zero()).await?;
+    let address = app.local_addrs()[0];
+    let store_handle = Arc::clone(&app.state().store);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Ok(TestApp {
+        address,
+        base_url: format!("http://{address}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        idp,
+        data_dir,
+        store: options.store,
+        store_handle,
+        stop: Some(stop),
+        server: Some(server),
+    })
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Arc::new(TestIdp::start().await), AppOptions::default()).await
+}
+
+pub async fn spawn_app_on(store: StoreKind) -> TestApp {
+    spawn_app_with(
+        Arc::new(TestIdp::start().await),
+        AppOptions {
+            store,
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn token_for(&self, user: Uuid) -> String {
+        self.idp.token_for(user)
+    }
+
+    /// The application's own store, to look behind the API.
+    pub fn state_store(&self) -> Arc<dyn key_connector::store::UserKeyStore> {
+        Arc::clone(&self.store_handle)
+    }
+
+    pub async fn get_key(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/user-keys"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn send_key(&self, method: reqwest::Method, token: &str, key: &str) -> reqwest::Response {
+        self.client
+            .request(method, self.url("/user-keys"))
+            .bearer_auth(token)
+            .json(&json!({ "key": key }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_key(&self, token: &str, key: &str) -> reqwest::Response {
+        self.send_key(reqwest::Method::POST, token, key).await
+    }
+
+    pub async fn put_key(&self, token: &str, key: &str) -> reqwest::Response {
+        self.send_key(reqwest::Method::PUT, token, key).await
+    }
+
+    /// The key the API returns for `token`'s user, or the status if not 200.
+    pub async fn read_key(&self, token: &str) -> Result<String, u16> {
+        let response = self.get_key(token).await;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(status);
+        }
+        let body: Value = response.json().await.unwrap();
+        Ok(body["key"].as_str().expect("key is a string").to_owned())
+    }
+
+    /// The store's file (database or JSON document).
+    pub fn store_path(&self) -> PathBuf {
+        match self.store {
+            StoreKind::Sqlite => self.data_dir.path().join("keys.db"),
+            StoreKind::Json => self.data_dir.path().join("data.json"),
+        }
+    }
+
+    /// Stops gracefully (flushing pending writes) and returns the data directory.
+    pub async fn shutdown(mut self) -> Arc<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("shutdown finishes in time")
+                .unwrap();
+        }
+        Arc::clone(&self.data_dir)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A random base64 key like the clients send (64 bytes).
+pub fn random_key() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..64).map(|_| rand_byte()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn rand_byte() -> u8 {
+    (Uuid::new_v4().as_u128() & 0xff) as u8
+}
+
+/// Whether a missing external backend must fail the run instead of skipping.
+pub fn backends_required() -> bool {
+    std::env::var("KC_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Skips (prints why) or fails (when backends are required) a test that needs something absent.
+#[macro_export]
+macro_rules! skip_or_fail {
+    ($($reason:tt)*) => {{
+        let reason = format!($($reason)*);
+        if $crate::helpers::backends_required() {
+            panic!("required backend missing: {reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }};
+}

@@ -1,4 +1,9 @@
 //! Integration tests: the real router on port 0, a real test identity provider, real stores.
 
+mod auth;
+mod binary;
+mod cors;
 mod helpers;
+mod lifecycle;
 mod stores;
+mod user_keys;

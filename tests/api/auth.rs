@@ -1,0 +1,272 @@
+//! The 401 and 403 matrices, alg confusion, JWKS rotation and an identity server outage,
+//! all through HTTP against the real router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use key_connector::auth::dev_issuer::DevIssuer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{AppOptions, TestApp, TestIdp, random_key, spawn_app, spawn_app_with};
+
+async fn status_with_header(app: &TestApp, authorization: Option<&str>) -> StatusCode {
+    let mut request = app.client.get(app.url("/user-keys"));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    }
+    if !status.is_success() {
+        let body: Value = response.json().await.expect("error bodies are JSON");
+        assert!(body["message"].is_string());
+    }
+    status
+}
+
+fn unsigned(header: Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+#[tokio::test]
+async fn every_401_case_is_rejected() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let idp = &app.idp;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let valid = idp.claims_for(user);
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = valid.clone();
+        change(&mut claims);
+        claims
+    };
+
+    let foreign = DevIssuer::generate().unwrap();
+    let hs256_with_public_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &valid,
+        &jsonwebtoken::EncodingKey::from_secret(idp.issuer.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    let hs256_with_der = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &valid,
+        &jsonwebtoken::EncodingKey::from_secret(&idp.issuer.public_key_der()),
+    )
+    .unwrap();
+    let tampered = {
+        let token = idp.mint(valid.clone());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let other = with(&|c| c["sub"] = json!(Uuid::new_v4().to_string()));
+        parts[1] = URL_SAFE_NO_PAD.encode(other.to_string());
+        parts.join(".")
+    };
+
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no header", None),
+        ("basic scheme", Some("Basic dXNlcjpwYXNz".into())),
+        ("empty bearer", Some("Bearer ".into())),
+        ("bearer only", Some("Bearer".into())),
+        ("malformed token", Some("Bearer not-a-jwt".into())),
+        ("three garbage parts", Some("Bearer a.b.c".into())),
+        ("foreign key", Some(format!("Bearer {}", foreign.mint(&idp.url, valid.clone())))),
+        ("tampered payload", Some(format!("Bearer {tampered}"))),
+        ("wrong issuer", Some(format!("Bearer {}", idp.mint(with(&|c| c["iss"] = json!("https://evil.example")))))),
+        ("issuer missing", Some(format!("Bearer {}", idp.mint(with(&|c| { c.as_object_mut().unwrap().remove("iss"); }))))),
+        ("expired", Some(format!("Bearer {}", idp.mint(with(&|c| c["exp"] = json!(now - 600)))))),
+        ("not yet valid", Some(format!("Bearer {}", idp.mint(with(&|c| c["nbf"] = json!(now + 600)))))),
+        ("no exp", Some(format!("Bearer {}", idp.mint(with(&|c| { c.as_object_mut().unwrap().remove("exp"); }))))),
+        ("alg none", Some(format!("Bearer {}", unsigned(json!({"alg": "none", "typ": "JWT"}), &valid)))),
+        ("alg none with kid", Some(format!("Bearer {}", unsigned(json!({"alg": "none", "kid": idp.issuer.kid()}), &valid)))),
+        ("HS256 with the public key PEM", Some(format!("Bearer {hs256_with_public_key}"))),
+        ("HS256 with the public key DER", Some(format!("Bearer {hs256_with_der}"))),
+    ];
+    for (name, header) in cases {
+        assert_eq!(
+            status_with_header(&app, header.as_deref()).await,
+            StatusCode::UNAUTHORIZED,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_403_case_is_forbidden() {
+    let app = spawn_app().await;
+    let valid = app.idp.claims_for(Uuid::new_v4());
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = valid.clone();
+        change(&mut claims);
+        claims
+    };
+    let remove = |name: &'static str| with(&move |c: &mut Value| {
+        c.as_object_mut().unwrap().remove(name);
+    });
+    let cases = vec![
+        ("scope without api", with(&|c| c["scope"] = json!(["offline_access"]))),
+        ("space-delimited scope", with(&|c| c["scope"] = json!("api offline_access"))),
+        ("scope missing", remove("scope")),
+        ("scope API in upper case", with(&|c| c["scope"] = json!(["API"]))),
+        ("amr sso", with(&|c| c["amr"] = json!(["sso"]))),
+        ("amr missing", remove("amr")),
+        ("amr lower-case application", with(&|c| c["amr"] = json!(["application"]))),
+        ("sub missing", remove("sub")),
+        ("sub not a GUID", with(&|c| c["sub"] = json!("alice"))),
+        ("sub a number", with(&|c| c["sub"] = json!(12345))),
+    ];
+    for (name, claims) in cases {
+        let token = app.idp.mint(claims);
+        assert_eq!(
+            status_with_header(&app, Some(&format!("Bearer {token}"))).await,
+            StatusCode::FORBIDDEN,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_the_identity_server_may_issue_are_accepted() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let valid = app.idp.claims_for(user);
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = valid.clone();
+        change(&mut claims);
+        claims
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let cases = vec![
+        ("typical", valid.clone()),
+        ("scope string api", with(&|c| c["scope"] = json!("api"))),
+        ("amr external", with(&|c| c["amr"] = json!(["external"]))),
+        ("amr string Application", with(&|c| c["amr"] = json!("Application"))),
+        ("upper-case sub", with(&|c| c["sub"] = json!(user.to_string().to_uppercase()))),
+        ("braced sub", with(&|c| c["sub"] = json!(format!("{{{user}}}")))),
+        ("expired within clock skew", with(&|c| c["exp"] = json!(now - 60))),
+        ("audience anything", with(&|c| c["aud"] = json!("someone-else"))),
+    ];
+    for (name, claims) in cases {
+        let token = app.idp.mint(claims);
+        assert_eq!(
+            status_with_header(&app, Some(&format!("Bearer {token}"))).await,
+            StatusCode::NOT_FOUND,
+            "{name}: authenticated, and the user has no key yet"
+        );
+    }
+    let lower_scheme = format!("bearer {}", app.token_for(user));
+    assert_eq!(status_with_header(&app, Some(&lower_scheme)).await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn guid_spellings_of_one_user_reach_the_same_key() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let key = random_key();
+    assert_eq!(app.post_key(&app.token_for(user), &key).await.status(), StatusCode::OK);
+    let mut claims = app.idp.claims_for(user);
+    claims["sub"] = json!(user.simple().to_string().to_uppercase());
+    assert_eq!(app.read_key(&app.idp.mint(claims)).await, Ok(key));
+}
+
+#[tokio::test]
+async fn the_identity_servers_issuer_is_trusted_even_when_it_differs_from_the_configured_uri() {
+    // Configure the service with `http://localhost:PORT/` while the discovery document says
+    // `http://127.0.0.1:PORT`, as self-hosted installs do (`http://identity:5000` vs `http://identity`).
+    let idp = Arc::new(TestIdp::start().await);
+    let configured = idp.url.replace("127.0.0.1", "localhost") + "/";
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            identity_server_uri: Some(configured),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let token = app.token_for(Uuid::new_v4());
+    assert_eq!(app.read_key(&token).await, Err(404));
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
+    let first = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(Arc::clone(&first), AppOptions::default()).await;
+    let user = Uuid::new_v4();
+    let key = random_key();
+    assert_eq!(app.post_key(&first.token_for(user), &key).await.status(), StatusCode::OK);
+
+    // The identity server restarts on the same address with a new signing key.
+    first.stop();
+    let address = first.url.trim_start_matches("http://").to_owned();
+    let listener = bind_retrying(&address).await;
+    let rotated = TestIdp::serve_on(
+        Arc::new(DevIssuer::generate().unwrap()),
+        listener,
+        first.url.clone(),
+    )
+    .await;
+    let new_token = rotated.token_for(user);
+    assert_eq!(app.read_key(&new_token).await, Ok(key));
+}
+
+#[tokio::test]
+async fn identity_server_down_is_503_then_recovers_without_restart() {
+    // Reserve a port, then free it: nothing listens there when the service starts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let url = format!("http://{address}");
+    let issuer = Arc::new(DevIssuer::generate().unwrap());
+    let placeholder = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        placeholder,
+        AppOptions {
+            identity_server_uri: Some(url.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let token = issuer.mint_user_token(&url, Uuid::new_v4(), Duration::from_secs(3600));
+
+    let response = app.get_key(&token).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let _: Value = response.json().await.unwrap();
+    // Without a token the answer is still 401: nothing to validate.
+    let response = app.client.get(app.url("/user-keys")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Anonymous endpoints keep working.
+    let response = app.client.get(app.url("/alive")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let _idp = TestIdp::serve_on(issuer, bind_retrying(&address).await, url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        match app.read_key(&token).await {
+            Err(404) => break,
+            Err(503) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => panic!("expected recovery to 404, got {other:?}"),
+        }
+    }
+}
+
+async fn bind_retrying(address: &str) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(address).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {address} again");
+}

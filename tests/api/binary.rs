@@ -1,0 +1,298 @@
+//! The real `key-connector` binary: command line, configuration errors, signals, and
+//! durability of acknowledged writes across `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{TestIdp, random_key};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `key-connector` child process configured only through environment variables, as the
+/// official container is.
+struct Service {
+    child: Child,
+    base_url: String,
+}
+
+fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command {
+    let pfx = dir.join("key.pfx");
+    if !pfx.exists() {
+        let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "binary test", Some("pw"))
+            .unwrap();
+        std::fs::write(&pfx, bytes).unwrap();
+    }
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("ASPNETCORE_URLS", format!("http://127.0.0.1:{port}"))
+        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test/")
+        .env("keyConnectorSettings__identityServerUri", idp_url)
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "certificate")
+        .env("keyConnectorSettings__certificate__provider", "filesystem")
+        .env("keyConnectorSettings__certificate__filesystemPath", &pfx)
+        .env("keyConnectorSettings__certificate__filesystemPassword", "pw")
+        .env("keyConnectorSettings__database__provider", store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match store {
+        "sqlite" => command.env(
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source={}", dir.join("keys.db").display()),
+        ),
+        _ => command.env(
+            "keyConnectorSettings__database__jsonFilePath",
+            dir.join("data.json"),
+        ),
+    };
+    command
+}
+
+impl Service {
+    async fn start(dir: &Path, store: &str, idp_url: &str) -> Self {
+        let port = free_port();
+        let mut child = service_command(dir, store, idp_url, port).spawn().unwrap();
+        // Drain stderr so the child never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[service] {line}");
+            }
+        });
+        let base_url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(format!("{base_url}/alive")).send().await
+                && response.status() == StatusCode::OK
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("service exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "service did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, base_url }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "service did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn read_key(client: &reqwest::Client, base: &str, token: &str) -> Result<String, u16> {
+    let response = client
+        .get(format!("{base}/user-keys"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    if response.status() != StatusCode::OK {
+        return Err(response.status().as_u16());
+    }
+    let body: serde_json::Value = response.json().await.unwrap();
+    Ok(body["key"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn version_and_help_describe_the_binary() {
+    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "serve",
+        "dev",
+        "--config",
+        "keyConnectorSettings__database__provider",
+        "keyConnectorSettings__certificate__filesystemPath",
+        "ASPNETCORE_URLS",
+    ] {
+        assert!(help.contains(expected), "--help lacks {expected}:\n{help}");
+    }
+}
+
+#[test]
+fn a_missing_setting_stops_start_up_naming_the_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test")
+        .env("keyConnectorSettings__identityServerUri", "https://identity.example.test")
+        .env("keyConnectorSettings__rsaKey__provider", "certificate")
+        .env("keyConnectorSettings__certificate__provider", "filesystem")
+        .env("keyConnectorSettings__certificate__filesystemPath", "key.pfx")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keyConnectorSettings__database__provider"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_certificate_password_stops_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("keyConnectorSettings__certificate__filesystemPassword", "wrong")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("password"), "{stderr}");
+    assert!(!stderr.contains("wrong"), "the password itself is never logged: {stderr}");
+}
+
+async fn acknowledged_writes_survive_kill_9(store: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Arc::new(TestIdp::start().await);
+    let client = reqwest::Client::new();
+    let mut service = Service::start(dir.path(), store, &idp.url).await;
+
+    let mut written = Vec::new();
+    for _ in 0..20 {
+        let token = idp.token_for(Uuid::new_v4());
+        let key = random_key();
+        let response = client
+            .post(format!("{}/user-keys", service.base_url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        written.push((token, key));
+    }
+    service.signal("KILL");
+    service.wait_exit(Duration::from_secs(5));
+
+    let service = Service::start(dir.path(), store, &idp.url).await;
+    for (token, key) in &written {
+        assert_eq!(read_key(&client, &service.base_url, token).await.as_ref(), Ok(key));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_writes_survive_kill_9() {
+    acknowledged_writes_survive_kill_9("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_acknowledged_writes_survive_kill_9() {
+    acknowledged_writes_survive_kill_9("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Arc::new(TestIdp::start().await);
+    let client = reqwest::Client::new();
+    let mut service = Service::start(dir.path(), "sqlite", &idp.url).await;
+
+    let reader = idp.token_for(Uuid::new_v4());
+    let reader_key = random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&reader)
+        .json(&serde_json::json!({ "key": reader_key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A read whose LastAccessDate is only pending in memory when the signal arrives.
+    assert_eq!(read_key(&client, &service.base_url, &reader).await, Ok(reader_key));
+
+    // A request in flight: its body arrives in two halves around the signal.
+    let writer = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    let body = format!(r#"{{"key":"{key}"}}"#);
+    let (first, second) = body.split_at(body.len() / 2);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{}/user-keys", service.base_url);
+        async move {
+            client
+                .post(url)
+                .bearer_auth(writer)
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream))
+                .send()
+                .await
+        }
+    });
+    sender.send(Ok(first.as_bytes().to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender.send(Ok(second.as_bytes().to_vec())).await.unwrap();
+    drop(sender);
+    let response = in_flight.await.unwrap().expect("the in-flight request completes");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let status = service.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+
+    let last_access: Option<String> = {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("keys.db"));
+        let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query_scalar(r#"SELECT "LastAccessDate" FROM "UserKeys" WHERE "LastAccessDate" IS NOT NULL"#)
+            .fetch_optional(&mut connection)
+            .await
+            .unwrap()
+    };
+    assert!(last_access.is_some(), "LastAccessDate was flushed on shutdown");
+}
+
