@@ -2,8 +2,10 @@
 
 mod auth;
 mod binary;
+mod compat;
 mod cors;
 mod helpers;
 mod lifecycle;
+mod quickstart;
 mod stores;
 mod user_keys;

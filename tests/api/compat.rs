@@ -1,0 +1,168 @@
+//! Compatibility with upstream's storage formats, proved by an independent implementation.
+//!
+//! `tests/compat/upstream_format.py` re-implements upstream's algorithm (RSA-OAEP-SHA1
+//! wrapping, AES-256-GCM sealing, EF Core's SQLite schema, JsonFlatFileDataStore's file) with
+//! Python's `cryptography`. Here it writes databases the server must serve, and reads what
+//! the server wrote.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
+use crate::skip_or_fail;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/upstream_format.py");
+const PFX_PASSWORD: &str = "test-password";
+
+/// `None` when Python with `cryptography` is not available.
+fn python() -> Option<&'static str> {
+    for candidate in ["python3", "python"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import cryptography"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+fn run_script(python: &str, args: &[&str]) -> BTreeMap<String, String> {
+    let output = Command::new(python).arg(SCRIPT).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "upstream_format.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "manifest is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    manifest["users"]
+        .as_object()
+        .expect("manifest has users")
+        .iter()
+        .map(|(id, key)| (id.clone(), key.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn write_test_pfx(dir: &Path) -> String {
+    let pfx = dir.join("key.pfx");
+    let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "compat", Some(PFX_PASSWORD))
+        .unwrap();
+    std::fs::write(&pfx, bytes).unwrap();
+    pfx.display().to_string()
+}
+
+async fn upstream_written_store_is_served(store: StoreKind) {
+    let Some(python) = python() else {
+        skip_or_fail!("python3 with the `cryptography` package is not installed");
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let pfx = write_test_pfx(dir.path());
+    let users = match store {
+        StoreKind::Sqlite => {
+            let db = dir.path().join("keys.db").display().to_string();
+            run_script(python, &["make-sqlite", "--pfx", &pfx, "--password", PFX_PASSWORD, "--db", &db, "--users", "25"])
+        }
+        StoreKind::Json => {
+            let file = dir.path().join("data.json").display().to_string();
+            run_script(python, &["make-json", "--pfx", &pfx, "--password", PFX_PASSWORD, "--file", &file, "--users", "25"])
+        }
+    };
+    assert_eq!(users.len(), 25);
+
+    let idp = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions { store, data_dir: Some(Arc::clone(&dir)), ..AppOptions::default() },
+    )
+    .await;
+    for (id, key) in &users {
+        let user: Uuid = id.parse().unwrap();
+        assert_eq!(app.read_key(&idp.token_for(user)).await.as_ref(), Ok(key), "user {id}");
+    }
+    // Writing into an upstream database keeps it readable by upstream's algorithm.
+    let newcomer = Uuid::new_v4();
+    let newcomer_key = random_key();
+    assert_eq!(app.post_key(&idp.token_for(newcomer), &newcomer_key).await.status(), StatusCode::OK);
+    let (first_id, _) = users.iter().next().unwrap();
+    let replaced_key = random_key();
+    let first_user: Uuid = first_id.parse().unwrap();
+    assert_eq!(app.put_key(&idp.token_for(first_user), &replaced_key).await.status(), StatusCode::OK);
+    app.shutdown().await;
+
+    let read_back = read_with_script(python, store, dir.path(), &pfx);
+    assert_eq!(read_back.len(), 26);
+    assert_eq!(read_back.get(&newcomer.to_string()), Some(&newcomer_key));
+    assert_eq!(read_back.get(first_id), Some(&replaced_key));
+    for (id, key) in users.iter().skip(1) {
+        assert_eq!(read_back.get(id), Some(key), "user {id} unchanged");
+    }
+}
+
+fn read_with_script(python: &str, store: StoreKind, dir: &Path, pfx: &str) -> BTreeMap<String, String> {
+    match store {
+        StoreKind::Sqlite => {
+            let db = dir.join("keys.db").display().to_string();
+            run_script(python, &["read-sqlite", "--pfx", pfx, "--password", PFX_PASSWORD, "--db", &db])
+        }
+        StoreKind::Json => {
+            let file = dir.join("data.json").display().to_string();
+            run_script(python, &["read-json", "--pfx", pfx, "--password", PFX_PASSWORD, "--file", &file])
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+    upstream_written_store_is_served(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_file_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+    upstream_written_store_is_served(StoreKind::Json).await;
+}
+
+async fn server_created_store_is_upstream_readable(store: StoreKind) {
+    let Some(python) = python() else {
+        skip_or_fail!("python3 with the `cryptography` package is not installed");
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let pfx = write_test_pfx(dir.path());
+    let idp = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions { store, data_dir: Some(Arc::clone(&dir)), ..AppOptions::default() },
+    )
+    .await;
+    let mut written = BTreeMap::new();
+    for _ in 0..10 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        assert!(app.read_key(&idp.token_for(user)).await.is_ok());
+        written.insert(user.to_string(), key);
+    }
+    app.shutdown().await;
+    assert_eq!(read_with_script(python, store, dir.path(), &pfx), written);
+}
+
+#[tokio::test]
+async fn sqlite_database_created_by_the_server_is_read_by_upstreams_algorithm() {
+    server_created_store_is_upstream_readable(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_file_created_by_the_server_is_read_by_upstreams_algorithm() {
+    server_created_store_is_upstream_readable(StoreKind::Json).await;
+}
