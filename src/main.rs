@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use key_connector::config::{self, ConfigSource};
 use key_connector::startup::Application;
 use key_connector::telemetry::{self, LogFormat};
@@ -53,7 +53,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_help(config::raw::settings_help())
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     telemetry::init(cli.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
@@ -89,14 +92,16 @@ async fn serve(config_file: Option<PathBuf>) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let listen =
-        match config::listen::parse_listen_urls(std::env::var("ASPNETCORE_URLS").ok().as_deref()) {
-            Ok(listen) => listen,
-            Err(error) => {
-                tracing::error!("{error}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let listen = match config::listen::parse_listen_urls(
+        std::env::var("ASPNETCORE_URLS").ok().as_deref(),
+        std::env::var("ASPNETCORE_HTTP_PORTS").ok().as_deref(),
+    ) {
+        Ok(listen) => listen,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match Application::build(&loaded.settings, &listen).await {
         Ok(app) => app,
         Err(error) => {

@@ -6,6 +6,7 @@
 //! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
 //! and its environment-variable spelling.
 
+pub mod connection_string;
 pub mod listen;
 pub mod raw;
 

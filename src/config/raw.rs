@@ -1,12 +1,1056 @@
-//! Reading `keyConnectorSettings` from appsettings.json and the environment.
+//! Reading `keyConnectorSettings` the way ASP.NET configuration reads it for upstream.
 //!
-//! Placeholder: see the configuration work item.
+//! Sources, later ones winning: `appsettings.json` (or `--config PATH`), then
+//! `appsettings.{Environment}.json` beside it, then environment variables
+//! `keyConnectorSettings__a__b`. Names are case-insensitive; JSON may carry comments and
+//! trailing commas, as ASP.NET's JSON provider allows. Everything is flattened into
+//! `section:key` paths first, then [`validate`] turns the paths into typed [`Settings`].
 
-use super::{ConfigError, ConfigSource, LoadedSettings};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-pub fn load(_source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
-    Err(ConfigError::new(
-        "",
-        "configuration loading is not built yet",
-    ))
+use secrecy::SecretString;
+use serde_json::Value;
+
+use super::connection_string::ConnectionString;
+use super::{
+    CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
+    RsaKeySettings, Settings, SqliteConnection, TransferToSettings,
+};
+
+/// The section of the configuration this service reads.
+pub const SECTION: &str = "keyConnectorSettings";
+
+/// One known setting below `keyConnectorSettings`.
+pub struct KnownSetting {
+    pub path: &'static str,
+    pub help: &'static str,
+}
+
+const fn known(path: &'static str, help: &'static str) -> KnownSetting {
+    KnownSetting { path, help }
+}
+
+/// Every setting of upstream's `KeyConnectorSettings`, in one place. `transferTo:` accepts
+/// the `database:`, `certificate:` and `rsaKey:` groups again.
+pub const KNOWN_SETTINGS: &[KnownSetting] = &[
+    known(
+        "webVaultUri",
+        "web vault URL; the only CORS origin (required)",
+    ),
+    known(
+        "identityServerUri",
+        "Bitwarden identity server URL (required)",
+    ),
+    known(
+        "database:provider",
+        "sqlite | json (postgresql, mysql, sqlserver: not built yet)",
+    ),
+    known("database:jsonFilePath", "json: path of the JSON document"),
+    known(
+        "database:sqliteConnectionString",
+        "sqlite: `Data Source=/path/keys.db`",
+    ),
+    known(
+        "database:postgreSqlConnectionString",
+        "postgresql: Npgsql connection string",
+    ),
+    known(
+        "database:mySqlConnectionString",
+        "mysql: MySqlConnector connection string",
+    ),
+    known(
+        "database:sqlServerConnectionString",
+        "sqlserver: SqlClient connection string",
+    ),
+    known(
+        "rsaKey:provider",
+        "certificate (pkcs11, awskms, azurekv, gcpkms: not built yet)",
+    ),
+    known("rsaKey:azureKeyvaultUri", "azurekv"),
+    known("rsaKey:azureKeyvaultKeyName", "azurekv"),
+    known("rsaKey:azureKeyvaultAdTenantId", "azurekv"),
+    known("rsaKey:azureKeyvaultAdAppId", "azurekv"),
+    known("rsaKey:azureKeyvaultAdSecret", "azurekv"),
+    known("rsaKey:googleCloudProjectId", "gcpkms"),
+    known("rsaKey:googleCloudLocationId", "gcpkms"),
+    known("rsaKey:googleCloudKeyringId", "gcpkms"),
+    known("rsaKey:googleCloudKeyId", "gcpkms"),
+    known("rsaKey:googleCloudKeyVersionId", "gcpkms"),
+    known("rsaKey:awsAccessKeyId", "awskms"),
+    known("rsaKey:awsAccessKeySecret", "awskms"),
+    known("rsaKey:awsRegion", "awskms"),
+    known("rsaKey:awsKeyId", "awskms"),
+    known("rsaKey:awsUseSymmetricEncryption", "awskms: true | false"),
+    known("rsaKey:pkcs11Provider", "pkcs11: yubihsm | opensc"),
+    known("rsaKey:pkcs11LibraryPath", "pkcs11"),
+    known("rsaKey:pkcs11SlotTokenSerialNumber", "pkcs11"),
+    known(
+        "rsaKey:pkcs11LoginUserType",
+        "pkcs11: user | so | context_specific",
+    ),
+    known("rsaKey:pkcs11LoginPin", "pkcs11"),
+    known("rsaKey:pkcs11PrivateKeyLabel", "pkcs11"),
+    known("rsaKey:pkcs11PrivateKeyId", "pkcs11: unsigned integer"),
+    known(
+        "certificate:provider",
+        "filesystem (store, azurestorage, azurekv, vault: not built yet)",
+    ),
+    known(
+        "certificate:filesystemPath",
+        "filesystem: path of the PKCS#12 (.pfx) file",
+    ),
+    known(
+        "certificate:filesystemPassword",
+        "filesystem: its password (optional)",
+    ),
+    known("certificate:storeThumbprint", "store"),
+    known("certificate:azureStorageConnectionString", "azurestorage"),
+    known("certificate:azureStorageContainer", "azurestorage"),
+    known("certificate:azureStorageFileName", "azurestorage"),
+    known("certificate:azureStorageFilePassword", "azurestorage"),
+    known("certificate:azureKeyvaultUri", "azurekv"),
+    known("certificate:azureKeyvaultCertificateName", "azurekv"),
+    known("certificate:azureKeyvaultAdTenantId", "azurekv"),
+    known("certificate:azureKeyvaultAdAppId", "azurekv"),
+    known("certificate:azureKeyvaultAdSecret", "azurekv"),
+    known("certificate:vaultServerUri", "vault"),
+    known("certificate:vaultToken", "vault"),
+    known("certificate:vaultSecretMountPoint", "vault"),
+    known("certificate:vaultSecretPath", "vault"),
+    known("certificate:vaultSecretDataKey", "vault"),
+    known("certificate:vaultSecretFilePassword", "vault"),
+    known("transferTo:lockfilePath", "one-shot transfer lock file"),
+];
+
+/// The `--help` text listing every setting with its environment-variable spelling.
+pub fn settings_help() -> String {
+    let mut text = String::from(
+        "Settings (appsettings.json section `keyConnectorSettings`, or environment variables):\n",
+    );
+    for setting in KNOWN_SETTINGS {
+        text.push_str(&format!(
+            "  {SECTION}__{:<42} {}\n",
+            setting.path.replace(':', "__"),
+            setting.help
+        ));
+    }
+    text.push_str(&format!(
+        "  {SECTION}__transferTo__{{database,certificate,rsaKey}}__...   transfer target, same keys as above\n"
+    ));
+    text.push_str(
+        "\nOther environment variables:\n  ASPNETCORE_URLS        listen addresses (default http://localhost:5000)\n  ASPNETCORE_HTTP_PORTS  ports on all interfaces when ASPNETCORE_URLS is unset\n  RUST_LOG               log filter (default info)\n",
+    );
+    text
+}
+
+fn is_known(path_lower: &str) -> bool {
+    let relative = path_lower
+        .strip_prefix("transferto:")
+        .filter(|rest| {
+            ["database:", "certificate:", "rsakey:"]
+                .iter()
+                .any(|group| rest.starts_with(group))
+        })
+        .unwrap_or(path_lower);
+    KNOWN_SETTINGS
+        .iter()
+        .any(|s| s.path.eq_ignore_ascii_case(relative))
+}
+
+/// Flattened settings below the section: lower-cased path → (path as written, value).
+#[derive(Default)]
+struct Values {
+    entries: BTreeMap<String, (String, String)>,
+}
+
+impl Values {
+    fn set(&mut self, path: String, value: String) {
+        self.entries
+            .insert(path.to_ascii_lowercase(), (path, value));
+    }
+
+    /// A non-empty value (.NET binds an empty string as "not configured" for our purposes).
+    fn get(&self, path: &str) -> Option<&str> {
+        self.entries
+            .get(&path.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    fn require(&self, path: &str, what: &str) -> Result<&str, ConfigError> {
+        self.get(path)
+            .ok_or_else(|| ConfigError::new(path, format!("is required: {what}")))
+    }
+}
+
+/// Reads and validates the settings from files and environment.
+pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
+    let mut values = Values::default();
+    let mut warnings = Vec::new();
+
+    let base = match &source.file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(file_error(path, "does not exist or is not a file"));
+            }
+            Some(path.clone())
+        }
+        None => Some(PathBuf::from("appsettings.json")).filter(|p| p.is_file()),
+    };
+    let mut files = Vec::new();
+    if let Some(base) = &base {
+        files.push(base.clone());
+        let environment = env_value(&source.env, "ASPNETCORE_ENVIRONMENT")
+            .or_else(|| env_value(&source.env, "DOTNET_ENVIRONMENT"))
+            .unwrap_or("Production");
+        let layered = base.with_file_name(format!("appsettings.{environment}.json"));
+        if layered.is_file() {
+            files.push(layered);
+        }
+    }
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| file_error(file, &e.to_string()))?;
+        let json: Value = serde_json::from_str(&strip_json_comments(&text))
+            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")))?;
+        if let Some((_, section)) = json
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(SECTION)))
+        {
+            flatten(section, String::new(), &mut values);
+        }
+    }
+
+    let prefix = format!("{}__", SECTION.to_ascii_lowercase());
+    for (name, value) in &source.env {
+        let lower = name.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix(&prefix) {
+            let original = &name[prefix.len()..];
+            debug_assert_eq!(original.len(), rest.len());
+            values.set(original.replace("__", ":"), value.clone());
+        }
+    }
+
+    for (lower, (path, _)) in &values.entries {
+        if !is_known(lower) {
+            let suggestion = closest_known(lower)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "unknown setting `{SECTION}:{path}` (environment variable `{SECTION}__{}`) is ignored{suggestion}",
+                path.replace(':', "__")
+            ));
+        }
+    }
+
+    let settings = validate(&values, &mut warnings)?;
+    Ok(LoadedSettings {
+        settings,
+        warnings,
+        config_file: base,
+    })
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn file_error(path: &Path, message: &str) -> ConfigError {
+    ConfigError {
+        setting: format!("configuration file {}", path.display()),
+        env_var: "--config".into(),
+        message: message.to_owned(),
+    }
+}
+
+fn flatten(value: &Value, path: String, out: &mut Values) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}:{key}")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                flatten(child, join(key), out);
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                flatten(child, join(&index.to_string()), out);
+            }
+        }
+        Value::Null => out.set(path, String::new()),
+        Value::String(text) => out.set(path, text.clone()),
+        Value::Bool(b) => out.set(path, if *b { "True" } else { "False" }.into()),
+        Value::Number(n) => out.set(path, n.to_string()),
+    }
+}
+
+/// Removes `//` and `/* */` comments and trailing commas outside strings, which ASP.NET's
+/// JSON configuration provider tolerates and `serde_json` does not. Written by hand: it is a
+/// small state machine, and no widely used crate does exactly this.
+fn strip_json_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for next in chars.by_ref() {
+                    if next == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = ' ';
+                for next in chars.by_ref() {
+                    if previous == '*' && next == '/' {
+                        break;
+                    }
+                    previous = next;
+                }
+                out.push(' ');
+            }
+            ',' => {
+                // Drop the comma if only whitespace/comments stand before the closing bracket.
+                let rest: String = chars.clone().collect();
+                let after = strip_json_comments(&rest);
+                if matches!(after.trim_start().chars().next(), Some('}' | ']')) {
+                    continue;
+                }
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn closest_known(path_lower: &str) -> Option<String> {
+    let candidates = KNOWN_SETTINGS.iter().map(|s| s.path.to_owned()).chain(
+        KNOWN_SETTINGS
+            .iter()
+            .filter(|s| {
+                s.path.starts_with("database:")
+                    || s.path.starts_with("certificate:")
+                    || s.path.starts_with("rsaKey:")
+            })
+            .map(|s| format!("transferTo:{}", s.path)),
+    );
+    candidates
+        .map(|c| (edit_distance(&c.to_ascii_lowercase(), path_lower), c))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("{SECTION}:{c}"))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
+    let web_vault_uri = values.require(
+        "webVaultUri",
+        "the web vault URL, e.g. https://vault.example.com",
+    )?;
+    check_http_url("webVaultUri", web_vault_uri)?;
+    let web_vault_origin = web_vault_uri.trim().trim_end_matches('/').to_owned();
+    if web_vault_origin.matches('/').count() > 2 {
+        warnings.push(format!(
+            "setting `{SECTION}:webVaultUri` has a path; browsers send CORS origins without one, so requests from `{web_vault_origin}` would never match"
+        ));
+    }
+    let identity_server_uri = values
+        .require(
+            "identityServerUri",
+            "the Bitwarden identity server URL, e.g. http://identity:5000",
+        )?
+        .trim()
+        .to_owned();
+    check_http_url("identityServerUri", &identity_server_uri)?;
+
+    let database = database_settings(values, "database")?
+        .ok_or_else(|| ConfigError::new("database:provider", "is required: sqlite or json"))?;
+    let rsa_key = rsa_key_settings(values, "")?;
+
+    let transfer_to = match values.get("transferTo:lockfilePath") {
+        None => None,
+        Some(lockfile) => {
+            let target_database = database_settings(values, "transferTo:database")?;
+            let target_configured =
+                target_database.is_some() && values.get("transferTo:rsaKey:provider").is_some();
+            if target_configured {
+                rsa_key_settings(values, "transferTo:")?;
+            }
+            Some(TransferToSettings {
+                lockfile_path: PathBuf::from(lockfile),
+                target_configured,
+            })
+        }
+    };
+
+    Ok(Settings {
+        web_vault_origin,
+        identity_server_uri,
+        database,
+        rsa_key,
+        transfer_to,
+    })
+}
+
+fn check_http_url(path: &str, value: &str) -> Result<(), ConfigError> {
+    let value = value.trim();
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .or_else(|| {
+            let lower = value.to_ascii_lowercase();
+            if lower.starts_with("https://") {
+                Some(&value[8..])
+            } else if lower.starts_with("http://") {
+                Some(&value[7..])
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!("`{value}` is not an absolute http:// or https:// URL"),
+            )
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(ConfigError::new(path, format!("`{value}` has no host")));
+    }
+    Ok(())
+}
+
+/// `{group}:provider` and its connection setting; `None` if no provider is set.
+fn database_settings(
+    values: &Values,
+    group: &str,
+) -> Result<Option<DatabaseSettings>, ConfigError> {
+    let at = |key: &str| format!("{group}:{key}");
+    let Some(provider) = values.get(&at("provider")) else {
+        return Ok(None);
+    };
+    let secret = |key: &str, what: &str| -> Result<SecretString, ConfigError> {
+        Ok(SecretString::from(
+            values.require(&at(key), what)?.to_owned(),
+        ))
+    };
+    let settings = match provider.trim().to_ascii_lowercase().as_str() {
+        "json" => DatabaseSettings::Json {
+            path: PathBuf::from(values.require(&at("jsonFilePath"), "the JSON document's path")?),
+        },
+        "sqlite" => {
+            let text = values.require(
+                &at("sqliteConnectionString"),
+                "e.g. `Data Source=/etc/bitwarden/keys.db`",
+            )?;
+            DatabaseSettings::Sqlite {
+                connection: parse_sqlite_connection_string(text)
+                    .map_err(|message| ConfigError::new(&at("sqliteConnectionString"), message))?,
+            }
+        }
+        "postgresql" => DatabaseSettings::PostgreSql {
+            connection_string: secret("postgreSqlConnectionString", "an Npgsql connection string")?,
+        },
+        "mysql" => DatabaseSettings::MySql {
+            connection_string: secret(
+                "mySqlConnectionString",
+                "a MySqlConnector connection string",
+            )?,
+        },
+        "sqlserver" => DatabaseSettings::SqlServer {
+            connection_string: secret(
+                "sqlServerConnectionString",
+                "a SqlClient connection string",
+            )?,
+        },
+        "mongo" => {
+            return Err(ConfigError::new(
+                &at("provider"),
+                "MongoDB is no longer a supported database provider for Key Connector (upstream removed it too). \
+                 Migrate your data to sqlserver, postgresql, mysql or sqlite and change this setting",
+            ));
+        }
+        other => {
+            return Err(ConfigError::new(
+                &at("provider"),
+                format!(
+                    "`{other}` is not a database provider; use sqlite, json, postgresql, mysql or sqlserver"
+                ),
+            ));
+        }
+    };
+    Ok(Some(settings))
+}
+
+/// Microsoft.Data.Sqlite's keywords.
+fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnection, String> {
+    let parsed = ConnectionString::parse(text)?;
+    for keyword in parsed.keywords() {
+        match keyword {
+            "data source" | "datasource" | "filename" | "mode" | "cache" | "foreign keys"
+            | "pooling" | "default timeout" | "command timeout" | "recursive triggers" => {}
+            "password" => {
+                return Err("`Password` (SQLCipher encryption) is not supported; keys are already encrypted at rest".into());
+            }
+            other => return Err(format!("keyword `{other}` is not supported")),
+        }
+    }
+    let path = parsed
+        .get(&["data source", "datasource", "filename"])
+        .filter(|p| !p.is_empty())
+        .ok_or("`Data Source` is missing")?;
+    if path == ":memory:" || path.starts_with("file::memory:") {
+        return Err("an in-memory database would lose every key at restart; use a file".into());
+    }
+    let read_only = match parsed
+        .get(&["mode"])
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("readwritecreate" | "readwrite") => false,
+        Some("readonly") => true,
+        Some("memory") => {
+            return Err("`Mode=Memory` would lose every key at restart; use a file".into());
+        }
+        Some(other) => {
+            return Err(format!(
+                "`Mode={other}` is not a mode; use ReadWriteCreate, ReadWrite or ReadOnly"
+            ));
+        }
+    };
+    Ok(SqliteConnection {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
+
+/// `{prefix}rsaKey:provider` and what it needs.
+fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, ConfigError> {
+    let at = |key: &str| format!("{prefix}{key}");
+    let provider = values.require(
+        &at("rsaKey:provider"),
+        "certificate, pkcs11, awskms, azurekv or gcpkms",
+    )?;
+    if let Some(value) = values.get(&at("rsaKey:awsUseSymmetricEncryption")) {
+        parse_dotnet_bool(value).ok_or_else(|| {
+            ConfigError::new(
+                &at("rsaKey:awsUseSymmetricEncryption"),
+                format!("`{value}` is not true or false"),
+            )
+        })?;
+    }
+    if let Some(value) = values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
+        value.trim().parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                &at("rsaKey:pkcs11PrivateKeyId"),
+                format!("`{value}` is not an unsigned integer"),
+            )
+        })?;
+    }
+    match provider.trim().to_ascii_lowercase().as_str() {
+        "certificate" => Ok(RsaKeySettings::Certificate(certificate_settings(
+            values, prefix,
+        )?)),
+        name @ ("pkcs11" | "azurekv" | "gcpkms" | "awskms") => {
+            Ok(RsaKeySettings::NotYetSupported {
+                provider: name.to_owned(),
+            })
+        }
+        other => Err(ConfigError::new(
+            &at("rsaKey:provider"),
+            format!(
+                "`{other}` is not an RSA key provider; use certificate, pkcs11, awskms, azurekv or gcpkms"
+            ),
+        )),
+    }
+}
+
+fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSettings, ConfigError> {
+    let at = |key: &str| format!("{prefix}certificate:{key}");
+    let provider = values.require(
+        &at("provider"),
+        "filesystem, store, azurestorage, azurekv or vault",
+    )?;
+    match provider.trim().to_ascii_lowercase().as_str() {
+        "filesystem" => Ok(CertificateSettings::Filesystem {
+            path: PathBuf::from(
+                values.require(&at("filesystemPath"), "the PKCS#12 (.pfx) file's path")?,
+            ),
+            password: values
+                .get(&at("filesystemPassword"))
+                .map(|p| SecretString::from(p.to_owned())),
+        }),
+        name @ ("store" | "azurestorage" | "azurekv" | "vault") => {
+            Ok(CertificateSettings::NotYetSupported {
+                provider: name.to_owned(),
+            })
+        }
+        other => Err(ConfigError::new(
+            &at("provider"),
+            format!(
+                "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
+            ),
+        )),
+    }
+}
+
+/// .NET's `bool.Parse`: `true`/`false` in any case, surrounding whitespace allowed.
+fn parse_dotnet_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(String, String)> {
+        env(&[
+            (
+                "keyConnectorSettings__webVaultUri",
+                "https://vault.example.com/",
+            ),
+            (
+                "keyConnectorSettings__identityServerUri",
+                "http://identity:5000",
+            ),
+            ("keyConnectorSettings__database__provider", "sqlite"),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Data Source=/data/keys.db",
+            ),
+            ("keyConnectorSettings__rsaKey__provider", "certificate"),
+            ("keyConnectorSettings__certificate__provider", "filesystem"),
+            (
+                "keyConnectorSettings__certificate__filesystemPath",
+                "/data/key.pfx",
+            ),
+        ])
+    }
+
+    fn load_env(env: Vec<(String, String)>) -> Result<LoadedSettings, ConfigError> {
+        load(&ConfigSource { file: None, env })
+    }
+
+    fn with(mut env: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+        env.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        env.push((name.to_owned(), value.to_owned()));
+        env
+    }
+
+    fn without(mut env: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+        env.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        env
+    }
+
+    #[test]
+    fn environment_alone_configures_everything() {
+        let loaded = load_env(minimal()).unwrap();
+        let s = loaded.settings;
+        assert_eq!(s.web_vault_origin, "https://vault.example.com");
+        assert_eq!(s.identity_server_uri, "http://identity:5000");
+        assert!(
+            matches!(s.database, DatabaseSettings::Sqlite { ref connection } if connection.path == Path::new("/data/keys.db") && !connection.read_only)
+        );
+        assert!(
+            matches!(s.rsa_key, RsaKeySettings::Certificate(CertificateSettings::Filesystem { ref path, password: None }) if path == Path::new("/data/key.pfx"))
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        let env = with(
+            without(minimal(), "keyConnectorSettings__database__provider"),
+            "KEYCONNECTORSETTINGS__DATABASE__PROVIDER",
+            "JSON",
+        );
+        let env = with(
+            env,
+            "keyconnectorsettings__database__jsonfilepath",
+            "/data/data.json",
+        );
+        let s = load_env(env).unwrap().settings;
+        assert!(
+            matches!(s.database, DatabaseSettings::Json { ref path } if path == Path::new("/data/data.json"))
+        );
+    }
+
+    #[test]
+    fn each_missing_required_setting_is_named_in_both_spellings() {
+        for (name, path) in [
+            ("keyConnectorSettings__webVaultUri", "webVaultUri"),
+            (
+                "keyConnectorSettings__identityServerUri",
+                "identityServerUri",
+            ),
+            (
+                "keyConnectorSettings__database__provider",
+                "database:provider",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "database:sqliteConnectionString",
+            ),
+            ("keyConnectorSettings__rsaKey__provider", "rsaKey:provider"),
+            (
+                "keyConnectorSettings__certificate__provider",
+                "certificate:provider",
+            ),
+            (
+                "keyConnectorSettings__certificate__filesystemPath",
+                "certificate:filesystemPath",
+            ),
+        ] {
+            let error = load_env(without(minimal(), name)).unwrap_err();
+            assert_eq!(error.env_var, name, "{error}");
+            assert_eq!(error.setting, format!("keyConnectorSettings:{path}"));
+            assert!(error.to_string().contains(name));
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let cases = [
+            (
+                "keyConnectorSettings__webVaultUri",
+                "vault.example.com",
+                "webVaultUri",
+            ),
+            (
+                "keyConnectorSettings__identityServerUri",
+                "ftp://identity",
+                "identityServerUri",
+            ),
+            (
+                "keyConnectorSettings__database__provider",
+                "oracle",
+                "database:provider",
+            ),
+            (
+                "keyConnectorSettings__database__provider",
+                "mongo",
+                "database:provider",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Data Source=:memory:",
+                "database:sqliteConnectionString",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Data Source=a.db;Password=x",
+                "database:sqliteConnectionString",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Data Source=a.db;Mode=Memory",
+                "database:sqliteConnectionString",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Data Source=a.db;Bogus=1",
+                "database:sqliteConnectionString",
+            ),
+            (
+                "keyConnectorSettings__database__sqliteConnectionString",
+                "Mode=ReadOnly",
+                "database:sqliteConnectionString",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__provider",
+                "hsm",
+                "rsaKey:provider",
+            ),
+            (
+                "keyConnectorSettings__certificate__provider",
+                "cloud",
+                "certificate:provider",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+                "yes",
+                "rsaKey:awsUseSymmetricEncryption",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyId",
+                "-1",
+                "rsaKey:pkcs11PrivateKeyId",
+            ),
+        ];
+        for (name, value, path) in cases {
+            let error = load_env(with(minimal(), name, value)).unwrap_err();
+            assert_eq!(
+                error.setting,
+                format!("keyConnectorSettings:{path}"),
+                "{name}={value}: {error}"
+            );
+        }
+        let mongo = load_env(with(
+            minimal(),
+            "keyConnectorSettings__database__provider",
+            "mongo",
+        ))
+        .unwrap_err();
+        assert!(mongo.message.contains("no longer"), "{mongo}");
+    }
+
+    #[test]
+    fn sqlite_connection_strings_parse_like_microsoft_data_sqlite() {
+        let parse = |s: &str| parse_sqlite_connection_string(s).unwrap();
+        assert_eq!(parse("Data Source=/a/b.db").path, Path::new("/a/b.db"));
+        assert_eq!(
+            parse("datasource='/a/my keys.db';Cache=Shared").path,
+            Path::new("/a/my keys.db")
+        );
+        assert_eq!(parse("Filename=x.db").path, Path::new("x.db"));
+        assert!(parse("Data Source=x.db;Mode=ReadOnly").read_only);
+        assert!(!parse("Data Source=x.db;Mode=ReadWriteCreate;Foreign Keys=True").read_only);
+    }
+
+    #[test]
+    fn not_yet_built_providers_are_recognised_and_type_checked() {
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__rsaKey__provider",
+            "AwsKms",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            " True ",
+        );
+        let loaded = load_env(env).unwrap();
+        assert!(
+            matches!(loaded.settings.rsa_key, RsaKeySettings::NotYetSupported { ref provider } if provider == "awskms")
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__database__provider",
+            "postgresql",
+        );
+        let error = load_env(env).unwrap_err();
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__database__postgreSqlConnectionString"
+        );
+    }
+
+    #[test]
+    fn unknown_settings_warn_with_a_suggestion() {
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__database__jsonFilPath",
+            "/x.json",
+        );
+        let loaded = load_env(env).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        let warning = &loaded.warnings[0];
+        assert!(
+            warning.contains("keyConnectorSettings__database__jsonFilPath"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("keyConnectorSettings:database:jsonFilePath"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn the_file_is_read_with_comments_and_overridden_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("appsettings.json");
+        std::fs::write(
+            &file,
+            r#"{
+  // upstream's shipped defaults, plus a comment
+  "Serilog": { "MinimumLevel": "Information" },
+  "KeyConnectorSettings": {
+    "webVaultUri": "https://vault.bitwarden.com/",
+    "identityServerUri": "https://identity.bitwarden.com/", /* trailing */
+    "database": { "provider": "json", "jsonFilePath": "/etc/bitwarden/data.json", },
+    "rsaKey": { "provider": "certificate" },
+    "certificate": { "provider": "filesystem", "filesystemPath": "/etc/bitwarden/key.pfx", "filesystemPassword": "http://not-a-comment" },
+    "transferTo": { "lockfilePath": "/etc/bitwarden/transfer.lock" },
+  },
+}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("appsettings.Staging.json"),
+            r#"{"keyConnectorSettings": {"webVaultUri": "https://staging.example.com"}}"#,
+        )
+        .unwrap();
+        let source = ConfigSource {
+            file: Some(file.clone()),
+            env: env(&[
+                (
+                    "keyConnectorSettings__identityServerUri",
+                    "http://identity:5000",
+                ),
+                ("ASPNETCORE_ENVIRONMENT", "Staging"),
+            ]),
+        };
+        let loaded = load(&source).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.web_vault_origin, "https://staging.example.com");
+        assert_eq!(s.identity_server_uri, "http://identity:5000");
+        assert!(
+            matches!(s.database, DatabaseSettings::Json { ref path } if path == Path::new("/etc/bitwarden/data.json"))
+        );
+        match &s.rsa_key {
+            RsaKeySettings::Certificate(CertificateSettings::Filesystem {
+                password: Some(p),
+                ..
+            }) => {
+                assert_eq!(p.expose_secret(), "http://not-a-comment");
+            }
+            other => panic!("{other:?}"),
+        }
+        let transfer = s.transfer_to.as_ref().unwrap();
+        assert!(!transfer.target_configured);
+        assert_eq!(loaded.config_file.as_deref(), Some(file.as_path()));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn a_missing_or_broken_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ConfigSource {
+            file: Some(dir.path().join("nope.json")),
+            env: minimal(),
+        };
+        assert!(
+            load(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("nope.json")
+        );
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{ not json").unwrap();
+        let error = load(&ConfigSource {
+            file: Some(broken),
+            env: minimal(),
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn a_transfer_target_is_detected() {
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__transferTo__lockfilePath",
+            "/x.lock",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__transferTo__database__provider",
+            "json",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__transferTo__database__jsonFilePath",
+            "/t.json",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__transferTo__rsaKey__provider",
+            "certificate",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__transferTo__certificate__provider",
+            "filesystem",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__transferTo__certificate__filesystemPath",
+            "/t.pfx",
+        );
+        let loaded = load_env(env).unwrap();
+        assert!(loaded.settings.transfer_to.unwrap().target_configured);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn secrets_never_show_in_errors_or_debug() {
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "hunter2",
+        );
+        let loaded = load_env(env).unwrap();
+        assert!(!format!("{loaded:?}").contains("hunter2"));
+        let env = with(
+            minimal(),
+            "keyConnectorSettings__database__sqliteConnectionString",
+            "Data Source=a.db;Password=hunter2",
+        );
+        assert!(!load_env(env).unwrap_err().to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn comment_stripping_respects_strings() {
+        let text = r#"{"a": "x // y", /* c */ "b": "/* z */", "c": [1, 2,], }"#;
+        let value: Value = serde_json::from_str(&strip_json_comments(text)).unwrap();
+        assert_eq!(value["a"], "x // y");
+        assert_eq!(value["b"], "/* z */");
+        assert_eq!(value["c"], serde_json::json!([1, 2]));
+    }
 }

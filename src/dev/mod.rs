@@ -63,9 +63,10 @@ pub async fn run(
     let files = prepare_data_dir(&options.data_dir)?;
     let issuer = Arc::new(load_or_create_issuer(&files.issuer_key)?);
 
-    let issuer_listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
-        .await
-        .context("cannot bind the development token issuer on 127.0.0.1")?;
+    let issuer_listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+            .await
+            .context("cannot bind the development token issuer on 127.0.0.1")?;
     let issuer_url = format!("http://{}", issuer_listener.local_addr()?);
     let _issuer_task = Arc::clone(&issuer).spawn(issuer_listener, issuer_url.clone());
 
@@ -88,12 +89,14 @@ pub async fn run(
         host: ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: options.port,
     }];
-    let app = Application::build(&settings, &listen).await.with_context(|| {
-        format!(
-            "cannot start on 127.0.0.1:{} (use --port to pick another)",
-            options.port
-        )
-    })?;
+    let app = Application::build(&settings, &listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start on 127.0.0.1:{} (use --port to pick another)",
+                options.port
+            )
+        })?;
     let address = app
         .local_addrs()
         .into_iter()

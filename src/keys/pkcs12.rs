@@ -1,20 +1,191 @@
-//! Reading the RSA private key out of a PKCS#12 (PFX) file.
+//! Reading the RSA private key out of a PKCS#12 (PFX) file, and writing one for development.
 //!
-//! Placeholder: see the PKCS#12 work item.
+//! Operators bring PFX files made by many tools: OpenSSL 3's default (PBES2, AES-256-CBC,
+//! PBKDF2-SHA256, SHA-256 MAC), `openssl pkcs12 -legacy` (RC2-40 and 3DES, SHA-1 MAC), and
+//! .NET's `X509Certificate2.Export` (3DES, SHA-1 MAC). `p12-keystore` decodes all of them; this
+//! module adds the policy: exactly one RSA private key, precise errors, and the "empty
+//! password" versus "no password" ambiguity that .NET and OpenSSL resolve by trying both.
 
-/// Why a PKCS#12 file could not be used.
+use p12_keystore::{
+    Certificate, KeyStore, KeyStoreEntry, Pkcs12Archive, PrivateKey, PrivateKeyChain,
+};
+use zeroize::Zeroizing;
+
+/// PKCS#8 `rsaEncryption` algorithm identifier.
+const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
+/// id-ecPublicKey, named in the error for EC keys.
+const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
+
+/// Why a PKCS#12 file could not be used. Messages never contain the password.
 #[derive(Debug, thiserror::Error)]
 pub enum Pkcs12Error {
-    #[error("{0}")]
-    Invalid(String),
+    #[error("the file is not a PKCS#12 (.pfx/.p12) file")]
+    NotPkcs12,
+    #[error("the password does not open this PKCS#12 file")]
+    WrongPassword,
+    #[error("the PKCS#12 file holds no private key (was it exported without one?)")]
+    NoPrivateKey,
+    #[error("the PKCS#12 file holds {0} private keys; exactly one is required")]
+    SeveralPrivateKeys(usize),
+    #[error("the PKCS#12 file holds {0}; an RSA key is required")]
+    NotRsa(&'static str),
+    #[error("the PKCS#12 file cannot be read: {0}")]
+    Unreadable(String),
+    #[error("cannot create a PKCS#12 file: {0}")]
+    Generate(String),
 }
 
-/// Returns the PKCS#8 DER of the file's RSA private key.
+/// Returns the PKCS#8 DER of the file's only RSA private key.
 pub fn private_key_pkcs8(
-    _bytes: &[u8],
-    _password: Option<&str>,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, Pkcs12Error> {
-    Err(Pkcs12Error::Invalid(
-        "PKCS#12 reading is not built yet".into(),
-    ))
+    bytes: &[u8],
+    password: Option<&str>,
+) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
+    let archive = open_archive(bytes, password.unwrap_or(""))?;
+    let mut keys = archive.keys.iter().map(|bag| &bag.key);
+    let key = keys.next().ok_or(Pkcs12Error::NoPrivateKey)?;
+    let others = keys.filter(|other| other.as_der() != key.as_der()).count();
+    if others > 0 {
+        return Err(Pkcs12Error::SeveralPrivateKeys(others + 1));
+    }
+    let oid = key.oid().to_string();
+    if oid != RSA_ENCRYPTION_OID {
+        return Err(Pkcs12Error::NotRsa(if oid == EC_PUBLIC_KEY_OID {
+            "an EC key"
+        } else {
+            "a key that is not RSA"
+        }));
+    }
+    Ok(Zeroizing::new(key.as_der().to_vec()))
+}
+
+/// Decodes the archive, treating a missing password and an empty one alike (PKCS#12 encodes
+/// them differently; tools disagree on which one "no password" means).
+fn open_archive(bytes: &[u8], password: &str) -> Result<Pkcs12Archive, Pkcs12Error> {
+    match Pkcs12Archive::from_pkcs12(bytes, password) {
+        Ok(archive) => Ok(archive),
+        Err(first) => {
+            if let Some(error) = classify(&first) {
+                return Err(error);
+            }
+            if password.is_empty() {
+                // `p12-keystore` encodes "" as an empty BMPString with terminator; some
+                // tools write "no password" as a zero-length secret. A NUL-only password
+                // is the closest alternative the crate accepts.
+                if let Ok(archive) = Pkcs12Archive::from_pkcs12(bytes, "\0") {
+                    return Ok(archive);
+                }
+            }
+            Err(Pkcs12Error::WrongPassword)
+        }
+    }
+}
+
+/// Errors that say the file itself is not PKCS#12, as opposed to a wrong password.
+fn classify(error: &p12_keystore::error::Error) -> Option<Pkcs12Error> {
+    use p12_keystore::error::Error as E;
+    match error {
+        E::DerError(_) | E::InvalidVersion | E::UnsupportedContentType => {
+            Some(Pkcs12Error::NotPkcs12)
+        }
+        E::UnsupportedEncryptionScheme | E::UnsupportedMacAlgorithm => {
+            Some(Pkcs12Error::Unreadable(format!(
+                "{error}; re-export it with `openssl pkcs12 -export`"
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A new RSA key in a self-signed certificate, as a PKCS#12 file written the way OpenSSL 3
+/// does by default (PBES2 with AES-256, SHA-256 MAC). For the development quickstart and
+/// tests; production keys come from the operator.
+pub fn generate_self_signed_pfx(
+    bits: usize,
+    common_name: &str,
+    password: Option<&str>,
+) -> Result<Vec<u8>, Pkcs12Error> {
+    let size = match bits {
+        2048 => rcgen::RsaKeySize::_2048,
+        3072 => rcgen::RsaKeySize::_3072,
+        4096 => rcgen::RsaKeySize::_4096,
+        other => {
+            return Err(Pkcs12Error::Generate(format!(
+                "unsupported RSA size {other}; use 2048, 3072 or 4096"
+            )));
+        }
+    };
+    let generate = |e: &dyn std::fmt::Display| Pkcs12Error::Generate(e.to_string());
+    let signing_key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)
+        .map_err(|e| generate(&e))?;
+    let pkcs8 = Zeroizing::new(signing_key.serialize_der());
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| generate(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    let certificate = params.self_signed(&signing_key).map_err(|e| generate(&e))?;
+
+    let certificate = Certificate::from_der(certificate.der()).map_err(|e| generate(&e))?;
+    let private_key = PrivateKey::from_der(&pkcs8).map_err(|e| generate(&e))?;
+    let local_key_id = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        certificate.as_der(),
+    );
+    let chain = PrivateKeyChain::new(local_key_id.as_ref().to_vec(), private_key, [certificate]);
+    let mut store = KeyStore::new();
+    store.add_entry(common_name, KeyStoreEntry::PrivateKeyChain(chain));
+    store
+        .writer(password.unwrap_or(""))
+        .write()
+        .map_err(|e| generate(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_pfx_round_trips_with_and_without_password() {
+        for password in [Some("secret"), None] {
+            let pfx = generate_self_signed_pfx(2048, "test", password).unwrap();
+            let key = private_key_pkcs8(&pfx, password).unwrap();
+            aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&key).unwrap();
+        }
+    }
+
+    #[test]
+    fn wrong_password_and_garbage_are_told_apart() {
+        let pfx = generate_self_signed_pfx(2048, "test", Some("right")).unwrap();
+        assert!(matches!(
+            private_key_pkcs8(&pfx, Some("wrong")),
+            Err(Pkcs12Error::WrongPassword)
+        ));
+        assert!(matches!(
+            private_key_pkcs8(&pfx, None),
+            Err(Pkcs12Error::WrongPassword)
+        ));
+        assert!(matches!(
+            private_key_pkcs8(b"definitely not der", None),
+            Err(Pkcs12Error::NotPkcs12)
+        ));
+        assert!(matches!(
+            private_key_pkcs8(&[], None),
+            Err(Pkcs12Error::NotPkcs12)
+        ));
+        assert!(matches!(
+            private_key_pkcs8(&pfx[..pfx.len() / 2], Some("right")),
+            Err(Pkcs12Error::NotPkcs12)
+        ));
+    }
+
+    #[test]
+    fn messages_never_contain_the_password() {
+        let pfx = generate_self_signed_pfx(2048, "test", Some("hunter2")).unwrap();
+        let error = private_key_pkcs8(&pfx, Some("swordfish")).unwrap_err();
+        assert!(!error.to_string().contains("swordfish"));
+        assert!(!format!("{error:?}").contains("swordfish"));
+    }
 }

@@ -79,17 +79,72 @@ async fn every_401_case_is_rejected() {
         ("bearer only", Some("Bearer".into())),
         ("malformed token", Some("Bearer not-a-jwt".into())),
         ("three garbage parts", Some("Bearer a.b.c".into())),
-        ("foreign key", Some(format!("Bearer {}", foreign.mint(&idp.url, valid.clone())))),
+        (
+            "foreign key",
+            Some(format!("Bearer {}", foreign.mint(&idp.url, valid.clone()))),
+        ),
         ("tampered payload", Some(format!("Bearer {tampered}"))),
-        ("wrong issuer", Some(format!("Bearer {}", idp.mint(with(&|c| c["iss"] = json!("https://evil.example")))))),
-        ("issuer missing", Some(format!("Bearer {}", idp.mint(with(&|c| { c.as_object_mut().unwrap().remove("iss"); }))))),
-        ("expired", Some(format!("Bearer {}", idp.mint(with(&|c| c["exp"] = json!(now - 600)))))),
-        ("not yet valid", Some(format!("Bearer {}", idp.mint(with(&|c| c["nbf"] = json!(now + 600)))))),
-        ("no exp", Some(format!("Bearer {}", idp.mint(with(&|c| { c.as_object_mut().unwrap().remove("exp"); }))))),
-        ("alg none", Some(format!("Bearer {}", unsigned(json!({"alg": "none", "typ": "JWT"}), &valid)))),
-        ("alg none with kid", Some(format!("Bearer {}", unsigned(json!({"alg": "none", "kid": idp.issuer.kid()}), &valid)))),
-        ("HS256 with the public key PEM", Some(format!("Bearer {hs256_with_public_key}"))),
-        ("HS256 with the public key DER", Some(format!("Bearer {hs256_with_der}"))),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                idp.mint(with(&|c| c["iss"] = json!("https://evil.example")))
+            )),
+        ),
+        (
+            "issuer missing",
+            Some(format!(
+                "Bearer {}",
+                idp.mint(with(&|c| {
+                    c.as_object_mut().unwrap().remove("iss");
+                }))
+            )),
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                idp.mint(with(&|c| c["exp"] = json!(now - 600)))
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(format!(
+                "Bearer {}",
+                idp.mint(with(&|c| c["nbf"] = json!(now + 600)))
+            )),
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                idp.mint(with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }))
+            )),
+        ),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}",
+                unsigned(json!({"alg": "none", "typ": "JWT"}), &valid)
+            )),
+        ),
+        (
+            "alg none with kid",
+            Some(format!(
+                "Bearer {}",
+                unsigned(json!({"alg": "none", "kid": idp.issuer.kid()}), &valid)
+            )),
+        ),
+        (
+            "HS256 with the public key PEM",
+            Some(format!("Bearer {hs256_with_public_key}")),
+        ),
+        (
+            "HS256 with the public key DER",
+            Some(format!("Bearer {hs256_with_der}")),
+        ),
     ];
     for (name, header) in cases {
         assert_eq!(
@@ -109,17 +164,31 @@ async fn every_403_case_is_forbidden() {
         change(&mut claims);
         claims
     };
-    let remove = |name: &'static str| with(&move |c: &mut Value| {
-        c.as_object_mut().unwrap().remove(name);
-    });
+    let remove = |name: &'static str| {
+        with(&move |c: &mut Value| {
+            c.as_object_mut().unwrap().remove(name);
+        })
+    };
     let cases = vec![
-        ("scope without api", with(&|c| c["scope"] = json!(["offline_access"]))),
-        ("space-delimited scope", with(&|c| c["scope"] = json!("api offline_access"))),
+        (
+            "scope without api",
+            with(&|c| c["scope"] = json!(["offline_access"])),
+        ),
+        (
+            "space-delimited scope",
+            with(&|c| c["scope"] = json!("api offline_access")),
+        ),
         ("scope missing", remove("scope")),
-        ("scope API in upper case", with(&|c| c["scope"] = json!(["API"]))),
+        (
+            "scope API in upper case",
+            with(&|c| c["scope"] = json!(["API"])),
+        ),
         ("amr sso", with(&|c| c["amr"] = json!(["sso"]))),
         ("amr missing", remove("amr")),
-        ("amr lower-case application", with(&|c| c["amr"] = json!(["application"]))),
+        (
+            "amr lower-case application",
+            with(&|c| c["amr"] = json!(["application"])),
+        ),
         ("sub missing", remove("sub")),
         ("sub not a GUID", with(&|c| c["sub"] = json!("alice"))),
         ("sub a number", with(&|c| c["sub"] = json!(12345))),
@@ -149,11 +218,26 @@ async fn tokens_the_identity_server_may_issue_are_accepted() {
         ("typical", valid.clone()),
         ("scope string api", with(&|c| c["scope"] = json!("api"))),
         ("amr external", with(&|c| c["amr"] = json!(["external"]))),
-        ("amr string Application", with(&|c| c["amr"] = json!("Application"))),
-        ("upper-case sub", with(&|c| c["sub"] = json!(user.to_string().to_uppercase()))),
-        ("braced sub", with(&|c| c["sub"] = json!(format!("{{{user}}}")))),
-        ("expired within clock skew", with(&|c| c["exp"] = json!(now - 60))),
-        ("audience anything", with(&|c| c["aud"] = json!("someone-else"))),
+        (
+            "amr string Application",
+            with(&|c| c["amr"] = json!("Application")),
+        ),
+        (
+            "upper-case sub",
+            with(&|c| c["sub"] = json!(user.to_string().to_uppercase())),
+        ),
+        (
+            "braced sub",
+            with(&|c| c["sub"] = json!(format!("{{{user}}}"))),
+        ),
+        (
+            "expired within clock skew",
+            with(&|c| c["exp"] = json!(now - 60)),
+        ),
+        (
+            "audience anything",
+            with(&|c| c["aud"] = json!("someone-else")),
+        ),
     ];
     for (name, claims) in cases {
         let token = app.idp.mint(claims);
@@ -164,7 +248,10 @@ async fn tokens_the_identity_server_may_issue_are_accepted() {
         );
     }
     let lower_scheme = format!("bearer {}", app.token_for(user));
-    assert_eq!(status_with_header(&app, Some(&lower_scheme)).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status_with_header(&app, Some(&lower_scheme)).await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -172,7 +259,10 @@ async fn guid_spellings_of_one_user_reach_the_same_key() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
     let key = random_key();
-    assert_eq!(app.post_key(&app.token_for(user), &key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&app.token_for(user), &key).await.status(),
+        StatusCode::OK
+    );
     let mut claims = app.idp.claims_for(user);
     claims["sub"] = json!(user.simple().to_string().to_uppercase());
     assert_eq!(app.read_key(&app.idp.mint(claims)).await, Ok(key));
@@ -202,7 +292,10 @@ async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
     let app = spawn_app_with(Arc::clone(&first), AppOptions::default()).await;
     let user = Uuid::new_v4();
     let key = random_key();
-    assert_eq!(app.post_key(&first.token_for(user), &key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&first.token_for(user), &key).await.status(),
+        StatusCode::OK
+    );
 
     // The identity server restarts on the same address with a new signing key.
     first.stop();

@@ -33,8 +33,9 @@ struct Service {
 fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command {
     let pfx = dir.join("key.pfx");
     if !pfx.exists() {
-        let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "binary test", Some("pw"))
-            .unwrap();
+        let bytes =
+            key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "binary test", Some("pw"))
+                .unwrap();
         std::fs::write(&pfx, bytes).unwrap();
     }
     let mut command = Command::new(BINARY);
@@ -44,12 +45,18 @@ fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
         .env("ASPNETCORE_URLS", format!("http://127.0.0.1:{port}"))
-        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test/")
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test/",
+        )
         .env("keyConnectorSettings__identityServerUri", idp_url)
         .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "certificate")
         .env("keyConnectorSettings__certificate__provider", "filesystem")
         .env("keyConnectorSettings__certificate__filesystemPath", &pfx)
-        .env("keyConnectorSettings__certificate__filesystemPassword", "pw")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "pw",
+        )
         .env("keyConnectorSettings__database__provider", store)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -110,7 +117,10 @@ impl Service {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "service did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "service did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -164,11 +174,20 @@ fn a_missing_setting_stops_start_up_naming_the_environment_variable() {
     let output = Command::new(BINARY)
         .current_dir(dir.path())
         .env_clear()
-        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test")
-        .env("keyConnectorSettings__identityServerUri", "https://identity.example.test")
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test",
+        )
+        .env(
+            "keyConnectorSettings__identityServerUri",
+            "https://identity.example.test",
+        )
         .env("keyConnectorSettings__rsaKey__provider", "certificate")
         .env("keyConnectorSettings__certificate__provider", "filesystem")
-        .env("keyConnectorSettings__certificate__filesystemPath", "key.pfx")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPath",
+            "key.pfx",
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -183,13 +202,19 @@ fn a_missing_setting_stops_start_up_naming_the_environment_variable() {
 fn a_wrong_certificate_password_stops_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
-        .env("keyConnectorSettings__certificate__filesystemPassword", "wrong")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "wrong",
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("password"), "{stderr}");
-    assert!(!stderr.contains("wrong"), "the password itself is never logged: {stderr}");
+    assert!(
+        !stderr.contains("wrong"),
+        "the password itself is never logged: {stderr}"
+    );
 }
 
 async fn acknowledged_writes_survive_kill_9(store: &str) {
@@ -217,7 +242,10 @@ async fn acknowledged_writes_survive_kill_9(store: &str) {
 
     let service = Service::start(dir.path(), store, &idp.url).await;
     for (token, key) in &written {
-        assert_eq!(read_key(&client, &service.base_url, token).await.as_ref(), Ok(key));
+        assert_eq!(
+            read_key(&client, &service.base_url, token).await.as_ref(),
+            Ok(key)
+        );
     }
 }
 
@@ -249,7 +277,10 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // A read whose LastAccessDate is only pending in memory when the signal arrives.
-    assert_eq!(read_key(&client, &service.base_url, &reader).await, Ok(reader_key));
+    assert_eq!(
+        read_key(&client, &service.base_url, &reader).await,
+        Ok(reader_key)
+    );
 
     // A request in flight: its body arrives in two halves around the signal.
     let writer = idp.token_for(Uuid::new_v4());
@@ -277,22 +308,30 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     sender.send(Ok(second.as_bytes().to_vec())).await.unwrap();
     drop(sender);
-    let response = in_flight.await.unwrap().expect("the in-flight request completes");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
     assert_eq!(response.status(), StatusCode::OK);
 
     let status = service.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
 
     let last_access: Option<String> = {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("keys.db"));
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("keys.db"));
         let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
             .await
             .unwrap();
-        sqlx::query_scalar(r#"SELECT "LastAccessDate" FROM "UserKeys" WHERE "LastAccessDate" IS NOT NULL"#)
-            .fetch_optional(&mut connection)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            r#"SELECT "LastAccessDate" FROM "UserKeys" WHERE "LastAccessDate" IS NOT NULL"#,
+        )
+        .fetch_optional(&mut connection)
+        .await
+        .unwrap()
     };
-    assert!(last_access.is_some(), "LastAccessDate was flushed on shutdown");
+    assert!(
+        last_access.is_some(),
+        "LastAccessDate was flushed on shutdown"
+    );
 }
-

@@ -17,7 +17,10 @@ use uuid::Uuid;
 use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 use crate::skip_or_fail;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/upstream_format.py");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/compat/upstream_format.py"
+);
 const PFX_PASSWORD: &str = "test-password";
 
 /// `None` when Python with `cryptography` is not available.
@@ -35,7 +38,11 @@ fn python() -> Option<&'static str> {
 }
 
 fn run_script(python: &str, args: &[&str]) -> BTreeMap<String, String> {
-    let output = Command::new(python).arg(SCRIPT).args(args).output().unwrap();
+    let output = Command::new(python)
+        .arg(SCRIPT)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "upstream_format.py {args:?} failed:\n{}",
@@ -57,8 +64,9 @@ fn run_script(python: &str, args: &[&str]) -> BTreeMap<String, String> {
 
 fn write_test_pfx(dir: &Path) -> String {
     let pfx = dir.join("key.pfx");
-    let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "compat", Some(PFX_PASSWORD))
-        .unwrap();
+    let bytes =
+        key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "compat", Some(PFX_PASSWORD))
+            .unwrap();
     std::fs::write(&pfx, bytes).unwrap();
     pfx.display().to_string()
 }
@@ -72,11 +80,37 @@ async fn upstream_written_store_is_served(store: StoreKind) {
     let users = match store {
         StoreKind::Sqlite => {
             let db = dir.path().join("keys.db").display().to_string();
-            run_script(python, &["make-sqlite", "--pfx", &pfx, "--password", PFX_PASSWORD, "--db", &db, "--users", "25"])
+            run_script(
+                python,
+                &[
+                    "make-sqlite",
+                    "--pfx",
+                    &pfx,
+                    "--password",
+                    PFX_PASSWORD,
+                    "--db",
+                    &db,
+                    "--users",
+                    "25",
+                ],
+            )
         }
         StoreKind::Json => {
             let file = dir.path().join("data.json").display().to_string();
-            run_script(python, &["make-json", "--pfx", &pfx, "--password", PFX_PASSWORD, "--file", &file, "--users", "25"])
+            run_script(
+                python,
+                &[
+                    "make-json",
+                    "--pfx",
+                    &pfx,
+                    "--password",
+                    PFX_PASSWORD,
+                    "--file",
+                    &file,
+                    "--users",
+                    "25",
+                ],
+            )
         }
     };
     assert_eq!(users.len(), 25);
@@ -84,21 +118,39 @@ async fn upstream_written_store_is_served(store: StoreKind) {
     let idp = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(
         Arc::clone(&idp),
-        AppOptions { store, data_dir: Some(Arc::clone(&dir)), ..AppOptions::default() },
+        AppOptions {
+            store,
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
     )
     .await;
     for (id, key) in &users {
         let user: Uuid = id.parse().unwrap();
-        assert_eq!(app.read_key(&idp.token_for(user)).await.as_ref(), Ok(key), "user {id}");
+        assert_eq!(
+            app.read_key(&idp.token_for(user)).await.as_ref(),
+            Ok(key),
+            "user {id}"
+        );
     }
     // Writing into an upstream database keeps it readable by upstream's algorithm.
     let newcomer = Uuid::new_v4();
     let newcomer_key = random_key();
-    assert_eq!(app.post_key(&idp.token_for(newcomer), &newcomer_key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&idp.token_for(newcomer), &newcomer_key)
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let (first_id, _) = users.iter().next().unwrap();
     let replaced_key = random_key();
     let first_user: Uuid = first_id.parse().unwrap();
-    assert_eq!(app.put_key(&idp.token_for(first_user), &replaced_key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.put_key(&idp.token_for(first_user), &replaced_key)
+            .await
+            .status(),
+        StatusCode::OK
+    );
     app.shutdown().await;
 
     let read_back = read_with_script(python, store, dir.path(), &pfx);
@@ -110,15 +162,42 @@ async fn upstream_written_store_is_served(store: StoreKind) {
     }
 }
 
-fn read_with_script(python: &str, store: StoreKind, dir: &Path, pfx: &str) -> BTreeMap<String, String> {
+fn read_with_script(
+    python: &str,
+    store: StoreKind,
+    dir: &Path,
+    pfx: &str,
+) -> BTreeMap<String, String> {
     match store {
         StoreKind::Sqlite => {
             let db = dir.join("keys.db").display().to_string();
-            run_script(python, &["read-sqlite", "--pfx", pfx, "--password", PFX_PASSWORD, "--db", &db])
+            run_script(
+                python,
+                &[
+                    "read-sqlite",
+                    "--pfx",
+                    pfx,
+                    "--password",
+                    PFX_PASSWORD,
+                    "--db",
+                    &db,
+                ],
+            )
         }
         StoreKind::Json => {
             let file = dir.join("data.json").display().to_string();
-            run_script(python, &["read-json", "--pfx", pfx, "--password", PFX_PASSWORD, "--file", &file])
+            run_script(
+                python,
+                &[
+                    "read-json",
+                    "--pfx",
+                    pfx,
+                    "--password",
+                    PFX_PASSWORD,
+                    "--file",
+                    &file,
+                ],
+            )
         }
     }
 }
@@ -142,14 +221,21 @@ async fn server_created_store_is_upstream_readable(store: StoreKind) {
     let idp = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(
         Arc::clone(&idp),
-        AppOptions { store, data_dir: Some(Arc::clone(&dir)), ..AppOptions::default() },
+        AppOptions {
+            store,
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
     )
     .await;
     let mut written = BTreeMap::new();
     for _ in 0..10 {
         let user = Uuid::new_v4();
         let key = random_key();
-        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
         assert!(app.read_key(&idp.token_for(user)).await.is_ok());
         written.insert(user.to_string(), key);
     }

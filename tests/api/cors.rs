@@ -20,7 +20,11 @@ async fn preflight_from_the_web_vault_allows_what_clients_send() {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{method}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{method}: {}",
+            response.status()
+        );
         let headers = response.headers();
         assert_eq!(headers["access-control-allow-origin"], WEB_VAULT_ORIGIN);
         assert_eq!(headers["access-control-allow-credentials"], "true");
@@ -44,18 +48,28 @@ async fn preflight_through_the_doubled_slash_path_works() {
         .request(reqwest::Method::OPTIONS, app.url("//user-keys"))
         .header("origin", WEB_VAULT_ORIGIN)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(response.status().is_success());
-    assert_eq!(response.headers()["access-control-allow-origin"], WEB_VAULT_ORIGIN);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        WEB_VAULT_ORIGIN
+    );
 }
 
 #[tokio::test]
 async fn a_foreign_origin_gets_no_cors_grant() {
     let app = spawn_app().await;
-    for origin in ["https://evil.example", "https://vault.example.test.evil.example", "null"] {
+    for origin in [
+        "https://evil.example",
+        "https://vault.example.test.evil.example",
+        "null",
+    ] {
         let response = app
             .client
             .request(reqwest::Method::OPTIONS, app.url("/user-keys"))
@@ -66,7 +80,10 @@ async fn a_foreign_origin_gets_no_cors_grant() {
             .await
             .unwrap();
         assert!(
-            response.headers().get("access-control-allow-origin").is_none(),
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
             "{origin} must not be allowed"
         );
     }
@@ -86,6 +103,12 @@ async fn actual_requests_from_the_web_vault_carry_the_grant() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["access-control-allow-origin"], WEB_VAULT_ORIGIN);
-    assert_eq!(response.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        WEB_VAULT_ORIGIN
+    );
+    assert_eq!(
+        response.headers()["access-control-allow-credentials"],
+        "true"
+    );
 }

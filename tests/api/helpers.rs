@@ -124,14 +124,12 @@ pub struct TestApp {
 /// The certificate every test app uses: generating RSA keys is slow, so once per binary.
 fn shared_pfx() -> &'static [u8] {
     static PFX: OnceLock<Vec<u8>> = OnceLock::new();
-    PFX.get_or_init(|| generate_self_signed_pfx(2048, "key connector tests", Some("test-password")).unwrap())
+    PFX.get_or_init(|| {
+        generate_self_signed_pfx(2048, "key connector tests", Some("test-password")).unwrap()
+    })
 }
 
-pub fn settings_for(
-    store: StoreKind,
-    data_dir: &Path,
-    identity_server_uri: &str,
-) -> Settings {
+pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str) -> Settings {
     let pfx_path = data_dir.join("key.pfx");
     if !pfx_path.exists() {
         std::fs::write(&pfx_path, shared_pfx()).unwrap();
@@ -168,7 +166,9 @@ pub fn loopback_port_zero() -> Vec<ListenUrl> {
 
 /// Builds and starts the application with a fresh (or given) identity provider.
 pub async fn spawn_app_with(idp: Arc<TestIdp>, options: AppOptions) -> TestApp {
-    try_spawn_app_with(idp, options).await.expect("application starts")
+    try_spawn_app_with(idp, options)
+        .await
+        .expect("application starts")
 }
 
 pub async fn try_spawn_app_with(
@@ -243,7 +243,12 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn send_key(&self, method: reqwest::Method, token: &str, key: &str) -> reqwest::Response {
+    pub async fn send_key(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        key: &str,
+    ) -> reqwest::Response {
         self.client
             .request(method, self.url("/user-keys"))
             .bearer_auth(token)

@@ -6,11 +6,20 @@ use key_connector::startup::StartupError;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with};
+use crate::helpers::{
+    AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
+};
 
 async fn keys_survive_a_restart(store: StoreKind) {
     let idp = Arc::new(TestIdp::start().await);
-    let app = spawn_app_with(Arc::clone(&idp), AppOptions { store, ..AppOptions::default() }).await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            store,
+            ..AppOptions::default()
+        },
+    )
+    .await;
     let users: Vec<(String, String)> = (0..10)
         .map(|_| (idp.token_for(Uuid::new_v4()), random_key()))
         .collect();
@@ -21,7 +30,11 @@ async fn keys_survive_a_restart(store: StoreKind) {
 
     let app = spawn_app_with(
         Arc::clone(&idp),
-        AppOptions { store, data_dir: Some(data_dir), ..AppOptions::default() },
+        AppOptions {
+            store,
+            data_dir: Some(data_dir),
+            ..AppOptions::default()
+        },
     )
     .await;
     for (token, key) in &users {
@@ -41,7 +54,14 @@ async fn json_keys_survive_a_restart() {
 
 async fn another_certificate_refuses_to_start(store: StoreKind) {
     let idp = Arc::new(TestIdp::start().await);
-    let app = spawn_app_with(Arc::clone(&idp), AppOptions { store, ..AppOptions::default() }).await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            store,
+            ..AppOptions::default()
+        },
+    )
+    .await;
     let token = idp.token_for(Uuid::new_v4());
     let key = random_key();
     assert_eq!(app.post_key(&token, &key).await.status(), StatusCode::OK);
@@ -53,11 +73,20 @@ async fn another_certificate_refuses_to_start(store: StoreKind) {
     let before = std::fs::read(&store_file).unwrap();
 
     // Replace the certificate with another key pair, same password.
-    let other = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "another", Some("test-password")).unwrap();
+    let other = key_connector::keys::pkcs12::generate_self_signed_pfx(
+        2048,
+        "another",
+        Some("test-password"),
+    )
+    .unwrap();
     std::fs::write(data_dir.path().join("key.pfx"), other).unwrap();
     let error = try_spawn_app_with(
         Arc::clone(&idp),
-        AppOptions { store, data_dir: Some(Arc::clone(&data_dir)), ..AppOptions::default() },
+        AppOptions {
+            store,
+            data_dir: Some(Arc::clone(&data_dir)),
+            ..AppOptions::default()
+        },
     )
     .await
     .err()
@@ -66,7 +95,11 @@ async fn another_certificate_refuses_to_start(store: StoreKind) {
     let message = error.to_string();
     assert!(message.contains("cannot be unwrapped"), "{message}");
     if store == StoreKind::Json {
-        assert_eq!(std::fs::read(&store_file).unwrap(), before, "nothing was rewritten");
+        assert_eq!(
+            std::fs::read(&store_file).unwrap(),
+            before,
+            "nothing was rewritten"
+        );
     }
 }
 
@@ -83,7 +116,14 @@ async fn json_file_under_another_certificate_refuses_to_start_and_keeps_its_key(
 async fn concurrent_writes_for_one_user_end_consistent(store: StoreKind) {
     let idp = Arc::new(TestIdp::start().await);
     let app = Arc::new(
-        spawn_app_with(Arc::clone(&idp), AppOptions { store, ..AppOptions::default() }).await,
+        spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                store,
+                ..AppOptions::default()
+            },
+        )
+        .await,
     );
     let token = Arc::new(idp.token_for(Uuid::new_v4()));
 
@@ -122,7 +162,10 @@ async fn concurrent_writes_for_one_user_end_consistent(store: StoreKind) {
         written.push(result.unwrap());
     }
     let final_key = app.read_key(&token).await.unwrap();
-    assert!(written.contains(&final_key), "the final key is one that was written");
+    assert!(
+        written.contains(&final_key),
+        "the final key is one that was written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,21 +184,33 @@ async fn get_records_last_access_without_a_write_per_request() {
     let app = spawn_app_with(Arc::clone(&idp), AppOptions::default()).await;
     let user = Uuid::new_v4();
     let token = idp.token_for(user);
-    assert_eq!(app.post_key(&token, &random_key()).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&token, &random_key()).await.status(),
+        StatusCode::OK
+    );
     for _ in 0..5 {
         assert!(app.read_key(&token).await.is_ok());
     }
     // Pending in memory, not yet in the database.
-    let stored = app.state_store().read_user_key(user).await.unwrap().unwrap();
+    let stored = app
+        .state_store()
+        .read_user_key(user)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.last_access_date, None);
     let before = time::OffsetDateTime::now_utc();
     let path = app.store_path();
     app.shutdown().await;
-    let store = key_connector::store::open_store(&key_connector::config::DatabaseSettings::Sqlite {
-        connection: key_connector::config::SqliteConnection { path, read_only: false },
-    })
-    .await
-    .unwrap();
+    let store =
+        key_connector::store::open_store(&key_connector::config::DatabaseSettings::Sqlite {
+            connection: key_connector::config::SqliteConnection {
+                path,
+                read_only: false,
+            },
+        })
+        .await
+        .unwrap();
     let stored = store.read_user_key(user).await.unwrap().unwrap();
     let last = stored.last_access_date.expect("flushed on shutdown");
     assert!(last <= before && (before - last).whole_seconds() < 60);

@@ -61,14 +61,21 @@ fn dev_prints_curl_commands_that_show_404_then_200_then_200() {
                 }
             }
         }
-        commands.into_iter().filter(|c| c.contains("/user-keys")).collect()
+        commands
+            .into_iter()
+            .filter(|c| c.contains("/user-keys"))
+            .collect()
     };
     assert_eq!(curls.len(), 3, "{banner}");
 
     let mut statuses = Vec::new();
     for curl in &curls {
         let script = format!("{token_line}\n{curl} -s -o /dev/null -w '%{{http_code}}'");
-        let output = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
         statuses.push(String::from_utf8_lossy(&output.stdout).to_string());
     }
     assert_eq!(statuses, ["404", "200", "200"], "{banner}");
@@ -76,7 +83,10 @@ fn dev_prints_curl_commands_that_show_404_then_200_then_200() {
     // Binds to localhost only.
     assert!(data_dir.join("key.pfx").exists());
     assert!(data_dir.join("keys.db").exists());
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "dev did not stop on SIGTERM");

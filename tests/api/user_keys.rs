@@ -49,14 +49,22 @@ async fn full_flow(store: StoreKind) {
     let response = app.get_key(&token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({ "key": key }), "camelCase `key`, nothing else");
+    assert_eq!(
+        body,
+        serde_json::json!({ "key": key }),
+        "camelCase `key`, nothing else"
+    );
 
     let other = random_key();
     let response = app.post_key(&token, &other).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();
     assert!(error["message"].as_str().unwrap().contains("already"));
-    assert_eq!(app.read_key(&token).await, Ok(key.clone()), "POST over a key changes nothing");
+    assert_eq!(
+        app.read_key(&token).await,
+        Ok(key.clone()),
+        "POST over a key changes nothing"
+    );
 
     let response = app.put_key(&token, &other).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -88,7 +96,10 @@ async fn users_only_ever_see_their_own_key() {
     let app = spawn_app().await;
     let (alice, bob) = (app.token_for(Uuid::new_v4()), app.token_for(Uuid::new_v4()));
     let alice_key = random_key();
-    assert_eq!(app.post_key(&alice, &alice_key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&alice, &alice_key).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(app.read_key(&bob).await, Err(404));
     let bob_key = random_key();
     assert_eq!(app.put_key(&bob, &bob_key).await.status(), StatusCode::OK);
@@ -139,7 +150,12 @@ async fn doubled_slash_trailing_slash_and_upper_case_paths_reach_the_route() {
 #[tokio::test]
 async fn unknown_paths_and_methods_get_json_errors() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/nothing-here")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let _: Value = response.json().await.unwrap();
     let token = app.token_for(Uuid::new_v4());
@@ -165,22 +181,82 @@ async fn every_bad_body_is_a_4xx_with_json_and_changes_nothing() {
 
     let oversized = format!(r#"{{"key":"{}"}}"#, "A".repeat(70 * 1024));
     let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
-        ("not JSON", Some("application/json"), "this is not json".into(), 400),
-        ("truncated JSON", Some("application/json"), r#"{"key":"AQID""#.into(), 400),
+        (
+            "not JSON",
+            Some("application/json"),
+            "this is not json".into(),
+            400,
+        ),
+        (
+            "truncated JSON",
+            Some("application/json"),
+            r#"{"key":"AQID""#.into(),
+            400,
+        ),
         ("array", Some("application/json"), "[]".into(), 400),
         ("string", Some("application/json"), r#""AQID""#.into(), 400),
         ("missing key", Some("application/json"), "{}".into(), 400),
-        ("other property only", Some("application/json"), r#"{"value":"AQID"}"#.into(), 400),
-        ("null key", Some("application/json"), r#"{"key":null}"#.into(), 400),
-        ("number key", Some("application/json"), r#"{"key":42}"#.into(), 400),
-        ("object key", Some("application/json"), r#"{"key":{"a":1}}"#.into(), 400),
-        ("empty key", Some("application/json"), r#"{"key":""}"#.into(), 400),
-        ("non-base64 key", Some("application/json"), r#"{"key":"not base64!"}"#.into(), 400),
-        ("bad padding", Some("application/json"), r#"{"key":"AQI"}"#.into(), 400),
+        (
+            "other property only",
+            Some("application/json"),
+            r#"{"value":"AQID"}"#.into(),
+            400,
+        ),
+        (
+            "null key",
+            Some("application/json"),
+            r#"{"key":null}"#.into(),
+            400,
+        ),
+        (
+            "number key",
+            Some("application/json"),
+            r#"{"key":42}"#.into(),
+            400,
+        ),
+        (
+            "object key",
+            Some("application/json"),
+            r#"{"key":{"a":1}}"#.into(),
+            400,
+        ),
+        (
+            "empty key",
+            Some("application/json"),
+            r#"{"key":""}"#.into(),
+            400,
+        ),
+        (
+            "non-base64 key",
+            Some("application/json"),
+            r#"{"key":"not base64!"}"#.into(),
+            400,
+        ),
+        (
+            "bad padding",
+            Some("application/json"),
+            r#"{"key":"AQI"}"#.into(),
+            400,
+        ),
         ("empty body", Some("application/json"), String::new(), 400),
-        ("no content type", None, format!(r#"{{"key":"{key}"}}"#), 415),
-        ("text/plain", Some("text/plain"), format!(r#"{{"key":"{key}"}}"#), 415),
-        ("form", Some("application/x-www-form-urlencoded"), "key=AQID".into(), 415),
+        (
+            "no content type",
+            None,
+            format!(r#"{{"key":"{key}"}}"#),
+            415,
+        ),
+        (
+            "text/plain",
+            Some("text/plain"),
+            format!(r#"{{"key":"{key}"}}"#),
+            415,
+        ),
+        (
+            "form",
+            Some("application/x-www-form-urlencoded"),
+            "key=AQID".into(),
+            415,
+        ),
         ("oversized", Some("application/json"), oversized, 413),
     ];
     for method in [Method::POST, Method::PUT] {
@@ -204,8 +280,16 @@ async fn every_bad_body_is_a_4xx_with_json_and_changes_nothing() {
             }
         }
     }
-    assert_eq!(app.read_key(&token).await, Ok(key), "the existing key is unchanged");
-    assert_eq!(app.read_key(&fresh_token).await, Err(404), "no key was created");
+    assert_eq!(
+        app.read_key(&token).await,
+        Ok(key),
+        "the existing key is unchanged"
+    );
+    assert_eq!(
+        app.read_key(&fresh_token).await,
+        Err(404),
+        "no key was created"
+    );
 }
 
 #[tokio::test]
@@ -216,7 +300,11 @@ async fn keys_of_any_length_round_trip_byte_for_byte() {
         let token = app.token_for(Uuid::new_v4());
         let bytes: Vec<u8> = (0..length).map(|i| (i * 31 % 256) as u8).collect();
         let key = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        assert_eq!(app.put_key(&token, &key).await.status(), StatusCode::OK, "{length}");
+        assert_eq!(
+            app.put_key(&token, &key).await.status(),
+            StatusCode::OK,
+            "{length}"
+        );
         assert_eq!(app.read_key(&token).await, Ok(key), "{length}");
     }
 }
