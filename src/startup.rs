@@ -30,6 +30,9 @@ use crate::store::{StoreError, UserKeyStore, open_store};
 /// How long shutdown waits for in-flight requests before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// How long start-up waits for the identity server's keys before serving anyway.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
+
 /// Why the service could not start. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -120,6 +123,12 @@ impl Application {
         let background = CancellationToken::new();
         let auth = Authenticator::new(&settings.identity_server_uri);
         auth.spawn_discovery(background.child_token());
+        if !auth.wait_until_ready(FIRST_DISCOVERY_WAIT).await {
+            tracing::warn!(
+                identity_server = %settings.identity_server_uri,
+                "identity server not reachable yet; answering 503 to authenticated requests until it is"
+            );
+        }
 
         let listeners = bind_all(listen).await?;
         let state = AppState {

@@ -159,6 +159,19 @@ impl Authenticator {
         });
     }
 
+    /// Waits up to `limit` for the first keys, so a freshly started service does not answer
+    /// its first requests with 503 while discovery is in flight. Returns readiness.
+    pub async fn wait_until_ready(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.is_ready() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     fn current_keys(&self) -> Option<Arc<IdentityKeys>> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -27,11 +27,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// [`normalize_path`]).
 pub fn router(state: AppState, web_vault_origin: &str) -> Router {
     let cors = CorsLayer::new()
-        .allow_origin(match HeaderValue::from_str(web_vault_origin) {
-            Ok(origin) => AllowOrigin::exact(origin),
-            // Validated at start-up; an impossible origin simply allows nothing.
-            Err(_) => AllowOrigin::list([]),
-        })
+        // Only a matching origin is echoed back; any other gets no CORS headers at all, as
+        // with upstream's `SetIsOriginAllowed`.
+        .allow_origin(AllowOrigin::predicate({
+            let allowed = HeaderValue::from_str(web_vault_origin).ok();
+            move |origin: &HeaderValue, _| allowed.as_ref() == Some(origin)
+        }))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true);

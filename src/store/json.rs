@@ -1,21 +1,390 @@
 //! The `json` store: upstream's single JSON document.
 //!
-//! Placeholder: see the stores work item.
+//! The file keeps the exact shape upstream's JsonFlatFileDataStore writes (lower camel case,
+//! two-space indentation):
+//! `{"symmetricKey": "...", "userKey": [{"id": "<guid>", "key": "...", "creationDate": "...",
+//! "revisionDate": null, "lastAccessDate": null}]}` with lower-case GUIDs and ISO dates.
+//! Property names are read case-insensitively and unknown properties are preserved.
+//!
+//! Durability: every change writes a temporary file in the same directory, fsyncs it, renames
+//! it over the document and fsyncs the directory, so the file is always either the old or
+//! the new complete document, even after `kill -9` or power loss.
+//!
+//! Several processes: each change holds an exclusive advisory lock on `<file>.lock`, and
+//! inside it re-reads the document if another process replaced it since this one last read
+//! it (compared by inode, size and modification time). So two processes never silently
+//! overwrite each other's keys. Reads use the in-memory copy after the same freshness check.
 
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+use crate::dotnet_time;
 
-pub struct JsonFileStore;
+/// How long a change waits for another process's lock before answering 503.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct JsonFileStore {
+    inner: Arc<Mutex<JsonFile>>,
+}
+
+/// The document in memory and what the file looked like when it was read.
+struct JsonFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+    document: Map<String, Value>,
+    seen: Option<FileIdentity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(Self {
+                #[cfg(unix)]
+                inode: std::os::unix::fs::MetadataExt::ino(&meta),
+                #[cfg(not(unix))]
+                inode: 0,
+                len: meta.len(),
+                modified: meta.modified().ok(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn io_unavailable(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{}: {error}", path.display()))
+}
 
 impl JsonFileStore {
-    pub async fn open(_path: &Path) -> Result<Self, StoreError> {
-        Err(StoreError::Config("the json store is not built yet".into()))
+    /// Opens the document, creating `{}` if the file does not exist (as upstream does),
+    /// which also proves the directory is writable.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || JsonFile::open(path))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        Ok(Self {
+            inner: Arc::new(Mutex::new(file)),
+        })
     }
+
+    /// Runs `f` on the file state on a blocking thread.
+    async fn with_file<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut JsonFile) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut file = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut file)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("JSON store task failed: {e}")))?
+    }
+}
+
+/// A held `<file>.lock`; released on drop.
+struct ProcessLock(File);
+
+impl Drop for ProcessLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl JsonFile {
+    fn open(path: PathBuf) -> Result<Self, StoreError> {
+        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = path.with_file_name(lock_name);
+        let mut file = Self {
+            path,
+            lock_path,
+            document: Map::new(),
+            seen: None,
+        };
+        let _lock = file.lock()?;
+        if file.current_identity()?.is_none() {
+            file.write_document(Map::new())?;
+            tracing::info!(path = %file.path.display(), "created an empty JSON key store");
+        } else {
+            file.reload().map_err(|e| match e {
+                StoreError::Corrupt(message) => StoreError::Config(format!(
+                    "{message} (keyConnectorSettings__database__jsonFilePath); the file was left untouched"
+                )),
+                other => other,
+            })?;
+        }
+        Ok(file)
+    }
+
+    fn current_identity(&self) -> Result<Option<FileIdentity>, StoreError> {
+        FileIdentity::of(&self.path).map_err(|e| io_unavailable(&self.path, e))
+    }
+
+    /// Takes the cross-process lock, waiting at most [`LOCK_TIMEOUT`].
+    fn lock(&self) -> Result<ProcessLock, StoreError> {
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(&self.lock_path)
+            .map_err(|e| io_unavailable(&self.lock_path, e))?;
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(ProcessLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "another process holds {} for too long",
+                        self.lock_path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_unavailable(&self.lock_path, e));
+                }
+            }
+        }
+    }
+
+    /// Re-reads the file if it changed since it was last read.
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        if self.current_identity()? != self.seen {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let before = self.current_identity()?;
+        let bytes = std::fs::read(&self.path).map_err(|e| io_unavailable(&self.path, e))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Corrupt(format!("{} is not valid JSON: {e}", self.path.display()))
+        })?;
+        let Value::Object(document) = value else {
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a JSON object",
+                self.path.display()
+            )));
+        };
+        check_shape(&document)
+            .map_err(|m| StoreError::Corrupt(format!("{}: {m}", self.path.display())))?;
+        self.document = document;
+        self.seen = before;
+        Ok(())
+    }
+
+    /// Replaces the file atomically and durably with `document`.
+    fn write_document(&mut self, document: Map<String, Value>) -> Result<(), StoreError> {
+        let directory = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut text = serde_json::to_string_pretty(&Value::Object(document.clone()))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        text.push('\n');
+        let temp_path = directory.join(format!(
+            ".{}.{}.tmp",
+            self.path.file_name().unwrap_or_default().to_string_lossy(),
+            Uuid::new_v4().simple()
+        ));
+        let result = (|| -> std::io::Result<()> {
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut temp = options.open(&temp_path)?;
+            if let Ok(meta) = std::fs::metadata(&self.path) {
+                temp.set_permissions(meta.permissions())?;
+            }
+            temp.write_all(text.as_bytes())?;
+            temp.sync_all()?;
+            drop(temp);
+            std::fs::rename(&temp_path, &self.path)?;
+            File::open(&directory)?.sync_all()?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(&temp_path);
+            return Err(io_unavailable(&self.path, error));
+        }
+        self.document = document;
+        self.seen = self.current_identity()?;
+        Ok(())
+    }
+
+    /// Runs a change under the cross-process lock on the freshest document. `change` returns
+    /// `None` to leave the file untouched.
+    fn change<T>(
+        &mut self,
+        change: impl FnOnce(&mut Map<String, Value>) -> Result<(Option<()>, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        let _lock = self.lock()?;
+        self.reload_if_changed_or_missing()?;
+        let mut document = self.document.clone();
+        let (write, result) = change(&mut document)?;
+        if write.is_some() {
+            self.write_document(document)?;
+        }
+        Ok(result)
+    }
+
+    fn reload_if_changed_or_missing(&mut self) -> Result<(), StoreError> {
+        if self.current_identity()?.is_none() {
+            return Err(StoreError::Unavailable(format!(
+                "{} has disappeared",
+                self.path.display()
+            )));
+        }
+        self.refresh()
+    }
+}
+
+/// The document's structure is upstream's: an object with an optional string
+/// `symmetricKey` and an optional array `userKey` of objects.
+fn check_shape(document: &Map<String, Value>) -> Result<(), String> {
+    match get_ci(document, "symmetricKey") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(_) => return Err("`symmetricKey` is not a string".into()),
+    }
+    match get_ci(document, "userKey") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            if !items.iter().all(Value::is_object) {
+                return Err("`userKey` holds something that is not an object".into());
+            }
+        }
+        Some(_) => return Err("`userKey` is not an array".into()),
+    }
+    Ok(())
+}
+
+/// A property by name, case-insensitively (as upstream's reader binds them).
+fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Sets a property under its canonical camelCase name, replacing any other spelling.
+fn set_ci(map: &mut Map<String, Value>, name: &str, value: Value) {
+    if let Some(existing) = map
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name) && *k != name)
+        .cloned()
+    {
+        map.shift_remove(&existing);
+    }
+    map.insert(name.to_owned(), value);
+}
+
+fn user_keys(document: &Map<String, Value>) -> &[Value] {
+    match get_ci(document, "userKey") {
+        Some(Value::Array(items)) => items,
+        _ => &[],
+    }
+}
+
+fn user_keys_mut(document: &mut Map<String, Value>) -> &mut Vec<Value> {
+    if !matches!(get_ci(document, "userKey"), Some(Value::Array(_))) {
+        set_ci(document, "userKey", Value::Array(Vec::new()));
+    }
+    let name = document
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("userKey"))
+        .cloned()
+        .unwrap_or_else(|| "userKey".into());
+    match document.get_mut(&name) {
+        Some(Value::Array(items)) => items,
+        _ => unreachable!("userKey was just made an array"),
+    }
+}
+
+fn item_id(item: &Value) -> Option<Uuid> {
+    item.as_object()
+        .and_then(|o| get_ci(o, "id"))
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::try_parse(s).ok())
+}
+
+fn position(document: &Map<String, Value>, id: Uuid) -> Option<usize> {
+    user_keys(document)
+        .iter()
+        .position(|item| item_id(item) == Some(id))
+}
+
+fn date_value(date: Option<OffsetDateTime>) -> Value {
+    date.map_or(Value::Null, |d| {
+        Value::String(dotnet_time::format_iso_utc(d))
+    })
+}
+
+fn parse_item(item: &Value) -> Result<StoredUserKey, StoreError> {
+    let object = item
+        .as_object()
+        .ok_or_else(|| StoreError::Corrupt("a userKey entry is not an object".into()))?;
+    let id = item_id(item)
+        .ok_or_else(|| StoreError::Corrupt("a userKey entry has no GUID `id`".into()))?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("userKey {id}: {what}"));
+    let sealed_key = get_ci(object, "key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| corrupt("`key` is missing"))?
+        .to_owned();
+    let date = |name: &str| -> Result<Option<OffsetDateTime>, StoreError> {
+        match get_ci(object, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => dotnet_time::parse(text)
+                .map(Some)
+                .map_err(|e| corrupt(&format!("`{name}`: {e}"))),
+            Some(_) => Err(corrupt(&format!("`{name}` is not a date"))),
+        }
+    };
+    Ok(StoredUserKey {
+        id,
+        sealed_key,
+        creation_date: date("creationDate")?.ok_or_else(|| corrupt("`creationDate` is missing"))?,
+        revision_date: date("revisionDate")?,
+        last_access_date: date("lastAccessDate")?,
+    })
+}
+
+/// A new entry in upstream's property order.
+fn new_item(key: &StoredUserKey) -> Value {
+    let mut item = Map::new();
+    item.insert("id".into(), Value::String(key.id.hyphenated().to_string()));
+    item.insert("key".into(), Value::String(key.sealed_key.clone()));
+    item.insert(
+        "creationDate".into(),
+        Value::String(dotnet_time::format_iso_utc(key.creation_date)),
+    );
+    item.insert("revisionDate".into(), date_value(key.revision_date));
+    item.insert("lastAccessDate".into(), date_value(key.last_access_date));
+    Value::Object(item)
 }
 
 #[async_trait]
@@ -23,37 +392,127 @@ impl UserKeyStore for JsonFileStore {
     fn kind(&self) -> &'static str {
         "json"
     }
+
     async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        unimplemented!()
+        self.with_file(|file| {
+            file.refresh()?;
+            Ok(get_ci(&file.document, "symmetricKey")
+                .and_then(Value::as_str)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned))
+        })
+        .await
     }
-    async fn insert_symmetric_key_if_absent(&self, _wrapped: &str) -> Result<String, StoreError> {
-        unimplemented!()
+
+    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
+        let wrapped = wrapped.to_owned();
+        self.with_file(move |file| {
+            file.change(|document| {
+                if let Some(existing) = get_ci(document, "symmetricKey")
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                {
+                    return Ok((None, existing.to_owned()));
+                }
+                set_ci(document, "symmetricKey", Value::String(wrapped.clone()));
+                Ok((Some(()), wrapped))
+            })
+        })
+        .await
     }
-    async fn read_user_key(&self, _id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
-        unimplemented!()
+
+    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        self.with_file(move |file| {
+            file.refresh()?;
+            position(&file.document, id)
+                .map(|i| parse_item(&user_keys(&file.document)[i]))
+                .transpose()
+        })
+        .await
     }
-    async fn create_user_key(&self, _key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
-        unimplemented!()
+
+    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+        let key = key.clone();
+        self.with_file(move |file| {
+            file.change(|document| {
+                if position(document, key.id).is_some() {
+                    return Ok((None, CreateOutcome::AlreadyExists));
+                }
+                user_keys_mut(document).push(new_item(&key));
+                Ok((Some(()), CreateOutcome::Created))
+            })
+        })
+        .await
     }
+
     async fn put_user_key(
         &self,
-        _id: Uuid,
-        _sealed_key: &str,
-        _now: OffsetDateTime,
+        id: Uuid,
+        sealed_key: &str,
+        now: OffsetDateTime,
     ) -> Result<PutOutcome, StoreError> {
-        unimplemented!()
+        let sealed_key = sealed_key.to_owned();
+        self.with_file(move |file| {
+            file.change(|document| match position(document, id) {
+                Some(index) => {
+                    if let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index) {
+                        set_ci(item, "key", Value::String(sealed_key));
+                        set_ci(item, "revisionDate", date_value(Some(now)));
+                    }
+                    Ok((Some(()), PutOutcome::Replaced))
+                }
+                None => {
+                    user_keys_mut(document).push(new_item(&StoredUserKey {
+                        id,
+                        sealed_key,
+                        creation_date: now,
+                        revision_date: None,
+                        last_access_date: None,
+                    }));
+                    Ok((Some(()), PutOutcome::Created))
+                }
+            })
+        })
+        .await
     }
+
     async fn record_last_access(
         &self,
-        _accesses: &[(Uuid, OffsetDateTime)],
+        accesses: &[(Uuid, OffsetDateTime)],
     ) -> Result<(), StoreError> {
-        unimplemented!()
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        let accesses = accesses.to_vec();
+        self.with_file(move |file| {
+            file.change(|document| {
+                let mut changed = false;
+                for (id, when) in accesses {
+                    if let Some(index) = position(document, id)
+                        && let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index)
+                    {
+                        set_ci(item, "lastAccessDate", date_value(Some(when)));
+                        changed = true;
+                    }
+                }
+                Ok((changed.then_some(()), ()))
+            })
+        })
+        .await
     }
+
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        unimplemented!()
+        self.with_file(|file| {
+            file.refresh()?;
+            user_keys(&file.document).iter().map(parse_item).collect()
+        })
+        .await
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        unimplemented!()
+        self.with_file(|file| file.current_identity().map(|_| ()))
+            .await
     }
+
     async fn close(&self) {}
 }

@@ -1,8 +1,9 @@
 //! Shared test harness: the real application on port 0, a real identity provider serving
 //! discovery and JWKS and minting RS256 tokens, and real stores in temporary directories.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub enum StoreKind {
 pub struct TestIdp {
     pub issuer: Arc<DevIssuer>,
     pub url: String,
+    jwks_fetches: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -52,8 +54,30 @@ impl TestIdp {
         listener: tokio::net::TcpListener,
         url: String,
     ) -> Self {
-        let task = Arc::clone(&issuer).spawn(listener, url.clone());
-        Self { issuer, url, task }
+        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&jwks_fetches);
+        let router = issuer.router(url.clone()).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if request.uri().path().ends_with("/jwks") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(request)
+            },
+        ));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            issuer,
+            url,
+            jwks_fetches,
+            task,
+        }
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// A valid Bitwarden-like access token for `user`.
@@ -110,7 +134,6 @@ impl Default for AppOptions {
 
 /// A running application plus everything a test needs to talk to it.
 pub struct TestApp {
-    pub address: SocketAddr,
     pub base_url: String,
     pub client: reqwest::Client,
     pub idp: Arc<TestIdp>,
@@ -190,7 +213,6 @@ pub async fn try_spawn_app_with(
         let _ = stopped.await;
     }));
     Ok(TestApp {
-        address,
         base_url: format!("http://{address}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))

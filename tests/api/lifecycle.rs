@@ -201,7 +201,7 @@ async fn get_records_last_access_without_a_write_per_request() {
     assert_eq!(stored.last_access_date, None);
     let before = time::OffsetDateTime::now_utc();
     let path = app.store_path();
-    app.shutdown().await;
+    let _data_dir = app.shutdown().await;
     let store =
         key_connector::store::open_store(&key_connector::config::DatabaseSettings::Sqlite {
             connection: key_connector::config::SqliteConnection {

@@ -1,1 +1,526 @@
-//! The store conformance suite, run against every backend.
+//! The store conformance suite: one set of behaviours, run against every backend.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use key_connector::config::{DatabaseSettings, SqliteConnection};
+use key_connector::store::{CreateOutcome, PutOutcome, StoredUserKey, UserKeyStore, open_store};
+use time::OffsetDateTime;
+use time::macros::datetime;
+use uuid::Uuid;
+
+/// A backend under test: opens (and reopens) a store on its own temporary storage.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Json,
+}
+
+impl Backend {
+    fn settings(self, dir: &Path) -> DatabaseSettings {
+        match self {
+            Backend::Sqlite => DatabaseSettings::Sqlite {
+                connection: SqliteConnection {
+                    path: dir.join("keys.db"),
+                    read_only: false,
+                },
+            },
+            Backend::Json => DatabaseSettings::Json {
+                path: dir.join("data.json"),
+            },
+        }
+    }
+
+    async fn open(self, dir: &Path) -> Arc<dyn UserKeyStore> {
+        open_store(&self.settings(dir)).await.expect("store opens")
+    }
+}
+
+fn row(id: Uuid, sealed: &str) -> StoredUserKey {
+    StoredUserKey {
+        id,
+        sealed_key: sealed.to_owned(),
+        creation_date: datetime!(2024-02-29 23:59:58.1234567 UTC),
+        revision_date: None,
+        last_access_date: None,
+    }
+}
+
+async fn symmetric_key_is_set_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    assert_eq!(store.read_symmetric_key().await.unwrap(), None);
+    assert_eq!(
+        store.insert_symmetric_key_if_absent("first").await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store
+            .insert_symmetric_key_if_absent("second")
+            .await
+            .unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("first")
+    );
+    store.close().await;
+    let store = backend.open(dir.path()).await;
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("first")
+    );
+}
+
+async fn create_read_and_refuse_a_second_create(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    let id = Uuid::new_v4();
+    assert_eq!(store.read_user_key(id).await.unwrap(), None);
+    let original = row(id, "sealed-1");
+    assert_eq!(
+        store.create_user_key(&original).await.unwrap(),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        store.read_user_key(id).await.unwrap(),
+        Some(original.clone())
+    );
+    assert_eq!(
+        store.create_user_key(&row(id, "sealed-2")).await.unwrap(),
+        CreateOutcome::AlreadyExists
+    );
+    assert_eq!(
+        store.read_user_key(id).await.unwrap(),
+        Some(original),
+        "unchanged"
+    );
+}
+
+async fn put_creates_then_replaces_keeping_dates(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    let id = Uuid::new_v4();
+    let t1 = datetime!(2025-01-01 00:00:00.5 UTC);
+    let t2 = datetime!(2025-01-02 00:00:00 UTC);
+    let t3 = datetime!(2025-01-03 12:00:00.0000001 UTC);
+    assert_eq!(
+        store.put_user_key(id, "a", t1).await.unwrap(),
+        PutOutcome::Created
+    );
+    let created = store.read_user_key(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            created.sealed_key.as_str(),
+            created.creation_date,
+            created.revision_date
+        ),
+        ("a", t1, None)
+    );
+    store.record_last_access(&[(id, t2)]).await.unwrap();
+    assert_eq!(
+        store.put_user_key(id, "b", t3).await.unwrap(),
+        PutOutcome::Replaced
+    );
+    let replaced = store.read_user_key(id).await.unwrap().unwrap();
+    assert_eq!(replaced.sealed_key, "b");
+    assert_eq!(replaced.creation_date, t1, "creation date kept");
+    assert_eq!(replaced.revision_date, Some(t3));
+    assert_eq!(replaced.last_access_date, Some(t2), "last access kept");
+}
+
+async fn last_access_updates_only_existing_rows(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    let id = Uuid::new_v4();
+    store.create_user_key(&row(id, "k")).await.unwrap();
+    let when = datetime!(2026-11-24 15:33:59.1234567 UTC);
+    let ghost = Uuid::new_v4();
+    store
+        .record_last_access(&[(id, when), (ghost, when)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read_user_key(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_access_date,
+        Some(when)
+    );
+    assert_eq!(
+        store.read_user_key(ghost).await.unwrap(),
+        None,
+        "no row invented"
+    );
+    store.record_last_access(&[]).await.unwrap();
+}
+
+async fn everything_survives_reopening(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    store
+        .insert_symmetric_key_if_absent("wrapped")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for i in 0..20 {
+        let mut r = row(Uuid::new_v4(), &format!("sealed-{i}"));
+        if i % 2 == 0 {
+            r.revision_date = Some(OffsetDateTime::UNIX_EPOCH);
+            r.last_access_date = Some(datetime!(2030-06-15 08:09:10.9999999 UTC));
+        }
+        store.create_user_key(&r).await.unwrap();
+        rows.push(r);
+    }
+    store.close().await;
+    let store = backend.open(dir.path()).await;
+    for r in &rows {
+        assert_eq!(store.read_user_key(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    let mut listed = store.list_user_keys().await.unwrap();
+    listed.sort_by_key(|r| r.sealed_key.clone());
+    let mut expected = rows.clone();
+    expected.sort_by_key(|r| r.sealed_key.clone());
+    assert_eq!(listed, expected);
+    store.ping().await.unwrap();
+}
+
+async fn concurrent_creates_for_one_user_have_one_winner(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    let id = Uuid::new_v4();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .create_user_key(&row(id, &format!("k{i}")))
+                .await
+                .unwrap()
+        });
+    }
+    let mut created = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        if outcome.unwrap() == CreateOutcome::Created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.list_user_keys().await.unwrap().len(), 1);
+}
+
+async fn concurrent_puts_end_with_one_written_value(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).await;
+    let id = Uuid::new_v4();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .put_user_key(id, &format!("k{i}"), OffsetDateTime::now_utc())
+                .await
+                .unwrap()
+        });
+    }
+    let mut created = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        if outcome.unwrap() == PutOutcome::Created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "exactly one put created the row");
+    let final_key = store.read_user_key(id).await.unwrap().unwrap().sealed_key;
+    assert!(final_key.starts_with('k'));
+    assert_eq!(store.list_user_keys().await.unwrap().len(), 1);
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await; })*
+        }
+        mod json_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Json).await; })*
+        }
+    };
+}
+
+conformance!(
+    symmetric_key_is_set_once,
+    create_read_and_refuse_a_second_create,
+    put_creates_then_replaces_keeping_dates,
+    last_access_updates_only_existing_rows,
+    everything_survives_reopening,
+    concurrent_creates_for_one_user_have_one_winner,
+    concurrent_puts_end_with_one_written_value,
+);
+
+// ---- SQLite specifics: upstream's exact schema and text forms ----
+
+async fn raw_sqlite(path: &Path) -> sqlx::SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sqlite_schema_is_ef_cores_initial_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Backend::Sqlite.open(dir.path()).await;
+    let id = Uuid::parse_str("0b5b7c2e-2f8e-4c1a-9d7e-3f2a1b0c9d8e").unwrap();
+    store.create_user_key(&row(id, "sealed")).await.unwrap();
+    store
+        .record_last_access(&[(id, datetime!(2026-11-24 15:33:59 UTC))])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut db = raw_sqlite(&dir.path().join("keys.db")).await;
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ApplicationDatas", "UserKeys", "__EFMigrationsHistory"]
+    );
+    let compact = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        compact(&tables[1].1),
+        r#"CREATE TABLE "UserKeys" ( "Id" TEXT NOT NULL CONSTRAINT "PK_UserKeys" PRIMARY KEY, "Key" TEXT NULL, "CreationDate" TEXT NOT NULL, "RevisionDate" TEXT NULL, "LastAccessDate" TEXT NULL )"#
+    );
+    assert_eq!(
+        compact(&tables[0].1),
+        r#"CREATE TABLE "ApplicationDatas" ( "Id" INTEGER NOT NULL CONSTRAINT "PK_ApplicationDatas" PRIMARY KEY AUTOINCREMENT, "SymmetricKey" TEXT NULL )"#
+    );
+    let history: Vec<(String, String)> =
+        sqlx::query_as(r#"SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory""#)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        history,
+        [(
+            "20210820155938_InitialCreate".to_owned(),
+            "5.0.9".to_owned()
+        )]
+    );
+    let stored: (String, String, Option<String>, Option<String>) = sqlx::query_as(
+        r#"SELECT "Id", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#,
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored.0, "0B5B7C2E-2F8E-4C1A-9D7E-3F2A1B0C9D8E",
+        "upper-case GUID"
+    );
+    assert_eq!(stored.1, "2024-02-29 23:59:58.1234567", "EF Core date text");
+    assert_eq!(stored.2, None);
+    assert_eq!(stored.3.as_deref(), Some("2026-11-24 15:33:59"));
+}
+
+#[tokio::test]
+async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap();
+        for statement in [
+            r#"CREATE TABLE "__EFMigrationsHistory" ("MigrationId" TEXT NOT NULL CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY, "ProductVersion" TEXT NOT NULL)"#,
+            r#"CREATE TABLE "ApplicationDatas" ("Id" INTEGER NOT NULL CONSTRAINT "PK_ApplicationDatas" PRIMARY KEY AUTOINCREMENT, "SymmetricKey" TEXT NULL)"#,
+            r#"CREATE TABLE "UserKeys" ("Id" TEXT NOT NULL CONSTRAINT "PK_UserKeys" PRIMARY KEY, "Key" TEXT NULL, "CreationDate" TEXT NOT NULL, "RevisionDate" TEXT NULL, "LastAccessDate" TEXT NULL)"#,
+            r#"INSERT INTO "__EFMigrationsHistory" VALUES ('20210820155938_InitialCreate', '5.0.9')"#,
+            r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ('wrapped-by-upstream')"#,
+            r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ('a-second-row-from-a-race')"#,
+            r#"INSERT INTO "UserKeys" VALUES ('0B5B7C2E-2F8E-4C1A-9D7E-3F2A1B0C9D8E', 'sealed', '2021-08-20 15:59:54.1234567', NULL, '2021-09-01 10:00:00')"#,
+        ] {
+            sqlx::query(statement).execute(&mut db).await.unwrap();
+        }
+    }
+    let store = Backend::Sqlite.open(dir.path()).await;
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("wrapped-by-upstream"),
+        "the first row, as upstream's FirstOrDefault reads it"
+    );
+    let id = Uuid::parse_str("0b5b7c2e-2f8e-4c1a-9d7e-3f2a1b0c9d8e").unwrap();
+    let stored = store.read_user_key(id).await.unwrap().unwrap();
+    assert_eq!(stored.sealed_key, "sealed");
+    assert_eq!(
+        stored.creation_date,
+        datetime!(2021-08-20 15:59:54.1234567 UTC)
+    );
+    assert_eq!(
+        stored.last_access_date,
+        Some(datetime!(2021-09-01 10:00:00 UTC))
+    );
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_database_with_a_foreign_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query(r#"CREATE TABLE "UserKeys" ("Id" INTEGER, "Blob" BLOB)"#)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query(r#"CREATE TABLE "ApplicationDatas" ("Id" INTEGER)"#)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let error = open_store(&Backend::Sqlite.settings(dir.path()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("schema"), "{error}");
+}
+
+// ---- JSON specifics: upstream's exact document ----
+
+#[tokio::test]
+async fn json_file_has_upstreams_exact_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Backend::Json.open(dir.path()).await;
+    store
+        .insert_symmetric_key_if_absent("wrapped")
+        .await
+        .unwrap();
+    let id = Uuid::parse_str("0B5B7C2E-2F8E-4C1A-9D7E-3F2A1B0C9D8E").unwrap();
+    store.create_user_key(&row(id, "sealed")).await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join("data.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "symmetricKey": "wrapped",
+            "userKey": [{
+                "id": "0b5b7c2e-2f8e-4c1a-9d7e-3f2a1b0c9d8e",
+                "key": "sealed",
+                "creationDate": "2024-02-29T23:59:58.1234567Z",
+                "revisionDate": null,
+                "lastAccessDate": null
+            }]
+        })
+    );
+    assert!(
+        text.contains("\n  \"symmetricKey\": \"wrapped\""),
+        "indented like Newtonsoft:\n{text}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn json_reads_any_property_case_and_keeps_unknown_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.json");
+    let id = Uuid::new_v4();
+    std::fs::write(
+        &path,
+        serde_json::json!({
+            "SymmetricKey": "wrapped",
+            "other": {"kept": true},
+            "userKey": [{"Id": id.to_string().to_uppercase(), "Key": "sealed",
+                         "CreationDate": "2021-08-20T15:59:54.1234567Z", "RevisionDate": null,
+                         "LastAccessDate": null, "extra": 1}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let store = Backend::Json.open(dir.path()).await;
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("wrapped")
+    );
+    assert_eq!(
+        store.read_user_key(id).await.unwrap().unwrap().sealed_key,
+        "sealed"
+    );
+    store
+        .put_user_key(id, "resealed", OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(value["other"]["kept"], true);
+    assert_eq!(value["userKey"][0]["extra"], 1);
+    assert_eq!(value["userKey"][0]["key"], "resealed");
+}
+
+#[tokio::test]
+async fn json_refuses_and_keeps_a_corrupt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.json");
+    std::fs::write(&path, "{\"symmetricKey\": \"x\", \"userKey\": [").unwrap();
+    let error = open_store(&Backend::Json.settings(dir.path()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("not valid JSON"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"symmetricKey\": \"x\", \"userKey\": ["
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_json_stores_on_one_file_lose_nothing() {
+    // Two handles stand in for two processes: each has its own in-memory copy.
+    let dir = tempfile::tempdir().unwrap();
+    let first = Backend::Json.open(dir.path()).await;
+    let second = Backend::Json.open(dir.path()).await;
+    let mut ids = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let id = Uuid::new_v4();
+        ids.push(id);
+        let store = if i % 2 == 0 {
+            Arc::clone(&first)
+        } else {
+            Arc::clone(&second)
+        };
+        tasks.spawn(async move { store.create_user_key(&row(id, "k")).await.unwrap() });
+    }
+    while let Some(outcome) = tasks.join_next().await {
+        assert_eq!(outcome.unwrap(), CreateOutcome::Created);
+    }
+    let reopened = Backend::Json.open(dir.path()).await;
+    for id in ids {
+        assert!(
+            reopened.read_user_key(id).await.unwrap().is_some(),
+            "{id} kept"
+        );
+        assert!(
+            first.read_user_key(id).await.unwrap().is_some(),
+            "{id} seen by the first"
+        );
+    }
+}
