@@ -1,0 +1,269 @@
+//! PKCS#12 files as operators bring them: made by OpenSSL 3 (default and `-legacy`), in the
+//! shape .NET exports, with and without password, RSA 2048 to 4096. Each is loaded by the
+//! `certificate` provider and must unwrap a key that OpenSSL wrapped with RSA-OAEP-SHA1,
+//! exactly as upstream's certificate provider wraps the symmetric key.
+
+use std::path::Path;
+use std::process::Command;
+
+use key_connector::config::CertificateSettings;
+use key_connector::keys::RsaKeyProvider;
+use key_connector::keys::certificate::CertificateKeyProvider;
+
+use crate::skip_or_fail;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `(file name, password, extra export arguments)`.
+const VARIANTS: &[(&str, Option<&str>, &[&str])] = &[
+    ("openssl3-default.pfx", Some("pa$$ word"), &[]),
+    ("openssl3-legacy.pfx", Some("legacy"), &["-legacy"]),
+    (
+        "dotnet-export.pfx",
+        Some("dotnet"),
+        &[
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+            "-iter",
+            "2000",
+        ],
+    ),
+    ("empty-password.pfx", Some(""), &[]),
+    (
+        "no-encryption.pfx",
+        Some(""),
+        &["-keypbe", "NONE", "-certpbe", "NONE"],
+    ),
+];
+
+async fn unwraps_what_openssl_wrapped(dir: &Path, file: &str, password: Option<&str>) {
+    let provider = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+        path: dir.join(file),
+        password: password
+            .filter(|p| !p.is_empty())
+            .map(|p| p.to_owned().into()),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let secret: Vec<u8> = (0u8..32).collect();
+    std::fs::write(dir.join("secret.bin"), &secret).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            "public.pem",
+            "-in",
+            "secret.bin",
+            "-out",
+            "wrapped.bin",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha1",
+        ],
+    );
+    let wrapped = std::fs::read(dir.join("wrapped.bin")).unwrap();
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &secret[..], "{file}");
+    // And the provider's own wrapping is what OpenSSL unwraps with the private key.
+    let ours = provider.wrap_symmetric_key(&secret).await.unwrap();
+    std::fs::write(dir.join("ours.bin"), ours).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "ours.bin",
+            "-out",
+            "back.bin",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha1",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha1",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(dir.join("back.bin")).unwrap(),
+        secret,
+        "{file}"
+    );
+}
+
+#[tokio::test]
+async fn every_common_pkcs12_variant_and_rsa_size_unwraps() {
+    if !openssl_available() {
+        skip_or_fail!("the openssl command is not installed");
+    }
+    for bits in ["2048", "3072", "4096"] {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        openssl(dir, &["genrsa", "-out", "key.pem", bits]);
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-new", "-key", "key.pem", "-out", "cert.pem", "-subj", "/CN=kc",
+                "-days", "30",
+            ],
+        );
+        openssl(
+            dir,
+            &["pkey", "-in", "key.pem", "-pubout", "-out", "public.pem"],
+        );
+        for (file, password, extra) in VARIANTS {
+            let pass = format!("pass:{}", password.unwrap_or(""));
+            let mut args = vec![
+                "pkcs12", "-export", "-inkey", "key.pem", "-in", "cert.pem", "-out", file,
+                "-passout", &pass,
+            ];
+            args.extend_from_slice(extra);
+            openssl(dir, &args);
+            unwraps_what_openssl_wrapped(dir, file, *password).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_are_refused_with_the_reason() {
+    if !openssl_available() {
+        skip_or_fail!("the openssl command is not installed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(d, &["genrsa", "-out", "key.pem", "2048"]);
+    openssl(
+        d,
+        &[
+            "req", "-x509", "-new", "-key", "key.pem", "-out", "cert.pem", "-subj", "/CN=kc",
+            "-days", "30",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "cert.pem",
+            "-out",
+            "good.pfx",
+            "-passout",
+            "pass:right",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-nokeys",
+            "-in",
+            "cert.pem",
+            "-out",
+            "nokey.pfx",
+            "-passout",
+            "pass:right",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ec.pem",
+            "-out",
+            "ec-cert.pem",
+            "-subj",
+            "/CN=ec",
+            "-days",
+            "30",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "ec.pem",
+            "-in",
+            "ec-cert.pem",
+            "-out",
+            "ec.pfx",
+            "-passout",
+            "pass:right",
+        ],
+    );
+    std::fs::write(d.join("garbage.pfx"), b"this is not a certificate").unwrap();
+
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("good.pfx", Some("wrong"), "password"),
+        ("good.pfx", None, "password"),
+        ("missing.pfx", Some("right"), "cannot read"),
+        ("garbage.pfx", Some("right"), "not a PKCS#12"),
+        ("nokey.pfx", Some("right"), "no private key"),
+        ("ec.pfx", Some("right"), "RSA"),
+    ];
+    for (file, password, needle) in cases {
+        let error = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+            path: d.join(file),
+            password: password.map(|p| p.to_owned().into()),
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{file} must be refused"))
+        .to_string();
+        assert!(error.contains(needle), "{file}: {error}");
+        assert!(
+            !error.contains("wrong") || *needle != "password",
+            "the password is never echoed: {error}"
+        );
+    }
+}
