@@ -105,17 +105,21 @@ pub async fn run(
 
     let user_id = Uuid::new_v4();
     let token = issuer.mint_user_token(&issuer_url, user_id, TOKEN_LIFETIME);
-    println!(
-        "{}",
-        quickstart_text(&QuickstartText {
-            base_url: &format!("http://{address}"),
-            issuer_url: &issuer_url,
-            data_dir: &options.data_dir,
-            user_id,
-            token: &token,
-            sample_key: &STANDARD.encode(rand_bytes::<32>()),
-        })
-    );
+    let banner = quickstart_text(&QuickstartText {
+        base_url: &format!("http://{address}"),
+        issuer_url: &issuer_url,
+        data_dir: &options.data_dir,
+        user_id,
+        token: &token,
+        sample_key: &STANDARD.encode(rand_bytes::<32>()),
+    });
+    {
+        // A closed stdout (piped into `head`, say) must not stop the service.
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes());
+        let _ = stdout.flush();
+    }
     app.run_until_stopped(shutdown).await;
     Ok(())
 }

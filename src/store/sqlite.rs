@@ -6,20 +6,22 @@
 //! open a database the other created.
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a commit is on disk before the API
-//! answers 200 and survives `kill -9` or power loss; WAL also lets reads run while a write
-//! commits. Every read-modify-write runs in a `BEGIN IMMEDIATE` transaction, which takes the
-//! write lock up front: concurrent writers, even from other processes, queue instead of
-//! deadlocking, and the busy timeout bounds the wait.
+//! answers 200 and survives `kill -9` or power loss. Every read-modify-write runs in a
+//! `BEGIN IMMEDIATE` transaction on the single writer connection, which takes SQLite's write
+//! lock up front: writers, even from other processes, queue (bounded by the busy timeout)
+//! instead of deadlocking. Writes run on the blocking thread pool, since they fsync.
+//!
+//! Reads: WAL lets readers proceed while a write commits. A primary-key lookup on a warm page
+//! cache takes microseconds, less than handing it to another thread and back, which was most
+//! of the cost of `GET /user-keys`. So a read runs on the calling thread when one of the
+//! reader connections is free, and on the blocking pool otherwise.
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -48,173 +50,246 @@ const CREATE_MIGRATIONS_HISTORY: &str = r#"CREATE TABLE IF NOT EXISTS "__EFMigra
     "ProductVersion" TEXT NOT NULL
 )"#;
 
+const SELECT_USER_KEY: &str =
+    r#"SELECT "Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#;
+
 /// How long a statement waits for another writer's lock before the request fails with 503.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reader connections: one per core of the machines this usually runs on.
+const READERS: usize = 2;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    shared: Arc<Connections>,
+}
+
+struct Connections {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+}
+
+fn unavailable(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    connection.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SqliteStore {
     /// Opens (creating the file and schema if needed, as upstream's migration would) the
     /// database named by the connection string.
     pub async fn open(connection: &SqliteConnection) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(&connection.path)
-            .create_if_missing(!connection.read_only)
-            .read_only(connection.read_only)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(2))
-            .connect_with(options)
+        let settings = connection.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&settings))
             .await
-            .map_err(|e| {
-                StoreError::Config(format!(
-                    "cannot open the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString): {e}",
-                    connection.path.display()
-                ))
-            })?;
-        let store = Self { pool };
-        store.migrate(connection.read_only).await?;
-        Ok(store)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
-    /// Creates upstream's schema in an empty database, or checks an existing one.
-    async fn migrate(&self, read_only: bool) -> Result<(), StoreError> {
-        let mut tx = if read_only {
-            self.pool.begin().await.map_err(unavailable)?
-        } else {
-            self.pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(unavailable)?
+    fn open_blocking(settings: &SqliteConnection) -> Result<Self, StoreError> {
+        let path = settings.path.clone();
+        let config_error = |e: rusqlite::Error| {
+            StoreError::Config(format!(
+                "cannot open the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString): {e}",
+                path.display()
+            ))
         };
-        let tables: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let has = |name: &str| tables.iter().any(|t| t == name);
-        let history_row: Option<String> = if has("__EFMigrationsHistory") {
-            sqlx::query_scalar(
-                r#"SELECT "MigrationId" FROM "__EFMigrationsHistory" WHERE "MigrationId" = ?"#,
-            )
-            .bind(MIGRATION_ID)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
+        let base = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let writer_flags = if settings.read_only {
+            base | OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
-            None
+            base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
         };
+        let writer = Connection::open_with_flags(&path, writer_flags).map_err(config_error)?;
+        configure(&writer, !settings.read_only).map_err(config_error)?;
+        migrate(&writer, settings.read_only)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader =
+                    Connection::open_with_flags(&path, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
+                        .map_err(config_error)?;
+                configure(&reader, false).map_err(config_error)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self {
+            shared: Arc::new(Connections {
+                path,
+                writer: Mutex::new(writer),
+                readers,
+            }),
+        })
+    }
 
-        match (has("ApplicationDatas"), has("UserKeys")) {
-            (false, false) => {
-                if history_row.is_some() {
-                    return Err(StoreError::Config(
-                        "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess"
-                            .into(),
-                    ));
-                }
-                if read_only {
-                    return Err(StoreError::Config(
-                        "the database is empty and opened read-only (Mode=ReadOnly)".into(),
-                    ));
-                }
+    /// Runs a read on the calling thread if a reader is free, else on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        for reader in &self.shared.readers {
+            if let Ok(connection) = reader.try_lock() {
+                return query(&connection);
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || query(&lock(&shared.readers[0])))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+    }
+
+    /// Runs a write transaction (`BEGIN IMMEDIATE`) on the blocking pool. It completes even
+    /// if the request that started it goes away, so nothing is left half done.
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = lock(&shared.writer);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let result = change(&transaction)?;
+            transaction.commit().map_err(unavailable)?;
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+    }
+}
+
+fn configure(connection: &Connection, writer: bool) -> rusqlite::Result<()> {
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    if writer {
+        let mode: String =
+            connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "SQLite could not switch to WAL; writes still durable, reads may wait");
+        }
+    }
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// Creates upstream's schema in an empty database, or checks an existing one.
+fn migrate(connection: &Connection, read_only: bool) -> Result<(), StoreError> {
+    if read_only {
+        return check_schema(connection).map(|_| ());
+    }
+    // `BEGIN IMMEDIATE` so that two instances starting on one new file create it once.
+    connection
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(unavailable)?;
+    let result = (|| {
+        match check_schema(connection)? {
+            Schema::Empty => {
                 for statement in [
                     CREATE_APPLICATION_DATAS,
                     CREATE_USER_KEYS,
                     CREATE_MIGRATIONS_HISTORY,
                 ] {
-                    sqlx::query(statement)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                    connection.execute(statement, []).map_err(unavailable)?;
                 }
-                record_migration(&mut tx).await?;
+                record_migration(connection)?;
                 tracing::info!("created the key connector schema in a new SQLite database");
             }
-            (true, true) => {
-                check_columns(
-                    &mut tx,
-                    "ApplicationDatas",
-                    &[("Id", "INTEGER"), ("SymmetricKey", "TEXT")],
-                )
-                .await?;
-                check_columns(
-                    &mut tx,
-                    "UserKeys",
-                    &[
-                        ("Id", "TEXT"),
-                        ("Key", "TEXT"),
-                        ("CreationDate", "TEXT"),
-                        ("RevisionDate", "TEXT"),
-                        ("LastAccessDate", "TEXT"),
-                    ],
-                )
-                .await?;
-                if history_row.is_none() && !read_only {
-                    // Tables without EF's record would make upstream try to create them
-                    // again and fail; record the migration they correspond to.
-                    sqlx::query(CREATE_MIGRATIONS_HISTORY)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                    record_migration(&mut tx).await?;
-                }
+            Schema::TablesWithoutHistory => {
+                // Tables without EF's record would make upstream try to create them again
+                // and fail; record the migration they correspond to.
+                connection
+                    .execute(CREATE_MIGRATIONS_HISTORY, [])
+                    .map_err(unavailable)?;
+                record_migration(connection)?;
             }
-            _ => {
-                return Err(StoreError::Config(
-                    "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database"
-                        .into(),
-                ));
-            }
+            Schema::Complete => {}
         }
-        tx.commit().await.map_err(unavailable)?;
         Ok(())
-    }
+    })();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    connection.execute_batch(end).map_err(unavailable)?;
+    result
+}
 
-    async fn write_transaction(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)
+enum Schema {
+    Empty,
+    TablesWithoutHistory,
+    Complete,
+}
+
+fn check_schema(connection: &Connection) -> Result<Schema, StoreError> {
+    let mut statement = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .map_err(unavailable)?;
+    let tables: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .map_err(unavailable)?
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)?;
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    let history = has("__EFMigrationsHistory")
+        && connection
+            .query_row(
+                r#"SELECT 1 FROM "__EFMigrationsHistory" WHERE "MigrationId" = ?1"#,
+                [MIGRATION_ID],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(unavailable)?
+            .is_some();
+    match (has("ApplicationDatas"), has("UserKeys")) {
+        (false, false) if history => Err(StoreError::Config(
+            "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
+        )),
+        (false, false) => Ok(Schema::Empty),
+        (true, true) => {
+            check_columns(connection, "ApplicationDatas", &[("Id", "INTEGER"), ("SymmetricKey", "TEXT")])?;
+            check_columns(
+                connection,
+                "UserKeys",
+                &[
+                    ("Id", "TEXT"),
+                    ("Key", "TEXT"),
+                    ("CreationDate", "TEXT"),
+                    ("RevisionDate", "TEXT"),
+                    ("LastAccessDate", "TEXT"),
+                ],
+            )?;
+            Ok(if history { Schema::Complete } else { Schema::TablesWithoutHistory })
+        }
+        _ => Err(StoreError::Config(
+            "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
+        )),
     }
 }
 
-async fn record_migration(tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-    sqlx::query(
-        r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (?, ?)"#,
-    )
-    .bind(MIGRATION_ID)
-    .bind(PRODUCT_VERSION)
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
+fn record_migration(connection: &Connection) -> Result<(), StoreError> {
+    connection
+        .execute(
+            r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (?1, ?2)"#,
+            [MIGRATION_ID, PRODUCT_VERSION],
+        )
+        .map_err(unavailable)?;
     Ok(())
 }
 
-async fn check_columns(
-    tx: &mut Transaction<'static, Sqlite>,
+fn check_columns(
+    connection: &Connection,
     table: &str,
     expected: &[(&str, &str)],
 ) -> Result<(), StoreError> {
-    let rows = sqlx::query(&format!(r#"PRAGMA table_info("{table}")"#))
-        .fetch_all(&mut **tx)
-        .await
+    let mut statement = connection
+        .prepare(&format!(r#"PRAGMA table_info("{table}")"#))
+        .map_err(unavailable)?;
+    let columns: Vec<(String, String)> = statement
+        .query_map([], |row| Ok((row.get("name")?, row.get("type")?)))
+        .map_err(unavailable)?
+        .collect::<Result<_, _>>()
         .map_err(unavailable)?;
     for (column, kind) in expected {
-        let found = rows.iter().any(|row| {
-            row.try_get::<String, _>("name").is_ok_and(|n| n == *column)
-                && row
-                    .try_get::<String, _>("type")
-                    .is_ok_and(|t| t.eq_ignore_ascii_case(kind))
-        });
-        if !found {
+        if !columns
+            .iter()
+            .any(|(n, t)| n == column && t.eq_ignore_ascii_case(kind))
+        {
             return Err(StoreError::Config(format!(
                 "table `{table}` has no {kind} column `{column}`; this is not upstream's schema"
             )));
@@ -234,41 +309,58 @@ fn lower_guid_text(id: Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-fn unavailable(error: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+/// A row as it comes out of SQLite, before its text is interpreted.
+type RawRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn parse_row(row: &SqliteRow) -> Result<StoredUserKey, StoreError> {
-    let id_text: String = row
-        .try_get("Id")
-        .map_err(|e| StoreError::Corrupt(format!("a UserKeys row has an unreadable Id: {e}")))?;
-    let id = Uuid::from_str(&id_text)
+fn parse_row(
+    (id_text, key, created, revised, accessed): RawRow,
+) -> Result<StoredUserKey, StoreError> {
+    let id = Uuid::try_parse(&id_text)
         .map_err(|_| StoreError::Corrupt(format!("UserKeys row `{id_text}`: Id is not a GUID")))?;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("UserKeys row {id}: {what}"));
-    let sealed_key: Option<String> = row.try_get("Key").map_err(|_| corrupt("Key is not text"))?;
-    let sealed_key = sealed_key.ok_or_else(|| corrupt("Key is NULL"))?;
-    let date = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
-        let text: Option<String> = row
-            .try_get(column)
-            .map_err(|_| corrupt(&format!("{column} is not text")))?;
-        text.map(|t| dotnet_time::parse(&t).map_err(|e| corrupt(&format!("{column}: {e}"))))
+    let corrupt = |what: String| StoreError::Corrupt(format!("UserKeys row {id}: {what}"));
+    let date = |column: &str, text: Option<String>| {
+        text.map(|t| dotnet_time::parse(&t).map_err(|e| corrupt(format!("{column}: {e}"))))
             .transpose()
     };
     Ok(StoredUserKey {
         id,
-        sealed_key,
-        creation_date: date("CreationDate")?.ok_or_else(|| corrupt("CreationDate is NULL"))?,
-        revision_date: date("RevisionDate")?,
-        last_access_date: date("LastAccessDate")?,
+        sealed_key: key.ok_or_else(|| corrupt("Key is NULL".into()))?,
+        creation_date: date("CreationDate", created)?
+            .ok_or_else(|| corrupt("CreationDate is NULL".into()))?,
+        revision_date: date("RevisionDate", revised)?,
+        last_access_date: date("LastAccessDate", accessed)?,
     })
 }
 
-const SELECT_USER_KEY: &str =
-    r#"SELECT "Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#;
+fn first_symmetric_key(
+    connection: &Connection,
+) -> Result<Option<(i64, Option<String>)>, StoreError> {
+    connection
+        .prepare_cached(
+            r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
+        )
+        .and_then(|mut s| {
+            s.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(unavailable)
+}
 
 #[async_trait]
 impl UserKeyStore for SqliteStore {
@@ -277,91 +369,83 @@ impl UserKeyStore for SqliteStore {
     }
 
     async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        let key: Option<Option<String>> = sqlx::query_scalar(
-            r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
-        )
-        .fetch_optional(&self.pool)
+        self.read(|connection| {
+            Ok(first_symmetric_key(connection)?
+                .and_then(|(_, key)| key)
+                .filter(|k| !k.is_empty()))
+        })
         .await
-        .map_err(unavailable)?;
-        Ok(key.flatten().filter(|k| !k.is_empty()))
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let mut tx = self.write_transaction().await?;
-        let first: Option<(i64, Option<String>)> = sqlx::query_as(
-            r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        match first {
-            Some((_, Some(existing))) if !existing.is_empty() => {
-                tx.commit().await.map_err(unavailable)?;
-                return Ok(existing);
-            }
+        let wrapped = wrapped.to_owned();
+        self.write(move |tx| match first_symmetric_key(tx)? {
+            Some((_, Some(existing))) if !existing.is_empty() => Ok(existing),
             Some((id, _)) => {
-                sqlx::query(r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ? WHERE "Id" = ?"#)
-                    .bind(wrapped)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                tx.execute(
+                    r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
+                    params![wrapped, id],
+                )
+                .map_err(unavailable)?;
+                Ok(wrapped)
             }
             None => {
-                sqlx::query(r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?)"#)
-                    .bind(wrapped)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                tx.execute(
+                    r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
+                    [&wrapped],
+                )
+                .map_err(unavailable)?;
+                Ok(wrapped)
             }
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(wrapped.to_owned())
+        })
+        .await
     }
 
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
-        let row = sqlx::query(&format!(
-            r#"{SELECT_USER_KEY} WHERE "Id" IN (?, ?) LIMIT 1"#
-        ))
-        .bind(guid_text(id))
-        .bind(lower_guid_text(id))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(parse_row).transpose()
+        let raw = self
+            .read(move |connection| {
+                connection
+                    .prepare_cached(&format!(
+                        r#"{SELECT_USER_KEY} WHERE "Id" IN (?1, ?2) LIMIT 1"#
+                    ))
+                    .and_then(|mut s| {
+                        s.query_row([guid_text(id), lower_guid_text(id)], raw_row)
+                            .optional()
+                    })
+                    .map_err(unavailable)
+            })
+            .await?;
+        raw.map(parse_row).transpose()
     }
 
     async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
-        let mut tx = self.write_transaction().await?;
-        let exists: Option<String> =
-            sqlx::query_scalar(r#"SELECT "Id" FROM "UserKeys" WHERE "Id" IN (?, ?)"#)
-                .bind(guid_text(key.id))
-                .bind(lower_guid_text(key.id))
-                .fetch_optional(&mut *tx)
-                .await
+        let key = key.clone();
+        self.write(move |tx| {
+            let exists = tx
+                .prepare_cached(r#"SELECT 1 FROM "UserKeys" WHERE "Id" IN (?1, ?2)"#)
+                .and_then(|mut s| {
+                    s.query_row([guid_text(key.id), lower_guid_text(key.id)], |_| Ok(()))
+                        .optional()
+                })
                 .map_err(unavailable)?;
-        if exists.is_some() {
-            return Ok(CreateOutcome::AlreadyExists);
-        }
-        let inserted = sqlx::query(
-            r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?, ?, ?, ?, ?)"#,
-        )
-        .bind(guid_text(key.id))
-        .bind(&key.sealed_key)
-        .bind(dotnet_time::format_sqlite(key.creation_date))
-        .bind(key.revision_date.map(dotnet_time::format_sqlite))
-        .bind(key.last_access_date.map(dotnet_time::format_sqlite))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {
-                tx.commit().await.map_err(unavailable)?;
-                Ok(CreateOutcome::Created)
+            if exists.is_some() {
+                return Ok(CreateOutcome::AlreadyExists);
             }
-            Err(error) if is_unique_violation(&error) => Ok(CreateOutcome::AlreadyExists),
-            Err(error) => Err(unavailable(error)),
-        }
+            tx.execute(
+                r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?1, ?2, ?3, ?4, ?5)"#,
+                params![
+                    guid_text(key.id),
+                    key.sealed_key,
+                    dotnet_time::format_sqlite(key.creation_date),
+                    key.revision_date.map(dotnet_time::format_sqlite),
+                    key.last_access_date.map(dotnet_time::format_sqlite),
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(CreateOutcome::Created)
+        })
+        .await
     }
 
     async fn put_user_key(
@@ -370,34 +454,26 @@ impl UserKeyStore for SqliteStore {
         sealed_key: &str,
         now: OffsetDateTime,
     ) -> Result<PutOutcome, StoreError> {
-        let now_text = dotnet_time::format_sqlite(now);
-        let mut tx = self.write_transaction().await?;
-        let updated = sqlx::query(
-            r#"UPDATE "UserKeys" SET "Key" = ?, "RevisionDate" = ? WHERE "Id" IN (?, ?)"#,
-        )
-        .bind(sealed_key)
-        .bind(&now_text)
-        .bind(guid_text(id))
-        .bind(lower_guid_text(id))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let outcome = if updated.rows_affected() > 0 {
-            PutOutcome::Replaced
-        } else {
-            sqlx::query(
-                r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?, ?, ?, NULL, NULL)"#,
+        let sealed_key = sealed_key.to_owned();
+        self.write(move |tx| {
+            let now_text = dotnet_time::format_sqlite(now);
+            let updated = tx
+                .execute(
+                    r#"UPDATE "UserKeys" SET "Key" = ?1, "RevisionDate" = ?2 WHERE "Id" IN (?3, ?4)"#,
+                    params![sealed_key, now_text, guid_text(id), lower_guid_text(id)],
+                )
+                .map_err(unavailable)?;
+            if updated > 0 {
+                return Ok(PutOutcome::Replaced);
+            }
+            tx.execute(
+                r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?1, ?2, ?3, NULL, NULL)"#,
+                params![guid_text(id), sealed_key, now_text],
             )
-            .bind(guid_text(id))
-            .bind(sealed_key)
-            .bind(&now_text)
-            .execute(&mut *tx)
-            .await
             .map_err(unavailable)?;
-            PutOutcome::Created
-        };
-        tx.commit().await.map_err(unavailable)?;
-        Ok(outcome)
+            Ok(PutOutcome::Created)
+        })
+        .await
     }
 
     async fn record_last_access(
@@ -407,37 +483,63 @@ impl UserKeyStore for SqliteStore {
         if accesses.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_transaction().await?;
-        for (id, when) in accesses {
-            sqlx::query(r#"UPDATE "UserKeys" SET "LastAccessDate" = ? WHERE "Id" IN (?, ?)"#)
-                .bind(dotnet_time::format_sqlite(*when))
-                .bind(guid_text(*id))
-                .bind(lower_guid_text(*id))
-                .execute(&mut *tx)
-                .await
+        let accesses = accesses.to_vec();
+        self.write(move |tx| {
+            let mut statement = tx
+                .prepare_cached(
+                    r#"UPDATE "UserKeys" SET "LastAccessDate" = ?1 WHERE "Id" IN (?2, ?3)"#,
+                )
                 .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(())
+            for (id, when) in accesses {
+                statement
+                    .execute(params![
+                        dotnet_time::format_sqlite(when),
+                        guid_text(id),
+                        lower_guid_text(id)
+                    ])
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let rows = sqlx::query(&format!(r#"{SELECT_USER_KEY} ORDER BY "CreationDate""#))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(parse_row).collect()
+        let rows = self
+            .read(|connection| {
+                let mut statement = connection
+                    .prepare(&format!(r#"{SELECT_USER_KEY} ORDER BY "CreationDate""#))
+                    .map_err(unavailable)?;
+                let rows = statement
+                    .query_map([], raw_row)
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(parse_row).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.read(|connection| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        // Checkpoint the WAL into the main file so the database is a single file again for
+        // whoever opens it next (the official service included).
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            let writer = lock(&shared.writer);
+            if let Err(error) = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::debug!(%error, path = %shared.path.display(), "WAL checkpoint on close failed");
+            }
+        })
+        .await;
     }
 }

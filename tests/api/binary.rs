@@ -318,17 +318,16 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 
     let last_access: Option<String> = {
-        let options =
-            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("keys.db"));
-        let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap();
-        sqlx::query_scalar(
-            r#"SELECT "LastAccessDate" FROM "UserKeys" WHERE "LastAccessDate" IS NOT NULL"#,
-        )
-        .fetch_optional(&mut connection)
-        .await
-        .unwrap()
+        use rusqlite::OptionalExtension;
+        rusqlite::Connection::open(dir.path().join("keys.db"))
+            .unwrap()
+            .query_row(
+                r#"SELECT "LastAccessDate" FROM "UserKeys" WHERE "LastAccessDate" IS NOT NULL"#,
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
     };
     assert!(
         last_access.is_some(),

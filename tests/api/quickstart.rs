@@ -33,8 +33,7 @@ fn dev_prints_curl_commands_that_show_404_then_200_then_200() {
             if line.starts_with("=====") {
                 rules += 1;
                 if rules == 3 {
-                    let _ = sender.send(banner);
-                    return;
+                    let _ = sender.send(std::mem::take(&mut banner));
                 }
             }
         }

@@ -263,11 +263,8 @@ conformance!(
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----
 
-async fn raw_sqlite(path: &Path) -> sqlx::SqliteConnection {
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-        .await
-        .unwrap()
+fn raw_sqlite(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
 }
 
 #[tokio::test]
@@ -282,13 +279,16 @@ async fn sqlite_schema_is_ef_cores_initial_create() {
         .unwrap();
     store.close().await;
 
-    let mut db = raw_sqlite(&dir.path().join("keys.db")).await;
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
+    let db = raw_sqlite(&dir.path().join("keys.db"));
+    let tables: Vec<(String, String)> = db
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -303,11 +303,13 @@ async fn sqlite_schema_is_ef_cores_initial_create() {
         compact(&tables[0].1),
         r#"CREATE TABLE "ApplicationDatas" ( "Id" INTEGER NOT NULL CONSTRAINT "PK_ApplicationDatas" PRIMARY KEY AUTOINCREMENT, "SymmetricKey" TEXT NULL )"#
     );
-    let history: Vec<(String, String)> =
-        sqlx::query_as(r#"SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory""#)
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
+    let history: Vec<(String, String)> = db
+        .prepare(r#"SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory""#)
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(
         history,
         [(
@@ -315,12 +317,13 @@ async fn sqlite_schema_is_ef_cores_initial_create() {
             "5.0.9".to_owned()
         )]
     );
-    let stored: (String, String, Option<String>, Option<String>) = sqlx::query_as(
-        r#"SELECT "Id", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#,
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let stored: (String, String, Option<String>, Option<String>) = db
+        .query_row(
+            r#"SELECT "Id", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#,
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
     assert_eq!(
         stored.0, "0B5B7C2E-2F8E-4C1A-9D7E-3F2A1B0C9D8E",
         "upper-case GUID"
@@ -335,12 +338,7 @@ async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap();
+        let db = raw_sqlite(&path);
         for statement in [
             r#"CREATE TABLE "__EFMigrationsHistory" ("MigrationId" TEXT NOT NULL CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY, "ProductVersion" TEXT NOT NULL)"#,
             r#"CREATE TABLE "ApplicationDatas" ("Id" INTEGER NOT NULL CONSTRAINT "PK_ApplicationDatas" PRIMARY KEY AUTOINCREMENT, "SymmetricKey" TEXT NULL)"#,
@@ -350,7 +348,7 @@ async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
             r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ('a-second-row-from-a-race')"#,
             r#"INSERT INTO "UserKeys" VALUES ('0B5B7C2E-2F8E-4C1A-9D7E-3F2A1B0C9D8E', 'sealed', '2021-08-20 15:59:54.1234567', NULL, '2021-09-01 10:00:00')"#,
         ] {
-            sqlx::query(statement).execute(&mut db).await.unwrap();
+            db.execute(statement, []).unwrap();
         }
     }
     let store = Backend::Sqlite.open(dir.path()).await;
@@ -377,20 +375,11 @@ async fn sqlite_refuses_a_database_with_a_foreign_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap();
-        sqlx::query(r#"CREATE TABLE "UserKeys" ("Id" INTEGER, "Blob" BLOB)"#)
-            .execute(&mut db)
-            .await
-            .unwrap();
-        sqlx::query(r#"CREATE TABLE "ApplicationDatas" ("Id" INTEGER)"#)
-            .execute(&mut db)
-            .await
-            .unwrap();
+        let db = raw_sqlite(&path);
+        db.execute_batch(
+            r#"CREATE TABLE "UserKeys" ("Id" INTEGER, "Blob" BLOB); CREATE TABLE "ApplicationDatas" ("Id" INTEGER);"#,
+        )
+        .unwrap();
     }
     let error = open_store(&Backend::Sqlite.settings(dir.path()))
         .await
