@@ -334,3 +334,24 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
         "LastAccessDate was flushed on shutdown"
     );
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("KEY_CONNECTOR_LOG_FORMAT", "json")
+        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string(), "{line}");
+    }
+}

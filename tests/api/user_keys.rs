@@ -28,6 +28,23 @@ async fn alive_and_now_answer_the_utc_time_as_a_json_string() {
 }
 
 #[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/alive")).send().await.unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(Uuid::parse_str(&generated).is_ok(), "{generated}");
+    let response = app
+        .client
+        .get(app.url("/user-keys"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
 async fn health_is_healthy_in_plain_text() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/health")).send().await.unwrap();
