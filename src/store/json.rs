@@ -14,11 +14,16 @@
 //! inside it re-reads the document if another process replaced it since this one last read
 //! it (compared by inode, size and modification time). So two processes never silently
 //! overwrite each other's keys. Reads use the in-memory copy after the same freshness check.
+//!
+//! Reads never wait for a write in progress: each write publishes a new immutable snapshot
+//! (document plus a GUID index) once its file is on disk, and a read that finds the file
+//! unchanged since the current snapshot answers from it on the calling thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -33,7 +38,9 @@ use crate::dotnet_time;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct JsonFileStore {
+    path: PathBuf,
     inner: Arc<Mutex<JsonFile>>,
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
 }
 
 /// The document in memory and what the file looked like when it was read.
@@ -42,6 +49,44 @@ struct JsonFile {
     lock_path: PathBuf,
     document: Map<String, Value>,
     seen: Option<FileIdentity>,
+    published: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+/// What reads answer from: the document as of `seen`, with an index of its entries.
+#[derive(Default)]
+struct Snapshot {
+    document: Map<String, Value>,
+    index: HashMap<Uuid, usize>,
+    seen: Option<FileIdentity>,
+}
+
+impl Snapshot {
+    fn of(document: &Map<String, Value>, seen: Option<FileIdentity>) -> Self {
+        let index = user_keys(document)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((item_id(item)?, i)))
+            .collect();
+        Self {
+            document: document.clone(),
+            index,
+            seen,
+        }
+    }
+
+    fn user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        self.index
+            .get(&id)
+            .map(|i| parse_item(&user_keys(&self.document)[*i]))
+            .transpose()
+    }
+
+    fn symmetric_key(&self) -> Option<String> {
+        get_ci(&self.document, "symmetricKey")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,13 +121,33 @@ impl JsonFileStore {
     /// Opens the document, creating `{}` if the file does not exist (as upstream does),
     /// which also proves the directory is writable.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let path = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || JsonFile::open(path))
+        let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
+        let published = Arc::clone(&snapshot);
+        let owned = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || JsonFile::open(owned, published))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         Ok(Self {
+            path: path.to_path_buf(),
             inner: Arc::new(Mutex::new(file)),
+            snapshot,
         })
+    }
+
+    /// The current snapshot if the file has not changed since it was taken; otherwise
+    /// re-reads the file (on the blocking pool) first.
+    async fn fresh_snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let current = FileIdentity::of(&self.path).map_err(|e| io_unavailable(&self.path, e))?;
+        {
+            let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            if snapshot.seen == current && current.is_some() {
+                return Ok(Arc::clone(&snapshot));
+            }
+        }
+        self.with_file(|file| file.refresh()).await?;
+        Ok(Arc::clone(
+            &self.snapshot.read().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 
     /// Runs `f` on the file state on a blocking thread.
@@ -110,7 +175,7 @@ impl Drop for ProcessLock {
 }
 
 impl JsonFile {
-    fn open(path: PathBuf) -> Result<Self, StoreError> {
+    fn open(path: PathBuf, published: Arc<RwLock<Arc<Snapshot>>>) -> Result<Self, StoreError> {
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
         let lock_path = path.with_file_name(lock_name);
@@ -119,6 +184,7 @@ impl JsonFile {
             lock_path,
             document: Map::new(),
             seen: None,
+            published,
         };
         let _lock = file.lock()?;
         if file.current_identity()?.is_none() {
@@ -192,7 +258,14 @@ impl JsonFile {
             .map_err(|m| StoreError::Corrupt(format!("{}: {m}", self.path.display())))?;
         self.document = document;
         self.seen = before;
+        self.publish();
         Ok(())
+    }
+
+    /// Makes the current document what reads see.
+    fn publish(&self) {
+        let snapshot = Arc::new(Snapshot::of(&self.document, self.seen));
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
 
     /// Replaces the file atomically and durably with `document`.
@@ -233,6 +306,7 @@ impl JsonFile {
         }
         self.document = document;
         self.seen = self.current_identity()?;
+        self.publish();
         Ok(())
     }
 
@@ -394,14 +468,7 @@ impl UserKeyStore for JsonFileStore {
     }
 
     async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        self.with_file(|file| {
-            file.refresh()?;
-            Ok(get_ci(&file.document, "symmetricKey")
-                .and_then(Value::as_str)
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned))
-        })
-        .await
+        Ok(self.fresh_snapshot().await?.symmetric_key())
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
@@ -422,13 +489,7 @@ impl UserKeyStore for JsonFileStore {
     }
 
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
-        self.with_file(move |file| {
-            file.refresh()?;
-            position(&file.document, id)
-                .map(|i| parse_item(&user_keys(&file.document)[i]))
-                .transpose()
-        })
-        .await
+        self.fresh_snapshot().await?.user_key(id)
     }
 
     async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
@@ -502,11 +563,8 @@ impl UserKeyStore for JsonFileStore {
     }
 
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        self.with_file(|file| {
-            file.refresh()?;
-            user_keys(&file.document).iter().map(parse_item).collect()
-        })
-        .await
+        let snapshot = self.fresh_snapshot().await?;
+        user_keys(&snapshot.document).iter().map(parse_item).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
