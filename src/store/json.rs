@@ -19,10 +19,10 @@
 //! (document plus a GUID index) once its file is on disk, and a read that finds the file
 //! unchanged since the current snapshot answers from it on the calling thread.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -564,7 +564,10 @@ impl UserKeyStore for JsonFileStore {
 
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
         let snapshot = self.fresh_snapshot().await?;
-        user_keys(&snapshot.document).iter().map(parse_item).collect()
+        user_keys(&snapshot.document)
+            .iter()
+            .map(parse_item)
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -50,8 +50,15 @@ const CREATE_MIGRATIONS_HISTORY: &str = r#"CREATE TABLE IF NOT EXISTS "__EFMigra
     "ProductVersion" TEXT NOT NULL
 )"#;
 
-const SELECT_USER_KEY: &str =
-    r#"SELECT "Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys""#;
+/// `SELECT` of every `UserKeys` column, followed by the given clause (a literal).
+macro_rules! select_user_key {
+    ($clause:literal) => {
+        concat!(
+            r#"SELECT "Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate" FROM "UserKeys" "#,
+            $clause
+        )
+    };
+}
 
 /// How long a statement waits for another writer's lock before the request fails with 503.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -406,9 +413,7 @@ impl UserKeyStore for SqliteStore {
         let raw = self
             .read(move |connection| {
                 connection
-                    .prepare_cached(&format!(
-                        r#"{SELECT_USER_KEY} WHERE "Id" IN (?1, ?2) LIMIT 1"#
-                    ))
+                    .prepare_cached(select_user_key!(r#"WHERE "Id" IN (?1, ?2) LIMIT 1"#))
                     .and_then(|mut s| {
                         s.query_row([guid_text(id), lower_guid_text(id)], raw_row)
                             .optional()
@@ -508,7 +513,7 @@ impl UserKeyStore for SqliteStore {
         let rows = self
             .read(|connection| {
                 let mut statement = connection
-                    .prepare(&format!(r#"{SELECT_USER_KEY} ORDER BY "CreationDate""#))
+                    .prepare(select_user_key!(r#"ORDER BY "CreationDate""#))
                     .map_err(unavailable)?;
                 let rows = statement
                     .query_map([], raw_row)

@@ -342,7 +342,10 @@ fn json_log_format_writes_one_json_object_per_line() {
         .current_dir(dir.path())
         .env_clear()
         .env("KEY_CONNECTOR_LOG_FORMAT", "json")
-        .env("keyConnectorSettings__webVaultUri", "https://vault.example.test")
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test",
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -31,7 +31,10 @@ async fn alive_and_now_answer_the_utc_time_as_a_json_string() {
 async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/alive")).send().await.unwrap();
-    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(Uuid::parse_str(&generated).is_ok(), "{generated}");
     let response = app
         .client
