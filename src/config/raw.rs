@@ -335,17 +335,38 @@ fn strip_json_comments(text: &str) -> String {
                 }
                 out.push(' ');
             }
-            ',' => {
-                // Drop the comma if only whitespace/comments stand before the closing bracket.
-                let rest: String = chars.clone().collect();
-                let after = strip_json_comments(&rest);
-                if matches!(after.trim_start().chars().next(), Some('}' | ']')) {
-                    continue;
-                }
-                out.push(c);
-            }
             _ => out.push(c),
         }
+    }
+    remove_trailing_commas(&out)
+}
+
+/// Drops a comma that only whitespace separates from a closing `}` or `]`, outside strings.
+/// Runs after comments are gone, so a single look-ahead over whitespace suffices.
+fn remove_trailing_commas(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for (index, c) in text.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == ','
+            && matches!(
+                text[index + 1..].trim_start().chars().next(),
+                Some('}' | ']')
+            )
+        {
+            continue;
+        }
+        out.push(c);
     }
     out
 }
