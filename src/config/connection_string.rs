@@ -87,6 +87,11 @@ impl ConnectionString {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every keyword (lower case) with its value, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Every keyword present, lower case.
     pub fn keywords(&self) -> impl Iterator<Item = &str> {
         self.pairs.iter().map(|(k, _)| k.as_str())

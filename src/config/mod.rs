@@ -8,6 +8,7 @@
 
 pub mod connection_string;
 pub mod listen;
+pub mod sql_connection;
 pub mod raw;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 
 pub use listen::{ListenHost, ListenUrl};
+pub use sql_connection::{SqlConnection, SqlDialect};
 
 /// Everything the service needs to start, validated.
 #[derive(Debug)]
@@ -32,9 +34,9 @@ pub struct Settings {
 pub enum DatabaseSettings {
     Json { path: PathBuf },
     Sqlite { connection: SqliteConnection },
-    PostgreSql { connection_string: SecretString },
-    MySql { connection_string: SecretString },
-    SqlServer { connection_string: SecretString },
+    PostgreSql { connection: SqlConnection },
+    MySql { connection: SqlConnection },
+    SqlServer { connection: SqlConnection },
 }
 
 impl DatabaseSettings {

@@ -13,9 +13,10 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::connection_string::ConnectionString;
+use super::sql_connection;
 use super::{
     CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    RsaKeySettings, Settings, SqliteConnection, TransferToSettings,
+    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferToSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -493,10 +494,9 @@ fn database_settings(
     let Some(provider) = values.get(&at("provider")) else {
         return Ok(None);
     };
-    let secret = |key: &str, what: &str| -> Result<SecretString, ConfigError> {
-        Ok(SecretString::from(
-            values.require(&at(key), what)?.to_owned(),
-        ))
+    let sql = |key: &str, dialect: SqlDialect, what: &str| -> Result<SqlConnection, ConfigError> {
+        let text = values.require(&at(key), what)?;
+        sql_connection::parse(dialect, text).map_err(|message| ConfigError::new(&at(key), message))
     };
     let settings = match provider.trim().to_ascii_lowercase().as_str() {
         "json" => DatabaseSettings::Json {
@@ -513,19 +513,13 @@ fn database_settings(
             }
         }
         "postgresql" => DatabaseSettings::PostgreSql {
-            connection_string: secret("postgreSqlConnectionString", "an Npgsql connection string")?,
+            connection: sql("postgreSqlConnectionString", SqlDialect::PostgreSql, "an Npgsql connection string, e.g. `Host=db;Port=5432;Database=keyconnector;Username=kc;Password=...`")?,
         },
         "mysql" => DatabaseSettings::MySql {
-            connection_string: secret(
-                "mySqlConnectionString",
-                "a MySqlConnector connection string",
-            )?,
+            connection: sql("mySqlConnectionString", SqlDialect::MySql, "a MySqlConnector connection string, e.g. `Server=db;Port=3306;Database=keyconnector;Uid=kc;Pwd=...`")?,
         },
         "sqlserver" => DatabaseSettings::SqlServer {
-            connection_string: secret(
-                "sqlServerConnectionString",
-                "a SqlClient connection string",
-            )?,
+            connection: sql("sqlServerConnectionString", SqlDialect::SqlServer, "a SqlClient connection string, e.g. `Server=tcp:db,1433;Database=keyconnector;User Id=kc;Password=...`")?,
         },
         "mongo" => {
             return Err(ConfigError::new(

@@ -10,8 +10,16 @@
 
 pub mod json;
 pub mod last_access;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgresql")]
+pub mod postgres;
+#[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlserver"))]
+pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+// #[cfg(feature = "sqlserver")]
+// pub mod sqlserver;
 
 use std::sync::Arc;
 
@@ -126,19 +134,28 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn UserKeySt
         DatabaseSettings::Sqlite { connection } => {
             Ok(Arc::new(sqlite::SqliteStore::open(connection).await?))
         }
-        #[cfg(not(feature = "sqlite"))]
-        DatabaseSettings::Sqlite { .. } => Err(StoreError::Config(
-            "database provider `sqlite` is not compiled into this build: rebuild with `--features sqlite`".into(),
-        )),
-        DatabaseSettings::PostgreSql { .. } => Err(not_built("postgresql")),
-        DatabaseSettings::MySql { .. } => Err(not_built("mysql")),
-        DatabaseSettings::SqlServer { .. } => Err(not_built("sqlserver")),
+        #[cfg(feature = "postgresql")]
+        DatabaseSettings::PostgreSql { connection } => {
+            Ok(Arc::new(postgres::PostgresStore::open(connection).await?))
+        }
+        #[cfg(feature = "mysql")]
+        DatabaseSettings::MySql { connection } => {
+            Ok(Arc::new(mysql::MySqlStore::open(connection).await?))
+        }
+        #[cfg(any())]
+        DatabaseSettings::SqlServer { connection } => {
+            Ok(Arc::new(sqlserver::SqlServerStore::open(connection).await?))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(not_built(other.provider_name())),
     }
 }
 
+/// A provider left out of this build with `--no-default-features`.
+#[allow(dead_code)]
 fn not_built(provider: &str) -> StoreError {
     StoreError::Config(format!(
-        "database provider `{provider}` (keyConnectorSettings__database__provider) is not supported by this version yet; \
-         use `sqlite` or `json`, or keep the official container for now"
+        "database provider `{provider}` (keyConnectorSettings__database__provider) is not compiled into this build: \
+         rebuild with `--features {provider}` (the default build has every provider)"
     ))
 }

@@ -5,6 +5,7 @@ mod binary;
 mod certificates;
 mod compat;
 mod cors;
+mod databases;
 mod helpers;
 mod lifecycle;
 mod quickstart;

@@ -9,11 +9,15 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-/// A backend under test: opens (and reopens) a store on its own temporary storage.
+use crate::databases::{Server, TestDatabase};
+
+/// A backend under test.
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sqlite,
     Json,
+    PostgreSql,
+    MySql,
 }
 
 impl Backend {
@@ -28,12 +32,66 @@ impl Backend {
             Backend::Json => DatabaseSettings::Json {
                 path: dir.join("data.json"),
             },
+            Backend::PostgreSql | Backend::MySql => unreachable!("SQL servers use a TestDatabase"),
         }
     }
 
     async fn open(self, dir: &Path) -> Arc<dyn UserKeyStore> {
         open_store(&self.settings(dir)).await.expect("store opens")
     }
+
+    /// Fresh storage for one test: a temporary directory or a throw-away database.
+    async fn storage(self) -> Result<Storage, String> {
+        Ok(match self {
+            Backend::Sqlite | Backend::Json => Storage::Dir(self, tempfile::tempdir().unwrap()),
+            Backend::PostgreSql => Storage::Database(TestDatabase::reserve(Server::PostgreSql).await?),
+            Backend::MySql => Storage::Database(TestDatabase::reserve(Server::MySql).await?),
+        })
+    }
+
+    /// `row` as this backend gives it back: PostgreSQL and MySQL keep microseconds.
+    fn kept(self, row: &StoredUserKey) -> StoredUserKey {
+        let cut = |t: OffsetDateTime| match self {
+            Backend::Sqlite | Backend::Json => t,
+            Backend::PostgreSql | Backend::MySql => {
+                t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
+            }
+        };
+        StoredUserKey {
+            id: row.id,
+            sealed_key: row.sealed_key.clone(),
+            creation_date: cut(row.creation_date),
+            revision_date: row.revision_date.map(cut),
+            last_access_date: row.last_access_date.map(cut),
+        }
+    }
+}
+
+/// Where one test's store lives; removed when dropped.
+enum Storage {
+    Dir(Backend, tempfile::TempDir),
+    Database(TestDatabase),
+}
+
+impl Storage {
+    async fn open(&self) -> Arc<dyn UserKeyStore> {
+        match self {
+            Storage::Dir(backend, dir) => backend.open(dir.path()).await,
+            Storage::Database(database) => open_store(&database.settings())
+                .await
+                .expect("store opens"),
+        }
+    }
+}
+
+/// Fresh storage for `backend`, or skip (fail under KC_REQUIRE_BACKENDS=1) the test.
+macro_rules! storage_or_skip {
+    ($backend:expr) => {
+        match $backend.storage().await {
+            Ok(storage) => storage,
+            Err(reason) => $crate::skip_or_fail!("{reason}"),
+        }
+    };
 }
 
 fn row(id: Uuid, sealed: &str) -> StoredUserKey {
@@ -47,8 +105,8 @@ fn row(id: Uuid, sealed: &str) -> StoredUserKey {
 }
 
 async fn symmetric_key_is_set_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     assert_eq!(store.read_symmetric_key().await.unwrap(), None);
     assert_eq!(
         store.insert_symmetric_key_if_absent("first").await.unwrap(),
@@ -66,7 +124,7 @@ async fn symmetric_key_is_set_once(backend: Backend) {
         Some("first")
     );
     store.close().await;
-    let store = backend.open(dir.path()).await;
+    let store = storage.open().await;
     assert_eq!(
         store.read_symmetric_key().await.unwrap().as_deref(),
         Some("first")
@@ -74,8 +132,8 @@ async fn symmetric_key_is_set_once(backend: Backend) {
 }
 
 async fn create_read_and_refuse_a_second_create(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     let id = Uuid::new_v4();
     assert_eq!(store.read_user_key(id).await.unwrap(), None);
     let original = row(id, "sealed-1");
@@ -85,7 +143,7 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(original.clone())
+        Some(backend.kept(&original))
     );
     assert_eq!(
         store.create_user_key(&row(id, "sealed-2")).await.unwrap(),
@@ -93,18 +151,19 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(original),
+        Some(backend.kept(&original)),
         "unchanged"
     );
 }
 
 async fn put_creates_then_replaces_keeping_dates(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     let id = Uuid::new_v4();
     let t1 = datetime!(2025-01-01 00:00:00.5 UTC);
     let t2 = datetime!(2025-01-02 00:00:00 UTC);
-    let t3 = datetime!(2025-01-03 12:00:00.0000001 UTC);
+    // Microsecond values: what every backend keeps exactly.
+    let t3 = datetime!(2025-01-03 12:00:00.000001 UTC);
     assert_eq!(
         store.put_user_key(id, "a", t1).await.unwrap(),
         PutOutcome::Created
@@ -131,11 +190,11 @@ async fn put_creates_then_replaces_keeping_dates(backend: Backend) {
 }
 
 async fn last_access_updates_only_existing_rows(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     let id = Uuid::new_v4();
     store.create_user_key(&row(id, "k")).await.unwrap();
-    let when = datetime!(2026-11-24 15:33:59.1234567 UTC);
+    let when = datetime!(2026-11-24 15:33:59.123456 UTC);
     let ghost = Uuid::new_v4();
     store
         .record_last_access(&[(id, when), (ghost, when)])
@@ -159,8 +218,8 @@ async fn last_access_updates_only_existing_rows(backend: Backend) {
 }
 
 async fn everything_survives_reopening(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     store
         .insert_symmetric_key_if_absent("wrapped")
         .await
@@ -176,21 +235,21 @@ async fn everything_survives_reopening(backend: Backend) {
         rows.push(r);
     }
     store.close().await;
-    let store = backend.open(dir.path()).await;
+    let store = storage.open().await;
     for r in &rows {
-        assert_eq!(store.read_user_key(r.id).await.unwrap().as_ref(), Some(r));
+        assert_eq!(store.read_user_key(r.id).await.unwrap(), Some(backend.kept(r)));
     }
     let mut listed = store.list_user_keys().await.unwrap();
     listed.sort_by_key(|r| r.sealed_key.clone());
-    let mut expected = rows.clone();
+    let mut expected: Vec<_> = rows.iter().map(|r| backend.kept(r)).collect();
     expected.sort_by_key(|r| r.sealed_key.clone());
     assert_eq!(listed, expected);
     store.ping().await.unwrap();
 }
 
 async fn concurrent_creates_for_one_user_have_one_winner(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     let id = Uuid::new_v4();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -213,8 +272,8 @@ async fn concurrent_creates_for_one_user_have_one_winner(backend: Backend) {
 }
 
 async fn concurrent_puts_end_with_one_written_value(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = backend.open(dir.path()).await;
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
     let id = Uuid::new_v4();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..30 {
@@ -247,6 +306,14 @@ macro_rules! conformance {
         mod json_store {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::Json).await; })*
+        }
+        mod postgresql_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::PostgreSql).await; })*
+        }
+        mod mysql_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::MySql).await; })*
         }
     };
 }

@@ -1,0 +1,277 @@
+//! Throw-away databases on the machine's PostgreSQL, MySQL/MariaDB and (when configured)
+//! SQL Server, one per test, dropped when the test ends.
+//!
+//! Where the servers are comes from the environment, as connection strings without a
+//! database: `KC_TEST_POSTGRESQL` (default `Host=127.0.0.1;Port=5432;Username=postgres`),
+//! `KC_TEST_MYSQL` (default `Server=127.0.0.1;Port=3306;Uid=root;Pwd=`) and
+//! `KC_TEST_SQLSERVER` (no default: no SQL Server runs here unless one is configured).
+//! The database itself is left for the service to create, as upstream's migration does.
+
+use key_connector::config::{DatabaseSettings, SqlDialect, sql_connection};
+use sqlx::{ConnectOptions, Connection};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    PostgreSql,
+    MySql,
+    SqlServer,
+}
+
+impl Server {
+    fn env_var(self) -> &'static str {
+        match self {
+            Server::PostgreSql => "KC_TEST_POSTGRESQL",
+            Server::MySql => "KC_TEST_MYSQL",
+            Server::SqlServer => "KC_TEST_SQLSERVER",
+        }
+    }
+
+    /// The server's connection string without a database, if one is configured.
+    pub fn base_connection_string(self) -> Option<String> {
+        if let Ok(value) = std::env::var(self.env_var()) {
+            return Some(value);
+        }
+        match self {
+            Server::PostgreSql => Some("Host=127.0.0.1;Port=5432;Username=postgres".into()),
+            Server::MySql => Some("Server=127.0.0.1;Port=3306;Uid=root;Pwd=".into()),
+            Server::SqlServer => None,
+        }
+    }
+
+    pub fn dialect(self) -> SqlDialect {
+        match self {
+            Server::PostgreSql => SqlDialect::PostgreSql,
+            Server::MySql => SqlDialect::MySql,
+            Server::SqlServer => SqlDialect::SqlServer,
+        }
+    }
+}
+
+/// A database name reserved for one test; dropped (if it was created) on drop.
+pub struct TestDatabase {
+    pub server: Server,
+    pub name: String,
+    base: String,
+}
+
+impl TestDatabase {
+    /// Reserves a fresh database name on `server`, or says why the server cannot be used.
+    pub async fn reserve(server: Server) -> Result<Self, String> {
+        let base = server.base_connection_string().ok_or_else(|| {
+            format!(
+                "no {server:?} server configured (set {} to a connection string without a database)",
+                server.env_var()
+            )
+        })?;
+        let database = Self {
+            server,
+            name: format!("kc_test_{}", Uuid::new_v4().simple()),
+            base,
+        };
+        database
+            .admin(|_| None)
+            .await
+            .map_err(|e| format!("{server:?} at `{}` is not reachable: {e}", database.redacted_base()))?;
+        Ok(database)
+    }
+
+    fn redacted_base(&self) -> String {
+        self.base
+            .split(';')
+            .filter(|p| !p.to_ascii_lowercase().starts_with("pwd") && !p.to_ascii_lowercase().starts_with("password"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    /// The connection string the service is given.
+    pub fn connection_string(&self) -> String {
+        format!("{};Database={}", self.base.trim_end_matches(';'), self.name)
+    }
+
+    /// The same with extra keywords appended.
+    pub fn connection_string_with(&self, extra: &str) -> String {
+        format!("{};{extra}", self.connection_string())
+    }
+
+    pub fn settings(&self) -> DatabaseSettings {
+        self.settings_for(&self.connection_string())
+    }
+
+    pub fn settings_for(&self, connection_string: &str) -> DatabaseSettings {
+        let connection = sql_connection::parse(self.server.dialect(), connection_string)
+            .expect("test connection string parses");
+        match self.server {
+            Server::PostgreSql => DatabaseSettings::PostgreSql { connection },
+            Server::MySql => DatabaseSettings::MySql { connection },
+            Server::SqlServer => DatabaseSettings::SqlServer { connection },
+        }
+    }
+
+    /// Runs statements against the server's maintenance database (`sql` builds them from the
+    /// test database's name; `None` only checks the server answers).
+    async fn admin(&self, sql: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        let connection = sql_connection::parse(
+            self.server.dialect(),
+            &format!(
+                "{};Database={}",
+                self.base.trim_end_matches(';'),
+                match self.server {
+                    Server::PostgreSql => "postgres",
+                    _ => "mysql",
+                }
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        match self.server {
+            Server::PostgreSql => {
+                let options = postgres_options(&connection);
+                let mut conn = timed(options.connect()).await?;
+                if let Some(statement) = sql(&self.name) {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let _ = conn.close().await;
+            }
+            Server::MySql => {
+                let options = mysql_options(&connection);
+                let mut conn = timed(options.connect()).await?;
+                if let Some(statement) = sql(&self.name) {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let _ = conn.close().await;
+            }
+            Server::SqlServer => return Err("SQL Server administration is done by the SQL Server tests".into()),
+        }
+        Ok(())
+    }
+
+    /// Runs SQL in the test database itself (to build upstream-made fixtures or inspect rows).
+    pub async fn execute(&self, statements: &[&str]) {
+        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
+            self.settings()
+        else {
+            panic!("execute() is for PostgreSQL and MySQL")
+        };
+        match self.server {
+            Server::PostgreSql => {
+                let mut conn = timed(postgres_options(&connection).connect()).await.unwrap();
+                for statement in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
+            _ => {
+                let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
+                for statement in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Creates the (empty) database, for tests that build an upstream-made one by hand.
+    pub async fn create_empty(&self) {
+        let create: fn(&str) -> Option<String> = match self.server {
+            Server::PostgreSql => |name: &str| Some(format!("CREATE DATABASE \"{name}\"")),
+            _ => |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")),
+        };
+        self.admin(create).await.expect("test database created");
+    }
+
+    /// First column of every row of a query, as text.
+    pub async fn column(&self, query: &str) -> Vec<Option<String>> {
+        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
+            self.settings()
+        else {
+            panic!("column() is for PostgreSQL and MySQL")
+        };
+        let query = sqlx::AssertSqlSafe(query.to_string());
+        match self.server {
+            Server::PostgreSql => {
+                let mut conn = timed(postgres_options(&connection).connect()).await.unwrap();
+                sqlx::query_scalar(query).fetch_all(&mut conn).await.unwrap()
+            }
+            _ => {
+                let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
+                sqlx::query_scalar(query).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let drop_statement: fn(&str) -> Option<String> = match self.server {
+            Server::PostgreSql => |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")),
+            _ => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
+        };
+        let server = self.server;
+        let name = self.name.clone();
+        let base = self.base.clone();
+        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let database = TestDatabase { server, name, base };
+            if let Err(error) = runtime.block_on(database.admin(drop_statement)) {
+                eprintln!("could not drop test database {}: {error}", database.name);
+            }
+            std::mem::forget(database);
+        })
+        .join();
+    }
+}
+
+async fn timed<T>(future: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), future)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+fn postgres_options(
+    connection: &key_connector::config::SqlConnection,
+) -> sqlx::postgres::PgConnectOptions {
+    use key_connector::config::sql_connection::SqlEndpoint;
+    let mut options = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+        .database(&connection.database)
+        .ssl_mode(sqlx::postgres::PgSslMode::Prefer);
+    if let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint {
+        options = options.host(host).port(port.unwrap_or(5432));
+    }
+    if let Some(user) = &connection.user {
+        options = options.username(user);
+    }
+    if let Some(password) = &connection.password {
+        options = options.password(secrecy::ExposeSecret::expose_secret(password));
+    }
+    options.disable_statement_logging()
+}
+
+fn mysql_options(connection: &key_connector::config::SqlConnection) -> sqlx::mysql::MySqlConnectOptions {
+    use key_connector::config::sql_connection::SqlEndpoint;
+    let mut options = sqlx::mysql::MySqlConnectOptions::new().database(&connection.database);
+    if let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint {
+        options = options.host(host).port(port.unwrap_or(3306));
+    }
+    if let Some(user) = &connection.user {
+        options = options.username(user);
+    }
+    if let Some(password) = &connection.password {
+        options = options.password(secrecy::ExposeSecret::expose_secret(password));
+    }
+    options.disable_statement_logging()
+}
