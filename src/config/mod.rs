@@ -8,8 +8,8 @@
 
 pub mod connection_string;
 pub mod listen;
-pub mod sql_connection;
 pub mod raw;
+pub mod sql_connection;
 
 use std::path::PathBuf;
 

@@ -513,13 +513,25 @@ fn database_settings(
             }
         }
         "postgresql" => DatabaseSettings::PostgreSql {
-            connection: sql("postgreSqlConnectionString", SqlDialect::PostgreSql, "an Npgsql connection string, e.g. `Host=db;Port=5432;Database=keyconnector;Username=kc;Password=...`")?,
+            connection: sql(
+                "postgreSqlConnectionString",
+                SqlDialect::PostgreSql,
+                "an Npgsql connection string, e.g. `Host=db;Port=5432;Database=keyconnector;Username=kc;Password=...`",
+            )?,
         },
         "mysql" => DatabaseSettings::MySql {
-            connection: sql("mySqlConnectionString", SqlDialect::MySql, "a MySqlConnector connection string, e.g. `Server=db;Port=3306;Database=keyconnector;Uid=kc;Pwd=...`")?,
+            connection: sql(
+                "mySqlConnectionString",
+                SqlDialect::MySql,
+                "a MySqlConnector connection string, e.g. `Server=db;Port=3306;Database=keyconnector;Uid=kc;Pwd=...`",
+            )?,
         },
         "sqlserver" => DatabaseSettings::SqlServer {
-            connection: sql("sqlServerConnectionString", SqlDialect::SqlServer, "a SqlClient connection string, e.g. `Server=tcp:db,1433;Database=keyconnector;User Id=kc;Password=...`")?,
+            connection: sql(
+                "sqlServerConnectionString",
+                SqlDialect::SqlServer,
+                "a SqlClient connection string, e.g. `Server=tcp:db,1433;Database=keyconnector;User Id=kc;Password=...`",
+            )?,
         },
         "mongo" => {
             return Err(ConfigError::new(

@@ -163,26 +163,68 @@ const NPGSQL: &[Keyword] = &[
     kw(&["minimumpoolsize", "minpoolsize"], Meaning::MinPoolSize),
     kw(&["applicationname"], Meaning::ApplicationName),
     kw(&["integratedsecurity"], Meaning::Refused(INTEGRATED)),
-    kw(&["kerberosservicename", "krbsrvname"], Meaning::Refused(INTEGRATED)),
+    kw(
+        &["kerberosservicename", "krbsrvname"],
+        Meaning::Refused(INTEGRATED),
+    ),
     kw(&["includerealm"], Meaning::Refused(INTEGRATED)),
-    kw(&["passfile"], Meaning::Refused("a pgpass file is not read; put the password in the connection string")),
-    kw(&["sslpassword"], Meaning::Refused("an encrypted client key is not supported; give an unencrypted PEM key")),
-    kw(&["targetsessionattributes"], Meaning::Refused("only one host is supported; point `Host` at the primary")),
-    kw(&["searchpath"], Meaning::Refused("a search path is not supported: the tables must be in the user's default schema, as upstream creates them")),
+    kw(
+        &["passfile"],
+        Meaning::Refused("a pgpass file is not read; put the password in the connection string"),
+    ),
+    kw(
+        &["sslpassword"],
+        Meaning::Refused("an encrypted client key is not supported; give an unencrypted PEM key"),
+    ),
+    kw(
+        &["targetsessionattributes"],
+        Meaning::Refused("only one host is supported; point `Host` at the primary"),
+    ),
+    kw(
+        &["searchpath"],
+        Meaning::Refused(
+            "a search path is not supported: the tables must be in the user's default schema, as upstream creates them",
+        ),
+    ),
     kw(
         &[
-            "connectionidlelifetime", "connectionpruninginterval", "connectionlifetime",
-            "loadbalancetimeout", "keepalive", "tcpkeepalive", "tcpkeepalivetime",
-            "tcpkeepaliveinterval", "includeerrordetail", "includeerrordetails", "enlist",
-            "multiplexing", "writecoalescingbuffersize", "maxautoprepare",
-            "autoprepareminusages", "readbuffersize",
-            "writebuffersize", "socketreceivebuffersize", "socketsendbuffersize",
-            "noresetonclose", "servercompatibilitymode", "checkcertificaterevocation",
-            "logparameters", "internalcommandtimeout", "cancellationtimeout",
-            "hostrecheckseconds", "loadbalancehosts", "encoding", "clientencoding",
-            "timezone", "options", "persistsecurityinfo", "arraynullabilitymode",
-            "sslnegotiation", "gsssencmode",
-            "requireauth", "channelbinding",
+            "connectionidlelifetime",
+            "connectionpruninginterval",
+            "connectionlifetime",
+            "loadbalancetimeout",
+            "keepalive",
+            "tcpkeepalive",
+            "tcpkeepalivetime",
+            "tcpkeepaliveinterval",
+            "includeerrordetail",
+            "includeerrordetails",
+            "enlist",
+            "multiplexing",
+            "writecoalescingbuffersize",
+            "maxautoprepare",
+            "autoprepareminusages",
+            "readbuffersize",
+            "writebuffersize",
+            "socketreceivebuffersize",
+            "socketsendbuffersize",
+            "noresetonclose",
+            "servercompatibilitymode",
+            "checkcertificaterevocation",
+            "logparameters",
+            "internalcommandtimeout",
+            "cancellationtimeout",
+            "hostrecheckseconds",
+            "loadbalancehosts",
+            "encoding",
+            "clientencoding",
+            "timezone",
+            "options",
+            "persistsecurityinfo",
+            "arraynullabilitymode",
+            "sslnegotiation",
+            "gsssencmode",
+            "requireauth",
+            "channelbinding",
         ],
         Meaning::Ignored,
     ),
@@ -190,38 +232,97 @@ const NPGSQL: &[Keyword] = &[
 
 /// MySqlConnector's keywords (MySqlConnectionStringBuilder).
 const MYSQLCONNECTOR: &[Keyword] = &[
-    kw(&["server", "host", "datasource", "address", "addr", "networkaddress"], Meaning::Host),
+    kw(
+        &[
+            "server",
+            "host",
+            "datasource",
+            "address",
+            "addr",
+            "networkaddress",
+        ],
+        Meaning::Host,
+    ),
     kw(&["port"], Meaning::Port),
     kw(&["database", "initialcatalog"], Meaning::Database),
     kw(&["userid", "uid", "username", "user"], Meaning::User),
     kw(&["password", "pwd"], Meaning::Password),
     kw(&["sslmode", "ssl-mode"], Meaning::TlsMode),
-    kw(&["sslca", "ssl-ca", "cacertificatefile"], Meaning::RootCertificate),
-    kw(&["sslcert", "ssl-cert", "certificatefile"], Meaning::ClientCertificate),
+    kw(
+        &["sslca", "ssl-ca", "cacertificatefile"],
+        Meaning::RootCertificate,
+    ),
+    kw(
+        &["sslcert", "ssl-cert", "certificatefile"],
+        Meaning::ClientCertificate,
+    ),
     kw(&["sslkey", "ssl-key"], Meaning::ClientKey),
-    kw(&["connectiontimeout", "connecttimeout"], Meaning::ConnectTimeout),
-    kw(&["defaultcommandtimeout", "commandtimeout"], Meaning::CommandTimeout),
+    kw(
+        &["connectiontimeout", "connecttimeout"],
+        Meaning::ConnectTimeout,
+    ),
+    kw(
+        &["defaultcommandtimeout", "commandtimeout"],
+        Meaning::CommandTimeout,
+    ),
     kw(&["pooling"], Meaning::Pooling),
     kw(&["maximumpoolsize", "maxpoolsize"], Meaning::MaxPoolSize),
     kw(&["minimumpoolsize", "minpoolsize"], Meaning::MinPoolSize),
     kw(&["applicationname"], Meaning::ApplicationName),
-    kw(&["protocol", "connectionprotocol", "transport"], Meaning::Protocol),
+    kw(
+        &["protocol", "connectionprotocol", "transport"],
+        Meaning::Protocol,
+    ),
     kw(&["guidformat"], Meaning::GuidFormat),
     kw(&["integratedsecurity"], Meaning::Refused(INTEGRATED)),
-    kw(&["certificatepassword"], Meaning::Refused("a PKCS#12 client certificate is not supported; give `SslCert` and `SslKey` as PEM files")),
+    kw(
+        &["certificatepassword"],
+        Meaning::Refused(
+            "a PKCS#12 client certificate is not supported; give `SslCert` and `SslKey` as PEM files",
+        ),
+    ),
     kw(
         &[
-            "allowpublickeyretrieval", "allowuservariables", "allowzerodatetime",
-            "convertzerodatetime", "characterset", "charset", "connectionreset",
-            "connectionlifetime", "connectionidletimeout", "connectionidleping", "keepalive",
-            "treattinyasboolean", "oldguids", "persistsecurityinfo", "usecompression",
-            "compress", "useaffectedrows", "tlsversion", "tlscipersuites", "sslcipher",
-            "dnscheckinterval", "deferconnectionreset", "ignorecommandtransaction",
-            "ignorepreparecommand", "interactivesession", "nobackslashescapes",
-            "serverredirectionmode", "serverrsapublickeyfile", "serverspn",
-            "cancellationtimeout", "loadbalance", "allowloadlocalinfile", "autoenlist",
-            "pipelining", "usexacomtransactions", "datetimekind", "functionsreturnstring",
-            "allowbatch", "certificatestorelocation", "certificatethumbprint",
+            "allowpublickeyretrieval",
+            "allowuservariables",
+            "allowzerodatetime",
+            "convertzerodatetime",
+            "characterset",
+            "charset",
+            "connectionreset",
+            "connectionlifetime",
+            "connectionidletimeout",
+            "connectionidleping",
+            "keepalive",
+            "treattinyasboolean",
+            "oldguids",
+            "persistsecurityinfo",
+            "usecompression",
+            "compress",
+            "useaffectedrows",
+            "tlsversion",
+            "tlscipersuites",
+            "sslcipher",
+            "dnscheckinterval",
+            "deferconnectionreset",
+            "ignorecommandtransaction",
+            "ignorepreparecommand",
+            "interactivesession",
+            "nobackslashescapes",
+            "serverredirectionmode",
+            "serverrsapublickeyfile",
+            "serverspn",
+            "cancellationtimeout",
+            "loadbalance",
+            "allowloadlocalinfile",
+            "autoenlist",
+            "pipelining",
+            "usexacomtransactions",
+            "datetimekind",
+            "functionsreturnstring",
+            "allowbatch",
+            "certificatestorelocation",
+            "certificatethumbprint",
         ],
         Meaning::Ignored,
     ),
@@ -229,33 +330,80 @@ const MYSQLCONNECTOR: &[Keyword] = &[
 
 /// Microsoft.Data.SqlClient's keywords (SqlConnectionStringBuilder).
 const SQLCLIENT: &[Keyword] = &[
-    kw(&["server", "datasource", "address", "addr", "networkaddress"], Meaning::Host),
+    kw(
+        &["server", "datasource", "address", "addr", "networkaddress"],
+        Meaning::Host,
+    ),
     kw(&["database", "initialcatalog"], Meaning::Database),
     kw(&["userid", "uid", "user"], Meaning::User),
     kw(&["password", "pwd"], Meaning::Password),
     kw(&["encrypt"], Meaning::Encrypt),
     kw(&["trustservercertificate"], Meaning::TrustServerCertificate),
-    kw(&["connecttimeout", "connectiontimeout", "timeout"], Meaning::ConnectTimeout),
+    kw(
+        &["connecttimeout", "connectiontimeout", "timeout"],
+        Meaning::ConnectTimeout,
+    ),
     kw(&["commandtimeout"], Meaning::CommandTimeout),
     kw(&["pooling"], Meaning::Pooling),
     kw(&["maxpoolsize"], Meaning::MaxPoolSize),
     kw(&["minpoolsize"], Meaning::MinPoolSize),
     kw(&["applicationname", "app"], Meaning::ApplicationName),
-    kw(&["integratedsecurity", "trusted_connection", "trustedconnection"], Meaning::Refused(INTEGRATED)),
-    kw(&["authentication"], Meaning::Refused("only SQL Server authentication (`User Id` and `Password`) is supported")),
-    kw(&["attachdbfilename", "extendedproperties", "initialfilename"], Meaning::Refused("attaching a database file needs a local SQL Server; name the database with `Database`")),
-    kw(&["failoverpartner"], Meaning::Refused("database mirroring failover is not supported; use an availability group listener as `Server`")),
     kw(
         &[
-            "multipleactiveresultsets", "multisubnetfailover", "persistsecurityinfo",
-            "applicationintent", "connectretrycount",
-            "connectretryinterval", "loadbalancetimeout", "connectionlifetime",
-            "packetsize", "workstationid", "wsid", "enlist", "replication",
-            "transactionbinding", "typesystemversion", "currentlanguage", "language",
-            "hostnameincertificate", "servercertificate", "poolblockingperiod",
-            "columnencryptionsetting", "enclaveattestationurl", "attestationprotocol",
-            "ipaddresspreference", "contextconnection", "asynchronousprocessing",
-            "async", "transparentnetworkipresolution", "serverspn", "failoverpartnerspn",
+            "integratedsecurity",
+            "trusted_connection",
+            "trustedconnection",
+        ],
+        Meaning::Refused(INTEGRATED),
+    ),
+    kw(
+        &["authentication"],
+        Meaning::Refused("only SQL Server authentication (`User Id` and `Password`) is supported"),
+    ),
+    kw(
+        &["attachdbfilename", "extendedproperties", "initialfilename"],
+        Meaning::Refused(
+            "attaching a database file needs a local SQL Server; name the database with `Database`",
+        ),
+    ),
+    kw(
+        &["failoverpartner"],
+        Meaning::Refused(
+            "database mirroring failover is not supported; use an availability group listener as `Server`",
+        ),
+    ),
+    kw(
+        &[
+            "multipleactiveresultsets",
+            "multisubnetfailover",
+            "persistsecurityinfo",
+            "applicationintent",
+            "connectretrycount",
+            "connectretryinterval",
+            "loadbalancetimeout",
+            "connectionlifetime",
+            "packetsize",
+            "workstationid",
+            "wsid",
+            "enlist",
+            "replication",
+            "transactionbinding",
+            "typesystemversion",
+            "currentlanguage",
+            "language",
+            "hostnameincertificate",
+            "servercertificate",
+            "poolblockingperiod",
+            "columnencryptionsetting",
+            "enclaveattestationurl",
+            "attestationprotocol",
+            "ipaddresspreference",
+            "contextconnection",
+            "asynchronousprocessing",
+            "async",
+            "transparentnetworkipresolution",
+            "serverspn",
+            "failoverpartnerspn",
         ],
         Meaning::Ignored,
     ),
@@ -284,7 +432,10 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
     let mut warnings = Vec::new();
     for (keyword, value) in parsed.pairs() {
         let key = compact(keyword);
-        let Some(entry) = table(dialect).iter().find(|k| k.names.contains(&key.as_str())) else {
+        let Some(entry) = table(dialect)
+            .iter()
+            .find(|k| k.names.contains(&key.as_str()))
+        else {
             warnings.push(format!(
                 "connection string keyword `{keyword}` is not known and is ignored"
             ));
@@ -351,7 +502,8 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
     }
 
     let mode = match dialect {
-        SqlDialect::PostgreSql | SqlDialect::MySql => match find(|m| matches!(m, Meaning::TlsMode)) {
+        SqlDialect::PostgreSql | SqlDialect::MySql => match find(|m| matches!(m, Meaning::TlsMode))
+        {
             None => SqlTlsMode::Prefer,
             Some((keyword, value)) => match compact(value).replace(['-', '_'], "").as_str() {
                 "disable" | "disabled" | "none" => SqlTlsMode::Disable,
@@ -378,7 +530,11 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
                             "`{keyword}=Strict` (TDS 8) is not supported; use `Encrypt=Mandatory`"
                         ));
                     }
-                    _ => return Err(format!("`{keyword}` must be true, false, mandatory or optional")),
+                    _ => {
+                        return Err(format!(
+                            "`{keyword}` must be true, false, mandatory or optional"
+                        ));
+                    }
                 },
             };
             let trust = match find(|m| matches!(m, Meaning::TrustServerCertificate)) {
@@ -410,9 +566,13 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
 
     let seconds = |keyword: &str, value: &str| -> Result<Duration, String> {
         match value.trim().parse::<u64>() {
-            Ok(0) => Err(format!("`{keyword}` must be at least 1 second (0 would mean wait forever)")),
+            Ok(0) => Err(format!(
+                "`{keyword}` must be at least 1 second (0 would mean wait forever)"
+            )),
             Ok(s) if s <= 3600 => Ok(Duration::from_secs(s)),
-            _ => Err(format!("`{keyword}` must be a number of seconds between 1 and 3600")),
+            _ => Err(format!(
+                "`{keyword}` must be a number of seconds between 1 and 3600"
+            )),
         }
     };
     let count = |keyword: &str, value: &str| -> Result<u32, String> {
@@ -447,15 +607,16 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
     if pool.min_connections > pool.max_connections {
         return Err("the minimum pool size is larger than the maximum pool size".to_string());
     }
-    if let Some((k, v)) = find(|m| matches!(m, Meaning::Pooling)) {
-        if !parse_bool(k, v)? {
-            warnings.push(format!(
-                "`{k}=false` is ignored: connections are always pooled (at most {} per instance)",
-                pool.max_connections
-            ));
-        }
+    if let Some((k, v)) = find(|m| matches!(m, Meaning::Pooling))
+        && !parse_bool(k, v)?
+    {
+        warnings.push(format!(
+            "`{k}=false` is ignored: connections are always pooled (at most {} per instance)",
+            pool.max_connections
+        ));
     }
-    let application_name = find(|m| matches!(m, Meaning::ApplicationName)).map(|(_, v)| v.to_owned());
+    let application_name =
+        find(|m| matches!(m, Meaning::ApplicationName)).map(|(_, v)| v.to_owned());
 
     Ok(SqlConnection {
         endpoint,
@@ -538,7 +699,9 @@ fn split_host_port(keyword: &str, text: &str) -> Result<(String, Option<u16>), S
         return Ok((address.to_owned(), port));
     }
     match text.split_once(':') {
-        Some((host, port)) if !port.contains(':') => Ok((host.to_owned(), Some(parse_port(keyword, port)?))),
+        Some((host, port)) if !port.contains(':') => {
+            Ok((host.to_owned(), Some(parse_port(keyword, port)?)))
+        }
         _ => Ok((text.to_owned(), None)),
     }
 }

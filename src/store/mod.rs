@@ -18,8 +18,8 @@ pub mod postgres;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-// #[cfg(feature = "sqlserver")]
-// pub mod sqlserver;
+#[cfg(feature = "sqlserver")]
+pub mod sqlserver;
 
 use std::sync::Arc;
 
@@ -142,7 +142,7 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn UserKeySt
         DatabaseSettings::MySql { connection } => {
             Ok(Arc::new(mysql::MySqlStore::open(connection).await?))
         }
-        #[cfg(any())]
+        #[cfg(feature = "sqlserver")]
         DatabaseSettings::SqlServer { connection } => {
             Ok(Arc::new(sqlserver::SqlServerStore::open(connection).await?))
         }

@@ -15,15 +15,17 @@
 //! Statements run in autocommit mode: a 200 means the row is committed.
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode,
+};
 use sqlx::{ConnectOptions, Connection};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
 use super::sql::sqlx_support::{retry_idempotent, store_error};
 use super::sql::{
-    BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key,
-    to_naive_utc_micros, with_deadline,
+    BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros,
+    with_deadline,
 };
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
 use crate::config::SqlConnection;
@@ -100,8 +102,10 @@ fn connect_options(connection: &SqlConnection) -> MySqlConnectOptions {
     if let Some(root) = &connection.tls.root_certificate {
         options = options.ssl_ca(root);
     }
-    if let (Some(cert), Some(key)) = (&connection.tls.client_certificate, &connection.tls.client_key)
-    {
+    if let (Some(cert), Some(key)) = (
+        &connection.tls.client_certificate,
+        &connection.tls.client_key,
+    ) {
         options = options.ssl_client_cert(cert).ssl_client_key(key);
     }
     options.charset("utf8mb4").disable_statement_logging()
@@ -255,12 +259,14 @@ async fn release_bootstrap_lock(conn: &mut MySqlConnection) {
 }
 
 async fn record_migration(conn: &mut MySqlConnection) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO `__EFMigrationsHistory` (`MigrationId`, `ProductVersion`) VALUES (?, ?)")
-        .bind(MIGRATION_ID)
-        .bind(PRODUCT_VERSION)
-        .execute(conn)
-        .await
-        .map_err(open_error)?;
+    sqlx::query(
+        "INSERT INTO `__EFMigrationsHistory` (`MigrationId`, `ProductVersion`) VALUES (?, ?)",
+    )
+    .bind(MIGRATION_ID)
+    .bind(PRODUCT_VERSION)
+    .execute(conn)
+    .await
+    .map_err(open_error)?;
     Ok(())
 }
 
@@ -366,8 +372,9 @@ type RawRow = (
 
 fn user_key(row: RawRow) -> Result<StoredUserKey, StoreError> {
     let (id, key, creation, revision, last_access) = row;
-    let id = Uuid::parse_str(&id)
-        .map_err(|_| StoreError::Corrupt(format!("a UserKeys row has the id `{id}`, not a GUID")))?;
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        StoreError::Corrupt(format!("a UserKeys row has the id `{id}`, not a GUID"))
+    })?;
     Ok(StoredUserKey {
         id,
         sealed_key: require_key(id, key)?,
@@ -402,7 +409,8 @@ impl UserKeyStore for MySqlStore {
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let deadline = self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
+        let deadline =
+            self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
         with_deadline(deadline, async {
             let mut conn = self.pool.acquire().await.map_err(store_error)?;
             take_bootstrap_lock(&mut conn).await?;
@@ -416,12 +424,14 @@ impl UserKeyStore for MySqlStore {
                 match first {
                     Some((_, Some(existing))) if !existing.is_empty() => Ok(existing),
                     Some((id, _)) => {
-                        sqlx::query("UPDATE `ApplicationDatas` SET `SymmetricKey` = ? WHERE `Id` = ?")
-                            .bind(wrapped)
-                            .bind(id)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(store_error)?;
+                        sqlx::query(
+                            "UPDATE `ApplicationDatas` SET `SymmetricKey` = ? WHERE `Id` = ?",
+                        )
+                        .bind(wrapped)
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(store_error)?;
                         Ok(wrapped.to_owned())
                     }
                     None => {
@@ -532,9 +542,9 @@ impl UserKeyStore for MySqlStore {
                 sqlx::query("UPDATE `UserKeys` SET `LastAccessDate` = ? WHERE `Id` = ?")
                     .bind(to_naive_utc_micros(*when))
                     .bind(guid_text(*id))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
             }
             tx.commit().await.map_err(store_error)
         })

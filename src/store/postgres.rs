@@ -24,8 +24,8 @@ use super::sql::{
     from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros, with_deadline,
 };
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
-use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
 use crate::config::SqlConnection;
+use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
 
 const SETTING: &str = "keyConnectorSettings__database__postgreSqlConnectionString";
 
@@ -107,7 +107,10 @@ fn connect_options(connection: &SqlConnection) -> PgConnectOptions {
     if let Some(root) = &connection.tls.root_certificate {
         options = options.ssl_root_cert(root);
     }
-    if let (Some(cert), Some(key)) = (&connection.tls.client_certificate, &connection.tls.client_key) {
+    if let (Some(cert), Some(key)) = (
+        &connection.tls.client_certificate,
+        &connection.tls.client_key,
+    ) {
         options = options.ssl_client_cert(cert).ssl_client_key(key);
     }
     options.disable_statement_logging()
@@ -178,7 +181,10 @@ impl PostgresStore {
             }
             (false, false) => {
                 for statement in CREATE_SCHEMA {
-                    sqlx::raw_sql(statement).execute(&mut *tx).await.map_err(open_error)?;
+                    sqlx::raw_sql(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(open_error)?;
                 }
                 record_migration(&mut tx).await?;
                 tracing::info!("created the key connector schema in the PostgreSQL database");
@@ -187,7 +193,10 @@ impl PostgresStore {
             (true, true) => {
                 // Tables without EF's record would make upstream try to create them again
                 // and fail; record the migration they correspond to.
-                sqlx::raw_sql(CREATE_HISTORY_ONLY).execute(&mut *tx).await.map_err(open_error)?;
+                sqlx::raw_sql(CREATE_HISTORY_ONLY)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(open_error)?;
                 record_migration(&mut tx).await?;
             }
             _ => {
@@ -202,12 +211,14 @@ impl PostgresStore {
 }
 
 async fn record_migration(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-    sqlx::query(r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES ($1, $2)"#)
-        .bind(MIGRATION_ID)
-        .bind(PRODUCT_VERSION)
-        .execute(tx)
-        .await
-        .map_err(open_error)?;
+    sqlx::query(
+        r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES ($1, $2)"#,
+    )
+    .bind(MIGRATION_ID)
+    .bind(PRODUCT_VERSION)
+    .execute(tx)
+    .await
+    .map_err(open_error)?;
     Ok(())
 }
 
@@ -276,7 +287,9 @@ async fn ensure_database_exists(
         "CREATE DATABASE \"{}\"",
         connection.database.replace('"', "\"\"")
     );
-    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await;
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut conn)
+        .await;
     let _ = conn.close().await;
     match created {
         Ok(_) => Ok(()),
@@ -296,7 +309,13 @@ async fn ensure_database_exists(
     }
 }
 
-type RawRow = (Uuid, Option<String>, PrimitiveDateTime, Option<PrimitiveDateTime>, Option<PrimitiveDateTime>);
+type RawRow = (
+    Uuid,
+    Option<String>,
+    PrimitiveDateTime,
+    Option<PrimitiveDateTime>,
+    Option<PrimitiveDateTime>,
+);
 
 fn user_key(row: RawRow) -> Result<StoredUserKey, StoreError> {
     let (id, key, creation, revision, last_access) = row;
@@ -318,8 +337,10 @@ impl UserKeyStore for PostgresStore {
     async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
         with_deadline(self.deadline, async {
             let key: Option<Option<String>> = retry_idempotent(|| {
-                sqlx::query_scalar(r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#)
-                    .fetch_optional(&self.pool)
+                sqlx::query_scalar(
+                    r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
+                )
+                .fetch_optional(&self.pool)
             })
             .await?;
             Ok(key.flatten().filter(|k| !k.is_empty()))
@@ -344,12 +365,14 @@ impl UserKeyStore for PostgresStore {
             let stored = match first {
                 Some((_, Some(existing))) if !existing.is_empty() => existing,
                 Some((id, _)) => {
-                    sqlx::query(r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = $1 WHERE "Id" = $2"#)
-                        .bind(wrapped)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
+                    sqlx::query(
+                        r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = $1 WHERE "Id" = $2"#,
+                    )
+                    .bind(wrapped)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
                     wrapped.to_owned()
                 }
                 None => {
@@ -460,8 +483,10 @@ impl UserKeyStore for PostgresStore {
             return Ok(());
         }
         let ids: Vec<Uuid> = accesses.iter().map(|(id, _)| *id).collect();
-        let times: Vec<PrimitiveDateTime> =
-            accesses.iter().map(|(_, t)| to_naive_utc_micros(*t)).collect();
+        let times: Vec<PrimitiveDateTime> = accesses
+            .iter()
+            .map(|(_, t)| to_naive_utc_micros(*t))
+            .collect();
         with_deadline(self.deadline, async {
             retry_idempotent(|| {
                 sqlx::query(

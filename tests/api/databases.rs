@@ -69,17 +69,22 @@ impl TestDatabase {
             name: format!("kc_test_{}", Uuid::new_v4().simple()),
             base,
         };
-        database
-            .admin(|_| None)
-            .await
-            .map_err(|e| format!("{server:?} at `{}` is not reachable: {e}", database.redacted_base()))?;
+        database.admin(|_| None).await.map_err(|e| {
+            format!(
+                "{server:?} at `{}` is not reachable: {e}",
+                database.redacted_base()
+            )
+        })?;
         Ok(database)
     }
 
     fn redacted_base(&self) -> String {
         self.base
             .split(';')
-            .filter(|p| !p.to_ascii_lowercase().starts_with("pwd") && !p.to_ascii_lowercase().starts_with("password"))
+            .filter(|p| {
+                !p.to_ascii_lowercase().starts_with("pwd")
+                    && !p.to_ascii_lowercase().starts_with("password")
+            })
             .collect::<Vec<_>>()
             .join(";")
     }
@@ -146,7 +151,9 @@ impl TestDatabase {
                 }
                 let _ = conn.close().await;
             }
-            Server::SqlServer => return Err("SQL Server administration is done by the SQL Server tests".into()),
+            Server::SqlServer => {
+                return Err("SQL Server administration is done by the SQL Server tests".into());
+            }
         }
         Ok(())
     }
@@ -160,7 +167,9 @@ impl TestDatabase {
         };
         match self.server {
             Server::PostgreSql => {
-                let mut conn = timed(postgres_options(&connection).connect()).await.unwrap();
+                let mut conn = timed(postgres_options(&connection).connect())
+                    .await
+                    .unwrap();
                 for statement in statements {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
                         .execute(&mut conn)
@@ -199,12 +208,20 @@ impl TestDatabase {
         let query = sqlx::AssertSqlSafe(query.to_string());
         match self.server {
             Server::PostgreSql => {
-                let mut conn = timed(postgres_options(&connection).connect()).await.unwrap();
-                sqlx::query_scalar(query).fetch_all(&mut conn).await.unwrap()
+                let mut conn = timed(postgres_options(&connection).connect())
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(query)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
             }
             _ => {
                 let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                sqlx::query_scalar(query).fetch_all(&mut conn).await.unwrap()
+                sqlx::query_scalar(query)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
             }
         }
     }
@@ -213,7 +230,9 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let drop_statement: fn(&str) -> Option<String> = match self.server {
-            Server::PostgreSql => |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")),
+            Server::PostgreSql => {
+                |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            }
             _ => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
         };
         let server = self.server;
@@ -261,7 +280,9 @@ fn postgres_options(
     options.disable_statement_logging()
 }
 
-fn mysql_options(connection: &key_connector::config::SqlConnection) -> sqlx::mysql::MySqlConnectOptions {
+fn mysql_options(
+    connection: &key_connector::config::SqlConnection,
+) -> sqlx::mysql::MySqlConnectOptions {
     use key_connector::config::sql_connection::SqlEndpoint;
     let mut options = sqlx::mysql::MySqlConnectOptions::new().database(&connection.database);
     if let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint {

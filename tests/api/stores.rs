@@ -44,7 +44,9 @@ impl Backend {
     async fn storage(self) -> Result<Storage, String> {
         Ok(match self {
             Backend::Sqlite | Backend::Json => Storage::Dir(self, tempfile::tempdir().unwrap()),
-            Backend::PostgreSql => Storage::Database(TestDatabase::reserve(Server::PostgreSql).await?),
+            Backend::PostgreSql => {
+                Storage::Database(TestDatabase::reserve(Server::PostgreSql).await?)
+            }
             Backend::MySql => Storage::Database(TestDatabase::reserve(Server::MySql).await?),
         })
     }
@@ -77,9 +79,9 @@ impl Storage {
     async fn open(&self) -> Arc<dyn UserKeyStore> {
         match self {
             Storage::Dir(backend, dir) => backend.open(dir.path()).await,
-            Storage::Database(database) => open_store(&database.settings())
-                .await
-                .expect("store opens"),
+            Storage::Database(database) => {
+                open_store(&database.settings()).await.expect("store opens")
+            }
         }
     }
 }
@@ -237,7 +239,10 @@ async fn everything_survives_reopening(backend: Backend) {
     store.close().await;
     let store = storage.open().await;
     for r in &rows {
-        assert_eq!(store.read_user_key(r.id).await.unwrap(), Some(backend.kept(r)));
+        assert_eq!(
+            store.read_user_key(r.id).await.unwrap(),
+            Some(backend.kept(r))
+        );
     }
     let mut listed = store.list_user_keys().await.unwrap();
     listed.sort_by_key(|r| r.sealed_key.clone());

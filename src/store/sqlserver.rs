@@ -1,0 +1,764 @@
+//! The `sqlserver` store: upstream's EF Core (SqlClient) schema in a SQL Server database.
+//!
+//! Tables, types and the `__EFMigrationsHistory` row are exactly what upstream's
+//! `20210820154908_InitialCreate` migration creates: `uniqueidentifier` ids, `nvarchar(max)`
+//! keys, `datetime2` dates holding UTC with 100 ns precision. Like EF's `Migrate()`, opening
+//! creates the database when it does not exist yet.
+//!
+//! Several replicas, one truth: SQL Server's DDL is transactional, so schema creation runs in
+//! one transaction holding the application lock `sp_getapplock
+//! 'bitwarden-key-connector-bootstrap'`, and so does symmetric-key creation: replicas starting
+//! together do each once. User-key creation relies on the primary key (a duplicate insert,
+//! error 2627, is "already exists"). Every statement is committed before the API answers.
+//!
+//! The driver is tiberius over rustls; connections are pooled by bb8. A statement cut short by
+//! the deadline leaves its connection mid-conversation, so each connection carries a flag set
+//! while a statement runs: a connection given back with the flag still set is discarded.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+use secrecy::ExposeSecret;
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row, SqlBrowser};
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+use uuid::Uuid;
+
+use super::sql::{
+    BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key, to_naive_utc,
+    with_deadline,
+};
+use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+use crate::config::SqlConnection;
+use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
+
+const SETTING: &str = "keyConnectorSettings__database__sqlServerConnectionString";
+
+/// Upstream's SQL Server migration and the EF Core version its snapshot records.
+pub const MIGRATION_ID: &str = "20210820154908_InitialCreate";
+const PRODUCT_VERSION: &str = "5.0.9";
+
+/// How long a starting instance waits for another one holding the bootstrap lock.
+const BOOTSTRAP_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The DDL SqlClient's EF Core provider generates for upstream's `InitialCreate`.
+pub const CREATE_HISTORY: &str = "IF OBJECT_ID(N'[__EFMigrationsHistory]') IS NULL
+BEGIN
+    CREATE TABLE [__EFMigrationsHistory] (
+        [MigrationId] nvarchar(150) NOT NULL,
+        [ProductVersion] nvarchar(32) NOT NULL,
+        CONSTRAINT [PK___EFMigrationsHistory] PRIMARY KEY ([MigrationId])
+    );
+END";
+pub const CREATE_SCHEMA: [&str; 2] = [
+    "CREATE TABLE [ApplicationDatas] (
+    [Id] int NOT NULL IDENTITY,
+    [SymmetricKey] nvarchar(max) NULL,
+    CONSTRAINT [PK_ApplicationDatas] PRIMARY KEY ([Id])
+)",
+    "CREATE TABLE [UserKeys] (
+    [Id] uniqueidentifier NOT NULL,
+    [Key] nvarchar(max) NULL,
+    [CreationDate] datetime2 NOT NULL,
+    [RevisionDate] datetime2 NULL,
+    [LastAccessDate] datetime2 NULL,
+    CONSTRAINT [PK_UserKeys] PRIMARY KEY ([Id])
+)",
+];
+
+/// Columns upstream's schema has, with the `DATA_TYPE` `INFORMATION_SCHEMA` reports.
+const EXPECTED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ApplicationDatas", "Id", "int"),
+    ("ApplicationDatas", "SymmetricKey", "nvarchar"),
+    ("UserKeys", "Id", "uniqueidentifier"),
+    ("UserKeys", "Key", "nvarchar"),
+    ("UserKeys", "CreationDate", "datetime2"),
+    ("UserKeys", "RevisionDate", "datetime2"),
+    ("UserKeys", "LastAccessDate", "datetime2"),
+];
+
+/// Takes the bootstrap lock for the current transaction; selects the result code
+/// (`>= 0` granted, `-1` timed out).
+const TAKE_BOOTSTRAP_LOCK: &str = "DECLARE @granted int; \
+    EXEC @granted = sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', \
+    @LockOwner = 'Transaction', @LockTimeout = @P2; \
+    SELECT @granted";
+
+pub const SELECT_USER_KEY: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] WHERE [Id] = @P1";
+pub const INSERT_USER_KEY: &str = "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, @P5)";
+pub const REPLACE_USER_KEY: &str =
+    "UPDATE [UserKeys] SET [Key] = @P1, [RevisionDate] = @P2 WHERE [Id] = @P3";
+const SELECT_ALL_USER_KEYS: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] ORDER BY [CreationDate], [Id]";
+const SELECT_FIRST_SYMMETRIC_KEY: &str =
+    "SELECT TOP (1) [Id], [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]";
+
+/// SQL Server error numbers.
+const LOGIN_FAILED: u32 = 18456;
+const CANNOT_OPEN_DATABASE: u32 = 4060;
+const DATABASE_EXISTS: u32 = 1801;
+const PRIMARY_KEY_VIOLATION: u32 = 2627;
+const UNIQUE_INDEX_VIOLATION: u32 = 2601;
+
+type TdsClient = Client<Compat<TcpStream>>;
+
+/// A pooled connection and whether a statement was cut short on it.
+pub struct TdsConnection {
+    client: TdsClient,
+    in_flight: bool,
+}
+
+fn named_instance(connection: &SqlConnection) -> bool {
+    matches!(
+        &connection.endpoint,
+        SqlEndpoint::Tcp {
+            instance: Some(_),
+            ..
+        }
+    )
+}
+
+/// Builds tiberius' configuration from the connection string.
+pub fn tiberius_config(connection: &SqlConnection, database: &str) -> Config {
+    let mut config = Config::new();
+    match &connection.endpoint {
+        SqlEndpoint::Tcp {
+            host,
+            port,
+            instance,
+        } => {
+            config.host(host);
+            if let Some(port) = port {
+                config.port(*port);
+            }
+            if let Some(instance) = instance {
+                config.instance_name(instance);
+            }
+        }
+        // The parser only produces TCP endpoints for SQL Server.
+        SqlEndpoint::Socket(_) => {}
+    }
+    config.database(database);
+    config.application_name(
+        connection
+            .application_name
+            .as_deref()
+            .unwrap_or("bitwarden-key-connector"),
+    );
+    config.authentication(AuthMethod::sql_server(
+        connection.user.as_deref().unwrap_or_default(),
+        connection
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret())
+            .unwrap_or_default(),
+    ));
+    match connection.tls.mode {
+        SqlTlsMode::Disable => config.encryption(EncryptionLevel::NotSupported),
+        // SqlClient's `Encrypt=false`: the login is encrypted, the certificate not checked.
+        SqlTlsMode::Prefer => {
+            config.encryption(EncryptionLevel::Off);
+            config.trust_cert();
+        }
+        SqlTlsMode::Require => {
+            config.encryption(EncryptionLevel::Required);
+            config.trust_cert();
+        }
+        SqlTlsMode::VerifyCa | SqlTlsMode::VerifyFull => {
+            config.encryption(EncryptionLevel::Required);
+        }
+    }
+    config.handshake_timeout(Some(connection.pool.connect_timeout));
+    config
+}
+
+/// Opens one connection, following an Azure SQL gateway redirect once. A named instance is
+/// found through the SQL Browser, as SqlClient does.
+async fn connect(
+    config: Config,
+    named_instance: bool,
+    timeout: Duration,
+) -> Result<TdsClient, tiberius::error::Error> {
+    let attempt = async {
+        let mut config = config;
+        for _ in 0..2 {
+            let tcp = if named_instance {
+                TcpStream::connect_named(&config).await?
+            } else {
+                TcpStream::connect(config.get_addr()).await?
+            };
+            tcp.set_nodelay(true)?;
+            match Client::connect(config.clone(), tcp.compat_write()).await {
+                Err(tiberius::error::Error::Routing { host, port }) => {
+                    config.host(&host);
+                    config.port(port);
+                }
+                other => return other,
+            }
+        }
+        Err(tiberius::error::Error::Protocol(
+            "the server redirected the connection more than once".into(),
+        ))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tiberius::error::Error::Io {
+                kind: std::io::ErrorKind::TimedOut,
+                message: format!("no connection within {} s", timeout.as_secs()),
+            })
+        })
+}
+
+pub struct ConnectionManager {
+    config: Config,
+    named_instance: bool,
+    connect_timeout: Duration,
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = TdsConnection;
+    type Error = tiberius::error::Error;
+
+    async fn connect(&self) -> Result<TdsConnection, Self::Error> {
+        Ok(TdsConnection {
+            client: connect(
+                self.config.clone(),
+                self.named_instance,
+                self.connect_timeout,
+            )
+            .await?,
+            in_flight: false,
+        })
+    }
+
+    async fn is_valid(&self, connection: &mut TdsConnection) -> Result<(), Self::Error> {
+        connection
+            .client
+            .simple_query("SELECT 1")
+            .await?
+            .into_results()
+            .await?;
+        Ok(())
+    }
+
+    fn has_broken(&self, connection: &mut TdsConnection) -> bool {
+        connection.in_flight
+    }
+}
+
+pub struct SqlServerStore {
+    pool: Pool<ConnectionManager>,
+    deadline: Duration,
+}
+
+/// Classifies a driver error; anything but a positive answer is "unavailable".
+fn store_error(error: tiberius::error::Error) -> StoreError {
+    match error {
+        tiberius::error::Error::Conversion(_)
+        | tiberius::error::Error::Utf8
+        | tiberius::error::Error::Utf16 => StoreError::Corrupt(error.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn open_error(error: tiberius::error::Error) -> StoreError {
+    if error.code() == Some(LOGIN_FAILED) {
+        return StoreError::Config(format!(
+            "SQL Server refused the login: check the user name and password ({SETTING}): {error}"
+        ));
+    }
+    store_error(error)
+}
+
+fn pool_error(error: RunError<tiberius::error::Error>) -> StoreError {
+    match error {
+        RunError::User(error) => store_error(error),
+        RunError::TimedOut => {
+            StoreError::Unavailable("no connection to SQL Server could be had in time".into())
+        }
+    }
+}
+
+fn is_duplicate_key(error: &tiberius::error::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(PRIMARY_KEY_VIOLATION | UNIQUE_INDEX_VIOLATION)
+    )
+}
+
+/// Runs `work` on a pooled connection, marking it so that a cut-short statement discards it.
+macro_rules! on_connection {
+    ($pool:expr, |$client:ident| $work:expr) => {{
+        let mut pooled: PooledConnection<'_, ConnectionManager> =
+            $pool.get().await.map_err(pool_error)?;
+        pooled.in_flight = true;
+        let result = {
+            let $client = &mut pooled.client;
+            $work
+        };
+        // An error from the server leaves the conversation in order; one from the
+        // connection does not.
+        pooled.in_flight = matches!(&result, Err(e) if !matches!(e, tiberius::error::Error::Server(_)));
+        result.map_err(store_error)
+    }};
+}
+
+impl SqlServerStore {
+    /// Connects, creates the database and upstream's schema if needed, and checks the schema.
+    pub async fn open(connection: &SqlConnection) -> Result<Self, StoreError> {
+        log_connection_warnings("sqlserver", connection);
+        ensure_database_exists(connection).await?;
+        let manager = ConnectionManager {
+            config: tiberius_config(connection, &connection.database),
+            named_instance: named_instance(connection),
+            connect_timeout: connection.pool.connect_timeout,
+        };
+        let pool = Pool::builder()
+            .max_size(connection.pool.max_connections)
+            .min_idle(Some(connection.pool.min_connections).filter(|n| *n > 0))
+            .connection_timeout(connection.pool.connect_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            // A check per request would cost a round trip; a broken connection is discarded.
+            .test_on_check_out(false)
+            .retry_connection(false)
+            .build_unchecked(manager);
+        let store = Self {
+            pool,
+            deadline: connection.pool.command_timeout,
+        };
+        let bootstrap_deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
+        with_deadline(bootstrap_deadline, store.migrate()).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut pooled = self.pool.get().await.map_err(|e| match e {
+            RunError::User(e) => open_error(e),
+            RunError::TimedOut => pool_error(RunError::TimedOut),
+        })?;
+        pooled.in_flight = true;
+        let client = &mut pooled.client;
+        run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
+        let result = migrate_in_transaction(client).await;
+        let end = if result.is_ok() {
+            "COMMIT TRANSACTION"
+        } else {
+            "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
+        };
+        run_batch(client, end).await?;
+        pooled.in_flight = false;
+        result
+    }
+}
+
+async fn run_batch(client: &mut TdsClient, sql: &str) -> Result<(), StoreError> {
+    client
+        .simple_query(sql)
+        .await
+        .map_err(open_error)?
+        .into_results()
+        .await
+        .map_err(open_error)?;
+    Ok(())
+}
+
+async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
+    let timeout_ms = BOOTSTRAP_LOCK_WAIT.as_millis() as i32;
+    let row = client
+        .query(TAKE_BOOTSTRAP_LOCK, &[&BOOTSTRAP_LOCK_NAME, &timeout_ms])
+        .await
+        .map_err(store_error)?
+        .into_row()
+        .await
+        .map_err(store_error)?;
+    let granted: Option<i32> = row
+        .as_ref()
+        .map(|r| r.try_get::<i32, _>(0))
+        .transpose()
+        .map_err(store_error)?
+        .flatten();
+    match granted {
+        Some(code) if code >= 0 => Ok(()),
+        _ => Err(StoreError::Unavailable(format!(
+            "another instance held the `{BOOTSTRAP_LOCK_NAME}` lock for over {} s",
+            BOOTSTRAP_LOCK_WAIT.as_secs()
+        ))),
+    }
+}
+
+async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError> {
+    take_bootstrap_lock(client).await?;
+    let tables: Vec<String> = client
+        .simple_query(
+            "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
+             AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')",
+        )
+        .await
+        .map_err(open_error)?
+        .into_first_result()
+        .await
+        .map_err(open_error)?
+        .iter()
+        .filter_map(|r| r.get::<&str, _>(0).map(str::to_owned))
+        .collect();
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    let recorded = has("__EFMigrationsHistory")
+        && client
+            .query(
+                "SELECT 1 FROM [__EFMigrationsHistory] WHERE [MigrationId] = @P1",
+                &[&MIGRATION_ID],
+            )
+            .await
+            .map_err(open_error)?
+            .into_row()
+            .await
+            .map_err(open_error)?
+            .is_some();
+    match (has("ApplicationDatas"), has("UserKeys")) {
+        (false, false) if recorded => {
+            return Err(StoreError::Config(
+                "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
+            ));
+        }
+        (false, false) => {
+            run_batch(client, CREATE_HISTORY).await?;
+            for statement in CREATE_SCHEMA {
+                run_batch(client, statement).await?;
+            }
+            record_migration(client).await?;
+            tracing::info!("created the key connector schema in the SQL Server database");
+        }
+        (true, true) if recorded => {}
+        (true, true) => {
+            // Tables without EF's record would make upstream try to create them again and
+            // fail; record the migration they correspond to.
+            run_batch(client, CREATE_HISTORY).await?;
+            record_migration(client).await?;
+        }
+        _ => {
+            return Err(StoreError::Config(
+                "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
+            ));
+        }
+    }
+    let columns: Vec<(String, String, String)> = client
+        .simple_query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
+             WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')",
+        )
+        .await
+        .map_err(open_error)?
+        .into_first_result()
+        .await
+        .map_err(open_error)?
+        .iter()
+        .map(|r| {
+            let text = |i: usize| r.get::<&str, _>(i).unwrap_or_default().to_owned();
+            (text(0), text(1), text(2))
+        })
+        .collect();
+    for (table, column, kind) in EXPECTED_COLUMNS {
+        if !columns
+            .iter()
+            .any(|(t, c, k)| t == table && c == column && k.eq_ignore_ascii_case(kind))
+        {
+            return Err(StoreError::Config(format!(
+                "table `{table}` has no {kind} column `{column}`; this is not upstream's schema"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn record_migration(client: &mut TdsClient) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO [__EFMigrationsHistory] ([MigrationId], [ProductVersion]) VALUES (@P1, @P2)",
+            &[&MIGRATION_ID, &PRODUCT_VERSION],
+        )
+        .await
+        .map_err(open_error)?;
+    Ok(())
+}
+
+/// EF's `Migrate()` creates a missing database; so do we, through `master`.
+async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreError> {
+    let timeout = connection.pool.connect_timeout;
+    let named = named_instance(connection);
+    let error = match connect(
+        tiberius_config(connection, &connection.database),
+        named,
+        timeout,
+    )
+    .await
+    {
+        Ok(client) => {
+            let _ = client.close().await;
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    if error.code() != Some(CANNOT_OPEN_DATABASE) {
+        return Err(open_error(error));
+    }
+    tracing::info!(database = %connection.database, "the SQL Server database does not exist; creating it");
+    let mut client = connect(tiberius_config(connection, "master"), named, timeout)
+        .await
+        .map_err(open_error)?;
+    let statement = format!(
+        "CREATE DATABASE [{}]",
+        connection.database.replace(']', "]]")
+    );
+    let created = match client.simple_query(statement).await {
+        Ok(stream) => stream.into_results().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    let _ = client.close().await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(error) if error.code() == Some(DATABASE_EXISTS) => Ok(()),
+        Err(error) => Err(StoreError::Config(format!(
+            "the database `{}` does not exist and could not be created ({SETTING}): {error}",
+            connection.database
+        ))),
+    }
+}
+
+fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
+    let id: Uuid = row
+        .try_get(0)
+        .map_err(store_error)?
+        .ok_or_else(|| StoreError::Corrupt("a UserKeys row has no id".into()))?;
+    let key: Option<&str> = row.try_get(1).map_err(store_error)?;
+    let creation: PrimitiveDateTime = row.try_get(2).map_err(store_error)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("the UserKeys row of {id} has no creation date"))
+    })?;
+    let revision: Option<PrimitiveDateTime> = row.try_get(3).map_err(store_error)?;
+    let last_access: Option<PrimitiveDateTime> = row.try_get(4).map_err(store_error)?;
+    Ok(StoredUserKey {
+        id,
+        sealed_key: require_key(id, key.map(str::to_owned))?,
+        creation_date: from_naive_utc(creation),
+        revision_date: revision.map(from_naive_utc),
+        last_access_date: last_access.map(from_naive_utc),
+    })
+}
+
+#[async_trait]
+impl UserKeyStore for SqlServerStore {
+    fn kind(&self) -> &'static str {
+        "sqlserver"
+    }
+
+    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        with_deadline(self.deadline, async {
+            let row = on_connection!(self.pool, |client| async {
+                client
+                    .simple_query(SELECT_FIRST_SYMMETRIC_KEY)
+                    .await?
+                    .into_row()
+                    .await
+            }
+            .await)?;
+            Ok(row
+                .as_ref()
+                .and_then(|r| r.get::<&str, _>(1))
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned))
+        })
+        .await
+    }
+
+    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
+        with_deadline(self.deadline + BOOTSTRAP_LOCK_WAIT, async {
+            let mut pooled = self.pool.get().await.map_err(pool_error)?;
+            pooled.in_flight = true;
+            let client = &mut pooled.client;
+            run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
+            let result = async {
+                take_bootstrap_lock(client).await?;
+                let first = client
+                    .simple_query(SELECT_FIRST_SYMMETRIC_KEY)
+                    .await
+                    .map_err(store_error)?
+                    .into_row()
+                    .await
+                    .map_err(store_error)?;
+                let existing = first.as_ref().map(|r| {
+                    (
+                        r.get::<i32, _>(0).unwrap_or_default(),
+                        r.get::<&str, _>(1).map(str::to_owned),
+                    )
+                });
+                match existing {
+                    Some((_, Some(key))) if !key.is_empty() => Ok(key),
+                    Some((id, _)) => {
+                        client
+                            .execute(
+                                "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
+                                &[&wrapped, &id],
+                            )
+                            .await
+                            .map_err(store_error)?;
+                        Ok(wrapped.to_owned())
+                    }
+                    None => {
+                        client
+                            .execute(
+                                "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
+                                &[&wrapped],
+                            )
+                            .await
+                            .map_err(store_error)?;
+                        Ok(wrapped.to_owned())
+                    }
+                }
+            }
+            .await;
+            let end = if result.is_ok() {
+                "COMMIT TRANSACTION"
+            } else {
+                "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
+            };
+            run_batch(client, end).await?;
+            pooled.in_flight = false;
+            result
+        })
+        .await
+    }
+
+    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        with_deadline(self.deadline, async {
+            let row = on_connection!(self.pool, |client| async {
+                client
+                    .query(SELECT_USER_KEY, &[&id])
+                    .await?
+                    .into_row()
+                    .await
+            }
+            .await)?;
+            row.as_ref().map(user_key).transpose()
+        })
+        .await
+    }
+
+    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+        let creation = to_naive_utc(key.creation_date);
+        let revision = key.revision_date.map(to_naive_utc);
+        let last_access = key.last_access_date.map(to_naive_utc);
+        with_deadline(self.deadline, async {
+            on_connection!(self.pool, |client| client
+                .execute(
+                    INSERT_USER_KEY,
+                    &[
+                        &key.id,
+                        &key.sealed_key.as_str(),
+                        &creation,
+                        &revision,
+                        &last_access
+                    ],
+                )
+                .await
+                .map(|_| CreateOutcome::Created)
+                .or_else(|e| if is_duplicate_key(&e) {
+                    Ok(CreateOutcome::AlreadyExists)
+                } else {
+                    Err(e)
+                }))
+        })
+        .await
+    }
+
+    async fn put_user_key(
+        &self,
+        id: Uuid,
+        sealed_key: &str,
+        now: OffsetDateTime,
+    ) -> Result<PutOutcome, StoreError> {
+        let now = to_naive_utc(now);
+        with_deadline(self.deadline, async {
+            on_connection!(self.pool, |client| async {
+                let replaced = client
+                    .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
+                    .await?
+                    .total();
+                if replaced > 0 {
+                    return Ok(PutOutcome::Replaced);
+                }
+                let none: Option<PrimitiveDateTime> = None;
+                match client
+                    .execute(INSERT_USER_KEY, &[&id, &sealed_key, &now, &none, &none])
+                    .await
+                {
+                    Ok(_) => Ok(PutOutcome::Created),
+                    // Another request created it meanwhile: replace that row.
+                    Err(e) if is_duplicate_key(&e) => {
+                        client
+                            .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
+                            .await?;
+                        Ok(PutOutcome::Replaced)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            .await)
+        })
+        .await
+    }
+
+    async fn record_last_access(
+        &self,
+        accesses: &[(Uuid, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        with_deadline(self.deadline * 2, async {
+            on_connection!(self.pool, |client| async {
+                for (id, when) in accesses {
+                    client
+                        .execute(
+                            "UPDATE [UserKeys] SET [LastAccessDate] = @P1 WHERE [Id] = @P2",
+                            &[&to_naive_utc(*when), id],
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            .await)
+        })
+        .await
+    }
+
+    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        with_deadline(self.deadline * 12, async {
+            let rows = on_connection!(self.pool, |client| async {
+                client
+                    .simple_query(SELECT_ALL_USER_KEYS)
+                    .await?
+                    .into_first_result()
+                    .await
+            }
+            .await)?;
+            rows.iter().map(user_key).collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        with_deadline(self.deadline, async {
+            on_connection!(self.pool, |client| async {
+                client.simple_query("SELECT 1").await?.into_results().await
+            }
+            .await)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        // bb8 closes idle connections when the pool is dropped; nothing is buffered.
+    }
+}
