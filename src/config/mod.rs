@@ -30,7 +30,7 @@ pub struct Settings {
     pub transfer_to: Option<TransferToSettings>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum DatabaseSettings {
     Json { path: PathBuf },
     Sqlite { connection: SqliteConnection },

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::databases::{Server, TestDatabase};
 use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 use crate::skip_or_fail;
 
@@ -251,4 +252,141 @@ async fn sqlite_database_created_by_the_server_is_read_by_upstreams_algorithm() 
 #[tokio::test]
 async fn json_file_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_store_is_upstream_readable(StoreKind::Json).await;
+}
+
+// ---- PostgreSQL and MySQL/MariaDB: databases as upstream's EF Core providers make them ----
+
+/// Python with `cryptography` and the server's driver module, or why not.
+fn python_with(module: &str) -> Result<&'static str, String> {
+    let python = python().ok_or("python3 with the `cryptography` package is not installed")?;
+    let ok = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(python)
+    } else {
+        Err(format!("the Python module `{module}` is not installed"))
+    }
+}
+
+fn sql_script(python: &str, command: &str, pfx: &str, database: &TestDatabase, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut args = vec![command, "--pfx", pfx, "--password", PFX_PASSWORD];
+    let location = database.script_args();
+    args.extend(location.iter().map(String::as_str));
+    args.extend(extra);
+    run_script(python, &args)
+}
+
+fn driver_module(server: Server) -> &'static str {
+    match server {
+        Server::PostgreSql => "psycopg2",
+        _ => "pymysql",
+    }
+}
+
+async fn upstream_written_sql_database_is_served(server: Server) {
+    let python = match python_with(driver_module(server)) {
+        Ok(python) => python,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let database = match TestDatabase::reserve(server).await {
+        Ok(database) => database,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    database.create_empty().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let pfx = write_test_pfx(dir.path());
+    let users = sql_script(python, "make-sql", &pfx, &database, &["--users", "25"]);
+    assert_eq!(users.len(), 25);
+
+    let idp = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            database: Some(database.settings()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    for (id, key) in &users {
+        let user: Uuid = id.parse().unwrap();
+        assert_eq!(app.read_key(&idp.token_for(user)).await.as_ref(), Ok(key), "user {id}");
+    }
+    let newcomer = Uuid::new_v4();
+    let newcomer_key = random_key();
+    assert_eq!(
+        app.post_key(&idp.token_for(newcomer), &newcomer_key).await.status(),
+        StatusCode::OK
+    );
+    let (first_id, _) = users.iter().next().unwrap();
+    let first_user: Uuid = first_id.parse().unwrap();
+    let replaced_key = random_key();
+    assert_eq!(
+        app.put_key(&idp.token_for(first_user), &replaced_key).await.status(),
+        StatusCode::OK
+    );
+    app.shutdown().await;
+
+    let read_back = sql_script(python, "read-sql", &pfx, &database, &[]);
+    assert_eq!(read_back.len(), 26);
+    assert_eq!(read_back.get(&newcomer.to_string()), Some(&newcomer_key));
+    assert_eq!(read_back.get(first_id), Some(&replaced_key));
+    for (id, key) in users.iter().skip(1) {
+        assert_eq!(read_back.get(id), Some(key), "user {id} unchanged");
+    }
+}
+
+async fn server_created_sql_database_is_upstream_readable(server: Server) {
+    let python = match python_with(driver_module(server)) {
+        Ok(python) => python,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let database = match TestDatabase::reserve(server).await {
+        Ok(database) => database,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let pfx = write_test_pfx(dir.path());
+    let idp = Arc::new(TestIdp::start().await);
+    // The database does not exist yet: the server creates it, as upstream's migration does.
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            database: Some(database.settings()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut written = BTreeMap::new();
+    for _ in 0..10 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        written.insert(user.to_string(), key);
+    }
+    app.shutdown().await;
+    assert_eq!(sql_script(python, "read-sql", &pfx, &database, &[]), written);
+}
+
+#[tokio::test]
+async fn postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+    upstream_written_sql_database_is_served(Server::PostgreSql).await;
+}
+
+#[tokio::test]
+async fn mysql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+    upstream_written_sql_database_is_served(Server::MySql).await;
+}
+
+#[tokio::test]
+async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
+    server_created_sql_database_is_upstream_readable(Server::PostgreSql).await;
+}
+
+#[tokio::test]
+async fn mysql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
+    server_created_sql_database_is_upstream_readable(Server::MySql).await;
 }

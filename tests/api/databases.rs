@@ -113,6 +113,44 @@ impl TestDatabase {
         }
     }
 
+    /// Where the database is, as `tests/compat/upstream_format.py` takes it.
+    pub fn script_args(&self) -> Vec<String> {
+        use key_connector::config::sql_connection::SqlEndpoint;
+        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
+            self.settings()
+        else {
+            panic!("the script handles PostgreSQL and MySQL")
+        };
+        let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint else {
+            panic!("the script connects over TCP")
+        };
+        let (engine, default_port) = match self.server {
+            Server::PostgreSql => ("postgresql", 5432),
+            _ => ("mysql", 3306),
+        };
+        let password = connection
+            .password
+            .as_ref()
+            .map(|p| secrecy::ExposeSecret::expose_secret(p).to_owned())
+            .unwrap_or_default();
+        [
+            "--engine",
+            engine,
+            "--host",
+            host,
+            "--port",
+            &port.unwrap_or(default_port).to_string(),
+            "--user",
+            connection.user.as_deref().unwrap_or_default(),
+            "--db-password",
+            &password,
+            "--database",
+            &self.name,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Runs statements against the server's maintenance database (`sql` builds them from the
     /// test database's name; `None` only checks the server answers).
     async fn admin(&self, sql: impl Fn(&str) -> Option<String>) -> Result<(), String> {

@@ -120,6 +120,8 @@ pub struct AppOptions {
     pub data_dir: Option<Arc<tempfile::TempDir>>,
     /// The identity server URI the app is configured with; the test IdP's by default.
     pub identity_server_uri: Option<String>,
+    /// A database to use instead of `store`'s file in the data directory.
+    pub database: Option<DatabaseSettings>,
 }
 
 impl Default for AppOptions {
@@ -128,6 +130,7 @@ impl Default for AppOptions {
             store: StoreKind::Sqlite,
             data_dir: None,
             identity_server_uri: None,
+            database: None,
         }
     }
 }
@@ -204,7 +207,10 @@ pub async fn try_spawn_app_with(
     let identity = options
         .identity_server_uri
         .unwrap_or_else(|| idp.url.clone());
-    let settings = settings_for(options.store, data_dir.path(), &identity);
+    let mut settings = settings_for(options.store, data_dir.path(), &identity);
+    if let Some(database) = options.database {
+        settings.database = database;
+    }
     let app = Application::build(&settings, &loopback_port_zero()).await?;
     let address = app.local_addrs()[0];
     let store_handle = Arc::clone(&app.state().store);
