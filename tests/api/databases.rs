@@ -113,6 +113,39 @@ impl TestDatabase {
         }
     }
 
+    /// The server's TCP address.
+    pub async fn server_address(&self) -> std::net::SocketAddr {
+        let args = self.script_args();
+        let host = &args[3];
+        let port: u16 = args[5].parse().unwrap();
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    }
+
+    /// Settings reaching the database through `address` (a proxy), with `extra` keywords.
+    pub fn settings_via(&self, address: std::net::SocketAddr, extra: &str) -> DatabaseSettings {
+        let args = self.script_args();
+        let (user, password) = (&args[7], &args[9]);
+        let text = match self.server {
+            Server::PostgreSql => format!(
+                "Host={};Port={};Username={user};Password={password};Database={};{extra}",
+                address.ip(),
+                address.port(),
+                self.name
+            ),
+            _ => format!(
+                "Server={};Port={};Uid={user};Pwd={password};Database={};{extra}",
+                address.ip(),
+                address.port(),
+                self.name
+            ),
+        };
+        self.settings_for(&text)
+    }
+
     /// Where the database is, as `tests/compat/upstream_format.py` takes it.
     pub fn script_args(&self) -> Vec<String> {
         use key_connector::config::sql_connection::SqlEndpoint;

@@ -8,6 +8,8 @@ mod cors;
 mod databases;
 mod helpers;
 mod lifecycle;
+mod outage;
+mod proxy;
 mod quickstart;
 mod stores;
 mod user_keys;

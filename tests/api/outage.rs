@@ -1,0 +1,187 @@
+//! Database outages under load, through a proxy the test controls: answers during the fault
+//! are 503 with `Retry-After` (never 404, which would tell a client the user has no key),
+//! every answer comes in bounded time, the service recovers on its own, and no acknowledged
+//! write is lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::databases::{Server, TestDatabase};
+use crate::helpers::{AppOptions, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with};
+use crate::proxy::{Mode, Proxy};
+use crate::skip_or_fail;
+
+/// Short timeouts so that the test runs in seconds; the defaults are 5 s each.
+const FAST_TIMEOUTS: &str = "Timeout=2;Command Timeout=2";
+
+async fn reserve(server: Server) -> Result<(TestDatabase, Proxy), String> {
+    let database = TestDatabase::reserve(server).await?;
+    let proxy = Proxy::start(database.server_address().await).await;
+    Ok((database, proxy))
+}
+
+#[derive(Default)]
+struct LoadReport {
+    read_statuses: HashMap<u16, usize>,
+    write_statuses: HashMap<u16, usize>,
+    acknowledged: Vec<(Uuid, String)>,
+}
+
+/// Reads known users' keys and creates new users until told to stop.
+async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut round = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let user = known[round % known.len()];
+        let status = app.get_key(&app.idp.token_for(user)).await.status().as_u16();
+        *report.read_statuses.entry(status).or_default() += 1;
+
+        let newcomer = Uuid::new_v4();
+        let key = random_key();
+        let status = app.post_key(&app.idp.token_for(newcomer), &key).await.status().as_u16();
+        *report.write_statuses.entry(status).or_default() += 1;
+        if status == 200 {
+            report.acknowledged.push((newcomer, key));
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    report
+}
+
+async fn outage_under_load(server: Server) {
+    let (database, proxy) = match reserve(server).await {
+        Ok(pair) => pair,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    let idp = Arc::new(TestIdp::start().await);
+    let app = Arc::new(
+        spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                database: Some(database.settings_via(proxy.address, FAST_TIMEOUTS)),
+                ..AppOptions::default()
+            },
+        )
+        .await,
+    );
+    let mut known = HashMap::new();
+    for _ in 0..10 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        known.insert(user, key);
+    }
+    let probe = *known.keys().next().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = tokio::spawn(load(
+        Arc::clone(&app),
+        known.keys().copied().collect(),
+        Arc::clone(&stop),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The server goes away: connections cut, new ones refused.
+    proxy.set(Mode::Down);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let response = app.get_key(&idp.token_for(probe)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["message"].is_string(), "{body}");
+    let response = app.post_key(&idp.token_for(Uuid::new_v4()), &random_key()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The server hangs: answers still come, bounded by the command timeout.
+    proxy.set(Mode::BlackHole);
+    let started = Instant::now();
+    let response = app.get_key(&idp.token_for(probe)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+
+    // The server comes back: the service recovers without a restart.
+    proxy.set(Mode::Forward);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if app.read_key(&idp.token_for(probe)).await.as_ref() == Ok(&known[&probe]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery within 15 s of the database returning");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = background.await.unwrap();
+
+    for status in report.read_statuses.keys() {
+        assert!(
+            [200, 503].contains(status),
+            "a read of an existing key answered {status}: {:?}",
+            report.read_statuses
+        );
+    }
+    for status in report.write_statuses.keys() {
+        assert!([200, 503].contains(status), "a write answered {status}: {:?}", report.write_statuses);
+    }
+    assert!(report.read_statuses.get(&503).copied().unwrap_or(0) > 0, "the load saw the outage");
+    assert!(report.read_statuses.get(&200).copied().unwrap_or(0) > 0);
+    for (user, key) in known.iter().chain(report.acknowledged.iter().map(|(u, k)| (u, k))) {
+        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key), "acknowledged key of {user}");
+    }
+}
+
+async fn start_up_waits_for_the_database(server: Server) {
+    let (database, proxy) = match reserve(server).await {
+        Ok(pair) => pair,
+        Err(reason) => skip_or_fail!("{reason}"),
+    };
+    proxy.set(Mode::Down);
+    let idp = Arc::new(TestIdp::start().await);
+    let settings = database.settings_via(proxy.address, FAST_TIMEOUTS);
+    let starting = tokio::spawn(try_spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            database: Some(settings),
+            ..AppOptions::default()
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!starting.is_finished(), "start-up must keep retrying, not give up");
+    proxy.set(Mode::Forward);
+    let app = tokio::time::timeout(Duration::from_secs(30), starting)
+        .await
+        .expect("started within 30 s of the database returning")
+        .unwrap()
+        .map_err(|e| e.to_string())
+        .expect("started");
+    let user = Uuid::new_v4();
+    let key = random_key();
+    assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+    assert_eq!(app.read_key(&idp.token_for(user)).await, Ok(key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_outage_under_load_answers_503_and_recovers_losing_nothing() {
+    outage_under_load(Server::PostgreSql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_outage_under_load_answers_503_and_recovers_losing_nothing() {
+    outage_under_load(Server::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_start_up_retries_until_the_database_answers() {
+    start_up_waits_for_the_database(Server::PostgreSql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_start_up_retries_until_the_database_answers() {
+    start_up_waits_for_the_database(Server::MySql).await;
+}

@@ -1,0 +1,90 @@
+//! A TCP proxy the tests control, standing between the service and its database to cut,
+//! black-hole and restore the connection while the service runs.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward bytes both ways.
+    Forward,
+    /// Refuse: close new connections at once and cut the open ones, like a stopped server.
+    Down,
+    /// Accept and never answer, like a hung server or a dropped route.
+    BlackHole,
+}
+
+pub struct Proxy {
+    pub address: SocketAddr,
+    mode: watch::Sender<Mode>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (mode, mut watcher) = watch::channel(Mode::Forward);
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let connections = Arc::clone(&tasks);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                // Mark the current mode seen, so that each connection's copy wakes only on
+                // a later change.
+                let current = *watcher.borrow_and_update();
+                let mut watcher = watcher.clone();
+                match current {
+                    Mode::Down => drop(client),
+                    Mode::BlackHole => {
+                        connections.lock().unwrap().spawn(async move {
+                            // Hold the socket until the mode changes, then drop it.
+                            let _ = watcher.changed().await;
+                            drop(client);
+                        });
+                    }
+                    Mode::Forward => {
+                        connections.lock().unwrap().spawn(async move {
+                            let Ok(mut server) = TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            let mut client = client;
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                // Any change of mode cuts forwarded connections.
+                                _ = watcher.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Self {
+            address,
+            mode,
+            tasks,
+            acceptor,
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+        // Reap finished connection tasks.
+        let mut tasks = self.tasks.lock().unwrap();
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
