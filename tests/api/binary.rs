@@ -15,7 +15,7 @@ use crate::helpers::{TestIdp, random_key};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,12 +25,14 @@ fn free_port() -> u16 {
 
 /// A `key-connector` child process configured only through environment variables, as the
 /// official container is.
-struct Service {
+pub struct Service {
     child: Child,
-    base_url: String,
+    pub base_url: String,
 }
 
-fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command {
+/// The command for `store` (`sqlite` and `json` get a file in `dir`; other providers need
+/// their connection string added by the caller).
+pub fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command {
     let pfx = dir.join("key.pfx");
     if !pfx.exists() {
         let bytes =
@@ -65,10 +67,11 @@ fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command
             "keyConnectorSettings__database__sqliteConnectionString",
             format!("Data Source={}", dir.join("keys.db").display()),
         ),
-        _ => command.env(
+        "json" => command.env(
             "keyConnectorSettings__database__jsonFilePath",
             dir.join("data.json"),
         ),
+        _ => &mut command,
     };
     command
 }
@@ -76,7 +79,14 @@ fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Command
 impl Service {
     async fn start(dir: &Path, store: &str, idp_url: &str) -> Self {
         let port = free_port();
-        let mut child = service_command(dir, store, idp_url, port).spawn().unwrap();
+        Self::spawn(service_command(dir, store, idp_url, port), port)
+            .wait_ready()
+            .await
+    }
+
+    /// Starts `command` (made by [`service_command`] for `port`) without waiting.
+    pub fn spawn(mut command: Command, port: u16) -> Self {
+        let mut child = command.spawn().unwrap();
         // Drain stderr so the child never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -84,7 +94,16 @@ impl Service {
                 eprintln!("[service] {line}");
             }
         });
-        let base_url = format!("http://127.0.0.1:{port}");
+        Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits until `/alive` answers.
+    pub async fn wait_ready(mut self) -> Self {
+        let base_url = self.base_url.clone();
+        let child = &mut self.child;
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -99,7 +118,7 @@ impl Service {
             assert!(Instant::now() < deadline, "service did not come up");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { child, base_url }
+        self
     }
 
     fn signal(&self, signal: &str) {
@@ -133,7 +152,7 @@ impl Drop for Service {
     }
 }
 
-async fn read_key(client: &reqwest::Client, base: &str, token: &str) -> Result<String, u16> {
+pub async fn read_key(client: &reqwest::Client, base: &str, token: &str) -> Result<String, u16> {
     let response = client
         .get(format!("{base}/user-keys"))
         .bearer_auth(token)

@@ -11,5 +11,6 @@ mod lifecycle;
 mod outage;
 mod proxy;
 mod quickstart;
+mod replicas;
 mod stores;
 mod user_keys;

@@ -302,6 +302,38 @@ async fn concurrent_puts_end_with_one_written_value(backend: Backend) {
     assert_eq!(store.list_user_keys().await.unwrap().len(), 1);
 }
 
+/// Separate stores (as separate replicas have) racing on a new database agree on one key.
+async fn replicas_racing_to_save_the_symmetric_key_agree_on_one(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        stores.push(storage.open().await);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(stores.len()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, store) in stores.iter().enumerate() {
+        let store = Arc::clone(store);
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store
+                .insert_symmetric_key_if_absent(&format!("wrapped-{i}"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut kept = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        kept.push(result.unwrap());
+    }
+    kept.sort();
+    kept.dedup();
+    assert_eq!(kept.len(), 1, "every replica uses the same key: {kept:?}");
+    for store in &stores {
+        assert_eq!(store.read_symmetric_key().await.unwrap().as_ref(), Some(&kept[0]));
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -331,6 +363,7 @@ conformance!(
     everything_survives_reopening,
     concurrent_creates_for_one_user_have_one_winner,
     concurrent_puts_end_with_one_written_value,
+    replicas_racing_to_save_the_symmetric_key_agree_on_one,
 );
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----
