@@ -94,11 +94,6 @@ impl TestDatabase {
         format!("{};Database={}", self.base.trim_end_matches(';'), self.name)
     }
 
-    /// The same with extra keywords appended.
-    pub fn connection_string_with(&self, extra: &str) -> String {
-        format!("{};{extra}", self.connection_string())
-    }
-
     pub fn settings(&self) -> DatabaseSettings {
         self.settings_for(&self.connection_string())
     }
@@ -194,7 +189,8 @@ impl TestDatabase {
                 self.base.trim_end_matches(';'),
                 match self.server {
                     Server::PostgreSql => "postgres",
-                    _ => "mysql",
+                    Server::MySql => "mysql",
+                    Server::SqlServer => "master",
                 }
             ),
         )
@@ -223,41 +219,31 @@ impl TestDatabase {
                 let _ = conn.close().await;
             }
             Server::SqlServer => {
-                return Err("SQL Server administration is done by the SQL Server tests".into());
+                use tokio_util::compat::TokioAsyncWriteCompatExt;
+                let config = key_connector::store::sqlserver::tiberius_config(&connection, "master");
+                let tcp = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(config.get_addr()),
+                )
+                .await
+                .map_err(|_| "no answer within 5 s".to_string())?
+                .map_err(|e| e.to_string())?;
+                let mut client = tiberius::Client::connect(config, tcp.compat_write())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(statement) = sql(&self.name) {
+                    client
+                        .simple_query(statement)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_results()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let _ = client.close().await;
             }
         }
         Ok(())
-    }
-
-    /// Runs SQL in the test database itself (to build upstream-made fixtures or inspect rows).
-    pub async fn execute(&self, statements: &[&str]) {
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("execute() is for PostgreSQL and MySQL")
-        };
-        match self.server {
-            Server::PostgreSql => {
-                let mut conn = timed(postgres_options(&connection).connect())
-                    .await
-                    .unwrap();
-                for statement in statements {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
-                        .execute(&mut conn)
-                        .await
-                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-                }
-            }
-            _ => {
-                let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                for statement in statements {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
-                        .execute(&mut conn)
-                        .await
-                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-                }
-            }
-        }
     }
 
     /// Creates the (empty) database, for tests that build an upstream-made one by hand.

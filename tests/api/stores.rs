@@ -18,9 +18,16 @@ enum Backend {
     Json,
     PostgreSql,
     MySql,
+    SqlServer,
 }
 
 impl Backend {
+    /// SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`); elsewhere its
+    /// tests are skipped even when backends are required.
+    fn not_configured(self) -> bool {
+        matches!(self, Backend::SqlServer) && Server::SqlServer.base_connection_string().is_none()
+    }
+
     fn settings(self, dir: &Path) -> DatabaseSettings {
         match self {
             Backend::Sqlite => DatabaseSettings::Sqlite {
@@ -32,7 +39,9 @@ impl Backend {
             Backend::Json => DatabaseSettings::Json {
                 path: dir.join("data.json"),
             },
-            Backend::PostgreSql | Backend::MySql => unreachable!("SQL servers use a TestDatabase"),
+            Backend::PostgreSql | Backend::MySql | Backend::SqlServer => {
+                unreachable!("SQL servers use a TestDatabase")
+            }
         }
     }
 
@@ -48,13 +57,17 @@ impl Backend {
                 Storage::Database(TestDatabase::reserve(Server::PostgreSql).await?)
             }
             Backend::MySql => Storage::Database(TestDatabase::reserve(Server::MySql).await?),
+            Backend::SqlServer => {
+                Storage::Database(TestDatabase::reserve(Server::SqlServer).await?)
+            }
         })
     }
 
     /// `row` as this backend gives it back: PostgreSQL and MySQL keep microseconds.
     fn kept(self, row: &StoredUserKey) -> StoredUserKey {
         let cut = |t: OffsetDateTime| match self {
-            Backend::Sqlite | Backend::Json => t,
+            // SQLite and JSON keep .NET's 100 ns ticks as text; SQL Server's datetime2 too.
+            Backend::Sqlite | Backend::Json | Backend::SqlServer => t,
             Backend::PostgreSql | Backend::MySql => {
                 t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
             }
@@ -91,6 +104,10 @@ macro_rules! storage_or_skip {
     ($backend:expr) => {
         match $backend.storage().await {
             Ok(storage) => storage,
+            Err(reason) if $backend.not_configured() => {
+                eprintln!("SKIPPED: {reason}");
+                return;
+            }
             Err(reason) => $crate::skip_or_fail!("{reason}"),
         }
     };
@@ -351,6 +368,10 @@ macro_rules! conformance {
         mod mysql_store {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::MySql).await; })*
+        }
+        mod sqlserver_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::SqlServer).await; })*
         }
     };
 }
@@ -616,5 +637,69 @@ async fn two_json_stores_on_one_file_lose_nothing() {
             first.read_user_key(id).await.unwrap().is_some(),
             "{id} seen by the first"
         );
+    }
+}
+
+// ---- SQL servers: faults at open ----
+
+fn sql_settings(dialect: key_connector::config::SqlDialect, text: &str) -> DatabaseSettings {
+    use key_connector::config::{SqlDialect, sql_connection};
+    let connection = sql_connection::parse(dialect, text).unwrap();
+    match dialect {
+        SqlDialect::PostgreSql => DatabaseSettings::PostgreSql { connection },
+        SqlDialect::MySql => DatabaseSettings::MySql { connection },
+        SqlDialect::SqlServer => DatabaseSettings::SqlServer { connection },
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
+    use key_connector::config::SqlDialect;
+    use key_connector::store::StoreError;
+    // A port nothing listens on, and one that accepts and hangs up at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hang_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_up_port = hang_up.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hang_up.accept().await {
+            drop(socket);
+        }
+    });
+    for port in [closed, hang_up_port] {
+        for (dialect, text) in [
+            (SqlDialect::PostgreSql, format!("Host=127.0.0.1;Port={port};Database=kc;Username=u;Timeout=2")),
+            (SqlDialect::MySql, format!("Server=127.0.0.1;Port={port};Database=kc;Uid=u;Connect Timeout=2")),
+            (SqlDialect::SqlServer, format!("Server=tcp:127.0.0.1,{port};Database=kc;User Id=u;Password=p;Connect Timeout=2")),
+        ] {
+            let started = std::time::Instant::now();
+            let error = open_store(&sql_settings(dialect, &text)).await.err().expect("fails");
+            assert!(matches!(error, StoreError::Unavailable(_)), "{dialect:?} on {port}: {error}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{dialect:?}: {:?}", started.elapsed());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
+    use key_connector::config::SqlDialect;
+    use key_connector::store::StoreError;
+    for (server, dialect, text) in [
+        (Server::PostgreSql, SqlDialect::PostgreSql, "Username=no_such_user_kc;Password=x".to_string()),
+        (Server::MySql, SqlDialect::MySql, "Uid=root;Pwd=certainly-wrong".to_string()),
+    ] {
+        let database = match TestDatabase::reserve(server).await {
+            Ok(database) => database,
+            Err(reason) => crate::skip_or_fail!("{reason}"),
+        };
+        let address = database.server_address().await;
+        let text = match dialect {
+            SqlDialect::PostgreSql => format!("Host={};Port={};Database={};{text}", address.ip(), address.port(), database.name),
+            _ => format!("Server={};Port={};Database={};{text}", address.ip(), address.port(), database.name),
+        };
+        let error = open_store(&sql_settings(dialect, &text)).await.err().expect("refused");
+        assert!(matches!(error, StoreError::Config(_)), "{server:?}: {error}");
+        let message = error.to_string();
+        assert!(message.contains("ConnectionString"), "{message}");
+        assert!(!message.contains("certainly-wrong"), "{message}");
     }
 }
