@@ -452,12 +452,12 @@ impl UserKeyStore for PostgresStore {
                 return Ok(PutOutcome::Replaced);
             }
             // Created unless another request created it meanwhile; then that row is replaced.
+            // `xmax = 0` tells which: only a freshly inserted row version has no xmax.
             let result = sqlx::query(
                 r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate")
                    VALUES ($1, $2, $3, NULL, NULL)
                    ON CONFLICT ("Id") DO UPDATE SET "Key" = EXCLUDED."Key", "RevisionDate" = EXCLUDED."CreationDate"
                    RETURNING (xmax = 0) AS inserted"#,
-                // `xmax = 0`: the row version was made by an insert, not by the update.
             )
             .bind(id)
             .bind(sealed_key)

@@ -270,7 +270,13 @@ fn python_with(module: &str) -> Result<&'static str, String> {
     }
 }
 
-fn sql_script(python: &str, command: &str, pfx: &str, database: &TestDatabase, extra: &[&str]) -> BTreeMap<String, String> {
+fn sql_script(
+    python: &str,
+    command: &str,
+    pfx: &str,
+    database: &TestDatabase,
+    extra: &[&str],
+) -> BTreeMap<String, String> {
     let mut args = vec![command, "--pfx", pfx, "--password", PFX_PASSWORD];
     let location = database.script_args();
     args.extend(location.iter().map(String::as_str));
@@ -312,19 +318,27 @@ async fn upstream_written_sql_database_is_served(server: Server) {
     .await;
     for (id, key) in &users {
         let user: Uuid = id.parse().unwrap();
-        assert_eq!(app.read_key(&idp.token_for(user)).await.as_ref(), Ok(key), "user {id}");
+        assert_eq!(
+            app.read_key(&idp.token_for(user)).await.as_ref(),
+            Ok(key),
+            "user {id}"
+        );
     }
     let newcomer = Uuid::new_v4();
     let newcomer_key = random_key();
     assert_eq!(
-        app.post_key(&idp.token_for(newcomer), &newcomer_key).await.status(),
+        app.post_key(&idp.token_for(newcomer), &newcomer_key)
+            .await
+            .status(),
         StatusCode::OK
     );
     let (first_id, _) = users.iter().next().unwrap();
     let first_user: Uuid = first_id.parse().unwrap();
     let replaced_key = random_key();
     assert_eq!(
-        app.put_key(&idp.token_for(first_user), &replaced_key).await.status(),
+        app.put_key(&idp.token_for(first_user), &replaced_key)
+            .await
+            .status(),
         StatusCode::OK
     );
     app.shutdown().await;
@@ -364,15 +378,22 @@ async fn server_created_sql_database_is_upstream_readable(server: Server) {
     for _ in 0..10 {
         let user = Uuid::new_v4();
         let key = random_key();
-        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
         written.insert(user.to_string(), key);
     }
     app.shutdown().await;
-    assert_eq!(sql_script(python, "read-sql", &pfx, &database, &[]), written);
+    assert_eq!(
+        sql_script(python, "read-sql", &pfx, &database, &[]),
+        written
+    );
 }
 
 #[tokio::test]
-async fn postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+async fn postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable()
+{
     upstream_written_sql_database_is_served(Server::PostgreSql).await;
 }
 

@@ -220,7 +220,8 @@ impl TestDatabase {
             }
             Server::SqlServer => {
                 use tokio_util::compat::TokioAsyncWriteCompatExt;
-                let config = key_connector::store::sqlserver::tiberius_config(&connection, "master");
+                let config =
+                    key_connector::store::sqlserver::tiberius_config(&connection, "master");
                 let tcp = tokio::time::timeout(
                     std::time::Duration::from_secs(5),
                     tokio::net::TcpStream::connect(config.get_addr()),

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::databases::{Server, TestDatabase};
-use crate::helpers::{AppOptions, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with};
+use crate::helpers::{
+    AppOptions, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
+};
 use crate::proxy::{Mode, Proxy};
 use crate::skip_or_fail;
 
@@ -38,12 +40,20 @@ async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> Loa
     let mut round = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let user = known[round % known.len()];
-        let status = app.get_key(&app.idp.token_for(user)).await.status().as_u16();
+        let status = app
+            .get_key(&app.idp.token_for(user))
+            .await
+            .status()
+            .as_u16();
         *report.read_statuses.entry(status).or_default() += 1;
 
         let newcomer = Uuid::new_v4();
         let key = random_key();
-        let status = app.post_key(&app.idp.token_for(newcomer), &key).await.status().as_u16();
+        let status = app
+            .post_key(&app.idp.token_for(newcomer), &key)
+            .await
+            .status()
+            .as_u16();
         *report.write_statuses.entry(status).or_default() += 1;
         if status == 200 {
             report.acknowledged.push((newcomer, key));
@@ -74,7 +84,10 @@ async fn outage_under_load(server: Server) {
     for _ in 0..10 {
         let user = Uuid::new_v4();
         let key = random_key();
-        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
         known.insert(user, key);
     }
     let probe = *known.keys().next().unwrap();
@@ -95,7 +108,9 @@ async fn outage_under_load(server: Server) {
     assert!(response.headers().contains_key("retry-after"));
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["message"].is_string(), "{body}");
-    let response = app.post_key(&idp.token_for(Uuid::new_v4()), &random_key()).await;
+    let response = app
+        .post_key(&idp.token_for(Uuid::new_v4()), &random_key())
+        .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // The server hangs: answers still come, bounded by the command timeout.
@@ -103,7 +118,11 @@ async fn outage_under_load(server: Server) {
     let started = Instant::now();
     let response = app.get_key(&idp.token_for(probe)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // The server comes back: the service recovers without a restart.
     proxy.set(Mode::Forward);
@@ -112,7 +131,10 @@ async fn outage_under_load(server: Server) {
         if app.read_key(&idp.token_for(probe)).await.as_ref() == Ok(&known[&probe]) {
             break;
         }
-        assert!(Instant::now() < deadline, "no recovery within 15 s of the database returning");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 15 s of the database returning"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -127,12 +149,26 @@ async fn outage_under_load(server: Server) {
         );
     }
     for status in report.write_statuses.keys() {
-        assert!([200, 503].contains(status), "a write answered {status}: {:?}", report.write_statuses);
+        assert!(
+            [200, 503].contains(status),
+            "a write answered {status}: {:?}",
+            report.write_statuses
+        );
     }
-    assert!(report.read_statuses.get(&503).copied().unwrap_or(0) > 0, "the load saw the outage");
+    assert!(
+        report.read_statuses.get(&503).copied().unwrap_or(0) > 0,
+        "the load saw the outage"
+    );
     assert!(report.read_statuses.get(&200).copied().unwrap_or(0) > 0);
-    for (user, key) in known.iter().chain(report.acknowledged.iter().map(|(u, k)| (u, k))) {
-        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key), "acknowledged key of {user}");
+    for (user, key) in known
+        .iter()
+        .chain(report.acknowledged.iter().map(|(u, k)| (u, k)))
+    {
+        assert_eq!(
+            app.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "acknowledged key of {user}"
+        );
     }
 }
 
@@ -152,7 +188,10 @@ async fn start_up_waits_for_the_database(server: Server) {
         },
     ));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!starting.is_finished(), "start-up must keep retrying, not give up");
+    assert!(
+        !starting.is_finished(),
+        "start-up must keep retrying, not give up"
+    );
     proxy.set(Mode::Forward);
     let app = tokio::time::timeout(Duration::from_secs(30), starting)
         .await
@@ -162,7 +201,10 @@ async fn start_up_waits_for_the_database(server: Server) {
         .expect("started");
     let user = Uuid::new_v4();
     let key = random_key();
-    assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_key(&idp.token_for(user), &key).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(app.read_key(&idp.token_for(user)).await, Ok(key));
 }
 

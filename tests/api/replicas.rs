@@ -121,7 +121,10 @@ async fn replicas_share_one_truth(server: Server) {
         }
         assert_eq!(winners.len(), 1, "exactly one POST wins");
         for replica in &replicas {
-            assert_eq!(read_key(&client, &replica.base_url, &token).await, Ok(winners[0].clone()));
+            assert_eq!(
+                read_key(&client, &replica.base_url, &token).await,
+                Ok(winners[0].clone())
+            );
         }
     }
 

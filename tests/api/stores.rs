@@ -347,7 +347,10 @@ async fn replicas_racing_to_save_the_symmetric_key_agree_on_one(backend: Backend
     kept.dedup();
     assert_eq!(kept.len(), 1, "every replica uses the same key: {kept:?}");
     for store in &stores {
-        assert_eq!(store.read_symmetric_key().await.unwrap().as_ref(), Some(&kept[0]));
+        assert_eq!(
+            store.read_symmetric_key().await.unwrap().as_ref(),
+            Some(&kept[0])
+        );
     }
 }
 
@@ -657,7 +660,11 @@ async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
     use key_connector::config::SqlDialect;
     use key_connector::store::StoreError;
     // A port nothing listens on, and one that accepts and hangs up at once.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let hang_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hang_up_port = hang_up.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -667,14 +674,35 @@ async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
     });
     for port in [closed, hang_up_port] {
         for (dialect, text) in [
-            (SqlDialect::PostgreSql, format!("Host=127.0.0.1;Port={port};Database=kc;Username=u;Timeout=2")),
-            (SqlDialect::MySql, format!("Server=127.0.0.1;Port={port};Database=kc;Uid=u;Connect Timeout=2")),
-            (SqlDialect::SqlServer, format!("Server=tcp:127.0.0.1,{port};Database=kc;User Id=u;Password=p;Connect Timeout=2")),
+            (
+                SqlDialect::PostgreSql,
+                format!("Host=127.0.0.1;Port={port};Database=kc;Username=u;Timeout=2"),
+            ),
+            (
+                SqlDialect::MySql,
+                format!("Server=127.0.0.1;Port={port};Database=kc;Uid=u;Connect Timeout=2"),
+            ),
+            (
+                SqlDialect::SqlServer,
+                format!(
+                    "Server=tcp:127.0.0.1,{port};Database=kc;User Id=u;Password=p;Connect Timeout=2"
+                ),
+            ),
         ] {
             let started = std::time::Instant::now();
-            let error = open_store(&sql_settings(dialect, &text)).await.err().expect("fails");
-            assert!(matches!(error, StoreError::Unavailable(_)), "{dialect:?} on {port}: {error}");
-            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{dialect:?}: {:?}", started.elapsed());
+            let error = open_store(&sql_settings(dialect, &text))
+                .await
+                .err()
+                .expect("fails");
+            assert!(
+                matches!(error, StoreError::Unavailable(_)),
+                "{dialect:?} on {port}: {error}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{dialect:?}: {:?}",
+                started.elapsed()
+            );
         }
     }
 }
@@ -684,8 +712,16 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     use key_connector::config::SqlDialect;
     use key_connector::store::StoreError;
     for (server, dialect, text) in [
-        (Server::PostgreSql, SqlDialect::PostgreSql, "Username=no_such_user_kc;Password=x".to_string()),
-        (Server::MySql, SqlDialect::MySql, "Uid=root;Pwd=certainly-wrong".to_string()),
+        (
+            Server::PostgreSql,
+            SqlDialect::PostgreSql,
+            "Username=no_such_user_kc;Password=x".to_string(),
+        ),
+        (
+            Server::MySql,
+            SqlDialect::MySql,
+            "Uid=root;Pwd=certainly-wrong".to_string(),
+        ),
     ] {
         let database = match TestDatabase::reserve(server).await {
             Ok(database) => database,
@@ -693,11 +729,27 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
         };
         let address = database.server_address().await;
         let text = match dialect {
-            SqlDialect::PostgreSql => format!("Host={};Port={};Database={};{text}", address.ip(), address.port(), database.name),
-            _ => format!("Server={};Port={};Database={};{text}", address.ip(), address.port(), database.name),
+            SqlDialect::PostgreSql => format!(
+                "Host={};Port={};Database={};{text}",
+                address.ip(),
+                address.port(),
+                database.name
+            ),
+            _ => format!(
+                "Server={};Port={};Database={};{text}",
+                address.ip(),
+                address.port(),
+                database.name
+            ),
         };
-        let error = open_store(&sql_settings(dialect, &text)).await.err().expect("refused");
-        assert!(matches!(error, StoreError::Config(_)), "{server:?}: {error}");
+        let error = open_store(&sql_settings(dialect, &text))
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(error, StoreError::Config(_)),
+            "{server:?}: {error}"
+        );
         let message = error.to_string();
         assert!(message.contains("ConnectionString"), "{message}");
         assert!(!message.contains("certainly-wrong"), "{message}");
