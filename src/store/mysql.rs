@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, Connection};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-use super::sql::sqlx_support::{retry_idempotent, store_error};
+use super::sql::sqlx_support::{retry_idempotent, store_error, tls_failure};
 use super::sql::{
     BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros,
     with_deadline,
@@ -89,8 +89,8 @@ fn connect_options(connection: &SqlConnection) -> MySqlConnectOptions {
     if let Some(user) = &connection.user {
         options = options.username(user);
     }
-    if let Some(password) = &connection.password {
-        options = options.password(secrecy::ExposeSecret::expose_secret(password));
+    if let Some(password) = non_empty_password(connection) {
+        options = options.password(password);
     }
     options = options.ssl_mode(match connection.tls.mode {
         SqlTlsMode::Disable => MySqlSslMode::Disabled,
@@ -111,6 +111,16 @@ fn connect_options(connection: &SqlConnection) -> MySqlConnectOptions {
     options.charset("utf8mb4").disable_statement_logging()
 }
 
+/// The password to send. An empty one is sent as no password at all, as MySqlConnector
+/// does: a scrambled empty string would not match an account without a password.
+fn non_empty_password(connection: &SqlConnection) -> Option<&str> {
+    connection
+        .password
+        .as_ref()
+        .map(secrecy::ExposeSecret::expose_secret)
+        .filter(|p| !p.is_empty())
+}
+
 /// Server error numbers that mean the settings are wrong, not that the server is away.
 fn configuration_error(error: &sqlx::Error) -> Option<String> {
     let code = error.as_database_error()?.code()?;
@@ -126,6 +136,13 @@ fn configuration_error(error: &sqlx::Error) -> Option<String> {
 }
 
 fn open_error(error: sqlx::Error) -> StoreError {
+    if let Some(tls) = tls_failure(&error) {
+        // A certificate that does not verify, or a server without TLS when TLS is required,
+        // will not fix itself: stop start-up and say so.
+        return StoreError::Config(format!(
+            "TLS to MySQL failed as `SslMode` requires ({SETTING}): {tls}"
+        ));
+    }
     match configuration_error(&error) {
         Some(message) => StoreError::Config(message),
         None => store_error(error),
@@ -322,17 +339,13 @@ async fn ensure_database_exists(
         SqlEndpoint::Tcp { host, port, .. } => server.host(host).port(port.unwrap_or(3306)),
         SqlEndpoint::Socket(path) => server.socket(path),
     };
-    let server = server
+    server = server
         .username(options.get_username())
-        .password(
-            connection
-                .password
-                .as_ref()
-                .map(secrecy::ExposeSecret::expose_secret)
-                .unwrap_or(""),
-        )
         .ssl_mode(options.get_ssl_mode())
         .disable_statement_logging();
+    if let Some(password) = non_empty_password(connection) {
+        server = server.password(password);
+    }
     let server = match &connection.tls.root_certificate {
         Some(root) => server.ssl_ca(root),
         None => server,

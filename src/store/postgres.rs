@@ -19,7 +19,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-use super::sql::sqlx_support::{retry_idempotent, store_error};
+use super::sql::sqlx_support::{retry_idempotent, store_error, tls_failure};
 use super::sql::{
     from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros, with_deadline,
 };
@@ -245,6 +245,13 @@ async fn check_columns(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
 
 /// At open, a wrong password or a missing permission is a setting to fix, not an outage.
 fn open_error(error: sqlx::Error) -> StoreError {
+    if let Some(tls) = tls_failure(&error) {
+        // A certificate that does not verify, or a server without TLS when TLS is required,
+        // will not fix itself: stop start-up and say so.
+        return StoreError::Config(format!(
+            "TLS to PostgreSQL failed as `SSL Mode` requires ({SETTING}): {tls}"
+        ));
+    }
     match is_configuration_error(&error) {
         Some(message) => StoreError::Config(message),
         None => store_error(error),

@@ -79,6 +79,19 @@ pub mod sqlx_support {
         )
     }
 
+    /// The TLS failure in `error`, if it is one: sqlx reports a certificate that does not
+    /// verify as an I/O error wrapping the rustls error.
+    pub fn tls_failure(error: &sqlx::Error) -> Option<String> {
+        match error {
+            sqlx::Error::Tls(tls) => Some(tls.to_string()),
+            sqlx::Error::Io(io) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map(ToString::to_string),
+            _ => None,
+        }
+    }
+
     /// Classifies a driver error; see the module docs of `store::sql`.
     pub fn store_error(error: sqlx::Error) -> StoreError {
         match error {

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::databases::{Server, TestDatabase};
+use crate::databases::{Engine, TestDatabase};
 use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 use crate::skip_or_fail;
 
@@ -284,14 +284,14 @@ fn sql_script(
     run_script(python, &args)
 }
 
-fn driver_module(server: Server) -> &'static str {
+fn driver_module(server: Engine) -> &'static str {
     match server {
-        Server::PostgreSql => "psycopg2",
+        Engine::PostgreSql => "psycopg2",
         _ => "pymysql",
     }
 }
 
-async fn upstream_written_sql_database_is_served(server: Server) {
+async fn upstream_written_sql_database_is_served(server: Engine) {
     let python = match python_with(driver_module(server)) {
         Ok(python) => python,
         Err(reason) => skip_or_fail!("{reason}"),
@@ -352,7 +352,7 @@ async fn upstream_written_sql_database_is_served(server: Server) {
     }
 }
 
-async fn server_created_sql_database_is_upstream_readable(server: Server) {
+async fn server_created_sql_database_is_upstream_readable(server: Engine) {
     let python = match python_with(driver_module(server)) {
         Ok(python) => python,
         Err(reason) => skip_or_fail!("{reason}"),
@@ -394,20 +394,20 @@ async fn server_created_sql_database_is_upstream_readable(server: Server) {
 #[tokio::test]
 async fn postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable()
 {
-    upstream_written_sql_database_is_served(Server::PostgreSql).await;
+    upstream_written_sql_database_is_served(Engine::PostgreSql).await;
 }
 
 #[tokio::test]
 async fn mysql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
-    upstream_written_sql_database_is_served(Server::MySql).await;
+    upstream_written_sql_database_is_served(Engine::MySql).await;
 }
 
 #[tokio::test]
 async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
-    server_created_sql_database_is_upstream_readable(Server::PostgreSql).await;
+    server_created_sql_database_is_upstream_readable(Engine::PostgreSql).await;
 }
 
 #[tokio::test]
 async fn mysql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
-    server_created_sql_database_is_upstream_readable(Server::MySql).await;
+    server_created_sql_database_is_upstream_readable(Engine::MySql).await;
 }

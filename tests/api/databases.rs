@@ -12,18 +12,18 @@ use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Server {
+pub enum Engine {
     PostgreSql,
     MySql,
     SqlServer,
 }
 
-impl Server {
+impl Engine {
     fn env_var(self) -> &'static str {
         match self {
-            Server::PostgreSql => "KC_TEST_POSTGRESQL",
-            Server::MySql => "KC_TEST_MYSQL",
-            Server::SqlServer => "KC_TEST_SQLSERVER",
+            Engine::PostgreSql => "KC_TEST_POSTGRESQL",
+            Engine::MySql => "KC_TEST_MYSQL",
+            Engine::SqlServer => "KC_TEST_SQLSERVER",
         }
     }
 
@@ -33,31 +33,31 @@ impl Server {
             return Some(value);
         }
         match self {
-            Server::PostgreSql => Some("Host=127.0.0.1;Port=5432;Username=postgres".into()),
-            Server::MySql => Some("Server=127.0.0.1;Port=3306;Uid=root;Pwd=".into()),
-            Server::SqlServer => None,
+            Engine::PostgreSql => Some("Host=127.0.0.1;Port=5432;Username=postgres".into()),
+            Engine::MySql => Some("Server=127.0.0.1;Port=3306;Uid=root;Pwd=".into()),
+            Engine::SqlServer => None,
         }
     }
 
     pub fn dialect(self) -> SqlDialect {
         match self {
-            Server::PostgreSql => SqlDialect::PostgreSql,
-            Server::MySql => SqlDialect::MySql,
-            Server::SqlServer => SqlDialect::SqlServer,
+            Engine::PostgreSql => SqlDialect::PostgreSql,
+            Engine::MySql => SqlDialect::MySql,
+            Engine::SqlServer => SqlDialect::SqlServer,
         }
     }
 }
 
 /// A database name reserved for one test; dropped (if it was created) on drop.
 pub struct TestDatabase {
-    pub server: Server,
+    pub server: Engine,
     pub name: String,
     base: String,
 }
 
 impl TestDatabase {
     /// Reserves a fresh database name on `server`, or says why the server cannot be used.
-    pub async fn reserve(server: Server) -> Result<Self, String> {
+    pub async fn reserve(server: Engine) -> Result<Self, String> {
         let base = server.base_connection_string().ok_or_else(|| {
             format!(
                 "no {server:?} server configured (set {} to a connection string without a database)",
@@ -102,9 +102,9 @@ impl TestDatabase {
         let connection = sql_connection::parse(self.server.dialect(), connection_string)
             .expect("test connection string parses");
         match self.server {
-            Server::PostgreSql => DatabaseSettings::PostgreSql { connection },
-            Server::MySql => DatabaseSettings::MySql { connection },
-            Server::SqlServer => DatabaseSettings::SqlServer { connection },
+            Engine::PostgreSql => DatabaseSettings::PostgreSql { connection },
+            Engine::MySql => DatabaseSettings::MySql { connection },
+            Engine::SqlServer => DatabaseSettings::SqlServer { connection },
         }
     }
 
@@ -125,7 +125,7 @@ impl TestDatabase {
         let args = self.script_args();
         let (user, password) = (&args[7], &args[9]);
         let text = match self.server {
-            Server::PostgreSql => format!(
+            Engine::PostgreSql => format!(
                 "Host={};Port={};Username={user};Password={password};Database={};{extra}",
                 address.ip(),
                 address.port(),
@@ -153,7 +153,7 @@ impl TestDatabase {
             panic!("the script connects over TCP")
         };
         let (engine, default_port) = match self.server {
-            Server::PostgreSql => ("postgresql", 5432),
+            Engine::PostgreSql => ("postgresql", 5432),
             _ => ("mysql", 3306),
         };
         let password = connection
@@ -188,15 +188,15 @@ impl TestDatabase {
                 "{};Database={}",
                 self.base.trim_end_matches(';'),
                 match self.server {
-                    Server::PostgreSql => "postgres",
-                    Server::MySql => "mysql",
-                    Server::SqlServer => "master",
+                    Engine::PostgreSql => "postgres",
+                    Engine::MySql => "mysql",
+                    Engine::SqlServer => "master",
                 }
             ),
         )
         .map_err(|e| e.to_string())?;
         match self.server {
-            Server::PostgreSql => {
+            Engine::PostgreSql => {
                 let options = postgres_options(&connection);
                 let mut conn = timed(options.connect()).await?;
                 if let Some(statement) = sql(&self.name) {
@@ -207,7 +207,7 @@ impl TestDatabase {
                 }
                 let _ = conn.close().await;
             }
-            Server::MySql => {
+            Engine::MySql => {
                 let options = mysql_options(&connection);
                 let mut conn = timed(options.connect()).await?;
                 if let Some(statement) = sql(&self.name) {
@@ -218,7 +218,7 @@ impl TestDatabase {
                 }
                 let _ = conn.close().await;
             }
-            Server::SqlServer => {
+            Engine::SqlServer => {
                 use tokio_util::compat::TokioAsyncWriteCompatExt;
                 let config =
                     key_connector::store::sqlserver::tiberius_config(&connection, "master");
@@ -250,7 +250,7 @@ impl TestDatabase {
     /// Creates the (empty) database, for tests that build an upstream-made one by hand.
     pub async fn create_empty(&self) {
         let create: fn(&str) -> Option<String> = match self.server {
-            Server::PostgreSql => |name: &str| Some(format!("CREATE DATABASE \"{name}\"")),
+            Engine::PostgreSql => |name: &str| Some(format!("CREATE DATABASE \"{name}\"")),
             _ => |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")),
         };
         self.admin(create).await.expect("test database created");
@@ -265,7 +265,7 @@ impl TestDatabase {
         };
         let query = sqlx::AssertSqlSafe(query.to_string());
         match self.server {
-            Server::PostgreSql => {
+            Engine::PostgreSql => {
                 let mut conn = timed(postgres_options(&connection).connect())
                     .await
                     .unwrap();
@@ -288,7 +288,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let drop_statement: fn(&str) -> Option<String> = match self.server {
-            Server::PostgreSql => {
+            Engine::PostgreSql => {
                 |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             }
             _ => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
@@ -349,7 +349,10 @@ fn mysql_options(
     if let Some(user) = &connection.user {
         options = options.username(user);
     }
-    if let Some(password) = &connection.password {
+    // An empty password is no password (a scrambled empty string matches no account).
+    if let Some(password) = &connection.password
+        && !secrecy::ExposeSecret::expose_secret(password).is_empty()
+    {
         options = options.password(secrecy::ExposeSecret::expose_secret(password));
     }
     options.disable_statement_logging()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::databases::{Server, TestDatabase};
+use crate::databases::{Engine, TestDatabase};
 use crate::helpers::{
     AppOptions, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
 };
@@ -21,7 +21,7 @@ use crate::skip_or_fail;
 /// Short timeouts so that the test runs in seconds; the defaults are 5 s each.
 const FAST_TIMEOUTS: &str = "Timeout=2;Command Timeout=2";
 
-async fn reserve(server: Server) -> Result<(TestDatabase, Proxy), String> {
+async fn reserve(server: Engine) -> Result<(TestDatabase, Proxy), String> {
     let database = TestDatabase::reserve(server).await?;
     let proxy = Proxy::start(database.server_address().await).await;
     Ok((database, proxy))
@@ -64,7 +64,7 @@ async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> Loa
     report
 }
 
-async fn outage_under_load(server: Server) {
+async fn outage_under_load(server: Engine) {
     let (database, proxy) = match reserve(server).await {
         Ok(pair) => pair,
         Err(reason) => skip_or_fail!("{reason}"),
@@ -172,7 +172,7 @@ async fn outage_under_load(server: Server) {
     }
 }
 
-async fn start_up_waits_for_the_database(server: Server) {
+async fn start_up_waits_for_the_database(server: Engine) {
     let (database, proxy) = match reserve(server).await {
         Ok(pair) => pair,
         Err(reason) => skip_or_fail!("{reason}"),
@@ -210,20 +210,20 @@ async fn start_up_waits_for_the_database(server: Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_outage_under_load_answers_503_and_recovers_losing_nothing() {
-    outage_under_load(Server::PostgreSql).await;
+    outage_under_load(Engine::PostgreSql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_outage_under_load_answers_503_and_recovers_losing_nothing() {
-    outage_under_load(Server::MySql).await;
+    outage_under_load(Engine::MySql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_start_up_retries_until_the_database_answers() {
-    start_up_waits_for_the_database(Server::PostgreSql).await;
+    start_up_waits_for_the_database(Engine::PostgreSql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_start_up_retries_until_the_database_answers() {
-    start_up_waits_for_the_database(Server::MySql).await;
+    start_up_waits_for_the_database(Engine::MySql).await;
 }

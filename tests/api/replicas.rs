@@ -9,13 +9,13 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::binary::{Service, free_port, read_key, service_command};
-use crate::databases::{Server, TestDatabase};
+use crate::databases::{Engine, TestDatabase};
 use crate::helpers::{TestIdp, random_key};
 use crate::skip_or_fail;
 
 const REPLICAS: usize = 4;
 
-async fn replicas_share_one_truth(server: Server) {
+async fn replicas_share_one_truth(server: Engine) {
     let database = match TestDatabase::reserve(server).await {
         Ok(database) => database,
         Err(reason) => skip_or_fail!("{reason}"),
@@ -23,7 +23,7 @@ async fn replicas_share_one_truth(server: Server) {
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
     let (provider, setting) = match server {
-        Server::PostgreSql => ("postgresql", "postgreSqlConnectionString"),
+        Engine::PostgreSql => ("postgresql", "postgreSqlConnectionString"),
         _ => ("mysql", "mySqlConnectionString"),
     };
     // Every command is built (and the shared certificate written) before any is started,
@@ -51,14 +51,14 @@ async fn replicas_share_one_truth(server: Server) {
 
     let symmetric_keys = database
         .column(match server {
-            Server::PostgreSql => r#"SELECT "SymmetricKey" FROM "ApplicationDatas""#,
+            Engine::PostgreSql => r#"SELECT "SymmetricKey" FROM "ApplicationDatas""#,
             _ => "SELECT `SymmetricKey` FROM `ApplicationDatas`",
         })
         .await;
     assert_eq!(symmetric_keys.len(), 1, "exactly one symmetric key row");
     let history = database
         .column(match server {
-            Server::PostgreSql => r#"SELECT "MigrationId" FROM "__EFMigrationsHistory""#,
+            Engine::PostgreSql => r#"SELECT "MigrationId" FROM "__EFMigrationsHistory""#,
             _ => "SELECT `MigrationId` FROM `__EFMigrationsHistory`",
         })
         .await;
@@ -149,10 +149,10 @@ async fn replicas_share_one_truth(server: Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
-    replicas_share_one_truth(Server::PostgreSql).await;
+    replicas_share_one_truth(Engine::PostgreSql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
-    replicas_share_one_truth(Server::MySql).await;
+    replicas_share_one_truth(Engine::MySql).await;
 }

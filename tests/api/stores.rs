@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-use crate::databases::{Server, TestDatabase};
+use crate::databases::{Engine, TestDatabase};
 
 /// A backend under test.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +25,7 @@ impl Backend {
     /// SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`); elsewhere its
     /// tests are skipped even when backends are required.
     fn not_configured(self) -> bool {
-        matches!(self, Backend::SqlServer) && Server::SqlServer.base_connection_string().is_none()
+        matches!(self, Backend::SqlServer) && Engine::SqlServer.base_connection_string().is_none()
     }
 
     fn settings(self, dir: &Path) -> DatabaseSettings {
@@ -54,11 +54,11 @@ impl Backend {
         Ok(match self {
             Backend::Sqlite | Backend::Json => Storage::Dir(self, tempfile::tempdir().unwrap()),
             Backend::PostgreSql => {
-                Storage::Database(TestDatabase::reserve(Server::PostgreSql).await?)
+                Storage::Database(TestDatabase::reserve(Engine::PostgreSql).await?)
             }
-            Backend::MySql => Storage::Database(TestDatabase::reserve(Server::MySql).await?),
+            Backend::MySql => Storage::Database(TestDatabase::reserve(Engine::MySql).await?),
             Backend::SqlServer => {
-                Storage::Database(TestDatabase::reserve(Server::SqlServer).await?)
+                Storage::Database(TestDatabase::reserve(Engine::SqlServer).await?)
             }
         })
     }
@@ -713,12 +713,12 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     use key_connector::store::StoreError;
     for (server, dialect, text) in [
         (
-            Server::PostgreSql,
+            Engine::PostgreSql,
             SqlDialect::PostgreSql,
             "Username=no_such_user_kc;Password=x".to_string(),
         ),
         (
-            Server::MySql,
+            Engine::MySql,
             SqlDialect::MySql,
             "Uid=root;Pwd=certainly-wrong".to_string(),
         ),
@@ -753,5 +753,73 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
         let message = error.to_string();
         assert!(message.contains("ConnectionString"), "{message}");
         assert!(!message.contains("certainly-wrong"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
+    use key_connector::store::StoreError;
+    let database = match TestDatabase::reserve(Engine::PostgreSql).await {
+        Ok(database) => database,
+        Err(reason) => crate::skip_or_fail!("{reason}"),
+    };
+    let address = database.server_address().await;
+    let encrypted = database.settings_via(address, "SSL Mode=Require;Application Name=kc-tls-test");
+    let store = match open_store(&encrypted).await {
+        Ok(store) => store,
+        Err(StoreError::Config(message)) if message.contains("TLS") => {
+            crate::skip_or_fail!("this PostgreSQL server has no TLS: {message}")
+        }
+        Err(error) => panic!("{error}"),
+    };
+    let id = Uuid::new_v4();
+    store.create_user_key(&row(id, "over-tls")).await.unwrap();
+    assert_eq!(
+        store.read_user_key(id).await.unwrap().unwrap().sealed_key,
+        "over-tls"
+    );
+    let ssl = database
+        .column(
+            "SELECT bool_and(s.ssl)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'kc-tls-test'",
+        )
+        .await;
+    assert_eq!(
+        ssl,
+        [Some("true".to_owned())],
+        "the store's connections are encrypted"
+    );
+    store.close().await;
+
+    // The machine's server certificate is self-signed: full verification must refuse it,
+    // at once and as a setting to fix, not as an outage to wait out.
+    let verified = database.settings_via(address, "SSL Mode=VerifyFull");
+    let error = open_store(&verified).await.err().expect("refused");
+    assert!(matches!(error, StoreError::Config(_)), "{error}");
+    assert!(error.to_string().contains("TLS"), "{error}");
+}
+
+#[tokio::test]
+async fn mysql_tls_required_is_used_or_refused_at_once() {
+    use key_connector::store::StoreError;
+    let database = match TestDatabase::reserve(Engine::MySql).await {
+        Ok(database) => database,
+        Err(reason) => crate::skip_or_fail!("{reason}"),
+    };
+    database.create_empty().await;
+    let have_ssl = database.column("SELECT CAST(@@have_ssl AS CHAR)").await;
+    let address = database.server_address().await;
+    let result = open_store(&database.settings_via(address, "SslMode=Required")).await;
+    match (have_ssl.first().cloned().flatten().as_deref(), result) {
+        (Some("YES"), Ok(store)) => store.ping().await.unwrap(),
+        (Some("YES"), Err(error)) => panic!("TLS offered but not used: {error}"),
+        // No TLS on the server: a setting to fix, reported at once, not retried forever.
+        (_, Err(error)) => {
+            assert!(matches!(error, StoreError::Config(_)), "{error}");
+            assert!(error.to_string().contains("TLS"), "{error}");
+        }
+        (other, Ok(_)) => {
+            panic!("connected with SslMode=Required to a server without TLS ({other:?})")
+        }
     }
 }
