@@ -49,6 +49,19 @@ enum Command {
         #[arg(long, default_value = "http://localhost:8080", value_name = "URL")]
         web_vault_uri: String,
     },
+    /// Check the settings, the database, the RSA key, the symmetric key, a sample of user
+    /// keys and the identity server, without changing anything. Exit status 1 on any failure.
+    CheckConfig,
+    /// Copy every user key into the `transferTo` database and RSA key (upstream's transfer,
+    /// on demand, whatever the lock file says), verifying each copy.
+    Transfer {
+        /// Report what would be copied; write no key (an absent target store is created
+        /// empty, as the service would).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// How many users have a key, and when keys were created and last read.
+    Stats,
 }
 
 #[tokio::main]
@@ -60,6 +73,9 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
+        Command::CheckConfig => admin::check_config(cli.config).await,
+        Command::Transfer { dry_run } => admin::transfer(cli.config, dry_run).await,
+        Command::Stats => admin::stats(cli.config).await,
         Command::Dev {
             data_dir,
             port,
@@ -111,6 +127,126 @@ async fn serve(config_file: Option<PathBuf>) -> ExitCode {
     };
     app.run_until_stopped(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// The admin subcommands: same settings as `serve`, results on stdout, logs on stderr.
+mod admin {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use key_connector::config::{self, ConfigSource, LoadedSettings};
+    use key_connector::operations::{KeyDatabase, check, stats, transfer};
+
+    fn load(config_file: Option<PathBuf>) -> Result<LoadedSettings, ExitCode> {
+        config::load(&ConfigSource::from_process(config_file)).map_err(|error| {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        })
+    }
+
+    pub async fn check_config(config_file: Option<PathBuf>) -> ExitCode {
+        let loaded = match load(config_file) {
+            Ok(loaded) => loaded,
+            Err(code) => {
+                println!("FAIL  settings           see the error above");
+                return code;
+            }
+        };
+        let listen = config::listen::parse_listen_urls(
+            std::env::var("ASPNETCORE_URLS").ok().as_deref(),
+            std::env::var("ASPNETCORE_HTTP_PORTS").ok().as_deref(),
+        )
+        .map_err(|e| e.to_string());
+        let report = check::run(&loaded, listen).await;
+        print!("{}", report.render());
+        if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    pub async fn transfer(config_file: Option<PathBuf>, dry_run: bool) -> ExitCode {
+        let loaded = match load(config_file) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
+        let settings = &loaded.settings;
+        let Some(target) = settings
+            .transfer_to
+            .as_ref()
+            .and_then(|t| t.target.as_ref())
+        else {
+            tracing::error!(
+                "no transfer target: set keyConnectorSettings__transferTo__database__provider (and its connection setting) \
+                 and keyConnectorSettings__transferTo__rsaKey__provider (and its certificate settings)"
+            );
+            return ExitCode::FAILURE;
+        };
+        let result = async {
+            let source =
+                KeyDatabase::open("source", &settings.database, &settings.rsa_key, false).await?;
+            let target = KeyDatabase::open(
+                "transfer target",
+                &target.database,
+                &target.rsa_key,
+                !dry_run,
+            )
+            .await?;
+            let report = transfer::transfer(&source, &target, dry_run, true).await;
+            source.store.close().await;
+            target.store.close().await;
+            report
+        }
+        .await;
+        match result {
+            Ok(report) => {
+                let verb = if dry_run { "would copy" } else { "copied" };
+                println!("{}", report.summary().replace("copied", verb));
+                for (id, reason) in &report.skipped {
+                    println!("skipped  {id}: {reason}");
+                }
+                for id in &report.conflicts {
+                    println!("conflict {id}: the target holds a different key (left alone)");
+                }
+                if report.is_complete() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub async fn stats(config_file: Option<PathBuf>) -> ExitCode {
+        let loaded = match load(config_file) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
+        let store = match key_connector::store::open_store(&loaded.settings.database).await {
+            Ok(store) => store,
+            Err(error) => {
+                tracing::error!("cannot open the key store: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let rows = store.list_user_keys().await;
+        store.close().await;
+        match rows {
+            Ok(rows) => {
+                println!("{}", stats::compute(&rows));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!("cannot list user keys: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

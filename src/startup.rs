@@ -22,6 +22,7 @@ use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
+use crate::operations::{KeyDatabase, transfer};
 use crate::routes;
 use crate::state::AppState;
 use crate::store::last_access::LastAccessRecorder;
@@ -63,18 +64,6 @@ impl Application {
     /// Opens the store and key provider, unwraps or creates the symmetric key, starts token
     /// discovery and binds every listener.
     pub async fn build(settings: &Settings, listen: &[ListenUrl]) -> Result<Self, StartupError> {
-        if let Some(transfer) = &settings.transfer_to
-            && transfer.target_configured
-            && !transfer.lockfile_path.exists()
-        {
-            return Err(StartupError::Unsupported(format!(
-                "keyConnectorSettings:transferTo is configured (target database and RSA key, no lock file at {}), \
-                 but transfers are not supported by this version yet; run the transfer with the official container, \
-                 or remove keyConnectorSettings__transferTo__database / __rsaKey",
-                transfer.lockfile_path.display()
-            )));
-        }
-
         let store = retry_transient(
             "key store",
             || open_store(&settings.database),
@@ -120,6 +109,19 @@ impl Application {
             }
         }
 
+        let cipher = Arc::new(cipher);
+        // Upstream's `transferTo` runs before the first request. A failed transfer leaves the
+        // source untouched and the lock file saying "in progress": the service serves the
+        // source as upstream does, and the next start resumes the copy.
+        let source = KeyDatabase {
+            store: Arc::clone(&store),
+            rsa_key: Arc::clone(&rsa_key),
+            cipher: Some(Arc::clone(&cipher)),
+        };
+        if let Err(error) = transfer::run_at_start_up(settings, &source).await {
+            tracing::error!("transferTo failed: {error}");
+        }
+
         let background = CancellationToken::new();
         let auth = Authenticator::new(&settings.identity_server_uri);
         auth.spawn_discovery(background.child_token());
@@ -134,7 +136,7 @@ impl Application {
         let state = AppState {
             last_access: LastAccessRecorder::new(Arc::clone(&store)),
             store,
-            cipher: Arc::new(cipher),
+            cipher,
             rsa_key,
             auth,
         };

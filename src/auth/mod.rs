@@ -11,7 +11,7 @@
 //! and an unknown `kid` refreshes the JWKS at most once per [`AuthOptions::min_refresh_interval`].
 
 pub mod dev_issuer;
-mod jwks;
+pub mod jwks;
 mod token_cache;
 
 use std::sync::{Arc, RwLock};

@@ -14,6 +14,17 @@ pub enum ListenHost {
     Ip(IpAddr),
 }
 
+impl std::fmt::Display for ListenHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenHost::Any => f.write_str("*"),
+            ListenHost::Loopback => f.write_str("localhost"),
+            ListenHost::Ip(ip @ std::net::IpAddr::V6(_)) => write!(f, "[{ip}]"),
+            ListenHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
 /// One `http://host:port` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenUrl {

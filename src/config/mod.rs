@@ -78,13 +78,23 @@ pub enum CertificateSettings {
     NotYetSupported { provider: String },
 }
 
-/// `transferTo`: upstream's one-shot copy into another database at start-up.
+/// `transferTo`: upstream's one-shot copy into another database at start-up, and the
+/// target of the `transfer` command.
 #[derive(Debug)]
 pub struct TransferToSettings {
-    pub lockfile_path: PathBuf,
-    /// Whether the target database and RSA key are configured, which makes upstream run
-    /// the transfer when the lock file is absent.
-    pub target_configured: bool,
+    /// `transferTo:lockfilePath`: with a target, the copy runs at start-up unless this file
+    /// exists (upstream's rule); it is written when the copy starts.
+    pub lockfile_path: Option<PathBuf>,
+    /// `transferTo:database` and `transferTo:rsaKey` (with `transferTo:certificate`), when
+    /// both are configured.
+    pub target: Option<TransferTarget>,
+}
+
+/// Where a transfer copies to.
+#[derive(Debug)]
+pub struct TransferTarget {
+    pub database: DatabaseSettings,
+    pub rsa_key: RsaKeySettings,
 }
 
 /// A setting that is missing or wrong. Names the setting in both spellings.

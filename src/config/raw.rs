@@ -16,7 +16,8 @@ use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
     CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferToSettings,
+    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferTarget,
+    TransferToSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -432,21 +433,25 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
         .ok_or_else(|| ConfigError::new("database:provider", "is required: sqlite or json"))?;
     let rsa_key = rsa_key_settings(values, "")?;
 
-    let transfer_to = match values.get("transferTo:lockfilePath") {
-        None => None,
-        Some(lockfile) => {
-            let target_database = database_settings(values, "transferTo:database")?;
-            let target_configured =
-                target_database.is_some() && values.get("transferTo:rsaKey:provider").is_some();
-            if target_configured {
-                rsa_key_settings(values, "transferTo:")?;
-            }
-            Some(TransferToSettings {
-                lockfile_path: PathBuf::from(lockfile),
-                target_configured,
+    // Upstream runs a transfer only when both the target database and RSA key are set.
+    let target = match database_settings(values, "transferTo:database")? {
+        Some(database) if values.get("transferTo:rsaKey:provider").is_some() => {
+            Some(TransferTarget {
+                database,
+                rsa_key: rsa_key_settings(values, "transferTo:")?,
             })
         }
+        _ => None,
     };
+    let lockfile_path = values
+        .get("transferTo:lockfilePath")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let transfer_to = (lockfile_path.is_some() || target.is_some()).then_some(TransferToSettings {
+        lockfile_path,
+        target,
+    });
 
     Ok(Settings {
         web_vault_origin,
@@ -990,7 +995,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let transfer = s.transfer_to.as_ref().unwrap();
-        assert!(!transfer.target_configured);
+        assert!(transfer.target.is_none());
+        assert_eq!(
+            transfer.lockfile_path.as_deref(),
+            Some(Path::new("/etc/bitwarden/transfer.lock"))
+        );
         assert_eq!(loaded.config_file.as_deref(), Some(file.as_path()));
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
@@ -1051,7 +1060,11 @@ mod tests {
             "/t.pfx",
         );
         let loaded = load_env(env).unwrap();
-        assert!(loaded.settings.transfer_to.unwrap().target_configured);
+        let target = loaded.settings.transfer_to.unwrap().target.unwrap();
+        assert!(matches!(
+            target.database,
+            DatabaseSettings::Sqlite { .. } | DatabaseSettings::Json { .. }
+        ));
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 

@@ -80,6 +80,20 @@ pub async fn load_or_create_symmetric_key(
     }
 }
 
+/// Unwraps the stored key if there is one; never writes. For tasks that must not change a
+/// database they only read (`check-config`, dry runs).
+pub async fn unwrap_existing(
+    store: &dyn UserKeyStore,
+    provider: &dyn RsaKeyProvider,
+) -> Result<Option<UserKeyCipher>, BootstrapError> {
+    match store.read_symmetric_key().await? {
+        Some(wrapped) => Ok(Some(cipher_from(
+            &unwrap_stored(&wrapped, provider).await?,
+        )?)),
+        None => Ok(None),
+    }
+}
+
 async fn unwrap_stored(
     wrapped: &str,
     provider: &dyn RsaKeyProvider,

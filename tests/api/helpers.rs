@@ -122,6 +122,10 @@ pub struct AppOptions {
     pub identity_server_uri: Option<String>,
     /// A database to use instead of `store`'s file in the data directory.
     pub database: Option<DatabaseSettings>,
+    /// `transferTo` settings.
+    pub transfer_to: Option<key_connector::config::TransferToSettings>,
+    /// An RSA key instead of the shared test certificate.
+    pub rsa_key: Option<RsaKeySettings>,
 }
 
 impl Default for AppOptions {
@@ -131,6 +135,8 @@ impl Default for AppOptions {
             data_dir: None,
             identity_server_uri: None,
             database: None,
+            transfer_to: None,
+            rsa_key: None,
         }
     }
 }
@@ -210,6 +216,10 @@ pub async fn try_spawn_app_with(
     let mut settings = settings_for(options.store, data_dir.path(), &identity);
     if let Some(database) = options.database {
         settings.database = database;
+    }
+    settings.transfer_to = options.transfer_to;
+    if let Some(rsa_key) = options.rsa_key {
+        settings.rsa_key = rsa_key;
     }
     let app = Application::build(&settings, &loopback_port_zero()).await?;
     let address = app.local_addrs()[0];

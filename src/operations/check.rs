@@ -1,0 +1,236 @@
+//! `check-config`: everything the server would do before its first request, and a little
+//! more, reported line by line without changing anything.
+//!
+//! Checks, in order: the settings; the store (opened, schema checked, keys counted); the RSA
+//! key (loaded, health check); the symmetric key (unwrapped, never created); a sample of user
+//! keys decrypted; the identity server's discovery document and keys; the transfer target if
+//! one is configured. The exit status is non-zero when any check fails.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::KeyDatabase;
+use crate::config::{ListenUrl, LoadedSettings};
+
+/// User keys decrypted to prove the symmetric key fits the data.
+const SAMPLE: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Warning,
+    Failed,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub outcome: Outcome,
+    pub subject: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, outcome: Outcome, subject: &'static str, detail: impl Into<String>) {
+        self.checks.push(Check {
+            outcome,
+            subject,
+            detail: detail.into(),
+        });
+    }
+
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.outcome != Outcome::Failed)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for check in &self.checks {
+            let tag = match check.outcome {
+                Outcome::Ok => "ok  ",
+                Outcome::Warning => "warn",
+                Outcome::Failed => "FAIL",
+            };
+            let _ = writeln!(out, "{tag}  {:<18} {}", check.subject, check.detail);
+        }
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .count();
+        let _ = if failed == 0 {
+            writeln!(out, "\nall checks passed")
+        } else {
+            writeln!(out, "\n{failed} check(s) failed")
+        };
+        out
+    }
+}
+
+/// Runs every check. Nothing is written anywhere.
+pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>) -> Report {
+    let mut report = Report::default();
+    let settings = &loaded.settings;
+    report.push(
+        Outcome::Ok,
+        "settings",
+        match &loaded.config_file {
+            Some(path) => format!("read from {} and the environment", path.display()),
+            None => "read from the environment".to_owned(),
+        },
+    );
+    for warning in &loaded.warnings {
+        report.push(Outcome::Warning, "settings", warning.clone());
+    }
+    match listen {
+        Ok(urls) => report.push(
+            Outcome::Ok,
+            "listen",
+            urls.iter()
+                .map(|u| format!("{}:{}", u.host, u.port))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Err(error) => report.push(Outcome::Failed, "listen", error),
+    }
+
+    let source = KeyDatabase::open("database", &settings.database, &settings.rsa_key, false).await;
+    match source {
+        Err(error) => report.push(Outcome::Failed, "database/RSA key", error.to_string()),
+        Ok(source) => {
+            report.push(
+                Outcome::Ok,
+                "database",
+                format!("{} store opened, schema checked", source.store.kind()),
+            );
+            report.push(Outcome::Ok, "RSA key", source.rsa_key.describe());
+            match source.rsa_key.check_health().await {
+                Ok(()) => report.push(Outcome::Ok, "RSA key health", "answers"),
+                Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
+            }
+            check_keys(&mut report, &source).await;
+            source.store.close().await;
+        }
+    }
+
+    check_identity_server(&mut report, &settings.identity_server_uri).await;
+
+    if let Some(target) = settings
+        .transfer_to
+        .as_ref()
+        .and_then(|t| t.target.as_ref())
+    {
+        match KeyDatabase::open("transfer target", &target.database, &target.rsa_key, false).await {
+            Ok(target) => {
+                report.push(
+                    Outcome::Ok,
+                    "transfer target",
+                    format!(
+                        "{} store and {} open; {}",
+                        target.store.kind(),
+                        target.rsa_key.describe(),
+                        if target.cipher.is_some() {
+                            "its symmetric key unwraps"
+                        } else {
+                            "no symmetric key yet (the transfer creates one)"
+                        }
+                    ),
+                );
+                target.store.close().await;
+            }
+            Err(error) => report.push(Outcome::Failed, "transfer target", error.to_string()),
+        }
+    }
+    report
+}
+
+async fn check_keys(report: &mut Report, source: &KeyDatabase) {
+    let rows = match source.store.list_user_keys().await {
+        Ok(rows) => rows,
+        Err(error) => {
+            report.push(Outcome::Failed, "user keys", error.to_string());
+            return;
+        }
+    };
+    let Some(cipher) = &source.cipher else {
+        if rows.is_empty() {
+            report.push(
+                Outcome::Ok,
+                "symmetric key",
+                "none yet: a new database; the service creates it at first start",
+            );
+        } else {
+            report.push(
+                Outcome::Failed,
+                "symmetric key",
+                format!("missing, but the database holds {} user keys", rows.len()),
+            );
+        }
+        return;
+    };
+    report.push(Outcome::Ok, "symmetric key", "unwrapped by the RSA key");
+    let sample: Vec<_> = rows.iter().take(SAMPLE).collect();
+    let unreadable: Vec<_> = sample
+        .iter()
+        .filter(|row| cipher.open_user_key(&row.sealed_key).is_err())
+        .map(|row| row.id.to_string())
+        .collect();
+    if unreadable.is_empty() {
+        report.push(
+            Outcome::Ok,
+            "user keys",
+            format!(
+                "{} stored; {} sampled, all decrypt",
+                rows.len(),
+                sample.len()
+            ),
+        );
+    } else {
+        report.push(
+            Outcome::Failed,
+            "user keys",
+            format!(
+                "{} of {} sampled do not decrypt: {}",
+                unreadable.len(),
+                sample.len(),
+                unreadable.join(", ")
+            ),
+        );
+    }
+}
+
+async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            report.push(Outcome::Failed, "identity server", error.to_string());
+            return;
+        }
+    };
+    let discovery = format!(
+        "{}/.well-known/openid-configuration",
+        identity_server_uri.trim_end_matches('/')
+    );
+    match crate::auth::jwks::fetch_identity_keys(&client, &discovery).await {
+        Ok(keys) => report.push(
+            Outcome::Ok,
+            "identity server",
+            format!("issuer {}, {} signing key(s)", keys.issuer, keys.keys.len()),
+        ),
+        // The service starts without it (and answers 503 until it is reachable), so this is
+        // a warning: the identity server may simply not be up yet.
+        Err(error) => report.push(
+            Outcome::Warning,
+            "identity server",
+            format!("{discovery}: {error}"),
+        ),
+    }
+}

@@ -1,0 +1,84 @@
+//! Operator tasks run by the same binary with the same settings: the start-up `transferTo`
+//! copy, and the admin subcommands (`check-config`, `transfer`, `stats`).
+//!
+//! Each task opens what it needs through the same seams as the server ([`open_store`],
+//! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
+//! write a key differently from the service.
+
+pub mod check;
+pub mod progress;
+pub mod stats;
+pub mod transfer;
+
+use std::sync::Arc;
+
+use crate::config::{DatabaseSettings, RsaKeySettings};
+use crate::crypto::UserKeyCipher;
+use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
+use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
+use crate::store::{StoreError, UserKeyStore, open_store};
+
+/// Why a task could not run. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    #[error("{what}: cannot open the key store: {source}")]
+    Store {
+        what: &'static str,
+        source: StoreError,
+    },
+    #[error("{what}: cannot load the RSA key: {source}")]
+    RsaKey {
+        what: &'static str,
+        source: KeyProviderError,
+    },
+    #[error("{what}: {source}")]
+    SymmetricKey {
+        what: &'static str,
+        source: BootstrapError,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A store with the RSA key and (when it has one) the symmetric key that seal its keys.
+pub struct KeyDatabase {
+    pub store: Arc<dyn UserKeyStore>,
+    pub rsa_key: Arc<dyn RsaKeyProvider>,
+    /// `None` when the database has no symmetric key yet and none was to be created.
+    pub cipher: Option<Arc<UserKeyCipher>>,
+}
+
+impl KeyDatabase {
+    /// Opens `database` with `rsa_key`. With `create_symmetric_key`, a database without a
+    /// symmetric key gets one (as the server does at start-up); otherwise nothing is written.
+    /// `what` names the database in messages ("source", "transfer target").
+    pub async fn open(
+        what: &'static str,
+        database: &DatabaseSettings,
+        rsa_key: &RsaKeySettings,
+        create_symmetric_key: bool,
+    ) -> Result<Self, OperationError> {
+        let store = open_store(database)
+            .await
+            .map_err(|source| OperationError::Store { what, source })?;
+        let rsa_key = open_rsa_key_provider(rsa_key)
+            .await
+            .map_err(|source| OperationError::RsaKey { what, source })?;
+        let cipher = if create_symmetric_key {
+            let (cipher, _) = load_or_create_symmetric_key(store.as_ref(), rsa_key.as_ref())
+                .await
+                .map_err(|source| OperationError::SymmetricKey { what, source })?;
+            Some(Arc::new(cipher))
+        } else {
+            unwrap_existing(store.as_ref(), rsa_key.as_ref())
+                .await
+                .map_err(|source| OperationError::SymmetricKey { what, source })?
+                .map(Arc::new)
+        };
+        Ok(Self {
+            store,
+            rsa_key,
+            cipher,
+        })
+    }
+}

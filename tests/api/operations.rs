@@ -1,0 +1,436 @@
+//! Operating the service: upstream's start-up `transferTo`, and the admin subcommands
+//! (`check-config`, `transfer`, `stats`) of the real binary.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use key_connector::config::{
+    CertificateSettings, DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings,
+};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
+
+/// A second certificate, so that the target is sealed under another RSA key.
+fn target_pfx(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("target.pfx");
+    if !path.exists() {
+        let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(
+            2048,
+            "target",
+            Some("target-pw"),
+        )
+        .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    path
+}
+
+fn json_target(dir: &Path) -> TransferTarget {
+    TransferTarget {
+        database: DatabaseSettings::Json {
+            path: dir.join("target.json"),
+        },
+        rsa_key: RsaKeySettings::Certificate(CertificateSettings::Filesystem {
+            path: target_pfx(dir),
+            password: Some("target-pw".to_owned().into()),
+        }),
+    }
+}
+
+/// Serves the transfer target (JSON file, target certificate) on its own.
+async fn serve_target(idp: &Arc<TestIdp>, dir: &Path) -> crate::helpers::TestApp {
+    let target_dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(target_pfx(dir), target_dir.path().join("key.pfx")).unwrap();
+    std::fs::copy(dir.join("target.json"), target_dir.path().join("data.json")).unwrap();
+    spawn_app_with(
+        Arc::clone(idp),
+        AppOptions {
+            store: StoreKind::Json,
+            data_dir: Some(target_dir),
+            rsa_key: Some(json_target(dir).rsa_key),
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_copies_every_key_once_verifies_and_records_completion() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let lockfile = dir.path().join("transfer.lock");
+
+    // A source database with keys, served first without any transfer.
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..15 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        users.push((user, key));
+    }
+    app.shutdown().await;
+
+    // Restart with transferTo: the copy runs before serving.
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            transfer_to: Some(TransferToSettings {
+                lockfile_path: Some(lockfile.clone()),
+                target: Some(json_target(dir.path())),
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let lock = std::fs::read_to_string(&lockfile).unwrap();
+    assert!(
+        lock.starts_with("key-connector transfer completed"),
+        "{lock}"
+    );
+    assert!(
+        lock.contains("15 user keys: 15 copied, 0 already present, 15 verified, 0 skipped"),
+        "{lock}"
+    );
+    // The source is still served as it was.
+    for (user, key) in &users {
+        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+    }
+    // A key stored after the transfer is not copied by the next start: the lock file exists.
+    let late = Uuid::new_v4();
+    assert_eq!(
+        app.post_key(&idp.token_for(late), &random_key())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.shutdown().await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            transfer_to: Some(TransferToSettings {
+                lockfile_path: Some(lockfile.clone()),
+                target: Some(json_target(dir.path())),
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&lockfile).unwrap(),
+        lock,
+        "ran once"
+    );
+    app.shutdown().await;
+
+    // The target, served with its own certificate, has every key transferred, sealed anew.
+    let target = serve_target(&idp, dir.path()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            target.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key)
+        );
+    }
+    assert_eq!(target.read_key(&idp.token_for(late)).await, Err(404));
+    let source_text = std::fs::read_to_string(dir.path().join("target.json")).unwrap();
+    assert!(
+        !source_text.contains(&users[0].1),
+        "keys are sealed, not copied in clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let lockfile = dir.path().join("transfer.lock");
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let key = random_key();
+    assert_eq!(
+        app.post_key(&idp.token_for(user), &key).await.status(),
+        StatusCode::OK
+    );
+    app.shutdown().await;
+
+    // Upstream writes the lock file with a .NET date before copying: never run then.
+    std::fs::write(&lockfile, "11/25/2026 6:30:00 AM").unwrap();
+    let options = || AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        transfer_to: Some(TransferToSettings {
+            lockfile_path: Some(lockfile.clone()),
+            target: Some(json_target(dir.path())),
+        }),
+        ..AppOptions::default()
+    };
+    spawn_app_with(Arc::clone(&idp), options())
+        .await
+        .shutdown()
+        .await;
+    assert!(
+        !dir.path().join("target.json").exists(),
+        "no transfer under upstream's lock file"
+    );
+
+    // Our own marker of an unfinished copy: the next start runs it again.
+    std::fs::write(
+        &lockfile,
+        "key-connector transfer in progress since 2026-11-25T06:30:00Z\n",
+    )
+    .unwrap();
+    spawn_app_with(Arc::clone(&idp), options())
+        .await
+        .shutdown()
+        .await;
+    let lock = std::fs::read_to_string(&lockfile).unwrap();
+    assert!(lock.contains("1 user keys: 1 copied"), "{lock}");
+    // And once more after a (simulated) crash right after copying: nothing copied twice.
+    std::fs::write(
+        &lockfile,
+        "key-connector transfer in progress since 2026-11-25T06:31:00Z\n",
+    )
+    .unwrap();
+    spawn_app_with(Arc::clone(&idp), options())
+        .await
+        .shutdown()
+        .await;
+    let lock = std::fs::read_to_string(&lockfile).unwrap();
+    assert!(
+        lock.contains("1 user keys: 0 copied, 1 already present"),
+        "{lock}"
+    );
+    let target = serve_target(&idp, dir.path()).await;
+    assert_eq!(target.read_key(&idp.token_for(user)).await, Ok(key));
+}
+
+// ---- the admin subcommands of the binary ----
+
+/// The binary with settings for the SQLite database and certificate in `dir`, as the
+/// helpers write them, plus `extra` environment variables.
+fn admin(
+    dir: &Path,
+    identity: &str,
+    args: &[&str],
+    extra: &[(&str, String)],
+) -> std::process::Output {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test",
+        )
+        .env("keyConnectorSettings__identityServerUri", identity)
+        .env("keyConnectorSettings__database__provider", "sqlite")
+        .env(
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source={}", dir.join("keys.db").display()),
+        )
+        .env("keyConnectorSettings__rsaKey__provider", "certificate")
+        .env("keyConnectorSettings__certificate__provider", "filesystem")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPath",
+            dir.join("key.pfx"),
+        )
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "test-password",
+        )
+        .args(args);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn transfer_env(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "keyConnectorSettings__transferTo__database__provider",
+            "json".into(),
+        ),
+        (
+            "keyConnectorSettings__transferTo__database__jsonFilePath",
+            dir.join("target.json").display().to_string(),
+        ),
+        (
+            "keyConnectorSettings__transferTo__rsaKey__provider",
+            "certificate".into(),
+        ),
+        (
+            "keyConnectorSettings__transferTo__certificate__provider",
+            "filesystem".into(),
+        ),
+        (
+            "keyConnectorSettings__transferTo__certificate__filesystemPath",
+            target_pfx(dir).display().to_string(),
+        ),
+        (
+            "keyConnectorSettings__transferTo__certificate__filesystemPassword",
+            "target-pw".into(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_check_transfer_and_report() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..7 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        assert!(app.read_key(&idp.token_for(user)).await.is_ok());
+        users.push((user, key));
+    }
+    app.shutdown().await;
+    let dir_path = dir.path().to_owned();
+    let idp_url = idp.url.clone();
+    let run = move |args: &'static [&'static str], extra: Vec<(&'static str, String)>| {
+        let dir = dir_path.clone();
+        let idp_url = idp_url.clone();
+        tokio::task::spawn_blocking(move || admin(&dir, &idp_url, args, &extra))
+    };
+
+    // check-config: everything fine.
+    let output = run(&["check-config"], vec![]).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "ok    database",
+        "sqlite store",
+        "ok    symmetric key",
+        "7 stored; 7 sampled, all decrypt",
+        "ok    identity server",
+        "all checks passed",
+    ] {
+        assert!(report.contains(expected), "{expected}:\n{report}");
+    }
+    // check-config: a wrong certificate is a failure, and nothing is written.
+    let before = std::fs::read(dir.path().join("keys.db")).unwrap();
+    let output = run(
+        &["check-config"],
+        vec![
+            (
+                "keyConnectorSettings__certificate__filesystemPath",
+                target_pfx(dir.path()).display().to_string(),
+            ),
+            (
+                "keyConnectorSettings__certificate__filesystemPassword",
+                "target-pw".into(),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("FAIL"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(std::fs::read(dir.path().join("keys.db")).unwrap(), before);
+
+    // stats
+    let output = run(&["stats"], vec![]).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let stats = String::from_utf8_lossy(&output.stdout);
+    assert!(stats.contains("users with a key:     7"), "{stats}");
+
+    // transfer --dry-run writes nothing; transfer copies; a second transfer finds them all.
+    let output = run(&["transfer", "--dry-run"], transfer_env(dir.path()))
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("7 user keys: 7 would copy"),
+        "{}",
+        text(&output)
+    );
+    // Opening the target may create its empty store, as the service would; no key is written.
+    if let Ok(text) = std::fs::read_to_string(dir.path().join("target.json")) {
+        let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(document["symmetricKey"].is_null(), "{document}");
+        assert_eq!(
+            document["userKey"].as_array().map_or(0, Vec::len),
+            0,
+            "{document}"
+        );
+    }
+    let output = run(&["transfer"], transfer_env(dir.path())).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("7 copied, 0 already present, 7 verified"),
+        "{}",
+        text(&output)
+    );
+    let output = run(&["transfer"], transfer_env(dir.path())).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("0 copied, 7 already present"),
+        "{}",
+        text(&output)
+    );
+    let target = serve_target(&idp, dir.path()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            target.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key)
+        );
+    }
+
+    // transfer without a target says what to set.
+    let output = run(&["transfer"], vec![]).await.unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("keyConnectorSettings__transferTo__database__provider"),
+        "{}",
+        text(&output)
+    );
+}
