@@ -41,6 +41,7 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .route("/alive", get(misc::now))
         .route("/now", get(misc::now))
         .route("/health", get(health::health))
+        .route("/openapi.json", get(misc::openapi))
         .route(
             "/user-keys",
             get(user_keys::get_key)

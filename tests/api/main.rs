@@ -8,6 +8,7 @@ mod cors;
 mod databases;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod outage;
 mod proxy;
