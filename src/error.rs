@@ -97,6 +97,12 @@ impl IntoResponse for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
+        crate::metrics::auth_failure(match &error {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::Forbidden(_) => "forbidden",
+            AuthError::Unavailable(_) => "unavailable",
+        });
         match error {
             AuthError::MissingToken | AuthError::InvalidToken(_) => {
                 ApiError::Unauthorized(error.to_string())
@@ -109,6 +115,11 @@ impl From<AuthError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        crate::metrics::store_error(match &error {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Config(_) => "config",
+        });
         match error {
             StoreError::Unavailable(_) | StoreError::Config(_) => {
                 ApiError::Unavailable("the key store is temporarily unavailable; try again".into())

@@ -16,6 +16,7 @@ pub mod dev;
 pub mod dotnet_time;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod operations;
 pub mod routes;
 pub mod startup;

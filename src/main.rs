@@ -118,13 +118,39 @@ async fn serve(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = match Application::build(&loaded.settings, &listen).await {
+    // Opt-in Prometheus listener, in ASPNETCORE_URLS syntax (e.g. http://127.0.0.1:9464).
+    let metrics_listen = match std::env::var("KEY_CONNECTOR_METRICS_URLS") {
+        Ok(urls) if !urls.trim().is_empty() => {
+            match config::listen::parse_listen_urls(Some(&urls), None) {
+                Ok(listen) => Some(listen),
+                Err(error) => {
+                    tracing::error!("KEY_CONNECTOR_METRICS_URLS: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    // Installed before start-up so that start-up's own RSA key and store calls are counted.
+    if metrics_listen.is_some()
+        && let Err(error) = key_connector::metrics::install()
+    {
+        tracing::error!("cannot start metrics: {error}");
+        return ExitCode::FAILURE;
+    }
+    let mut app = match Application::build(&loaded.settings, &listen).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(metrics_listen) = metrics_listen
+        && let Err(error) = app.enable_metrics(&metrics_listen).await
+    {
+        tracing::error!("{error}");
+        return ExitCode::FAILURE;
+    }
     app.run_until_stopped(shutdown_signal()).await;
     ExitCode::SUCCESS
 }

@@ -55,6 +55,11 @@ pub enum StartupError {
 /// A built service, listening, not yet serving.
 pub struct Application {
     listeners: Vec<TcpListener>,
+    /// The opt-in Prometheus listeners and the recorder they render.
+    metrics: Option<(
+        Vec<TcpListener>,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
     state: AppState,
     web_vault_origin: String,
     background: CancellationToken,
@@ -142,10 +147,32 @@ impl Application {
         };
         Ok(Self {
             listeners,
+            metrics: None,
             state,
             web_vault_origin: settings.web_vault_origin.clone(),
             background,
         })
+    }
+
+    /// Serves Prometheus metrics at `/metrics` on `listen` (see [`crate::metrics`]).
+    pub async fn enable_metrics(&mut self, listen: &[ListenUrl]) -> Result<(), StartupError> {
+        let handle = crate::metrics::install().map_err(StartupError::Unsupported)?;
+        let listeners = bind_all(listen).await?;
+        for listener in &listeners {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "serving Prometheus metrics at /metrics");
+            }
+        }
+        self.metrics = Some((listeners, handle));
+        Ok(())
+    }
+
+    /// The metrics listeners' addresses, if metrics are enabled.
+    pub fn metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.metrics
+            .iter()
+            .flat_map(|(listeners, _)| listeners.iter().filter_map(|l| l.local_addr().ok()))
+            .collect()
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -164,6 +191,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self {
             listeners,
+            metrics,
             state,
             web_vault_origin,
             background,
@@ -185,6 +213,22 @@ impl Application {
                     tracing::error!(%error, "listener failed");
                 }
             });
+        }
+
+        if let Some((listeners, handle)) = metrics {
+            let metrics_app = crate::metrics::router(handle);
+            for listener in listeners {
+                let app = metrics_app.clone();
+                let stop = stop.clone();
+                servers.spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "metrics listener failed");
+                    }
+                });
+            }
         }
 
         shutdown.await;

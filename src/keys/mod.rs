@@ -47,8 +47,50 @@ pub trait RsaKeyProvider: Send + Sync + 'static {
     async fn check_health(&self) -> Result<(), KeyProviderError>;
 }
 
-/// Builds the configured provider, loading its key material.
+/// Builds the configured provider, loading its key material. Its calls are measured
+/// (see [`crate::metrics`]).
 pub async fn open_rsa_key_provider(
+    settings: &RsaKeySettings,
+) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
+    let provider = open_uninstrumented(settings).await?;
+    Ok(Arc::new(Measured(provider)))
+}
+
+/// A provider whose calls are counted and timed.
+struct Measured(Arc<dyn RsaKeyProvider>);
+
+#[async_trait]
+impl RsaKeyProvider for Measured {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
+        let started = std::time::Instant::now();
+        let result = self.0.wrap_symmetric_key(key).await;
+        crate::metrics::rsa_key_operation("wrap", result.is_ok(), started);
+        result
+    }
+
+    async fn unwrap_symmetric_key(
+        &self,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        let started = std::time::Instant::now();
+        let result = self.0.unwrap_symmetric_key(wrapped).await;
+        crate::metrics::rsa_key_operation("unwrap", result.is_ok(), started);
+        result
+    }
+
+    async fn check_health(&self) -> Result<(), KeyProviderError> {
+        let started = std::time::Instant::now();
+        let result = self.0.check_health().await;
+        crate::metrics::rsa_key_operation("health", result.is_ok(), started);
+        result
+    }
+}
+
+async fn open_uninstrumented(
     settings: &RsaKeySettings,
 ) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
     match settings {

@@ -50,6 +50,7 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(axum::middleware::from_fn(crate::metrics::track_http))
         .with_state(state)
         .layer(cors)
         .layer(

@@ -377,3 +377,74 @@ fn json_log_format_writes_one_json_object_per_line() {
         assert!(value["level"].is_string(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_are_served_on_their_own_listener_only() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command.env(
+        "KEY_CONNECTOR_METRICS_URLS",
+        format!("http://127.0.0.1:{metrics_port}"),
+    );
+    let service = Service::spawn(command, port).wait_ready().await;
+    let client = reqwest::Client::new();
+    let user = Uuid::new_v4();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(idp.token_for(user))
+        .json(&serde_json::json!({ "key": random_key() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        read_key(&client, &service.base_url, &idp.token_for(user))
+            .await
+            .is_ok()
+    );
+    let status = client
+        .get(format!("{}/user-keys", service.base_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Not on the API port (which the reverse proxy exposes).
+    let status = client
+        .get(format!("{}/metrics", service.base_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let response = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"key_connector_http_requests_total{method="POST",route="/user-keys",status="200"} 1"#,
+        r#"key_connector_http_requests_total{method="GET",route="/user-keys",status="200"} 1"#,
+        r#"key_connector_http_requests_total{method="GET",route="/user-keys",status="401"} 1"#,
+        r#"key_connector_http_requests_total{method="GET",route="/alive",status="200"}"#,
+        r#"key_connector_auth_failures_total{reason="missing_token"} 1"#,
+        r#"key_connector_rsa_key_operations_total{operation="wrap",outcome="ok"} 1"#,
+        r#"key_connector_http_request_duration_seconds_bucket{method="POST",route="/user-keys",le="+Inf"} 1"#,
+        r#"key_connector_rsa_key_operation_duration_seconds_count{operation="wrap"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+    assert!(!text.contains(&user.to_string()), "no user ids in labels");
+}

@@ -38,7 +38,10 @@ async fn the_openapi_document_matches_the_real_routes() {
             }
             let request = app
                 .client
-                .request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), format!("{}{path}", app.base_url))
+                .request(
+                    Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    format!("{}{path}", app.base_url),
+                )
                 .bearer_auth(&token)
                 .json(&serde_json::json!({ "key": random_key() }));
             let status = request.send().await.unwrap().status().as_u16();
@@ -50,11 +53,17 @@ async fn the_openapi_document_matches_the_real_routes() {
                         "{method} {path} answered {status}, documented: {:?}",
                         documented.keys().collect::<Vec<_>>()
                     );
-                    if operation.get("security").is_some_and(|s| s.as_array().is_some_and(Vec::is_empty)) {
+                    if operation
+                        .get("security")
+                        .is_some_and(|s| s.as_array().is_some_and(Vec::is_empty))
+                    {
                         // Anonymous operations work without a token.
                         let status = app
                             .client
-                            .request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), format!("{}{path}", app.base_url))
+                            .request(
+                                Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                                format!("{}{path}", app.base_url),
+                            )
                             .send()
                             .await
                             .unwrap()
@@ -62,15 +71,30 @@ async fn the_openapi_document_matches_the_real_routes() {
                         assert_eq!(status, 200, "{method} {path} without a token");
                     }
                 }
-                None => assert_eq!(status, 405, "{method} {path} is not documented but answered {status}"),
+                None => assert_eq!(
+                    status, 405,
+                    "{method} {path} is not documented but answered {status}"
+                ),
             }
         }
     }
     // Authenticated operations refuse a request without a token, as documented.
-    let status = app.client.get(format!("{}/user-keys", app.base_url)).send().await.unwrap().status();
+    let status = app
+        .client
+        .get(format!("{}/user-keys", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 401);
     for undocumented in ["/", "/user-key", "/api/user-keys", "/metrics", "/swagger"] {
-        let status = app.client.get(format!("{}{undocumented}", app.base_url)).send().await.unwrap().status();
+        let status = app
+            .client
+            .get(format!("{}{undocumented}", app.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 404, "GET {undocumented}");
     }
 }
