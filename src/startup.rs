@@ -55,6 +55,8 @@ pub enum StartupError {
 /// A built service, listening, not yet serving.
 pub struct Application {
     listeners: Vec<TcpListener>,
+    /// `https://` listeners and the certificate they serve.
+    tls: Option<(Vec<TcpListener>, Arc<rustls::ServerConfig>)>,
     /// The opt-in Prometheus listeners and the recorder they render.
     metrics: Option<(
         Vec<TcpListener>,
@@ -137,7 +139,26 @@ impl Application {
             );
         }
 
-        let listeners = bind_all(listen).await?;
+        let (secure, plain): (Vec<ListenUrl>, Vec<ListenUrl>) =
+            listen.iter().cloned().partition(|url| url.tls);
+        let tls = if secure.is_empty() {
+            None
+        } else {
+            let certificate = crate::tls::CertificateSettings::from_env().ok_or_else(|| {
+                StartupError::Unsupported(
+                    "ASPNETCORE_URLS has an https:// address but no certificate is configured: \
+                     set Kestrel__Certificates__Default__Path (a .pfx with \
+                     Kestrel__Certificates__Default__Password, or a PEM chain with \
+                     Kestrel__Certificates__Default__KeyPath)"
+                        .into(),
+                )
+            })?;
+            let config = certificate
+                .server_config()
+                .map_err(StartupError::Unsupported)?;
+            Some((bind_all(&secure).await?, config))
+        };
+        let listeners = bind_all(&plain).await?;
         let state = AppState {
             last_access: LastAccessRecorder::new(Arc::clone(&store)),
             store,
@@ -147,6 +168,7 @@ impl Application {
         };
         Ok(Self {
             listeners,
+            tls,
             metrics: None,
             state,
             web_vault_origin: settings.web_vault_origin.clone(),
@@ -175,10 +197,11 @@ impl Application {
             .collect()
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The addresses actually bound (port 0 resolved): plain HTTP first, then HTTPS.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
+            .chain(self.tls.iter().flat_map(|(listeners, _)| listeners.iter()))
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
@@ -191,6 +214,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self {
             listeners,
+            tls,
             metrics,
             state,
             web_vault_origin,
@@ -215,6 +239,16 @@ impl Application {
             });
         }
 
+        if let Some((listeners, config)) = tls {
+            for listener in listeners {
+                servers.spawn(crate::tls::serve(
+                    listener,
+                    Arc::clone(&config),
+                    app.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
         if let Some((listeners, handle)) = metrics {
             let metrics_app = crate::metrics::router(handle);
             for listener in listeners {

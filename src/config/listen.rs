@@ -30,6 +30,8 @@ impl std::fmt::Display for ListenHost {
 pub struct ListenUrl {
     pub host: ListenHost,
     pub port: u16,
+    /// `https://`: served with the Kestrel default certificate (see `crate::tls`).
+    pub tls: bool,
 }
 
 /// Why the listen addresses could not be used.
@@ -71,6 +73,7 @@ pub fn parse_listen_urls(
                     message: format!("`{entry}` is not a port number"),
                 })?;
                 push(ListenUrl {
+                    tls: false,
                     host: ListenHost::Any,
                     port,
                 });
@@ -95,19 +98,15 @@ fn parse_url(entry: &str) -> Result<ListenUrl, ListenError> {
     let (scheme, rest) = entry
         .split_once("://")
         .ok_or_else(|| error("expected scheme://host:port, e.g. http://+:5000".into()))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "http" => {}
-        "https" => {
-            return Err(error(
-                "HTTPS listeners are not supported yet; terminate TLS in a reverse proxy and listen on http".into(),
-            ));
-        }
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
         other => {
             return Err(error(format!(
-                "scheme `{other}` is not supported; use http"
+                "scheme `{other}` is not supported; use http or https"
             )));
         }
-    }
+    };
     let authority = match rest.find('/') {
         Some(slash) => {
             if rest[slash..] != *"/" {
@@ -152,12 +151,13 @@ fn parse_url(entry: &str) -> Result<ListenUrl, ListenError> {
         (host, port)
     };
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p
             .parse::<u16>()
             .map_err(|_| error(format!("`{p}` is not a port number")))?,
     };
-    Ok(ListenUrl { host, port })
+    Ok(ListenUrl { tls, host, port })
 }
 
 #[cfg(test)]
@@ -174,6 +174,7 @@ mod tests {
     #[test]
     fn every_aspnet_form_is_understood() {
         let any = |port| ListenUrl {
+            tls: false,
             host: ListenHost::Any,
             port,
         };
@@ -185,6 +186,7 @@ mod tests {
         assert_eq!(
             one("http://localhost:5000"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Loopback,
                 port: 5000
             }
@@ -192,6 +194,7 @@ mod tests {
         assert_eq!(
             one("http://LOCALHOST:5000"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Loopback,
                 port: 5000
             }
@@ -199,6 +202,7 @@ mod tests {
         assert_eq!(
             one("http://0.0.0.0:5000"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                 port: 5000
             }
@@ -206,6 +210,7 @@ mod tests {
         assert_eq!(
             one("http://[::]:5000"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Ip(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
                 port: 5000
             }
@@ -213,6 +218,7 @@ mod tests {
         assert_eq!(
             one("http://[::1]"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
                 port: 80
             }
@@ -220,6 +226,7 @@ mod tests {
         assert_eq!(
             one("http://10.1.2.3:8080"),
             ListenUrl {
+                tls: false,
                 host: ListenHost::Ip("10.1.2.3".parse().unwrap()),
                 port: 8080
             }
@@ -241,6 +248,7 @@ mod tests {
         assert_eq!(
             parse_listen_urls(None, None).unwrap(),
             vec![ListenUrl {
+                tls: false,
                 host: ListenHost::Loopback,
                 port: 5000
             }]
@@ -249,10 +257,12 @@ mod tests {
             parse_listen_urls(None, Some("8080;8081")).unwrap(),
             vec![
                 ListenUrl {
+                    tls: false,
                     host: ListenHost::Any,
                     port: 8080
                 },
                 ListenUrl {
+                    tls: false,
                     host: ListenHost::Any,
                     port: 8081
                 }
@@ -268,9 +278,17 @@ mod tests {
     }
 
     #[test]
+    fn https_entries_are_tls_listeners() {
+        let url = one("https://+:5001");
+        assert!(url.tls);
+        assert_eq!((url.host, url.port), (ListenHost::Any, 5001));
+        assert_eq!(one("https://localhost").port, 443);
+        assert!(!one("http://localhost").tls);
+    }
+
+    #[test]
     fn unusable_entries_are_refused_with_the_reason() {
         for (urls, needle) in [
-            ("https://+:5001", "HTTPS"),
             ("ftp://+:21", "scheme"),
             ("+:5000", "scheme://"),
             ("http://+:port", "port"),

@@ -86,6 +86,7 @@ pub async fn run(
         transfer_to: None,
     };
     let listen = [ListenUrl {
+        tls: false,
         host: ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: options.port,
     }];

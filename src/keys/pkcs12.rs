@@ -143,6 +143,39 @@ pub fn generate_self_signed_pfx(
         .map_err(|e| generate(&e))
 }
 
+/// A certificate chain (leaf first) and its private key, for an HTTPS listener.
+pub struct TlsIdentity {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Zeroizing<Vec<u8>>,
+}
+
+/// The file's private key (any algorithm rustls accepts) and its certificate chain: the
+/// certificate with the key's local key id first (or the first one), then the others.
+pub fn tls_identity(bytes: &[u8], password: Option<&str>) -> Result<TlsIdentity, Pkcs12Error> {
+    let archive = open_archive(bytes, password.unwrap_or(""))?;
+    let bag = archive.keys.first().ok_or(Pkcs12Error::NoPrivateKey)?;
+    let key_id = bag.local_key_id.as_ref().map(|id| id.as_ref().to_vec());
+    let mut certs: Vec<_> = archive.certs.iter().collect();
+    if let Some(position) = certs
+        .iter()
+        .position(|c| c.local_key_id.is_some() && c.local_key_id == key_id)
+    {
+        let leaf = certs.remove(position);
+        certs.insert(0, leaf);
+    }
+    let mut chain: Vec<Vec<u8>> = Vec::new();
+    for cert in certs {
+        let der = cert.cert.as_der().to_vec();
+        if !chain.contains(&der) {
+            chain.push(der);
+        }
+    }
+    Ok(TlsIdentity {
+        chain,
+        key_pkcs8: Zeroizing::new(bag.key.as_der().to_vec()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

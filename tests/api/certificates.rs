@@ -12,7 +12,7 @@ use key_connector::keys::certificate::CertificateKeyProvider;
 
 use crate::skip_or_fail;
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -25,7 +25,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn openssl_available() -> bool {
+pub fn openssl_available() -> bool {
     Command::new("openssl")
         .arg("version")
         .output()

@@ -191,6 +191,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
 
 pub fn loopback_port_zero() -> Vec<ListenUrl> {
     vec![ListenUrl {
+        tls: false,
         host: ListenHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         port: 0,
     }]

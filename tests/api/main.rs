@@ -7,6 +7,7 @@ mod compat;
 mod cors;
 mod databases;
 mod helpers;
+mod https;
 mod lifecycle;
 mod openapi;
 mod operations;
