@@ -62,6 +62,12 @@ enum Command {
     },
     /// How many users have a key, and when keys were created and last read.
     Stats,
+    /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
+    Healthcheck {
+        /// Default: the first address of ASPNETCORE_URLS on this machine.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -76,6 +82,7 @@ async fn main() -> ExitCode {
         Command::CheckConfig => admin::check_config(cli.config).await,
         Command::Transfer { dry_run } => admin::transfer(cli.config, dry_run).await,
         Command::Stats => admin::stats(cli.config).await,
+        Command::Healthcheck { url } => admin::healthcheck(url).await,
         Command::Dev {
             data_dir,
             port,
@@ -243,6 +250,48 @@ mod admin {
             }
             Err(error) => {
                 tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub async fn healthcheck(url: Option<String>) -> ExitCode {
+        use key_connector::config::ListenHost;
+        let url = url.or_else(|| {
+            let listen = config::listen::parse_listen_urls(
+                std::env::var("ASPNETCORE_URLS").ok().as_deref(),
+                std::env::var("ASPNETCORE_HTTP_PORTS").ok().as_deref(),
+            )
+            .ok()?;
+            let first = listen.iter().find(|u| !u.tls).or(listen.first())?;
+            let host = match &first.host {
+                ListenHost::Ip(ip) if !ip.is_unspecified() => first.host.to_string(),
+                _ => "localhost".to_owned(),
+            };
+            let scheme = if first.tls { "https" } else { "http" };
+            Some(format!("{scheme}://{host}:{}/health", first.port))
+        });
+        let Some(url) = url else {
+            eprintln!("healthcheck: ASPNETCORE_URLS cannot be read; pass --url");
+            return ExitCode::FAILURE;
+        };
+        // Local probe of our own listener: its certificate may be for the public name.
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(4))
+            .tls_danger_accept_invalid_certs(true)
+            .build();
+        let answer = match client {
+            Ok(client) => client.get(&url).send().await,
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+            Ok(response) => {
+                eprintln!("healthcheck: {url} answered {}", response.status());
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                eprintln!("healthcheck: {url}: {error}");
                 ExitCode::FAILURE
             }
         }

@@ -4,6 +4,7 @@ mod auth;
 mod binary;
 mod certificates;
 mod compat;
+mod container;
 mod cors;
 mod databases;
 mod helpers;
