@@ -45,9 +45,35 @@ impl Drop for UserKeyResponse {
     }
 }
 
+/// One audit line per key read or write that reached a handler: action, user, outcome.
+/// The request id comes from the request's span. Never the key.
+fn audit<T>(user: &AuthenticatedUser, action: &'static str, result: &Result<T, ApiError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(ApiError::NoKey) => "not_found",
+        Err(
+            ApiError::BadRequest(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge(_),
+        ) => "rejected",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
+    tracing::info!(target: "audit", user_id = %user.user_id, action, outcome);
+}
+
 pub async fn get_key(
     State(state): State<AppState>,
     user: AuthenticatedUser,
+) -> Result<Json<UserKeyResponse>, ApiError> {
+    let result = read_key(&state, &user).await;
+    audit(&user, "read", &result);
+    result
+}
+
+async fn read_key(
+    state: &AppState,
+    user: &AuthenticatedUser,
 ) -> Result<Json<UserKeyResponse>, ApiError> {
     let stored = state
         .store
@@ -64,7 +90,6 @@ pub async fn get_key(
             )
         })?;
     state.last_access.record(user.user_id, now_utc());
-    tracing::info!(target: "audit", user_id = %user.user_id, action = "read", outcome = "ok");
     Ok(Json(UserKeyResponse {
         key: key.to_base64().to_string(),
     }))
@@ -76,8 +101,19 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let key = read_user_key_body(&headers, body).await?;
-    let sealed = seal(&state, &key)?;
+    let result = create(&state, &user, &headers, body).await;
+    audit(&user, "create", &result);
+    result
+}
+
+async fn create(
+    state: &AppState,
+    user: &AuthenticatedUser,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = read_user_key_body(headers, body).await?;
+    let sealed = seal(state, &key)?;
     let row = StoredUserKey {
         id: user.user_id,
         sealed_key: sealed,
@@ -86,16 +122,10 @@ pub async fn create_key(
         last_access_date: None,
     };
     match state.store.create_user_key(&row).await? {
-        CreateOutcome::Created => {
-            tracing::info!(target: "audit", user_id = %user.user_id, action = "create", outcome = "ok");
-            Ok(StatusCode::OK)
-        }
-        CreateOutcome::AlreadyExists => {
-            tracing::info!(target: "audit", user_id = %user.user_id, action = "create", outcome = "exists");
-            Err(ApiError::BadRequest(
-                "this user already has a key; use PUT to replace it".into(),
-            ))
-        }
+        CreateOutcome::Created => Ok(StatusCode::OK),
+        CreateOutcome::AlreadyExists => Err(ApiError::BadRequest(
+            "this user already has a key; use PUT to replace it".into(),
+        )),
     }
 }
 
@@ -105,13 +135,23 @@ pub async fn put_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let key = read_user_key_body(&headers, body).await?;
-    let sealed = seal(&state, &key)?;
-    let outcome = state
+    let result = put(&state, &user, &headers, body).await;
+    audit(&user, "put", &result);
+    result
+}
+
+async fn put(
+    state: &AppState,
+    user: &AuthenticatedUser,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = read_user_key_body(headers, body).await?;
+    let sealed = seal(state, &key)?;
+    state
         .store
         .put_user_key(user.user_id, &sealed, now_utc())
         .await?;
-    tracing::info!(target: "audit", user_id = %user.user_id, action = "put", outcome = ?outcome);
     Ok(StatusCode::OK)
 }
 

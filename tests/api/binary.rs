@@ -448,3 +448,119 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
     }
     assert!(!text.contains(&user.to_string()), "no user ids in labels");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_never_the_key() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command.env("KEY_CONNECTOR_LOG_FORMAT", "json");
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/alive"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "service did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let user = Uuid::new_v4();
+    let token = idp.token_for(user);
+    let key = random_key();
+    let send = |method: reqwest::Method, request_id: &'static str, body: Option<&str>| {
+        let mut request = client
+            .request(method, format!("{base}/user-keys"))
+            .bearer_auth(&token)
+            .header("x-request-id", request_id);
+        if let Some(key) = body {
+            request = request.json(&serde_json::json!({ "key": key }));
+        }
+        request.send()
+    };
+    assert_eq!(
+        send(reqwest::Method::GET, "audit-read-1", None)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, "audit-create-1", Some(&key))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, "audit-create-2", Some(&key))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        send(reqwest::Method::PUT, "audit-put-1", Some(&key))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::GET, "audit-read-2", None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let lines = lines.lock().unwrap().clone();
+    let audits: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let expected = [
+        ("audit-read-1", "read", "not_found"),
+        ("audit-create-1", "create", "ok"),
+        ("audit-create-2", "create", "rejected"),
+        ("audit-put-1", "put", "ok"),
+        ("audit-read-2", "read", "ok"),
+    ];
+    assert_eq!(audits.len(), expected.len(), "{audits:#?}");
+    for (audit, (request_id, action, outcome)) in audits.iter().zip(expected) {
+        assert_eq!(audit["action"], action, "{audit}");
+        assert_eq!(audit["outcome"], outcome, "{audit}");
+        assert_eq!(audit["user_id"], user.to_string(), "{audit}");
+        assert!(
+            audit.to_string().contains(request_id),
+            "request id in {audit}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains(&key)),
+        "the key never appears in logs"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(&token)),
+        "the token never appears in logs"
+    );
+}
