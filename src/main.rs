@@ -60,6 +60,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Wrap the symmetric key under the RSA key in `keyConnectorSettings:rotateTo` (rsaKey
+    /// and certificate settings), leaving every user key as it is. Then switch the service's
+    /// rsaKey/certificate settings to the new key.
+    RotateRsaKey,
     /// How many users have a key, and when keys were created and last read.
     Stats,
     /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
@@ -82,6 +86,7 @@ async fn main() -> ExitCode {
         Command::CheckConfig => admin::check_config(cli.config).await,
         Command::Transfer { dry_run } => admin::transfer(cli.config, dry_run).await,
         Command::Stats => admin::stats(cli.config).await,
+        Command::RotateRsaKey => admin::rotate_rsa_key(cli.config).await,
         Command::Healthcheck { url } => admin::healthcheck(url).await,
         Command::Dev {
             data_dir,
@@ -247,6 +252,41 @@ mod admin {
                 } else {
                     ExitCode::FAILURE
                 }
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub async fn rotate_rsa_key(config_file: Option<PathBuf>) -> ExitCode {
+        let loaded = match load(config_file) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
+        let settings = &loaded.settings;
+        let Some(new) = &settings.rotate_to else {
+            tracing::error!(
+                "no new RSA key: set keyConnectorSettings__rotateTo__rsaKey__provider and its settings \
+                 (e.g. keyConnectorSettings__rotateTo__certificate__filesystemPath), as for rsaKey/certificate"
+            );
+            return ExitCode::FAILURE;
+        };
+        match key_connector::operations::rotate::rotate_rsa_key(
+            &settings.database,
+            &settings.rsa_key,
+            new,
+        )
+        .await
+        {
+            Ok(report) => {
+                println!(
+                    "the symmetric key is now wrapped by {} (was {}); user keys unchanged.\n\
+                     Next: set keyConnectorSettings__rsaKey__* / __certificate__* to the values of __rotateTo__* and restart every instance.",
+                    report.new_provider, report.old_provider
+                );
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 tracing::error!("{error}");

@@ -28,6 +28,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub rsa_key: RsaKeySettings,
     pub transfer_to: Option<TransferToSettings>,
+    /// `rotateTo:rsaKey` (with `rotateTo:certificate`): the new RSA key for the
+    /// `rotate-rsa-key` command. Not an upstream setting; upstream ignores it.
+    pub rotate_to: Option<RsaKeySettings>,
 }
 
 #[derive(Debug, Clone)]

@@ -140,6 +140,9 @@ pub fn settings_help() -> String {
     text.push_str(&format!(
         "  {SECTION}__transferTo__{{database,certificate,rsaKey}}__...   transfer target, same keys as above\n"
     ));
+    text.push_str(&format!(
+        "  {SECTION}__rotateTo__{{certificate,rsaKey}}__...   new RSA key for `rotate-rsa-key`, same keys as above\n"
+    ));
     text.push_str(
         "\nOther environment variables:\n  ASPNETCORE_URLS        listen addresses (default http://localhost:5000)\n  ASPNETCORE_HTTP_PORTS  ports on all interfaces when ASPNETCORE_URLS is unset\n  RUST_LOG               log filter (default info)\n",
     );
@@ -153,6 +156,13 @@ fn is_known(path_lower: &str) -> bool {
             ["database:", "certificate:", "rsakey:"]
                 .iter()
                 .any(|group| rest.starts_with(group))
+        })
+        .or_else(|| {
+            path_lower.strip_prefix("rotateto:").filter(|rest| {
+                ["certificate:", "rsakey:"]
+                    .iter()
+                    .any(|group| rest.starts_with(group))
+            })
         })
         .unwrap_or(path_lower);
     KNOWN_SETTINGS
@@ -453,7 +463,13 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
         target,
     });
 
+    let rotate_to = match values.get("rotateTo:rsaKey:provider") {
+        Some(_) => Some(rsa_key_settings(values, "rotateTo:")?),
+        None => None,
+    };
+
     Ok(Settings {
+        rotate_to,
         web_vault_origin,
         identity_server_uri,
         database,

@@ -84,6 +84,7 @@ pub async fn run(
             password: None,
         }),
         transfer_to: None,
+        rotate_to: None,
     };
     let listen = [ListenUrl {
         tls: false,

@@ -1,5 +1,5 @@
 //! Operator tasks run by the same binary with the same settings: the start-up `transferTo`
-//! copy, and the admin subcommands (`check-config`, `transfer`, `stats`).
+//! copy, and the admin subcommands (`check-config`, `transfer`, `rotate-rsa-key`, `stats`).
 //!
 //! Each task opens what it needs through the same seams as the server ([`open_store`],
 //! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod progress;
+pub mod rotate;
 pub mod stats;
 pub mod transfer;
 

@@ -488,6 +488,25 @@ impl UserKeyStore for JsonFileStore {
         .await
     }
 
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        let (expected, replacement) = (expected.to_owned(), replacement.to_owned());
+        self.with_file(move |file| {
+            file.change(|document| {
+                let current = get_ci(document, "symmetricKey").and_then(Value::as_str);
+                if current != Some(expected.as_str()) {
+                    return Ok((None, false));
+                }
+                set_ci(document, "symmetricKey", Value::String(replacement.clone()));
+                Ok((Some(()), true))
+            })
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         self.fresh_snapshot().await?.user_key(id)
     }

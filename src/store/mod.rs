@@ -95,6 +95,14 @@ pub trait UserKeyStore: Send + Sync + 'static {
     /// stored afterwards: `wrapped` itself, or the one another instance saved first.
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError>;
 
+    /// Replaces the stored wrapped symmetric key `expected` by `replacement` (the same key
+    /// wrapped by another RSA key), atomically; `false` when `expected` is no longer stored.
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError>;
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError>;
 
     /// Inserts a new row unless the user already has one (then nothing changes).

@@ -464,6 +464,25 @@ impl UserKeyStore for MySqlStore {
         .await
     }
 
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let result = sqlx::query(
+                "UPDATE `ApplicationDatas` SET `SymmetricKey` = ? WHERE `SymmetricKey` = ?",
+            )
+            .bind(replacement)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         let id_text = guid_text(id);
         with_deadline(self.deadline, async {

@@ -397,6 +397,25 @@ impl UserKeyStore for PostgresStore {
         .await
     }
 
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let result = sqlx::query(
+                r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = $1 WHERE "SymmetricKey" = $2"#,
+            )
+            .bind(replacement)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         with_deadline(self.deadline, async {
             let row: Option<RawRow> = retry_idempotent(|| {

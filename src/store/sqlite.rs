@@ -408,6 +408,24 @@ impl UserKeyStore for SqliteStore {
         .await
     }
 
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        let (expected, replacement) = (expected.to_owned(), replacement.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "SymmetricKey" = ?2"#,
+                    params![replacement, expected],
+                )
+                .map_err(unavailable)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
         let raw = self

@@ -629,6 +629,24 @@ impl UserKeyStore for SqlServerStore {
         .await
     }
 
+    async fn replace_symmetric_key(
+        &self,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let changed = on_connection!(self.pool, |client| client
+                .execute(
+                    "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [SymmetricKey] = @P2",
+                    &[&replacement, &expected],
+                )
+                .await
+                .map(|result| result.total()));
+            Ok(changed? > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         with_deadline(self.deadline, async {
             let row = on_connection!(self.pool, |client| async {

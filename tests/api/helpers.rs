@@ -186,6 +186,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
             password: Some("test-password".to_owned().into()),
         }),
         transfer_to: None,
+        rotate_to: None,
     }
 }
 

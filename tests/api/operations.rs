@@ -434,3 +434,102 @@ async fn admin_commands_check_transfer_and_report() {
         text(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..5 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        users.push((user, key));
+    }
+    app.shutdown().await;
+    let new_key = target_pfx(dir.path()).display().to_string();
+    let rotate_env = vec![
+        (
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate".to_string(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem".into(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+            new_key.clone(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "target-pw".into(),
+        ),
+    ];
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        admin(&dir_path, &idp_url, &["rotate-rsa-key"], &rotate_env)
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("user keys unchanged"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        !text(&output).contains("unknown setting"),
+        "rotateTo is a known group: {}",
+        text(&output)
+    );
+
+    // The old certificate no longer opens the database; the new one serves every key.
+    let error = crate::helpers::try_spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await
+    .err()
+    .expect("the old RSA key is refused");
+    assert!(error.to_string().contains("cannot be unwrapped"), "{error}");
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            rsa_key: Some(json_target(dir.path()).rsa_key),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    for (user, key) in &users {
+        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+    }
+
+    // Without rotateTo settings it says what to set.
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let output =
+        tokio::task::spawn_blocking(move || admin(&dir_path, &idp_url, &["rotate-rsa-key"], &[]))
+            .await
+            .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("keyConnectorSettings__rotateTo__rsaKey__provider"),
+        "{}",
+        text(&output)
+    );
+}

@@ -354,6 +354,25 @@ async fn replicas_racing_to_save_the_symmetric_key_agree_on_one(backend: Backend
     }
 }
 
+async fn the_symmetric_key_is_replaced_only_if_unchanged(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    assert!(!store.replace_symmetric_key("absent", "new").await.unwrap());
+    store.insert_symmetric_key_if_absent("old").await.unwrap();
+    assert!(!store.replace_symmetric_key("stale", "new").await.unwrap());
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("old")
+    );
+    assert!(store.replace_symmetric_key("old", "new").await.unwrap());
+    store.close().await;
+    let store = storage.open().await;
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("new")
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -388,6 +407,7 @@ conformance!(
     concurrent_creates_for_one_user_have_one_winner,
     concurrent_puts_end_with_one_written_value,
     replicas_racing_to_save_the_symmetric_key_agree_on_one,
+    the_symmetric_key_is_replaced_only_if_unchanged,
 );
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----
