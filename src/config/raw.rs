@@ -16,8 +16,8 @@ use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
     CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferTarget,
-    TransferToSettings,
+    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
+    SqlDialect, SqliteConnection, TransferTarget, TransferToSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -67,7 +67,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     ),
     known(
         "rsaKey:provider",
-        "certificate (pkcs11, awskms, azurekv, gcpkms: not built yet)",
+        "certificate | pkcs11 (awskms, azurekv, gcpkms: not built yet)",
     ),
     known("rsaKey:azureKeyvaultUri", "azurekv"),
     known("rsaKey:azureKeyvaultKeyName", "azurekv"),
@@ -85,14 +85,26 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     known("rsaKey:awsKeyId", "awskms"),
     known("rsaKey:awsUseSymmetricEncryption", "awskms: true | false"),
     known("rsaKey:pkcs11Provider", "pkcs11: yubihsm | opensc"),
-    known("rsaKey:pkcs11LibraryPath", "pkcs11"),
-    known("rsaKey:pkcs11SlotTokenSerialNumber", "pkcs11"),
+    known(
+        "rsaKey:pkcs11LibraryPath",
+        "pkcs11: the token's PKCS#11 library (.so)",
+    ),
+    known(
+        "rsaKey:pkcs11SlotTokenSerialNumber",
+        "pkcs11: serial number of the token (required)",
+    ),
     known(
         "rsaKey:pkcs11LoginUserType",
         "pkcs11: user | so | context_specific",
     ),
-    known("rsaKey:pkcs11LoginPin", "pkcs11"),
-    known("rsaKey:pkcs11PrivateKeyLabel", "pkcs11"),
+    known(
+        "rsaKey:pkcs11LoginPin",
+        "pkcs11: the PIN of the login user type",
+    ),
+    known(
+        "rsaKey:pkcs11PrivateKeyLabel",
+        "pkcs11: CKA_LABEL of the private key",
+    ),
     known("rsaKey:pkcs11PrivateKeyId", "pkcs11: unsigned integer"),
     known(
         "certificate:provider",
@@ -614,23 +626,27 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             )
         })?;
     }
-    if let Some(value) = values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
-        value.trim().parse::<u64>().map_err(|_| {
+    let private_key_id = match values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
+        Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
             ConfigError::new(
                 &at("rsaKey:pkcs11PrivateKeyId"),
                 format!("`{value}` is not an unsigned integer"),
             )
-        })?;
-    }
+        })?),
+        None => None,
+    };
     match provider.trim().to_ascii_lowercase().as_str() {
         "certificate" => Ok(RsaKeySettings::Certificate(certificate_settings(
             values, prefix,
         )?)),
-        name @ ("pkcs11" | "azurekv" | "gcpkms" | "awskms") => {
-            Ok(RsaKeySettings::NotYetSupported {
-                provider: name.to_owned(),
-            })
-        }
+        "pkcs11" => Ok(RsaKeySettings::Pkcs11(pkcs11_settings(
+            values,
+            prefix,
+            private_key_id,
+        )?)),
+        name @ ("azurekv" | "gcpkms" | "awskms") => Ok(RsaKeySettings::NotYetSupported {
+            provider: name.to_owned(),
+        }),
         other => Err(ConfigError::new(
             &at("rsaKey:provider"),
             format!(
@@ -638,6 +654,95 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             ),
         )),
     }
+}
+
+/// Upstream's default library locations for `pkcs11Provider` (Debian/Ubuntu multiarch paths).
+#[cfg(target_arch = "aarch64")]
+const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
+#[cfg(not(target_arch = "aarch64"))]
+const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+fn pkcs11_settings(
+    values: &Values,
+    prefix: &str,
+    private_key_id: Option<u64>,
+) -> Result<Pkcs11Settings, ConfigError> {
+    let at = |key: &str| format!("{prefix}rsaKey:{key}");
+    let library_path = match values.get(&at("pkcs11LibraryPath")).map(str::trim) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => match values
+            .get(&at("pkcs11Provider"))
+            .map(|p| p.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
+            Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
+            Some(other) if !other.is_empty() => {
+                return Err(ConfigError::new(
+                    &at("pkcs11Provider"),
+                    format!(
+                        "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    &at("pkcs11LibraryPath"),
+                    "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
+                ));
+            }
+        },
+    };
+    let token_serial = values
+        .require(
+            &at("pkcs11SlotTokenSerialNumber"),
+            "the serial number of the token holding the key",
+        )?
+        .trim()
+        .to_owned();
+    let user_type = match values
+        .get(&at("pkcs11LoginUserType"))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "user") => Pkcs11UserType::User,
+        Some("so") => Pkcs11UserType::SecurityOfficer,
+        Some("context_specific") => Pkcs11UserType::ContextSpecific,
+        Some(other) => {
+            return Err(ConfigError::new(
+                &at("pkcs11LoginUserType"),
+                format!("`{other}` is not a login user type; use user, so or context_specific"),
+            ));
+        }
+    };
+    let key = match (private_key_id, values.get(&at("pkcs11PrivateKeyLabel"))) {
+        // Upstream looks the key up by id whenever one is set.
+        (Some(id), _) => Pkcs11KeySelector::Id(id),
+        (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
+        _ => {
+            return Err(ConfigError::new(
+                &at("pkcs11PrivateKeyLabel"),
+                format!(
+                    "is required (or keyConnectorSettings__{}rsaKey__pkcs11PrivateKeyId): which private key on the token to use",
+                    prefix.replace(':', "__")
+                ),
+            ));
+        }
+    };
+    let certificate = match values.get(&format!("{prefix}certificate:provider")) {
+        Some(_) => Some(certificate_settings(values, prefix)?),
+        None => None,
+    };
+    Ok(Pkcs11Settings {
+        library_path,
+        token_serial,
+        user_type,
+        pin: values
+            .get(&at("pkcs11LoginPin"))
+            .map(|pin| SecretString::from(pin.to_owned())),
+        key,
+        certificate,
+    })
 }
 
 fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSettings, ConfigError> {
