@@ -1198,4 +1198,170 @@ mod tests {
         assert_eq!(value["b"], "/* z */");
         assert_eq!(value["c"], serde_json::json!([1, 2]));
     }
+
+    fn pkcs11_env() -> Vec<(String, String)> {
+        let mut env = minimal();
+        for (name, value) in [
+            ("keyConnectorSettings__rsaKey__provider", "PKCS11"),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+                "/opt/hsm/libpkcs11.so",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber",
+                " 0012AB ",
+            ),
+            ("KEYCONNECTORSETTINGS__RSAKEY__PKCS11LOGINUSERTYPE", "SO"),
+            ("keyConnectorSettings__rsaKey__pkcs11LoginPin", "1234"),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyLabel",
+                "kc key",
+            ),
+        ] {
+            env = with(env, name, value);
+        }
+        without(env, "keyConnectorSettings__certificate__provider")
+    }
+
+    fn pkcs11(env: Vec<(String, String)>) -> Pkcs11Settings {
+        match load_env(env).unwrap().settings.rsa_key {
+            RsaKeySettings::Pkcs11(settings) => settings,
+            other => panic!("not pkcs11: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pkcs11_settings_are_read_case_insensitively_from_the_environment() {
+        let loaded = load_env(pkcs11_env()).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let settings = pkcs11(pkcs11_env());
+        assert_eq!(settings.library_path, Path::new("/opt/hsm/libpkcs11.so"));
+        assert_eq!(settings.token_serial, "0012AB");
+        assert_eq!(settings.user_type, Pkcs11UserType::SecurityOfficer);
+        assert_eq!(settings.pin.as_ref().unwrap().expose_secret(), "1234");
+        assert_eq!(settings.key, Pkcs11KeySelector::Label("kc key".into()));
+        assert!(settings.certificate.is_none());
+        assert!(!format!("{settings:?}").contains("1234"));
+
+        // Upstream looks up by id whenever one is set.
+        let settings = pkcs11(with(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11PrivateKeyId",
+            " 18446744073709551615 ",
+        ));
+        assert_eq!(settings.key, Pkcs11KeySelector::Id(u64::MAX));
+
+        for (user_type, expected) in [
+            ("user", Pkcs11UserType::User),
+            ("Context_Specific", Pkcs11UserType::ContextSpecific),
+        ] {
+            let env = with(
+                pkcs11_env(),
+                "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+                user_type,
+            );
+            assert_eq!(pkcs11(env).user_type, expected);
+        }
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+        );
+        assert_eq!(pkcs11(env).user_type, Pkcs11UserType::User);
+    }
+
+    #[test]
+    fn pkcs11_provider_picks_upstreams_library_and_a_certificate_is_optional() {
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+        );
+        for (provider, file) in [
+            ("yubihsm", "/pkcs11/yubihsm_pkcs11.so"),
+            ("OpenSC", "/opensc-pkcs11.so"),
+        ] {
+            let env = with(
+                env.clone(),
+                "keyConnectorSettings__rsaKey__pkcs11Provider",
+                provider,
+            );
+            let path = pkcs11(env).library_path;
+            assert_eq!(path, PathBuf::from(format!("{MULTIARCH_LIB}{file}")));
+        }
+        let env = with(
+            pkcs11_env(),
+            "keyConnectorSettings__certificate__provider",
+            "filesystem",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__certificate__filesystemPath",
+            "/etc/bitwarden/cert.pfx",
+        );
+        assert!(matches!(
+            pkcs11(env).certificate,
+            Some(CertificateSettings::Filesystem { ref path, .. }) if path == Path::new("/etc/bitwarden/cert.pfx")
+        ));
+    }
+
+    #[test]
+    fn pkcs11_errors_name_the_setting() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+                None,
+                "rsaKey:pkcs11LibraryPath",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber",
+                None,
+                "rsaKey:pkcs11SlotTokenSerialNumber",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+                Some("admin"),
+                "rsaKey:pkcs11LoginUserType",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyLabel",
+                None,
+                "rsaKey:pkcs11PrivateKeyLabel",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyId",
+                Some("0x10"),
+                "rsaKey:pkcs11PrivateKeyId",
+            ),
+            (
+                "keyConnectorSettings__certificate__provider",
+                Some("cloud"),
+                "certificate:provider",
+            ),
+        ];
+        for (name, value, path) in cases {
+            let env = match value {
+                Some(value) => with(pkcs11_env(), name, value),
+                None => without(pkcs11_env(), name),
+            };
+            let error = load_env(env).unwrap_err();
+            assert_eq!(
+                error.setting,
+                format!("keyConnectorSettings:{path}"),
+                "{name}: {error}"
+            );
+        }
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__rsaKey__pkcs11Provider",
+            "thales",
+        );
+        let error = load_env(env).unwrap_err();
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__rsaKey__pkcs11Provider"
+        );
+    }
 }

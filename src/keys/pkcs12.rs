@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn the_public_key_of_a_pfx_with_a_private_key_is_that_keys() {
+        let pfx = generate_self_signed_pfx(2048, "test", Some("pw")).unwrap();
+        let spki = rsa_public_key_spki(&pfx, Some("pw")).unwrap();
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(
+            &private_key_pkcs8(&pfx, Some("pw")).unwrap(),
+        )
+        .unwrap();
+        let expected: aws_lc_rs::encoding::PublicKeyX509Der<'static> =
+            aws_lc_rs::encoding::AsDer::as_der(&private.public_key()).unwrap();
+        assert_eq!(spki, expected.as_ref());
+        aws_lc_rs::rsa::PublicEncryptingKey::from_der(&spki).unwrap();
+        assert!(matches!(
+            rsa_public_key_spki(&pfx, Some("wrong")),
+            Err(Pkcs12Error::WrongPassword)
+        ));
+    }
+
+    #[test]
     fn messages_never_contain_the_password() {
         let pfx = generate_self_signed_pfx(2048, "test", Some("hunter2")).unwrap();
         let error = private_key_pkcs8(&pfx, Some("swordfish")).unwrap_err();
