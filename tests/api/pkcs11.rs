@@ -646,3 +646,33 @@ softhsm_test! {
         assert_eq!(health.text().await.unwrap(), "Healthy");
     }
 }
+
+softhsm_test! {
+    /// SoftHSM keeps a token as a directory: moving it away pulls the token out. `/health`
+    /// must report that quickly, every time, and unwrapping must fail as an outage (retry
+    /// later), not as a wrong key. SoftHSM never rediscovers a token while loaded, so the
+    /// return of the token is not shown here; the reopening that recovers is the same path
+    /// `a_lost_login_is_noticed_and_recovered` exercises.
+    async fn a_token_that_goes_away_is_reported_unhealthy(hsm) {
+        let token = hsm.init_token("removable");
+        hsm.generate_key(&token, "k", &[1], true);
+        let provider = open(&hsm.settings(&token, label("k"))).await.unwrap();
+        assert_round_trip(&provider).await;
+        let token_dir = std::fs::read_dir(hsm.dir.join("tokens"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.is_dir())
+            .expect("the token's directory");
+        std::fs::rename(&token_dir, hsm.dir.join("removed-token")).unwrap();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let outage = provider.check_health().await;
+            assert!(matches!(outage, Err(KeyProviderError::Unavailable(_))), "{outage:?}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        let unwrap = provider.unwrap_symmetric_key(&[1u8; 256]).await;
+        assert!(matches!(unwrap, Err(KeyProviderError::Unavailable(_))), "{unwrap:?}");
+        // Wrapping needs only the public key, held since start-up.
+        provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
+    }
+}
