@@ -115,3 +115,25 @@ async fn open_uninstrumented(
         ))),
     }
 }
+
+#[cfg(all(test, not(feature = "pkcs11")))]
+mod tests {
+    use super::*;
+    use crate::config::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+
+    #[tokio::test]
+    async fn a_build_without_the_pkcs11_feature_names_it() {
+        let settings = RsaKeySettings::Pkcs11(Pkcs11Settings {
+            library_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_serial: "0123".into(),
+            user_type: Pkcs11UserType::User,
+            pin: None,
+            key: Pkcs11KeySelector::Label("key".into()),
+            certificate: None,
+        });
+        let Err(KeyProviderError::Config(message)) = open_rsa_key_provider(&settings).await else {
+            panic!("a pkcs11 configuration must be refused");
+        };
+        assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
+    }
+}
