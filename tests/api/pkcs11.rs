@@ -18,13 +18,16 @@ use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use key_connector::config::{
-    CertificateSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings,
+    CertificateSettings, DatabaseSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
+    RsaKeySettings, TransferTarget, TransferToSettings,
 };
 use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, TestIdp, random_key, spawn_app_with, try_spawn_app_with};
+use crate::helpers::{
+    AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
+};
 use crate::skip_or_fail;
 
 const SO_PIN: &str = "so-pin-1234";
@@ -674,5 +677,64 @@ softhsm_test! {
         assert!(matches!(unwrap, Err(KeyProviderError::Unavailable(_))), "{unwrap:?}");
         // Wrapping needs only the public key, held since start-up.
         provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
+    }
+}
+
+softhsm_test! {
+    /// Moving a certificate-wrapped database onto an HSM with upstream's `transferTo`: every
+    /// key is readable from the new database, whose symmetric key only the token unwraps.
+    async fn transfer_to_moves_keys_from_a_certificate_to_the_token(hsm) {
+        let token = hsm.init_token("target");
+        hsm.generate_key(&token, "kc", &[1], true);
+        let idp = Arc::new(TestIdp::start().await);
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let app = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions { data_dir: Some(Arc::clone(&dir)), ..AppOptions::default() },
+        )
+        .await;
+        let mut users = Vec::new();
+        for _ in 0..5 {
+            let user = Uuid::new_v4();
+            let key = random_key();
+            assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), 200);
+            users.push((user, key));
+        }
+        app.shutdown().await;
+
+        let target_json = hsm.dir.join("target.json");
+        let target = || TransferTarget {
+            database: DatabaseSettings::Json { path: target_json.clone() },
+            rsa_key: RsaKeySettings::Pkcs11(hsm.settings(&token, label("kc"))),
+        };
+        let app = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                data_dir: Some(Arc::clone(&dir)),
+                transfer_to: Some(TransferToSettings {
+                    lockfile_path: Some(dir.path().join("transfer.lock")),
+                    target: Some(target()),
+                }),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        app.shutdown().await;
+
+        let target_dir = Arc::new(tempfile::tempdir().unwrap());
+        std::fs::copy(&target_json, target_dir.path().join("data.json")).unwrap();
+        let served = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                store: StoreKind::Json,
+                data_dir: Some(target_dir),
+                rsa_key: Some(target().rsa_key),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        for (user, key) in &users {
+            assert_eq!(served.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+        }
     }
 }
