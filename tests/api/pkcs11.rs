@@ -738,3 +738,54 @@ softhsm_test! {
         }
     }
 }
+
+/// The real binary configured only through environment variables for `token`, as a
+/// container is; `pin` is the login PIN.
+fn binary_command(hsm: &SoftHsm, token: &TestToken, pin: &str) -> (Command, u16) {
+    let port = crate::binary::free_port();
+    let mut command =
+        crate::binary::service_command(&hsm.dir, "sqlite", "http://127.0.0.1:9", port);
+    command
+        .env("SOFTHSM2_CONF", std::env::var_os("SOFTHSM2_CONF").unwrap())
+        .env("keyConnectorSettings__rsaKey__provider", "pkcs11")
+        .env(
+            "KEYCONNECTORSETTINGS__RSAKEY__PKCS11LIBRARYPATH",
+            library_path(),
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber",
+            &token.serial,
+        )
+        .env("keyConnectorSettings__rsaKey__pkcs11LoginUserType", "user")
+        .env("keyConnectorSettings__rsaKey__pkcs11LoginPin", pin)
+        .env("keyConnectorSettings__rsaKey__pkcs11PrivateKeyId", "7")
+        .env_remove("keyConnectorSettings__certificate__provider")
+        .env_remove("keyConnectorSettings__certificate__filesystemPath")
+        .env_remove("keyConnectorSettings__certificate__filesystemPassword");
+    (command, port)
+}
+
+softhsm_test! {
+    /// Settings in their environment-variable form: a wrong PIN stops the binary within
+    /// seconds with a non-zero exit and the message; the right one serves `/health`.
+    async fn the_binary_fails_fast_on_a_wrong_pin_and_serves_with_the_right_one(hsm) {
+        let token = hsm.init_token("binary");
+        hsm.generate_key(&token, "kc", &private_key_id_bytes(7).unwrap(), true);
+
+        let (mut command, _) = binary_command(&hsm, &token, "wrong-pin-0000");
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("PKCS#11 login failed: wrong PIN?"), "{stderr}");
+        assert!(stderr.contains("keyConnectorSettings__rsaKey__pkcs11LoginPin"), "{stderr}");
+        assert!(!stderr.contains("wrong-pin-0000"), "the PIN is never logged: {stderr}");
+
+        let (command, port) = binary_command(&hsm, &token, USER_PIN);
+        let service = crate::binary::Service::spawn(command, port).wait_ready().await;
+        let health = reqwest::get(format!("{}/health", service.base_url)).await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert_eq!(health.text().await.unwrap(), "Healthy");
+    }
+}
