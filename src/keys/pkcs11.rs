@@ -501,6 +501,10 @@ impl Token {
             // Upstream logs in as CKU_CONTEXT_SPECIFIC right after opening the session. A
             // token that follows the standard accepts that only inside an operation, to
             // re-authenticate the user; the user's own login is what such a token needs.
+            tracing::info!(
+                token = %self.serial,
+                "the token accepts a context-specific login only inside an operation; logging in as user with the same PIN"
+            );
             result = session.login(UserType::User, self.pin.as_ref());
         }
         match result {
