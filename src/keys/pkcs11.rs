@@ -589,22 +589,41 @@ impl Token {
                 )));
             }
         };
-        let key_type = session
-            .get_attributes(key, &[AttributeType::KeyType])
+        let attributes = session
+            .get_attributes(
+                key,
+                &[AttributeType::KeyType, AttributeType::AlwaysAuthenticate],
+            )
             .map_err(|e| {
                 KeyProviderError::Unavailable(format!(
-                    "cannot read the private key's type on token {}: {e}",
+                    "cannot read the private key's attributes on token {}: {e}",
                     self.serial
                 ))
             })?;
-        match key_type.as_slice() {
-            [Attribute::KeyType(kind)] if *kind == KeyType::RSA => Ok(key),
-            _ => Err(KeyProviderError::Config(format!(
+        let is_rsa = attributes
+            .iter()
+            .any(|a| matches!(a, Attribute::KeyType(kind) if *kind == KeyType::RSA));
+        if !is_rsa {
+            return Err(KeyProviderError::Config(format!(
                 "the private key {} on token {} is not an RSA key",
                 self.selector_text(),
                 self.serial
-            ))),
+            )));
         }
+        // Such a key needs a PIN entry inside every decryption; refusing it here beats an
+        // unwrap that fails at every start-up as if the token were away.
+        if attributes
+            .iter()
+            .any(|a| matches!(a, Attribute::AlwaysAuthenticate(true)))
+        {
+            return Err(KeyProviderError::Config(format!(
+                "the private key {} on token {} demands a new login for every use (CKA_ALWAYS_AUTHENTICATE), \
+                 which is not supported; use a key without it",
+                self.selector_text(),
+                self.serial
+            )));
+        }
+        Ok(key)
     }
 
     /// The public key from a public-key object with the same label or id, or from the

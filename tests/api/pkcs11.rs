@@ -190,6 +190,17 @@ impl SoftHsm {
     /// Generates an RSA-2048 pair in the token. `private: false` makes the private key visible
     /// to the security officer, as SoftHSM shows private objects to the user only.
     fn generate_key(&self, token: &TestToken, label: &str, id: &[u8], private: bool) {
+        self.generate_key_with(token, label, id, private, false);
+    }
+
+    fn generate_key_with(
+        &self,
+        token: &TestToken,
+        label: &str,
+        id: &[u8],
+        private: bool,
+        always_authenticate: bool,
+    ) {
         let session = self.context.open_rw_session(self.slot_of(token)).unwrap();
         session
             .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
@@ -208,6 +219,7 @@ impl SoftHsm {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Decrypt(true),
+            Attribute::AlwaysAuthenticate(always_authenticate),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.to_vec()),
         ];
@@ -439,6 +451,21 @@ softhsm_test! {
         settings.user_type = Pkcs11UserType::ContextSpecific;
         let provider = open(&settings).await.unwrap();
         assert_round_trip(&provider).await;
+    }
+}
+
+softhsm_test! {
+    /// A key that wants the PIN again inside every decryption is refused at start-up with
+    /// a reason, not retried as if the token were away.
+    async fn a_key_demanding_a_login_per_use_is_refused_with_a_reason(hsm) {
+        let token = hsm.init_token("always");
+        hsm.generate_key_with(&token, "k", &[1], true, true);
+        for user_type in [Pkcs11UserType::User, Pkcs11UserType::ContextSpecific] {
+            let mut settings = hsm.settings(&token, label("k"));
+            settings.user_type = user_type;
+            let message = config_error(&settings).await;
+            assert!(message.contains("CKA_ALWAYS_AUTHENTICATE"), "{message}");
+        }
     }
 }
 
