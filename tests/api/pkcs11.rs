@@ -816,3 +816,30 @@ softhsm_test! {
         assert_eq!(health.text().await.unwrap(), "Healthy");
     }
 }
+
+softhsm_test! {
+    /// A database whose symmetric key another RSA key wrapped is never "repaired": start-up
+    /// stops, saying the token's key does not unwrap it.
+    async fn a_database_wrapped_for_another_key_stops_start_up(hsm) {
+        let token = hsm.init_token("other");
+        hsm.generate_key(&token, "kc", &[1], true);
+        let idp = Arc::new(TestIdp::start().await);
+        let app = spawn_app_with(Arc::clone(&idp), AppOptions::default()).await;
+        let data_dir = app.shutdown().await;
+        let started = Instant::now();
+        let error = try_spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                data_dir: Some(data_dir),
+                rsa_key: Some(RsaKeySettings::Pkcs11(hsm.settings(&token, label("kc")))),
+                ..AppOptions::default()
+            },
+        )
+        .await
+        .err()
+        .expect("start-up refuses the database");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let message = error.to_string();
+        assert!(message.contains("was not wrapped by the private key"), "{message}");
+    }
+}
