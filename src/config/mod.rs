@@ -67,6 +67,8 @@ pub struct SqliteConnection {
 pub enum RsaKeySettings {
     /// `certificate`: the private key of a PKCS#12 file from a certificate source.
     Certificate(CertificateSettings),
+    /// `pkcs11`: a private key that never leaves a PKCS#11 token (HSM, smart card).
+    Pkcs11(Pkcs11Settings),
     /// A provider upstream has and this version does not build yet.
     NotYetSupported { provider: String },
 }
@@ -79,6 +81,39 @@ pub enum CertificateSettings {
     },
     /// A certificate source upstream has and this version does not build yet.
     NotYetSupported { provider: String },
+}
+
+/// `rsaKey:pkcs11*`: which token, how to log in, which key.
+#[derive(Debug)]
+pub struct Pkcs11Settings {
+    /// The vendor's PKCS#11 library (`pkcs11LibraryPath`, or the default of `pkcs11Provider`).
+    pub library_path: PathBuf,
+    /// `pkcs11SlotTokenSerialNumber`, compared case-insensitively as upstream does.
+    pub token_serial: String,
+    pub user_type: Pkcs11UserType,
+    /// `pkcs11LoginPin`; without one the token's protected authentication path (PIN pad) is used.
+    pub pin: Option<SecretString>,
+    pub key: Pkcs11KeySelector,
+    /// Where the public key for wrapping comes from, as upstream: the certificate provider.
+    /// Without one it is read from the token.
+    pub certificate: Option<CertificateSettings>,
+}
+
+/// `pkcs11LoginUserType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pkcs11UserType {
+    User,
+    SecurityOfficer,
+    ContextSpecific,
+}
+
+/// How the private key is found on the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pkcs11KeySelector {
+    /// `pkcs11PrivateKeyLabel`: `CKA_LABEL`.
+    Label(String),
+    /// `pkcs11PrivateKeyId`: `CKA_ID` holding this number as a native `CK_ULONG`.
+    Id(u64),
 }
 
 /// `transferTo`: upstream's one-shot copy into another database at start-up, and the

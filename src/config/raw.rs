@@ -16,8 +16,8 @@ use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
     CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferTarget,
-    TransferToSettings,
+    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
+    SqlDialect, SqliteConnection, TransferTarget, TransferToSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -67,7 +67,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     ),
     known(
         "rsaKey:provider",
-        "certificate (pkcs11, awskms, azurekv, gcpkms: not built yet)",
+        "certificate | pkcs11 (awskms, azurekv, gcpkms: not built yet)",
     ),
     known("rsaKey:azureKeyvaultUri", "azurekv"),
     known("rsaKey:azureKeyvaultKeyName", "azurekv"),
@@ -85,14 +85,26 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     known("rsaKey:awsKeyId", "awskms"),
     known("rsaKey:awsUseSymmetricEncryption", "awskms: true | false"),
     known("rsaKey:pkcs11Provider", "pkcs11: yubihsm | opensc"),
-    known("rsaKey:pkcs11LibraryPath", "pkcs11"),
-    known("rsaKey:pkcs11SlotTokenSerialNumber", "pkcs11"),
+    known(
+        "rsaKey:pkcs11LibraryPath",
+        "pkcs11: the token's PKCS#11 library (.so)",
+    ),
+    known(
+        "rsaKey:pkcs11SlotTokenSerialNumber",
+        "pkcs11: serial number of the token (required)",
+    ),
     known(
         "rsaKey:pkcs11LoginUserType",
         "pkcs11: user | so | context_specific",
     ),
-    known("rsaKey:pkcs11LoginPin", "pkcs11"),
-    known("rsaKey:pkcs11PrivateKeyLabel", "pkcs11"),
+    known(
+        "rsaKey:pkcs11LoginPin",
+        "pkcs11: the PIN of the login user type",
+    ),
+    known(
+        "rsaKey:pkcs11PrivateKeyLabel",
+        "pkcs11: CKA_LABEL of the private key",
+    ),
     known("rsaKey:pkcs11PrivateKeyId", "pkcs11: unsigned integer"),
     known(
         "certificate:provider",
@@ -630,23 +642,27 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             )
         })?;
     }
-    if let Some(value) = values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
-        value.trim().parse::<u64>().map_err(|_| {
+    let private_key_id = match values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
+        Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
             ConfigError::new(
                 &at("rsaKey:pkcs11PrivateKeyId"),
                 format!("`{value}` is not an unsigned integer"),
             )
-        })?;
-    }
+        })?),
+        None => None,
+    };
     match provider.trim().to_ascii_lowercase().as_str() {
         "certificate" => Ok(RsaKeySettings::Certificate(certificate_settings(
             values, prefix,
         )?)),
-        name @ ("pkcs11" | "azurekv" | "gcpkms" | "awskms") => {
-            Ok(RsaKeySettings::NotYetSupported {
-                provider: name.to_owned(),
-            })
-        }
+        "pkcs11" => Ok(RsaKeySettings::Pkcs11(pkcs11_settings(
+            values,
+            prefix,
+            private_key_id,
+        )?)),
+        name @ ("azurekv" | "gcpkms" | "awskms") => Ok(RsaKeySettings::NotYetSupported {
+            provider: name.to_owned(),
+        }),
         other => Err(ConfigError::new(
             &at("rsaKey:provider"),
             format!(
@@ -654,6 +670,95 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             ),
         )),
     }
+}
+
+/// Upstream's default library locations for `pkcs11Provider` (Debian/Ubuntu multiarch paths).
+#[cfg(target_arch = "aarch64")]
+const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
+#[cfg(not(target_arch = "aarch64"))]
+const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+fn pkcs11_settings(
+    values: &Values,
+    prefix: &str,
+    private_key_id: Option<u64>,
+) -> Result<Pkcs11Settings, ConfigError> {
+    let at = |key: &str| format!("{prefix}rsaKey:{key}");
+    let library_path = match values.get(&at("pkcs11LibraryPath")).map(str::trim) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => match values
+            .get(&at("pkcs11Provider"))
+            .map(|p| p.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
+            Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
+            Some(other) if !other.is_empty() => {
+                return Err(ConfigError::new(
+                    &at("pkcs11Provider"),
+                    format!(
+                        "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    &at("pkcs11LibraryPath"),
+                    "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
+                ));
+            }
+        },
+    };
+    let token_serial = values
+        .require(
+            &at("pkcs11SlotTokenSerialNumber"),
+            "the serial number of the token holding the key",
+        )?
+        .trim()
+        .to_owned();
+    let user_type = match values
+        .get(&at("pkcs11LoginUserType"))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "user") => Pkcs11UserType::User,
+        Some("so") => Pkcs11UserType::SecurityOfficer,
+        Some("context_specific") => Pkcs11UserType::ContextSpecific,
+        Some(other) => {
+            return Err(ConfigError::new(
+                &at("pkcs11LoginUserType"),
+                format!("`{other}` is not a login user type; use user, so or context_specific"),
+            ));
+        }
+    };
+    let key = match (private_key_id, values.get(&at("pkcs11PrivateKeyLabel"))) {
+        // Upstream looks the key up by id whenever one is set.
+        (Some(id), _) => Pkcs11KeySelector::Id(id),
+        (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
+        _ => {
+            return Err(ConfigError::new(
+                &at("pkcs11PrivateKeyLabel"),
+                format!(
+                    "is required (or keyConnectorSettings__{}rsaKey__pkcs11PrivateKeyId): which private key on the token to use",
+                    prefix.replace(':', "__")
+                ),
+            ));
+        }
+    };
+    let certificate = match values.get(&format!("{prefix}certificate:provider")) {
+        Some(_) => Some(certificate_settings(values, prefix)?),
+        None => None,
+    };
+    Ok(Pkcs11Settings {
+        library_path,
+        token_serial,
+        user_type,
+        pin: values
+            .get(&at("pkcs11LoginPin"))
+            .map(|pin| SecretString::from(pin.to_owned())),
+        key,
+        certificate,
+    })
 }
 
 fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSettings, ConfigError> {
@@ -1108,5 +1213,171 @@ mod tests {
         assert_eq!(value["a"], "x // y");
         assert_eq!(value["b"], "/* z */");
         assert_eq!(value["c"], serde_json::json!([1, 2]));
+    }
+
+    fn pkcs11_env() -> Vec<(String, String)> {
+        let mut env = minimal();
+        for (name, value) in [
+            ("keyConnectorSettings__rsaKey__provider", "PKCS11"),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+                "/opt/hsm/libpkcs11.so",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber",
+                " 0012AB ",
+            ),
+            ("KEYCONNECTORSETTINGS__RSAKEY__PKCS11LOGINUSERTYPE", "SO"),
+            ("keyConnectorSettings__rsaKey__pkcs11LoginPin", "1234"),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyLabel",
+                "kc key",
+            ),
+        ] {
+            env = with(env, name, value);
+        }
+        without(env, "keyConnectorSettings__certificate__provider")
+    }
+
+    fn pkcs11(env: Vec<(String, String)>) -> Pkcs11Settings {
+        match load_env(env).unwrap().settings.rsa_key {
+            RsaKeySettings::Pkcs11(settings) => settings,
+            other => panic!("not pkcs11: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pkcs11_settings_are_read_case_insensitively_from_the_environment() {
+        let loaded = load_env(pkcs11_env()).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let settings = pkcs11(pkcs11_env());
+        assert_eq!(settings.library_path, Path::new("/opt/hsm/libpkcs11.so"));
+        assert_eq!(settings.token_serial, "0012AB");
+        assert_eq!(settings.user_type, Pkcs11UserType::SecurityOfficer);
+        assert_eq!(settings.pin.as_ref().unwrap().expose_secret(), "1234");
+        assert_eq!(settings.key, Pkcs11KeySelector::Label("kc key".into()));
+        assert!(settings.certificate.is_none());
+        assert!(!format!("{settings:?}").contains("1234"));
+
+        // Upstream looks up by id whenever one is set.
+        let settings = pkcs11(with(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11PrivateKeyId",
+            " 18446744073709551615 ",
+        ));
+        assert_eq!(settings.key, Pkcs11KeySelector::Id(u64::MAX));
+
+        for (user_type, expected) in [
+            ("user", Pkcs11UserType::User),
+            ("Context_Specific", Pkcs11UserType::ContextSpecific),
+        ] {
+            let env = with(
+                pkcs11_env(),
+                "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+                user_type,
+            );
+            assert_eq!(pkcs11(env).user_type, expected);
+        }
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+        );
+        assert_eq!(pkcs11(env).user_type, Pkcs11UserType::User);
+    }
+
+    #[test]
+    fn pkcs11_provider_picks_upstreams_library_and_a_certificate_is_optional() {
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+        );
+        for (provider, file) in [
+            ("yubihsm", "/pkcs11/yubihsm_pkcs11.so"),
+            ("OpenSC", "/opensc-pkcs11.so"),
+        ] {
+            let env = with(
+                env.clone(),
+                "keyConnectorSettings__rsaKey__pkcs11Provider",
+                provider,
+            );
+            let path = pkcs11(env).library_path;
+            assert_eq!(path, PathBuf::from(format!("{MULTIARCH_LIB}{file}")));
+        }
+        let env = with(
+            pkcs11_env(),
+            "keyConnectorSettings__certificate__provider",
+            "filesystem",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__certificate__filesystemPath",
+            "/etc/bitwarden/cert.pfx",
+        );
+        assert!(matches!(
+            pkcs11(env).certificate,
+            Some(CertificateSettings::Filesystem { ref path, .. }) if path == Path::new("/etc/bitwarden/cert.pfx")
+        ));
+    }
+
+    #[test]
+    fn pkcs11_errors_name_the_setting() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+                None,
+                "rsaKey:pkcs11LibraryPath",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber",
+                None,
+                "rsaKey:pkcs11SlotTokenSerialNumber",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11LoginUserType",
+                Some("admin"),
+                "rsaKey:pkcs11LoginUserType",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyLabel",
+                None,
+                "rsaKey:pkcs11PrivateKeyLabel",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__pkcs11PrivateKeyId",
+                Some("0x10"),
+                "rsaKey:pkcs11PrivateKeyId",
+            ),
+            (
+                "keyConnectorSettings__certificate__provider",
+                Some("cloud"),
+                "certificate:provider",
+            ),
+        ];
+        for (name, value, path) in cases {
+            let env = match value {
+                Some(value) => with(pkcs11_env(), name, value),
+                None => without(pkcs11_env(), name),
+            };
+            let error = load_env(env).unwrap_err();
+            assert_eq!(
+                error.setting,
+                format!("keyConnectorSettings:{path}"),
+                "{name}: {error}"
+            );
+        }
+        let env = without(
+            pkcs11_env(),
+            "keyConnectorSettings__rsaKey__pkcs11LibraryPath",
+        );
+        let env = with(
+            env,
+            "keyConnectorSettings__rsaKey__pkcs11Provider",
+            "thales",
+        );
+        let error = load_env(env).unwrap_err();
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__rsaKey__pkcs11Provider"
+        );
     }
 }

@@ -46,43 +46,21 @@ impl OaepKeyPair {
 impl CertificateKeyProvider {
     /// Loads the certificate named by the settings and keeps its private key.
     pub async fn open(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
-        match source {
-            CertificateSettings::Filesystem { path, password } => {
-                let bytes = tokio::fs::read(path).await.map_err(|e| {
-                    KeyProviderError::Config(format!(
-                        "cannot read the certificate file {} (keyConnectorSettings__certificate__filesystemPath): {e}",
-                        path.display()
-                    ))
-                })?;
-                let password = password.as_ref().map(|p| p.expose_secret().to_owned());
-                let pkcs8 = tokio::task::spawn_blocking(move || {
-                    pkcs12::private_key_pkcs8(&bytes, password.as_deref())
-                })
-                .await
-                .map_err(|e| KeyProviderError::Config(format!("certificate loading failed: {e}")))?
-                .map_err(|e| {
-                    KeyProviderError::Config(format!(
-                        "cannot use the certificate file {}: {e} (keyConnectorSettings__certificate__filesystemPassword)",
-                        path.display()
-                    ))
-                })?;
-                let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
-                let bits = key.public.key_size_bits();
-                Ok(Self {
-                    description: format!(
-                        "certificate from file {} (RSA {bits}-bit, OAEP SHA-1)",
-                        path.display()
-                    ),
-                    key: Arc::new(key),
-                })
-            }
-            CertificateSettings::NotYetSupported { provider } => {
-                Err(KeyProviderError::Config(format!(
-                    "certificate provider `{provider}` (keyConnectorSettings__certificate__provider) is not supported by this version yet; \
-                 supported: `filesystem`"
-                )))
-            }
-        }
+        let file = CertificateFile::read(source).await?;
+        let password = file.password.clone();
+        let bytes = file.bytes.clone();
+        let pkcs8 = tokio::task::spawn_blocking(move || {
+            pkcs12::private_key_pkcs8(&bytes, password.as_deref().map(|p| p.as_str()))
+        })
+        .await
+        .map_err(|e| KeyProviderError::Config(format!("certificate loading failed: {e}")))?
+        .map_err(|e| file.error(e))?;
+        let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
+        let bits = key.public.key_size_bits();
+        Ok(Self {
+            description: format!("{} (RSA {bits}-bit, OAEP SHA-1)", file.description),
+            key: Arc::new(key),
+        })
     }
 
     /// Builds a provider from a PKCS#8 private key already in memory (development and tests).
@@ -94,6 +72,54 @@ impl CertificateKeyProvider {
             description: description.into(),
             key: Arc::new(OaepKeyPair::from_pkcs8(der)?),
         })
+    }
+}
+
+/// A PKCS#12 file fetched from its certificate source, not yet decoded.
+pub(crate) struct CertificateFile {
+    pub bytes: Arc<Vec<u8>>,
+    pub password: Option<Zeroizing<String>>,
+    /// Where it came from, for logs (no secrets).
+    pub description: String,
+    /// The setting that holds the password, for error messages.
+    password_env_var: &'static str,
+}
+
+impl CertificateFile {
+    /// Fetches the file named by the certificate settings.
+    pub async fn read(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
+        match source {
+            CertificateSettings::Filesystem { path, password } => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    KeyProviderError::Config(format!(
+                        "cannot read the certificate file {} (keyConnectorSettings__certificate__filesystemPath): {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(Self {
+                    bytes: Arc::new(bytes),
+                    password: password
+                        .as_ref()
+                        .map(|p| Zeroizing::new(p.expose_secret().to_owned())),
+                    description: format!("certificate from file {}", path.display()),
+                    password_env_var: "keyConnectorSettings__certificate__filesystemPassword",
+                })
+            }
+            CertificateSettings::NotYetSupported { provider } => {
+                Err(KeyProviderError::Config(format!(
+                    "certificate provider `{provider}` (keyConnectorSettings__certificate__provider) is not supported by this version yet; \
+                 supported: `filesystem`"
+                )))
+            }
+        }
+    }
+
+    /// A decoding error as a configuration error naming the file and its password setting.
+    pub fn error(&self, error: pkcs12::Pkcs12Error) -> KeyProviderError {
+        KeyProviderError::Config(format!(
+            "cannot use the {}: {error} ({})",
+            self.description, self.password_env_var
+        ))
     }
 }
 

@@ -7,6 +7,8 @@
 //! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
 
 pub mod certificate;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod pkcs12;
 
 use std::sync::Arc;
@@ -97,9 +99,41 @@ async fn open_uninstrumented(
         RsaKeySettings::Certificate(source) => Ok(Arc::new(
             certificate::CertificateKeyProvider::open(source).await?,
         )),
+        #[cfg(feature = "pkcs11")]
+        RsaKeySettings::Pkcs11(pkcs11_settings) => Ok(Arc::new(
+            pkcs11::Pkcs11KeyProvider::open(pkcs11_settings).await?,
+        )),
+        #[cfg(not(feature = "pkcs11"))]
+        RsaKeySettings::Pkcs11(_) => Err(KeyProviderError::Config(
+            "RSA key provider `pkcs11` (keyConnectorSettings__rsaKey__provider) needs the `pkcs11` \
+             Cargo feature, which this build left out; rebuild with `--features pkcs11`"
+                .into(),
+        )),
         RsaKeySettings::NotYetSupported { provider } => Err(KeyProviderError::Config(format!(
             "RSA key provider `{provider}` (keyConnectorSettings__rsaKey__provider) is not supported by this version yet; \
-             supported: `certificate` with certificate provider `filesystem`"
+             supported: `certificate` and `pkcs11`"
         ))),
+    }
+}
+
+#[cfg(all(test, not(feature = "pkcs11")))]
+mod tests {
+    use super::*;
+    use crate::config::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+
+    #[tokio::test]
+    async fn a_build_without_the_pkcs11_feature_names_it() {
+        let settings = RsaKeySettings::Pkcs11(Pkcs11Settings {
+            library_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_serial: "0123".into(),
+            user_type: Pkcs11UserType::User,
+            pin: None,
+            key: Pkcs11KeySelector::Label("key".into()),
+            certificate: None,
+        });
+        let Err(KeyProviderError::Config(message)) = open_rsa_key_provider(&settings).await else {
+            panic!("a pkcs11 configuration must be refused");
+        };
+        assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
     }
 }

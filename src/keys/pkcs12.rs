@@ -5,6 +5,8 @@
 //! .NET's `X509Certificate2.Export` (3DES, SHA-1 MAC). `p12-keystore` decodes all of them; this
 //! module adds the policy: exactly one RSA private key, precise errors, and the "empty
 //! password" versus "no password" ambiguity that .NET and OpenSSL resolve by trying both.
+//! For keys kept in an HSM the file may hold only the certificate
+//! (`openssl pkcs12 -export -nokeys`); [`rsa_public_key_spki`] reads the public key then.
 
 use p12_keystore::{
     Certificate, KeyStore, KeyStoreEntry, Pkcs12Archive, PrivateKey, PrivateKeyChain,
@@ -29,6 +31,12 @@ pub enum Pkcs12Error {
     SeveralPrivateKeys(usize),
     #[error("the PKCS#12 file holds {0}; an RSA key is required")]
     NotRsa(&'static str),
+    #[error("the PKCS#12 file holds neither a private key nor a certificate")]
+    NoCertificate,
+    #[error(
+        "the PKCS#12 file holds {0} end-entity RSA certificates and no private key; export only the key's certificate"
+    )]
+    SeveralCertificates(usize),
     #[error("the PKCS#12 file cannot be read: {0}")]
     Unreadable(String),
     #[error("cannot create a PKCS#12 file: {0}")]
@@ -56,6 +64,53 @@ pub fn private_key_pkcs8(
         }));
     }
     Ok(Zeroizing::new(key.as_der().to_vec()))
+}
+
+/// Returns the `SubjectPublicKeyInfo` DER of the file's RSA key: the private key's public half
+/// when the file has one, otherwise the public key of its only end-entity RSA certificate.
+pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u8>, Pkcs12Error> {
+    let archive = open_archive(bytes, password.unwrap_or(""))?;
+    if !archive.keys.is_empty() {
+        let pkcs8 = private_key_pkcs8(bytes, password)?;
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
+            .map_err(|e| Pkcs12Error::Unreadable(format!("unusable RSA private key: {e}")))?;
+        let public = private.public_key();
+        let der: aws_lc_rs::encoding::PublicKeyX509Der<'static> =
+            aws_lc_rs::encoding::AsDer::as_der(&public)
+                .map_err(|e| Pkcs12Error::Unreadable(format!("unusable RSA public key: {e}")))?;
+        return Ok(der.as_ref().to_vec());
+    }
+    if archive.certs.is_empty() {
+        return Err(Pkcs12Error::NoCertificate);
+    }
+    let mut rsa = Vec::new();
+    let mut saw_other_algorithm = false;
+    for bag in &archive.certs {
+        let (_, certificate) = x509_parser::parse_x509_certificate(bag.cert.as_der())
+            .map_err(|e| Pkcs12Error::Unreadable(format!("a certificate cannot be parsed: {e}")))?;
+        let spki = certificate.public_key();
+        if spki.algorithm.algorithm.to_id_string() != RSA_ENCRYPTION_OID {
+            saw_other_algorithm = true;
+            continue;
+        }
+        rsa.push((certificate.is_ca(), spki.raw.to_vec()));
+    }
+    // A chain exported with `-nokeys` also carries CA certificates; the key's own is the leaf.
+    let leaves: Vec<_> = rsa.iter().filter(|(is_ca, _)| !is_ca).collect();
+    let candidates: Vec<&Vec<u8>> = if leaves.is_empty() {
+        rsa.iter().map(|(_, spki)| spki).collect()
+    } else {
+        leaves.into_iter().map(|(_, spki)| spki).collect()
+    };
+    let mut distinct = candidates;
+    distinct.sort();
+    distinct.dedup();
+    match distinct.as_slice() {
+        [] if saw_other_algorithm => Err(Pkcs12Error::NotRsa("a certificate whose key is not RSA")),
+        [] => Err(Pkcs12Error::NoCertificate),
+        [only] => Ok(only.to_vec()),
+        several => Err(Pkcs12Error::SeveralCertificates(several.len())),
+    }
 }
 
 /// Decodes the archive, treating a missing password and an empty one alike (PKCS#12 encodes
@@ -211,6 +266,24 @@ mod tests {
         assert!(matches!(
             private_key_pkcs8(&pfx[..pfx.len() / 2], Some("right")),
             Err(Pkcs12Error::NotPkcs12)
+        ));
+    }
+
+    #[test]
+    fn the_public_key_of_a_pfx_with_a_private_key_is_that_keys() {
+        let pfx = generate_self_signed_pfx(2048, "test", Some("pw")).unwrap();
+        let spki = rsa_public_key_spki(&pfx, Some("pw")).unwrap();
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(
+            &private_key_pkcs8(&pfx, Some("pw")).unwrap(),
+        )
+        .unwrap();
+        let expected: aws_lc_rs::encoding::PublicKeyX509Der<'static> =
+            aws_lc_rs::encoding::AsDer::as_der(&private.public_key()).unwrap();
+        assert_eq!(spki, expected.as_ref());
+        aws_lc_rs::rsa::PublicEncryptingKey::from_der(&spki).unwrap();
+        assert!(matches!(
+            rsa_public_key_spki(&pfx, Some("wrong")),
+            Err(Pkcs12Error::WrongPassword)
         ));
     }
 

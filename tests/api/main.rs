@@ -13,6 +13,8 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod outage;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 mod proxy;
 mod quickstart;
 mod replicas;
