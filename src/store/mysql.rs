@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::sql::sqlx_support::{retry_idempotent, store_error, tls_failure};
 use super::sql::{
-    BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros,
-    with_deadline,
+    BOOTSTRAP_LOCK_NAME, SchemaPlan, from_naive_utc, log_connection_warnings, require_key,
+    schema_plan, to_naive_utc_micros, with_deadline,
 };
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
 use crate::config::SqlConnection;
@@ -203,13 +203,8 @@ impl MySqlStore {
                     .await
                     .map_err(open_error)?
                     .is_some();
-            match (has("ApplicationDatas"), has("UserKeys")) {
-                (false, false) if recorded => {
-                    return Err(StoreError::Config(
-                        "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
-                    ));
-                }
-                (false, false) => {
+            match schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)? {
+                SchemaPlan::Create => {
                     sqlx::raw_sql(CREATE_HISTORY)
                         .execute(&mut *conn)
                         .await
@@ -223,21 +218,14 @@ impl MySqlStore {
                     record_migration(&mut conn).await?;
                     tracing::info!("created the key connector schema in the MySQL database");
                 }
-                (true, true) if recorded => {}
-                (true, true) => {
-                    // Tables without EF's record would make upstream try to create them again
-                    // and fail; record the migration they correspond to.
+                SchemaPlan::RecordMigration => {
                     sqlx::raw_sql(CREATE_HISTORY)
                         .execute(&mut *conn)
                         .await
                         .map_err(open_error)?;
                     record_migration(&mut conn).await?;
                 }
-                _ => {
-                    return Err(StoreError::Config(
-                        "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
-                    ));
-                }
+                SchemaPlan::UpToDate => {}
             }
             check_columns(&mut conn).await
         }

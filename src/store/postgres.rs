@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::sql::sqlx_support::{retry_idempotent, store_error, tls_failure};
 use super::sql::{
-    from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros, with_deadline,
+    SchemaPlan, from_naive_utc, log_connection_warnings, require_key, schema_plan,
+    to_naive_utc_micros, with_deadline,
 };
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
 use crate::config::SqlConnection;
@@ -173,13 +174,8 @@ impl PostgresStore {
                 .await
                 .map_err(open_error)?
                 .is_some();
-        match (has("ApplicationDatas"), has("UserKeys")) {
-            (false, false) if recorded => {
-                return Err(StoreError::Config(
-                    "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
-                ));
-            }
-            (false, false) => {
+        match schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)? {
+            SchemaPlan::Create => {
                 for statement in CREATE_SCHEMA {
                     sqlx::raw_sql(statement)
                         .execute(&mut *tx)
@@ -189,21 +185,14 @@ impl PostgresStore {
                 record_migration(&mut tx).await?;
                 tracing::info!("created the key connector schema in the PostgreSQL database");
             }
-            (true, true) if recorded => {}
-            (true, true) => {
-                // Tables without EF's record would make upstream try to create them again
-                // and fail; record the migration they correspond to.
+            SchemaPlan::RecordMigration => {
                 sqlx::raw_sql(CREATE_HISTORY_ONLY)
                     .execute(&mut *tx)
                     .await
                     .map_err(open_error)?;
                 record_migration(&mut tx).await?;
             }
-            _ => {
-                return Err(StoreError::Config(
-                    "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
-                ));
-            }
+            SchemaPlan::UpToDate => {}
         }
         check_columns(&mut tx).await?;
         tx.commit().await.map_err(open_error)

@@ -17,6 +17,38 @@ use crate::config::SqlConnection;
 /// serialise schema creation and symmetric-key creation on one database.
 pub const BOOTSTRAP_LOCK_NAME: &str = "bitwarden-key-connector-bootstrap";
 
+/// What opening a database must do to its schema, decided the way EF's `Migrate()` would,
+/// plus the cases EF would fail on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaPlan {
+    /// A new database: create upstream's tables and record the migration.
+    Create,
+    /// The tables exist without EF's record (made by hand or by other tooling): record the
+    /// migration, or upstream would try to create them again and fail.
+    RecordMigration,
+    /// Upstream's schema, recorded: nothing to do.
+    UpToDate,
+}
+
+/// Decides from which of upstream's tables exist and whether `InitialCreate` is recorded.
+pub fn schema_plan(
+    has_application_datas: bool,
+    has_user_keys: bool,
+    migration_recorded: bool,
+) -> Result<SchemaPlan, StoreError> {
+    match (has_application_datas, has_user_keys) {
+        (false, false) if migration_recorded => Err(StoreError::Config(
+            "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
+        )),
+        (false, false) => Ok(SchemaPlan::Create),
+        (true, true) if migration_recorded => Ok(SchemaPlan::UpToDate),
+        (true, true) => Ok(SchemaPlan::RecordMigration),
+        _ => Err(StoreError::Config(
+            "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
+        )),
+    }
+}
+
 /// Runs `operation` with the deadline the connection string allows; a database that does
 /// not answer in time is unavailable.
 pub async fn with_deadline<T>(
@@ -125,6 +157,29 @@ pub mod sqlx_support {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn the_schema_plan_follows_ef_and_refuses_what_ef_would_break() {
+        assert_eq!(
+            schema_plan(false, false, false).unwrap(),
+            SchemaPlan::Create
+        );
+        assert_eq!(schema_plan(true, true, true).unwrap(), SchemaPlan::UpToDate);
+        assert_eq!(
+            schema_plan(true, true, false).unwrap(),
+            SchemaPlan::RecordMigration
+        );
+        for (a, k, r) in [
+            (false, false, true),
+            (true, false, false),
+            (false, true, true),
+        ] {
+            assert!(
+                matches!(schema_plan(a, k, r), Err(StoreError::Config(_))),
+                "{a} {k} {r}"
+            );
+        }
+    }
 
     #[test]
     fn dates_are_naive_utc_and_cut_to_microseconds() {

@@ -27,8 +27,8 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
 
 use super::sql::{
-    BOOTSTRAP_LOCK_NAME, from_naive_utc, log_connection_warnings, require_key, to_naive_utc,
-    with_deadline,
+    BOOTSTRAP_LOCK_NAME, SchemaPlan, from_naive_utc, log_connection_warnings, require_key,
+    schema_plan, to_naive_utc, with_deadline,
 };
 use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
 use crate::config::SqlConnection;
@@ -416,13 +416,8 @@ async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError
             .await
             .map_err(open_error)?
             .is_some();
-    match (has("ApplicationDatas"), has("UserKeys")) {
-        (false, false) if recorded => {
-            return Err(StoreError::Config(
-                "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
-            ));
-        }
-        (false, false) => {
+    match schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)? {
+        SchemaPlan::Create => {
             run_batch(client, CREATE_HISTORY).await?;
             for statement in CREATE_SCHEMA {
                 run_batch(client, statement).await?;
@@ -430,18 +425,11 @@ async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError
             record_migration(client).await?;
             tracing::info!("created the key connector schema in the SQL Server database");
         }
-        (true, true) if recorded => {}
-        (true, true) => {
-            // Tables without EF's record would make upstream try to create them again and
-            // fail; record the migration they correspond to.
+        SchemaPlan::RecordMigration => {
             run_batch(client, CREATE_HISTORY).await?;
             record_migration(client).await?;
         }
-        _ => {
-            return Err(StoreError::Config(
-                "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
-            ));
-        }
+        SchemaPlan::UpToDate => {}
     }
     let columns: Vec<(String, String, String)> = client
         .simple_query(

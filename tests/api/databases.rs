@@ -247,6 +247,37 @@ impl TestDatabase {
         Ok(())
     }
 
+    /// Runs statements in the test database (which must exist).
+    pub async fn execute(&self, statements: &[&str]) {
+        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
+            self.settings()
+        else {
+            panic!("execute() is for PostgreSQL and MySQL")
+        };
+        for statement in statements {
+            let statement = sqlx::AssertSqlSafe(statement.to_string());
+            let result = match self.server {
+                Engine::PostgreSql => {
+                    let mut conn = timed(postgres_options(&connection).connect())
+                        .await
+                        .unwrap();
+                    sqlx::raw_sql(statement)
+                        .execute(&mut conn)
+                        .await
+                        .map(|_| ())
+                }
+                _ => {
+                    let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
+                    sqlx::raw_sql(statement)
+                        .execute(&mut conn)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            result.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     /// Creates the (empty) database, for tests that build an upstream-made one by hand.
     pub async fn create_empty(&self) {
         let create: fn(&str) -> Option<String> = match self.server {
