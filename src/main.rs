@@ -64,6 +64,16 @@ enum Command {
     /// and certificate settings), leaving every user key as it is. Then switch the service's
     /// rsaKey/certificate settings to the new key.
     RotateRsaKey,
+    /// Re-seal every user key under a new symmetric key. Resumable and safe to interrupt.
+    /// Stop every instance of the service first (they would keep sealing with the old key).
+    RotateSymmetricKey {
+        /// Confirms that no instance of the service is running against this database.
+        #[arg(long)]
+        service_stopped: bool,
+        /// Re-seal at most this many keys in this run (continue with later runs).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+    },
     /// How many users have a key, and when keys were created and last read.
     Stats,
     /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
@@ -87,6 +97,10 @@ async fn main() -> ExitCode {
         Command::Transfer { dry_run } => admin::transfer(cli.config, dry_run).await,
         Command::Stats => admin::stats(cli.config).await,
         Command::RotateRsaKey => admin::rotate_rsa_key(cli.config).await,
+        Command::RotateSymmetricKey {
+            service_stopped,
+            batch,
+        } => admin::rotate_symmetric_key(cli.config, service_stopped, batch).await,
         Command::Healthcheck { url } => admin::healthcheck(url).await,
         Command::Dev {
             data_dir,
@@ -286,6 +300,57 @@ mod admin {
                      Next: set keyConnectorSettings__rsaKey__* / __certificate__* to the values of __rotateTo__* and restart every instance.",
                     report.new_provider, report.old_provider
                 );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub async fn rotate_symmetric_key(
+        config_file: Option<PathBuf>,
+        service_stopped: bool,
+        batch: Option<usize>,
+    ) -> ExitCode {
+        if !service_stopped {
+            eprintln!(
+                "rotate-symmetric-key: stop every instance of the service first (a running instance keeps the old key \
+                 in memory and would seal new keys with it), then run again with --service-stopped"
+            );
+            return ExitCode::FAILURE;
+        }
+        let loaded = match load(config_file) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
+        let settings = &loaded.settings;
+        match key_connector::operations::rotate::rotate_symmetric_key(
+            &settings.database,
+            &settings.rsa_key,
+            batch,
+            true,
+        )
+        .await
+        {
+            Ok(report) => {
+                println!(
+                    "{} user keys: {} re-sealed now, {} already re-sealed, {} unreadable",
+                    report.total,
+                    report.resealed,
+                    report.already_resealed,
+                    report.unreadable.len()
+                );
+                if report.completed {
+                    println!(
+                        "rotation completed: the new symmetric key is current; start the service"
+                    );
+                } else {
+                    println!(
+                        "rotation not finished: run the command again to continue (every key stays readable meanwhile)"
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => {

@@ -55,6 +55,9 @@ pub enum SealError {
 /// AES-256-GCM under the database's symmetric key. Cheap to clone? No: hold it in an `Arc`.
 pub struct UserKeyCipher {
     key: LessSafeKey,
+    /// A second key that also opens (never seals): the other side of a symmetric-key
+    /// rotation that was interrupted (see `operations::rotate`).
+    fallback: Option<LessSafeKey>,
     random: SystemRandom,
 }
 
@@ -71,8 +74,17 @@ impl UserKeyCipher {
             UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::TooShort)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            fallback: None,
             random: SystemRandom::new(),
         })
+    }
+
+    /// Also opens keys sealed under `symmetric_key`; sealing keeps using the main key.
+    pub fn with_fallback(mut self, symmetric_key: &[u8]) -> Result<Self, SealError> {
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::TooShort)?;
+        self.fallback = Some(LessSafeKey::new(unbound));
+        Ok(self)
     }
 
     /// Encrypts a user key into upstream's stored form.
@@ -100,6 +112,18 @@ impl UserKeyCipher {
 
     /// Decrypts a stored key; fails if it was altered or sealed under another key.
     pub fn open_user_key(&self, sealed: &str) -> Result<UserKey, SealError> {
+        match (Self::open_with(&self.key, sealed), &self.fallback) {
+            (Err(SealError::Unauthentic), Some(fallback)) => Self::open_with(fallback, sealed),
+            (result, _) => result,
+        }
+    }
+
+    /// Decrypts with the main key only (never the fallback).
+    pub fn open_with_main_key(&self, sealed: &str) -> Result<UserKey, SealError> {
+        Self::open_with(&self.key, sealed)
+    }
+
+    fn open_with(key: &LessSafeKey, sealed: &str) -> Result<UserKey, SealError> {
         let mut data = Zeroizing::new(
             STANDARD
                 .decode(sealed.trim())
@@ -114,8 +138,7 @@ impl UserKeyCipher {
             .map_err(|_| SealError::TooShort)?;
         data.truncate(nonce_start);
         // `open_in_place` expects ciphertext || tag, which is what is left.
-        let plain_len = self
-            .key
+        let plain_len = key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce_bytes),
                 Aad::empty(),

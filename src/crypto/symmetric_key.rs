@@ -58,7 +58,8 @@ pub async fn load_or_create_symmetric_key(
 ) -> Result<(UserKeyCipher, SymmetricKeyOrigin), BootstrapError> {
     if let Some(wrapped) = store.read_symmetric_key().await? {
         let key = unwrap_stored(&wrapped, provider).await?;
-        return Ok((cipher_from(&key)?, SymmetricKeyOrigin::Existing));
+        let cipher = with_pending_key(cipher_from(&key)?, store, provider).await?;
+        return Ok((cipher, SymmetricKeyOrigin::Existing));
     }
 
     let key =
@@ -87,14 +88,37 @@ pub async fn unwrap_existing(
     provider: &dyn RsaKeyProvider,
 ) -> Result<Option<UserKeyCipher>, BootstrapError> {
     match store.read_symmetric_key().await? {
-        Some(wrapped) => Ok(Some(cipher_from(
-            &unwrap_stored(&wrapped, provider).await?,
-        )?)),
+        Some(wrapped) => {
+            let cipher = cipher_from(&unwrap_stored(&wrapped, provider).await?)?;
+            Ok(Some(with_pending_key(cipher, store, provider).await?))
+        }
         None => Ok(None),
     }
 }
 
-async fn unwrap_stored(
+/// During an unfinished symmetric-key rotation some user keys are sealed under the new key:
+/// the cipher then opens both (and keeps sealing with the current one), so no key is ever
+/// unreadable, whenever the rotation was interrupted.
+async fn with_pending_key(
+    cipher: UserKeyCipher,
+    store: &dyn UserKeyStore,
+    provider: &dyn RsaKeyProvider,
+) -> Result<UserKeyCipher, BootstrapError> {
+    let Some(pending) = store.read_pending_symmetric_key().await? else {
+        return Ok(cipher);
+    };
+    let key = unwrap_stored(&pending, provider).await?;
+    tracing::warn!(
+        "a symmetric-key rotation is unfinished: keys sealed under either key are served; \
+         stop every instance and run `key-connector rotate-symmetric-key` to finish it"
+    );
+    cipher
+        .with_fallback(&key)
+        .map_err(|e| BootstrapError::DamagedStoredKey(e.to_string()))
+}
+
+/// Unwraps a stored (base64) wrapped symmetric key with `provider`.
+pub async fn unwrap_stored(
     wrapped: &str,
     provider: &dyn RsaKeyProvider,
 ) -> Result<Zeroizing<Vec<u8>>, BootstrapError> {

@@ -121,3 +121,178 @@ pub async fn rotate_rsa_key(
     store.close().await;
     result
 }
+
+/// What a symmetric-key rotation run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SymmetricRotationReport {
+    pub total: usize,
+    /// Re-sealed under the new key in this run.
+    pub resealed: usize,
+    /// Already under the new key (an earlier, interrupted run).
+    pub already_resealed: usize,
+    /// Readable under neither key: they were unreadable before; left as they are, and the
+    /// rotation is not completed while there are any.
+    pub unreadable: Vec<uuid::Uuid>,
+    /// The new key became the current one (every key verified under it).
+    pub completed: bool,
+}
+
+/// Re-seals every user key under a new symmetric key, then makes it the current key.
+///
+/// Safe to interrupt at any point, `kill -9` included, and to run again:
+/// 1. the new key is generated, wrapped by the RSA key and saved as the *pending* key
+///    before any user key is touched (a second run finds and reuses it);
+/// 2. each user key is opened with the current key, sealed with the new one, and replaced
+///    only if unchanged since read (compare-and-swap); one already under the new key is
+///    skipped. The service, when started meanwhile, opens keys under either key;
+/// 3. when every key opens under the new key, the new key replaces the current one and the
+///    old one is forgotten, in one transaction (one file write for JSON).
+///
+/// Instances that are running keep only the old key in memory and would seal new keys with
+/// it: stop them all before rotating (the caller must confirm).
+/// `batch` limits how many keys are re-sealed in this run (the rest in later runs).
+pub async fn rotate_symmetric_key(
+    database: &DatabaseSettings,
+    rsa_key: &RsaKeySettings,
+    batch: Option<usize>,
+    interactive: bool,
+) -> Result<SymmetricRotationReport, OperationError> {
+    use crate::crypto::symmetric_key::unwrap_stored;
+    use crate::crypto::{UserKeyCipher, generate_symmetric_key};
+
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        OperationError::Failed(format!(
+            "{what}: {error}. Every key is still readable; run the rotation again when it is fixed"
+        ))
+    };
+    let store = open_store(database)
+        .await
+        .map_err(|source| OperationError::Store {
+            what: "database",
+            source,
+        })?;
+    let provider =
+        open_rsa_key_provider(rsa_key)
+            .await
+            .map_err(|source| OperationError::RsaKey {
+                what: "RSA key",
+                source,
+            })?;
+    let result = async {
+        let current_wrapped = store
+            .read_symmetric_key()
+            .await
+            .map_err(|e| failed("cannot read the symmetric key", &e))?
+            .ok_or_else(|| OperationError::Failed("the database has no symmetric key yet".into()))?;
+        let symmetric = |e| OperationError::SymmetricKey {
+            what: "database",
+            source: e,
+        };
+        let current = UserKeyCipher::new(&unwrap_stored(&current_wrapped, provider.as_ref()).await.map_err(symmetric)?)
+            .map_err(|e| failed("the current symmetric key is damaged", &e))?;
+
+        // 1. The pending key: reuse an interrupted run's, or make and save one.
+        let pending_wrapped = match store
+            .read_pending_symmetric_key()
+            .await
+            .map_err(|e| failed("cannot read the pending key", &e))?
+        {
+            Some(pending) => {
+                tracing::info!("resuming an unfinished symmetric-key rotation");
+                pending
+            }
+            None => {
+                let fresh = generate_symmetric_key().map_err(|e| failed("cannot generate a key", &e))?;
+                let wrapped = provider
+                    .wrap_symmetric_key(&fresh)
+                    .await
+                    .map_err(|e| failed("the RSA key cannot wrap the new key", &e))?;
+                store
+                    .save_pending_symmetric_key_if_absent(&STANDARD.encode(wrapped))
+                    .await
+                    .map_err(|e| failed("cannot save the new key", &e))?
+            }
+        };
+        let new = UserKeyCipher::new(&unwrap_stored(&pending_wrapped, provider.as_ref()).await.map_err(symmetric)?)
+            .map_err(|e| failed("the pending symmetric key is damaged", &e))?;
+
+        // 2. Re-seal.
+        let rows = store
+            .list_user_keys()
+            .await
+            .map_err(|e| failed("cannot list user keys", &e))?;
+        let mut report = SymmetricRotationReport {
+            total: rows.len(),
+            ..SymmetricRotationReport::default()
+        };
+        let mut progress = super::progress::Progress::new("re-sealing user keys", rows.len() as u64, interactive);
+        for row in &rows {
+            progress.advance();
+            if new.open_with_main_key(&row.sealed_key).is_ok() {
+                report.already_resealed += 1;
+                continue;
+            }
+            if batch.is_some_and(|limit| report.resealed >= limit) {
+                continue;
+            }
+            let Ok(clear) = current.open_with_main_key(&row.sealed_key) else {
+                tracing::warn!(user = %row.id, "this user key opens under neither key; left as it is");
+                report.unreadable.push(row.id);
+                continue;
+            };
+            let resealed = new
+                .seal_user_key(&clear)
+                .map_err(|e| failed("cannot seal", &e))?;
+            let swapped = store
+                .reseal_user_key(row.id, &row.sealed_key, &resealed)
+                .await
+                .map_err(|e| failed("cannot write a re-sealed key", &e))?;
+            if !swapped {
+                return Err(OperationError::Failed(format!(
+                    "the key of user {} changed during the rotation: is an instance still running? \
+                     Stop every instance and run the rotation again",
+                    row.id
+                )));
+            }
+            report.resealed += 1;
+        }
+        progress.finish();
+
+        // 3. Promote only when every readable key is verified under the new key.
+        let rows = store
+            .list_user_keys()
+            .await
+            .map_err(|e| failed("cannot list user keys", &e))?;
+        let pending_left = rows
+            .iter()
+            .filter(|row| !report.unreadable.contains(&row.id))
+            .filter(|row| new.open_with_main_key(&row.sealed_key).is_err())
+            .count();
+        if pending_left > 0 {
+            tracing::info!(left = pending_left, "keys still under the current key; run again to continue");
+            return Ok(report);
+        }
+        if !report.unreadable.is_empty() {
+            // Promotion forgets every other stored wrapping; keep them while any key cannot
+            // be explained, so nothing that might still open one is destroyed.
+            return Err(OperationError::Failed(format!(
+                "{} user key(s) open under neither key ({}); the rotation is not completed so that                  no stored key is discarded. Investigate them (check-config), then run again",
+                report.unreadable.len(),
+                report.unreadable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        report.completed = store
+            .promote_pending_symmetric_key(&current_wrapped)
+            .await
+            .map_err(|e| failed("cannot make the new key current", &e))?;
+        if !report.completed {
+            return Err(OperationError::Failed(
+                "the current symmetric key changed during the rotation; run it again".into(),
+            ));
+        }
+        Ok(report)
+    }
+    .await;
+    store.close().await;
+    result
+}

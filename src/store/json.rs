@@ -81,6 +81,13 @@ impl Snapshot {
             .transpose()
     }
 
+    fn pending_symmetric_key(&self) -> Option<String> {
+        get_ci(&self.document, PENDING_KEY)
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+    }
+
     fn symmetric_key(&self) -> Option<String> {
         get_ci(&self.document, "symmetricKey")
             .and_then(Value::as_str)
@@ -357,6 +364,9 @@ fn check_shape(document: &Map<String, Value>) -> Result<(), String> {
 }
 
 /// A property by name, case-insensitively (as upstream's reader binds them).
+/// Where a symmetric-key rotation keeps its new key. Not upstream's: it ignores it.
+const PENDING_KEY: &str = "pendingSymmetricKey";
+
 fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name).or_else(|| {
         map.iter()
@@ -501,6 +511,92 @@ impl UserKeyStore for JsonFileStore {
                     return Ok((None, false));
                 }
                 set_ci(document, "symmetricKey", Value::String(replacement.clone()));
+                Ok((Some(()), true))
+            })
+        })
+        .await
+    }
+
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.fresh_snapshot().await?.pending_symmetric_key())
+    }
+
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError> {
+        let wrapped = wrapped.to_owned();
+        self.with_file(move |file| {
+            file.change(|document| {
+                if let Some(existing) = get_ci(document, PENDING_KEY)
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                {
+                    return Ok((None, existing.to_owned()));
+                }
+                if get_ci(document, "symmetricKey")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    return Err(StoreError::Config(
+                        "there is no symmetric key to rotate from".into(),
+                    ));
+                }
+                set_ci(document, PENDING_KEY, Value::String(wrapped.clone()));
+                Ok((Some(()), wrapped))
+            })
+        })
+        .await
+    }
+
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError> {
+        let expected = expected_current.to_owned();
+        self.with_file(move |file| {
+            file.change(|document| {
+                let current = get_ci(document, "symmetricKey").and_then(Value::as_str);
+                let pending = get_ci(document, PENDING_KEY)
+                    .and_then(Value::as_str)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned);
+                let (Some(pending), true) = (pending, current == Some(expected.as_str())) else {
+                    return Ok((None, false));
+                };
+                set_ci(document, "symmetricKey", Value::String(pending));
+                if let Some(name) = document
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(PENDING_KEY))
+                    .cloned()
+                {
+                    document.shift_remove(&name);
+                }
+                Ok((Some(()), true))
+            })
+        })
+        .await
+    }
+
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
+        self.with_file(move |file| {
+            file.change(|document| {
+                let Some(index) = position(document, id) else {
+                    return Ok((None, false));
+                };
+                let Some(item) = user_keys_mut(document)[index].as_object_mut() else {
+                    return Ok((None, false));
+                };
+                if get_ci(item, "key").and_then(Value::as_str) != Some(expected.as_str()) {
+                    return Ok((None, false));
+                }
+                set_ci(item, "key", Value::String(resealed.clone()));
                 Ok((Some(()), true))
             })
         })

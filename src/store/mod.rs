@@ -103,6 +103,33 @@ pub trait UserKeyStore: Send + Sync + 'static {
         replacement: &str,
     ) -> Result<bool, StoreError>;
 
+    /// The wrapped symmetric key a rotation is moving user keys to, if one is under way
+    /// (a second `ApplicationDatas` row; `pendingSymmetricKey` in the JSON document).
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError>;
+
+    /// Saves `wrapped` as the pending key unless there is one; returns the one stored.
+    /// Requires a current symmetric key.
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError>;
+
+    /// Makes the pending key the current one and forgets the old, atomically, if the
+    /// current key is still `expected_current`; `false` otherwise (nothing changed).
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a user's sealed key if it is still `expected` (dates unchanged); `false`
+    /// when it changed meanwhile or the row is gone.
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError>;
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError>;
 
     /// Inserts a new row unless the user already has one (then nothing changes).

@@ -471,6 +471,114 @@ impl UserKeyStore for MySqlStore {
         .await
     }
 
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        with_deadline(self.deadline, async {
+            let key: Option<Option<String>> = retry_idempotent(|| {
+                sqlx::query_scalar(
+                    "SELECT `SymmetricKey` FROM `ApplicationDatas` ORDER BY `Id` LIMIT 1 OFFSET 1",
+                )
+                .fetch_optional(&self.pool)
+            })
+            .await?;
+            Ok(key.flatten().filter(|k| !k.is_empty()))
+        })
+        .await
+    }
+
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError> {
+        let deadline =
+            self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
+        with_deadline(deadline, async {
+            let mut conn = self.pool.acquire().await.map_err(store_error)?;
+            take_bootstrap_lock(&mut conn).await?;
+            let result = async {
+                let keys: Vec<Option<String>> = sqlx::query_scalar(
+                    "SELECT `SymmetricKey` FROM `ApplicationDatas` ORDER BY `Id` LIMIT 2",
+                )
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_error)?;
+                match keys.as_slice() {
+                    [] => Err(StoreError::Config(
+                        "there is no symmetric key to rotate from".into(),
+                    )),
+                    [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
+                    _ => {
+                        sqlx::query("INSERT INTO `ApplicationDatas` (`SymmetricKey`) VALUES (?)")
+                            .bind(wrapped)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(store_error)?;
+                        Ok(wrapped.to_owned())
+                    }
+                }
+            }
+            .await;
+            release_bootstrap_lock(&mut conn).await;
+            result
+        })
+        .await
+    }
+
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let mut tx = self.pool.begin().await.map_err(store_error)?;
+            let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+                "SELECT `Id`, `SymmetricKey` FROM `ApplicationDatas` ORDER BY `Id` LIMIT 2 FOR UPDATE",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
+                return Ok(false);
+            };
+            if current != expected_current || pending.is_empty() {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE `ApplicationDatas` SET `SymmetricKey` = ? WHERE `Id` = ?")
+                .bind(pending)
+                .bind(first)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("DELETE FROM `ApplicationDatas` WHERE `Id` <> ?")
+                .bind(first)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        let id_text = guid_text(id);
+        with_deadline(self.deadline, async {
+            let result = retry_idempotent(|| {
+                sqlx::query("UPDATE `UserKeys` SET `Key` = ? WHERE `Id` = ? AND `Key` = ?")
+                    .bind(resealed)
+                    .bind(&id_text)
+                    .bind(expected)
+                    .execute(&self.pool)
+            })
+            .await?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         let id_text = guid_text(id);
         with_deadline(self.deadline, async {

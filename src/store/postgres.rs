@@ -405,6 +405,117 @@ impl UserKeyStore for PostgresStore {
         .await
     }
 
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        with_deadline(self.deadline, async {
+            let key: Option<Option<String>> = retry_idempotent(|| {
+                sqlx::query_scalar(
+                    r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1 OFFSET 1"#,
+                )
+                .fetch_optional(&self.pool)
+            })
+            .await?;
+            Ok(key.flatten().filter(|k| !k.is_empty()))
+        })
+        .await
+    }
+
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError> {
+        with_deadline(self.deadline, async {
+            let mut tx = self.pool.begin().await.map_err(store_error)?;
+            sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let keys: Vec<Option<String>> = sqlx::query_scalar(
+                r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let stored = match keys.as_slice() {
+                [] => {
+                    return Err(StoreError::Config(
+                        "there is no symmetric key to rotate from".into(),
+                    ));
+                }
+                [_, Some(pending)] if !pending.is_empty() => pending.clone(),
+                _ => {
+                    sqlx::query(r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ($1)"#)
+                        .bind(wrapped)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                    wrapped.to_owned()
+                }
+            };
+            tx.commit().await.map_err(store_error)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let mut tx = self.pool.begin().await.map_err(store_error)?;
+            sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+                r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
+                return Ok(false);
+            };
+            if current != expected_current || pending.is_empty() {
+                return Ok(false);
+            }
+            sqlx::query(r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = $1 WHERE "Id" = $2"#)
+                .bind(pending)
+                .bind(first)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query(r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> $1"#)
+                .bind(first)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let result = retry_idempotent(|| {
+                sqlx::query(r#"UPDATE "UserKeys" SET "Key" = $1 WHERE "Id" = $2 AND "Key" = $3"#)
+                    .bind(resealed)
+                    .bind(id)
+                    .bind(expected)
+                    .execute(&self.pool)
+            })
+            .await?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         with_deadline(self.deadline, async {
             let row: Option<RawRow> = retry_idempotent(|| {

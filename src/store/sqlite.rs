@@ -426,6 +426,104 @@ impl UserKeyStore for SqliteStore {
         .await
     }
 
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        self.read(|connection| {
+            connection
+                .query_row(
+                    r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1 OFFSET 1"#,
+                    [],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()
+                .map(|key| key.flatten().filter(|k| !k.is_empty()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError> {
+        let wrapped = wrapped.to_owned();
+        self.write(move |tx| {
+            let keys: Vec<Option<String>> = tx
+                .prepare(r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#)
+                .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+                .map_err(unavailable)?;
+            match keys.as_slice() {
+                [] => Err(StoreError::Config(
+                    "there is no symmetric key to rotate from".into(),
+                )),
+                [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
+                _ => {
+                    tx.execute(
+                        r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
+                        [&wrapped],
+                    )
+                    .map_err(unavailable)?;
+                    Ok(wrapped)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError> {
+        let expected = expected_current.to_owned();
+        self.write(move |tx| {
+            let rows: Vec<(i64, Option<String>)> = tx
+                .prepare(
+                    r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
+                )
+                .and_then(|mut s| {
+                    s.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(unavailable)?;
+            let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
+                return Ok(false);
+            };
+            if *current != expected || pending.is_empty() {
+                return Ok(false);
+            }
+            tx.execute(
+                r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
+                params![pending, first],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> ?1"#,
+                [first],
+            )
+            .map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" IN (?2, ?3) AND "Key" = ?4"#,
+                    params![resealed, guid_text(id), lower_guid_text(id), expected],
+                )
+                .map_err(unavailable)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
         let raw = self

@@ -305,7 +305,38 @@ macro_rules! on_connection {
     }};
 }
 
+type LockedWork<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 impl SqlServerStore {
+    /// Runs `work` in a transaction holding the bootstrap application lock; commits when it
+    /// succeeds, rolls back otherwise.
+    async fn in_locked_transaction<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut TdsClient) -> LockedWork<'c, T> + Send,
+        T: Send,
+    {
+        with_deadline(self.deadline + BOOTSTRAP_LOCK_WAIT, async {
+            let mut pooled = self.pool.get().await.map_err(pool_error)?;
+            pooled.in_flight = true;
+            let client = &mut pooled.client;
+            run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
+            let result = match take_bootstrap_lock(client).await {
+                Ok(()) => work(client).await,
+                Err(error) => Err(error),
+            };
+            let end = if result.is_ok() {
+                "COMMIT TRANSACTION"
+            } else {
+                "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
+            };
+            run_batch(client, end).await?;
+            pooled.in_flight = false;
+            result
+        })
+        .await
+    }
+
     /// Connects, creates the database and upstream's schema if needed, and checks the schema.
     pub async fn open(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings("sqlserver", connection);
@@ -560,13 +591,9 @@ impl UserKeyStore for SqlServerStore {
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        with_deadline(self.deadline + BOOTSTRAP_LOCK_WAIT, async {
-            let mut pooled = self.pool.get().await.map_err(pool_error)?;
-            pooled.in_flight = true;
-            let client = &mut pooled.client;
-            run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
-            let result = async {
-                take_bootstrap_lock(client).await?;
+        self.in_locked_transaction(|client| {
+            let wrapped = wrapped.to_owned();
+            Box::pin(async move {
                 let first = client
                     .simple_query(SELECT_FIRST_SYMMETRIC_KEY)
                     .await
@@ -586,33 +613,24 @@ impl UserKeyStore for SqlServerStore {
                         client
                             .execute(
                                 "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
-                                &[&wrapped, &id],
+                                &[&wrapped.as_str(), &id],
                             )
                             .await
                             .map_err(store_error)?;
-                        Ok(wrapped.to_owned())
+                        Ok(wrapped)
                     }
                     None => {
                         client
                             .execute(
                                 "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
-                                &[&wrapped],
+                                &[&wrapped.as_str()],
                             )
                             .await
                             .map_err(store_error)?;
-                        Ok(wrapped.to_owned())
+                        Ok(wrapped)
                     }
                 }
-            }
-            .await;
-            let end = if result.is_ok() {
-                "COMMIT TRANSACTION"
-            } else {
-                "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
-            };
-            run_batch(client, end).await?;
-            pooled.in_flight = false;
-            result
+            })
         })
         .await
     }
@@ -627,6 +645,135 @@ impl UserKeyStore for SqlServerStore {
                 .execute(
                     "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [SymmetricKey] = @P2",
                     &[&replacement, &expected],
+                )
+                .await
+                .map(|result| result.total()));
+            Ok(changed? > 0)
+        })
+        .await
+    }
+
+    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+        with_deadline(self.deadline, async {
+            let row = on_connection!(self.pool, |client| async {
+                client
+                    .simple_query(
+                        "SELECT [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id] OFFSET 1 ROWS FETCH NEXT 1 ROWS ONLY",
+                    )
+                    .await?
+                    .into_row()
+                    .await
+            }
+            .await)?;
+            Ok(row
+                .as_ref()
+                .and_then(|r| r.get::<&str, _>(0))
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned))
+        })
+        .await
+    }
+
+    async fn save_pending_symmetric_key_if_absent(
+        &self,
+        wrapped: &str,
+    ) -> Result<String, StoreError> {
+        self.in_locked_transaction(|client| {
+            let wrapped = wrapped.to_owned();
+            Box::pin(async move {
+                let rows = client
+                    .simple_query(
+                        "SELECT TOP (2) [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]",
+                    )
+                    .await
+                    .map_err(store_error)?
+                    .into_first_result()
+                    .await
+                    .map_err(store_error)?;
+                let keys: Vec<Option<String>> = rows
+                    .iter()
+                    .map(|r| r.get::<&str, _>(0).map(str::to_owned))
+                    .collect();
+                match keys.as_slice() {
+                    [] => Err(StoreError::Config(
+                        "there is no symmetric key to rotate from".into(),
+                    )),
+                    [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
+                    _ => {
+                        client
+                            .execute(
+                                "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
+                                &[&wrapped.as_str()],
+                            )
+                            .await
+                            .map_err(store_error)?;
+                        Ok(wrapped)
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    async fn promote_pending_symmetric_key(
+        &self,
+        expected_current: &str,
+    ) -> Result<bool, StoreError> {
+        self.in_locked_transaction(|client| {
+            let expected = expected_current.to_owned();
+            Box::pin(async move {
+                let rows = client
+                    .simple_query(
+                        "SELECT TOP (2) [Id], [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]",
+                    )
+                    .await
+                    .map_err(store_error)?
+                    .into_first_result()
+                    .await
+                    .map_err(store_error)?;
+                let rows: Vec<(i32, Option<String>)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<i32, _>(0).unwrap_or_default(),
+                            r.get::<&str, _>(1).map(str::to_owned),
+                        )
+                    })
+                    .collect();
+                let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
+                    return Ok(false);
+                };
+                if *current != expected || pending.is_empty() {
+                    return Ok(false);
+                }
+                client
+                    .execute(
+                        "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
+                        &[&pending.as_str(), first],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                client
+                    .execute("DELETE FROM [ApplicationDatas] WHERE [Id] <> @P1", &[first])
+                    .await
+                    .map_err(store_error)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn reseal_user_key(
+        &self,
+        id: Uuid,
+        expected: &str,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        with_deadline(self.deadline, async {
+            let changed = on_connection!(self.pool, |client| client
+                .execute(
+                    "UPDATE [UserKeys] SET [Key] = @P1 WHERE [Id] = @P2 AND [Key] = @P3",
+                    &[&resealed, &id, &expected],
                 )
                 .await
                 .map(|result| result.total()));

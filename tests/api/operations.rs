@@ -533,3 +533,190 @@ async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
         text(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_symmetric_key_is_resumable_and_every_key_stays_readable_throughout() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = || AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    let mut users = Vec::new();
+    for _ in 0..10 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        users.push((user, key));
+    }
+    app.shutdown().await;
+    let db = dir.path().join("keys.db");
+    let symmetric_rows = || {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let mut statement = connection
+            .prepare(r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id""#)
+            .unwrap();
+        statement
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    let before = symmetric_rows();
+    assert_eq!(before.len(), 1);
+    let run = |args: &'static [&'static str]| {
+        let (dir, idp_url) = (dir.path().to_owned(), idp.url.clone());
+        tokio::task::spawn_blocking(move || admin(&dir, &idp_url, args, &[]))
+    };
+
+    // Refused unless the operator confirms the service is stopped.
+    let output = run(&["rotate-symmetric-key"]).await.unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("--service-stopped"),
+        "{}",
+        text(&output)
+    );
+
+    // An interrupted rotation (4 keys re-sealed, then stopped): the service serves every
+    // key, under either symmetric key.
+    let output = run(&["rotate-symmetric-key", "--service-stopped", "--batch", "4"])
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("10 user keys: 4 re-sealed now, 0 already re-sealed"),
+        "{}",
+        text(&output)
+    );
+    assert!(text(&output).contains("not finished"), "{}", text(&output));
+    assert_eq!(symmetric_rows().len(), 2, "current and pending keys");
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+    }
+    app.shutdown().await;
+
+    // Resumed: the rest is re-sealed, the new key becomes current, the old one is gone.
+    let output = run(&["rotate-symmetric-key", "--service-stopped"])
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("6 re-sealed now, 4 already re-sealed"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("rotation completed"),
+        "{}",
+        text(&output)
+    );
+    let after = symmetric_rows();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new symmetric key");
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+    }
+    app.shutdown().await;
+
+    // Upstream's format is kept: one key row, every user key sealed under it.
+    let output = run(&["check-config"]).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_symmetric_key_killed_midway_loses_nothing() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = || AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    let mut users = Vec::new();
+    for _ in 0..300 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        users.push((user, key));
+    }
+    app.shutdown().await;
+
+    // kill -9 while it re-seals (each re-seal is a durable write).
+    let mut child = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test",
+        )
+        .env("keyConnectorSettings__identityServerUri", &idp.url)
+        .env("keyConnectorSettings__database__provider", "sqlite")
+        .env(
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source={}", dir.path().join("keys.db").display()),
+        )
+        .env("keyConnectorSettings__rsaKey__provider", "certificate")
+        .env("keyConnectorSettings__certificate__provider", "filesystem")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPath",
+            dir.path().join("key.pfx"),
+        )
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "test-password",
+        )
+        .args(["rotate-symmetric-key", "--service-stopped"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            app.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "user {user}"
+        );
+    }
+    app.shutdown().await;
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        admin(
+            &dir_path,
+            &idp_url,
+            &["rotate-symmetric-key", "--service-stopped"],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("rotation completed"),
+        "{}",
+        text(&output)
+    );
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            app.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "user {user}"
+        );
+    }
+}

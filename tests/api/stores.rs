@@ -373,6 +373,94 @@ async fn the_symmetric_key_is_replaced_only_if_unchanged(backend: Backend) {
     );
 }
 
+async fn a_pending_symmetric_key_is_saved_once_and_promoted_atomically(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    assert!(
+        store
+            .save_pending_symmetric_key_if_absent("p0")
+            .await
+            .is_err(),
+        "needs a current key"
+    );
+    store.insert_symmetric_key_if_absent("old").await.unwrap();
+    assert_eq!(store.read_pending_symmetric_key().await.unwrap(), None);
+    assert_eq!(
+        store
+            .save_pending_symmetric_key_if_absent("p1")
+            .await
+            .unwrap(),
+        "p1"
+    );
+    assert_eq!(
+        store
+            .save_pending_symmetric_key_if_absent("p2")
+            .await
+            .unwrap(),
+        "p1",
+        "kept"
+    );
+    assert_eq!(
+        store.read_pending_symmetric_key().await.unwrap().as_deref(),
+        Some("p1")
+    );
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("old"),
+        "current unchanged"
+    );
+    assert!(!store.promote_pending_symmetric_key("stale").await.unwrap());
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("old")
+    );
+    assert!(store.promote_pending_symmetric_key("old").await.unwrap());
+    store.close().await;
+    let store = storage.open().await;
+    assert_eq!(
+        store.read_symmetric_key().await.unwrap().as_deref(),
+        Some("p1")
+    );
+    assert_eq!(store.read_pending_symmetric_key().await.unwrap(), None);
+    assert!(
+        !store.promote_pending_symmetric_key("p1").await.unwrap(),
+        "nothing pending"
+    );
+}
+
+async fn resealing_a_user_key_is_a_compare_and_swap(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    let id = Uuid::new_v4();
+    let mut original = row(id, "s1");
+    original.last_access_date = Some(datetime!(2026-01-02 03:04:05 UTC));
+    store.create_user_key(&original).await.unwrap();
+    assert!(!store.reseal_user_key(id, "other", "s2").await.unwrap());
+    assert!(store.reseal_user_key(id, "s1", "s2").await.unwrap());
+    let resealed = store.read_user_key(id).await.unwrap().unwrap();
+    assert_eq!(resealed.sealed_key, "s2");
+    let kept = backend.kept(&original);
+    assert_eq!(
+        (
+            resealed.creation_date,
+            resealed.revision_date,
+            resealed.last_access_date
+        ),
+        (
+            kept.creation_date,
+            kept.revision_date,
+            kept.last_access_date
+        ),
+        "dates untouched"
+    );
+    assert!(
+        !store
+            .reseal_user_key(Uuid::new_v4(), "s1", "s3")
+            .await
+            .unwrap()
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -408,6 +496,8 @@ conformance!(
     concurrent_puts_end_with_one_written_value,
     replicas_racing_to_save_the_symmetric_key_agree_on_one,
     the_symmetric_key_is_replaced_only_if_unchanged,
+    a_pending_symmetric_key_is_saved_once_and_promoted_atomically,
+    resealing_a_user_key_is_a_compare_and_swap,
 );
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----
