@@ -64,8 +64,31 @@ pub struct SqliteConnection {
 pub enum RsaKeySettings {
     /// `certificate`: the private key of a PKCS#12 file from a certificate source.
     Certificate(CertificateSettings),
+    /// `awskms`: a key in AWS Key Management Service (or a KMS-compatible service).
+    AwsKms(AwsKmsSettings),
     /// A provider upstream has and this version does not build yet.
     NotYetSupported { provider: String },
+}
+
+/// `rsaKey:aws*`: which KMS key wraps the symmetric key, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct AwsKmsSettings {
+    /// `awsAccessKeyId` and `awsAccessKeySecret`; `None` when both are empty, which selects
+    /// the AWS default credential chain (environment, profile, web identity, ECS, IMDS).
+    pub credentials: Option<AwsStaticCredentials>,
+    /// `awsRegion`; when absent, the region the AWS environment names (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// `awsKeyId`: key id, key ARN, alias name (`alias/...`) or alias ARN.
+    pub key_id: String,
+    /// `awsUseSymmetricEncryption`: `SYMMETRIC_DEFAULT` instead of `RSAES_OAEP_SHA_256`.
+    pub use_symmetric_encryption: bool,
+}
+
+/// An IAM access key given in the settings.
+#[derive(Debug, Clone)]
+pub struct AwsStaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
 }
 
 #[derive(Debug)]

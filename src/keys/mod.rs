@@ -6,6 +6,8 @@
 //! place that knows them all. The wrapping algorithm is fixed per provider by upstream's
 //! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
 
+#[cfg(feature = "awskms")]
+pub mod awskms;
 pub mod certificate;
 pub mod pkcs12;
 
@@ -55,9 +57,17 @@ pub async fn open_rsa_key_provider(
         RsaKeySettings::Certificate(source) => Ok(Arc::new(
             certificate::CertificateKeyProvider::open(source).await?,
         )),
+        #[cfg(feature = "awskms")]
+        RsaKeySettings::AwsKms(aws) => Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws).await?)),
+        #[cfg(not(feature = "awskms"))]
+        RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(
+            "RSA key provider `awskms` (keyConnectorSettings__rsaKey__provider) needs the Cargo feature `awskms`, \
+             which this build was made without; rebuild with `--features awskms`"
+                .into(),
+        )),
         RsaKeySettings::NotYetSupported { provider } => Err(KeyProviderError::Config(format!(
             "RSA key provider `{provider}` (keyConnectorSettings__rsaKey__provider) is not supported by this version yet; \
-             supported: `certificate` with certificate provider `filesystem`"
+             supported: `certificate` with certificate provider `filesystem`, and `awskms`"
         ))),
     }
 }
