@@ -1,0 +1,333 @@
+//! The `awskms` RSA key provider against moto's KMS server (a real HTTP peer speaking the
+//! KMS JSON protocol), started by each test on a free port and killed at its end.
+//!
+//! Moto implements `Encrypt`/`Decrypt` for every key with its own AES-GCM envelope, RSA keys
+//! included, so it proves the protocol, key ids, modes, errors and the service wiring, not
+//! RSA-OAEP itself; `rsa_wrapping_is_raw_oaep_sha256_on_the_wire` proves that part against a
+//! fake KMS that does real RSA-OAEP SHA-256.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use key_connector::config::{AwsKmsSettings, AwsStaticCredentials};
+use key_connector::keys::awskms::AwsKmsKeyProvider;
+use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::startup::Application;
+use key_connector::store::open_store;
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::binary::{Service, free_port, read_key, service_command};
+use crate::helpers::{StoreKind, TestIdp, loopback_port_zero, random_key, settings_for};
+
+const REGION: &str = "us-east-1";
+
+/// A moto server process; killed when dropped.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    /// Starts moto, or `None` when it is not installed.
+    fn start() -> Option<Self> {
+        let installed = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    fn client(&self) -> aws_sdk_kms::Client {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
+    async fn create_key(&self, spec: KeySpec) -> String {
+        self.client()
+            .create_key()
+            .key_spec(spec)
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .send()
+            .await
+            .expect("moto creates a key")
+            .key_metadata
+            .expect("key metadata")
+            .key_id
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+macro_rules! moto_or_skip {
+    () => {
+        match Moto::start() {
+            Some(moto) => moto,
+            None => crate::skip_or_fail!(
+                "moto is not installed (pip install 'moto[server]'): AWS KMS tests skipped"
+            ),
+        }
+    };
+}
+
+fn settings(key_id: &str, symmetric: bool) -> AwsKmsSettings {
+    AwsKmsSettings {
+        credentials: Some(AwsStaticCredentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".to_owned().into(),
+        }),
+        region: Some(REGION.into()),
+        key_id: key_id.into(),
+        use_symmetric_encryption: symmetric,
+    }
+}
+
+async fn round_trip(moto: &Moto, spec: KeySpec, symmetric: bool) {
+    let key_id = moto.create_key(spec).await;
+    let provider = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
+        .await
+        .expect("provider opens");
+    assert!(provider.describe().contains(&key_id));
+    let key = [7u8; 32];
+    let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
+    assert_ne!(&wrapped[..], &key[..]);
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &key[..]);
+    provider.check_health().await.expect("healthy");
+}
+
+#[tokio::test]
+async fn rsa_kms_key_wraps_and_unwraps() {
+    let moto = moto_or_skip!();
+    round_trip(&moto, KeySpec::Rsa2048, false).await;
+}
+
+#[tokio::test]
+async fn symmetric_kms_key_wraps_and_unwraps() {
+    let moto = moto_or_skip!();
+    round_trip(&moto, KeySpec::SymmetricDefault, true).await;
+}
+
+#[tokio::test]
+async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
+    let moto = moto_or_skip!();
+    for symmetric in [false, true] {
+        let missing = Uuid::new_v4().to_string();
+        let error = AwsKmsKeyProvider::open_at(&settings(&missing, symmetric), &moto.url)
+            .await
+            .err()
+            .expect("an unknown key is refused");
+        assert!(
+            matches!(error, KeyProviderError::Config(ref m)
+                if m.contains("keyConnectorSettings__rsaKey__awsKeyId") && m.contains(&missing)),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
+    let moto = moto_or_skip!();
+    let symmetric_key = moto.create_key(KeySpec::SymmetricDefault).await;
+    let rsa_key = moto.create_key(KeySpec::Rsa2048).await;
+    for (key_id, symmetric) in [(symmetric_key, false), (rsa_key, true)] {
+        let error = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
+            .await
+            .err()
+            .expect("a key of the other kind is refused");
+        assert!(
+            matches!(error, KeyProviderError::Config(ref m)
+                if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
+            "{key_id} symmetric={symmetric}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
+    let moto = moto_or_skip!();
+    let first = moto.create_key(KeySpec::SymmetricDefault).await;
+    let second = moto.create_key(KeySpec::SymmetricDefault).await;
+    let first = AwsKmsKeyProvider::open_at(&settings(&first, true), &moto.url)
+        .await
+        .unwrap();
+    let second = AwsKmsKeyProvider::open_at(&settings(&second, true), &moto.url)
+        .await
+        .unwrap();
+    let wrapped = first.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
+    let error = second.unwrap_symmetric_key(&wrapped).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        "{error:?}"
+    );
+    let mut damaged = wrapped.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x55;
+    let error = first.unwrap_symmetric_key(&damaged).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("InvalidCiphertext")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
+    // A port nothing listens on: connection refused on every attempt.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let error = AwsKmsKeyProvider::open_at(&settings("alias/any", false), &url)
+        .await
+        .err()
+        .expect("nothing answers");
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
+    let moto = moto_or_skip!();
+    let key_id = moto.create_key(KeySpec::Rsa2048).await;
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
+    let user = Uuid::new_v4();
+    let token = idp.token_for(user);
+    let client = reqwest::Client::new();
+    let key = random_key();
+
+    for restart in [false, true] {
+        let store = open_store(&settings.database).await.unwrap();
+        let provider = AwsKmsKeyProvider::open_at(&self::settings(&key_id, false), &moto.url)
+            .await
+            .unwrap();
+        let app = Application::build_with(
+            Arc::clone(&store),
+            Arc::new(provider),
+            &settings,
+            &loopback_port_zero(),
+        )
+        .await
+        .expect("starts");
+        let base = format!("http://{}", app.local_addrs()[0]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        if !restart {
+            let response = client
+                .post(format!("{base}/user-keys"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "key": key }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(read_key(&client, &base, &token).await, Ok(key.clone()));
+        let health = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+    let wrapped = open_store(&settings.database)
+        .await
+        .unwrap()
+        .read_symmetric_key()
+        .await
+        .unwrap()
+        .expect("the wrapped key is stored");
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&wrapped)
+        .expect("stored as base64 of the ciphertext blob");
+    assert!(blob.len() > 32);
+}
+
+#[tokio::test]
+async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
+    let moto = moto_or_skip!();
+    let key_id = moto.create_key(KeySpec::SymmetricDefault).await;
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env("keyConnectorSettings__rsaKey__awsKeyId", &key_id)
+        .env(
+            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            "true",
+        )
+        .env("keyConnectorSettings__rsaKey__awsAccessKeyId", "")
+        .env("keyConnectorSettings__rsaKey__awsAccessKeySecret", "")
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path());
+    let service = Service::spawn(command, port).wait_ready().await;
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
+    let health = client
+        .get(format!("{}/health", service.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
