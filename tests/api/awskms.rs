@@ -331,3 +331,205 @@ async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
+
+/// What a fake KMS saw: the `X-Amz-Target` and the JSON body of each request.
+type Recorded = Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A minimal KMS speaking the JSON protocol for one RSA_2048 key, with real RSA-OAEP
+/// SHA-256 (MGF1 SHA-256), which is what AWS documents for `RSAES_OAEP_SHA_256`.
+async fn start_rsa_fake_kms(
+    key_id: &'static str,
+    private: Arc<aws_lc_rs::rsa::PrivateDecryptingKey>,
+    recorded: Recorded,
+) -> String {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{
+        OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    };
+    use axum::http::HeaderMap;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::{Value, json};
+
+    let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let private = Arc::clone(&private);
+        let recorded = Arc::clone(&recorded);
+        async move {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            recorded
+                .lock()
+                .unwrap()
+                .push((target.clone(), request.clone()));
+            let fail = |kind: &str| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "__type": kind, "message": "refused by the fake" }).to_string(),
+                )
+            };
+            if request["KeyId"] != key_id {
+                return fail("NotFoundException");
+            }
+            let public = private.public_key();
+            match target.as_str() {
+                "TrentService.GetPublicKey" => (
+                    StatusCode::OK,
+                    json!({
+                        "KeyId": key_id,
+                        "KeySpec": "RSA_2048",
+                        "CustomerMasterKeySpec": "RSA_2048",
+                        "KeyUsage": "ENCRYPT_DECRYPT",
+                        "EncryptionAlgorithms": ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"],
+                        "PublicKey": STANDARD.encode(public.as_der().unwrap().as_ref()),
+                    })
+                    .to_string(),
+                ),
+                _ if request["EncryptionAlgorithm"] != "RSAES_OAEP_SHA_256" => {
+                    fail("InvalidKeyUsageException")
+                }
+                "TrentService.Encrypt" => {
+                    let plain = STANDARD
+                        .decode(request["Plaintext"].as_str().unwrap_or_default())
+                        .unwrap();
+                    let public = OaepPublicEncryptingKey::new(public).unwrap();
+                    let mut out = vec![0u8; public.ciphertext_size()];
+                    let blob = public
+                        .encrypt(&OAEP_SHA256_MGF1SHA256, &plain, &mut out, None)
+                        .unwrap();
+                    (
+                        StatusCode::OK,
+                        json!({
+                            "KeyId": key_id,
+                            "CiphertextBlob": STANDARD.encode(blob),
+                            "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                        })
+                        .to_string(),
+                    )
+                }
+                "TrentService.Decrypt" => {
+                    let blob = STANDARD
+                        .decode(request["CiphertextBlob"].as_str().unwrap_or_default())
+                        .unwrap();
+                    let der = private.as_der().unwrap();
+                    let private = OaepPrivateDecryptingKey::new(
+                        aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(der.as_ref()).unwrap(),
+                    )
+                    .unwrap();
+                    let mut out = vec![0u8; private.min_output_size()];
+                    match private.decrypt(&OAEP_SHA256_MGF1SHA256, &blob, &mut out, None) {
+                        Ok(plain) => (
+                            StatusCode::OK,
+                            json!({
+                                "KeyId": key_id,
+                                "Plaintext": STANDARD.encode(plain),
+                                "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                            })
+                            .to_string(),
+                        ),
+                        Err(_) => fail("InvalidCiphertextException"),
+                    }
+                }
+                _ => fail("UnknownOperationException"),
+            }
+        }
+    };
+    let router = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
+    use aws_lc_rs::rsa::{
+        KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+        PrivateDecryptingKey,
+    };
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    const KEY_ID: &str =
+        "arn:aws:kms:us-east-1:111122223333:key/0b5b7c2e-2f8e-4c1a-9d7e-3f2a1b0c9d8e";
+    let private = Arc::new(PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap());
+    let recorded = Recorded::default();
+    let url = start_rsa_fake_kms(KEY_ID, Arc::clone(&private), Arc::clone(&recorded)).await;
+    let provider = AwsKmsKeyProvider::open_at(&settings(KEY_ID, false), &url)
+        .await
+        .expect("opens against the fake");
+
+    // Wrapping: what KMS returns is the raw RSA-OAEP ciphertext, kept as it is.
+    let key = [0x42u8; 32];
+    let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
+    assert_eq!(wrapped.len(), 256, "an RSA-2048 ciphertext, no envelope");
+    let local = OaepPrivateDecryptingKey::new(
+        PrivateDecryptingKey::from_pkcs8(
+            aws_lc_rs::encoding::AsDer::as_der(private.as_ref())
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut out = vec![0u8; local.min_output_size()];
+    let plain = local
+        .decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
+        .expect("decrypts locally with OAEP SHA-256");
+    assert_eq!(plain, &key[..]);
+
+    // Unwrapping: a value stored by upstream (base64 of the blob real KMS returned) unwraps.
+    let public = OaepPublicEncryptingKey::new(private.public_key()).unwrap();
+    let upstream_key = [0x17u8; 32];
+    let mut blob = vec![0u8; public.ciphertext_size()];
+    let blob = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &upstream_key, &mut blob, None)
+        .unwrap()
+        .to_vec();
+    let stored = STANDARD.encode(&blob);
+    let unwrapped = provider
+        .unwrap_symmetric_key(&STANDARD.decode(&stored).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(&unwrapped[..], &upstream_key[..]);
+
+    // A ciphertext under another RSA key is refused as such.
+    let other = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+    let other = OaepPublicEncryptingKey::new(other.public_key()).unwrap();
+    let mut foreign = vec![0u8; other.ciphertext_size()];
+    let foreign = other
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &upstream_key, &mut foreign, None)
+        .unwrap()
+        .to_vec();
+    let error = provider.unwrap_symmetric_key(&foreign).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        "{error:?}"
+    );
+
+    // The requests carry what upstream sends: KeyId and the algorithm on Encrypt and Decrypt.
+    let recorded = recorded.lock().unwrap();
+    let targets: Vec<&str> = recorded.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "TrentService.GetPublicKey",
+            "TrentService.Encrypt",
+            "TrentService.Decrypt",
+            "TrentService.Decrypt"
+        ]
+    );
+    for (target, request) in &recorded[1..] {
+        assert_eq!(request["KeyId"], KEY_ID, "{target}");
+        assert_eq!(
+            request["EncryptionAlgorithm"], "RSAES_OAEP_SHA_256",
+            "{target}"
+        );
+    }
+    assert_eq!(recorded[2].1["CiphertextBlob"], stored.as_str());
+}
