@@ -26,7 +26,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{Credentials, Region};
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageType};
 use secrecy::ExposeSecret;
@@ -109,10 +109,10 @@ enum Failure {
 impl<E, R> From<SdkError<E, R>> for Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
 {
     fn from(error: SdkError<E, R>) -> Self {
-        let detail = DisplayErrorContext(&error).to_string();
+        let detail = error_chain(&error);
         match &error {
             SdkError::ServiceError(context) => Failure::Service {
                 code: context.err().code().unwrap_or("Unknown").to_owned(),
@@ -124,11 +124,32 @@ where
                 Failure::Unreachable(detail)
             }
             SdkError::ResponseError(_) => Failure::Unreachable(detail),
-            _ if is_credential_trouble(&detail) => Failure::Local(detail),
+            _ if is_credential_trouble(&detail) => {
+                // The default chain timing out (e.g. IMDS slow at boot) may pass.
+                if detail.to_ascii_lowercase().contains("timed out") {
+                    Failure::Unreachable(detail)
+                } else {
+                    Failure::Local(detail)
+                }
+            }
             SdkError::DispatchFailure(_) => Failure::Unreachable(detail),
             _ => Failure::Local(detail),
         }
     }
+}
+
+/// The error and its sources, each once, without the SDK's Debug dump.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTP status of a raw response, for errors without a known code.
@@ -363,7 +384,7 @@ impl AwsKmsKeyProvider {
     fn failed<E, R>(&self, operation: Operation, error: SdkError<E, R>) -> KeyProviderError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + HttpStatus,
+        R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
     {
         classify(operation, Failure::from(error), &self.key_id)
     }

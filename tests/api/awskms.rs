@@ -533,3 +533,66 @@ async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
     }
     assert_eq!(recorded[2].1["CiphertextBlob"], stored.as_str());
 }
+
+#[test]
+fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env(
+            "keyConnectorSettings__rsaKey__awsKeyId",
+            "alias/key-connector",
+        )
+        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keyConnectorSettings__rsaKey__awsAccessKeyId")
+            && stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret() {
+    let moto = moto_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env(
+            "keyConnectorSettings__rsaKey__awsKeyId",
+            "alias/no-such-key",
+        )
+        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+        .env(
+            "keyConnectorSettings__rsaKey__awsAccessKeyId",
+            "AKIDEXAMPLE",
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+            "Sup3rSecretAccessKeyValue",
+        )
+        .env("AWS_ENDPOINT_URL_KMS", &moto.url)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keyConnectorSettings__rsaKey__awsKeyId")
+            && stderr.contains("alias/no-such-key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Sup3rSecret"),
+        "the secret is never logged: {stderr}"
+    );
+}
