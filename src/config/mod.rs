@@ -69,8 +69,31 @@ pub enum RsaKeySettings {
     Certificate(CertificateSettings),
     /// `pkcs11`: a private key that never leaves a PKCS#11 token (HSM, smart card).
     Pkcs11(Pkcs11Settings),
+    /// `awskms`: a key in AWS Key Management Service (or a KMS-compatible service).
+    AwsKms(AwsKmsSettings),
     /// A provider upstream has and this version does not build yet.
     NotYetSupported { provider: String },
+}
+
+/// `rsaKey:aws*`: which KMS key wraps the symmetric key, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct AwsKmsSettings {
+    /// `awsAccessKeyId` and `awsAccessKeySecret`; `None` when both are empty, which selects
+    /// the AWS default credential chain (environment, profile, web identity, ECS, IMDS).
+    pub credentials: Option<AwsStaticCredentials>,
+    /// `awsRegion`; when absent, the region the AWS environment names (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// `awsKeyId`: key id, key ARN, alias name (`alias/...`) or alias ARN.
+    pub key_id: String,
+    /// `awsUseSymmetricEncryption`: `SYMMETRIC_DEFAULT` instead of `RSAES_OAEP_SHA_256`.
+    pub use_symmetric_encryption: bool,
+}
+
+/// An IAM access key given in the settings.
+#[derive(Debug, Clone)]
+pub struct AwsStaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
 }
 
 #[derive(Debug)]

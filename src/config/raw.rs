@@ -15,9 +15,10 @@ use serde_json::Value;
 use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
-    CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
-    SqlDialect, SqliteConnection, TransferTarget, TransferToSettings,
+    AwsKmsSettings, AwsStaticCredentials, CertificateSettings, ConfigError, ConfigSource,
+    DatabaseSettings, LoadedSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
+    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferTarget,
+    TransferToSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -67,7 +68,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     ),
     known(
         "rsaKey:provider",
-        "certificate | pkcs11 (awskms, azurekv, gcpkms: not built yet)",
+        "certificate | pkcs11 | awskms (azurekv, gcpkms: not built yet)",
     ),
     known("rsaKey:azureKeyvaultUri", "azurekv"),
     known("rsaKey:azureKeyvaultKeyName", "azurekv"),
@@ -79,10 +80,22 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     known("rsaKey:googleCloudKeyringId", "gcpkms"),
     known("rsaKey:googleCloudKeyId", "gcpkms"),
     known("rsaKey:googleCloudKeyVersionId", "gcpkms"),
-    known("rsaKey:awsAccessKeyId", "awskms"),
-    known("rsaKey:awsAccessKeySecret", "awskms"),
-    known("rsaKey:awsRegion", "awskms"),
-    known("rsaKey:awsKeyId", "awskms"),
+    known(
+        "rsaKey:awsAccessKeyId",
+        "awskms: IAM access key id (empty: AWS default credential chain)",
+    ),
+    known(
+        "rsaKey:awsAccessKeySecret",
+        "awskms: its secret (empty: AWS default credential chain)",
+    ),
+    known(
+        "rsaKey:awsRegion",
+        "awskms: e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)",
+    ),
+    known(
+        "rsaKey:awsKeyId",
+        "awskms: key id, key ARN or alias/NAME (required)",
+    ),
     known("rsaKey:awsUseSymmetricEncryption", "awskms: true | false"),
     known("rsaKey:pkcs11Provider", "pkcs11: yubihsm | opensc"),
     known(
@@ -634,14 +647,15 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
         &at("rsaKey:provider"),
         "certificate, pkcs11, awskms, azurekv or gcpkms",
     )?;
-    if let Some(value) = values.get(&at("rsaKey:awsUseSymmetricEncryption")) {
-        parse_dotnet_bool(value).ok_or_else(|| {
+    let use_symmetric_encryption = match values.get(&at("rsaKey:awsUseSymmetricEncryption")) {
+        Some(value) => parse_dotnet_bool(value).ok_or_else(|| {
             ConfigError::new(
                 &at("rsaKey:awsUseSymmetricEncryption"),
                 format!("`{value}` is not true or false"),
             )
-        })?;
-    }
+        })?,
+        None => false,
+    };
     let private_key_id = match values.get(&at("rsaKey:pkcs11PrivateKeyId")) {
         Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
             ConfigError::new(
@@ -660,7 +674,12 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             prefix,
             private_key_id,
         )?)),
-        name @ ("azurekv" | "gcpkms" | "awskms") => Ok(RsaKeySettings::NotYetSupported {
+        "awskms" => Ok(RsaKeySettings::AwsKms(aws_kms_settings(
+            values,
+            prefix,
+            use_symmetric_encryption,
+        )?)),
+        name @ ("azurekv" | "gcpkms") => Ok(RsaKeySettings::NotYetSupported {
             provider: name.to_owned(),
         }),
         other => Err(ConfigError::new(
@@ -758,6 +777,50 @@ fn pkcs11_settings(
             .map(|pin| SecretString::from(pin.to_owned())),
         key,
         certificate,
+    })
+}
+
+/// `{prefix}rsaKey:aws*`. Upstream builds static credentials unless both access-key settings
+/// are blank; giving only one of them can never authenticate, so it is refused here.
+fn aws_kms_settings(
+    values: &Values,
+    prefix: &str,
+    use_symmetric_encryption: bool,
+) -> Result<AwsKmsSettings, ConfigError> {
+    let at = |key: &str| format!("{prefix}rsaKey:{key}");
+    let key_id = values
+        .require(
+            &at("awsKeyId"),
+            "the KMS key: key id, key ARN, alias/NAME or alias ARN",
+        )?
+        .trim();
+    let credentials = match (
+        values.get(&at("awsAccessKeyId")),
+        values.get(&at("awsAccessKeySecret")),
+    ) {
+        (None, None) => None,
+        (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+            access_key_id: id.trim().to_owned(),
+            secret_access_key: SecretString::from(secret.trim().to_owned()),
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                &at("awsAccessKeySecret"),
+                "is missing while awsAccessKeyId is set; give both, or neither to use the AWS default credential chain",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                &at("awsAccessKeyId"),
+                "is missing while awsAccessKeySecret is set; give both, or neither to use the AWS default credential chain",
+            ));
+        }
+    };
+    Ok(AwsKmsSettings {
+        credentials,
+        region: values.get(&at("awsRegion")).map(|r| r.trim().to_owned()),
+        key_id: key_id.to_owned(),
+        use_symmetric_encryption,
     })
 }
 
@@ -1027,9 +1090,10 @@ mod tests {
             "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
             " True ",
         );
+        let env = with(env, "keyConnectorSettings__rsaKey__provider", "GcpKms");
         let loaded = load_env(env).unwrap();
         assert!(
-            matches!(loaded.settings.rsa_key, RsaKeySettings::NotYetSupported { ref provider } if provider == "awskms")
+            matches!(loaded.settings.rsa_key, RsaKeySettings::NotYetSupported { ref provider } if provider == "gcpkms")
         );
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let env = with(
@@ -1246,6 +1310,21 @@ mod tests {
         }
     }
 
+    fn awskms(pairs: &[(&str, &str)]) -> Result<AwsKmsSettings, ConfigError> {
+        let mut env = with(
+            minimal(),
+            "keyConnectorSettings__rsaKey__provider",
+            "awskms",
+        );
+        for (name, value) in pairs {
+            env = with(env, name, value);
+        }
+        match load_env(env)?.settings.rsa_key {
+            RsaKeySettings::AwsKms(settings) => Ok(settings),
+            other => panic!("not awskms: {other:?}"),
+        }
+    }
+
     #[test]
     fn pkcs11_settings_are_read_case_insensitively_from_the_environment() {
         let loaded = load_env(pkcs11_env()).unwrap();
@@ -1379,5 +1458,94 @@ mod tests {
             error.env_var,
             "keyConnectorSettings__rsaKey__pkcs11Provider"
         );
+    }
+
+    #[test]
+    fn awskms_settings_read_upstream_names() {
+        let settings = awskms(&[
+            ("keyConnectorSettings__rsaKey__awsKeyId", " alias/kc "),
+            ("KEYCONNECTORSETTINGS__RSAKEY__AWSREGION", "eu-west-1"),
+            (
+                "keyConnectorSettings__rsaKey__awsAccessKeyId",
+                "AKIAEXAMPLE",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+                "s3cret/value",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+                "True",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(settings.key_id, "alias/kc");
+        assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
+        assert!(settings.use_symmetric_encryption);
+        let credentials = settings.credentials.as_ref().unwrap();
+        assert_eq!(credentials.access_key_id, "AKIAEXAMPLE");
+        assert_eq!(
+            credentials.secret_access_key.expose_secret(),
+            "s3cret/value"
+        );
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "the secret must not appear in Debug output"
+        );
+    }
+
+    #[test]
+    fn awskms_without_access_keys_uses_the_default_chain_and_rsa_mode() {
+        let settings = awskms(&[
+            (
+                "keyConnectorSettings__rsaKey__awsKeyId",
+                "1234abcd-12ab-34cd-56ef-1234567890ab",
+            ),
+            ("keyConnectorSettings__rsaKey__awsAccessKeyId", " "),
+            ("keyConnectorSettings__rsaKey__awsAccessKeySecret", ""),
+        ])
+        .unwrap();
+        assert!(settings.credentials.is_none());
+        assert!(settings.region.is_none());
+        assert!(!settings.use_symmetric_encryption);
+    }
+
+    #[test]
+    fn awskms_mistakes_name_the_setting() {
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (&[], "keyConnectorSettings__rsaKey__awsKeyId"),
+            (
+                &[
+                    ("keyConnectorSettings__rsaKey__awsKeyId", "k"),
+                    ("keyConnectorSettings__rsaKey__awsAccessKeyId", "AKIA"),
+                ],
+                "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+            ),
+            (
+                &[
+                    ("keyConnectorSettings__rsaKey__awsKeyId", "k"),
+                    (
+                        "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+                        "SECRETVALUE",
+                    ),
+                ],
+                "keyConnectorSettings__rsaKey__awsAccessKeyId",
+            ),
+            (
+                &[
+                    ("keyConnectorSettings__rsaKey__awsKeyId", "k"),
+                    (
+                        "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+                        "1",
+                    ),
+                ],
+                "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            ),
+        ];
+        for (pairs, env_var) in cases {
+            let error = awskms(pairs).unwrap_err();
+            assert_eq!(error.env_var, env_var, "{error}");
+            assert!(!error.to_string().contains("SECRETVALUE"), "{error}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! place that knows them all. The wrapping algorithm is fixed per provider by upstream's
 //! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
 
+#[cfg(feature = "awskms")]
+pub mod awskms;
 pub mod certificate;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
@@ -109,9 +111,17 @@ async fn open_uninstrumented(
              Cargo feature, which this build left out; rebuild with `--features pkcs11`"
                 .into(),
         )),
+        #[cfg(feature = "awskms")]
+        RsaKeySettings::AwsKms(aws) => Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws).await?)),
+        #[cfg(not(feature = "awskms"))]
+        RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(
+            "RSA key provider `awskms` (keyConnectorSettings__rsaKey__provider) needs the Cargo feature `awskms`, \
+             which this build was made without; rebuild with `--features awskms`"
+                .into(),
+        )),
         RsaKeySettings::NotYetSupported { provider } => Err(KeyProviderError::Config(format!(
             "RSA key provider `{provider}` (keyConnectorSettings__rsaKey__provider) is not supported by this version yet; \
-             supported: `certificate` and `pkcs11`"
+             supported: `certificate`, `pkcs11` and `awskms`"
         ))),
     }
 }

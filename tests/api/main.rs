@@ -1,6 +1,8 @@
 //! Integration tests: the real router on port 0, a real test identity provider, real stores.
 
 mod auth;
+#[cfg(feature = "awskms")]
+mod awskms;
 mod binary;
 mod certificates;
 mod compat;

@@ -1,0 +1,598 @@
+//! The `awskms` RSA key provider against moto's KMS server (a real HTTP peer speaking the
+//! KMS JSON protocol), started by each test on a free port and killed at its end.
+//!
+//! Moto implements `Encrypt`/`Decrypt` for every key with its own AES-GCM envelope, RSA keys
+//! included, so it proves the protocol, key ids, modes, errors and the service wiring, not
+//! RSA-OAEP itself; `rsa_wrapping_is_raw_oaep_sha256_on_the_wire` proves that part against a
+//! fake KMS that does real RSA-OAEP SHA-256.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use key_connector::config::{AwsKmsSettings, AwsStaticCredentials};
+use key_connector::keys::awskms::AwsKmsKeyProvider;
+use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::startup::Application;
+use key_connector::store::open_store;
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::binary::{Service, free_port, read_key, service_command};
+use crate::helpers::{StoreKind, TestIdp, loopback_port_zero, random_key, settings_for};
+
+const REGION: &str = "us-east-1";
+
+/// A moto server process; killed when dropped.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    /// Starts moto, or `None` when it is not installed.
+    fn start() -> Option<Self> {
+        let installed = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    fn client(&self) -> aws_sdk_kms::Client {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
+    async fn create_key(&self, spec: KeySpec) -> String {
+        self.client()
+            .create_key()
+            .key_spec(spec)
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .send()
+            .await
+            .expect("moto creates a key")
+            .key_metadata
+            .expect("key metadata")
+            .key_id
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+macro_rules! moto_or_skip {
+    () => {
+        match Moto::start() {
+            Some(moto) => moto,
+            None => crate::skip_or_fail!(
+                "moto is not installed (pip install 'moto[server]'): AWS KMS tests skipped"
+            ),
+        }
+    };
+}
+
+fn settings(key_id: &str, symmetric: bool) -> AwsKmsSettings {
+    AwsKmsSettings {
+        credentials: Some(AwsStaticCredentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".to_owned().into(),
+        }),
+        region: Some(REGION.into()),
+        key_id: key_id.into(),
+        use_symmetric_encryption: symmetric,
+    }
+}
+
+async fn round_trip(moto: &Moto, spec: KeySpec, symmetric: bool) {
+    let key_id = moto.create_key(spec).await;
+    let provider = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
+        .await
+        .expect("provider opens");
+    assert!(provider.describe().contains(&key_id));
+    let key = [7u8; 32];
+    let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
+    assert_ne!(&wrapped[..], &key[..]);
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &key[..]);
+    provider.check_health().await.expect("healthy");
+}
+
+#[tokio::test]
+async fn rsa_kms_key_wraps_and_unwraps() {
+    let moto = moto_or_skip!();
+    round_trip(&moto, KeySpec::Rsa2048, false).await;
+}
+
+#[tokio::test]
+async fn symmetric_kms_key_wraps_and_unwraps() {
+    let moto = moto_or_skip!();
+    round_trip(&moto, KeySpec::SymmetricDefault, true).await;
+}
+
+#[tokio::test]
+async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
+    let moto = moto_or_skip!();
+    for symmetric in [false, true] {
+        let missing = Uuid::new_v4().to_string();
+        let error = AwsKmsKeyProvider::open_at(&settings(&missing, symmetric), &moto.url)
+            .await
+            .err()
+            .expect("an unknown key is refused");
+        assert!(
+            matches!(error, KeyProviderError::Config(ref m)
+                if m.contains("keyConnectorSettings__rsaKey__awsKeyId") && m.contains(&missing)),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
+    let moto = moto_or_skip!();
+    let symmetric_key = moto.create_key(KeySpec::SymmetricDefault).await;
+    let rsa_key = moto.create_key(KeySpec::Rsa2048).await;
+    for (key_id, symmetric) in [(symmetric_key, false), (rsa_key, true)] {
+        let error = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
+            .await
+            .err()
+            .expect("a key of the other kind is refused");
+        assert!(
+            matches!(error, KeyProviderError::Config(ref m)
+                if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
+            "{key_id} symmetric={symmetric}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
+    let moto = moto_or_skip!();
+    let first = moto.create_key(KeySpec::SymmetricDefault).await;
+    let second = moto.create_key(KeySpec::SymmetricDefault).await;
+    let first = AwsKmsKeyProvider::open_at(&settings(&first, true), &moto.url)
+        .await
+        .unwrap();
+    let second = AwsKmsKeyProvider::open_at(&settings(&second, true), &moto.url)
+        .await
+        .unwrap();
+    let wrapped = first.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
+    let error = second.unwrap_symmetric_key(&wrapped).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        "{error:?}"
+    );
+    let mut damaged = wrapped.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x55;
+    let error = first.unwrap_symmetric_key(&damaged).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("InvalidCiphertext")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
+    // A port nothing listens on: connection refused on every attempt.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let error = AwsKmsKeyProvider::open_at(&settings("alias/any", false), &url)
+        .await
+        .err()
+        .expect("nothing answers");
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
+    let moto = moto_or_skip!();
+    let key_id = moto.create_key(KeySpec::Rsa2048).await;
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
+    let user = Uuid::new_v4();
+    let token = idp.token_for(user);
+    let client = reqwest::Client::new();
+    let key = random_key();
+
+    for restart in [false, true] {
+        let store = open_store(&settings.database).await.unwrap();
+        let provider = AwsKmsKeyProvider::open_at(&self::settings(&key_id, false), &moto.url)
+            .await
+            .unwrap();
+        let app = Application::build_with(
+            Arc::clone(&store),
+            Arc::new(provider),
+            &settings,
+            &loopback_port_zero(),
+        )
+        .await
+        .expect("starts");
+        let base = format!("http://{}", app.local_addrs()[0]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        if !restart {
+            let response = client
+                .post(format!("{base}/user-keys"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "key": key }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(read_key(&client, &base, &token).await, Ok(key.clone()));
+        let health = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+    let wrapped = open_store(&settings.database)
+        .await
+        .unwrap()
+        .read_symmetric_key()
+        .await
+        .unwrap()
+        .expect("the wrapped key is stored");
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&wrapped)
+        .expect("stored as base64 of the ciphertext blob");
+    assert!(blob.len() > 32);
+}
+
+#[tokio::test]
+async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
+    let moto = moto_or_skip!();
+    let key_id = moto.create_key(KeySpec::SymmetricDefault).await;
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env("keyConnectorSettings__rsaKey__awsKeyId", &key_id)
+        .env(
+            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            "true",
+        )
+        .env("keyConnectorSettings__rsaKey__awsAccessKeyId", "")
+        .env("keyConnectorSettings__rsaKey__awsAccessKeySecret", "")
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path());
+    let service = Service::spawn(command, port).wait_ready().await;
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
+    let health = client
+        .get(format!("{}/health", service.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// What a fake KMS saw: the `X-Amz-Target` and the JSON body of each request.
+type Recorded = Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A minimal KMS speaking the JSON protocol for one RSA_2048 key, with real RSA-OAEP
+/// SHA-256 (MGF1 SHA-256), which is what AWS documents for `RSAES_OAEP_SHA_256`.
+async fn start_rsa_fake_kms(
+    key_id: &'static str,
+    private: Arc<aws_lc_rs::rsa::PrivateDecryptingKey>,
+    recorded: Recorded,
+) -> String {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{
+        OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    };
+    use axum::http::HeaderMap;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::{Value, json};
+
+    let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let private = Arc::clone(&private);
+        let recorded = Arc::clone(&recorded);
+        async move {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            recorded
+                .lock()
+                .unwrap()
+                .push((target.clone(), request.clone()));
+            let fail = |kind: &str| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "__type": kind, "message": "refused by the fake" }).to_string(),
+                )
+            };
+            if request["KeyId"] != key_id {
+                return fail("NotFoundException");
+            }
+            let public = private.public_key();
+            match target.as_str() {
+                "TrentService.GetPublicKey" => (
+                    StatusCode::OK,
+                    json!({
+                        "KeyId": key_id,
+                        "KeySpec": "RSA_2048",
+                        "CustomerMasterKeySpec": "RSA_2048",
+                        "KeyUsage": "ENCRYPT_DECRYPT",
+                        "EncryptionAlgorithms": ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"],
+                        "PublicKey": STANDARD.encode(public.as_der().unwrap().as_ref()),
+                    })
+                    .to_string(),
+                ),
+                _ if request["EncryptionAlgorithm"] != "RSAES_OAEP_SHA_256" => {
+                    fail("InvalidKeyUsageException")
+                }
+                "TrentService.Encrypt" => {
+                    let plain = STANDARD
+                        .decode(request["Plaintext"].as_str().unwrap_or_default())
+                        .unwrap();
+                    let public = OaepPublicEncryptingKey::new(public).unwrap();
+                    let mut out = vec![0u8; public.ciphertext_size()];
+                    let blob = public
+                        .encrypt(&OAEP_SHA256_MGF1SHA256, &plain, &mut out, None)
+                        .unwrap();
+                    (
+                        StatusCode::OK,
+                        json!({
+                            "KeyId": key_id,
+                            "CiphertextBlob": STANDARD.encode(blob),
+                            "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                        })
+                        .to_string(),
+                    )
+                }
+                "TrentService.Decrypt" => {
+                    let blob = STANDARD
+                        .decode(request["CiphertextBlob"].as_str().unwrap_or_default())
+                        .unwrap();
+                    let der = private.as_der().unwrap();
+                    let private = OaepPrivateDecryptingKey::new(
+                        aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(der.as_ref()).unwrap(),
+                    )
+                    .unwrap();
+                    let mut out = vec![0u8; private.min_output_size()];
+                    match private.decrypt(&OAEP_SHA256_MGF1SHA256, &blob, &mut out, None) {
+                        Ok(plain) => (
+                            StatusCode::OK,
+                            json!({
+                                "KeyId": key_id,
+                                "Plaintext": STANDARD.encode(plain),
+                                "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                            })
+                            .to_string(),
+                        ),
+                        Err(_) => fail("InvalidCiphertextException"),
+                    }
+                }
+                _ => fail("UnknownOperationException"),
+            }
+        }
+    };
+    let router = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
+    use aws_lc_rs::rsa::{
+        KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+        PrivateDecryptingKey,
+    };
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    const KEY_ID: &str =
+        "arn:aws:kms:us-east-1:111122223333:key/0b5b7c2e-2f8e-4c1a-9d7e-3f2a1b0c9d8e";
+    let private = Arc::new(PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap());
+    let recorded = Recorded::default();
+    let url = start_rsa_fake_kms(KEY_ID, Arc::clone(&private), Arc::clone(&recorded)).await;
+    let provider = AwsKmsKeyProvider::open_at(&settings(KEY_ID, false), &url)
+        .await
+        .expect("opens against the fake");
+
+    // Wrapping: what KMS returns is the raw RSA-OAEP ciphertext, kept as it is.
+    let key = [0x42u8; 32];
+    let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
+    assert_eq!(wrapped.len(), 256, "an RSA-2048 ciphertext, no envelope");
+    let local = OaepPrivateDecryptingKey::new(
+        PrivateDecryptingKey::from_pkcs8(
+            aws_lc_rs::encoding::AsDer::as_der(private.as_ref())
+                .unwrap()
+                .as_ref(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut out = vec![0u8; local.min_output_size()];
+    let plain = local
+        .decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
+        .expect("decrypts locally with OAEP SHA-256");
+    assert_eq!(plain, &key[..]);
+
+    // Unwrapping: a value stored by upstream (base64 of the blob real KMS returned) unwraps.
+    let public = OaepPublicEncryptingKey::new(private.public_key()).unwrap();
+    let upstream_key = [0x17u8; 32];
+    let mut blob = vec![0u8; public.ciphertext_size()];
+    let blob = public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &upstream_key, &mut blob, None)
+        .unwrap()
+        .to_vec();
+    let stored = STANDARD.encode(&blob);
+    let unwrapped = provider
+        .unwrap_symmetric_key(&STANDARD.decode(&stored).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(&unwrapped[..], &upstream_key[..]);
+
+    // A ciphertext under another RSA key is refused as such.
+    let other = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+    let other = OaepPublicEncryptingKey::new(other.public_key()).unwrap();
+    let mut foreign = vec![0u8; other.ciphertext_size()];
+    let foreign = other
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &upstream_key, &mut foreign, None)
+        .unwrap()
+        .to_vec();
+    let error = provider.unwrap_symmetric_key(&foreign).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        "{error:?}"
+    );
+
+    // The requests carry what upstream sends: KeyId and the algorithm on Encrypt and Decrypt.
+    let recorded = recorded.lock().unwrap();
+    let targets: Vec<&str> = recorded.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "TrentService.GetPublicKey",
+            "TrentService.Encrypt",
+            "TrentService.Decrypt",
+            "TrentService.Decrypt"
+        ]
+    );
+    for (target, request) in &recorded[1..] {
+        assert_eq!(request["KeyId"], KEY_ID, "{target}");
+        assert_eq!(
+            request["EncryptionAlgorithm"], "RSAES_OAEP_SHA_256",
+            "{target}"
+        );
+    }
+    assert_eq!(recorded[2].1["CiphertextBlob"], stored.as_str());
+}
+
+#[test]
+fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env(
+            "keyConnectorSettings__rsaKey__awsKeyId",
+            "alias/key-connector",
+        )
+        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keyConnectorSettings__rsaKey__awsAccessKeyId")
+            && stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret() {
+    let moto = moto_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env(
+            "keyConnectorSettings__rsaKey__awsKeyId",
+            "alias/no-such-key",
+        )
+        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+        .env(
+            "keyConnectorSettings__rsaKey__awsAccessKeyId",
+            "AKIDEXAMPLE",
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+            "Sup3rSecretAccessKeyValue",
+        )
+        .env("AWS_ENDPOINT_URL_KMS", &moto.url)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keyConnectorSettings__rsaKey__awsKeyId")
+            && stderr.contains("alias/no-such-key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Sup3rSecret"),
+        "the secret is never logged: {stderr}"
+    );
+}
