@@ -720,3 +720,74 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
+    use crate::databases::{Engine, TestDatabase};
+    for server in [Engine::PostgreSql, Engine::MySql] {
+        let database = match TestDatabase::reserve(server).await {
+            Ok(database) => database,
+            Err(reason) => crate::skip_or_fail!("{reason}"),
+        };
+        let idp = Arc::new(TestIdp::start().await);
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let app = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                data_dir: Some(Arc::clone(&dir)),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let mut users = Vec::new();
+        for _ in 0..8 {
+            let user = Uuid::new_v4();
+            let key = random_key();
+            assert_eq!(
+                app.post_key(&idp.token_for(user), &key).await.status(),
+                StatusCode::OK
+            );
+            users.push((user, key));
+        }
+        app.shutdown().await;
+        let target_key = json_target(dir.path()).rsa_key;
+        let app = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                data_dir: Some(Arc::clone(&dir)),
+                transfer_to: Some(TransferToSettings {
+                    lockfile_path: Some(dir.path().join("transfer.lock")),
+                    target: Some(TransferTarget {
+                        database: database.settings(),
+                        rsa_key: target_key,
+                    }),
+                }),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        app.shutdown().await;
+        let lock = std::fs::read_to_string(dir.path().join("transfer.lock")).unwrap();
+        assert!(
+            lock.contains("8 user keys: 8 copied, 0 already present, 8 verified"),
+            "{server:?}: {lock}"
+        );
+        // The target database, served with the target key, has every key.
+        let target = spawn_app_with(
+            Arc::clone(&idp),
+            AppOptions {
+                database: Some(database.settings()),
+                rsa_key: Some(json_target(dir.path()).rsa_key),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        for (user, key) in &users {
+            assert_eq!(
+                target.read_key(&idp.token_for(*user)).await.as_ref(),
+                Ok(key),
+                "{server:?}"
+            );
+        }
+    }
+}
