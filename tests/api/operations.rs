@@ -74,16 +74,7 @@ async fn transfer_to_copies_every_key_once_verifies_and_records_completion() {
         },
     )
     .await;
-    let mut users = Vec::new();
-    for _ in 0..15 {
-        let user = Uuid::new_v4();
-        let key = random_key();
-        assert_eq!(
-            app.post_key(&idp.token_for(user), &key).await.status(),
-            StatusCode::OK
-        );
-        users.push((user, key));
-    }
+    let users = seed_users(&app, &idp, 15).await;
     app.shutdown().await;
 
     // Restart with transferTo: the copy runs before serving.
@@ -227,6 +218,25 @@ async fn an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected(
     assert_eq!(target.read_key(&idp.token_for(user)).await, Ok(key));
 }
 
+/// Stores a key for each of `count` new users through the API; returns them.
+async fn seed_users(
+    app: &crate::helpers::TestApp,
+    idp: &TestIdp,
+    count: usize,
+) -> Vec<(Uuid, String)> {
+    let mut users = Vec::new();
+    for _ in 0..count {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        users.push((user, key));
+    }
+    users
+}
+
 // ---- the admin subcommands of the binary ----
 
 /// The binary with settings for the SQLite database and certificate in `dir`, as the
@@ -318,17 +328,7 @@ async fn admin_commands_check_transfer_and_report() {
         },
     )
     .await;
-    let mut users = Vec::new();
-    for _ in 0..7 {
-        let user = Uuid::new_v4();
-        let key = random_key();
-        assert_eq!(
-            app.post_key(&idp.token_for(user), &key).await.status(),
-            StatusCode::OK
-        );
-        assert!(app.read_key(&idp.token_for(user)).await.is_ok());
-        users.push((user, key));
-    }
+    let users = seed_users(&app, &idp, 7).await;
     app.shutdown().await;
     let dir_path = dir.path().to_owned();
     let idp_url = idp.url.clone();
@@ -447,16 +447,7 @@ async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
         },
     )
     .await;
-    let mut users = Vec::new();
-    for _ in 0..5 {
-        let user = Uuid::new_v4();
-        let key = random_key();
-        assert_eq!(
-            app.post_key(&idp.token_for(user), &key).await.status(),
-            StatusCode::OK
-        );
-        users.push((user, key));
-    }
+    let users = seed_users(&app, &idp, 5).await;
     app.shutdown().await;
     let new_key = target_pfx(dir.path()).display().to_string();
     let rotate_env = vec![
@@ -543,16 +534,7 @@ async fn rotate_symmetric_key_is_resumable_and_every_key_stays_readable_througho
         ..AppOptions::default()
     };
     let app = spawn_app_with(Arc::clone(&idp), options()).await;
-    let mut users = Vec::new();
-    for _ in 0..10 {
-        let user = Uuid::new_v4();
-        let key = random_key();
-        assert_eq!(
-            app.post_key(&idp.token_for(user), &key).await.status(),
-            StatusCode::OK
-        );
-        users.push((user, key));
-    }
+    let users = seed_users(&app, &idp, 10).await;
     app.shutdown().await;
     let db = dir.path().join("keys.db");
     let symmetric_rows = || {
@@ -639,16 +621,7 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
         ..AppOptions::default()
     };
     let app = spawn_app_with(Arc::clone(&idp), options()).await;
-    let mut users = Vec::new();
-    for _ in 0..300 {
-        let user = Uuid::new_v4();
-        let key = random_key();
-        assert_eq!(
-            app.post_key(&idp.token_for(user), &key).await.status(),
-            StatusCode::OK
-        );
-        users.push((user, key));
-    }
+    let users = seed_users(&app, &idp, 300).await;
     app.shutdown().await;
 
     // kill -9 while it re-seals (each re-seal is a durable write).
@@ -739,16 +712,7 @@ async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
             },
         )
         .await;
-        let mut users = Vec::new();
-        for _ in 0..8 {
-            let user = Uuid::new_v4();
-            let key = random_key();
-            assert_eq!(
-                app.post_key(&idp.token_for(user), &key).await.status(),
-                StatusCode::OK
-            );
-            users.push((user, key));
-        }
+        let users = seed_users(&app, &idp, 8).await;
         app.shutdown().await;
         let target_key = json_target(dir.path()).rsa_key;
         let app = spawn_app_with(
