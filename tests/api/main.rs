@@ -22,3 +22,4 @@ mod quickstart;
 mod replicas;
 mod stores;
 mod user_keys;
+mod vault;
