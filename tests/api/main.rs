@@ -4,6 +4,7 @@ mod auth;
 #[cfg(feature = "awskms")]
 mod awskms;
 mod binary;
+mod certificate_store;
 mod certificates;
 mod compat;
 mod container;
