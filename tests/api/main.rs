@@ -3,6 +3,7 @@
 mod auth;
 #[cfg(feature = "awskms")]
 mod awskms;
+mod azure_storage;
 mod binary;
 mod certificate_store;
 mod certificates;
