@@ -164,3 +164,24 @@ async fn a_missing_store_directory_is_a_config_error_naming_the_setting() {
         Ok(_) => panic!("the store does not exist"),
     }
 }
+
+#[tokio::test]
+async fn a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named() {
+    let store = tempfile::tempdir().unwrap();
+    let pfx = generate_self_signed_pfx(2048, "protected", Some("a password")).unwrap();
+    let thumbprint = certificates(&pfx, Some("a password")).unwrap()[0]
+        .thumbprint
+        .clone();
+    std::fs::write(store.path().join(format!("{thumbprint}.pfx")), pfx).unwrap();
+    match CertificateKeyProvider::open(&store_settings(&thumbprint, store.path())).await {
+        Err(KeyProviderError::Config(message)) => {
+            assert!(
+                message.contains(&format!("{thumbprint}.pfx is named for thumbprint")),
+                "{message}"
+            );
+            assert!(message.contains("re-export"), "{message}");
+        }
+        Err(other) => panic!("expected a configuration error, got {other:?}"),
+        Ok(_) => panic!("the file needs a password"),
+    }
+}

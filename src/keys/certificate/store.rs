@@ -123,6 +123,23 @@ fn find(
             }),
         }
     }
+    // A file under .NET's name for the certificate that cannot be opened is most likely it.
+    if let Some(named) = entries.iter().find(|entry| {
+        entry.contents.is_err()
+            && entry.path.file_name().is_some_and(|name| {
+                name.to_string_lossy()
+                    .to_ascii_uppercase()
+                    .starts_with(&format!("{thumbprint}."))
+            })
+    }) {
+        let reason = named.contents.as_ref().err().cloned().unwrap_or_default();
+        return Err(KeyProviderError::Config(format!(
+            "the certificate store file {} is named for thumbprint {thumbprint} ({THUMBPRINT_VAR}) but cannot be opened \
+             without a password: {reason}; re-export it without a password \
+             (`openssl pkcs12 -in OLD.pfx -nodes | openssl pkcs12 -export -passout pass: -out {thumbprint}.pfx`)",
+            named.path.display()
+        )));
+    }
     Err(KeyProviderError::Config(format!(
         "no certificate with thumbprint {thumbprint} ({THUMBPRINT_VAR}) in the certificate store {}; {}",
         directory.display(),
