@@ -8,6 +8,8 @@
 //! For keys kept in an HSM the file may hold only the certificate
 //! (`openssl pkcs12 -export -nokeys`); [`rsa_public_key_spki`] reads the public key then.
 
+mod absent_password;
+
 use p12_keystore::{
     Certificate, KeyStore, KeyStoreEntry, Pkcs12Archive, PrivateKey, PrivateKeyChain,
 };
@@ -159,12 +161,9 @@ fn open_archive(bytes: &[u8], password: &str) -> Result<Pkcs12Archive, Pkcs12Err
                 return Err(error);
             }
             if password.is_empty() {
-                // `p12-keystore` encodes "" as an empty BMPString with terminator; some
-                // tools write "no password" as a zero-length secret. A NUL-only password
-                // is the closest alternative the crate accepts.
-                if let Ok(archive) = Pkcs12Archive::from_pkcs12(bytes, "\0") {
-                    return Ok(archive);
-                }
+                // `p12-keystore` encodes "" as an empty BMPString with terminator; .NET and
+                // some other tools write "no password" as a zero-length secret instead.
+                return absent_password::open(bytes);
             }
             Err(Pkcs12Error::WrongPassword)
         }

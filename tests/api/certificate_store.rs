@@ -185,3 +185,109 @@ async fn a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named() 
         Ok(_) => panic!("the file needs a password"),
     }
 }
+
+/// `tests/compat/absent_password_pfx.py`: writes a PFX under the absent password via libcrypto.
+fn absent_password_pfx(dir: &Path, mac: &str) -> Option<std::path::PathBuf> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compat/absent_password_pfx.py"
+    );
+    let out = dir.join(format!("absent-{mac}.pfx"));
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .args(["key.pem", "cert.pem"])
+        .arg(&out)
+        .arg(mac)
+        .current_dir(dir)
+        .status()
+        .ok()?;
+    status.success().then_some(out)
+}
+
+#[tokio::test]
+async fn a_store_file_written_as_dotnet_writes_it_is_read() {
+    use crate::certificates::{openssl, openssl_available};
+    use crate::skip_or_fail;
+    if !openssl_available() {
+        skip_or_fail!("openssl is not installed");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=dotnet store",
+            "-days",
+            "30",
+        ],
+    );
+    // The thumbprint as OpenSSL computes it, in OpenSSL's colon spelling.
+    let fingerprint = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(["x509", "-in", "cert.pem", "-noout", "-fingerprint", "-sha1"])
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
+    let fingerprint = fingerprint.trim().rsplit('=').next().unwrap().to_owned();
+    // A password-protected copy made by OpenSSL, to compare keys with.
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "cert.pem",
+            "-passout",
+            "pass:reference",
+            "-out",
+            "reference.pfx",
+        ],
+    );
+    let reference = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+        path: dir.join("reference.pfx"),
+        password: Some("reference".to_owned().into()),
+    })
+    .await
+    .unwrap();
+
+    for mac in ["sha1", "sha256"] {
+        let Some(pfx) = absent_password_pfx(dir, mac) else {
+            skip_or_fail!("python3 with libcrypto cannot write an absent-password PKCS#12 file");
+        };
+        let store = tempfile::tempdir().unwrap();
+        let name = format!("{}.pfx", fingerprint.replace(':', ""));
+        std::fs::copy(&pfx, store.path().join(&name)).unwrap();
+        let provider = CertificateKeyProvider::open(&store_settings(&fingerprint, store.path()))
+            .await
+            .unwrap_or_else(|e| panic!("{mac}: {e}"));
+        let secret = [3u8; 32];
+        let wrapped = provider.wrap_symmetric_key(&secret).await.unwrap();
+        assert_eq!(
+            &reference.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+            &secret,
+            "{mac}"
+        );
+        // A password given for such a file is wrong: it has none.
+        let with_password = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+            path: store.path().join(&name),
+            password: Some("anything".to_owned().into()),
+        })
+        .await;
+        assert!(
+            matches!(with_password, Err(KeyProviderError::Config(ref m)) if m.contains("password")),
+            "{mac}"
+        );
+    }
+}
