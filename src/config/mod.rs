@@ -6,6 +6,7 @@
 //! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
 //! and its environment-variable spelling.
 
+pub mod azure_storage;
 pub mod connection_string;
 pub mod listen;
 pub mod raw;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
 pub use listen::{ListenHost, ListenUrl};
 pub use sql_connection::{SqlConnection, SqlDialect};
 
@@ -96,14 +98,61 @@ pub struct AwsStaticCredentials {
     pub secret_access_key: SecretString,
 }
 
+/// `certificate:provider` and its settings: where the PKCS#12 file comes from.
 #[derive(Debug)]
 pub enum CertificateSettings {
+    /// `filesystem`: a file on disk.
     Filesystem {
         path: PathBuf,
         password: Option<SecretString>,
     },
+    /// `store`: the .NET `CurrentUser\My` certificate store, as .NET keeps it on Linux.
+    Store(StoreCertificateSettings),
+    /// `azurestorage`: a blob in an Azure Storage account.
+    AzureStorage(AzureStorageCertificateSettings),
+    /// `vault`: a HashiCorp Vault KV version 2 secret holding the file as base64.
+    Vault(VaultCertificateSettings),
     /// A certificate source upstream has and this version does not build yet.
     NotYetSupported { provider: String },
+}
+
+/// `certificate:storeThumbprint` (and `storeDirectory`, not an upstream setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCertificateSettings {
+    /// The SHA-1 thumbprint, 40 upper-case hex digits (separators removed as upstream does).
+    pub thumbprint: String,
+    /// Where the store's `.pfx` files are; `None` for .NET's own location,
+    /// `$HOME/.dotnet/corefx/cryptography/x509stores/my`.
+    pub directory: Option<PathBuf>,
+}
+
+/// `certificate:azureStorage*`.
+#[derive(Debug)]
+pub struct AzureStorageCertificateSettings {
+    pub account: AzureStorageAccount,
+    /// `azureStorageContainer`.
+    pub container: String,
+    /// `azureStorageFileName`: the blob's name.
+    pub file_name: String,
+    /// `azureStorageFilePassword`.
+    pub password: Option<SecretString>,
+}
+
+/// `certificate:vault*`.
+#[derive(Debug)]
+pub struct VaultCertificateSettings {
+    /// `vaultServerUri` without a trailing `/`, e.g. `https://vault.example.com:8200`.
+    pub server_uri: String,
+    /// `vaultToken`.
+    pub token: SecretString,
+    /// `vaultSecretMountPoint`; `secret` (Vault's and VaultSharp's default) when blank.
+    pub mount_point: String,
+    /// `vaultSecretPath`: the secret's path inside the mount.
+    pub secret_path: String,
+    /// `vaultSecretDataKey`: the key of the secret's data holding the base64 PFX.
+    pub data_key: String,
+    /// `vaultSecretFilePassword`.
+    pub password: Option<SecretString>,
 }
 
 /// `rsaKey:pkcs11*`: which token, how to log in, which key.

@@ -15,10 +15,11 @@ use serde_json::Value;
 use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
-    AwsKmsSettings, AwsStaticCredentials, CertificateSettings, ConfigError, ConfigSource,
-    DatabaseSettings, LoadedSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
-    RsaKeySettings, Settings, SqlConnection, SqlDialect, SqliteConnection, TransferTarget,
-    TransferToSettings,
+    AwsKmsSettings, AwsStaticCredentials, AzureStorageAccount, AzureStorageCertificateSettings,
+    CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
+    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
+    SqlDialect, SqliteConnection, StoreCertificateSettings, TransferTarget, TransferToSettings,
+    VaultCertificateSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -121,7 +122,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     known("rsaKey:pkcs11PrivateKeyId", "pkcs11: unsigned integer"),
     known(
         "certificate:provider",
-        "filesystem (store, azurestorage, azurekv, vault: not built yet)",
+        "filesystem | store | azurestorage | vault (azurekv: not built yet)",
     ),
     known(
         "certificate:filesystemPath",
@@ -131,22 +132,56 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
         "certificate:filesystemPassword",
         "filesystem: its password (optional)",
     ),
-    known("certificate:storeThumbprint", "store"),
-    known("certificate:azureStorageConnectionString", "azurestorage"),
-    known("certificate:azureStorageContainer", "azurestorage"),
-    known("certificate:azureStorageFileName", "azurestorage"),
-    known("certificate:azureStorageFilePassword", "azurestorage"),
+    known(
+        "certificate:storeThumbprint",
+        "store: SHA-1 thumbprint of the certificate in the CurrentUser\\My store",
+    ),
+    known(
+        "certificate:storeDirectory",
+        "store: the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)",
+    ),
+    known(
+        "certificate:azureStorageConnectionString",
+        "azurestorage: storage account connection string",
+    ),
+    known(
+        "certificate:azureStorageContainer",
+        "azurestorage: blob container",
+    ),
+    known(
+        "certificate:azureStorageFileName",
+        "azurestorage: blob name of the .pfx",
+    ),
+    known(
+        "certificate:azureStorageFilePassword",
+        "azurestorage: its password (optional)",
+    ),
     known("certificate:azureKeyvaultUri", "azurekv"),
     known("certificate:azureKeyvaultCertificateName", "azurekv"),
     known("certificate:azureKeyvaultAdTenantId", "azurekv"),
     known("certificate:azureKeyvaultAdAppId", "azurekv"),
     known("certificate:azureKeyvaultAdSecret", "azurekv"),
-    known("certificate:vaultServerUri", "vault"),
-    known("certificate:vaultToken", "vault"),
-    known("certificate:vaultSecretMountPoint", "vault"),
-    known("certificate:vaultSecretPath", "vault"),
-    known("certificate:vaultSecretDataKey", "vault"),
-    known("certificate:vaultSecretFilePassword", "vault"),
+    known(
+        "certificate:vaultServerUri",
+        "vault: e.g. https://vault.example.com:8200",
+    ),
+    known("certificate:vaultToken", "vault: token with read access"),
+    known(
+        "certificate:vaultSecretMountPoint",
+        "vault: KV v2 mount (default secret)",
+    ),
+    known(
+        "certificate:vaultSecretPath",
+        "vault: the secret's path in the mount",
+    ),
+    known(
+        "certificate:vaultSecretDataKey",
+        "vault: data key holding the base64 .pfx",
+    ),
+    known(
+        "certificate:vaultSecretFilePassword",
+        "vault: the .pfx password (optional)",
+    ),
     known("transferTo:lockfilePath", "one-shot transfer lock file"),
 ];
 
@@ -830,20 +865,103 @@ fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSett
         &at("provider"),
         "filesystem, store, azurestorage, azurekv or vault",
     )?;
+    let password = |key: &str| {
+        values
+            .get(&at(key))
+            .map(|p| SecretString::from(p.to_owned()))
+    };
     match provider.trim().to_ascii_lowercase().as_str() {
         "filesystem" => Ok(CertificateSettings::Filesystem {
             path: PathBuf::from(
                 values.require(&at("filesystemPath"), "the PKCS#12 (.pfx) file's path")?,
             ),
-            password: values
-                .get(&at("filesystemPassword"))
-                .map(|p| SecretString::from(p.to_owned())),
+            password: password("filesystemPassword"),
         }),
-        name @ ("store" | "azurestorage" | "azurekv" | "vault") => {
-            Ok(CertificateSettings::NotYetSupported {
-                provider: name.to_owned(),
-            })
+        "store" => {
+            let written = values.require(
+                &at("storeThumbprint"),
+                "the SHA-1 thumbprint of the certificate (40 hex digits)",
+            )?;
+            Ok(CertificateSettings::Store(StoreCertificateSettings {
+                thumbprint: clean_thumbprint(written)
+                    .map_err(|message| ConfigError::new(&at("storeThumbprint"), message))?,
+                directory: values
+                    .get(&at("storeDirectory"))
+                    .map(|d| PathBuf::from(d.trim())),
+            }))
         }
+        "azurestorage" => {
+            let text = values.require(
+                &at("azureStorageConnectionString"),
+                "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
+            )?;
+            let account = AzureStorageAccount::parse(text).map_err(|message| {
+                ConfigError::new(&at("azureStorageConnectionString"), message)
+            })?;
+            let container = values
+                .require(&at("azureStorageContainer"), "the blob container's name")?
+                .trim();
+            if !is_container_name(container) {
+                return Err(ConfigError::new(
+                    &at("azureStorageContainer"),
+                    format!(
+                        "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
+                    ),
+                ));
+            }
+            let file_name = values
+                .require(
+                    &at("azureStorageFileName"),
+                    "the blob name of the .pfx file",
+                )?
+                .trim_start_matches('/');
+            Ok(CertificateSettings::AzureStorage(
+                AzureStorageCertificateSettings {
+                    account,
+                    container: container.to_owned(),
+                    file_name: file_name.to_owned(),
+                    password: password("azureStorageFilePassword"),
+                },
+            ))
+        }
+        "vault" => {
+            let server_uri = values
+                .require(
+                    &at("vaultServerUri"),
+                    "the Vault server URL, e.g. https://vault.example.com:8200",
+                )?
+                .trim();
+            check_http_url(&at("vaultServerUri"), server_uri)?;
+            let token =
+                values.require(&at("vaultToken"), "a Vault token that may read the secret")?;
+            let mount_point = values
+                .get(&at("vaultSecretMountPoint"))
+                .map(|m| m.trim().trim_matches('/'))
+                .filter(|m| !m.is_empty())
+                .unwrap_or("secret");
+            let secret_path = values
+                .require(
+                    &at("vaultSecretPath"),
+                    "the secret's path inside the KV v2 mount",
+                )?
+                .trim()
+                .trim_matches('/');
+            let data_key = values.require(
+                &at("vaultSecretDataKey"),
+                "the key in the secret's data that holds the base64 .pfx",
+            )?;
+            Ok(CertificateSettings::Vault(VaultCertificateSettings {
+                server_uri: server_uri.trim_end_matches('/').to_owned(),
+                token: SecretString::from(token.trim().to_owned()),
+                mount_point: mount_point.to_owned(),
+                secret_path: secret_path.to_owned(),
+                data_key: data_key.to_owned(),
+                password: password("vaultSecretFilePassword"),
+            }))
+        }
+        name @ "azurekv" => Ok(CertificateSettings::NotYetSupported {
+            provider: name.to_owned(),
+        }),
         other => Err(ConfigError::new(
             &at("provider"),
             format!(
@@ -851,6 +969,36 @@ fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSett
             ),
         )),
     }
+}
+
+/// Upstream's cleaning of a pasted thumbprint: every character that is not a hex digit goes
+/// (spaces, colons, hyphens, the invisible marks some certificate dialogs copy), then upper
+/// case. Anything but a SHA-1 (40 hex digits) can never match, so it is refused here.
+fn clean_thumbprint(written: &str) -> Result<String, String> {
+    let cleaned: String = written
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if cleaned.len() != 40 {
+        return Err(format!(
+            "`{written}` is not a SHA-1 thumbprint: it has {} hex digits, 40 are needed",
+            cleaned.len()
+        ));
+    }
+    Ok(cleaned)
+}
+
+/// Azure's container naming rule; anything else would only fail later as a 400.
+fn is_container_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        || name == "$root"
 }
 
 /// .NET's `bool.Parse`: `true`/`false` in any case, surrounding whitespace allowed.
@@ -1251,6 +1399,214 @@ mod tests {
             DatabaseSettings::Sqlite { .. } | DatabaseSettings::Json { .. }
         ));
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    fn certificate_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = without(
+            without(minimal(), "keyConnectorSettings__certificate__provider"),
+            "keyConnectorSettings__certificate__filesystemPath",
+        );
+        for (name, value) in pairs {
+            env = with(
+                env,
+                &format!("keyConnectorSettings__certificate__{name}"),
+                value,
+            );
+        }
+        env
+    }
+
+    fn certificate(pairs: &[(&str, &str)]) -> Result<CertificateSettings, ConfigError> {
+        match load_env(certificate_env(pairs))?.settings.rsa_key {
+            RsaKeySettings::Certificate(certificate) => Ok(certificate),
+            other => panic!("a certificate provider, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vault_settings_are_typed_with_upstreams_default_mount() {
+        let vault = |mount: &str| {
+            certificate(&[
+                ("PROVIDER", "Vault"),
+                ("vaultServerUri", "https://vault.example.com:8200/"),
+                ("vaultToken", "hvs.token"),
+                ("vaultSecretMountPoint", mount),
+                ("vaultSecretPath", "/key-connector/cert/"),
+                ("vaultSecretDataKey", "pfx"),
+                ("vaultSecretFilePassword", "hunter2"),
+            ])
+            .unwrap()
+        };
+        let CertificateSettings::Vault(settings) = vault("  ") else {
+            panic!("vault settings");
+        };
+        assert_eq!(settings.server_uri, "https://vault.example.com:8200");
+        assert_eq!(settings.mount_point, "secret");
+        assert_eq!(settings.secret_path, "key-connector/cert");
+        assert_eq!(settings.data_key, "pfx");
+        assert_eq!(settings.token.expose_secret(), "hvs.token");
+        assert_eq!(settings.password.unwrap().expose_secret(), "hunter2");
+        let CertificateSettings::Vault(settings) = vault("kv/") else {
+            panic!("vault settings");
+        };
+        assert_eq!(settings.mount_point, "kv");
+        assert!(!format!("{:?}", vault("kv")).contains("hvs.token"));
+        assert!(!format!("{:?}", vault("kv")).contains("hunter2"));
+    }
+
+    #[test]
+    fn vault_errors_name_the_setting() {
+        let complete = [
+            ("provider", "vault"),
+            ("vaultServerUri", "http://vault:8200"),
+            ("vaultToken", "hvs.token"),
+            ("vaultSecretPath", "cert"),
+            ("vaultSecretDataKey", "pfx"),
+        ];
+        for missing in [
+            "vaultServerUri",
+            "vaultToken",
+            "vaultSecretPath",
+            "vaultSecretDataKey",
+        ] {
+            let pairs: Vec<_> = complete
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let error = certificate(&pairs).unwrap_err();
+            assert_eq!(
+                error.env_var,
+                format!("keyConnectorSettings__certificate__{missing}"),
+                "{error}"
+            );
+        }
+        let mut pairs = complete.to_vec();
+        pairs[1] = ("vaultServerUri", "vault:8200");
+        let error = certificate(&pairs).unwrap_err();
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__certificate__vaultServerUri"
+        );
+    }
+
+    #[test]
+    fn store_thumbprints_are_cleaned_as_upstream_does() {
+        let expected = "3A1F0C9B8E7D6C5B4A39281706F5E4D3C2B1A098";
+        for written in [
+            "3A1F0C9B8E7D6C5B4A39281706F5E4D3C2B1A098",
+            "3a1f0c9b8e7d6c5b4a39281706f5e4d3c2b1a098",
+            "3A:1F:0C:9B:8E:7D:6C:5B:4A:39:28:17:06:F5:E4:D3:C2:B1:A0:98",
+            "\u{200e}3a 1f 0c 9b 8e 7d 6c 5b 4a 39 28 17 06 f5 e4 d3 c2 b1 a0 98",
+        ] {
+            let settings =
+                certificate(&[("provider", "store"), ("storeThumbprint", written)]).unwrap();
+            let CertificateSettings::Store(settings) = settings else {
+                panic!("store settings");
+            };
+            assert_eq!(
+                settings,
+                StoreCertificateSettings {
+                    thumbprint: expected.into(),
+                    directory: None
+                },
+                "{written:?}"
+            );
+        }
+        let settings = certificate(&[
+            ("provider", "store"),
+            ("storeThumbprint", expected),
+            ("storeDirectory", "/srv/dotnet-store/my"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(settings, CertificateSettings::Store(ref s) if s.directory == Some(PathBuf::from("/srv/dotnet-store/my")))
+        );
+        for (pairs, var) in [
+            (vec![("provider", "store")], "storeThumbprint"),
+            (
+                vec![("provider", "store"), ("storeThumbprint", "3A1F")],
+                "storeThumbprint",
+            ),
+        ] {
+            let error = certificate(&pairs).unwrap_err();
+            assert_eq!(
+                error.env_var,
+                format!("keyConnectorSettings__certificate__{var}")
+            );
+        }
+    }
+
+    #[test]
+    fn azure_storage_settings_are_typed_and_errors_name_the_setting() {
+        let settings = certificate(&[
+            ("provider", "azurestorage"),
+            ("azureStorageConnectionString", "UseDevelopmentStorage=true"),
+            ("azureStorageContainer", "certificates"),
+            ("azureStorageFileName", "kc/key.pfx"),
+            ("azureStorageFilePassword", "hunter2"),
+        ])
+        .unwrap();
+        let CertificateSettings::AzureStorage(settings) = settings else {
+            panic!("azurestorage settings");
+        };
+        assert_eq!(
+            settings.account.blob_endpoint,
+            "http://127.0.0.1:10000/devstoreaccount1"
+        );
+        assert_eq!(settings.container, "certificates");
+        assert_eq!(settings.file_name, "kc/key.pfx");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        for (pairs, var) in [
+            (
+                vec![
+                    ("provider", "azurestorage"),
+                    (
+                        "azureStorageConnectionString",
+                        "AccountName=a;AccountKey=c2VjcmV0",
+                    ),
+                    ("azureStorageFileName", "key.pfx"),
+                ],
+                "azureStorageContainer",
+            ),
+            (
+                vec![
+                    ("provider", "azurestorage"),
+                    (
+                        "azureStorageConnectionString",
+                        "AccountName=a;AccountKey=c2VjcmV0",
+                    ),
+                    ("azureStorageContainer", "Certs_Upper"),
+                    ("azureStorageFileName", "key.pfx"),
+                ],
+                "azureStorageContainer",
+            ),
+            (
+                vec![
+                    ("provider", "azurestorage"),
+                    ("azureStorageConnectionString", "AccountKey=c2VjcmV0"),
+                    ("azureStorageContainer", "certs"),
+                    ("azureStorageFileName", "key.pfx"),
+                ],
+                "azureStorageConnectionString",
+            ),
+            (
+                vec![
+                    ("provider", "azurestorage"),
+                    ("azureStorageConnectionString", "UseDevelopmentStorage=true"),
+                    ("azureStorageContainer", "certs"),
+                ],
+                "azureStorageFileName",
+            ),
+        ] {
+            let error = certificate(&pairs).unwrap_err();
+            assert_eq!(
+                error.env_var,
+                format!("keyConnectorSettings__certificate__{var}"),
+                "{error}"
+            );
+            assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
+        }
     }
 
     #[test]

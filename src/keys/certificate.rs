@@ -1,9 +1,16 @@
 //! The `certificate` RSA key provider: the private key of a PKCS#12 certificate file.
 //!
-//! The certificate comes from a certificate source (`certificate:provider`); only
-//! `filesystem` is built so far. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
+//! The certificate comes from a certificate source (`certificate:provider`): a file
+//! (`filesystem`), the .NET certificate store ([`store`]), an Azure Storage blob
+//! ([`azure_storage`]) or a HashiCorp Vault secret ([`vault`]). Each yields the PKCS#12 bytes
+//! and their password; decoding and the key are the same whatever the source. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
 //! upstream's .NET `RSAEncryptionPadding.OaepSHA1`, so databases written by either side
 //! unwrap on the other.
+
+pub mod azure_storage;
+mod remote;
+mod store;
+mod vault;
 
 use std::sync::Arc;
 
@@ -11,7 +18,7 @@ use async_trait::async_trait;
 use aws_lc_rs::rsa::{
     OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{KeyProviderError, RsaKeyProvider, pkcs12};
@@ -77,7 +84,7 @@ impl CertificateKeyProvider {
 
 /// A PKCS#12 file fetched from its certificate source, not yet decoded.
 pub(crate) struct CertificateFile {
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Arc<Zeroizing<Vec<u8>>>,
     pub password: Option<Zeroizing<String>>,
     /// Where it came from, for logs (no secrets).
     pub description: String,
@@ -86,6 +93,20 @@ pub(crate) struct CertificateFile {
 }
 
 impl CertificateFile {
+    fn new(
+        bytes: Zeroizing<Vec<u8>>,
+        password: Option<&SecretString>,
+        description: String,
+        password_env_var: &'static str,
+    ) -> Self {
+        Self {
+            bytes: Arc::new(bytes),
+            password: password.map(|p| Zeroizing::new(p.expose_secret().to_owned())),
+            description,
+            password_env_var,
+        }
+    }
+
     /// Fetches the file named by the certificate settings.
     pub async fn read(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
         match source {
@@ -96,19 +117,20 @@ impl CertificateFile {
                         path.display()
                     ))
                 })?;
-                Ok(Self {
-                    bytes: Arc::new(bytes),
-                    password: password
-                        .as_ref()
-                        .map(|p| Zeroizing::new(p.expose_secret().to_owned())),
-                    description: format!("certificate from file {}", path.display()),
-                    password_env_var: "keyConnectorSettings__certificate__filesystemPassword",
-                })
+                Ok(Self::new(
+                    Zeroizing::new(bytes),
+                    password.as_ref(),
+                    format!("certificate from file {}", path.display()),
+                    "keyConnectorSettings__certificate__filesystemPassword",
+                ))
             }
+            CertificateSettings::Store(settings) => store::read(settings).await,
+            CertificateSettings::AzureStorage(settings) => azure_storage::download(settings).await,
+            CertificateSettings::Vault(settings) => vault::read(settings).await,
             CertificateSettings::NotYetSupported { provider } => {
                 Err(KeyProviderError::Config(format!(
                     "certificate provider `{provider}` (keyConnectorSettings__certificate__provider) is not supported by this version yet; \
-                 supported: `filesystem`"
+                 supported: `filesystem`, `store`, `azurestorage` and `vault`"
                 )))
             }
         }

@@ -8,6 +8,8 @@
 //! For keys kept in an HSM the file may hold only the certificate
 //! (`openssl pkcs12 -export -nokeys`); [`rsa_public_key_spki`] reads the public key then.
 
+mod absent_password;
+
 use p12_keystore::{
     Certificate, KeyStore, KeyStoreEntry, Pkcs12Archive, PrivateKey, PrivateKeyChain,
 };
@@ -113,6 +115,42 @@ pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u
     }
 }
 
+/// A certificate in a PKCS#12 file, as a certificate store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// SHA-1 of the certificate's DER, upper-case hex: what .NET and Windows call its thumbprint.
+    pub thumbprint: String,
+    /// The subject's distinguished name, for messages.
+    pub subject: String,
+}
+
+/// The thumbprint and subject of every certificate in the file.
+pub fn certificates(
+    bytes: &[u8],
+    password: Option<&str>,
+) -> Result<Vec<CertificateSummary>, Pkcs12Error> {
+    let archive = open_archive(bytes, password.unwrap_or(""))?;
+    archive
+        .certs
+        .iter()
+        .map(|bag| {
+            let der = bag.cert.as_der();
+            let digest =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+            let thumbprint = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+            let subject = x509_parser::parse_x509_certificate(der)
+                .map(|(_, certificate)| certificate.subject().to_string())
+                .map_err(|e| {
+                    Pkcs12Error::Unreadable(format!("a certificate cannot be parsed: {e}"))
+                })?;
+            Ok(CertificateSummary {
+                thumbprint,
+                subject,
+            })
+        })
+        .collect()
+}
+
 /// Decodes the archive, treating a missing password and an empty one alike (PKCS#12 encodes
 /// them differently; tools disagree on which one "no password" means).
 fn open_archive(bytes: &[u8], password: &str) -> Result<Pkcs12Archive, Pkcs12Error> {
@@ -123,12 +161,9 @@ fn open_archive(bytes: &[u8], password: &str) -> Result<Pkcs12Archive, Pkcs12Err
                 return Err(error);
             }
             if password.is_empty() {
-                // `p12-keystore` encodes "" as an empty BMPString with terminator; some
-                // tools write "no password" as a zero-length secret. A NUL-only password
-                // is the closest alternative the crate accepts.
-                if let Ok(archive) = Pkcs12Archive::from_pkcs12(bytes, "\0") {
-                    return Ok(archive);
-                }
+                // `p12-keystore` encodes "" as an empty BMPString with terminator; .NET and
+                // some other tools write "no password" as a zero-length secret instead.
+                return absent_password::open(bytes);
             }
             Err(Pkcs12Error::WrongPassword)
         }
@@ -283,6 +318,28 @@ mod tests {
         aws_lc_rs::rsa::PublicEncryptingKey::from_der(&spki).unwrap();
         assert!(matches!(
             rsa_public_key_spki(&pfx, Some("wrong")),
+            Err(Pkcs12Error::WrongPassword)
+        ));
+    }
+
+    #[test]
+    fn certificates_are_listed_by_sha1_thumbprint_and_subject() {
+        let pfx = generate_self_signed_pfx(2048, "listed", Some("pw")).unwrap();
+        let archive = open_archive(&pfx, "pw").unwrap();
+        let der = archive.certs[0].cert.as_der();
+        let expected: String =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect();
+        let listed = certificates(&pfx, Some("pw")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].thumbprint, expected);
+        assert_eq!(listed[0].thumbprint.len(), 40);
+        assert_eq!(listed[0].subject, "CN=listed");
+        assert!(matches!(
+            certificates(&pfx, None),
             Err(Pkcs12Error::WrongPassword)
         ));
     }

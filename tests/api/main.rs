@@ -3,7 +3,9 @@
 mod auth;
 #[cfg(feature = "awskms")]
 mod awskms;
+mod azure_storage;
 mod binary;
+mod certificate_store;
 mod certificates;
 mod compat;
 mod container;
@@ -22,3 +24,4 @@ mod quickstart;
 mod replicas;
 mod stores;
 mod user_keys;
+mod vault;
