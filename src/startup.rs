@@ -160,6 +160,7 @@ impl Application {
         };
         let listeners = bind_all(&plain).await?;
         let state = AppState {
+            health: Arc::default(),
             last_access: LastAccessRecorder::new(Arc::clone(&store)),
             store,
             cipher,

@@ -15,4 +15,6 @@ pub struct AppState {
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     pub auth: Arc<Authenticator>,
     pub last_access: LastAccessRecorder,
+    /// The shared answer of `/health` (see `routes::health`).
+    pub health: Arc<crate::routes::health::HealthCache>,
 }

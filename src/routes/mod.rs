@@ -4,7 +4,7 @@
 //! send `//user-keys`), request id, tracing, CORS (exactly one origin: the web vault), then
 //! the routes. Handlers get everything through [`AppState`].
 
-mod health;
+pub mod health;
 mod misc;
 mod user_keys;
 
