@@ -8,13 +8,33 @@
 //! Running instances keep working (they hold the symmetric key in memory); restart them with
 //! the new RSA key settings.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings};
-use crate::keys::open_rsa_key_provider;
-use crate::store::open_store;
+use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
+use crate::store::{UserKeyStore, open_store};
+
+/// The store and RSA key a rotation works on; `what` names the key in messages.
+async fn open(
+    database: &DatabaseSettings,
+    rsa_key: &RsaKeySettings,
+    what: &'static str,
+) -> Result<(Arc<dyn UserKeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
+    let store = open_store(database)
+        .await
+        .map_err(|source| OperationError::Store {
+            what: "database",
+            source,
+        })?;
+    let provider = open_rsa_key_provider(rsa_key)
+        .await
+        .map_err(|source| OperationError::RsaKey { what, source })?;
+    Ok((store, provider))
+}
 
 /// What was done, for the report.
 #[derive(Debug)]
@@ -31,19 +51,7 @@ pub async fn rotate_rsa_key(
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         OperationError::Failed(format!("{what}: {error}. Nothing was changed"))
     };
-    let store = open_store(database)
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "database",
-            source,
-        })?;
-    let old_provider =
-        open_rsa_key_provider(current)
-            .await
-            .map_err(|source| OperationError::RsaKey {
-                what: "current RSA key",
-                source,
-            })?;
+    let (store, old_provider) = open(database, current, "current RSA key").await?;
     let new_provider =
         open_rsa_key_provider(new)
             .await
@@ -165,19 +173,7 @@ pub async fn rotate_symmetric_key(
             "{what}: {error}. Every key is still readable; run the rotation again when it is fixed"
         ))
     };
-    let store = open_store(database)
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "database",
-            source,
-        })?;
-    let provider =
-        open_rsa_key_provider(rsa_key)
-            .await
-            .map_err(|source| OperationError::RsaKey {
-                what: "RSA key",
-                source,
-            })?;
+    let (store, provider) = open(database, rsa_key, "RSA key").await?;
     let result = async {
         let current_wrapped = store
             .read_symmetric_key()

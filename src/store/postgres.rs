@@ -129,6 +129,19 @@ fn is_configuration_error(error: &sqlx::Error) -> Option<String> {
 }
 
 impl PostgresStore {
+    /// A transaction holding `LOCK TABLE "ApplicationDatas"` in SHARE ROW EXCLUSIVE mode,
+    /// which conflicts with itself and with the row locks of any insert, ours or upstream's.
+    async fn lock_application_datas(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        Ok(tx)
+    }
+
     /// Connects, creates the database and upstream's schema if needed, and checks the schema.
     pub async fn open(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings("postgresql", connection);
@@ -305,6 +318,17 @@ async fn ensure_database_exists(
     }
 }
 
+/// Appends a wrapped symmetric key row (the current key on a new database, or the pending
+/// key of a rotation).
+async fn insert_wrapped_key(tx: &mut sqlx::PgConnection, wrapped: &str) -> Result<(), StoreError> {
+    sqlx::query(r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ($1)"#)
+        .bind(wrapped)
+        .execute(tx)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
 type RawRow = (
     Uuid,
     Option<String>,
@@ -346,12 +370,7 @@ impl UserKeyStore for PostgresStore {
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
         with_deadline(self.deadline, async {
-            let mut tx = self.pool.begin().await.map_err(store_error)?;
-            // Conflicts with itself and with the row locks of any insert, ours or upstream's.
-            sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+            let mut tx = self.lock_application_datas().await?;
             let first: Option<(i32, Option<String>)> = sqlx::query_as(
                 r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
             )
@@ -372,11 +391,7 @@ impl UserKeyStore for PostgresStore {
                     wrapped.to_owned()
                 }
                 None => {
-                    sqlx::query(r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ($1)"#)
-                        .bind(wrapped)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
+                    insert_wrapped_key(&mut tx, wrapped).await?;
                     wrapped.to_owned()
                 }
             };
@@ -424,11 +439,7 @@ impl UserKeyStore for PostgresStore {
         wrapped: &str,
     ) -> Result<String, StoreError> {
         with_deadline(self.deadline, async {
-            let mut tx = self.pool.begin().await.map_err(store_error)?;
-            sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+            let mut tx = self.lock_application_datas().await?;
             let keys: Vec<Option<String>> = sqlx::query_scalar(
                 r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
             )
@@ -443,11 +454,7 @@ impl UserKeyStore for PostgresStore {
                 }
                 [_, Some(pending)] if !pending.is_empty() => pending.clone(),
                 _ => {
-                    sqlx::query(r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES ($1)"#)
-                        .bind(wrapped)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
+                    insert_wrapped_key(&mut tx, wrapped).await?;
                     wrapped.to_owned()
                 }
             };
@@ -462,11 +469,7 @@ impl UserKeyStore for PostgresStore {
         expected_current: &str,
     ) -> Result<bool, StoreError> {
         with_deadline(self.deadline, async {
-            let mut tx = self.pool.begin().await.map_err(store_error)?;
-            sqlx::query(r#"LOCK TABLE "ApplicationDatas" IN SHARE ROW EXCLUSIVE MODE"#)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+            let mut tx = self.lock_application_datas().await?;
             let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
                 r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
             )
