@@ -235,6 +235,40 @@ impl MySqlStore {
     }
 }
 
+type LockedWork<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+impl MySqlStore {
+    /// Runs `work` on one connection holding the bootstrap lock, released afterwards.
+    async fn under_bootstrap_lock<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut MySqlConnection) -> LockedWork<'c, T> + Send,
+        T: Send,
+    {
+        let deadline =
+            self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
+        with_deadline(deadline, async {
+            let mut conn = self.pool.acquire().await.map_err(store_error)?;
+            take_bootstrap_lock(&mut conn).await?;
+            let result = work(&mut conn).await;
+            release_bootstrap_lock(&mut conn).await;
+            result
+        })
+        .await
+    }
+}
+
+/// Appends a wrapped symmetric key row (the current key on a new database, or the pending
+/// key of a rotation).
+async fn insert_wrapped_key(conn: &mut MySqlConnection, wrapped: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO `ApplicationDatas` (`SymmetricKey`) VALUES (?)")
+        .bind(wrapped)
+        .execute(conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
 /// Waits for the server-wide bootstrap lock on this connection.
 async fn take_bootstrap_lock(conn: &mut MySqlConnection) -> Result<(), StoreError> {
     let granted: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
@@ -410,12 +444,9 @@ impl UserKeyStore for MySqlStore {
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let deadline =
-            self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
-        with_deadline(deadline, async {
-            let mut conn = self.pool.acquire().await.map_err(store_error)?;
-            take_bootstrap_lock(&mut conn).await?;
-            let result = async {
+        let wrapped = wrapped.to_owned();
+        self.under_bootstrap_lock(|conn| {
+            Box::pin(async move {
                 let first: Option<(i32, Option<String>)> = sqlx::query_as(
                     "SELECT `Id`, `SymmetricKey` FROM `ApplicationDatas` ORDER BY `Id` LIMIT 1",
                 )
@@ -428,26 +459,19 @@ impl UserKeyStore for MySqlStore {
                         sqlx::query(
                             "UPDATE `ApplicationDatas` SET `SymmetricKey` = ? WHERE `Id` = ?",
                         )
-                        .bind(wrapped)
+                        .bind(&wrapped)
                         .bind(id)
                         .execute(&mut *conn)
                         .await
                         .map_err(store_error)?;
-                        Ok(wrapped.to_owned())
+                        Ok(wrapped)
                     }
                     None => {
-                        sqlx::query("INSERT INTO `ApplicationDatas` (`SymmetricKey`) VALUES (?)")
-                            .bind(wrapped)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(store_error)?;
-                        Ok(wrapped.to_owned())
+                        insert_wrapped_key(conn, &wrapped).await?;
+                        Ok(wrapped)
                     }
                 }
-            }
-            .await;
-            release_bootstrap_lock(&mut conn).await;
-            result
+            })
         })
         .await
     }
@@ -489,12 +513,9 @@ impl UserKeyStore for MySqlStore {
         &self,
         wrapped: &str,
     ) -> Result<String, StoreError> {
-        let deadline =
-            self.deadline + std::time::Duration::from_secs(BOOTSTRAP_LOCK_WAIT_SECONDS as u64);
-        with_deadline(deadline, async {
-            let mut conn = self.pool.acquire().await.map_err(store_error)?;
-            take_bootstrap_lock(&mut conn).await?;
-            let result = async {
+        let wrapped = wrapped.to_owned();
+        self.under_bootstrap_lock(|conn| {
+            Box::pin(async move {
                 let keys: Vec<Option<String>> = sqlx::query_scalar(
                     "SELECT `SymmetricKey` FROM `ApplicationDatas` ORDER BY `Id` LIMIT 2",
                 )
@@ -507,18 +528,11 @@ impl UserKeyStore for MySqlStore {
                     )),
                     [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
                     _ => {
-                        sqlx::query("INSERT INTO `ApplicationDatas` (`SymmetricKey`) VALUES (?)")
-                            .bind(wrapped)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(store_error)?;
-                        Ok(wrapped.to_owned())
+                        insert_wrapped_key(conn, &wrapped).await?;
+                        Ok(wrapped)
                     }
                 }
-            }
-            .await;
-            release_bootstrap_lock(&mut conn).await;
-            result
+            })
         })
         .await
     }
