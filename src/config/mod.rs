@@ -73,8 +73,62 @@ pub enum RsaKeySettings {
     Pkcs11(Pkcs11Settings),
     /// `awskms`: a key in AWS Key Management Service (or a KMS-compatible service).
     AwsKms(AwsKmsSettings),
-    /// A provider upstream has and this version does not build yet.
-    NotYetSupported { provider: String },
+    /// `azurekv`: a key in Azure Key Vault (or Managed HSM).
+    AzureKeyVault(AzureKeyVaultKeySettings),
+    /// `gcpkms`: an asymmetric-decryption key version in Google Cloud KMS.
+    GcpKms(GcpKmsSettings),
+}
+
+/// An Entra ID (Azure AD) application that may use the vault: `azureKeyvaultAd*`.
+#[derive(Debug, Clone)]
+pub struct AzureAdCredentials {
+    /// `azureKeyvaultAdTenantId`.
+    pub tenant_id: String,
+    /// `azureKeyvaultAdAppId`: the application (client) id.
+    pub client_id: String,
+    /// `azureKeyvaultAdSecret`: the application's client secret.
+    pub client_secret: SecretString,
+}
+
+/// `rsaKey:azureKeyvault*`.
+#[derive(Debug, Clone)]
+pub struct AzureKeyVaultKeySettings {
+    /// `azureKeyvaultUri`, e.g. `https://contoso.vault.azure.net/`.
+    pub vault_uri: String,
+    /// `azureKeyvaultKeyName`: the key's name; its current version is used, as upstream.
+    pub key_name: String,
+    pub credentials: AzureAdCredentials,
+}
+
+/// `certificate:azureKeyvault*`.
+#[derive(Debug, Clone)]
+pub struct AzureKeyVaultCertificateSettings {
+    /// `azureKeyvaultUri`.
+    pub vault_uri: String,
+    /// `azureKeyvaultCertificateName`.
+    pub certificate_name: String,
+    pub credentials: AzureAdCredentials,
+}
+
+/// `rsaKey:googleCloud*`: the five parts of a CryptoKeyVersion resource name. Credentials
+/// are Google's Application Default Credentials, as upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpKmsSettings {
+    pub project_id: String,
+    pub location_id: String,
+    pub key_ring_id: String,
+    pub key_id: String,
+    pub key_version_id: String,
+}
+
+impl GcpKmsSettings {
+    /// `projects/…/locations/…/keyRings/…/cryptoKeys/…/cryptoKeyVersions/…`.
+    pub fn key_version_name(&self) -> String {
+        format!(
+            "projects/{}/locations/{}/keyRings/{}/cryptoKeys/{}/cryptoKeyVersions/{}",
+            self.project_id, self.location_id, self.key_ring_id, self.key_id, self.key_version_id
+        )
+    }
 }
 
 /// `rsaKey:aws*`: which KMS key wraps the symmetric key, and how to reach it.
@@ -112,8 +166,9 @@ pub enum CertificateSettings {
     AzureStorage(AzureStorageCertificateSettings),
     /// `vault`: a HashiCorp Vault KV version 2 secret holding the file as base64.
     Vault(VaultCertificateSettings),
-    /// A certificate source upstream has and this version does not build yet.
-    NotYetSupported { provider: String },
+    /// `azurekv`: an Azure Key Vault certificate, read with its private key from the
+    /// certificate's secret.
+    AzureKeyVault(AzureKeyVaultCertificateSettings),
 }
 
 /// `certificate:storeThumbprint` (and `storeDirectory`, not an upstream setting).

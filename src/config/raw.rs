@@ -15,7 +15,8 @@ use serde_json::Value;
 use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
-    AwsKmsSettings, AwsStaticCredentials, AzureStorageAccount, AzureStorageCertificateSettings,
+    AwsKmsSettings, AwsStaticCredentials, AzureAdCredentials, AzureKeyVaultCertificateSettings,
+    AzureKeyVaultKeySettings, AzureStorageAccount, AzureStorageCertificateSettings, GcpKmsSettings,
     CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
     Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
     SqlDialect, SqliteConnection, StoreCertificateSettings, TransferTarget, TransferToSettings,
@@ -69,7 +70,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     ),
     known(
         "rsaKey:provider",
-        "certificate | pkcs11 | awskms (azurekv, gcpkms: not built yet)",
+        "certificate | pkcs11 | awskms | azurekv | gcpkms",
     ),
     known("rsaKey:azureKeyvaultUri", "azurekv"),
     known("rsaKey:azureKeyvaultKeyName", "azurekv"),
@@ -122,7 +123,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     known("rsaKey:pkcs11PrivateKeyId", "pkcs11: unsigned integer"),
     known(
         "certificate:provider",
-        "filesystem | store | azurestorage | vault (azurekv: not built yet)",
+        "filesystem | store | azurestorage | azurekv | vault",
     ),
     known(
         "certificate:filesystemPath",
@@ -714,9 +715,19 @@ fn rsa_key_settings(values: &Values, prefix: &str) -> Result<RsaKeySettings, Con
             prefix,
             use_symmetric_encryption,
         )?)),
-        name @ ("azurekv" | "gcpkms") => Ok(RsaKeySettings::NotYetSupported {
-            provider: name.to_owned(),
-        }),
+        "azurekv" => {
+            let at = |key: &str| format!("{prefix}rsaKey:{key}");
+            Ok(RsaKeySettings::AzureKeyVault(AzureKeyVaultKeySettings {
+                vault_uri: azure_vault_uri(values, &at("azureKeyvaultUri"))?,
+                key_name: azure_object_name(
+                    values,
+                    &at("azureKeyvaultKeyName"),
+                    "the name of the RSA key in the vault",
+                )?,
+                credentials: azure_ad_credentials(values, &at("azureKeyvaultAd"))?,
+            }))
+        }
+        "gcpkms" => Ok(RsaKeySettings::GcpKms(gcp_kms_settings(values, prefix)?)),
         other => Err(ConfigError::new(
             &at("rsaKey:provider"),
             format!(
@@ -859,6 +870,96 @@ fn aws_kms_settings(
     })
 }
 
+/// `azureKeyvaultUri`: an https URL; the SDK sends tokens over nothing else.
+fn azure_vault_uri(values: &Values, path: &str) -> Result<String, ConfigError> {
+    let uri = values
+        .require(path, "the vault's URL, e.g. https://contoso.vault.azure.net/")?
+        .trim();
+    check_http_url(path, uri)?;
+    if !uri.to_ascii_lowercase().starts_with("https://") {
+        return Err(ConfigError::new(
+            path,
+            format!("`{uri}` is not an https:// URL; Azure Key Vault is only reached over HTTPS"),
+        ));
+    }
+    Ok(uri.to_owned())
+}
+
+/// A Key Vault object name: 1 to 127 letters, digits and hyphens (Key Vault's own rule).
+fn azure_object_name(values: &Values, path: &str, what: &str) -> Result<String, ConfigError> {
+    let name = values.require(path, what)?.trim();
+    if name.len() > 127 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(ConfigError::new(
+            path,
+            format!("`{name}` is not a Key Vault name: 1 to 127 letters, digits and hyphens"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// `{path}TenantId`, `{path}AppId` and `{path}Secret`: upstream's client-secret credential.
+fn azure_ad_credentials(values: &Values, path: &str) -> Result<AzureAdCredentials, ConfigError> {
+    let tenant_id = values
+        .require(
+            &format!("{path}TenantId"),
+            "the Entra ID (Azure AD) tenant id",
+        )?
+        .trim();
+    if tenant_id.is_empty()
+        || !tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(ConfigError::new(
+            &format!("{path}TenantId"),
+            format!("`{tenant_id}` is not a tenant id or domain"),
+        ));
+    }
+    let client_id = values
+        .require(
+            &format!("{path}AppId"),
+            "the application (client) id registered in Entra ID",
+        )?
+        .trim();
+    let client_secret = values.require(
+        &format!("{path}Secret"),
+        "a client secret of that application",
+    )?;
+    Ok(AzureAdCredentials {
+        tenant_id: tenant_id.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret: SecretString::from(client_secret.trim().to_owned()),
+    })
+}
+
+/// `{prefix}rsaKey:googleCloud*`: each part of the key version's resource name.
+fn gcp_kms_settings(values: &Values, prefix: &str) -> Result<GcpKmsSettings, ConfigError> {
+    let part = |key: &str, what: &str| -> Result<String, ConfigError> {
+        let path = format!("{prefix}rsaKey:{key}");
+        let value = values.require(&path, what)?.trim();
+        if value.is_empty() || value.contains(['/', ' ', '?', '#']) {
+            return Err(ConfigError::new(
+                &path,
+                format!("`{value}` is not a resource id: it must not be empty nor contain `/`"),
+            ));
+        }
+        Ok(value.to_owned())
+    };
+    Ok(GcpKmsSettings {
+        project_id: part("googleCloudProjectId", "the Google Cloud project id")?,
+        location_id: part(
+            "googleCloudLocationId",
+            "the key ring's location, e.g. global or europe-west1",
+        )?,
+        key_ring_id: part("googleCloudKeyringId", "the key ring's name")?,
+        key_id: part("googleCloudKeyId", "the key's name")?,
+        key_version_id: part(
+            "googleCloudKeyVersionId",
+            "the key version's number, e.g. 1",
+        )?,
+    })
+}
+
 fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSettings, ConfigError> {
     let at = |key: &str| format!("{prefix}certificate:{key}");
     let provider = values.require(
@@ -959,9 +1060,17 @@ fn certificate_settings(values: &Values, prefix: &str) -> Result<CertificateSett
                 password: password("vaultSecretFilePassword"),
             }))
         }
-        name @ "azurekv" => Ok(CertificateSettings::NotYetSupported {
-            provider: name.to_owned(),
-        }),
+        "azurekv" => Ok(CertificateSettings::AzureKeyVault(
+            AzureKeyVaultCertificateSettings {
+                vault_uri: azure_vault_uri(values, &at("azureKeyvaultUri"))?,
+                certificate_name: azure_object_name(
+                    values,
+                    &at("azureKeyvaultCertificateName"),
+                    "the name of the certificate in the vault",
+                )?,
+                credentials: azure_ad_credentials(values, &at("azureKeyvaultAd"))?,
+            },
+        )),
         other => Err(ConfigError::new(
             &at("provider"),
             format!(
@@ -1239,10 +1348,9 @@ mod tests {
             " True ",
         );
         let env = with(env, "keyConnectorSettings__rsaKey__provider", "GcpKms");
+        let env = gcp_env(env);
         let loaded = load_env(env).unwrap();
-        assert!(
-            matches!(loaded.settings.rsa_key, RsaKeySettings::NotYetSupported { ref provider } if provider == "gcpkms")
-        );
+        assert!(matches!(loaded.settings.rsa_key, RsaKeySettings::GcpKms(_)));
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let env = with(
             minimal(),
@@ -1814,6 +1922,168 @@ mod tests {
             error.env_var,
             "keyConnectorSettings__rsaKey__pkcs11Provider"
         );
+    }
+
+    fn gcp_env(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+        for (name, value) in [
+            ("keyConnectorSettings__rsaKey__googleCloudProjectId", "acme-prod"),
+            ("keyConnectorSettings__rsaKey__googleCloudLocationId", "europe-west1"),
+            ("keyConnectorSettings__rsaKey__googleCloudKeyringId", "bitwarden"),
+            ("keyConnectorSettings__rsaKey__googleCloudKeyId", "key-connector"),
+            ("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", " 3 "),
+        ] {
+            env = with(env, name, value);
+        }
+        env
+    }
+
+    #[test]
+    fn gcpkms_settings_make_the_key_version_name() {
+        let env = gcp_env(with(
+            minimal(),
+            "keyConnectorSettings__rsaKey__provider",
+            "gcpkms",
+        ));
+        let RsaKeySettings::GcpKms(settings) = load_env(env).unwrap().settings.rsa_key else {
+            panic!("not gcpkms");
+        };
+        assert_eq!(
+            settings.key_version_name(),
+            "projects/acme-prod/locations/europe-west1/keyRings/bitwarden/cryptoKeys/key-connector/cryptoKeyVersions/3"
+        );
+    }
+
+    #[test]
+    fn gcpkms_mistakes_name_the_setting() {
+        let base = gcp_env(with(
+            minimal(),
+            "keyConnectorSettings__rsaKey__provider",
+            "gcpkms",
+        ));
+        let missing = without(
+            base.clone(),
+            "keyConnectorSettings__rsaKey__googleCloudKeyringId",
+        );
+        let error = load_env(missing).unwrap_err();
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__rsaKey__googleCloudKeyringId"
+        );
+        let slashed = with(
+            base,
+            "keyConnectorSettings__rsaKey__googleCloudKeyId",
+            "keys/other",
+        );
+        let error = load_env(slashed).unwrap_err();
+        assert_eq!(error.env_var, "keyConnectorSettings__rsaKey__googleCloudKeyId");
+        assert!(error.to_string().contains("`/`"), "{error}");
+    }
+
+    fn azure_key_env() -> Vec<(String, String)> {
+        let mut env = with(
+            minimal(),
+            "keyConnectorSettings__rsaKey__provider",
+            "AzureKv",
+        );
+        for (name, value) in [
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultUri",
+                "https://contoso.vault.azure.net/",
+            ),
+            ("keyConnectorSettings__rsaKey__azureKeyvaultKeyName", "key-connector"),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultAdTenantId",
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultAdAppId",
+                "00000000-1111-2222-3333-444444444444",
+            ),
+            ("keyConnectorSettings__rsaKey__azureKeyvaultAdSecret", "s3cr3t~value"),
+        ] {
+            env = with(env, name, value);
+        }
+        env
+    }
+
+    #[test]
+    fn azurekv_key_settings_read_upstream_names_and_keep_the_secret_out_of_debug() {
+        let loaded = load_env(azure_key_env()).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let RsaKeySettings::AzureKeyVault(settings) = &loaded.settings.rsa_key else {
+            panic!("not azurekv");
+        };
+        assert_eq!(settings.vault_uri, "https://contoso.vault.azure.net/");
+        assert_eq!(settings.key_name, "key-connector");
+        assert_eq!(
+            settings.credentials.client_id,
+            "00000000-1111-2222-3333-444444444444"
+        );
+        assert_eq!(
+            settings.credentials.client_secret.expose_secret(),
+            "s3cr3t~value"
+        );
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn azurekv_mistakes_name_the_setting() {
+        let cases = [
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultUri",
+                Some("http://contoso.vault.azure.net/"),
+                "https://",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultKeyName",
+                Some("my_key"),
+                "letters, digits and hyphens",
+            ),
+            ("keyConnectorSettings__rsaKey__azureKeyvaultAdSecret", None, "client secret"),
+            ("keyConnectorSettings__rsaKey__azureKeyvaultAdTenantId", None, "tenant"),
+        ];
+        for (name, value, expected) in cases {
+            let env = match value {
+                Some(value) => with(azure_key_env(), name, value),
+                None => without(azure_key_env(), name),
+            };
+            let error = load_env(env).unwrap_err();
+            assert_eq!(error.env_var, name, "{error}");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn azurekv_certificate_settings_read_upstream_names() {
+        let mut env = with(
+            minimal(),
+            "keyConnectorSettings__certificate__provider",
+            "azurekv",
+        );
+        for (name, value) in [
+            (
+                "keyConnectorSettings__certificate__azureKeyvaultUri",
+                "https://contoso.vault.azure.net",
+            ),
+            (
+                "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
+                "kc-cert",
+            ),
+            ("keyConnectorSettings__certificate__azureKeyvaultAdTenantId", "contoso.onmicrosoft.com"),
+            ("keyConnectorSettings__certificate__azureKeyvaultAdAppId", "app"),
+            ("keyConnectorSettings__certificate__azureKeyvaultAdSecret", "secret"),
+        ] {
+            env = with(env, name, value);
+        }
+        let loaded = load_env(env).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let RsaKeySettings::Certificate(CertificateSettings::AzureKeyVault(settings)) =
+            &loaded.settings.rsa_key
+        else {
+            panic!("not an azurekv certificate");
+        };
+        assert_eq!(settings.certificate_name, "kc-cert");
+        assert_eq!(settings.credentials.tenant_id, "contoso.onmicrosoft.com");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider};
+use super::{KeyProviderError, RsaKeyProvider, error_chain};
 use crate::config::AwsKmsSettings;
 
 /// Whole-operation bound for one KMS call, retries included.
@@ -138,19 +138,6 @@ where
     }
 }
 
-/// The error and its sources, each once, without the SDK's Debug dump.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
 
 /// The HTTP status of a raw response, for errors without a known code.
 trait HttpStatus {

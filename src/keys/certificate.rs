@@ -2,11 +2,14 @@
 //!
 //! The certificate comes from a certificate source (`certificate:provider`): a file
 //! (`filesystem`), the .NET certificate store ([`store`]), an Azure Storage blob
-//! ([`azure_storage`]) or a HashiCorp Vault secret ([`vault`]). Each yields the PKCS#12 bytes
+//! ([`azure_storage`]), an Azure Key Vault certificate (`azure_key_vault`) or a HashiCorp Vault
+//! secret ([`vault`]). Each yields the PKCS#12 bytes
 //! and their password; decoding and the key are the same whatever the source. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
 //! upstream's .NET `RSAEncryptionPadding.OaepSHA1`, so databases written by either side
 //! unwrap on the other.
 
+#[cfg(feature = "azurekv")]
+mod azure_key_vault;
 pub mod azure_storage;
 mod remote;
 mod store;
@@ -54,6 +57,20 @@ impl CertificateKeyProvider {
     /// Loads the certificate named by the settings and keeps its private key.
     pub async fn open(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
         let file = CertificateFile::read(source).await?;
+        Self::from_file(file).await
+    }
+
+    /// Loads a certificate from Azure Key Vault, reaching Azure as `connection` says
+    /// (production uses [`CertificateKeyProvider::open`]).
+    #[cfg(feature = "azurekv")]
+    pub async fn open_azure_key_vault(
+        settings: &crate::config::AzureKeyVaultCertificateSettings,
+        connection: crate::keys::azurekv::AzureConnection,
+    ) -> Result<Self, KeyProviderError> {
+        Self::from_file(azure_key_vault::read_with(settings, connection).await?).await
+    }
+
+    async fn from_file(file: CertificateFile) -> Result<Self, KeyProviderError> {
         let password = file.password.clone();
         let bytes = file.bytes.clone();
         let pkcs8 = tokio::task::spawn_blocking(move || {
@@ -127,12 +144,10 @@ impl CertificateFile {
             CertificateSettings::Store(settings) => store::read(settings).await,
             CertificateSettings::AzureStorage(settings) => azure_storage::download(settings).await,
             CertificateSettings::Vault(settings) => vault::read(settings).await,
-            CertificateSettings::NotYetSupported { provider } => {
-                Err(KeyProviderError::Config(format!(
-                    "certificate provider `{provider}` (keyConnectorSettings__certificate__provider) is not supported by this version yet; \
-                 supported: `filesystem`, `store`, `azurestorage` and `vault`"
-                )))
-            }
+            #[cfg(feature = "azurekv")]
+            CertificateSettings::AzureKeyVault(settings) => azure_key_vault::read(settings).await,
+            #[cfg(not(feature = "azurekv"))]
+            CertificateSettings::AzureKeyVault(_) => Err(super::missing_feature("azurekv")),
         }
     }
 

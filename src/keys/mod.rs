@@ -8,7 +8,11 @@
 
 #[cfg(feature = "awskms")]
 pub mod awskms;
+#[cfg(feature = "azurekv")]
+pub mod azurekv;
 pub mod certificate;
+#[cfg(feature = "gcpkms")]
+pub mod gcpkms;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod pkcs12;
@@ -119,11 +123,41 @@ async fn open_uninstrumented(
              which this build was made without; rebuild with `--features awskms`"
                 .into(),
         )),
-        RsaKeySettings::NotYetSupported { provider } => Err(KeyProviderError::Config(format!(
-            "RSA key provider `{provider}` (keyConnectorSettings__rsaKey__provider) is not supported by this version yet; \
-             supported: `certificate`, `pkcs11` and `awskms`"
-        ))),
+        #[cfg(feature = "azurekv")]
+        RsaKeySettings::AzureKeyVault(azure) => Ok(Arc::new(
+            azurekv::AzureKeyVaultKeyProvider::open(azure).await?,
+        )),
+        #[cfg(not(feature = "azurekv"))]
+        RsaKeySettings::AzureKeyVault(_) => Err(missing_feature("azurekv")),
+        #[cfg(feature = "gcpkms")]
+        RsaKeySettings::GcpKms(gcp) => Ok(Arc::new(gcpkms::GcpKmsKeyProvider::open(gcp).await?)),
+        #[cfg(not(feature = "gcpkms"))]
+        RsaKeySettings::GcpKms(_) => Err(missing_feature("gcpkms")),
     }
+}
+
+/// A provider configured in a build made without its Cargo feature.
+#[cfg(not(all(feature = "azurekv", feature = "gcpkms")))]
+pub(crate) fn missing_feature(feature: &str) -> KeyProviderError {
+    KeyProviderError::Config(format!(
+        "provider `{feature}` is configured, but this build was made without the Cargo feature `{feature}`; \
+         rebuild with `--features {feature}` (the default build has every provider)"
+    ))
+}
+
+/// An error and its sources, each once, without an SDK's Debug dump.
+#[cfg(any(feature = "awskms", feature = "azurekv", feature = "gcpkms"))]
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(all(test, not(feature = "pkcs11")))]

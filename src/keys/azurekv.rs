@@ -1,0 +1,460 @@
+//! Azure Key Vault: the `azurekv` RSA key provider, and the plumbing it shares with the
+//! `azurekv` certificate source (`certificate/azure_key_vault.rs`).
+//!
+//! Upstream builds a `ClientSecretCredential` from `azureKeyvaultAdTenantId`, `...AppId` and
+//! `...Secret`, reads the key's current version once (`GetKey`), and then wraps with
+//! `RSA-OAEP` (SHA-1) through the SDK's `CryptographyClient`. That client encrypts locally
+//! with the key's public half when it could read the key, and decrypts in the vault with the
+//! versioned key id. This provider does exactly that: `GetKey` at start-up, local RSA-OAEP
+//! SHA-1 with the key's modulus and exponent, `POST keys/{name}/{version}/decrypt` with
+//! `alg: RSA-OAEP`. So the stored base64 is the same raw RSA ciphertext either way, and a
+//! Managed HSM URI works like a vault URI.
+//!
+//! The clients are Microsoft's official crates (`azure_identity`, the Key Vault keys and
+//! secrets clients). They discover the token scope from the vault's authentication challenge
+//! and check that it belongs to the vault's domain, cache tokens, and refuse to send one
+//! over anything but HTTPS. `AZURE_AUTHORITY_HOST` selects a sovereign cloud's sign-in host,
+//! as in every Azure SDK. They run on this service's own HTTP client (reqwest on rustls and
+//! aws-lc-rs, the system's trusted roots) with bounded waits and a few retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lc_rs::rsa::{
+    OAEP_SHA1_MGF1SHA1, OaepPublicEncryptingKey, PublicEncryptingKey, PublicKeyComponents,
+};
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::Secret;
+use azure_core::error::ErrorKind;
+use azure_core::http::{
+    ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, Transport,
+};
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyOperationParameters, KeyType,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
+
+use super::{KeyProviderError, RsaKeyProvider, error_chain};
+use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound for one HTTP attempt; the SDK retries on top of it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SDK's retries: transient statuses (408, 429, 5xx) and connection failures.
+const MAX_RETRIES: u32 = 2;
+/// Bound for one operation, retries and the token request included.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach Azure. The default is what production uses: the service's own HTTP client
+/// with the system's trusted roots, and the sign-in host of `AZURE_AUTHORITY_HOST` or
+/// Azure's public cloud.
+#[derive(Clone, Default)]
+pub struct AzureConnection {
+    /// The HTTP client for Entra ID and the vault.
+    pub http: Option<reqwest::Client>,
+    /// The Entra ID sign-in host, e.g. `https://login.microsoftonline.us`.
+    pub authority_host: Option<String>,
+}
+
+impl AzureConnection {
+    fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
+        let http = match &self.http {
+            Some(client) => client.clone(),
+            None => default_http_client()?,
+        };
+        let mut options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(http))),
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                initial_delay: azure_core::time::Duration::milliseconds(200),
+                max_retries: MAX_RETRIES,
+                max_total_elapsed: azure_core::time::Duration::seconds(
+                    OPERATION_TIMEOUT.as_secs() as i64,
+                ),
+                max_delay: azure_core::time::Duration::seconds(2),
+            }),
+            ..ClientOptions::default()
+        };
+        if let Some(host) = &self.authority_host {
+            let mut cloud = CustomConfiguration::default();
+            cloud.authority_host = host.clone();
+            options.cloud = Some(Arc::new(CloudConfiguration::from(cloud)));
+        }
+        Ok(options)
+    }
+}
+
+fn default_http_client() -> Result<reqwest::Client, KeyProviderError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(ATTEMPT_TIMEOUT)
+        .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
+}
+
+/// Upstream's credential: an Entra ID application and its client secret.
+pub(crate) fn credential(
+    settings: &AzureAdCredentials,
+    connection: &AzureConnection,
+    setting_prefix: &str,
+) -> Result<Arc<ClientSecretCredential>, KeyProviderError> {
+    let options = ClientSecretCredentialOptions {
+        client_options: connection.client_options()?,
+    };
+    ClientSecretCredential::new(
+        &settings.tenant_id,
+        settings.client_id.clone(),
+        Secret::new(settings.client_secret.expose_secret().to_owned()),
+        Some(options),
+    )
+    .map_err(|e| {
+        KeyProviderError::Config(format!(
+            "cannot use the Entra ID application ({setting_prefix}TenantId, {setting_prefix}AppId, \
+             {setting_prefix}Secret): {}",
+            error_chain(&e)
+        ))
+    })
+}
+
+/// Options for a Key Vault client on this connection.
+pub(crate) fn vault_client_options(
+    connection: &AzureConnection,
+) -> Result<ClientOptions, KeyProviderError> {
+    connection.client_options()
+}
+
+/// What an operation was, for wording its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// Reading the key, secret or certificate.
+    Read,
+    /// Decrypting the stored symmetric key.
+    Decrypt,
+}
+
+/// Runs an SDK call under the whole-operation bound.
+pub(crate) async fn bounded<T>(
+    call: impl Future<Output = azure_core::Result<T>>,
+) -> Result<azure_core::Result<T>, KeyProviderError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, call)
+        .await
+        .map_err(|_| {
+            KeyProviderError::Unavailable(format!(
+                "Azure Key Vault did not answer within {} s",
+                OPERATION_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+/// Sorts an SDK failure into what an operator must fix, what may pass, and a stored key this
+/// vault key cannot decrypt. `object` names what was asked for; `settings` names the
+/// settings that select it.
+pub(crate) fn classify(
+    operation: Operation,
+    error: &azure_core::Error,
+    object: &str,
+    settings: &str,
+) -> KeyProviderError {
+    let detail = error_chain(error);
+    if caused_by_no_answer(error) {
+        return KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"));
+    }
+    match error.kind() {
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.as_deref().unwrap_or("");
+            match status {
+                400 if operation == Operation::Decrypt => KeyProviderError::UnwrapFailed(format!(
+                    "{object} cannot decrypt the stored symmetric key ({detail}): it was wrapped by another key \
+                     or another version of this key; check {settings}"
+                )),
+                401 => KeyProviderError::Config(format!(
+                    "Azure Key Vault rejected the token for {object} ({detail}); check that the application's tenant \
+                     is the vault's tenant ({settings})"
+                )),
+                403 => KeyProviderError::Config(format!(
+                    "Azure Key Vault denied access to {object} ({detail}); give the application the permissions \
+                     listed in the README (access policy or Azure RBAC role) and check the vault's firewall"
+                )),
+                404 => KeyProviderError::Config(format!(
+                    "{object} does not exist ({code}); check {settings}"
+                )),
+                408 | 429 | 500..=599 => KeyProviderError::Unavailable(format!(
+                    "Azure Key Vault answered HTTP {status} for {object}: {detail}"
+                )),
+                _ => KeyProviderError::Config(format!(
+                    "Azure Key Vault refused the request for {object} (HTTP {status}): {detail}; check {settings}"
+                )),
+            }
+        }
+        ErrorKind::Connection | ErrorKind::Io => {
+            KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"))
+        }
+        ErrorKind::Credential => KeyProviderError::Config(format!(
+            "Entra ID did not issue a token for {object}: {detail}; check {settings}"
+        )),
+        _ => KeyProviderError::Config(format!(
+            "cannot call Azure Key Vault for {object}: {detail}; check {settings}"
+        )),
+    }
+}
+
+/// Whether a connection failure or timeout lies anywhere in the error's causes (a token
+/// request that could not reach Entra ID arrives as a credential error).
+fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(http) = e.downcast_ref::<reqwest::Error>()
+            && (http.is_connect() || http.is_timeout())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The `azurekv` RSA key provider.
+pub struct AzureKeyVaultKeyProvider {
+    client: KeyClient,
+    key_name: String,
+    /// The version read at start-up; every decryption names it, as upstream's key id does.
+    key_version: String,
+    public_key: OaepPublicEncryptingKey,
+    description: String,
+    settings_hint: String,
+}
+
+const KEY_SETTINGS: &str =
+    "keyConnectorSettings__rsaKey__azureKeyvaultUri and keyConnectorSettings__rsaKey__azureKeyvaultKeyName";
+const KEY_CREDENTIAL_PREFIX: &str = "keyConnectorSettings__rsaKey__azureKeyvaultAd";
+
+impl AzureKeyVaultKeyProvider {
+    /// Signs in, reads the key's current version and keeps its public half.
+    pub async fn open(settings: &AzureKeyVaultKeySettings) -> Result<Self, KeyProviderError> {
+        Self::open_with(settings, AzureConnection::default()).await
+    }
+
+    /// Like [`AzureKeyVaultKeyProvider::open`], reaching Azure as `connection` says.
+    pub async fn open_with(
+        settings: &AzureKeyVaultKeySettings,
+        connection: AzureConnection,
+    ) -> Result<Self, KeyProviderError> {
+        let credential = credential(&settings.credentials, &connection, KEY_CREDENTIAL_PREFIX)?;
+        let options = KeyClientOptions {
+            client_options: vault_client_options(&connection)?,
+            ..KeyClientOptions::default()
+        };
+        let client = KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "keyConnectorSettings__rsaKey__azureKeyvaultUri `{}` is not usable: {}",
+                settings.vault_uri,
+                error_chain(&e)
+            ))
+        })?;
+        let object = format!(
+            "key `{}` in Azure Key Vault {}",
+            settings.key_name, settings.vault_uri
+        );
+        let settings_hint = format!("{KEY_SETTINGS}, and {KEY_CREDENTIAL_PREFIX}*");
+        let (key_version, public_key) =
+            read_key(&client, &settings.key_name, None, &object, &settings_hint).await?;
+        Ok(Self {
+            client,
+            key_name: settings.key_name.clone(),
+            description: format!(
+                "Azure Key Vault key {} version {key_version} in {} (RSA-OAEP)",
+                settings.key_name, settings.vault_uri
+            ),
+            key_version,
+            public_key,
+            settings_hint,
+        })
+    }
+}
+
+/// `GetKey`: the version and public half of an enabled RSA key that may decrypt.
+async fn read_key(
+    client: &KeyClient,
+    name: &str,
+    version: Option<&str>,
+    object: &str,
+    settings: &str,
+) -> Result<(String, OaepPublicEncryptingKey), KeyProviderError> {
+    let options = KeyClientGetKeyOptions {
+        key_version: version.map(str::to_owned),
+        ..KeyClientGetKeyOptions::default()
+    };
+    let key = bounded(client.get_key(name, Some(options)))
+        .await?
+        .and_then(|response| response.into_model())
+        .map_err(|e| classify(Operation::Read, &e, object, settings))?;
+    if key
+        .attributes
+        .as_ref()
+        .and_then(|a| a.enabled)
+        .is_some_and(|enabled| !enabled)
+    {
+        return Err(KeyProviderError::Config(format!(
+            "{object} is disabled; enable it in the vault"
+        )));
+    }
+    let Some(jwk) = key.key else {
+        return Err(KeyProviderError::Unavailable(format!(
+            "Azure Key Vault returned {object} without its key material"
+        )));
+    };
+    if !matches!(jwk.kty, Some(KeyType::Rsa | KeyType::RsaHsm)) {
+        return Err(KeyProviderError::Config(format!(
+            "{object} is not an RSA key (type {:?}); the symmetric key is wrapped with RSA-OAEP, as upstream does",
+            jwk.kty
+        )));
+    }
+    if let Some(operations) = &jwk.key_ops
+        && !operations.iter().any(|op| op == "decrypt")
+    {
+        return Err(KeyProviderError::Config(format!(
+            "{object} does not allow the decrypt operation (it allows {}); add `decrypt` to its permitted operations",
+            operations.join(", ")
+        )));
+    }
+    let key_version = jwk
+        .kid
+        .as_deref()
+        .and_then(version_of_key_id)
+        .ok_or_else(|| {
+            KeyProviderError::Unavailable(format!(
+                "Azure Key Vault returned {object} without a versioned key id"
+            ))
+        })?;
+    let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
+        return Err(KeyProviderError::Unavailable(format!(
+            "Azure Key Vault returned {object} without its modulus and exponent"
+        )));
+    };
+    let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
+        KeyProviderError::Config(format!("the public half of {object} is not a usable RSA key"))
+    })?;
+    let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
+        KeyProviderError::Config(format!("the public half of {object} cannot do RSA-OAEP: {e}"))
+    })?;
+    Ok((key_version, public))
+}
+
+/// The version in `https://{vault}/keys/{name}/{version}`.
+fn version_of_key_id(kid: &str) -> Option<String> {
+    let path = kid.split_once("://")?.1.split_once('/')?.1;
+    let mut segments = path.trim_end_matches('/').split('/');
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some("keys"), Some(_), Some(version), None) if !version.is_empty() => {
+            Some(version.to_owned())
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl RsaKeyProvider for AzureKeyVaultKeyProvider {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
+        let mut out = vec![0u8; self.public_key.ciphertext_size()];
+        let written = self
+            .public_key
+            .encrypt(&OAEP_SHA1_MGF1SHA1, key, &mut out, None)
+            .map_err(|e| KeyProviderError::Config(format!("RSA-OAEP encryption failed: {e}")))?
+            .len();
+        out.truncate(written);
+        Ok(out)
+    }
+
+    async fn unwrap_symmetric_key(
+        &self,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        let parameters = KeyOperationParameters {
+            algorithm: Some(EncryptionAlgorithm::RsaOaep),
+            value: Some(wrapped.to_vec()),
+            ..KeyOperationParameters::default()
+        };
+        let body: RequestContent<KeyOperationParameters> =
+            parameters.try_into().map_err(|e: azure_core::Error| {
+                KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
+            })?;
+        let object = format!(
+            "version {} of key `{}`",
+            self.key_version, self.key_name
+        );
+        let result = bounded(
+            self.client
+                .decrypt(&self.key_name, &self.key_version, body, None),
+        )
+        .await?
+        .and_then(|response| response.into_model())
+        .map_err(|e| classify(Operation::Decrypt, &e, &object, &self.settings_hint))?;
+        match result.result {
+            Some(plaintext) => Ok(Zeroizing::new(plaintext)),
+            None => Err(KeyProviderError::Unavailable(
+                "Azure Key Vault answered the decryption without a result".into(),
+            )),
+        }
+    }
+
+    /// Reads the key version again: proves the vault answers, the credential still works and
+    /// the key is still enabled.
+    async fn check_health(&self) -> Result<(), KeyProviderError> {
+        let object = format!(
+            "version {} of key `{}`",
+            self.key_version, self.key_name
+        );
+        read_key(
+            &self.client,
+            &self.key_name,
+            Some(&self.key_version),
+            &object,
+            &self.settings_hint,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_versions_come_from_key_ids() {
+        assert_eq!(
+            version_of_key_id("https://contoso.vault.azure.net/keys/kc/0123abcd").as_deref(),
+            Some("0123abcd")
+        );
+        assert_eq!(
+            version_of_key_id("https://contoso.managedhsm.azure.net/keys/kc/77/").as_deref(),
+            Some("77")
+        );
+        assert_eq!(version_of_key_id("https://contoso.vault.azure.net/keys/kc"), None);
+        assert_eq!(
+            version_of_key_id("https://contoso.vault.azure.net/secrets/kc/1"),
+            None
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The `azurekv` certificate source: a certificate in Azure Key Vault, read with its private
+//! key.
+//!
+//! Key Vault keeps a certificate's private key in the secret of the same name; for a
+//! certificate created with content type `application/x-pkcs12` the secret's value is the
+//! base64 PFX without a password. Upstream reads the certificate first (to learn the secret's
+//! name and that its policy is exportable RSA) and then that secret; the secret of a Key
+//! Vault certificate always has the certificate's name, so this reads the secret directly,
+//! which needs only the `secrets/get` permission. A non-PKCS#12 content type, a
+//! non-exportable key or a non-RSA key fails start-up with a message saying which.
+//!
+//! Credentials, transport and error handling are those of the `azurekv` key provider
+//! ([`crate::keys::azurekv`]).
+
+use base64::Engine;
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use zeroize::Zeroizing;
+
+use super::CertificateFile;
+use crate::config::AzureKeyVaultCertificateSettings;
+use crate::keys::KeyProviderError;
+use crate::keys::azurekv::{
+    AzureConnection, Operation, bounded, classify, credential, vault_client_options,
+};
+
+const SETTINGS: &str = "keyConnectorSettings__certificate__azureKeyvaultUri and \
+     keyConnectorSettings__certificate__azureKeyvaultCertificateName";
+const CREDENTIAL_PREFIX: &str = "keyConnectorSettings__certificate__azureKeyvaultAd";
+const PKCS12_CONTENT_TYPE: &str = "application/x-pkcs12";
+
+/// Reads the certificate's secret and decodes the PFX it holds.
+pub(super) async fn read(
+    settings: &AzureKeyVaultCertificateSettings,
+) -> Result<CertificateFile, KeyProviderError> {
+    read_with(settings, AzureConnection::default()).await
+}
+
+/// Like [`read`], reaching Azure as `connection` says.
+pub(crate) async fn read_with(
+    settings: &AzureKeyVaultCertificateSettings,
+    connection: AzureConnection,
+) -> Result<CertificateFile, KeyProviderError> {
+    let credential = credential(&settings.credentials, &connection, CREDENTIAL_PREFIX)?;
+    let options = SecretClientOptions {
+        client_options: vault_client_options(&connection)?,
+        ..SecretClientOptions::default()
+    };
+    let client = SecretClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
+        KeyProviderError::Config(format!(
+            "keyConnectorSettings__certificate__azureKeyvaultUri `{}` is not usable: {e}",
+            settings.vault_uri
+        ))
+    })?;
+    let object = format!(
+        "certificate `{}` in Azure Key Vault {}",
+        settings.certificate_name, settings.vault_uri
+    );
+    let hint = format!("{SETTINGS}, and {CREDENTIAL_PREFIX}*");
+    let secret = bounded(client.get_secret(&settings.certificate_name, None))
+        .await?
+        .and_then(|response| response.into_model())
+        .map_err(|e| classify(Operation::Read, &e, &object, &hint))?;
+    let content_type = secret.content_type.as_deref().unwrap_or("");
+    if !content_type.eq_ignore_ascii_case(PKCS12_CONTENT_TYPE) {
+        return Err(KeyProviderError::Config(format!(
+            "{object} is stored as `{content_type}`, not as {PKCS12_CONTENT_TYPE}; create it with the \
+             PKCS #12 content type (as upstream requires), with an exportable RSA key"
+        )));
+    }
+    if secret.kid.is_none() {
+        return Err(KeyProviderError::Config(format!(
+            "the secret `{}` is not the secret of a Key Vault certificate; check {SETTINGS}",
+            settings.certificate_name
+        )));
+    }
+    let value = Zeroizing::new(secret.value.unwrap_or_default());
+    let cleaned: Zeroizing<String> =
+        Zeroizing::new(value.chars().filter(|c| !c.is_whitespace()).collect());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(cleaned.as_bytes())
+        .map_err(|_| {
+            KeyProviderError::Config(format!("the secret of {object} is not base64"))
+        })?;
+    Ok(CertificateFile::new(
+        Zeroizing::new(bytes),
+        None,
+        object,
+        "(none: Key Vault exports certificates without a password)",
+    ))
+}
