@@ -11,6 +11,8 @@ mod compat;
 mod container;
 mod cors;
 mod databases;
+#[cfg(feature = "gcpkms")]
+mod gcpkms;
 mod helpers;
 mod https;
 mod lifecycle;

@@ -1,0 +1,557 @@
+//! The `gcpkms` RSA key provider against a stand-in for Cloud KMS's REST API.
+//!
+//! No Google Cloud KMS can run here, so the stand-in answers as the API reference documents
+//! `projects.locations.keyRings.cryptoKeys.cryptoKeyVersions.getPublicKey` (`GET
+//! /v1/{name}/publicKey`) and `.asymmetricDecrypt` (`POST /v1/{name}:asymmetricDecrypt`):
+//! proto3 JSON with base64 bytes and int64 CRC32C values as strings, errors as
+//! `{"error":{"code","message","status"}}`. It holds a real RSA key and decrypts with real
+//! RSA-OAEP SHA-256, and it accepts only a bearer token that is a JWT signed by the test's
+//! service-account key (what Google's credentials send for a service account), so the
+//! credential discovery, the request shapes and the wrapping format are all checked.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey,
+};
+use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use key_connector::config::GcpKmsSettings;
+use key_connector::keys::gcpkms::{GcpKmsConnection, GcpKmsKeyProvider};
+use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::binary::{Service, free_port, read_key, service_command};
+use crate::helpers::{TestIdp, random_key};
+
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+const SERVICE_ACCOUNT: &str = "key-connector@acme-prod.iam.gserviceaccount.com";
+
+fn crc32c(bytes: &[u8]) -> String {
+    CRC32C.checksum(bytes).to_string()
+}
+
+fn settings() -> GcpKmsSettings {
+    GcpKmsSettings {
+        project_id: "acme-prod".into(),
+        location_id: "europe-west1".into(),
+        key_ring_id: "bitwarden".into(),
+        key_id: "key-connector".into(),
+        key_version_id: "1".into(),
+    }
+}
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    body: Value,
+    /// The verified service-account JWT's claims.
+    claims: Value,
+}
+
+struct KmsState {
+    key_version: String,
+    algorithm: &'static str,
+    private: OaepPrivateDecryptingKey,
+    public: aws_lc_rs::rsa::PublicEncryptingKey,
+    public_pem: String,
+    service_account: RsaKeyPair,
+    /// Answer this many requests with 503 UNAVAILABLE before serving.
+    fail_next: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// Cloud KMS for one key version, and the service account allowed to use it.
+struct KmsStandIn {
+    url: String,
+    state: Arc<KmsState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KmsStandIn {
+    async fn start(algorithm: &'static str) -> Self {
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = private.public_key().as_der().unwrap();
+        let state = Arc::new(KmsState {
+            key_version: settings().key_version_name(),
+            algorithm,
+            public_pem: pem("PUBLIC KEY", spki.as_ref()),
+            public: private.public_key(),
+            private: OaepPrivateDecryptingKey::new(private).unwrap(),
+            service_account: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+            fail_next: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        });
+        let router = axum::Router::new()
+            .fallback(answer)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, state, task }
+    }
+
+    /// The service-account key file, as the Cloud console downloads it.
+    fn service_account_json(&self) -> Value {
+        let pkcs8 = self.state.service_account.as_der().unwrap();
+        json!({
+            "type": "service_account",
+            "project_id": "acme-prod",
+            "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+            "private_key": pem("PRIVATE KEY", pkcs8.as_ref()),
+            "client_email": SERVICE_ACCOUNT,
+            "client_id": "112233445566778899000",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": "https://oauth2.googleapis.com/token",
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/key-connector%40acme-prod.iam.gserviceaccount.com",
+            "universe_domain": "googleapis.com"
+        })
+    }
+
+    fn connection(&self) -> GcpKmsConnection {
+        let credentials =
+            google_cloud_auth::credentials::service_account::Builder::new(self.service_account_json())
+                .build()
+                .unwrap();
+        GcpKmsConnection {
+            endpoint: Some(self.url.clone()),
+            credentials: Some(credentials),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// What upstream stores: RSA-OAEP SHA-256 with the key version's public key.
+    fn encrypt_as_upstream(&self, plaintext: &[u8]) -> Vec<u8> {
+        let public = OaepPublicEncryptingKey::new(self.state.public.clone()).unwrap();
+        let mut out = vec![0u8; public.ciphertext_size()];
+        let n = public
+            .encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, &mut out, None)
+            .unwrap()
+            .len();
+        out.truncate(n);
+        out
+    }
+
+    fn decrypt(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; self.state.private.min_output_size()];
+        self.state
+            .private
+            .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut out, None)
+            .ok()
+            .map(|p| p.to_vec())
+    }
+}
+
+impl Drop for KmsStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "error": { "code": status.as_u16(), "message": message, "status": code }
+        })),
+    )
+        .into_response()
+}
+
+/// The bearer token's claims if it is a JWT signed by the service account's key.
+fn verify_bearer(state: &KmsState, headers: &HeaderMap) -> Option<Value> {
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let (signed, signature) = token.rsplit_once('.')?;
+    let (header, claims) = signed.split_once('.')?;
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    if header["alg"] != "RS256" {
+        return None;
+    }
+    let public = state.service_account.public_key();
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public.as_ref())
+        .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(signature).ok()?)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (claims["iss"] == SERVICE_ACCOUNT && claims["exp"].as_u64()? > now).then_some(claims)
+}
+
+/// Cloud KMS's behaviour for the two methods the provider calls.
+async fn answer(
+    State(state): State<Arc<KmsState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(claims) = verify_bearer(&state, &headers) else {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    };
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: uri.path().to_owned(),
+        body: body_json.clone(),
+        claims,
+    });
+    if state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return google_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        );
+    }
+    let path = uri.path().trim_start_matches("/v1/");
+    if method == Method::GET
+        && let Some(name) = path.strip_suffix("/publicKey")
+    {
+        if name != state.key_version {
+            return google_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("{name} not found."),
+            );
+        }
+        return axum::Json(json!({
+            "pem": state.public_pem,
+            "algorithm": state.algorithm,
+            "pemCrc32c": crc32c(state.public_pem.as_bytes()),
+            "name": name,
+            "protectionLevel": "HSM"
+        }))
+        .into_response();
+    }
+    if method == Method::POST
+        && let Some(name) = path.strip_suffix(":asymmetricDecrypt")
+    {
+        if name != state.key_version {
+            return google_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("{name} not found."),
+            );
+        }
+        let Some(ciphertext) = body_json["ciphertext"]
+            .as_str()
+            .and_then(|c| STANDARD.decode(c).ok())
+        else {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "ciphertext is required",
+            );
+        };
+        let verified = match body_json["ciphertextCrc32c"].as_str() {
+            Some(crc) if crc != crc32c(&ciphertext) => {
+                return google_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "The checksum in field ciphertext_crc32c did not match the data in field ciphertext.",
+                );
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let mut out = vec![0u8; state.private.min_output_size()];
+        let Ok(plaintext) =
+            state
+                .private
+                .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+        else {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "Decryption failed: the ciphertext is invalid.",
+            );
+        };
+        return axum::Json(json!({
+            "plaintext": STANDARD.encode(&*plaintext),
+            "plaintextCrc32c": crc32c(plaintext),
+            "verifiedCiphertextCrc32c": verified,
+            "protectionLevel": "HSM"
+        }))
+        .into_response();
+    }
+    google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown method")
+}
+
+#[tokio::test]
+async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+        .await
+        .expect("provider opens");
+    assert!(
+        provider
+            .describe()
+            .contains("projects/acme-prod/locations/europe-west1/keyRings/bitwarden/cryptoKeys/key-connector/cryptoKeyVersions/1"),
+        "{}",
+        provider.describe()
+    );
+    let key = [0x5au8; 32];
+    let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
+    assert_eq!(wrapped.len(), 256, "raw RSA-2048 ciphertext");
+    assert_eq!(
+        kms.decrypt(&wrapped).as_deref(),
+        Some(&key[..]),
+        "what we store is RSA-OAEP SHA-256 under the key version's public key"
+    );
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &key[..]);
+
+    let seen = kms.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let name = settings().key_version_name();
+    assert_eq!(seen[0].method, Method::GET);
+    assert_eq!(seen[0].path, format!("/v1/{name}/publicKey"));
+    assert_eq!(seen[1].method, Method::POST);
+    assert_eq!(seen[1].path, format!("/v1/{name}:asymmetricDecrypt"));
+    assert_eq!(seen[1].body["ciphertext"], STANDARD.encode(&wrapped));
+    assert_eq!(seen[1].body["ciphertextCrc32c"], crc32c(&wrapped));
+    assert_eq!(seen[1].claims["sub"], SERVICE_ACCOUNT);
+    assert!(
+        seen[1].claims["scope"]
+            .as_str()
+            .is_some_and(|s| s.contains("https://www.googleapis.com/auth/cloud-platform"))
+            || seen[1].claims["aud"].is_string(),
+        "{:?}",
+        seen[1].claims
+    );
+
+    provider.check_health().await.expect("healthy");
+    assert_eq!(kms.seen().len(), 3, "health asks for the public key");
+}
+
+#[tokio::test]
+async fn a_symmetric_key_upstream_wrapped_unwraps() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_3072_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+        .await
+        .unwrap();
+    let key: Vec<u8> = (0u8..32).collect();
+    let stored = kms.encrypt_as_upstream(&key);
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &key[..]
+    );
+}
+
+#[tokio::test]
+async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
+    for algorithm in ["RSA_DECRYPT_OAEP_2048_SHA1", "RSA_DECRYPT_OAEP_4096_SHA512", "RSA_SIGN_PSS_2048_SHA256"] {
+        let kms = KmsStandIn::start(algorithm).await;
+        let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(error, KeyProviderError::Config(ref m) if m.contains(algorithm) && m.contains("SHA256")),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let mut other = settings();
+    other.key_version_id = "7".into();
+    let error = GcpKmsKeyProvider::open_with(&other, kms.connection())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m)
+            if m.contains("cryptoKeyVersions/7") && m.contains("googleCloudKeyVersionId")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_ciphertext_of_another_key_is_unwrap_failed() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let other = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+        .await
+        .unwrap();
+    let foreign = other.encrypt_as_upstream(&[9u8; 32]);
+    let error = provider.unwrap_symmetric_key(&foreign).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("cannot decrypt")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_unavailable_is_retried() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+        .await
+        .unwrap();
+    let wrapped = provider.wrap_symmetric_key(&[3u8; 32]).await.unwrap();
+    kms.state.fail_next.store(1, Ordering::SeqCst);
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &[3u8; 32]);
+    let decrypts = kms
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with(":asymmetricDecrypt"))
+        .count();
+    assert_eq!(decrypts, 2, "one 503, then the retry");
+
+    kms.state.fail_next.store(100, Ordering::SeqCst);
+    let error = provider.check_health().await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let mut connection = kms.connection();
+    connection.endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
+    let started = Instant::now();
+    let error = GcpKmsKeyProvider::open_with(&settings(), connection)
+        .await
+        .err()
+        .expect("nothing answers");
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("service-account.json");
+    std::fs::write(
+        &credentials,
+        serde_json::to_vec(&kms.service_account_json()).unwrap(),
+    )
+    .unwrap();
+    let port = free_port();
+    let gcp = settings();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
+        .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
+        .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
+        .env("HOME", dir.path());
+    let service = Service::spawn(command, port).wait_ready().await;
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&token)
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
+    let health = client
+        .get(format!("{}/health", service.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    drop(service);
+
+    // The stored symmetric key is upstream's format: base64 of the raw RSA-OAEP SHA-256
+    // ciphertext under the key version's public key.
+    let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
+        .unwrap()
+        .query_row(
+            "SELECT SymmetricKey FROM ApplicationDatas",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let plain = kms
+        .decrypt(&STANDARD.decode(stored).unwrap())
+        .expect("the stand-in's private key opens the stored key");
+    assert_eq!(plain.len(), 32);
+}
+
+#[test]
+fn without_google_credentials_start_up_stops_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gcp = settings();
+    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
+        .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
+        .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            dir.path().join("missing.json"),
+        )
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{stderr}"
+    );
+}
