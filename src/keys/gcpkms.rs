@@ -278,7 +278,12 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         let transient = std::error::Error::source(error)
             .and_then(|s| s.downcast_ref::<google_cloud_gax::error::CredentialsError>())
             .is_some_and(|c| c.is_transient());
-        return if transient {
+        // Without a credentials file, Google's discovery falls back to the metadata server;
+        // when its name does not resolve, this host is not on Google Cloud and waiting will
+        // not change that (upstream's .NET client refuses to start in the same case).
+        let no_metadata_server =
+            detail.contains("metadata.google.internal") && detail.contains("dns error");
+        return if transient && !no_metadata_server {
             KeyProviderError::Unavailable(format!(
                 "no Google Cloud access token yet: {detail}"
             ))

@@ -534,24 +534,35 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
 fn without_google_credentials_start_up_stops_naming_them() {
     let dir = tempfile::tempdir().unwrap();
     let gcp = settings();
-    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
-        .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            dir.path().join("missing.json"),
-        )
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"),
-        "{stderr}"
-    );
+    // A credentials file that is not there, and no credentials at all on a host that is not
+    // on Google Cloud (the metadata server's name does not resolve): both stop start-up
+    // instead of retrying forever.
+    for credentials_file in [Some(dir.path().join("missing.json")), None] {
+        let mut command =
+            service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port());
+        command
+            .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
+            .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
+            .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
+            .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
+            .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
+            .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
+            .env("HOME", dir.path());
+        if let Some(file) = &credentials_file {
+            command.env("GOOGLE_APPLICATION_CREDENTIALS", file);
+        }
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{credentials_file:?}: gave up after {:?}",
+            started.elapsed()
+        );
+    }
 }
