@@ -16,11 +16,11 @@ use super::connection_string::ConnectionString;
 use super::sql_connection;
 use super::{
     AwsKmsSettings, AwsStaticCredentials, AzureAdCredentials, AzureKeyVaultCertificateSettings,
-    AzureKeyVaultKeySettings, AzureStorageAccount, AzureStorageCertificateSettings, GcpKmsSettings,
-    CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, LoadedSettings,
-    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings, SqlConnection,
-    SqlDialect, SqliteConnection, StoreCertificateSettings, TransferTarget, TransferToSettings,
-    VaultCertificateSettings,
+    AzureKeyVaultKeySettings, AzureStorageAccount, AzureStorageCertificateSettings,
+    CertificateSettings, ConfigError, ConfigSource, DatabaseSettings, GcpKmsSettings,
+    LoadedSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings, Settings,
+    SqlConnection, SqlDialect, SqliteConnection, StoreCertificateSettings, TransferTarget,
+    TransferToSettings, VaultCertificateSettings,
 };
 
 /// The section of the configuration this service reads.
@@ -873,7 +873,10 @@ fn aws_kms_settings(
 /// `azureKeyvaultUri`: an https URL; the SDK sends tokens over nothing else.
 fn azure_vault_uri(values: &Values, path: &str) -> Result<String, ConfigError> {
     let uri = values
-        .require(path, "the vault's URL, e.g. https://contoso.vault.azure.net/")?
+        .require(
+            path,
+            "the vault's URL, e.g. https://contoso.vault.azure.net/",
+        )?
         .trim();
     check_http_url(path, uri)?;
     if !uri.to_ascii_lowercase().starts_with("https://") {
@@ -1926,11 +1929,26 @@ mod tests {
 
     fn gcp_env(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
         for (name, value) in [
-            ("keyConnectorSettings__rsaKey__googleCloudProjectId", "acme-prod"),
-            ("keyConnectorSettings__rsaKey__googleCloudLocationId", "europe-west1"),
-            ("keyConnectorSettings__rsaKey__googleCloudKeyringId", "bitwarden"),
-            ("keyConnectorSettings__rsaKey__googleCloudKeyId", "key-connector"),
-            ("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", " 3 "),
+            (
+                "keyConnectorSettings__rsaKey__googleCloudProjectId",
+                "acme-prod",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__googleCloudLocationId",
+                "europe-west1",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__googleCloudKeyringId",
+                "bitwarden",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__googleCloudKeyId",
+                "key-connector",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
+                " 3 ",
+            ),
         ] {
             env = with(env, name, value);
         }
@@ -1975,7 +1993,10 @@ mod tests {
             "keys/other",
         );
         let error = load_env(slashed).unwrap_err();
-        assert_eq!(error.env_var, "keyConnectorSettings__rsaKey__googleCloudKeyId");
+        assert_eq!(
+            error.env_var,
+            "keyConnectorSettings__rsaKey__googleCloudKeyId"
+        );
         assert!(error.to_string().contains("`/`"), "{error}");
     }
 
@@ -1990,7 +2011,10 @@ mod tests {
                 "keyConnectorSettings__rsaKey__azureKeyvaultUri",
                 "https://contoso.vault.azure.net/",
             ),
-            ("keyConnectorSettings__rsaKey__azureKeyvaultKeyName", "key-connector"),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultKeyName",
+                "key-connector",
+            ),
             (
                 "keyConnectorSettings__rsaKey__azureKeyvaultAdTenantId",
                 "72f988bf-86f1-41af-91ab-2d7cd011db47",
@@ -1999,7 +2023,10 @@ mod tests {
                 "keyConnectorSettings__rsaKey__azureKeyvaultAdAppId",
                 "00000000-1111-2222-3333-444444444444",
             ),
-            ("keyConnectorSettings__rsaKey__azureKeyvaultAdSecret", "s3cr3t~value"),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultAdSecret",
+                "s3cr3t~value",
+            ),
         ] {
             env = with(env, name, value);
         }
@@ -2039,8 +2066,16 @@ mod tests {
                 Some("my_key"),
                 "letters, digits and hyphens",
             ),
-            ("keyConnectorSettings__rsaKey__azureKeyvaultAdSecret", None, "client secret"),
-            ("keyConnectorSettings__rsaKey__azureKeyvaultAdTenantId", None, "tenant"),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultAdSecret",
+                None,
+                "client secret",
+            ),
+            (
+                "keyConnectorSettings__rsaKey__azureKeyvaultAdTenantId",
+                None,
+                "tenant",
+            ),
         ];
         for (name, value, expected) in cases {
             let env = match value {
@@ -2069,9 +2104,18 @@ mod tests {
                 "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
                 "kc-cert",
             ),
-            ("keyConnectorSettings__certificate__azureKeyvaultAdTenantId", "contoso.onmicrosoft.com"),
-            ("keyConnectorSettings__certificate__azureKeyvaultAdAppId", "app"),
-            ("keyConnectorSettings__certificate__azureKeyvaultAdSecret", "secret"),
+            (
+                "keyConnectorSettings__certificate__azureKeyvaultAdTenantId",
+                "contoso.onmicrosoft.com",
+            ),
+            (
+                "keyConnectorSettings__certificate__azureKeyvaultAdAppId",
+                "app",
+            ),
+            (
+                "keyConnectorSettings__certificate__azureKeyvaultAdSecret",
+                "secret",
+            ),
         ] {
             env = with(env, name, value);
         }

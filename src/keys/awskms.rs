@@ -138,7 +138,6 @@ where
     }
 }
 
-
 /// The HTTP status of a raw response, for errors without a known code.
 trait HttpStatus {
     fn status_code(&self) -> u16;

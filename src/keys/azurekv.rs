@@ -72,7 +72,7 @@ impl AzureConnection {
                 initial_delay: azure_core::time::Duration::milliseconds(200),
                 max_retries: MAX_RETRIES,
                 max_total_elapsed: azure_core::time::Duration::seconds(
-                    OPERATION_TIMEOUT.as_secs() as i64,
+                    OPERATION_TIMEOUT.as_secs() as i64
                 ),
                 max_delay: azure_core::time::Duration::seconds(2),
             }),
@@ -241,8 +241,7 @@ pub struct AzureKeyVaultKeyProvider {
     settings_hint: String,
 }
 
-const KEY_SETTINGS: &str =
-    "keyConnectorSettings__rsaKey__azureKeyvaultUri and keyConnectorSettings__rsaKey__azureKeyvaultKeyName";
+const KEY_SETTINGS: &str = "keyConnectorSettings__rsaKey__azureKeyvaultUri and keyConnectorSettings__rsaKey__azureKeyvaultKeyName";
 const KEY_CREDENTIAL_PREFIX: &str = "keyConnectorSettings__rsaKey__azureKeyvaultAd";
 
 impl AzureKeyVaultKeyProvider {
@@ -261,13 +260,14 @@ impl AzureKeyVaultKeyProvider {
             client_options: vault_client_options(&connection)?,
             ..KeyClientOptions::default()
         };
-        let client = KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-            KeyProviderError::Config(format!(
-                "keyConnectorSettings__rsaKey__azureKeyvaultUri `{}` is not usable: {}",
-                settings.vault_uri,
-                error_chain(&e)
-            ))
-        })?;
+        let client =
+            KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
+                KeyProviderError::Config(format!(
+                    "keyConnectorSettings__rsaKey__azureKeyvaultUri `{}` is not usable: {}",
+                    settings.vault_uri,
+                    error_chain(&e)
+                ))
+            })?;
         let object = format!(
             "key `{}` in Azure Key Vault {}",
             settings.key_name, settings.vault_uri
@@ -349,10 +349,14 @@ async fn read_key(
         )));
     };
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
-        KeyProviderError::Config(format!("the public half of {object} is not a usable RSA key"))
+        KeyProviderError::Config(format!(
+            "the public half of {object} is not a usable RSA key"
+        ))
     })?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
-        KeyProviderError::Config(format!("the public half of {object} cannot do RSA-OAEP: {e}"))
+        KeyProviderError::Config(format!(
+            "the public half of {object} cannot do RSA-OAEP: {e}"
+        ))
     })?;
     Ok((key_version, public))
 }
@@ -361,7 +365,12 @@ async fn read_key(
 fn version_of_key_id(kid: &str) -> Option<String> {
     let path = kid.split_once("://")?.1.split_once('/')?.1;
     let mut segments = path.trim_end_matches('/').split('/');
-    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
         (Some("keys"), Some(_), Some(version), None) if !version.is_empty() => {
             Some(version.to_owned())
         }
@@ -399,10 +408,7 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
             parameters.try_into().map_err(|e: azure_core::Error| {
                 KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
             })?;
-        let object = format!(
-            "version {} of key `{}`",
-            self.key_version, self.key_name
-        );
+        let object = format!("version {} of key `{}`", self.key_version, self.key_name);
         let result = bounded(
             self.client
                 .decrypt(&self.key_name, &self.key_version, body, None),
@@ -421,10 +427,7 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
     /// Reads the key version again: proves the vault answers, the credential still works and
     /// the key is still enabled.
     async fn check_health(&self) -> Result<(), KeyProviderError> {
-        let object = format!(
-            "version {} of key `{}`",
-            self.key_version, self.key_name
-        );
+        let object = format!("version {} of key `{}`", self.key_version, self.key_name);
         read_key(
             &self.client,
             &self.key_name,
@@ -451,7 +454,10 @@ mod tests {
             version_of_key_id("https://contoso.managedhsm.azure.net/keys/kc/77/").as_deref(),
             Some("77")
         );
-        assert_eq!(version_of_key_id("https://contoso.vault.azure.net/keys/kc"), None);
+        assert_eq!(
+            version_of_key_id("https://contoso.vault.azure.net/keys/kc"),
+            None
+        );
         assert_eq!(
             version_of_key_id("https://contoso.vault.azure.net/secrets/kc/1"),
             None

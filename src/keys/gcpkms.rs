@@ -130,7 +130,9 @@ impl GcpKmsKeyProvider {
         let public_key = fetch_public_key(&client, &key_version).await?;
         Ok(Self {
             client,
-            description: format!("Google Cloud KMS key version {key_version}{at} (RSA-OAEP SHA-256)"),
+            description: format!(
+                "Google Cloud KMS key version {key_version}{at} (RSA-OAEP SHA-256)"
+            ),
             key_version,
             public_key,
         })
@@ -284,9 +286,7 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         let no_metadata_server =
             detail.contains("metadata.google.internal") && detail.contains("dns error");
         return if transient && !no_metadata_server {
-            KeyProviderError::Unavailable(format!(
-                "no Google Cloud access token yet: {detail}"
-            ))
+            KeyProviderError::Unavailable(format!("no Google Cloud access token yet: {detail}"))
         } else {
             KeyProviderError::Config(format!(
                 "Google Cloud credentials are not usable: {detail}; they come from the {CREDENTIALS_HINT}"
@@ -329,7 +329,6 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         )),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -123,10 +123,11 @@ impl KmsStandIn {
     }
 
     fn connection(&self) -> GcpKmsConnection {
-        let credentials =
-            google_cloud_auth::credentials::service_account::Builder::new(self.service_account_json())
-                .build()
-                .unwrap();
+        let credentials = google_cloud_auth::credentials::service_account::Builder::new(
+            self.service_account_json(),
+        )
+        .build()
+        .unwrap();
         GcpKmsConnection {
             endpoint: Some(self.url.clone()),
             credentials: Some(credentials),
@@ -383,7 +384,11 @@ async fn a_symmetric_key_upstream_wrapped_unwraps() {
 
 #[tokio::test]
 async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
-    for algorithm in ["RSA_DECRYPT_OAEP_2048_SHA1", "RSA_DECRYPT_OAEP_4096_SHA512", "RSA_SIGN_PSS_2048_SHA256"] {
+    for algorithm in [
+        "RSA_DECRYPT_OAEP_2048_SHA1",
+        "RSA_DECRYPT_OAEP_4096_SHA512",
+        "RSA_SIGN_PSS_2048_SHA256",
+    ] {
         let kms = KmsStandIn::start(algorithm).await;
         let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
             .await
@@ -485,11 +490,26 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
     command
         .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
-        .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
-        .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
+        .env(
+            "keyConnectorSettings__rsaKey__googleCloudProjectId",
+            &gcp.project_id,
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__googleCloudLocationId",
+            &gcp.location_id,
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__googleCloudKeyringId",
+            &gcp.key_ring_id,
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__googleCloudKeyId",
+            &gcp.key_id,
+        )
+        .env(
+            "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
+            &gcp.key_version_id,
+        )
         .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
         .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
         .env("HOME", dir.path());
@@ -518,11 +538,9 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     // ciphertext under the key version's public key.
     let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
         .unwrap()
-        .query_row(
-            "SELECT SymmetricKey FROM ApplicationDatas",
-            [],
-            |row| row.get(0),
-        )
+        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
         .unwrap();
     let plain = kms
         .decrypt(&STANDARD.decode(stored).unwrap())
@@ -538,15 +556,29 @@ fn without_google_credentials_start_up_stops_naming_them() {
     // on Google Cloud (the metadata server's name does not resolve): both stop start-up
     // instead of retrying forever.
     for credentials_file in [Some(dir.path().join("missing.json")), None] {
-        let mut command =
-            service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port());
+        let mut command = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port());
         command
             .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
-            .env("keyConnectorSettings__rsaKey__googleCloudProjectId", &gcp.project_id)
-            .env("keyConnectorSettings__rsaKey__googleCloudLocationId", &gcp.location_id)
-            .env("keyConnectorSettings__rsaKey__googleCloudKeyringId", &gcp.key_ring_id)
-            .env("keyConnectorSettings__rsaKey__googleCloudKeyId", &gcp.key_id)
-            .env("keyConnectorSettings__rsaKey__googleCloudKeyVersionId", &gcp.key_version_id)
+            .env(
+                "keyConnectorSettings__rsaKey__googleCloudProjectId",
+                &gcp.project_id,
+            )
+            .env(
+                "keyConnectorSettings__rsaKey__googleCloudLocationId",
+                &gcp.location_id,
+            )
+            .env(
+                "keyConnectorSettings__rsaKey__googleCloudKeyringId",
+                &gcp.key_ring_id,
+            )
+            .env(
+                "keyConnectorSettings__rsaKey__googleCloudKeyId",
+                &gcp.key_id,
+            )
+            .env(
+                "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
+                &gcp.key_version_id,
+            )
             .env("HOME", dir.path());
         if let Some(file) = &credentials_file {
             command.env("GOOGLE_APPLICATION_CREDENTIALS", file);

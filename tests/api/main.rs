@@ -4,6 +4,8 @@ mod auth;
 #[cfg(feature = "awskms")]
 mod awskms;
 mod azure_storage;
+#[cfg(feature = "azurekv")]
+mod azurekv;
 mod binary;
 mod certificate_store;
 mod certificates;

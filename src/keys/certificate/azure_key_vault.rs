@@ -12,8 +12,8 @@
 //! Credentials, transport and error handling are those of the `azurekv` key provider
 //! ([`crate::keys::azurekv`]).
 
-use base64::Engine;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
@@ -45,12 +45,13 @@ pub(crate) async fn read_with(
         client_options: vault_client_options(&connection)?,
         ..SecretClientOptions::default()
     };
-    let client = SecretClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-        KeyProviderError::Config(format!(
-            "keyConnectorSettings__certificate__azureKeyvaultUri `{}` is not usable: {e}",
-            settings.vault_uri
-        ))
-    })?;
+    let client =
+        SecretClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "keyConnectorSettings__certificate__azureKeyvaultUri `{}` is not usable: {e}",
+                settings.vault_uri
+            ))
+        })?;
     let object = format!(
         "certificate `{}` in Azure Key Vault {}",
         settings.certificate_name, settings.vault_uri
@@ -78,9 +79,7 @@ pub(crate) async fn read_with(
         Zeroizing::new(value.chars().filter(|c| !c.is_whitespace()).collect());
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(cleaned.as_bytes())
-        .map_err(|_| {
-            KeyProviderError::Config(format!("the secret of {object} is not base64"))
-        })?;
+        .map_err(|_| KeyProviderError::Config(format!("the secret of {object} is not base64")))?;
     Ok(CertificateFile::new(
         Zeroizing::new(bytes),
         None,

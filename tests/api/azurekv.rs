@@ -1,0 +1,839 @@
+//! The `azurekv` RSA key provider and certificate source against a stand-in for Entra ID and
+//! Azure Key Vault.
+//!
+//! No Key Vault can run here, so the stand-in answers as the REST reference documents: an
+//! unauthenticated request gets `401` with a `WWW-Authenticate: Bearer authorization=…,
+//! resource=…` challenge; the client-credentials grant at
+//! `/{tenant}/oauth2/v2.0/token` issues the token; `GET /keys/{name}/{version}`,
+//! `POST /keys/{name}/{version}/decrypt` (`{"alg":"RSA-OAEP","value":base64url}`) and
+//! `GET /secrets/{name}/` answer as Key Vault does, errors as `{"error":{"code","message"}}`.
+//! It decrypts with real RSA-OAEP SHA-1. The SDK sends tokens only over HTTPS and only to a
+//! vault whose host lies under the challenge's resource, so the stand-in serves TLS under
+//! a test CA as `kv.vault.test` and `login.test`, names the test's HTTP client resolves to
+//! the stand-in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey, PublicEncryptingKey,
+};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use key_connector::config::{
+    AzureAdCredentials, AzureKeyVaultCertificateSettings, AzureKeyVaultKeySettings,
+    CertificateSettings,
+};
+use key_connector::keys::azurekv::{AzureConnection, AzureKeyVaultKeyProvider};
+use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::startup::Application;
+use key_connector::store::open_store;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::binary::read_key;
+use crate::helpers::{StoreKind, TestIdp, loopback_port_zero, random_key, settings_for};
+
+const VAULT_HOST: &str = "kv.vault.test";
+const LOGIN_HOST: &str = "login.test";
+const RESOURCE: &str = "https://vault.test";
+const TENANT: &str = "8f0b2b3c-4d5e-4f60-8a1b-2c3d4e5f6a7b";
+const APP_ID: &str = "0a1b2c3d-4e5f-4a6b-9c8d-7e6f5a4b3c2d";
+const APP_SECRET: &str = "Xy8Q~stand-in-client-secret";
+const KEY_NAME: &str = "key-connector";
+const CERT_NAME: &str = "key-connector-cert";
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    host: String,
+    method: Method,
+    path: String,
+    query: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+struct KeyVersion {
+    private: OaepPrivateDecryptingKey,
+    public: PublicEncryptingKey,
+    /// Modulus and exponent, as Key Vault's JSON Web Key carries them.
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+struct AzureState {
+    /// Versions of [`KEY_NAME`], oldest first; the last is current.
+    versions: Mutex<Vec<(String, Arc<KeyVersion>)>>,
+    enabled: AtomicBool,
+    /// The key's `key_ops`.
+    key_ops: Mutex<Vec<&'static str>>,
+    /// Key reads answer 403, as without the `get` permission.
+    deny_reads: AtomicBool,
+    /// Answer this many vault requests with 503 first.
+    fail_next: AtomicUsize,
+    /// The certificate secret: content type and value.
+    secret: Mutex<Option<(String, String)>>,
+    issued_tokens: Mutex<Vec<String>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+struct AzureStandIn {
+    address: SocketAddr,
+    ca_der: Vec<u8>,
+    state: Arc<AzureState>,
+    stop: CancellationToken,
+}
+
+impl AzureStandIn {
+    async fn start() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "stand-in test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![VAULT_HOST.into(), LOGIN_HOST.into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+
+        let state = Arc::new(AzureState {
+            versions: Mutex::new(Vec::new()),
+            enabled: AtomicBool::new(true),
+            key_ops: Mutex::new(vec!["encrypt", "decrypt", "wrapKey", "unwrapKey"]),
+            deny_reads: AtomicBool::new(false),
+            fail_next: AtomicUsize::new(0),
+            secret: Mutex::new(None),
+            issued_tokens: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stand_in = Self {
+            address: listener.local_addr().unwrap(),
+            ca_der: ca.der().to_vec(),
+            state: Arc::clone(&state),
+            stop: CancellationToken::new(),
+        };
+        stand_in.rotate_key();
+        let router = axum::Router::new().fallback(answer).with_state(state);
+        tokio::spawn(key_connector::tls::serve(
+            listener,
+            Arc::new(config),
+            router,
+            stand_in.stop.clone(),
+        ));
+        stand_in
+    }
+
+    /// Adds a new current version of the key, as Key Vault's "rotate" or "new version" does.
+    fn rotate_key(&self) -> String {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let components: aws_lc_rs::rsa::PublicKeyComponents<Vec<u8>> =
+            aws_lc_rs::signature::KeyPair::public_key(&pair).into();
+        let private = PrivateDecryptingKey::from_pkcs8(pair.as_der().unwrap().as_ref()).unwrap();
+        let public = private.public_key();
+        let version = Uuid::new_v4().simple().to_string();
+        self.state.versions.lock().unwrap().push((
+            version.clone(),
+            Arc::new(KeyVersion {
+                private: OaepPrivateDecryptingKey::new(private).unwrap(),
+                public,
+                n: components.n,
+                e: components.e,
+            }),
+        ));
+        version
+    }
+
+    fn current(&self) -> (String, Arc<KeyVersion>) {
+        self.state.versions.lock().unwrap().last().unwrap().clone()
+    }
+
+    fn vault_uri(&self) -> String {
+        format!("https://{VAULT_HOST}:{}/", self.address.port())
+    }
+
+    /// What production builds, but trusting the test CA and resolving the test names here.
+    fn connection(&self) -> AzureConnection {
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_der(&self.ca_der).unwrap())
+            .resolve(VAULT_HOST, self.address)
+            .resolve(LOGIN_HOST, self.address)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        AzureConnection {
+            http: Some(http),
+            authority_host: Some(format!("https://{LOGIN_HOST}:{}", self.address.port())),
+        }
+    }
+
+    fn credentials(&self) -> AzureAdCredentials {
+        AzureAdCredentials {
+            tenant_id: TENANT.into(),
+            client_id: APP_ID.into(),
+            client_secret: APP_SECRET.to_owned().into(),
+        }
+    }
+
+    fn key_settings(&self) -> AzureKeyVaultKeySettings {
+        AzureKeyVaultKeySettings {
+            vault_uri: self.vault_uri(),
+            key_name: KEY_NAME.into(),
+            credentials: self.credentials(),
+        }
+    }
+
+    fn certificate_settings(&self) -> AzureKeyVaultCertificateSettings {
+        AzureKeyVaultCertificateSettings {
+            vault_uri: self.vault_uri(),
+            certificate_name: CERT_NAME.into(),
+            credentials: self.credentials(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    fn token_requests(&self) -> usize {
+        self.seen().iter().filter(|s| s.host == LOGIN_HOST).count()
+    }
+}
+
+impl Drop for AzureStandIn {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What upstream's .NET `CryptographyClient` stores: RSA-OAEP (SHA-1) under the public key.
+fn encrypt_oaep_sha1(public: &PublicEncryptingKey, plaintext: &[u8]) -> Vec<u8> {
+    let public = OaepPublicEncryptingKey::new(public.clone()).unwrap();
+    let mut out = vec![0u8; public.ciphertext_size()];
+    let n = public
+        .encrypt(&OAEP_SHA1_MGF1SHA1, plaintext, &mut out, None)
+        .unwrap()
+        .len();
+    out.truncate(n);
+    out
+}
+
+fn decrypt_oaep_sha1(version: &KeyVersion, ciphertext: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; version.private.min_output_size()];
+    version
+        .private
+        .decrypt(&OAEP_SHA1_MGF1SHA1, ciphertext, &mut out, None)
+        .ok()
+        .map(|p| p.to_vec())
+}
+
+fn vault_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+fn challenge(port: u16) -> Response {
+    let mut response = vault_error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "AKV10000: Request is missing a Bearer or PoP token.",
+    );
+    response.headers_mut().insert(
+        "www-authenticate",
+        format!(
+            "Bearer authorization=\"https://{LOGIN_HOST}:{port}/{TENANT}\", resource=\"{RESOURCE}\""
+        )
+        .parse()
+        .unwrap(),
+    );
+    response
+}
+
+fn key_bundle(host: &str, version: &str, key: &KeyVersion, state: &AzureState) -> Value {
+    json!({
+        "key": {
+            "kid": format!("https://{host}/keys/{KEY_NAME}/{version}"),
+            "kty": "RSA-HSM",
+            "key_ops": *state.key_ops.lock().unwrap(),
+            "n": URL_SAFE_NO_PAD.encode(&key.n),
+            "e": URL_SAFE_NO_PAD.encode(&key.e),
+        },
+        "attributes": {
+            "enabled": state.enabled.load(Ordering::SeqCst),
+            "created": 1764000000,
+            "updated": 1764000000,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+            "exportable": false
+        }
+    })
+}
+
+/// Entra ID's token endpoint and Key Vault's behaviour for the calls the service makes.
+async fn answer(
+    State(state): State<Arc<AzureState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.parse().unwrap_or(443)))
+        .unwrap_or((authority.clone(), 443));
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.seen.lock().unwrap().push(Seen {
+        host: host.clone(),
+        method: method.clone(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        authorization: authorization.clone(),
+        body: body.clone(),
+    });
+
+    if host == LOGIN_HOST {
+        return token_endpoint(&state, &method, uri.path(), &body);
+    }
+    assert_eq!(host, VAULT_HOST, "unexpected host");
+    let issued = state.issued_tokens.lock().unwrap().clone();
+    let authorized = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .is_some_and(|token| issued.iter().any(|t| t == token));
+    if !authorized {
+        return challenge(port);
+    }
+    if !uri.query().unwrap_or_default().contains("api-version=") {
+        return vault_error(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            "The 'api-version' query parameter is missing.",
+        );
+    }
+    if state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return vault_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable.",
+        );
+    }
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["keys", name, rest @ ..]) if rest.len() <= 1 => {
+            if state.deny_reads.load(Ordering::SeqCst) {
+                return vault_error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    &format!(
+                        "The user, group or application 'appid={APP_ID}' does not have keys get permission on key vault 'kv'."
+                    ),
+                );
+            }
+            let versions = state.versions.lock().unwrap();
+            let found = match rest.first().filter(|v| !v.is_empty()) {
+                _ if *name != KEY_NAME => None,
+                None => versions.last(),
+                Some(version) => versions.iter().find(|(v, _)| v == version),
+            };
+            match found {
+                Some((version, key)) => {
+                    axum::Json(key_bundle(&authority, version, key, &state)).into_response()
+                }
+                None => vault_error(
+                    StatusCode::NOT_FOUND,
+                    "KeyNotFound",
+                    &format!("A key with (name/id) {name} was not found in this key vault."),
+                ),
+            }
+        }
+        (Method::POST, ["keys", name, version, "decrypt"]) => {
+            let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if request["alg"] != "RSA-OAEP" {
+                return vault_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadParameter",
+                    "Invalid algorithm.",
+                );
+            }
+            let key = state
+                .versions
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(v, _)| v == version)
+                .map(|(_, k)| Arc::clone(k));
+            let (Some(key), true) = (key, *name == KEY_NAME) else {
+                return vault_error(
+                    StatusCode::NOT_FOUND,
+                    "KeyNotFound",
+                    &format!(
+                        "A key with (name/id) {name}/{version} was not found in this key vault."
+                    ),
+                );
+            };
+            let ciphertext = request["value"]
+                .as_str()
+                .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+                .unwrap_or_default();
+            match decrypt_oaep_sha1(&key, &ciphertext) {
+                Some(plaintext) => axum::Json(json!({
+                    "kid": format!("https://{authority}/keys/{name}/{version}"),
+                    "value": URL_SAFE_NO_PAD.encode(plaintext),
+                }))
+                .into_response(),
+                None => vault_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadParameter",
+                    "The parameter is incorrect.\r\n",
+                ),
+            }
+        }
+        (Method::GET, ["secrets", name, ..]) => match &*state.secret.lock().unwrap() {
+            Some((content_type, value)) if *name == CERT_NAME => axum::Json(json!({
+                "value": value,
+                "contentType": content_type,
+                "id": format!("https://{authority}/secrets/{name}/5f0e6d4c"),
+                "kid": format!("https://{authority}/keys/{name}/5f0e6d4c"),
+                "managed": true,
+                "attributes": { "enabled": true, "created": 1764000000, "updated": 1764000000 }
+            }))
+            .into_response(),
+            _ => vault_error(
+                StatusCode::NOT_FOUND,
+                "SecretNotFound",
+                &format!("A secret with (name/id) {name} was not found in this key vault."),
+            ),
+        },
+        _ => vault_error(StatusCode::NOT_FOUND, "NotFound", "unknown operation"),
+    }
+}
+
+/// The client-credentials grant of Entra ID's v2.0 token endpoint.
+fn token_endpoint(state: &AzureState, method: &Method, path: &str, body: &str) -> Response {
+    let form: BTreeMap<String, String> = url_form(body);
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        (
+            status,
+            axum::Json(json!({ "error": error, "error_description": description })),
+        )
+            .into_response()
+    };
+    if *method != Method::POST || path != format!("/{TENANT}/oauth2/v2.0/token") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS90002: Tenant not found.",
+        );
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("scope").map(String::as_str) != Some(&format!("{RESOURCE}/.default"))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
+        );
+    }
+    if form.get("client_id").map(String::as_str) != Some(APP_ID)
+        || form.get("client_secret").map(String::as_str) != Some(APP_SECRET)
+    {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        );
+    }
+    let token = format!("eyJ0eXAi.stand-in.{}", Uuid::new_v4().simple());
+    state.issued_tokens.lock().unwrap().push(token.clone());
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "expires_in": 3599,
+        "ext_expires_in": 3599,
+        "access_token": token
+    }))
+    .into_response()
+}
+
+fn url_form(body: &str) -> BTreeMap<String, String> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
+    let azure = AzureStandIn::start().await;
+    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .expect("provider opens");
+    let (version, key) = azure.current();
+    assert!(
+        provider.describe().contains(&version),
+        "{}",
+        provider.describe()
+    );
+
+    let symmetric = [0x42u8; 32];
+    let wrapped = provider.wrap_symmetric_key(&symmetric).await.unwrap();
+    assert_eq!(wrapped.len(), 256);
+    assert_eq!(
+        decrypt_oaep_sha1(&key, &wrapped).as_deref(),
+        Some(&symmetric[..]),
+        "stored as raw RSA-OAEP (SHA-1) under the key's public half"
+    );
+    let unwrapped = provider.unwrap_symmetric_key(&wrapped).await.unwrap();
+    assert_eq!(&unwrapped[..], &symmetric[..]);
+    provider.check_health().await.expect("healthy");
+
+    let seen = azure.seen();
+    let vault: Vec<&Seen> = seen.iter().filter(|s| s.host == VAULT_HOST).collect();
+    // The first request goes without a token (and without a body) to get the challenge.
+    assert!(vault[0].authorization.is_none(), "{:?}", vault[0]);
+    let authorized: Vec<&&Seen> = vault.iter().filter(|s| s.authorization.is_some()).collect();
+    assert_eq!(authorized[0].method, Method::GET);
+    assert_eq!(authorized[0].path, format!("/keys/{KEY_NAME}/"));
+    let decrypt = authorized
+        .iter()
+        .find(|s| s.method == Method::POST)
+        .expect("a decrypt request");
+    assert_eq!(decrypt.path, format!("/keys/{KEY_NAME}/{version}/decrypt"));
+    assert!(decrypt.query.contains("api-version="), "{}", decrypt.query);
+    let body: Value = serde_json::from_str(&decrypt.body).unwrap();
+    assert_eq!(body["alg"], "RSA-OAEP");
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(body["value"].as_str().unwrap().trim_end_matches('='))
+            .unwrap(),
+        wrapped
+    );
+    let health = authorized.last().unwrap();
+    assert_eq!(health.path, format!("/keys/{KEY_NAME}/{version}"));
+    assert_eq!(azure.token_requests(), 1, "the token is cached");
+    let token_request = seen.iter().find(|s| s.host == LOGIN_HOST).unwrap();
+    assert_eq!(token_request.path, format!("/{TENANT}/oauth2/v2.0/token"));
+}
+
+#[tokio::test]
+async fn a_symmetric_key_upstream_wrapped_unwraps_and_rotation_keeps_the_read_version() {
+    let azure = AzureStandIn::start().await;
+    let (_, first) = azure.current();
+    let symmetric: Vec<u8> = (0u8..32).collect();
+    let stored = encrypt_oaep_sha1(&first.public, &symmetric);
+    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &symmetric[..]
+    );
+
+    // A new key version made while running: this instance keeps the version it read.
+    let second = azure.rotate_key();
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &symmetric[..]
+    );
+    // A new start reads the new current version, as upstream does, and that version cannot
+    // open what the old one wrapped: the error says so.
+    let restarted = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    assert!(restarted.describe().contains(&second));
+    let error = restarted.unwrap_symmetric_key(&stored).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("another version")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
+    let azure = AzureStandIn::start().await;
+    let mut settings = azure.key_settings();
+    settings.credentials.client_secret = "Wr0ng~Secret-Value".to_owned().into();
+    let error = AzureKeyVaultKeyProvider::open_with(&settings, azure.connection())
+        .await
+        .err()
+        .expect("refused");
+    let KeyProviderError::Config(message) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(message.contains("AADSTS7000215"), "{message}");
+    assert!(
+        message.contains("keyConnectorSettings__rsaKey__azureKeyvaultAd"),
+        "{message}"
+    );
+    assert!(!message.contains("Wr0ng"), "{message}");
+}
+
+#[tokio::test]
+async fn key_problems_are_config_errors_that_say_what_to_fix() {
+    let azure = AzureStandIn::start().await;
+
+    let mut unknown = azure.key_settings();
+    unknown.key_name = "no-such-key".into();
+    let error = AzureKeyVaultKeyProvider::open_with(&unknown, azure.connection())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("does not exist") && m.contains("azureKeyvaultKeyName")),
+        "{error:?}"
+    );
+
+    azure.state.deny_reads.store(true, Ordering::SeqCst);
+    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("denied access") && m.contains("permissions")),
+        "{error:?}"
+    );
+    azure.state.deny_reads.store(false, Ordering::SeqCst);
+
+    azure.state.enabled.store(false, Ordering::SeqCst);
+    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("disabled")),
+        "{error:?}"
+    );
+    azure.state.enabled.store(true, Ordering::SeqCst);
+
+    *azure.state.key_ops.lock().unwrap() = vec!["sign", "verify"];
+    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("decrypt")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
+    let azure = AzureStandIn::start().await;
+    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    let wrapped = provider.wrap_symmetric_key(&[7u8; 32]).await.unwrap();
+    azure.state.fail_next.store(1, Ordering::SeqCst);
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+        &[7u8; 32]
+    );
+    let decrypts = azure
+        .seen()
+        .iter()
+        .filter(|s| s.method == Method::POST && s.host == VAULT_HOST)
+        .count();
+    assert_eq!(decrypts, 2, "one 503, then the retry");
+
+    azure.state.fail_next.store(100, Ordering::SeqCst);
+    let error = provider.check_health().await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+    azure.state.fail_next.store(0, Ordering::SeqCst);
+
+    let port = crate::binary::free_port();
+    let mut nowhere = azure.key_settings();
+    nowhere.vault_uri = format!("https://{VAULT_HOST}:{port}/");
+    let mut connection = azure.connection();
+    connection.http = Some(
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_der(&azure.ca_der).unwrap())
+            .resolve(VAULT_HOST, SocketAddr::from(([127, 0, 0, 1], port)))
+            .resolve(LOGIN_HOST, azure.address)
+            .build()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let error = AzureKeyVaultKeyProvider::open_with(&nowhere, connection)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(_)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+}
+
+#[tokio::test]
+async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
+    let azure = AzureStandIn::start().await;
+    let pfx = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None)
+        .unwrap();
+    *azure.state.secret.lock().unwrap() =
+        Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
+    let provider = CertificateKeyProvider::open_azure_key_vault(
+        &azure.certificate_settings(),
+        azure.connection(),
+    )
+    .await
+    .expect("the certificate loads");
+    assert!(
+        provider.describe().contains(CERT_NAME),
+        "{}",
+        provider.describe()
+    );
+
+    // The same file on disk is the same key.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kv.pfx"), &pfx).unwrap();
+    let from_file = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+        path: dir.path().join("kv.pfx"),
+        password: None,
+    })
+    .await
+    .unwrap();
+    let wrapped = provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
+    assert_eq!(
+        &from_file.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+        &[1u8; 32]
+    );
+    let secret_reads: Vec<Seen> = azure
+        .seen()
+        .into_iter()
+        .filter(|s| s.host == VAULT_HOST && s.authorization.is_some())
+        .collect();
+    assert_eq!(secret_reads.len(), 1);
+    assert_eq!(secret_reads[0].path, format!("/secrets/{CERT_NAME}/"));
+
+    *azure.state.secret.lock().unwrap() =
+        Some(("application/x-pem-file".into(), "-----BEGIN".into()));
+    let error = CertificateKeyProvider::open_azure_key_vault(
+        &azure.certificate_settings(),
+        azure.connection(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("application/x-pem-file") && m.contains("application/x-pkcs12")),
+        "{error:?}"
+    );
+
+    let mut missing = azure.certificate_settings();
+    missing.certificate_name = "other-cert".into();
+    let error = CertificateKeyProvider::open_azure_key_vault(&missing, azure.connection())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("does not exist") && m.contains("azureKeyvaultCertificateName")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
+    let azure = AzureStandIn::start().await;
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
+    let token = idp.token_for(Uuid::new_v4());
+    let client = reqwest::Client::new();
+    let key = random_key();
+    for restart in [false, true] {
+        let store = open_store(&settings.database).await.unwrap();
+        let provider =
+            AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+                .await
+                .unwrap();
+        let app = Application::build_with(
+            Arc::clone(&store),
+            Arc::new(provider),
+            &settings,
+            &loopback_port_zero(),
+        )
+        .await
+        .expect("starts");
+        let base = format!("http://{}", app.local_addrs()[0]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        if !restart {
+            let response = client
+                .post(format!("{base}/user-keys"))
+                .bearer_auth(&token)
+                .json(&json!({ "key": key }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(read_key(&client, &base, &token).await, Ok(key.clone()));
+        let health = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}
