@@ -385,14 +385,7 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        let mut out = vec![0u8; self.public_key.ciphertext_size()];
-        let written = self
-            .public_key
-            .encrypt(&OAEP_SHA1_MGF1SHA1, key, &mut out, None)
-            .map_err(|e| KeyProviderError::Config(format!("RSA-OAEP encryption failed: {e}")))?
-            .len();
-        out.truncate(written);
-        Ok(out)
+        super::oaep_encrypt(&self.public_key, &OAEP_SHA1_MGF1SHA1, key)
     }
 
     async fn unwrap_symmetric_key(

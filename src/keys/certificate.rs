@@ -170,14 +170,7 @@ impl RsaKeyProvider for CertificateKeyProvider {
         let pair = Arc::clone(&self.key);
         let plain = Zeroizing::new(key.to_vec());
         tokio::task::spawn_blocking(move || {
-            let mut out = vec![0u8; pair.public.ciphertext_size()];
-            let written = pair
-                .public
-                .encrypt(&OAEP_SHA1_MGF1SHA1, &plain, &mut out, None)
-                .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
-                .len();
-            out.truncate(written);
-            Ok(out)
+            super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain)
         })
         .await
         .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?

@@ -145,6 +145,21 @@ pub(crate) fn missing_feature(feature: &str) -> KeyProviderError {
     ))
 }
 
+/// RSA-OAEP encryption with a public key, as every provider that wraps locally does.
+pub(crate) fn oaep_encrypt(
+    public: &aws_lc_rs::rsa::OaepPublicEncryptingKey,
+    algorithm: &'static aws_lc_rs::rsa::OaepAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KeyProviderError> {
+    let mut out = vec![0u8; public.ciphertext_size()];
+    let written = public
+        .encrypt(algorithm, plaintext, &mut out, None)
+        .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
+        .len();
+    out.truncate(written);
+    Ok(out)
+}
+
 /// An error and its sources, each once, without an SDK's Debug dump.
 #[cfg(any(feature = "awskms", feature = "azurekv", feature = "gcpkms"))]
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

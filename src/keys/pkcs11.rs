@@ -171,16 +171,7 @@ impl RsaKeyProvider for Pkcs11KeyProvider {
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let public = Arc::clone(&self.public);
         let plain = Zeroizing::new(key.to_vec());
-        blocking(move || {
-            let mut out = vec![0u8; public.ciphertext_size()];
-            let written = public
-                .encrypt(&OAEP_SHA1_MGF1SHA1, &plain, &mut out, None)
-                .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
-                .len();
-            out.truncate(written);
-            Ok(out)
-        })
-        .await
+        blocking(move || super::oaep_encrypt(&public, &OAEP_SHA1_MGF1SHA1, &plain)).await
     }
 
     async fn unwrap_symmetric_key(

@@ -16,13 +16,12 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use key_connector::config::{AwsKmsSettings, AwsStaticCredentials};
 use key_connector::keys::awskms::AwsKmsKeyProvider;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
-use key_connector::startup::Application;
 use key_connector::store::open_store;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::binary::{Service, free_port, read_key, service_command};
-use crate::helpers::{StoreKind, TestIdp, loopback_port_zero, random_key, settings_for};
+use crate::helpers::{TestIdp, keys_survive_a_restart_with, random_key};
 
 const REGION: &str = "us-east-1";
 
@@ -232,48 +231,14 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
 async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
     let moto = moto_or_skip!();
     let key_id = moto.create_key(KeySpec::Rsa2048).await;
-    let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
-    let user = Uuid::new_v4();
-    let token = idp.token_for(user);
-    let client = reqwest::Client::new();
-    let key = random_key();
-
-    for restart in [false, true] {
-        let store = open_store(&settings.database).await.unwrap();
+    let settings = keys_survive_a_restart_with(dir.path(), || async {
         let provider = AwsKmsKeyProvider::open_at(&self::settings(&key_id, false), &moto.url)
             .await
             .unwrap();
-        let app = Application::build_with(
-            Arc::clone(&store),
-            Arc::new(provider),
-            &settings,
-            &loopback_port_zero(),
-        )
-        .await
-        .expect("starts");
-        let base = format!("http://{}", app.local_addrs()[0]);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        if !restart {
-            let response = client
-                .post(format!("{base}/user-keys"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "key": key }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-        }
-        assert_eq!(read_key(&client, &base, &token).await, Ok(key.clone()));
-        let health = client.get(format!("{base}/health")).send().await.unwrap();
-        assert_eq!(health.status(), StatusCode::OK);
-        let _ = stop.send(());
-        server.await.unwrap();
-    }
+        Arc::new(provider) as Arc<dyn RsaKeyProvider>
+    })
+    .await;
     let wrapped = open_store(&settings.database)
         .await
         .unwrap()

@@ -35,14 +35,11 @@ use key_connector::config::{
 use key_connector::keys::azurekv::{AzureConnection, AzureKeyVaultKeyProvider};
 use key_connector::keys::certificate::CertificateKeyProvider;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
-use key_connector::startup::Application;
-use key_connector::store::open_store;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::binary::read_key;
-use crate::helpers::{StoreKind, TestIdp, loopback_port_zero, random_key, settings_for};
+use crate::helpers::keys_survive_a_restart_with;
 
 const VAULT_HOST: &str = "kv.vault.test";
 const LOGIN_HOST: &str = "login.test";
@@ -795,45 +792,13 @@ async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
 #[tokio::test]
 async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     let azure = AzureStandIn::start().await;
-    let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
-    let token = idp.token_for(Uuid::new_v4());
-    let client = reqwest::Client::new();
-    let key = random_key();
-    for restart in [false, true] {
-        let store = open_store(&settings.database).await.unwrap();
+    keys_survive_a_restart_with(dir.path(), || async {
         let provider =
             AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
                 .await
                 .unwrap();
-        let app = Application::build_with(
-            Arc::clone(&store),
-            Arc::new(provider),
-            &settings,
-            &loopback_port_zero(),
-        )
-        .await
-        .expect("starts");
-        let base = format!("http://{}", app.local_addrs()[0]);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        if !restart {
-            let response = client
-                .post(format!("{base}/user-keys"))
-                .bearer_auth(&token)
-                .json(&json!({ "key": key }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-        }
-        assert_eq!(read_key(&client, &base, &token).await, Ok(key.clone()));
-        let health = client.get(format!("{base}/health")).send().await.unwrap();
-        assert_eq!(health.status(), StatusCode::OK);
-        let _ = stop.send(());
-        server.await.unwrap();
-    }
+        Arc::new(provider) as Arc<dyn RsaKeyProvider>
+    })
+    .await;
 }

@@ -40,6 +40,37 @@ fn crc32c(bytes: &[u8]) -> String {
     CRC32C.checksum(bytes).to_string()
 }
 
+/// The provider's settings as environment variables, as the container takes them.
+fn gcpkms_env() -> Vec<(String, String)> {
+    let gcp = settings();
+    [
+        (
+            "KEYCONNECTORSETTINGS__RSAKEY__PROVIDER",
+            "gcpkms".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__rsaKey__googleCloudProjectId",
+            gcp.project_id,
+        ),
+        (
+            "keyConnectorSettings__rsaKey__googleCloudLocationId",
+            gcp.location_id,
+        ),
+        (
+            "keyConnectorSettings__rsaKey__googleCloudKeyringId",
+            gcp.key_ring_id,
+        ),
+        ("keyConnectorSettings__rsaKey__googleCloudKeyId", gcp.key_id),
+        (
+            "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
+            gcp.key_version_id,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
 fn settings() -> GcpKmsSettings {
     GcpKmsSettings {
         project_id: "acme-prod".into(),
@@ -486,30 +517,10 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     )
     .unwrap();
     let port = free_port();
-    let gcp = settings();
+
     let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
     command
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
-        .env(
-            "keyConnectorSettings__rsaKey__googleCloudProjectId",
-            &gcp.project_id,
-        )
-        .env(
-            "keyConnectorSettings__rsaKey__googleCloudLocationId",
-            &gcp.location_id,
-        )
-        .env(
-            "keyConnectorSettings__rsaKey__googleCloudKeyringId",
-            &gcp.key_ring_id,
-        )
-        .env(
-            "keyConnectorSettings__rsaKey__googleCloudKeyId",
-            &gcp.key_id,
-        )
-        .env(
-            "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
-            &gcp.key_version_id,
-        )
+        .envs(gcpkms_env())
         .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
         .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
         .env("HOME", dir.path());
@@ -551,35 +562,13 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
 #[test]
 fn without_google_credentials_start_up_stops_naming_them() {
     let dir = tempfile::tempdir().unwrap();
-    let gcp = settings();
+
     // A credentials file that is not there, and no credentials at all on a host that is not
     // on Google Cloud (the metadata server's name does not resolve): both stop start-up
     // instead of retrying forever.
     for credentials_file in [Some(dir.path().join("missing.json")), None] {
         let mut command = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port());
-        command
-            .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "gcpkms")
-            .env(
-                "keyConnectorSettings__rsaKey__googleCloudProjectId",
-                &gcp.project_id,
-            )
-            .env(
-                "keyConnectorSettings__rsaKey__googleCloudLocationId",
-                &gcp.location_id,
-            )
-            .env(
-                "keyConnectorSettings__rsaKey__googleCloudKeyringId",
-                &gcp.key_ring_id,
-            )
-            .env(
-                "keyConnectorSettings__rsaKey__googleCloudKeyId",
-                &gcp.key_id,
-            )
-            .env(
-                "keyConnectorSettings__rsaKey__googleCloudKeyVersionId",
-                &gcp.key_version_id,
-            )
-            .env("HOME", dir.path());
+        command.envs(gcpkms_env()).env("HOME", dir.path());
         if let Some(file) = &credentials_file {
             command.env("GOOGLE_APPLICATION_CREDENTIALS", file);
         }

@@ -245,6 +245,58 @@ pub async fn try_spawn_app_with(
     })
 }
 
+/// Serves a SQLite store in `dir` twice with a provider from `open_provider`, as two starts
+/// of the service: a user key stored in the first is read back in both, and `/health` is
+/// healthy in both. Returns the settings, so that the caller can inspect the store.
+pub async fn keys_survive_a_restart_with<F, Fut>(dir: &Path, open_provider: F) -> Settings
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn key_connector::keys::RsaKeyProvider>>,
+{
+    let idp = TestIdp::start().await;
+    let settings = settings_for(StoreKind::Sqlite, dir, &idp.url);
+    let token = idp.token_for(Uuid::new_v4());
+    let client = reqwest::Client::new();
+    let key = random_key();
+    for restart in [false, true] {
+        let store = key_connector::store::open_store(&settings.database)
+            .await
+            .unwrap();
+        let app = Application::build_with(
+            store,
+            open_provider().await,
+            &settings,
+            &loopback_port_zero(),
+        )
+        .await
+        .expect("starts");
+        let base = format!("http://{}", app.local_addrs()[0]);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        if !restart {
+            let response = client
+                .post(format!("{base}/user-keys"))
+                .bearer_auth(&token)
+                .json(&json!({ "key": key }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK);
+        }
+        assert_eq!(
+            crate::binary::read_key(&client, &base, &token).await,
+            Ok(key.clone())
+        );
+        let health = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), reqwest::StatusCode::OK);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+    settings
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Arc::new(TestIdp::start().await), AppOptions::default()).await
 }
