@@ -16,6 +16,10 @@
 //! over anything but HTTPS. `AZURE_AUTHORITY_HOST` selects a sovereign cloud's sign-in host,
 //! as in every Azure SDK. They run on this service's own HTTP client (reqwest on rustls and
 //! aws-lc-rs, the system's trusted roots) with bounded waits and a few retries.
+//!
+//! Key material: the unwrapped key is moved into [`Zeroizing`] as soon as the SDK returns it;
+//! the SDK's own copies (the response body, the client secret it holds) are outside this
+//! crate's control.
 
 use std::sync::Arc;
 use std::time::Duration;

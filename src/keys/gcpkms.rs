@@ -18,6 +18,9 @@
 //! Every call is bounded (per-attempt timeout and a whole-operation limit) and retried on
 //! transient failures; `AsymmetricDecrypt` is marked idempotent for that, which it is. Payload
 //! integrity is checked with the CRC32C fields KMS offers for that purpose.
+//!
+//! Key material: the unwrapped key is copied into [`Zeroizing`] memory at once; the client's
+//! own response buffers are outside this crate's control.
 
 use std::time::Duration;
 
