@@ -196,3 +196,24 @@ mod tests {
         assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
     }
 }
+
+#[cfg(all(test, not(feature = "gcpkms")))]
+mod without_gcpkms {
+    use super::*;
+    use crate::config::GcpKmsSettings;
+
+    #[tokio::test]
+    async fn a_build_without_the_gcpkms_feature_names_it() {
+        let settings = RsaKeySettings::GcpKms(GcpKmsSettings {
+            project_id: "p".into(),
+            location_id: "l".into(),
+            key_ring_id: "r".into(),
+            key_id: "k".into(),
+            key_version_id: "1".into(),
+        });
+        let Err(KeyProviderError::Config(message)) = open_rsa_key_provider(&settings).await else {
+            panic!("a gcpkms configuration must be refused");
+        };
+        assert!(message.contains("Cargo feature `gcpkms`"), "{message}");
+    }
+}
