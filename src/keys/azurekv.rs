@@ -36,7 +36,7 @@ use azure_core::http::{
 };
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use azure_security_keyvault_keys::models::{
-    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyOperationParameters, KeyType,
+    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyOperationParameters, KeyProperties, KeyType,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use secrecy::ExposeSecret;
@@ -238,8 +238,11 @@ fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
 pub struct AzureKeyVaultKeyProvider {
     client: KeyClient,
     key_name: String,
-    /// The version read at start-up; every decryption names it, as upstream's key id does.
-    key_version: String,
+    /// The version decryptions name: the current one at start-up, as upstream's key id, or
+    /// the older version found to open the stored key (see `unwrap_with_older_version`).
+    key_version: std::sync::RwLock<String>,
+    /// The current version at start-up, whose public half wraps.
+    current_version: String,
     public_key: OaepPublicEncryptingKey,
     description: String,
     settings_hint: String,
@@ -286,10 +289,124 @@ impl AzureKeyVaultKeyProvider {
                 "Azure Key Vault key {} version {key_version} in {} (RSA-OAEP)",
                 settings.key_name, settings.vault_uri
             ),
-            key_version,
+            key_version: std::sync::RwLock::new(key_version.clone()),
+            current_version: key_version,
             public_key,
             settings_hint,
         })
+    }
+}
+
+impl AzureKeyVaultKeyProvider {
+    fn decrypting_version(&self) -> String {
+        self.key_version
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `POST keys/{name}/{version}/decrypt` with `RSA-OAEP`.
+    async fn decrypt_with(
+        &self,
+        version: &str,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        let parameters = KeyOperationParameters {
+            algorithm: Some(EncryptionAlgorithm::RsaOaep),
+            value: Some(wrapped.to_vec()),
+            ..KeyOperationParameters::default()
+        };
+        let body: RequestContent<KeyOperationParameters> =
+            parameters.try_into().map_err(|e: azure_core::Error| {
+                KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
+            })?;
+        let object = format!("version {version} of key `{}`", self.key_name);
+        let result = bounded(self.client.decrypt(&self.key_name, version, body, None))
+            .await?
+            .and_then(|response| response.into_model())
+            .map_err(|e| classify(Operation::Decrypt, &e, &object, &self.settings_hint))?;
+        match result.result {
+            Some(plaintext) => Ok(Zeroizing::new(plaintext)),
+            None => Err(KeyProviderError::Unavailable(
+                "Azure Key Vault answered the decryption without a result".into(),
+            )),
+        }
+    }
+
+    /// Upstream decrypts only with the version current at start, so a new version made in
+    /// the vault (by hand or by a rotation policy) locks it out of its database. Here the
+    /// older enabled versions are tried, newest first, and the one that opens the stored key
+    /// is used for decryption from then on. Listing versions needs the `list` permission;
+    /// without it the original failure stands, saying so.
+    async fn unwrap_with_older_version(
+        &self,
+        wrapped: &[u8],
+        current_failure: String,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        use futures_util::TryStreamExt;
+        let object = format!("the versions of key `{}`", self.key_name);
+        let pager = self
+            .client
+            .list_key_properties_versions(&self.key_name, None)
+            .map_err(|e| classify(Operation::Read, &e, &object, &self.settings_hint))?;
+        let listed: Result<Vec<KeyProperties>, azure_core::Error> =
+            match tokio::time::timeout(OPERATION_TIMEOUT, pager.try_collect()).await {
+                Ok(listed) => listed,
+                Err(_) => {
+                    return Err(KeyProviderError::Unavailable(format!(
+                        "Azure Key Vault did not list {object} within {} s",
+                        OPERATION_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+        let mut versions = match listed {
+            Ok(versions) => versions,
+            Err(error) => {
+                return match classify(Operation::Read, &error, &object, &self.settings_hint) {
+                    KeyProviderError::Config(reason) => {
+                        Err(KeyProviderError::UnwrapFailed(format!(
+                            "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
+                        )))
+                    }
+                    other => Err(other),
+                };
+            }
+        };
+        versions.sort_by_key(|v| std::cmp::Reverse(v.attributes.as_ref().and_then(|a| a.created)));
+        for properties in versions {
+            let enabled = properties
+                .attributes
+                .as_ref()
+                .and_then(|a| a.enabled)
+                .unwrap_or(true);
+            let Some(version) = properties.kid.as_deref().and_then(version_of_key_id) else {
+                continue;
+            };
+            if !enabled || version == self.current_version {
+                continue;
+            }
+            match self.decrypt_with(&version, wrapped).await {
+                Ok(plaintext) => {
+                    tracing::warn!(
+                        key = %self.key_name,
+                        current_version = %self.current_version,
+                        version = %version,
+                        "the stored symmetric key was wrapped by an older version of the Key Vault key; \
+                         decrypting with that version (do not disable or delete it)"
+                    );
+                    *self
+                        .key_version
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = version;
+                    return Ok(plaintext);
+                }
+                Err(KeyProviderError::UnwrapFailed(_)) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(KeyProviderError::UnwrapFailed(format!(
+            "{current_failure}. No other enabled version of the key opens it either"
+        )))
     }
 }
 
@@ -396,39 +513,24 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
         &self,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
-        let parameters = KeyOperationParameters {
-            algorithm: Some(EncryptionAlgorithm::RsaOaep),
-            value: Some(wrapped.to_vec()),
-            ..KeyOperationParameters::default()
-        };
-        let body: RequestContent<KeyOperationParameters> =
-            parameters.try_into().map_err(|e: azure_core::Error| {
-                KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
-            })?;
-        let object = format!("version {} of key `{}`", self.key_version, self.key_name);
-        let result = bounded(
-            self.client
-                .decrypt(&self.key_name, &self.key_version, body, None),
-        )
-        .await?
-        .and_then(|response| response.into_model())
-        .map_err(|e| classify(Operation::Decrypt, &e, &object, &self.settings_hint))?;
-        match result.result {
-            Some(plaintext) => Ok(Zeroizing::new(plaintext)),
-            None => Err(KeyProviderError::Unavailable(
-                "Azure Key Vault answered the decryption without a result".into(),
-            )),
+        let version = self.decrypting_version();
+        match self.decrypt_with(&version, wrapped).await {
+            Err(KeyProviderError::UnwrapFailed(message)) if version == self.current_version => {
+                self.unwrap_with_older_version(wrapped, message).await
+            }
+            other => other,
         }
     }
 
     /// Reads the key version again: proves the vault answers, the credential still works and
     /// the key is still enabled.
     async fn check_health(&self) -> Result<(), KeyProviderError> {
-        let object = format!("version {} of key `{}`", self.key_version, self.key_name);
+        let version = self.decrypting_version();
+        let object = format!("version {version} of key `{}`", self.key_name);
         read_key(
             &self.client,
             &self.key_name,
-            Some(&self.key_version),
+            Some(&version),
             &object,
             &self.settings_hint,
         )

@@ -77,6 +77,8 @@ struct AzureState {
     key_ops: Mutex<Vec<&'static str>>,
     /// Key reads answer 403, as without the `get` permission.
     deny_reads: AtomicBool,
+    /// Version listings answer 403, as without the `list` permission.
+    deny_list: AtomicBool,
     /// Answer this many vault requests with 503 first.
     fail_next: AtomicUsize,
     /// The certificate secret: content type and value.
@@ -119,6 +121,7 @@ impl AzureStandIn {
             enabled: AtomicBool::new(true),
             key_ops: Mutex::new(vec!["encrypt", "decrypt", "wrapKey", "unwrapKey"]),
             deny_reads: AtomicBool::new(false),
+            deny_list: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
             secret: Mutex::new(None),
             issued_tokens: Mutex::new(Vec::new()),
@@ -357,6 +360,42 @@ async fn answer(
     }
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["keys", name, "versions"]) => {
+            if state.deny_list.load(Ordering::SeqCst) {
+                return vault_error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    &format!(
+                        "The user, group or application 'appid={APP_ID}' does not have keys list permission on key vault 'kv'."
+                    ),
+                );
+            }
+            if *name != KEY_NAME {
+                return vault_error(
+                    StatusCode::NOT_FOUND,
+                    "KeyNotFound",
+                    &format!("A key with (name/id) {name} was not found in this key vault."),
+                );
+            }
+            let versions = state.versions.lock().unwrap();
+            let value: Vec<Value> = versions
+                .iter()
+                .enumerate()
+                .map(|(i, (version, _))| {
+                    json!({
+                        "kid": format!("https://{authority}/keys/{KEY_NAME}/{version}"),
+                        "attributes": {
+                            "enabled": true,
+                            "created": 1764000000 + i as i64,
+                            "updated": 1764000000 + i as i64,
+                            "recoveryLevel": "Recoverable+Purgeable"
+                        },
+                        "managed": null
+                    })
+                })
+                .collect();
+            axum::Json(json!({ "value": value, "nextLink": null })).into_response()
+        }
         (Method::GET, ["keys", name, rest @ ..]) if rest.len() <= 1 => {
             if state.deny_reads.load(Ordering::SeqCst) {
                 return vault_error(
@@ -571,9 +610,9 @@ async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
 }
 
 #[tokio::test]
-async fn a_symmetric_key_upstream_wrapped_unwraps_and_rotation_keeps_the_read_version() {
+async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() {
     let azure = AzureStandIn::start().await;
-    let (_, first) = azure.current();
+    let (first_version, first) = azure.current();
     let symmetric: Vec<u8> = (0u8..32).collect();
     let stored = encrypt_oaep_sha1(&first.public, &symmetric);
     let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
@@ -590,15 +629,77 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_and_rotation_keeps_the_read_ve
         &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
         &symmetric[..]
     );
-    // A new start reads the new current version, as upstream does, and that version cannot
-    // open what the old one wrapped: the error says so.
+    // A new start reads the new current version, as upstream does. That version cannot open
+    // what the old one wrapped (upstream stops there); the older versions are tried and the
+    // one that opens it is used from then on.
     let restarted = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
         .await
         .unwrap();
     assert!(restarted.describe().contains(&second));
-    let error = restarted.unwrap_symmetric_key(&stored).await.unwrap_err();
+    let third = azure.rotate_key();
+    let restarted = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    assert!(restarted.describe().contains(&third));
+    assert_eq!(
+        &restarted.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &symmetric[..]
+    );
+    let decrypts: Vec<String> = azure
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == Method::POST)
+        .map(|s| s.path)
+        .collect();
+    let tail = &decrypts[decrypts.len() - 3..];
+    assert_eq!(
+        tail,
+        [
+            format!("/keys/{KEY_NAME}/{third}/decrypt"),
+            format!("/keys/{KEY_NAME}/{second}/decrypt"),
+            format!("/keys/{KEY_NAME}/{first_version}/decrypt"),
+        ],
+        "current first, then the older versions newest first"
+    );
+    // From then on the version that worked is used, health included.
+    assert_eq!(
+        &restarted.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &symmetric[..]
+    );
+    restarted.check_health().await.unwrap();
+    let seen = azure.seen();
+    let last_two: Vec<&String> = seen.iter().rev().take(2).map(|s| &s.path).collect();
+    assert_eq!(
+        last_two,
+        [
+            &format!("/keys/{KEY_NAME}/{first_version}"),
+            &format!("/keys/{KEY_NAME}/{first_version}/decrypt"),
+        ]
+    );
+
+    // Without the `list` permission the failure says what was not tried.
+    azure.state.deny_list.store(true, Ordering::SeqCst);
+    let locked_out = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    let error = locked_out.unwrap_symmetric_key(&stored).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("another version")),
+        matches!(error, KeyProviderError::UnwrapFailed(ref m)
+            if m.contains("another version") && m.contains("cannot be listed")),
+        "{error:?}"
+    );
+
+    // A ciphertext no version opens is refused after trying them all.
+    azure.state.deny_list.store(false, Ordering::SeqCst);
+    let foreign = encrypt_oaep_sha1(
+        &PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .unwrap()
+            .public_key(),
+        &symmetric,
+    );
+    let error = locked_out.unwrap_symmetric_key(&foreign).await.unwrap_err();
+    assert!(
+        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("No other enabled version")),
         "{error:?}"
     );
 }
