@@ -65,7 +65,8 @@ pub struct AzureConnection {
 }
 
 impl AzureConnection {
-    fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
+    /// Options for an SDK client (credential or vault) on this connection.
+    pub(crate) fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
         let http = match &self.http {
             Some(client) => client.clone(),
             None => default_http_client()?,
@@ -122,13 +123,6 @@ pub(crate) fn credential(
             error_chain(&e)
         ))
     })
-}
-
-/// Options for a Key Vault client on this connection.
-pub(crate) fn vault_client_options(
-    connection: &AzureConnection,
-) -> Result<ClientOptions, KeyProviderError> {
-    connection.client_options()
 }
 
 /// What an operation was, for wording its failure.
@@ -264,7 +258,7 @@ impl AzureKeyVaultKeyProvider {
     ) -> Result<Self, KeyProviderError> {
         let credential = credential(&settings.credentials, &connection, KEY_CREDENTIAL_PREFIX)?;
         let options = KeyClientOptions {
-            client_options: vault_client_options(&connection)?,
+            client_options: connection.client_options()?,
             ..KeyClientOptions::default()
         };
         let client =

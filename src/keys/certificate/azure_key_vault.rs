@@ -19,9 +19,7 @@ use zeroize::Zeroizing;
 use super::CertificateFile;
 use crate::config::AzureKeyVaultCertificateSettings;
 use crate::keys::KeyProviderError;
-use crate::keys::azurekv::{
-    AzureConnection, Operation, bounded, classify, credential, vault_client_options,
-};
+use crate::keys::azurekv::{AzureConnection, Operation, bounded, classify, credential};
 
 const SETTINGS: &str = "keyConnectorSettings__certificate__azureKeyvaultUri and \
      keyConnectorSettings__certificate__azureKeyvaultCertificateName";
@@ -42,7 +40,7 @@ pub(crate) async fn read_with(
 ) -> Result<CertificateFile, KeyProviderError> {
     let credential = credential(&settings.credentials, &connection, CREDENTIAL_PREFIX)?;
     let options = SecretClientOptions {
-        client_options: vault_client_options(&connection)?,
+        client_options: connection.client_options()?,
         ..SecretClientOptions::default()
     };
     let client =
