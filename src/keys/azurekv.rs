@@ -158,6 +158,12 @@ pub(crate) fn classify(
     settings: &str,
 ) -> KeyProviderError {
     let detail = error_chain(error);
+    if let Some(reason) = super::untrusted_certificate(error) {
+        return KeyProviderError::Config(format!(
+            "Azure presented a TLS certificate this host does not trust ({reason}) for {object}; {}",
+            super::TRUST_HINT
+        ));
+    }
     if caused_by_no_answer(error) {
         return KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"));
     }

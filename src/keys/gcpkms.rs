@@ -272,6 +272,12 @@ enum Operation {
 /// key version cannot decrypt.
 fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyProviderError {
     let detail = error_chain(error);
+    if let Some(reason) = super::untrusted_certificate(error) {
+        return KeyProviderError::Config(format!(
+            "Google Cloud presented a TLS certificate this host does not trust ({reason}); {}",
+            super::TRUST_HINT
+        ));
+    }
     if error.is_authentication() {
         let transient = std::error::Error::source(error)
             .and_then(|s| s.downcast_ref::<google_cloud_gax::error::CredentialsError>())

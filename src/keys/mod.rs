@@ -160,6 +160,42 @@ pub(crate) fn oaep_encrypt(
     Ok(out)
 }
 
+/// What to do about a peer certificate this host does not trust.
+pub(crate) const TRUST_HINT: &str = "add the issuing CA to the system's trusted certificates \
+     (/usr/local/share/ca-certificates and update-ca-certificates), or name a PEM file of trusted CAs in SSL_CERT_FILE";
+
+/// The TLS certificate failure among `error`'s causes, if any: the peer presented a
+/// certificate this host does not trust (unknown issuer, wrong name, expired). Waiting does
+/// not fix that, so callers report it as a configuration error rather than an outage.
+pub(crate) fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let is_certificate_error =
+        |e: &rustls::Error| matches!(e, rustls::Error::InvalidCertificate(_));
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>()
+            && is_certificate_error(tls)
+        {
+            return Some(tls.to_string());
+        }
+        // TLS stacks wrap the rustls error in an I/O error, sometimes in two.
+        let mut wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        while let Some(inner) = wrapped {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>()
+                && is_certificate_error(tls)
+            {
+                return Some(tls.to_string());
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref());
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// An error and its sources, each once, without an SDK's Debug dump.
 #[cfg(any(feature = "awskms", feature = "azurekv", feature = "gcpkms"))]
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

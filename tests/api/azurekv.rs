@@ -903,3 +903,25 @@ async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
+    let azure = AzureStandIn::start().await;
+    let mut connection = azure.connection();
+    connection.http = Some(
+        reqwest::Client::builder()
+            .resolve(VAULT_HOST, azure.address)
+            .resolve(LOGIN_HOST, azure.address)
+            .build()
+            .unwrap(),
+    );
+    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), connection)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m)
+            if m.contains("does not trust") && m.contains("SSL_CERT_FILE")),
+        "{error:?}"
+    );
+}

@@ -27,7 +27,15 @@ pub(super) fn client() -> Result<reqwest::Client, KeyProviderError> {
 }
 
 /// A request that got no answer: the peer is down, unreachable or too slow.
+/// A certificate the host does not trust is a configuration error instead: retrying cannot
+/// fix it.
 pub(super) fn unreachable(peer: &str, error: reqwest::Error) -> KeyProviderError {
+    if let Some(reason) = crate::keys::untrusted_certificate(&error) {
+        return KeyProviderError::Config(format!(
+            "{peer} presented a TLS certificate this host does not trust ({reason}); {}",
+            crate::keys::TRUST_HINT
+        ));
+    }
     KeyProviderError::Unavailable(format!("{peer} did not answer: {}", describe(error)))
 }
 
