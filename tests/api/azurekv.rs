@@ -96,25 +96,7 @@ struct AzureStandIn {
 
 impl AzureStandIn {
     async fn start() -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "stand-in test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec![VAULT_HOST.into(), LOGIN_HOST.into()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
+        let server = crate::helpers::PrivateCaServer::for_names(&[VAULT_HOST, LOGIN_HOST]);
 
         let state = Arc::new(AzureState {
             versions: Mutex::new(Vec::new()),
@@ -130,7 +112,7 @@ impl AzureStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stand_in = Self {
             address: listener.local_addr().unwrap(),
-            ca_der: ca.der().to_vec(),
+            ca_der: server.ca_der,
             state: Arc::clone(&state),
             stop: CancellationToken::new(),
         };
@@ -138,7 +120,7 @@ impl AzureStandIn {
         let router = axum::Router::new().fallback(answer).with_state(state);
         tokio::spawn(key_connector::tls::serve(
             listener,
-            Arc::new(config),
+            server.config,
             router,
             stand_in.stop.clone(),
         ));

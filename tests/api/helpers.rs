@@ -428,3 +428,41 @@ macro_rules! skip_or_fail {
         return;
     }};
 }
+
+/// A TLS server identity for stand-ins of remote services: a fresh private CA and a server
+/// certificate it issued for `names`.
+pub struct PrivateCaServer {
+    pub config: Arc<rustls::ServerConfig>,
+    pub ca_der: Vec<u8>,
+    pub ca_pem: String,
+}
+
+impl PrivateCaServer {
+    pub fn for_names(names: &[&str]) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "private test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        Self {
+            config: Arc::new(config),
+            ca_der: ca.der().to_vec(),
+            ca_pem: ca.pem(),
+        }
+    }
+}

@@ -446,25 +446,7 @@ async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
 
 /// The stand-in over HTTPS as `localhost`, under a private CA; returns the CA in PEM.
 async fn start_tls_vault(data: Value) -> (String, String, tokio_util::sync::CancellationToken) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "private test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
+    let server = crate::helpers::PrivateCaServer::for_names(&["localhost"]);
     let state = Arc::new(VaultState {
         data: Some(data),
         seen: Mutex::new(Vec::new()),
@@ -478,11 +460,11 @@ async fn start_tls_vault(data: Value) -> (String, String, tokio_util::sync::Canc
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(key_connector::tls::serve(
         listener,
-        Arc::new(config),
+        server.config,
         router,
         stop.clone(),
     ));
-    (url, ca.pem(), stop)
+    (url, server.ca_pem, stop)
 }
 
 #[tokio::test]
