@@ -69,7 +69,7 @@ impl AzureConnection {
     pub(crate) fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
         let http = match &self.http {
             Some(client) => client.clone(),
-            None => default_http_client()?,
+            None => super::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
         };
         let mut options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
@@ -90,15 +90,6 @@ impl AzureConnection {
         }
         Ok(options)
     }
-}
-
-fn default_http_client() -> Result<reqwest::Client, KeyProviderError> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(ATTEMPT_TIMEOUT)
-        .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
 }
 
 /// Upstream's credential: an Entra ID application and its client secret.
@@ -212,26 +203,18 @@ pub(crate) fn classify(
 /// Whether a connection failure or timeout lies anywhere in the error's causes (a token
 /// request that could not reach Entra ID arrives as a credential error).
 fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(http) = e.downcast_ref::<reqwest::Error>()
-            && (http.is_connect() || http.is_timeout())
-        {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::TimedOut
-            )
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    super::causes(error).any(|e| {
+        e.downcast_ref::<reqwest::Error>()
+            .is_some_and(|http| http.is_connect() || http.is_timeout())
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::TimedOut
+                )
+            })
+    })
 }
 
 /// The `azurekv` RSA key provider.

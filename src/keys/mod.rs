@@ -168,47 +168,51 @@ pub(crate) const TRUST_HINT: &str = "add the issuing CA to the system's trusted 
 /// certificate this host does not trust (unknown issuer, wrong name, expired). Waiting does
 /// not fix that, so callers report it as a configuration error rather than an outage.
 pub(crate) fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let is_certificate_error =
-        |e: &rustls::Error| matches!(e, rustls::Error::InvalidCertificate(_));
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>()
-            && is_certificate_error(tls)
-        {
-            return Some(tls.to_string());
-        }
-        // TLS stacks wrap the rustls error in an I/O error, sometimes in two.
-        let mut wrapped = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
-        while let Some(inner) = wrapped {
-            if let Some(tls) = inner.downcast_ref::<rustls::Error>()
-                && is_certificate_error(tls)
-            {
-                return Some(tls.to_string());
-            }
-            wrapped = inner
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref());
-        }
-        current = e.source();
-    }
-    None
+    causes(error)
+        .filter_map(|e| e.downcast_ref::<rustls::Error>())
+        .find(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
+        .map(ToString::to_string)
+}
+
+/// `error`, then each of its sources in turn. An I/O error's wrapped error counts as its
+/// source, because TLS stacks wrap the rustls error in an I/O error (sometimes in two) whose
+/// `source()` does not always lead to it.
+pub(crate) fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static))
+            .or_else(|| e.source())
+    })
 }
 
 /// An error and its sources, each once, without an SDK's Debug dump.
 #[cfg(any(feature = "awskms", feature = "azurekv", feature = "gcpkms"))]
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
+    for e in causes(error) {
         let text = e.to_string();
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
-        current = e.source();
     }
     parts.join(": ")
+}
+
+/// An HTTP client for calls to remote key services, with bounded waits, on the service's
+/// rustls/aws-lc-rs stack and the system's trusted roots.
+pub(crate) fn http_client(
+    connect_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
+) -> Result<reqwest::Client, KeyProviderError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
 }
 
 #[cfg(all(test, not(feature = "pkcs11")))]

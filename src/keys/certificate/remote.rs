@@ -18,12 +18,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The client for one fetch at start-up.
 pub(super) fn client() -> Result<reqwest::Client, KeyProviderError> {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
+    crate::keys::http_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
 }
 
 /// A request that got no answer: the peer is down, unreachable or too slow.
