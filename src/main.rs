@@ -186,7 +186,7 @@ mod admin {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
-    use key_connector::config::{self, ConfigSource, LoadedSettings};
+    use key_connector::config::{self, ConfigSource, LoadedSettings, SettingsGroup};
     use key_connector::operations::{KeyDatabase, check, stats, transfer};
 
     fn load(config_file: Option<PathBuf>) -> Result<LoadedSettings, ExitCode> {
@@ -236,12 +236,19 @@ mod admin {
             return ExitCode::FAILURE;
         };
         let result = async {
-            let source =
-                KeyDatabase::open("source", &settings.database, &settings.rsa_key, false).await?;
+            let source = KeyDatabase::open(
+                "source",
+                &settings.database,
+                &settings.rsa_key,
+                SettingsGroup::Main,
+                false,
+            )
+            .await?;
             let target = KeyDatabase::open(
                 "transfer target",
                 &target.database,
                 &target.rsa_key,
+                SettingsGroup::TransferTo,
                 !dry_run,
             )
             .await?;

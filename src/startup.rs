@@ -17,7 +17,7 @@ use tower::Layer;
 use tower::util::MapRequestLayer;
 
 use crate::auth::Authenticator;
-use crate::config::{ListenHost, ListenUrl, Settings};
+use crate::config::{ListenHost, ListenUrl, Settings, SettingsGroup};
 use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
@@ -82,7 +82,7 @@ impl Application {
 
         let rsa_key = retry_transient(
             "RSA key provider",
-            || open_rsa_key_provider(&settings.rsa_key),
+            || open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main),
             |e| matches!(e, KeyProviderError::Unavailable(_)),
         )
         .await

@@ -262,6 +262,42 @@ pub struct TransferTarget {
     pub rsa_key: RsaKeySettings,
 }
 
+/// The settings group an RSA key was configured in. The providers' messages name the
+/// settings of the main group (`keyConnectorSettings__rsaKey__...`); a key opened from
+/// `transferTo` or `rotateTo` has them renamed, so the operator is pointed at what they set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsGroup {
+    /// `keyConnectorSettings:rsaKey` and `keyConnectorSettings:certificate`.
+    Main,
+    /// `keyConnectorSettings:transferTo:{rsaKey,certificate}`.
+    TransferTo,
+    /// `keyConnectorSettings:rotateTo:{rsaKey,certificate}`.
+    RotateTo,
+}
+
+impl SettingsGroup {
+    /// `message` with every main-group setting name (either spelling) moved into this group.
+    pub fn rename_settings(self, message: String) -> String {
+        let group = match self {
+            SettingsGroup::Main => return message,
+            SettingsGroup::TransferTo => "transferTo",
+            SettingsGroup::RotateTo => "rotateTo",
+        };
+        let mut renamed = message;
+        for separator in ["__", ":"] {
+            for section in ["rsaKey", "certificate"] {
+                renamed = renamed.replace(
+                    &format!("keyConnectorSettings{separator}{section}{separator}"),
+                    &format!(
+                        "keyConnectorSettings{separator}{group}{separator}{section}{separator}"
+                    ),
+                );
+            }
+        }
+        renamed
+    }
+}
+
 /// A setting that is missing or wrong. Names the setting in both spellings.
 #[derive(Debug, thiserror::Error)]
 #[error("setting `{setting}` (environment variable `{env_var}`): {message}")]
@@ -316,4 +352,35 @@ impl ConfigSource {
 /// Reads and validates the settings.
 pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
     raw::load(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SettingsGroup;
+
+    #[test]
+    fn a_message_names_the_settings_of_the_group_the_key_came_from() {
+        let message = "cannot read the certificate file /x (keyConnectorSettings__certificate__filesystemPath); \
+                       keyConnectorSettings:rsaKey:awsKeyId (keyConnectorSettings__rsaKey__awsKeyId)"
+            .to_string();
+        assert_eq!(
+            SettingsGroup::Main.rename_settings(message.clone()),
+            message
+        );
+        assert_eq!(
+            SettingsGroup::TransferTo.rename_settings(message.clone()),
+            "cannot read the certificate file /x (keyConnectorSettings__transferTo__certificate__filesystemPath); \
+             keyConnectorSettings:transferTo:rsaKey:awsKeyId (keyConnectorSettings__transferTo__rsaKey__awsKeyId)"
+        );
+        let rotated = SettingsGroup::RotateTo.rename_settings(message);
+        assert!(
+            rotated.contains("keyConnectorSettings__rotateTo__rsaKey__awsKeyId"),
+            "{rotated}"
+        );
+        // Already in the group: left alone.
+        assert_eq!(
+            SettingsGroup::RotateTo.rename_settings(rotated.clone()),
+            rotated
+        );
+    }
 }

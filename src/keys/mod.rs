@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::config::RsaKeySettings;
+use crate::config::{RsaKeySettings, SettingsGroup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyProviderError {
@@ -57,27 +57,61 @@ pub trait RsaKeyProvider: Send + Sync + 'static {
 
 /// Builds the configured provider, loading its key material. Its calls are measured
 /// (see [`crate::metrics`]).
+/// `group` is where the settings came from; messages name the settings in that group.
 pub async fn open_rsa_key_provider(
     settings: &RsaKeySettings,
+    group: SettingsGroup,
 ) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
-    let provider = open_uninstrumented(settings).await?;
-    Ok(Arc::new(Measured(provider)))
+    let provider = open_uninstrumented(settings)
+        .await
+        .map_err(|e| e.in_group(group))?;
+    Ok(Arc::new(Measured { provider, group }))
 }
 
-/// A provider whose calls are counted and timed.
-struct Measured(Arc<dyn RsaKeyProvider>);
+impl KeyProviderError {
+    /// The same error, its message naming `group`'s settings.
+    fn in_group(self, group: SettingsGroup) -> Self {
+        match self {
+            KeyProviderError::Config(m) => KeyProviderError::Config(group.rename_settings(m)),
+            KeyProviderError::Unavailable(m) => {
+                KeyProviderError::Unavailable(group.rename_settings(m))
+            }
+            KeyProviderError::UnwrapFailed(m) => {
+                KeyProviderError::UnwrapFailed(group.rename_settings(m))
+            }
+        }
+    }
+}
+
+/// A provider whose calls are counted and timed, and whose errors name the settings of
+/// the group it was configured in.
+struct Measured {
+    provider: Arc<dyn RsaKeyProvider>,
+    group: SettingsGroup,
+}
+
+impl Measured {
+    fn finish<T>(
+        &self,
+        operation: &'static str,
+        started: std::time::Instant,
+        result: Result<T, KeyProviderError>,
+    ) -> Result<T, KeyProviderError> {
+        crate::metrics::rsa_key_operation(operation, result.is_ok(), started);
+        result.map_err(|e| e.in_group(self.group))
+    }
+}
 
 #[async_trait]
 impl RsaKeyProvider for Measured {
     fn describe(&self) -> String {
-        self.0.describe()
+        self.provider.describe()
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let started = std::time::Instant::now();
-        let result = self.0.wrap_symmetric_key(key).await;
-        crate::metrics::rsa_key_operation("wrap", result.is_ok(), started);
-        result
+        let result = self.provider.wrap_symmetric_key(key).await;
+        self.finish("wrap", started, result)
     }
 
     async fn unwrap_symmetric_key(
@@ -85,16 +119,14 @@ impl RsaKeyProvider for Measured {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
         let started = std::time::Instant::now();
-        let result = self.0.unwrap_symmetric_key(wrapped).await;
-        crate::metrics::rsa_key_operation("unwrap", result.is_ok(), started);
-        result
+        let result = self.provider.unwrap_symmetric_key(wrapped).await;
+        self.finish("unwrap", started, result)
     }
 
     async fn check_health(&self) -> Result<(), KeyProviderError> {
         let started = std::time::Instant::now();
-        let result = self.0.check_health().await;
-        crate::metrics::rsa_key_operation("health", result.is_ok(), started);
-        result
+        let result = self.provider.check_health().await;
+        self.finish("health", started, result)
     }
 }
 
@@ -230,7 +262,9 @@ mod tests {
             key: Pkcs11KeySelector::Label("key".into()),
             certificate: None,
         });
-        let Err(KeyProviderError::Config(message)) = open_rsa_key_provider(&settings).await else {
+        let Err(KeyProviderError::Config(message)) =
+            open_rsa_key_provider(&settings, SettingsGroup::Main).await
+        else {
             panic!("a pkcs11 configuration must be refused");
         };
         assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
@@ -251,7 +285,9 @@ mod without_gcpkms {
             key_id: "k".into(),
             key_version_id: "1".into(),
         });
-        let Err(KeyProviderError::Config(message)) = open_rsa_key_provider(&settings).await else {
+        let Err(KeyProviderError::Config(message)) =
+            open_rsa_key_provider(&settings, SettingsGroup::Main).await
+        else {
             panic!("a gcpkms configuration must be refused");
         };
         assert!(message.contains("Cargo feature `gcpkms`"), "{message}");

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::KeyDatabase;
-use crate::config::{ListenUrl, LoadedSettings};
+use crate::config::{ListenUrl, LoadedSettings, SettingsGroup};
 
 /// User keys decrypted to prove the symmetric key fits the data.
 const SAMPLE: usize = 20;
@@ -99,7 +99,14 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         Err(error) => report.push(Outcome::Failed, "listen", error),
     }
 
-    let source = KeyDatabase::open("database", &settings.database, &settings.rsa_key, false).await;
+    let source = KeyDatabase::open(
+        "database",
+        &settings.database,
+        &settings.rsa_key,
+        SettingsGroup::Main,
+        false,
+    )
+    .await;
     match source {
         Err(error) => report.push(Outcome::Failed, "database/RSA key", error.to_string()),
         Ok(source) => {
@@ -125,7 +132,15 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         .as_ref()
         .and_then(|t| t.target.as_ref())
     {
-        match KeyDatabase::open("transfer target", &target.database, &target.rsa_key, false).await {
+        match KeyDatabase::open(
+            "transfer target",
+            &target.database,
+            &target.rsa_key,
+            SettingsGroup::TransferTo,
+            false,
+        )
+        .await
+        {
             Ok(target) => {
                 report.push(
                     Outcome::Ok,

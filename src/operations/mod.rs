@@ -13,7 +13,7 @@ pub mod transfer;
 
 use std::sync::Arc;
 
-use crate::config::{DatabaseSettings, RsaKeySettings};
+use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
@@ -52,17 +52,19 @@ pub struct KeyDatabase {
 impl KeyDatabase {
     /// Opens `database` with `rsa_key`. With `create_symmetric_key`, a database without a
     /// symmetric key gets one (as the server does at start-up); otherwise nothing is written.
-    /// `what` names the database in messages ("source", "transfer target").
+    /// `what` names the database in messages ("source", "transfer target"); `group` is
+    /// where `rsa_key` was configured.
     pub async fn open(
         what: &'static str,
         database: &DatabaseSettings,
         rsa_key: &RsaKeySettings,
+        group: SettingsGroup,
         create_symmetric_key: bool,
     ) -> Result<Self, OperationError> {
         let store = open_store(database)
             .await
             .map_err(|source| OperationError::Store { what, source })?;
-        let rsa_key = open_rsa_key_provider(rsa_key)
+        let rsa_key = open_rsa_key_provider(rsa_key, group)
             .await
             .map_err(|source| OperationError::RsaKey { what, source })?;
         let cipher = if create_symmetric_key {

@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::OperationError;
-use crate::config::{DatabaseSettings, RsaKeySettings};
+use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
 use crate::store::{UserKeyStore, open_store};
 
@@ -30,7 +30,7 @@ async fn open(
             what: "database",
             source,
         })?;
-    let provider = open_rsa_key_provider(rsa_key)
+    let provider = open_rsa_key_provider(rsa_key, SettingsGroup::Main)
         .await
         .map_err(|source| OperationError::RsaKey { what, source })?;
     Ok((store, provider))
@@ -52,13 +52,12 @@ pub async fn rotate_rsa_key(
         OperationError::Failed(format!("{what}: {error}. Nothing was changed"))
     };
     let (store, old_provider) = open(database, current, "current RSA key").await?;
-    let new_provider =
-        open_rsa_key_provider(new)
-            .await
-            .map_err(|source| OperationError::RsaKey {
-                what: "new RSA key (keyConnectorSettings__rotateTo__...)",
-                source,
-            })?;
+    let new_provider = open_rsa_key_provider(new, SettingsGroup::RotateTo)
+        .await
+        .map_err(|source| OperationError::RsaKey {
+            what: "new RSA key (keyConnectorSettings__rotateTo__...)",
+            source,
+        })?;
     let new_description = new_provider.describe();
     let result = async {
         let wrapped = store

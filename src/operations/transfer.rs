@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::progress::Progress;
 use super::{KeyDatabase, OperationError};
-use crate::config::{Settings, TransferToSettings};
+use crate::config::{Settings, SettingsGroup, TransferToSettings};
 use crate::crypto::UserKeyCipher;
 use crate::store::{CreateOutcome, StoredUserKey};
 
@@ -252,8 +252,14 @@ pub async fn run_at_start_up(
     let started = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());
     write_lock(lockfile, &format!("{IN_PROGRESS} since {started}\n")).map_err(io_error)?;
     tracing::info!("transferTo: starting the transfer to the new database");
-    let target =
-        KeyDatabase::open("transfer target", &target.database, &target.rsa_key, true).await?;
+    let target = KeyDatabase::open(
+        "transfer target",
+        &target.database,
+        &target.rsa_key,
+        SettingsGroup::TransferTo,
+        true,
+    )
+    .await?;
     let report = transfer(source, &target, false, false).await?;
     target.store.close().await;
     let finished = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());

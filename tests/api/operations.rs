@@ -523,6 +523,42 @@ async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
         "{}",
         text(&output)
     );
+
+    // A wrong password for the new key names the rotateTo setting, not the current key's.
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let wrong_password = vec![
+        (
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate".to_string(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem".into(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+            new_key,
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "not-the-password".into(),
+        ),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        admin(&dir_path, &idp_url, &["rotate-rsa-key"], &wrong_password)
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let said = text(&output);
+    assert!(
+        said.contains("keyConnectorSettings__rotateTo__certificate__filesystemPassword"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("keyConnectorSettings__certificate__filesystemPassword"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
