@@ -401,7 +401,7 @@ async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
 
 #[tokio::test]
 async fn a_symmetric_key_upstream_wrapped_unwraps() {
-    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_3072_SHA256").await;
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
         .await
         .unwrap();
@@ -586,4 +586,150 @@ fn without_google_credentials_start_up_stops_naming_them() {
             started.elapsed()
         );
     }
+}
+
+/// `rotate-rsa-key` moves a database from a certificate to Cloud KMS and back, through the
+/// binary with the operator's settings, and every user key stays readable at each step.
+#[tokio::test]
+async fn rotate_rsa_key_moves_a_database_to_cloud_kms_and_back() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("service-account.json");
+    std::fs::write(
+        &credentials,
+        serde_json::to_vec(&kms.service_account_json()).unwrap(),
+    )
+    .unwrap();
+    let google = |command: &mut std::process::Command| {
+        command
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
+            .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
+            .env("HOME", dir.path());
+    };
+    let in_group = |group: &str| -> Vec<(String, String)> {
+        gcpkms_env()
+            .into_iter()
+            .map(|(name, value)| {
+                let name = name
+                    .replace(
+                        "KEYCONNECTORSETTINGS__RSAKEY__",
+                        "keyConnectorSettings__rsaKey__",
+                    )
+                    .replace(
+                        "keyConnectorSettings__",
+                        &format!("keyConnectorSettings__{group}"),
+                    );
+                (name, value)
+            })
+            .collect()
+    };
+    let serve_and_read = |use_kms: bool, token: String, expected: Option<String>| {
+        let port = free_port();
+        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+        if use_kms {
+            command.envs(gcpkms_env());
+            google(&mut command);
+        }
+        async move {
+            let service = Service::spawn(command, port).wait_ready().await;
+            let client = reqwest::Client::new();
+            let key = match expected {
+                Some(key) => key,
+                None => {
+                    let key = random_key();
+                    let response = client
+                        .post(format!("{}/user-keys", service.base_url))
+                        .bearer_auth(&token)
+                        .json(&json!({ "key": key }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                    key
+                }
+            };
+            assert_eq!(
+                read_key(&client, &service.base_url, &token).await,
+                Ok(key.clone())
+            );
+            key
+        }
+    };
+    let stored_symmetric_key = || -> Vec<u8> {
+        let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
+            .unwrap()
+            .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        STANDARD.decode(stored).unwrap()
+    };
+    let token = idp.token_for(Uuid::new_v4());
+
+    // A database sealed under the certificate, with one user key.
+    let key = serve_and_read(false, token.clone(), None).await;
+
+    // Certificate -> Cloud KMS: the new wrapping is the key version's OAEP SHA-256.
+    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
+    rotate.arg("rotate-rsa-key").envs(in_group("rotateTo__"));
+    google(&mut rotate);
+    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert_eq!(
+        kms.decrypt(&stored_symmetric_key())
+            .expect("wrapped under the Cloud KMS key")
+            .len(),
+        32
+    );
+    let key = serve_and_read(true, token.clone(), Some(key)).await;
+
+    // Cloud KMS -> certificate: the current key is unwrapped by AsymmetricDecrypt.
+    let decrypts_before = kms
+        .seen()
+        .iter()
+        .filter(|seen| seen.path.ends_with(":asymmetricDecrypt"))
+        .count();
+    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
+    rotate.envs(gcpkms_env()).arg("rotate-rsa-key");
+    for (name, value) in [
+        (
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate",
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem",
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "pw",
+        ),
+    ] {
+        rotate.env(name, value);
+    }
+    rotate.env(
+        "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+        dir.path().join("key.pfx"),
+    );
+    google(&mut rotate);
+    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        kms.seen()
+            .iter()
+            .filter(|seen| seen.path.ends_with(":asymmetricDecrypt"))
+            .count()
+            > decrypts_before
+    );
+    assert!(kms.decrypt(&stored_symmetric_key()).is_none());
+    serve_and_read(false, token, Some(key)).await;
 }
