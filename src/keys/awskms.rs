@@ -32,7 +32,7 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider, error_chain};
+use super::{KeyProviderError, RsaKeyProvider, TRUST_HINT, error_chain};
 use crate::config::AwsKmsSettings;
 
 /// Whole-operation bound for one KMS call, retries included.
@@ -104,6 +104,8 @@ enum Failure {
     Unreachable(String),
     /// The request could not be made (no region, no credentials, bad input).
     Local(String),
+    /// The endpoint's TLS certificate is not trusted here; waiting does not fix that.
+    UntrustedCertificate(String),
 }
 
 impl<E, R> From<SdkError<E, R>> for Failure
@@ -113,6 +115,9 @@ where
 {
     fn from(error: SdkError<E, R>) -> Self {
         let detail = error_chain(&error);
+        if let Some(reason) = super::untrusted_certificate(&error) {
+            return Failure::UntrustedCertificate(reason);
+        }
         match &error {
             SdkError::ServiceError(context) => Failure::Service {
                 code: context.err().code().unwrap_or("Unknown").to_owned(),
@@ -161,6 +166,10 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
         Failure::Unreachable(detail) => {
             KeyProviderError::Unavailable(format!("AWS KMS did not answer: {detail}"))
         }
+        Failure::UntrustedCertificate(reason) => KeyProviderError::Config(format!(
+            "the AWS KMS endpoint presented a certificate this host does not trust ({reason}); {TRUST_HINT}, \
+             or check AWS_ENDPOINT_URL"
+        )),
         Failure::Local(detail) => KeyProviderError::Config(format!(
             "cannot call AWS KMS: {detail}; check the credentials ({CREDENTIAL_SETTINGS}) and the region ({REGION_SETTING})"
         )),

@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::binary::{Service, free_port, read_key, service_command};
-use crate::helpers::{TestIdp, keys_survive_a_restart_with, random_key};
+use crate::helpers::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with, random_key};
 
 const REGION: &str = "us-east-1";
 
@@ -302,11 +302,11 @@ type Recorded = Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
 
 /// A minimal KMS speaking the JSON protocol for one RSA_2048 key, with real RSA-OAEP
 /// SHA-256 (MGF1 SHA-256), which is what AWS documents for `RSAES_OAEP_SHA_256`.
-async fn start_rsa_fake_kms(
+fn rsa_fake_kms(
     key_id: &'static str,
     private: Arc<aws_lc_rs::rsa::PrivateDecryptingKey>,
     recorded: Recorded,
-) -> String {
+) -> axum::Router {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::rsa::{
         OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
@@ -402,13 +402,71 @@ async fn start_rsa_fake_kms(
             }
         }
     };
-    let router = axum::Router::new().route("/", axum::routing::post(handler));
+    axum::Router::new().route("/", axum::routing::post(handler))
+}
+
+/// [`rsa_fake_kms`] over plain HTTP; returns its URL.
+async fn start_rsa_fake_kms(
+    key_id: &'static str,
+    private: Arc<aws_lc_rs::rsa::PrivateDecryptingKey>,
+    recorded: Recorded,
+) -> String {
+    let router = rsa_fake_kms(key_id, private, recorded);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
     url
+}
+
+/// A KMS-compatible endpoint behind a private CA (`AWS_ENDPOINT_URL` pointing at an
+/// on-premises KMS or a proxy): the SDK's own HTTPS client must honour `SSL_CERT_FILE`, and
+/// an untrusted certificate is a configuration error, not an outage to wait out.
+#[tokio::test]
+async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
+    const KEY_ID: &str =
+        "arn:aws:kms:us-east-1:111122223333:key/7d1e2c3b-4a5f-4e6d-8c7b-9a0b1c2d3e4f";
+    let private = Arc::new(
+        aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap(),
+    );
+    let recorded = Recorded::default();
+    let kms = LocalTlsStandIn::serve(rsa_fake_kms(KEY_ID, private, Arc::clone(&recorded))).await;
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let command_for = |port: u16| {
+        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+        command
+            .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+            .env("keyConnectorSettings__rsaKey__awsKeyId", KEY_ID)
+            .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+            .env(
+                "keyConnectorSettings__rsaKey__awsAccessKeyId",
+                "AKIDEXAMPLE",
+            )
+            .env(
+                "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+                "example-secret",
+            )
+            .env("AWS_ENDPOINT_URL", &kms.url)
+            .env("HOME", dir.path());
+        command
+    };
+    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+        dir.path(),
+        &kms.ca_pem,
+        &idp,
+        command_for,
+    )
+    .await;
+    assert!(
+        recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(target, _)| target == "TrentService.Encrypt"),
+        "the symmetric key was wrapped by the KMS behind the private CA"
+    );
 }
 
 #[tokio::test]

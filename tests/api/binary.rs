@@ -564,3 +564,58 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
         "the token never appears in logs"
     );
 }
+
+/// The binary started by `command_for(port)` talks to a server whose certificate comes from
+/// the private CA `ca_pem`: without trusting it, start-up stops at once saying how to trust
+/// it (no endless retry); with `SSL_CERT_FILE` naming it, the service stores and serves a key.
+pub async fn a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+    dir: &Path,
+    ca_pem: &str,
+    idp: &TestIdp,
+    command_for: impl Fn(u16) -> Command,
+) {
+    let port = free_port();
+    let mut untrusted = command_for(port).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = untrusted.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = untrusted.kill();
+            panic!("an untrusted server certificate must stop start-up, not be retried");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut untrusted.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("does not trust") && stderr.contains("SSL_CERT_FILE"),
+        "{stderr}"
+    );
+
+    let ca_file = dir.join("private-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut command = command_for(port);
+    command.env("SSL_CERT_FILE", &ca_file);
+    let service = Service::spawn(command, port).wait_ready().await;
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
+    let health = client
+        .get(format!("{}/health", service.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}

@@ -466,3 +466,40 @@ impl PrivateCaServer {
         }
     }
 }
+
+/// A stand-in served over HTTPS as `https://localhost:PORT`, under a private CA of its own
+/// that no system trusts. Stops when dropped.
+pub struct LocalTlsStandIn {
+    pub url: String,
+    pub ca_pem: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl LocalTlsStandIn {
+    pub async fn serve(router: axum::Router) -> Self {
+        let server = PrivateCaServer::for_names(&["localhost"]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(key_connector::tls::serve(
+            listener,
+            server.config,
+            router,
+            stop.clone(),
+        ));
+        Self {
+            url,
+            ca_pem: server.ca_pem,
+            stop,
+        }
+    }
+}
+
+impl Drop for LocalTlsStandIn {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

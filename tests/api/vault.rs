@@ -19,7 +19,7 @@ use key_connector::keys::pkcs12::generate_self_signed_pfx;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, TestIdp, random_key, spawn_app_with};
+use crate::helpers::{AppOptions, LocalTlsStandIn, TestIdp, random_key, spawn_app_with};
 
 const TOKEN: &str = "hvs.CAESIJ-stand-in-token";
 const MOUNT: &str = "kv";
@@ -444,42 +444,25 @@ async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
     server.abort();
 }
 
-/// The stand-in over HTTPS as `localhost`, under a private CA; returns the CA in PEM.
-async fn start_tls_vault(data: Value) -> (String, String, tokio_util::sync::CancellationToken) {
-    let server = crate::helpers::PrivateCaServer::for_names(&["localhost"]);
-    let state = Arc::new(VaultState {
-        data: Some(data),
-        seen: Mutex::new(Vec::new()),
-    });
-    let router = axum::Router::new().fallback(answer).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().unwrap().port()
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(key_connector::tls::serve(
-        listener,
-        server.config,
-        router,
-        stop.clone(),
-    ));
-    (url, server.ca_pem, stop)
-}
-
+/// Vault over HTTPS under a private CA, reached by the real binary.
 #[tokio::test]
 async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
-    let (url, ca_pem, stop) = start_tls_vault(secret_data()).await;
+    let state = Arc::new(VaultState {
+        data: Some(secret_data()),
+        seen: Mutex::new(Vec::new()),
+    });
+    let vault =
+        LocalTlsStandIn::serve(axum::Router::new().fallback(answer).with_state(state)).await;
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("private-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
-    let port = crate::binary::free_port();
     let command_for = |port: u16| {
         let mut command = crate::binary::service_command(dir.path(), "sqlite", &idp.url, port);
         command
             .env("keyConnectorSettings__certificate__provider", "vault")
-            .env("keyConnectorSettings__certificate__vaultServerUri", &url)
+            .env(
+                "keyConnectorSettings__certificate__vaultServerUri",
+                &vault.url,
+            )
             .env("keyConnectorSettings__certificate__vaultToken", TOKEN)
             .env(
                 "keyConnectorSettings__certificate__vaultSecretMountPoint",
@@ -499,48 +482,11 @@ async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
             );
         command
     };
-
-    // Not trusted: start-up stops at once, saying how to trust the CA (no endless retry).
-    let mut untrusted = command_for(port).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = untrusted.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = untrusted.kill();
-            panic!("an untrusted Vault certificate must stop start-up, not be retried");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut untrusted.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(
-        stderr.contains("does not trust") && stderr.contains("SSL_CERT_FILE"),
-        "{stderr}"
-    );
-
-    // Trusted through SSL_CERT_FILE: served.
-    let mut command = command_for(port);
-    command.env("SSL_CERT_FILE", &ca_file);
-    let service = crate::binary::Service::spawn(command, port)
-        .wait_ready()
-        .await;
-    let client = reqwest::Client::new();
-    let token = idp.token_for(Uuid::new_v4());
-    let key = random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&token)
-        .json(&json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        crate::binary::read_key(&client, &service.base_url, &token).await,
-        Ok(key)
-    );
-    stop.cancel();
+    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+        dir.path(),
+        &vault.ca_pem,
+        &idp,
+        command_for,
+    )
+    .await;
 }
