@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::binary::{Service, free_port, read_key, service_command};
-use crate::helpers::{TestIdp, random_key};
+use crate::helpers::{LocalTlsStandIn, TestIdp, random_key};
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 const SERVICE_ACCOUNT: &str = "key-connector@acme-prod.iam.gserviceaccount.com";
@@ -107,11 +107,21 @@ struct KmsState {
 struct KmsStandIn {
     url: String,
     state: Arc<KmsState>,
-    task: tokio::task::JoinHandle<()>,
+    serving: Serving,
+}
+
+/// How the stand-in is served: plain HTTP, or HTTPS under a private CA.
+enum Serving {
+    Http(tokio::task::JoinHandle<()>),
+    Https(LocalTlsStandIn),
 }
 
 impl KmsStandIn {
     async fn start(algorithm: &'static str) -> Self {
+        Self::start_serving(algorithm, false).await
+    }
+
+    async fn start_serving(algorithm: &'static str, https: bool) -> Self {
         let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
         let spki = private.public_key().as_der().unwrap();
         let state = Arc::new(KmsState {
@@ -127,12 +137,24 @@ impl KmsStandIn {
         let router = axum::Router::new()
             .fallback(answer)
             .with_state(Arc::clone(&state));
+        if https {
+            let tls = LocalTlsStandIn::serve(router).await;
+            return Self {
+                url: tls.url.clone(),
+                state,
+                serving: Serving::Https(tls),
+            };
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { url, state, task }
+        Self {
+            url,
+            state,
+            serving: Serving::Http(task),
+        }
     }
 
     /// The service-account key file, as the Cloud console downloads it.
@@ -193,7 +215,9 @@ impl KmsStandIn {
 
 impl Drop for KmsStandIn {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Serving::Http(task) = &self.serving {
+            task.abort();
+        }
     }
 }
 
@@ -732,4 +756,44 @@ async fn rotate_rsa_key_moves_a_database_to_cloud_kms_and_back() {
     );
     assert!(kms.decrypt(&stored_symmetric_key()).is_none());
     serve_and_read(false, token, Some(key)).await;
+}
+
+/// Cloud KMS reached through a private endpoint whose certificate a private CA issued.
+#[tokio::test]
+async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let kms = KmsStandIn::start_serving("RSA_DECRYPT_OAEP_2048_SHA256", true).await;
+    let Serving::Https(tls) = &kms.serving else {
+        unreachable!("started over HTTPS")
+    };
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("service-account.json");
+    std::fs::write(
+        &credentials,
+        serde_json::to_vec(&kms.service_account_json()).unwrap(),
+    )
+    .unwrap();
+    let command_for = |port: u16| {
+        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+        command
+            .envs(gcpkms_env())
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
+            .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
+            .env("HOME", dir.path());
+        command
+    };
+    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+        dir.path(),
+        &tls.ca_pem,
+        &idp,
+        command_for,
+    )
+    .await;
+    assert!(
+        kms.seen()
+            .iter()
+            .any(|seen| seen.path.ends_with(":asymmetricDecrypt")
+                || seen.path.ends_with("/publicKey")),
+        "the key was used through the HTTPS endpoint"
+    );
 }
