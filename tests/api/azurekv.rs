@@ -10,7 +10,8 @@
 //! It decrypts with real RSA-OAEP SHA-1. The SDK sends tokens only over HTTPS and only to a
 //! vault whose host lies under the challenge's resource, so the stand-in serves TLS under
 //! a test CA as `kv.vault.test` and `login.test`, names the test's HTTP client resolves to
-//! the stand-in.
+//! the stand-in; the real binary resolves them through a hosts file of its own (a private
+//! mount namespace) and trusts the CA through `SSL_CERT_FILE`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ struct AzureState {
 struct AzureStandIn {
     address: SocketAddr,
     ca_der: Vec<u8>,
+    ca_pem: String,
     state: Arc<AzureState>,
     stop: CancellationToken,
 }
@@ -113,6 +115,7 @@ impl AzureStandIn {
         let stand_in = Self {
             address: listener.local_addr().unwrap(),
             ca_der: server.ca_der,
+            ca_pem: server.ca_pem,
             state: Arc::clone(&state),
             stop: CancellationToken::new(),
         };
@@ -905,5 +908,193 @@ async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
         matches!(error, KeyProviderError::Config(ref m)
             if m.contains("does not trust") && m.contains("SSL_CERT_FILE")),
         "{error:?}"
+    );
+}
+
+/// The real binary, configured only by environment variables as the container is, with the
+/// stand-in's names resolved through a hosts file (as DNS resolves Azure's), its CA trusted
+/// through `SSL_CERT_FILE` and the sign-in host through `AZURE_AUTHORITY_HOST`: first the
+/// `azurekv` key provider, then the `azurekv` certificate source.
+#[tokio::test]
+async fn the_binary_uses_key_vault_with_the_operators_settings() {
+    let azure = AzureStandIn::start().await;
+    let idp = crate::helpers::TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n127.0.0.1 {VAULT_HOST} {LOGIN_HOST}\n"),
+    )
+    .unwrap();
+    let azure_env = |command: &mut std::process::Command, group: &str| {
+        let setting = |name: &str| format!("keyConnectorSettings__{group}__{name}");
+        command
+            .env(setting("azureKeyvaultUri"), azure.vault_uri())
+            .env(setting("azureKeyvaultAdTenantId"), TENANT)
+            .env(setting("azureKeyvaultAdAppId"), APP_ID)
+            .env(setting("azureKeyvaultAdSecret"), APP_SECRET)
+            .env(
+                "AZURE_AUTHORITY_HOST",
+                format!("https://{LOGIN_HOST}:{}", azure.address.port()),
+            )
+            .env("HOME", dir.path());
+    };
+    let in_namespace =
+        |command: std::process::Command| crate::binary::with_hosts_file(&command, &hosts);
+    if in_namespace(std::process::Command::new("true")).is_none() {
+        crate::skip_or_fail!("mount namespaces (unshare --mount) are not allowed here");
+    }
+
+    // The key provider: refused until the CA is trusted, then serving keys.
+    let command_for = |port: u16| {
+        let mut command = crate::binary::service_command(dir.path(), "sqlite", &idp.url, port);
+        command
+            .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "azurekv")
+            .env(
+                "keyConnectorSettings__rsaKey__azureKeyvaultKeyName",
+                KEY_NAME,
+            );
+        azure_env(&mut command, "rsaKey");
+        in_namespace(command).unwrap()
+    };
+    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+        dir.path(),
+        &azure.ca_pem,
+        &idp,
+        command_for,
+    )
+    .await;
+    let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
+        .unwrap()
+        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let (_, current) = azure.current();
+    assert_eq!(
+        decrypt_oaep_sha1(&current, &STANDARD.decode(stored).unwrap())
+            .expect("wrapped under the vault key with RSA-OAEP")
+            .len(),
+        32
+    );
+    // An admin command unwraps it in the vault and reads the user key with it.
+    let mut check = command_for(crate::binary::free_port());
+    check
+        .arg("check-config")
+        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"))
+        .stdout(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || check.output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        azure
+            .seen()
+            .iter()
+            .any(|s| s.host == VAULT_HOST && s.path.ends_with("/decrypt")),
+        "the symmetric key was unwrapped in the vault: {said}"
+    );
+
+    // The certificate source: the PFX is the certificate's secret.
+    let pfx = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None)
+        .unwrap();
+    *azure.state.secret.lock().unwrap() =
+        Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
+    let certificate_dir = tempfile::tempdir().unwrap();
+    let port = crate::binary::free_port();
+    let mut command =
+        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("keyConnectorSettings__certificate__provider", "azurekv")
+        .env(
+            "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
+            CERT_NAME,
+        )
+        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
+    azure_env(&mut command, "certificate");
+    let service = crate::binary::Service::spawn(in_namespace(command).unwrap(), port)
+        .wait_ready()
+        .await;
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = crate::helpers::random_key();
+    let response = client
+        .post(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&token)
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        crate::binary::read_key(&client, &service.base_url, &token).await,
+        Ok(key.clone())
+    );
+    assert!(
+        azure
+            .seen()
+            .iter()
+            .any(|s| s.path == format!("/secrets/{CERT_NAME}/") && s.authorization.is_some()),
+        "the certificate was read from the vault"
+    );
+    drop(service);
+
+    // rotate-rsa-key moves that database from the vault's certificate to the vault's key.
+    let mut rotate =
+        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+    rotate
+        .arg("rotate-rsa-key")
+        .env("keyConnectorSettings__certificate__provider", "azurekv")
+        .env(
+            "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
+            CERT_NAME,
+        )
+        .env(
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "azurekv",
+        )
+        .env(
+            "keyConnectorSettings__rotateTo__rsaKey__azureKeyvaultKeyName",
+            KEY_NAME,
+        )
+        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
+    azure_env(&mut rotate, "certificate");
+    azure_env(&mut rotate, "rotateTo__rsaKey");
+    let mut rotate = in_namespace(rotate).unwrap();
+    rotate.stdout(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    let stored: String = rusqlite::Connection::open(certificate_dir.path().join("keys.db"))
+        .unwrap()
+        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert!(
+        decrypt_oaep_sha1(&current, &STANDARD.decode(stored).unwrap()).is_some(),
+        "now wrapped under the vault key"
+    );
+    let mut command =
+        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "azurekv")
+        .env(
+            "keyConnectorSettings__rsaKey__azureKeyvaultKeyName",
+            KEY_NAME,
+        )
+        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
+    azure_env(&mut command, "rsaKey");
+    let service = crate::binary::Service::spawn(in_namespace(command).unwrap(), port)
+        .wait_ready()
+        .await;
+    assert_eq!(
+        crate::binary::read_key(&client, &service.base_url, &token).await,
+        Ok(key)
     );
 }

@@ -619,3 +619,39 @@ pub async fn a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
+
+/// `command` run with `/etc/hosts` replaced by `hosts` inside a private mount namespace, so
+/// the real binary resolves a stand-in's names (e.g. `kv.vault.test`) to this host, as DNS
+/// would resolve the real service's. `None` where mount namespaces are not allowed (not
+/// root, no `unshare`).
+pub fn with_hosts_file(command: &Command, hosts: &Path) -> Option<Command> {
+    let allowed = Command::new("unshare")
+        .args(["--mount", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !allowed {
+        return None;
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/hosts && shift && exec "$@""#)
+        .arg("with-hosts-file")
+        .arg(hosts)
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in command.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(name, value);
+        }
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    Some(wrapped)
+}
