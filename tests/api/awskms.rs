@@ -20,8 +20,8 @@ use key_connector::store::open_store;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::binary::{Service, free_port, read_key, service_command};
-use crate::helpers::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with, random_key};
+use crate::binary::{Service, free_port, service_command};
+use crate::helpers::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with};
 
 const REGION: &str = "us-east-1";
 
@@ -277,24 +277,7 @@ async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", dir.path());
     let service = Service::spawn(command, port).wait_ready().await;
-    let client = reqwest::Client::new();
-    let token = idp.token_for(Uuid::new_v4());
-    let key = random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
-    let health = client
-        .get(format!("{}/health", service.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    service.stores_and_serves_a_key(&idp).await;
 }
 
 /// What a fake KMS saw: the `X-Amz-Target` and the JSON body of each request.

@@ -40,6 +40,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::binary::{
+    Service, a_private_ca_is_refused_then_trusted_through_ssl_cert_file, free_port, run_to_end,
+    service_command, stored_symmetric_key, with_hosts_file,
+};
 use crate::helpers::keys_survive_a_restart_with;
 
 const VAULT_HOST: &str = "kv.vault.test";
@@ -784,7 +788,7 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     );
     azure.state.fail_next.store(0, Ordering::SeqCst);
 
-    let port = crate::binary::free_port();
+    let port = free_port();
     let mut nowhere = azure.key_settings();
     nowhere.vault_uri = format!("https://{VAULT_HOST}:{port}/");
     let mut connection = azure.connection();
@@ -939,15 +943,14 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
             )
             .env("HOME", dir.path());
     };
-    let in_namespace =
-        |command: std::process::Command| crate::binary::with_hosts_file(&command, &hosts);
+    let in_namespace = |command: std::process::Command| with_hosts_file(&command, &hosts);
     if in_namespace(std::process::Command::new("true")).is_none() {
         crate::skip_or_fail!("mount namespaces (unshare --mount) are not allowed here");
     }
 
     // The key provider: refused until the CA is trusted, then serving keys.
     let command_for = |port: u16| {
-        let mut command = crate::binary::service_command(dir.path(), "sqlite", &idp.url, port);
+        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
         command
             .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "azurekv")
             .env(
@@ -957,38 +960,26 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
         azure_env(&mut command, "rsaKey");
         in_namespace(command).unwrap()
     };
-    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+    a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
         dir.path(),
         &azure.ca_pem,
         &idp,
         command_for,
     )
     .await;
-    let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
-        .unwrap()
-        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
-            row.get(0)
-        })
-        .unwrap();
     let (_, current) = azure.current();
     assert_eq!(
-        decrypt_oaep_sha1(&current, &STANDARD.decode(stored).unwrap())
+        decrypt_oaep_sha1(&current, &stored_symmetric_key(dir.path()))
             .expect("wrapped under the vault key with RSA-OAEP")
             .len(),
         32
     );
     // An admin command unwraps it in the vault and reads the user key with it.
-    let mut check = command_for(crate::binary::free_port());
-    check
-        .arg("check-config")
-        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"))
-        .stdout(std::process::Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || check.output().unwrap())
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{said}");
+    let ca_file = dir.path().join("private-ca.pem");
+    let mut check = command_for(free_port());
+    check.arg("check-config").env("SSL_CERT_FILE", &ca_file);
+    let (status, said) = run_to_end(check).await;
+    assert!(status.success(), "{said}");
     assert!(
         azure
             .seen()
@@ -1003,35 +994,23 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
     *azure.state.secret.lock().unwrap() =
         Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
     let certificate_dir = tempfile::tempdir().unwrap();
-    let port = crate::binary::free_port();
-    let mut command =
-        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
-    command
-        .env("keyConnectorSettings__certificate__provider", "azurekv")
-        .env(
-            "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
-            CERT_NAME,
-        )
-        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
-    azure_env(&mut command, "certificate");
-    let service = crate::binary::Service::spawn(in_namespace(command).unwrap(), port)
+    let port = free_port();
+    let with_certificate = || {
+        let mut command = service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+        command
+            .env("keyConnectorSettings__certificate__provider", "azurekv")
+            .env(
+                "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
+                CERT_NAME,
+            )
+            .env("SSL_CERT_FILE", &ca_file);
+        azure_env(&mut command, "certificate");
+        command
+    };
+    let service = Service::spawn(in_namespace(with_certificate()).unwrap(), port)
         .wait_ready()
         .await;
-    let client = reqwest::Client::new();
-    let token = idp.token_for(Uuid::new_v4());
-    let key = crate::helpers::random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&token)
-        .json(&json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
-    assert_eq!(
-        crate::binary::read_key(&client, &service.base_url, &token).await,
-        Ok(key.clone())
-    );
+    let (token, key) = service.stores_and_serves_a_key(&idp).await;
     assert!(
         azure
             .seen()
@@ -1042,15 +1021,9 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
     drop(service);
 
     // rotate-rsa-key moves that database from the vault's certificate to the vault's key.
-    let mut rotate =
-        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+    let mut rotate = with_certificate();
     rotate
         .arg("rotate-rsa-key")
-        .env("keyConnectorSettings__certificate__provider", "azurekv")
-        .env(
-            "keyConnectorSettings__certificate__azureKeyvaultCertificateName",
-            CERT_NAME,
-        )
         .env(
             "keyConnectorSettings__rotateTo__rsaKey__provider",
             "azurekv",
@@ -1058,43 +1031,25 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
         .env(
             "keyConnectorSettings__rotateTo__rsaKey__azureKeyvaultKeyName",
             KEY_NAME,
-        )
-        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
-    azure_env(&mut rotate, "certificate");
+        );
     azure_env(&mut rotate, "rotateTo__rsaKey");
-    let mut rotate = in_namespace(rotate).unwrap();
-    rotate.stdout(std::process::Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{said}");
-    let stored: String = rusqlite::Connection::open(certificate_dir.path().join("keys.db"))
-        .unwrap()
-        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
-            row.get(0)
-        })
-        .unwrap();
+    let (status, said) = run_to_end(in_namespace(rotate).unwrap()).await;
+    assert!(status.success(), "{said}");
     assert!(
-        decrypt_oaep_sha1(&current, &STANDARD.decode(stored).unwrap()).is_some(),
+        decrypt_oaep_sha1(&current, &stored_symmetric_key(certificate_dir.path())).is_some(),
         "now wrapped under the vault key"
     );
-    let mut command =
-        crate::binary::service_command(certificate_dir.path(), "sqlite", &idp.url, port);
+    let mut command = service_command(certificate_dir.path(), "sqlite", &idp.url, port);
     command
         .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "azurekv")
         .env(
             "keyConnectorSettings__rsaKey__azureKeyvaultKeyName",
             KEY_NAME,
         )
-        .env("SSL_CERT_FILE", dir.path().join("private-ca.pem"));
+        .env("SSL_CERT_FILE", &ca_file);
     azure_env(&mut command, "rsaKey");
-    let service = crate::binary::Service::spawn(in_namespace(command).unwrap(), port)
+    let service = Service::spawn(in_namespace(command).unwrap(), port)
         .wait_ready()
         .await;
-    assert_eq!(
-        crate::binary::read_key(&client, &service.base_url, &token).await,
-        Ok(key)
-    );
+    assert_eq!(service.key_of(&token).await, Ok(key));
 }

@@ -166,6 +166,66 @@ pub async fn read_key(client: &reqwest::Client, base: &str, token: &str) -> Resu
     Ok(body["key"].as_str().unwrap().to_owned())
 }
 
+impl Service {
+    /// Stores a key for a new user, reads it back and checks `/health`; returns the user's
+    /// token and key.
+    pub async fn stores_and_serves_a_key(&self, idp: &TestIdp) -> (String, String) {
+        let client = reqwest::Client::new();
+        let token = idp.token_for(Uuid::new_v4());
+        let key = random_key();
+        let response = client
+            .post(format!("{}/user-keys", self.base_url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            read_key(&client, &self.base_url, &token).await.as_ref(),
+            Ok(&key)
+        );
+        let health = client
+            .get(format!("{}/health", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        (token, key)
+    }
+
+    /// What `GET /user-keys` answers for `token`: the key, or the status.
+    pub async fn key_of(&self, token: &str) -> Result<String, u16> {
+        read_key(&reqwest::Client::new(), &self.base_url, token).await
+    }
+}
+
+/// The wrapped symmetric key stored in the SQLite database `keys.db` in `dir`, decoded.
+pub fn stored_symmetric_key(dir: &Path) -> Vec<u8> {
+    use base64::Engine;
+    let stored: String = rusqlite::Connection::open(dir.join("keys.db"))
+        .unwrap()
+        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .unwrap()
+}
+
+/// Runs a command (an admin command, or a start-up expected to fail) to its end, off the
+/// async runtime; returns its exit status and everything it printed.
+pub async fn run_to_end(mut command: Command) -> (std::process::ExitStatus, String) {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status, said)
+}
+
 #[test]
 fn version_and_help_describe_the_binary() {
     let output = Command::new(BINARY).arg("--version").output().unwrap();
@@ -600,24 +660,7 @@ pub async fn a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
     let mut command = command_for(port);
     command.env("SSL_CERT_FILE", &ca_file);
     let service = Service::spawn(command, port).wait_ready().await;
-    let client = reqwest::Client::new();
-    let token = idp.token_for(Uuid::new_v4());
-    let key = random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
-    let health = client
-        .get(format!("{}/health", service.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    service.stores_and_serves_a_key(idp).await;
 }
 
 /// `command` run with `/etc/hosts` replaced by `hosts` inside a private mount namespace, so

@@ -28,10 +28,9 @@ use key_connector::config::GcpKmsSettings;
 use key_connector::keys::gcpkms::{GcpKmsConnection, GcpKmsKeyProvider};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::binary::{Service, free_port, read_key, service_command};
-use crate::helpers::{LocalTlsStandIn, TestIdp, random_key};
+use crate::binary::{Service, free_port, run_to_end, service_command, stored_symmetric_key};
+use crate::helpers::{LocalTlsStandIn, TestIdp};
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 const SERVICE_ACCOUNT: &str = "key-connector@acme-prod.iam.gserviceaccount.com";
@@ -173,6 +172,25 @@ impl KmsStandIn {
             "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/key-connector%40acme-prod.iam.gserviceaccount.com",
             "universe_domain": "googleapis.com"
         })
+    }
+
+    /// What the binary needs to reach the stand-in as Cloud KMS: the service-account key file
+    /// (written into `dir`) in `GOOGLE_APPLICATION_CREDENTIALS`, and the endpoint.
+    fn binary_env(&self, dir: &std::path::Path) -> Vec<(String, String)> {
+        let credentials = dir.join("service-account.json");
+        std::fs::write(
+            &credentials,
+            serde_json::to_vec(&self.service_account_json()).unwrap(),
+        )
+        .unwrap();
+        vec![
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                credentials.display().to_string(),
+            ),
+            ("KEY_CONNECTOR_GCP_KMS_ENDPOINT".into(), self.url.clone()),
+            ("HOME".into(), dir.display().to_string()),
+        ]
     }
 
     fn connection(&self) -> GcpKmsConnection {
@@ -534,51 +552,17 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("service-account.json");
-    std::fs::write(
-        &credentials,
-        serde_json::to_vec(&kms.service_account_json()).unwrap(),
-    )
-    .unwrap();
     let port = free_port();
-
     let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
-    command
-        .envs(gcpkms_env())
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
-        .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
-        .env("HOME", dir.path());
+    command.envs(gcpkms_env()).envs(kms.binary_env(dir.path()));
     let service = Service::spawn(command, port).wait_ready().await;
-    let client = reqwest::Client::new();
-    let token = idp.token_for(Uuid::new_v4());
-    let key = random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&token)
-        .json(&json!({ "key": key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(read_key(&client, &service.base_url, &token).await, Ok(key));
-    let health = client
-        .get(format!("{}/health", service.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    service.stores_and_serves_a_key(&idp).await;
     drop(service);
 
     // The stored symmetric key is upstream's format: base64 of the raw RSA-OAEP SHA-256
     // ciphertext under the key version's public key.
-    let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
-        .unwrap()
-        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
-            row.get(0)
-        })
-        .unwrap();
     let plain = kms
-        .decrypt(&STANDARD.decode(stored).unwrap())
+        .decrypt(&stored_symmetric_key(dir.path()))
         .expect("the stand-in's private key opens the stored key");
     assert_eq!(plain.len(), 32);
 }
@@ -619,143 +603,76 @@ async fn rotate_rsa_key_moves_a_database_to_cloud_kms_and_back() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("service-account.json");
-    std::fs::write(
-        &credentials,
-        serde_json::to_vec(&kms.service_account_json()).unwrap(),
-    )
-    .unwrap();
-    let google = |command: &mut std::process::Command| {
-        command
-            .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
-            .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
-            .env("HOME", dir.path());
-    };
-    let in_group = |group: &str| -> Vec<(String, String)> {
-        gcpkms_env()
-            .into_iter()
-            .map(|(name, value)| {
-                let name = name
-                    .replace(
-                        "KEYCONNECTORSETTINGS__RSAKEY__",
-                        "keyConnectorSettings__rsaKey__",
-                    )
-                    .replace(
-                        "keyConnectorSettings__",
-                        &format!("keyConnectorSettings__{group}"),
-                    );
-                (name, value)
-            })
-            .collect()
-    };
-    let serve_and_read = |use_kms: bool, token: String, expected: Option<String>| {
+    let google = kms.binary_env(dir.path());
+    let start = |use_kms: bool| {
         let port = free_port();
         let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
         if use_kms {
-            command.envs(gcpkms_env());
-            google(&mut command);
+            command.envs(gcpkms_env()).envs(google.clone());
         }
-        async move {
-            let service = Service::spawn(command, port).wait_ready().await;
-            let client = reqwest::Client::new();
-            let key = match expected {
-                Some(key) => key,
-                None => {
-                    let key = random_key();
-                    let response = client
-                        .post(format!("{}/user-keys", service.base_url))
-                        .bearer_auth(&token)
-                        .json(&json!({ "key": key }))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), StatusCode::OK);
-                    key
-                }
-            };
-            assert_eq!(
-                read_key(&client, &service.base_url, &token).await,
-                Ok(key.clone())
-            );
-            key
-        }
+        Service::spawn(command, port).wait_ready()
     };
-    let stored_symmetric_key = || -> Vec<u8> {
-        let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
-            .unwrap()
-            .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
-                row.get(0)
-            })
-            .unwrap();
-        STANDARD.decode(stored).unwrap()
-    };
-    let token = idp.token_for(Uuid::new_v4());
-
-    // A database sealed under the certificate, with one user key.
-    let key = serve_and_read(false, token.clone(), None).await;
-
-    // Certificate -> Cloud KMS: the new wrapping is the key version's OAEP SHA-256.
-    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
-    rotate.arg("rotate-rsa-key").envs(in_group("rotateTo__"));
-    google(&mut rotate);
-    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{said}");
-    assert_eq!(
-        kms.decrypt(&stored_symmetric_key())
-            .expect("wrapped under the Cloud KMS key")
-            .len(),
-        32
-    );
-    let key = serve_and_read(true, token.clone(), Some(key)).await;
-
-    // Cloud KMS -> certificate: the current key is unwrapped by AsymmetricDecrypt.
-    let decrypts_before = kms
-        .seen()
-        .iter()
-        .filter(|seen| seen.path.ends_with(":asymmetricDecrypt"))
-        .count();
-    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
-    rotate.envs(gcpkms_env()).arg("rotate-rsa-key");
-    for (name, value) in [
-        (
-            "keyConnectorSettings__rotateTo__rsaKey__provider",
-            "certificate",
-        ),
-        (
-            "keyConnectorSettings__rotateTo__certificate__provider",
-            "filesystem",
-        ),
-        (
-            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
-            "pw",
-        ),
-    ] {
-        rotate.env(name, value);
-    }
-    rotate.env(
-        "keyConnectorSettings__rotateTo__certificate__filesystemPath",
-        dir.path().join("key.pfx"),
-    );
-    google(&mut rotate);
-    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{said}");
-    assert!(
+    let decrypts = || {
         kms.seen()
             .iter()
             .filter(|seen| seen.path.ends_with(":asymmetricDecrypt"))
             .count()
-            > decrypts_before
+    };
+
+    // A database sealed under the certificate, with one user key.
+    let (token, key) = start(false).await.stores_and_serves_a_key(&idp).await;
+
+    // Certificate -> Cloud KMS: the new wrapping is the key version's OAEP SHA-256.
+    let rotate_to_kms = gcpkms_env().into_iter().map(|(name, value)| {
+        let setting = name.to_ascii_lowercase().replace(
+            "keyconnectorsettings__rsakey__",
+            "keyConnectorSettings__rotateTo__rsaKey__",
+        );
+        (setting, value)
+    });
+    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
+    rotate
+        .arg("rotate-rsa-key")
+        .envs(rotate_to_kms)
+        .envs(google.clone());
+    let (status, said) = run_to_end(rotate).await;
+    assert!(status.success(), "{said}");
+    assert_eq!(
+        kms.decrypt(&stored_symmetric_key(dir.path()))
+            .expect("wrapped under the Cloud KMS key")
+            .len(),
+        32
     );
-    assert!(kms.decrypt(&stored_symmetric_key()).is_none());
-    serve_and_read(false, token, Some(key)).await;
+    assert_eq!(start(true).await.key_of(&token).await.as_ref(), Ok(&key));
+
+    // Cloud KMS -> certificate: the current key is unwrapped by AsymmetricDecrypt.
+    let decrypts_before = decrypts();
+    let mut rotate = service_command(dir.path(), "sqlite", &idp.url, free_port());
+    rotate
+        .arg("rotate-rsa-key")
+        .envs(gcpkms_env())
+        .envs(google.clone())
+        .env(
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate",
+        )
+        .env(
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem",
+        )
+        .env(
+            "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+            dir.path().join("key.pfx"),
+        )
+        .env(
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "pw",
+        );
+    let (status, said) = run_to_end(rotate).await;
+    assert!(status.success(), "{said}");
+    assert!(decrypts() > decrypts_before);
+    assert!(kms.decrypt(&stored_symmetric_key(dir.path())).is_none());
+    assert_eq!(start(false).await.key_of(&token).await, Ok(key));
 }
 
 /// Cloud KMS reached through a private endpoint whose certificate a private CA issued.
@@ -767,19 +684,10 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     };
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("service-account.json");
-    std::fs::write(
-        &credentials,
-        serde_json::to_vec(&kms.service_account_json()).unwrap(),
-    )
-    .unwrap();
+    let google = kms.binary_env(dir.path());
     let command_for = |port: u16| {
         let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
-        command
-            .envs(gcpkms_env())
-            .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
-            .env("KEY_CONNECTOR_GCP_KMS_ENDPOINT", &kms.url)
-            .env("HOME", dir.path());
+        command.envs(gcpkms_env()).envs(google.clone());
         command
     };
     crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
