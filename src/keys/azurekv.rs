@@ -191,6 +191,9 @@ pub(crate) fn classify(
         ErrorKind::Connection | ErrorKind::Io => {
             KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"))
         }
+        ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::Unavailable(
+            format!("Entra ID could not issue a token for {object} now: {detail}"),
+        ),
         ErrorKind::Credential => KeyProviderError::Config(format!(
             "Entra ID did not issue a token for {object}: {detail}; check {settings}"
         )),
@@ -198,6 +201,22 @@ pub(crate) fn classify(
             "cannot call Azure Key Vault for {object}: {detail}; check {settings}"
         )),
     }
+}
+
+/// Whether a token request failed for a reason that may pass: Entra ID answered 408, 429 or
+/// 5xx (after the SDK's retries), or answered something that is not its JSON (an outage
+/// page from a proxy or load balancer). A refusal (`invalid_client`, unknown tenant) is a
+/// 4xx with Entra's JSON body and stays a configuration error.
+fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    super::causes(error)
+        .filter_map(|e| e.downcast_ref::<azure_core::Error>())
+        .any(|e| match e.kind() {
+            ErrorKind::HttpResponse { status, .. } => {
+                matches!(u16::from(*status), 408 | 429 | 500..=599)
+            }
+            ErrorKind::DataConversion => true,
+            _ => false,
+        })
 }
 
 /// Whether a connection failure or timeout lies anywhere in the error's causes (a token
@@ -221,13 +240,14 @@ fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
 pub struct AzureKeyVaultKeyProvider {
     client: KeyClient,
     key_name: String,
-    /// The version decryptions name: the current one at start-up, as upstream's key id, or
-    /// the older version found to open the stored key (see `unwrap_with_older_version`).
+    /// The version tried first to decrypt, and read by `/health`: the current one at
+    /// start-up, as upstream's key id, or the older version found to open the stored key
+    /// (see `unwrap_with_older_version`).
     key_version: std::sync::RwLock<String>,
     /// The current version at start-up, whose public half wraps.
     current_version: String,
     public_key: OaepPublicEncryptingKey,
-    description: String,
+    vault_uri: String,
     settings_hint: String,
 }
 
@@ -268,10 +288,7 @@ impl AzureKeyVaultKeyProvider {
         Ok(Self {
             client,
             key_name: settings.key_name.clone(),
-            description: format!(
-                "Azure Key Vault key {} version {key_version} in {} (RSA-OAEP)",
-                settings.key_name, settings.vault_uri
-            ),
+            vault_uri: settings.vault_uri.clone(),
             key_version: std::sync::RwLock::new(key_version.clone()),
             current_version: key_version,
             public_key,
@@ -321,10 +338,14 @@ impl AzureKeyVaultKeyProvider {
     /// older enabled versions are tried, newest first, and the one that opens the stored key
     /// is used for decryption from then on. Listing versions needs the `list` permission;
     /// without it the original failure stands, saying so.
+    /// `tried` (besides the current version) has already failed. A version that cannot be
+    /// used (disabled since, or not allowed to decrypt) is passed over; an outage ends the
+    /// search.
     async fn unwrap_with_older_version(
         &self,
         wrapped: &[u8],
         current_failure: String,
+        tried: &str,
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
         use futures_util::TryStreamExt;
         let object = format!("the versions of key `{}`", self.key_name);
@@ -356,6 +377,7 @@ impl AzureKeyVaultKeyProvider {
             }
         };
         versions.sort_by_key(|v| std::cmp::Reverse(v.attributes.as_ref().and_then(|a| a.created)));
+        let mut unusable: Option<String> = None;
         for properties in versions {
             let enabled = properties
                 .attributes
@@ -365,7 +387,7 @@ impl AzureKeyVaultKeyProvider {
             let Some(version) = properties.kid.as_deref().and_then(version_of_key_id) else {
                 continue;
             };
-            if !enabled || version == self.current_version {
+            if !enabled || version == self.current_version || version == tried {
                 continue;
             }
             match self.decrypt_with(&version, wrapped).await {
@@ -384,12 +406,20 @@ impl AzureKeyVaultKeyProvider {
                     return Ok(plaintext);
                 }
                 Err(KeyProviderError::UnwrapFailed(_)) => continue,
-                Err(other) => return Err(other),
+                Err(KeyProviderError::Config(reason)) => {
+                    unusable.get_or_insert(reason);
+                }
+                Err(outage) => return Err(outage),
             }
         }
-        Err(KeyProviderError::UnwrapFailed(format!(
-            "{current_failure}. No other enabled version of the key opens it either"
-        )))
+        Err(KeyProviderError::UnwrapFailed(match unusable {
+            None => {
+                format!("{current_failure}. No other enabled version of the key opens it either")
+            }
+            Some(reason) => format!(
+                "{current_failure}. No other enabled version of the key opens it either; one could not be used: {reason}"
+            ),
+        }))
     }
 }
 
@@ -452,6 +482,12 @@ async fn read_key(
             "Azure Key Vault returned {object} without its modulus and exponent"
         )));
     };
+    // JWK allows (and some producers send) a leading zero byte; the RSA parser does not.
+    let unpadded = |bytes: &[u8]| -> Vec<u8> {
+        let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        bytes[first..].to_vec()
+    };
+    let (n, e) = (unpadded(n), unpadded(e));
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
         KeyProviderError::Config(format!(
             "the public half of {object} is not a usable RSA key"
@@ -485,7 +521,16 @@ fn version_of_key_id(kid: &str) -> Option<String> {
 #[async_trait]
 impl RsaKeyProvider for AzureKeyVaultKeyProvider {
     fn describe(&self) -> String {
-        self.description.clone()
+        let decrypting = self.decrypting_version();
+        let older = if decrypting == self.current_version {
+            String::new()
+        } else {
+            format!(", the stored key decrypted by older version {decrypting}")
+        };
+        format!(
+            "Azure Key Vault key {} version {}{older} in {} (RSA-OAEP)",
+            self.key_name, self.current_version, self.vault_uri
+        )
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
@@ -496,13 +541,22 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
         &self,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
-        let version = self.decrypting_version();
-        match self.decrypt_with(&version, wrapped).await {
-            Err(KeyProviderError::UnwrapFailed(message)) if version == self.current_version => {
-                self.unwrap_with_older_version(wrapped, message).await
+        // A database can hold keys wrapped by two versions at once: the stored key under an
+        // older version (found at start-up) and a pending key that `rotate-symmetric-key`
+        // wrapped under the current one. So every version is tried, the pinned one first.
+        let pinned = self.decrypting_version();
+        let failure = match self.decrypt_with(&pinned, wrapped).await {
+            Err(KeyProviderError::UnwrapFailed(message)) => message,
+            other => return other,
+        };
+        if pinned != self.current_version {
+            match self.decrypt_with(&self.current_version, wrapped).await {
+                Err(KeyProviderError::UnwrapFailed(_)) => {}
+                other => return other,
             }
-            other => other,
         }
+        self.unwrap_with_older_version(wrapped, failure, &pinned)
+            .await
     }
 
     /// Reads the key version again: proves the vault answers, the credential still works and

@@ -86,6 +86,8 @@ struct AzureState {
     deny_list: AtomicBool,
     /// Answer this many vault requests with 503 first.
     fail_next: AtomicUsize,
+    /// Sign-in is down: token requests answer 503 with a proxy's HTML page.
+    entra_down: AtomicBool,
     /// The certificate secret: content type and value.
     secret: Mutex<Option<(String, String)>>,
     issued_tokens: Mutex<Vec<String>>,
@@ -111,6 +113,7 @@ impl AzureStandIn {
             deny_reads: AtomicBool::new(false),
             deny_list: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
+            entra_down: AtomicBool::new(false),
             secret: Mutex::new(None),
             issued_tokens: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
@@ -476,6 +479,14 @@ async fn answer(
 
 /// The client-credentials grant of Entra ID's v2.0 token endpoint.
 fn token_endpoint(state: &AzureState, method: &Method, path: &str, body: &str) -> Response {
+    if state.entra_down.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/html")],
+            "<html><body>503 Service Unavailable</body></html>",
+        )
+            .into_response();
+    }
     let form: BTreeMap<String, String> = url_form(body);
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
         (
@@ -666,6 +677,25 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
         ]
     );
 
+    // What this instance wraps now (under the current version, e.g. the pending key of
+    // `rotate-symmetric-key`) unwraps too, though decryption is pinned to the older version.
+    assert!(
+        restarted.describe().contains(&first_version),
+        "{}",
+        restarted.describe()
+    );
+    let pending: Vec<u8> = (32u8..64).collect();
+    let wrapped = restarted.wrap_symmetric_key(&pending).await.unwrap();
+    assert!(decrypt_oaep_sha1(&azure.current().1, &wrapped).is_some());
+    assert_eq!(
+        &restarted.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+        &pending[..]
+    );
+    assert_eq!(
+        &restarted.unwrap_symmetric_key(&stored).await.unwrap()[..],
+        &symmetric[..]
+    );
+
     // Without the `list` permission the failure says what was not tried.
     azure.state.deny_list.store(true, Ordering::SeqCst);
     let locked_out = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
@@ -711,6 +741,25 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
         "{message}"
     );
     assert!(!message.contains("Wr0ng"), "{message}");
+}
+
+/// An Entra ID outage is waited out (start-up retries), not taken for wrong settings.
+#[tokio::test]
+async fn a_sign_in_outage_is_unavailable_and_passes() {
+    let azure = AzureStandIn::start().await;
+    azure.state.entra_down.store(true, Ordering::SeqCst);
+    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .err()
+        .expect("no token, no key");
+    assert!(
+        matches!(error, KeyProviderError::Unavailable(ref m) if m.contains("Entra ID")),
+        "{error:?}"
+    );
+    azure.state.entra_down.store(false, Ordering::SeqCst);
+    AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .expect("served once sign-in is back");
 }
 
 #[tokio::test]
