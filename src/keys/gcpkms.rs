@@ -47,6 +47,24 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one operation, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_ATTEMPTS: u32 = 3;
+/// Bound for a whole call, token request and client set-up included (the SDK's time limit
+/// covers only its retries of the RPC itself).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `call` under [`CALL_TIMEOUT`]; running out of time is an outage.
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, KeyProviderError>>,
+) -> Result<T, KeyProviderError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(KeyProviderError::Unavailable(format!(
+                "Google Cloud did not answer {what} within {} s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
+}
 
 const KEY_SETTINGS: &str = "keyConnectorSettings__rsaKey__googleCloudProjectId, __googleCloudLocationId, \
      __googleCloudKeyringId, __googleCloudKeyId and __googleCloudKeyVersionId";
@@ -124,12 +142,15 @@ impl GcpKmsKeyProvider {
         if let Some(credentials) = connection.credentials {
             builder = builder.with_credentials(credentials);
         }
-        let client = builder.build().await.map_err(|e| {
-            KeyProviderError::Config(format!(
-                "cannot set up the Google Cloud KMS client: {}; credentials come from the {CREDENTIALS_HINT}",
-                error_chain(&e)
-            ))
-        })?;
+        let client = bounded("while setting up the client", async {
+            builder.build().await.map_err(|e| {
+                KeyProviderError::Config(format!(
+                    "cannot set up the Google Cloud KMS client: {}; credentials come from the {CREDENTIALS_HINT}",
+                    error_chain(&e)
+                ))
+            })
+        })
+        .await?;
         let public_key = fetch_public_key(&client, &key_version).await?;
         Ok(Self {
             client,
@@ -147,13 +168,16 @@ async fn fetch_public_key(
     client: &KeyManagementService,
     key_version: &str,
 ) -> Result<OaepPublicEncryptingKey, KeyProviderError> {
-    let response = client
-        .get_public_key()
-        .set_name(key_version)
-        .with_attempt_timeout(ATTEMPT_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| classify(Operation::PublicKey, &e, key_version))?;
+    let response = bounded("GetPublicKey", async {
+        client
+            .get_public_key()
+            .set_name(key_version)
+            .with_attempt_timeout(ATTEMPT_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| classify(Operation::PublicKey, &e, key_version))
+    })
+    .await?;
     if let Some(expected) = response.pem_crc32c
         && crc32c(response.pem.as_bytes()) != expected
     {
@@ -219,17 +243,19 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
         &self,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
-        let response = self
-            .client
-            .asymmetric_decrypt()
-            .set_name(&self.key_version)
-            .set_ciphertext(wrapped.to_vec())
-            .set_ciphertext_crc32c(crc32c(wrapped))
-            .with_idempotency(true)
-            .with_attempt_timeout(ATTEMPT_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| classify(Operation::Decrypt, &e, &self.key_version))?;
+        let response = bounded("AsymmetricDecrypt", async {
+            self.client
+                .asymmetric_decrypt()
+                .set_name(&self.key_version)
+                .set_ciphertext(wrapped.to_vec())
+                .set_ciphertext_crc32c(crc32c(wrapped))
+                .with_idempotency(true)
+                .with_attempt_timeout(ATTEMPT_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| classify(Operation::Decrypt, &e, &self.key_version))
+        })
+        .await?;
         let plaintext = Zeroizing::new(response.plaintext.to_vec());
         // `bytes::Bytes` cannot be wiped in place; it is dropped here, the copy above is
         // wiped when the caller drops it.
@@ -296,7 +322,19 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         };
     }
     let Some(status) = error.status() else {
-        return KeyProviderError::Unavailable(format!("Google Cloud KMS did not answer: {detail}"));
+        // An HTTP answer that is not Google's error body: a proxy, or not Cloud KMS at all
+        // (a wrong KEY_CONNECTOR_GCP_KMS_ENDPOINT). A refusal will not pass by waiting.
+        return match error.http_status_code() {
+            Some(code) if (400..500).contains(&code) && code != 408 && code != 429 => {
+                KeyProviderError::Config(format!(
+                    "the Cloud KMS endpoint answered HTTP {code} without a Google error ({detail}); \
+                     check {ENDPOINT_VAR} (when set) and any HTTPS proxy in between"
+                ))
+            }
+            _ => {
+                KeyProviderError::Unavailable(format!("Google Cloud KMS did not answer: {detail}"))
+            }
+        };
     };
     let said = format!("{:?}: {}", status.code, status.message);
     match status.code {

@@ -705,3 +705,33 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
         "the key was used through the HTTPS endpoint"
     );
 }
+
+/// Something that is not Cloud KMS at the endpoint (a wrong KEY_CONNECTOR_GCP_KMS_ENDPOINT,
+/// a proxy's refusal) stops start-up naming the endpoint setting, instead of being waited on.
+#[tokio::test]
+async fn an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let not_kms = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/html")],
+            "<html><body>Not Found</body></html>",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, not_kms).await;
+    });
+    let mut connection = kms.connection();
+    connection.endpoint = Some(url);
+    let error = GcpKmsKeyProvider::open_with(&settings(), connection)
+        .await
+        .err()
+        .expect("not Cloud KMS");
+    server.abort();
+    assert!(
+        matches!(error, KeyProviderError::Config(ref m) if m.contains("KEY_CONNECTOR_GCP_KMS_ENDPOINT") && m.contains("404")),
+        "{error:?}"
+    );
+}
