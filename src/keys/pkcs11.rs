@@ -69,6 +69,9 @@ struct Token {
     session: Mutex<Option<OpenSession>>,
     /// Set when the token refused the PIN after start-up; logging in again could lock it.
     pin_rejected: AtomicBool,
+    /// A call that ran out of time and has not returned yet: its "finished" flag. Until it
+    /// returns, new calls are answered as an outage at once instead of queueing behind it.
+    stuck_call: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 struct OpenSession {
@@ -88,8 +91,10 @@ impl Pkcs11KeyProvider {
             Pkcs11KeySelector::Label(label) => Attribute::Label(label.as_bytes().to_vec()),
             Pkcs11KeySelector::Id(id) => Attribute::Id(private_key_id_bytes(*id)?),
         };
+        let library = library_path.clone();
+        let context = blocking(move || load_library(&library)).await?;
         let token = Token {
-            context: load_library(&library_path)?,
+            context,
             serial: settings.token_serial.clone(),
             user_type: settings.user_type,
             pin: settings.pin.clone(),
@@ -97,17 +102,18 @@ impl Pkcs11KeyProvider {
             template,
             session: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
+            stuck_call: Mutex::new(None),
         };
         let token = Arc::new(token);
-        let opened = Arc::clone(&token);
-        let token_public = blocking(move || {
-            let mut guard = opened.lock();
-            let open = opened.open_session()?;
-            let public = opened.token_public_key(&open)?;
-            *guard = Some(open);
-            Ok(public)
-        })
-        .await?;
+        let token_public = token
+            .call(|token| {
+                let mut guard = token.lock();
+                let open = token.open_session()?;
+                let public = token.token_public_key(&open)?;
+                *guard = Some(open);
+                Ok(public)
+            })
+            .await?;
 
         let (public_der, source) = match certificate {
             Some(file) => {
@@ -178,33 +184,42 @@ impl RsaKeyProvider for Pkcs11KeyProvider {
         &self,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
-        let token = Arc::clone(&self.token);
         let wrapped = wrapped.to_vec();
-        blocking(move || token.decrypt(&wrapped)).await
+        self.token.call(move |token| token.decrypt(&wrapped)).await
     }
 
     async fn check_health(&self) -> Result<(), KeyProviderError> {
-        let token = Arc::clone(&self.token);
-        blocking(move || {
-            token.with_session(|open| {
-                open.session.get_session_info()?;
-                open.session
-                    .get_attributes(open.private_key, &[AttributeType::KeyType])?;
-                Ok(())
+        self.token
+            .call(|token| {
+                token.with_session(|open| {
+                    open.session.get_session_info()?;
+                    open.session
+                        .get_attributes(open.private_key, &[AttributeType::KeyType])?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 }
 
 /// Runs a library call on the blocking pool.
+/// A call that has not returned by then is reported as an outage (a network HSM that hangs);
+/// its thread stays parked in the library until the library lets go.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, KeyProviderError> + Send + 'static,
 ) -> Result<T, KeyProviderError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| KeyProviderError::Unavailable(format!("PKCS#11 task failed: {e}")))?
+    match tokio::time::timeout(TOKEN_CALL_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(finished) => finished
+            .map_err(|e| KeyProviderError::Unavailable(format!("PKCS#11 task failed: {e}")))?,
+        Err(_) => Err(KeyProviderError::Unavailable(format!(
+            "the PKCS#11 library did not return within {} s",
+            TOKEN_CALL_TIMEOUT.as_secs()
+        ))),
+    }
 }
+
+/// Bound for one call into the PKCS#11 library (login and key search included).
+const TOKEN_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn load_library(path: &std::path::Path) -> Result<Pkcs11, KeyProviderError> {
     if !path.exists() {
@@ -328,6 +343,53 @@ fn session_lost(error: &CkError) -> bool {
 }
 
 impl Token {
+    /// Runs `work` on the blocking pool, bounded by [`TOKEN_CALL_TIMEOUT`]. A call that runs
+    /// out of time keeps its thread until the library returns; meanwhile further calls fail
+    /// fast rather than each parking another thread behind the session lock.
+    async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Token) -> Result<T, KeyProviderError> + Send + 'static,
+    ) -> Result<T, KeyProviderError> {
+        {
+            let mut stuck = self
+                .stuck_call
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match stuck.as_ref() {
+                Some(finished) if !finished.load(Ordering::SeqCst) => {
+                    return Err(KeyProviderError::Unavailable(format!(
+                        "PKCS#11 token {}: an earlier call has not returned after {} s",
+                        self.serial,
+                        TOKEN_CALL_TIMEOUT.as_secs()
+                    )));
+                }
+                Some(_) => *stuck = None,
+                None => {}
+            }
+        }
+        let finished = Arc::new(AtomicBool::new(false));
+        let (token, done) = (Arc::clone(self), Arc::clone(&finished));
+        let result = blocking(move || {
+            // Set however `work` ends, a panic included.
+            struct MarkDone(Arc<AtomicBool>);
+            impl Drop for MarkDone {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _done = MarkDone(done);
+            work(&token)
+        })
+        .await;
+        if !finished.load(Ordering::SeqCst) {
+            *self
+                .stuck_call
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(finished);
+        }
+        result
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<OpenSession>> {
         // A panic while holding the lock leaves at worst a stale session, which the next
         // call replaces if it fails.
@@ -414,8 +476,34 @@ impl Token {
                     self.serial
                 )))
             }
+            // The token is short of memory or busy: that passes, the ciphertext is not at fault.
+            (
+                None,
+                Some(
+                    rv @ (RvError::DeviceMemory
+                    | RvError::HostMemory
+                    | RvError::OperationActive
+                    | RvError::FunctionCanceled),
+                ),
+            ) => Err(KeyProviderError::Unavailable(format!(
+                "PKCS#11 token {} could not decrypt now ({rv:?})",
+                self.serial
+            ))),
+            (None, Some(RvError::PinExpired)) => Err(KeyProviderError::Config(format!(
+                "the PIN of PKCS#11 token {} has expired; set a new one on the token and in {PIN_ENV}",
+                self.serial
+            ))),
+            (None, Some(rv @ (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange))) => {
+                Err(KeyProviderError::UnwrapFailed(format!(
+                    "RSA-OAEP decryption in PKCS#11 token {} failed ({rv:?}): the stored symmetric key was not wrapped by the private key {}",
+                    self.serial,
+                    self.selector_text()
+                )))
+            }
+            // Tokens differ in what they answer for a bad OAEP padding (FUNCTION_FAILED,
+            // GENERAL_ERROR, DATA_INVALID, ...); the likely cause is named, not asserted.
             (None, rv) => Err(KeyProviderError::UnwrapFailed(format!(
-                "RSA-OAEP decryption in PKCS#11 token {} failed ({}): the stored symmetric key was not wrapped by the private key {}",
+                "RSA-OAEP decryption in PKCS#11 token {} failed ({}): most likely the stored symmetric key was not wrapped by the private key {}",
                 self.serial,
                 rv.map(|rv| format!("{rv:?}")).unwrap_or_default(),
                 self.selector_text()
