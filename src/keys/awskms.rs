@@ -204,8 +204,8 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
                     "AWS KMS key `{key_id}` does not exist in this region ({said}); check {KEY_ID_SETTING} and {REGION_SETTING}"
                 )),
                 "AccessDeniedException" => KeyProviderError::Config(format!(
-                    "AWS KMS denied access to key `{key_id}` ({said}); grant these credentials kms:Encrypt, kms:Decrypt and \
-                     kms:GetPublicKey (RSA) or kms:DescribeKey (symmetric) on {KEY_ID_SETTING}, or check {CREDENTIAL_SETTINGS}"
+                    "AWS KMS denied access to key `{key_id}` ({said}); grant these credentials kms:Encrypt and kms:Decrypt, \
+                     and kms:GetPublicKey for an RSA key, on {KEY_ID_SETTING}, or check {CREDENTIAL_SETTINGS}"
                 )),
                 "UnrecognizedClientException"
                 | "InvalidSignatureException"
@@ -250,6 +250,9 @@ pub struct AwsKmsKeyProvider {
     key_id: String,
     mode: KmsKeyMode,
     description: String,
+    /// Symmetric mode: the credentials may not `DescribeKey` (upstream never calls it), so
+    /// the key is checked with `Encrypt` instead.
+    describe_denied: std::sync::atomic::AtomicBool,
 }
 
 impl AwsKmsKeyProvider {
@@ -316,6 +319,7 @@ impl AwsKmsKeyProvider {
                 settings.key_id,
                 mode.algorithm().as_str()
             ),
+            describe_denied: std::sync::atomic::AtomicBool::new(false),
         };
         provider.probe().await?;
         Ok(provider)
@@ -346,13 +350,27 @@ impl AwsKmsKeyProvider {
                 )
             }
             KmsKeyMode::Symmetric => {
-                let output = self
-                    .client
-                    .describe_key()
-                    .key_id(&self.key_id)
-                    .send()
-                    .await
-                    .map_err(|e| self.failed(Operation::Probe, e))?;
+                use std::sync::atomic::Ordering;
+                if self.describe_denied.load(Ordering::Relaxed) {
+                    return self.encrypt_probe().await;
+                }
+                let output = match self.client.describe_key().key_id(&self.key_id).send().await {
+                    Ok(output) => output,
+                    Err(error) => {
+                        let failure = Failure::from(error);
+                        if matches!(&failure, Failure::Service { code, .. } if code == "AccessDeniedException")
+                        {
+                            tracing::warn!(
+                                key = %self.key_id,
+                                "kms:DescribeKey is not granted (the official service never asks for it); \
+                                 checking the key with kms:Encrypt instead"
+                            );
+                            self.describe_denied.store(true, Ordering::Relaxed);
+                            return self.encrypt_probe().await;
+                        }
+                        return Err(classify(Operation::Probe, failure, &self.key_id));
+                    }
+                };
                 let Some(metadata) = output.key_metadata else {
                     return Err(KeyProviderError::Unavailable(
                         "AWS KMS described no key".into(),
@@ -374,6 +392,14 @@ impl AwsKmsKeyProvider {
             &algorithms,
             state.as_ref(),
         )
+    }
+
+    /// Proves the key encrypts in the configured mode, for credentials that may not describe
+    /// it: the least a policy that works with upstream must grant.
+    async fn encrypt_probe(&self) -> Result<(), KeyProviderError> {
+        self.wrap_symmetric_key(b"key-connector health check")
+            .await
+            .map(drop)
     }
 
     fn failed<E, R>(&self, operation: Operation, error: SdkError<E, R>) -> KeyProviderError
@@ -476,7 +502,8 @@ impl RsaKeyProvider for AwsKmsKeyProvider {
 
     /// Asks KMS about the key each time: `GetPublicKey` in RSA mode (what upstream's health
     /// check does), `DescribeKey` in symmetric mode (upstream has no health check there; a
-    /// cheap read that needs no key material is the closest honest answer).
+    /// cheap read that needs no key material is the closest honest answer), or `Encrypt`
+    /// when the credentials may not describe the key.
     async fn check_health(&self) -> Result<(), KeyProviderError> {
         self.probe().await
     }

@@ -602,3 +602,108 @@ async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret()
         "the secret is never logged: {stderr}"
     );
 }
+
+/// A key policy made for the official service grants only Encrypt and Decrypt on a symmetric
+/// key (it never calls DescribeKey): the service starts, serves and reports health with it.
+#[tokio::test]
+async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::{Value, json};
+
+    const KEY_ID: &str = "alias/key-connector";
+    let recorded = Recorded::default();
+    let seen = Arc::clone(&recorded);
+    // Symmetric KMS as far as this test needs: the "ciphertext" is the plaintext behind a
+    // marker, and DescribeKey is denied as IAM denies it.
+    let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock().unwrap().push((target.clone(), request.clone()));
+            let answer = |status: StatusCode, body: Value| (status, body.to_string());
+            if request["KeyId"] != KEY_ID || request["EncryptionAlgorithm"] != "SYMMETRIC_DEFAULT" {
+                if target == "TrentService.DescribeKey" {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "__type": "AccessDeniedException", "message": "User is not authorized to perform: kms:DescribeKey" }),
+                    );
+                }
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "__type": "ValidationException", "message": "unexpected request" }),
+                );
+            }
+            let blob = |field: &str| STANDARD.decode(request[field].as_str().unwrap_or_default());
+            match target.as_str() {
+                "TrentService.Encrypt" => {
+                    let mut sealed = b"sealed:".to_vec();
+                    sealed.extend(blob("Plaintext").unwrap());
+                    answer(
+                        StatusCode::OK,
+                        json!({ "KeyId": KEY_ID, "CiphertextBlob": STANDARD.encode(sealed), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+                    )
+                }
+                "TrentService.Decrypt" => match blob("CiphertextBlob")
+                    .ok()
+                    .and_then(|b| b.strip_prefix(b"sealed:").map(<[u8]>::to_vec))
+                {
+                    Some(plain) => answer(
+                        StatusCode::OK,
+                        json!({ "KeyId": KEY_ID, "Plaintext": STANDARD.encode(plain), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+                    ),
+                    None => answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "__type": "InvalidCiphertextException", "message": "" }),
+                    ),
+                },
+                _ => answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "__type": "AccessDeniedException", "message": "not granted" }),
+                ),
+            }
+        }
+    };
+    let router = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    let provider = AwsKmsKeyProvider::open_at(&settings(KEY_ID, true), &url)
+        .await
+        .expect("starts without kms:DescribeKey");
+    let wrapped = provider.wrap_symmetric_key(&[9u8; 32]).await.unwrap();
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+        &[9u8; 32]
+    );
+    provider
+        .check_health()
+        .await
+        .expect("healthy through Encrypt");
+    let targets: Vec<String> = recorded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(target, _)| target.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "TrentService.DescribeKey",
+            "TrentService.Encrypt",
+            "TrentService.Encrypt",
+            "TrentService.Decrypt",
+            "TrentService.Encrypt",
+        ],
+        "DescribeKey asked once; afterwards health uses Encrypt"
+    );
+    server.abort();
+}
