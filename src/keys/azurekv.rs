@@ -490,7 +490,8 @@ async fn read_key(
     let (n, e) = (unpadded(n), unpadded(e));
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
         KeyProviderError::Config(format!(
-            "the public half of {object} is not a usable RSA key"
+            "the public half of {object} is not a usable RSA key ({})",
+            super::RSA_KEY_SIZES
         ))
     })?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {

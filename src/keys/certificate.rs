@@ -42,11 +42,16 @@ impl OaepKeyPair {
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyProviderError> {
         let private = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| {
             KeyProviderError::Config(format!(
-                "the certificate's private key is not a usable RSA key: {e}"
+                "the certificate's private key is not a usable RSA key ({e}; {})",
+                super::RSA_KEY_SIZES
             ))
         })?;
-        let public = OaepPublicEncryptingKey::new(private.public_key())
-            .map_err(|e| KeyProviderError::Config(format!("unusable RSA public key: {e}")))?;
+        let public = OaepPublicEncryptingKey::new(private.public_key()).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "unusable RSA public key ({e}; {})",
+                super::RSA_KEY_SIZES
+            ))
+        })?;
         let private = OaepPrivateDecryptingKey::new(private)
             .map_err(|e| KeyProviderError::Config(format!("unusable RSA private key: {e}")))?;
         Ok(Self { private, public })

@@ -206,7 +206,8 @@ async fn fetch_public_key(
     })?;
     let key = PublicEncryptingKey::from_der(&der).map_err(|e| {
         KeyProviderError::Config(format!(
-            "the public key of Google Cloud KMS key version {key_version} is not a usable RSA key: {e}"
+            "the public key of Google Cloud KMS key version {key_version} is not a usable RSA key ({e}; {})",
+            super::RSA_KEY_SIZES
         ))
     })?;
     OaepPublicEncryptingKey::new(key).map_err(|e| {

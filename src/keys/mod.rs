@@ -192,6 +192,9 @@ pub(crate) fn oaep_encrypt(
     Ok(out)
 }
 
+/// Said where an RSA key is refused: the sizes the RSA implementation accepts.
+pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
+
 /// What to do about a peer certificate this host does not trust.
 pub(crate) const TRUST_HINT: &str = "add the issuing CA to the system's trusted certificates \
      (/usr/local/share/ca-certificates and update-ca-certificates), or name a PEM file of trusted CAs in SSL_CERT_FILE";

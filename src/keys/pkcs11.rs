@@ -149,10 +149,18 @@ impl Pkcs11KeyProvider {
                 }
             },
         };
-        let public = PublicEncryptingKey::from_der(&public_der)
-            .map_err(|e| KeyProviderError::Config(format!("unusable RSA public key: {e}")))?;
-        let public = OaepPublicEncryptingKey::new(public)
-            .map_err(|e| KeyProviderError::Config(format!("unusable RSA public key: {e}")))?;
+        let public = PublicEncryptingKey::from_der(&public_der).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "unusable RSA public key ({e}; {})",
+                super::RSA_KEY_SIZES
+            ))
+        })?;
+        let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
+            KeyProviderError::Config(format!(
+                "unusable RSA public key ({e}; {})",
+                super::RSA_KEY_SIZES
+            ))
+        })?;
         let description = format!(
             "PKCS#11 token {} via {}, private key {} (RSA {}-bit, OAEP SHA-1; {source})",
             token.serial,

@@ -74,12 +74,20 @@ pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u
     let archive = open_archive(bytes, password.unwrap_or(""))?;
     if !archive.keys.is_empty() {
         let pkcs8 = private_key_pkcs8(bytes, password)?;
-        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
-            .map_err(|e| Pkcs12Error::Unreadable(format!("unusable RSA private key: {e}")))?;
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| {
+            Pkcs12Error::Unreadable(format!(
+                "unusable RSA private key ({e}; {})",
+                super::RSA_KEY_SIZES
+            ))
+        })?;
         let public = private.public_key();
         let der: aws_lc_rs::encoding::PublicKeyX509Der<'static> =
-            aws_lc_rs::encoding::AsDer::as_der(&public)
-                .map_err(|e| Pkcs12Error::Unreadable(format!("unusable RSA public key: {e}")))?;
+            aws_lc_rs::encoding::AsDer::as_der(&public).map_err(|e| {
+                Pkcs12Error::Unreadable(format!(
+                    "unusable RSA public key ({e}; {})",
+                    super::RSA_KEY_SIZES
+                ))
+            })?;
         return Ok(der.as_ref().to_vec());
     }
     if archive.certs.is_empty() {
@@ -170,7 +178,9 @@ fn open_archive(bytes: &[u8], password: &str) -> Result<Pkcs12Archive, Pkcs12Err
     }
 }
 
-/// Errors that say the file itself is not PKCS#12, as opposed to a wrong password.
+/// Errors that are not a wrong password: the file is not PKCS#12, or it opened but holds
+/// something this reader does not take. `None` for what a wrong password causes (a MAC that
+/// does not verify, a decryption that does not unpad).
 fn classify(error: &p12_keystore::error::Error) -> Option<Pkcs12Error> {
     use p12_keystore::error::Error as E;
     match error {
@@ -182,6 +192,16 @@ fn classify(error: &p12_keystore::error::Error) -> Option<Pkcs12Error> {
                 "{error}; re-export it with `openssl pkcs12 -export`"
             )))
         }
+        // Checked before the password is tried: key-derivation iterations above 1,000,000.
+        E::InvalidParameters => Some(Pkcs12Error::Unreadable(
+            "its key-derivation or MAC parameters are out of range (more than 1,000,000 iterations?); \
+             re-export it with `openssl pkcs12 -export`"
+                .into(),
+        )),
+        // A certificate or key that does not parse: not the password's fault.
+        E::X509Error(_) | E::UnsupportedCertificateType | E::InvalidPrivateKey => Some(
+            Pkcs12Error::Unreadable(format!("a certificate or key in it is not usable: {error}")),
+        ),
         _ => None,
     }
 }

@@ -242,6 +242,57 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
         ],
     );
     std::fs::write(d.join("garbage.pfx"), b"this is not a certificate").unwrap();
+    // More key-derivation iterations than the reader accepts: not a password problem.
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "cert.pem",
+            "-out",
+            "many-iterations.pfx",
+            "-iter",
+            "1100000",
+            "-passout",
+            "pass:right",
+        ],
+    );
+    // Too small for the RSA implementation: the message says which sizes work.
+    openssl(d, &["genrsa", "-out", "small.pem", "1024"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "small.pem",
+            "-out",
+            "small.crt",
+            "-subj",
+            "/CN=small",
+            "-days",
+            "30",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "small.pem",
+            "-in",
+            "small.crt",
+            "-out",
+            "small.pfx",
+            "-passout",
+            "pass:right",
+        ],
+    );
 
     let cases: &[(&str, Option<&str>, &str)] = &[
         ("good.pfx", Some("wrong"), "password"),
@@ -250,6 +301,8 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
         ("garbage.pfx", Some("right"), "not a PKCS#12"),
         ("nokey.pfx", Some("right"), "no private key"),
         ("ec.pfx", Some("right"), "RSA"),
+        ("many-iterations.pfx", Some("right"), "1,000,000 iterations"),
+        ("small.pfx", Some("right"), "2048 to 8192 bits"),
     ];
     for (file, password, needle) in cases {
         let error = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
