@@ -118,6 +118,9 @@ where
         if let Some(reason) = super::untrusted_certificate(&error) {
             return Failure::UntrustedCertificate(reason);
         }
+        if let Some(failure) = credential_failure(&error, &detail) {
+            return failure;
+        }
         match &error {
             SdkError::ServiceError(context) => Failure::Service {
                 code: context.err().code().unwrap_or("Unknown").to_owned(),
@@ -152,6 +155,28 @@ impl HttpStatus for aws_sdk_kms::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }
+}
+
+/// A failure of the credential chain among `error`'s causes, sorted: a provider that timed
+/// out or could not reach its endpoint (IMDS, the ECS agent, STS for web identity, all of
+/// which may still be coming up at boot) may pass; no credentials anywhere, a bad profile or
+/// a refused role will not.
+fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -> Option<Failure> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let failure = super::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
+    let may_pass = match failure {
+        CredentialsError::ProviderTimedOut(_) => true,
+        // A connector error: the provider's request got no HTTP answer at all.
+        CredentialsError::ProviderError(_) => super::causes(failure).any(|e| {
+            e.is::<aws_sdk_kms::error::ConnectorError>() || e.is::<std::io::Error>()
+        }),
+        _ => false,
+    };
+    Some(if may_pass {
+        Failure::Unreachable(detail.to_owned())
+    } else {
+        Failure::Local(detail.to_owned())
+    })
 }
 
 /// Whether the SDK could not resolve credentials (an operator problem, not an outage).

@@ -707,3 +707,54 @@ async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
     );
     server.abort();
 }
+
+/// With the default chain, credentials may come from an endpoint that is not up yet at boot
+/// (STS for EKS web identity, IMDS, the ECS agent): start-up waits for it instead of
+/// exiting, and serves once it answers. No credentials anywhere still stops start-up (see
+/// `no_aws_credentials_anywhere_stops_start_up_naming_the_settings`).
+#[tokio::test]
+async fn web_identity_credentials_are_waited_for_until_sts_answers() {
+    use crate::proxy::{Mode, Proxy};
+    let moto = moto_or_skip!();
+    let key_id = moto.create_key(KeySpec::SymmetricDefault).await;
+    let moto_address = moto.url.trim_start_matches("http://").parse().unwrap();
+    let sts = Proxy::start(moto_address).await;
+    sts.set(Mode::Down);
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("web-identity-token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrYyJ9.c2lnbmF0dXJl",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env("keyConnectorSettings__rsaKey__awsKeyId", &key_id)
+        .env(
+            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            "true",
+        )
+        .env("AWS_REGION", REGION)
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env(
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/key-connector",
+        )
+        .env("AWS_ROLE_SESSION_NAME", "key-connector")
+        .env("AWS_ENDPOINT_URL_KMS", &moto.url)
+        .env("AWS_ENDPOINT_URL_STS", format!("http://{}", sts.address))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path());
+    let mut service = Service::spawn(command, port);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !service.has_exited(),
+        "STS not answering yet is waited out, not taken for missing credentials"
+    );
+    sts.set(Mode::Forward);
+    let service = service.wait_ready().await;
+    service.stores_and_serves_a_key(&idp).await;
+}

@@ -194,6 +194,11 @@ impl Service {
         (token, key)
     }
 
+    /// Whether the process has ended (start-up gave up, or it was stopped).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// What `GET /user-keys` answers for `token`: the key, or the status.
     pub async fn key_of(&self, token: &str) -> Result<String, u16> {
         read_key(&reqwest::Client::new(), &self.base_url, token).await
