@@ -167,9 +167,8 @@ fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -
     let may_pass = match failure {
         CredentialsError::ProviderTimedOut(_) => true,
         // A connector error: the provider's request got no HTTP answer at all.
-        CredentialsError::ProviderError(_) => super::causes(failure).any(|e| {
-            e.is::<aws_sdk_kms::error::ConnectorError>() || e.is::<std::io::Error>()
-        }),
+        CredentialsError::ProviderError(_) => super::causes(failure)
+            .any(|e| e.is::<aws_sdk_kms::error::ConnectorError>() || e.is::<std::io::Error>()),
         _ => false,
     };
     Some(if may_pass {

@@ -191,6 +191,11 @@ pub(crate) fn classify(
         ErrorKind::Connection | ErrorKind::Io => {
             KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"))
         }
+        ErrorKind::Credential if let Some(refusal) = entra_refusal(error) => {
+            KeyProviderError::Config(format!(
+                "Entra ID refused to issue a token for {object}: {refusal}; check {settings}"
+            ))
+        }
         ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::Unavailable(
             format!("Entra ID could not issue a token for {object} now: {detail}"),
         ),
@@ -201,6 +206,28 @@ pub(crate) fn classify(
             "cannot call Azure Key Vault for {object}: {detail}; check {settings}"
         )),
     }
+}
+
+/// Entra ID's own refusal (`AADSTS…`: a wrong secret, an unknown tenant or application)
+/// when the SDK could not read Entra's error body. `azure_identity` 1.0 reads its
+/// description as a borrowed string, which fails on the escaped CRLFs that Entra puts in
+/// every description; the description is then only in the parse error's text.
+fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    super::causes(error)
+        .filter_map(|e| e.downcast_ref::<azure_core::Error>())
+        .filter(|e| matches!(e.kind(), ErrorKind::DataConversion))
+        .find_map(|e| {
+            let text = e.to_string();
+            let start = text.find("AADSTS")?;
+            let description = &text[start..];
+            // The first line of the description, quoted and escaped as the parse error has it.
+            let end = ["\"", "\r", "\n", "\\r", "\\n"]
+                .iter()
+                .filter_map(|stop| description.find(stop))
+                .min()
+                .unwrap_or(description.len());
+            Some(description[..end].trim_end().to_owned())
+        })
 }
 
 /// Whether a token request failed for a reason that may pass: Entra ID answered 408, 429 or

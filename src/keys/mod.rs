@@ -105,7 +105,7 @@ impl Measured {
 #[async_trait]
 impl RsaKeyProvider for Measured {
     fn describe(&self) -> String {
-        self.provider.describe()
+        self.group.rename_settings(self.provider.describe())
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {

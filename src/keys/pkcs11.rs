@@ -71,7 +71,29 @@ struct Token {
     pin_rejected: AtomicBool,
     /// A call that ran out of time and has not returned yet: its "finished" flag. Until it
     /// returns, new calls are answered as an outage at once instead of queueing behind it.
-    stuck_call: Mutex<Option<Arc<AtomicBool>>>,
+    /// Shared by every provider of this process on the same token (see [`stuck_call_of`]).
+    stuck_call: StuckCall,
+}
+
+/// The "finished" flag of a call into the library that ran out of time, if any.
+type StuckCall = Arc<Mutex<Option<Arc<AtomicBool>>>>;
+
+/// The stuck-call state of the token `serial` in `library`, shared across providers: start-up
+/// retries build a new provider each time, and must not log in again while an earlier
+/// attempt's login is still pending in the library (with a wrong PIN, each attempt would
+/// count against the token's retry limit and could lock it).
+fn stuck_call_of(library: &std::path::Path, serial: &str) -> StuckCall {
+    type Registry = Mutex<std::collections::HashMap<(std::path::PathBuf, String), StuckCall>>;
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    let mut registry = REGISTRY
+        .get_or_init(Registry::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(
+        registry
+            .entry((library.to_path_buf(), serial.to_owned()))
+            .or_default(),
+    )
 }
 
 struct OpenSession {
@@ -102,7 +124,7 @@ impl Pkcs11KeyProvider {
             template,
             session: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
-            stuck_call: Mutex::new(None),
+            stuck_call: stuck_call_of(&library_path, &settings.token_serial),
         };
         let token = Arc::new(token);
         let token_public = token
@@ -149,18 +171,14 @@ impl Pkcs11KeyProvider {
                 }
             },
         };
-        let public = PublicEncryptingKey::from_der(&public_der).map_err(|e| {
+        let unusable = |e: &dyn std::fmt::Display| {
             KeyProviderError::Config(format!(
                 "unusable RSA public key ({e}; {})",
                 super::RSA_KEY_SIZES
             ))
-        })?;
-        let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
-            KeyProviderError::Config(format!(
-                "unusable RSA public key ({e}; {})",
-                super::RSA_KEY_SIZES
-            ))
-        })?;
+        };
+        let public = PublicEncryptingKey::from_der(&public_der).map_err(|e| unusable(&e))?;
+        let public = OaepPublicEncryptingKey::new(public).map_err(|e| unusable(&e))?;
         let description = format!(
             "PKCS#11 token {} via {}, private key {} (RSA {}-bit, OAEP SHA-1; {source})",
             token.serial,
@@ -344,7 +362,11 @@ fn session_lost(error: &CkError) -> bool {
                 | RvError::ObjectHandleInvalid
                 | RvError::KeyHandleInvalid
                 | RvError::UserNotLoggedIn
-                | RvError::CryptokiNotInitialized,
+                | RvError::CryptokiNotInitialized
+                // An operation left unfinished on the session (a call abandoned midway):
+                // waiting does not clear it, a new session does.
+                | RvError::OperationActive
+                | RvError::FunctionCanceled,
             _
         )
     )
@@ -485,18 +507,12 @@ impl Token {
                 )))
             }
             // The token is short of memory or busy: that passes, the ciphertext is not at fault.
-            (
-                None,
-                Some(
-                    rv @ (RvError::DeviceMemory
-                    | RvError::HostMemory
-                    | RvError::OperationActive
-                    | RvError::FunctionCanceled),
-                ),
-            ) => Err(KeyProviderError::Unavailable(format!(
-                "PKCS#11 token {} could not decrypt now ({rv:?})",
-                self.serial
-            ))),
+            (None, Some(rv @ (RvError::DeviceMemory | RvError::HostMemory))) => {
+                Err(KeyProviderError::Unavailable(format!(
+                    "PKCS#11 token {} could not decrypt now ({rv:?})",
+                    self.serial
+                )))
+            }
             (None, Some(RvError::PinExpired)) => Err(KeyProviderError::Config(format!(
                 "the PIN of PKCS#11 token {} has expired; set a new one on the token and in {PIN_ENV}",
                 self.serial

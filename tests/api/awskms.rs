@@ -283,6 +283,25 @@ async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
 /// What a fake KMS saw: the `X-Amz-Target` and the JSON body of each request.
 type Recorded = Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
 
+/// A fake KMS's request, recorded: its operation (`X-Amz-Target`) and JSON body.
+fn record(
+    recorded: &Recorded,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (String, serde_json::Value) {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    recorded
+        .lock()
+        .unwrap()
+        .push((target.clone(), request.clone()));
+    (target, request)
+}
+
 /// A minimal KMS speaking the JSON protocol for one RSA_2048 key, with real RSA-OAEP
 /// SHA-256 (MGF1 SHA-256), which is what AWS documents for `RSAES_OAEP_SHA_256`.
 fn rsa_fake_kms(
@@ -297,22 +316,13 @@ fn rsa_fake_kms(
     use axum::http::HeaderMap;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
         let private = Arc::clone(&private);
         let recorded = Arc::clone(&recorded);
         async move {
-            let target = headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            recorded
-                .lock()
-                .unwrap()
-                .push((target.clone(), request.clone()));
+            let (target, request) = record(&recorded, &headers, &body);
             let fail = |kind: &str| {
                 (
                     StatusCode::BAD_REQUEST,
@@ -619,13 +629,7 @@ async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
     let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
         let seen = Arc::clone(&seen);
         async move {
-            let target = headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            seen.lock().unwrap().push((target.clone(), request.clone()));
+            let (target, request) = record(&seen, &headers, &body);
             let answer = |status: StatusCode, body: Value| (status, body.to_string());
             if request["KeyId"] != KEY_ID || request["EncryptionAlgorithm"] != "SYMMETRIC_DEFAULT" {
                 if target == "TrentService.DescribeKey" {

@@ -488,10 +488,22 @@ fn token_endpoint(state: &AzureState, method: &Method, path: &str, body: &str) -
             .into_response();
     }
     let form: BTreeMap<String, String> = url_form(body);
+    // Entra's descriptions end in CRLF-separated trace lines, so the JSON has escapes.
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        let description = format!(
+            "{description}\r\nTrace ID: 0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9\r\nCorrelation ID: \
+             5f6a7b8c-9d0e-4f1a-8b2c-3d4e5f6a7b8c\r\nTimestamp: 2026-11-26 12:00:00Z"
+        );
         (
             status,
-            axum::Json(json!({ "error": error, "error_description": description })),
+            axum::Json(json!({
+                "error": error,
+                "error_description": description,
+                "error_codes": [7000215],
+                "timestamp": "2026-11-26 12:00:00Z",
+                "trace_id": "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+                "correlation_id": "5f6a7b8c-9d0e-4f1a-8b2c-3d4e5f6a7b8c"
+            })),
         )
             .into_response()
     };
@@ -735,7 +747,11 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
     let KeyProviderError::Config(message) = &error else {
         panic!("{error:?}");
     };
-    assert!(message.contains("AADSTS7000215"), "{message}");
+    assert!(
+        message.contains("AADSTS7000215: Invalid client secret provided.")
+            && !message.contains("Trace ID"),
+        "Entra's reason, without its trace lines: {message}"
+    );
     assert!(
         message.contains("keyConnectorSettings__rsaKey__azureKeyvaultAd"),
         "{message}"
