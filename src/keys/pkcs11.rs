@@ -81,7 +81,8 @@ type StuckCall = Arc<Mutex<Option<Arc<AtomicBool>>>>;
 /// The stuck-call state of the token `serial` in `library`, shared across providers: start-up
 /// retries build a new provider each time, and must not log in again while an earlier
 /// attempt's login is still pending in the library (with a wrong PIN, each attempt would
-/// count against the token's retry limit and could lock it).
+/// count against the token's retry limit and could lock it). Process-wide on purpose: a
+/// loaded PKCS#11 library and its sessions are process-wide state too.
 fn stuck_call_of(library: &std::path::Path, serial: &str) -> StuckCall {
     type Registry = Mutex<std::collections::HashMap<(std::path::PathBuf, String), StuckCall>>;
     static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
