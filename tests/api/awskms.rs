@@ -7,6 +7,7 @@
 //! fake KMS that does real RSA-OAEP SHA-256.
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,6 +254,20 @@ async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
     assert!(blob.len() > 32);
 }
 
+/// The binary's command with the symmetric KMS key `key_id`; credentials and endpoint are
+/// the caller's to add.
+fn symmetric_kms_service(dir: &Path, idp_url: &str, port: u16, key_id: &str) -> Command {
+    let mut command = service_command(dir, "sqlite", idp_url, port);
+    command
+        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
+        .env("keyConnectorSettings__rsaKey__awsKeyId", key_id)
+        .env(
+            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
+            "true",
+        );
+    command
+}
+
 #[tokio::test]
 async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
     let moto = moto_or_skip!();
@@ -260,14 +275,8 @@ async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    let mut command = symmetric_kms_service(dir.path(), &idp.url, port, &key_id);
     command
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
-        .env("keyConnectorSettings__rsaKey__awsKeyId", &key_id)
-        .env(
-            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
-            "true",
-        )
         .env("keyConnectorSettings__rsaKey__awsAccessKeyId", "")
         .env("keyConnectorSettings__rsaKey__awsAccessKeySecret", "")
         .env("AWS_ENDPOINT_URL", &moto.url)
@@ -733,14 +742,8 @@ async fn web_identity_credentials_are_waited_for_until_sts_answers() {
     )
     .unwrap();
     let port = free_port();
-    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    let mut command = symmetric_kms_service(dir.path(), &idp.url, port, &key_id);
     command
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
-        .env("keyConnectorSettings__rsaKey__awsKeyId", &key_id)
-        .env(
-            "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
-            "true",
-        )
         .env("AWS_REGION", REGION)
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
         .env(

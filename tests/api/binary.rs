@@ -173,14 +173,7 @@ impl Service {
         let client = reqwest::Client::new();
         let token = idp.token_for(Uuid::new_v4());
         let key = random_key();
-        let response = client
-            .post(format!("{}/user-keys", self.base_url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(self.post_key(&client, &token, &key).await, StatusCode::OK);
         assert_eq!(
             read_key(&client, &self.base_url, &token).await.as_ref(),
             Ok(&key)
@@ -197,6 +190,18 @@ impl Service {
     /// Whether the process has ended (start-up gave up, or it was stopped).
     pub fn has_exited(&mut self) -> bool {
         self.child.try_wait().unwrap().is_some()
+    }
+
+    /// `POST /user-keys` of `key` for the user of `token`; the answer's status.
+    pub async fn post_key(&self, client: &reqwest::Client, token: &str, key: &str) -> StatusCode {
+        client
+            .post(format!("{}/user-keys", self.base_url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     /// What `GET /user-keys` answers for `token`: the key, or the status.
@@ -311,14 +316,10 @@ async fn acknowledged_writes_survive_kill_9(store: &str) {
     for _ in 0..20 {
         let token = idp.token_for(Uuid::new_v4());
         let key = random_key();
-        let response = client
-            .post(format!("{}/user-keys", service.base_url))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            service.post_key(&client, &token, &key).await,
+            StatusCode::OK
+        );
         written.push((token, key));
     }
     service.signal("KILL");
@@ -352,14 +353,10 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
 
     let reader = idp.token_for(Uuid::new_v4());
     let reader_key = random_key();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(&reader)
-        .json(&serde_json::json!({ "key": reader_key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        service.post_key(&client, &reader, &reader_key).await,
+        StatusCode::OK
+    );
     // A read whose LastAccessDate is only pending in memory when the signal arrives.
     assert_eq!(
         read_key(&client, &service.base_url, &reader).await,
@@ -457,14 +454,12 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
     let service = Service::spawn(command, port).wait_ready().await;
     let client = reqwest::Client::new();
     let user = Uuid::new_v4();
-    let response = client
-        .post(format!("{}/user-keys", service.base_url))
-        .bearer_auth(idp.token_for(user))
-        .json(&serde_json::json!({ "key": random_key() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        service
+            .post_key(&client, &idp.token_for(user), &random_key())
+            .await,
+        StatusCode::OK
+    );
     assert!(
         read_key(&client, &service.base_url, &idp.token_for(user))
             .await

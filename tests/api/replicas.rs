@@ -72,14 +72,11 @@ async fn replicas_share_one_truth(server: Engine) {
     for (i, writer) in replicas.iter().enumerate() {
         let user = Uuid::new_v4();
         let key = random_key();
-        let response = client
-            .post(format!("{}/user-keys", writer.base_url))
-            .bearer_auth(idp.token_for(user))
-            .json(&serde_json::json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "POST on replica {i}");
+        assert_eq!(
+            writer.post_key(&client, &idp.token_for(user), &key).await,
+            StatusCode::OK,
+            "POST on replica {i}"
+        );
         for reader in &replicas {
             assert_eq!(
                 read_key(&client, &reader.base_url, &idp.token_for(user)).await,
