@@ -206,7 +206,7 @@ fn absent_password_pfx(dir: &Path, mac: &str) -> Option<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_store_file_written_as_dotnet_writes_it_is_read() {
-    use crate::certificates::{openssl, openssl_available};
+    use crate::certificates::{export_pfx, openssl, openssl_available};
     use crate::skip_or_fail;
     if !openssl_available() {
         skip_or_fail!("openssl is not installed");
@@ -240,20 +240,13 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
     let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
     let fingerprint = fingerprint.trim().rsplit('=').next().unwrap().to_owned();
     // A password-protected copy made by OpenSSL, to compare keys with.
-    openssl(
+    export_pfx(
         dir,
-        &[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "key.pem",
-            "-in",
-            "cert.pem",
-            "-passout",
-            "pass:reference",
-            "-out",
-            "reference.pfx",
-        ],
+        "key.pem",
+        "cert.pem",
+        "reference.pfx",
+        "reference",
+        &[],
     );
     let reference = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
         path: dir.join("reference.pfx"),

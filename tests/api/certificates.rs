@@ -25,6 +25,17 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl pkcs12 -export` of the PEM files `key` and `cert` in `dir` into `out`, under
+/// `password`, with `extra` arguments.
+pub fn export_pfx(dir: &Path, key: &str, cert: &str, out: &str, password: &str, extra: &[&str]) {
+    let passout = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12", "-export", "-inkey", key, "-in", cert, "-out", out, "-passout", &passout,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
 pub fn openssl_available() -> bool {
     Command::new("openssl")
         .arg("version")
@@ -142,13 +153,14 @@ async fn every_common_pkcs12_variant_and_rsa_size_unwraps() {
             &["pkey", "-in", "key.pem", "-pubout", "-out", "public.pem"],
         );
         for (file, password, extra) in VARIANTS {
-            let pass = format!("pass:{}", password.unwrap_or(""));
-            let mut args = vec![
-                "pkcs12", "-export", "-inkey", "key.pem", "-in", "cert.pem", "-out", file,
-                "-passout", &pass,
-            ];
-            args.extend_from_slice(extra);
-            openssl(dir, &args);
+            export_pfx(
+                dir,
+                "key.pem",
+                "cert.pem",
+                file,
+                password.unwrap_or(""),
+                extra,
+            );
             unwraps_what_openssl_wrapped(dir, file, *password).await;
         }
     }
@@ -169,21 +181,7 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
             "-days", "30",
         ],
     );
-    openssl(
-        d,
-        &[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "key.pem",
-            "-in",
-            "cert.pem",
-            "-out",
-            "good.pfx",
-            "-passout",
-            "pass:right",
-        ],
-    );
+    export_pfx(d, "key.pem", "cert.pem", "good.pfx", "right", &[]);
     openssl(
         d,
         &[
@@ -226,39 +224,16 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
             "30",
         ],
     );
-    openssl(
-        d,
-        &[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "ec.pem",
-            "-in",
-            "ec-cert.pem",
-            "-out",
-            "ec.pfx",
-            "-passout",
-            "pass:right",
-        ],
-    );
+    export_pfx(d, "ec.pem", "ec-cert.pem", "ec.pfx", "right", &[]);
     std::fs::write(d.join("garbage.pfx"), b"this is not a certificate").unwrap();
     // More key-derivation iterations than the reader accepts: not a password problem.
-    openssl(
+    export_pfx(
         d,
-        &[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "key.pem",
-            "-in",
-            "cert.pem",
-            "-out",
-            "many-iterations.pfx",
-            "-iter",
-            "1100000",
-            "-passout",
-            "pass:right",
-        ],
+        "key.pem",
+        "cert.pem",
+        "many-iterations.pfx",
+        "right",
+        &["-iter", "1100000"],
     );
     // Too small for the RSA implementation: the message says which sizes work.
     openssl(d, &["genrsa", "-out", "small.pem", "1024"]);
@@ -278,21 +253,7 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
             "30",
         ],
     );
-    openssl(
-        d,
-        &[
-            "pkcs12",
-            "-export",
-            "-inkey",
-            "small.pem",
-            "-in",
-            "small.crt",
-            "-out",
-            "small.pfx",
-            "-passout",
-            "pass:right",
-        ],
-    );
+    export_pfx(d, "small.pem", "small.crt", "small.pfx", "right", &[]);
 
     let cases: &[(&str, Option<&str>, &str)] = &[
         ("good.pfx", Some("wrong"), "password"),
