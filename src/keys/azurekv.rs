@@ -232,8 +232,8 @@ fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 
 /// Whether a token request failed for a reason that may pass: Entra ID answered 408, 429 or
 /// 5xx (after the SDK's retries), or answered something that is not its JSON (an outage
-/// page from a proxy or load balancer). A refusal (`invalid_client`, unknown tenant) is a
-/// 4xx with Entra's JSON body and stays a configuration error.
+/// page from a proxy or load balancer). Entra's refusals are sorted out before, by
+/// [`entra_refusal`], and stay configuration errors.
 fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     super::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
@@ -365,6 +365,7 @@ impl AzureKeyVaultKeyProvider {
     /// older enabled versions are tried, newest first, and the one that opens the stored key
     /// is used for decryption from then on. Listing versions needs the `list` permission;
     /// without it the original failure stands, saying so.
+    ///
     /// `tried` (besides the current version) has already failed. A version that cannot be
     /// used (disabled since, or not allowed to decrypt) is passed over; an outage ends the
     /// search.
