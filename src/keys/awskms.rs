@@ -166,9 +166,11 @@ fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -
     let failure = super::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
     let may_pass = match failure {
         CredentialsError::ProviderTimedOut(_) => true,
-        // A connector error: the provider's request got no HTTP answer at all.
-        CredentialsError::ProviderError(_) => super::causes(failure)
-            .any(|e| e.is::<aws_sdk_kms::error::ConnectorError>() || e.is::<std::io::Error>()),
+        // A connector error: the provider's request got no HTTP answer at all. (An I/O
+        // error alone may be an unreadable token file, which waiting does not fix.)
+        CredentialsError::ProviderError(_) => {
+            super::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
+        }
         _ => false,
     };
     Some(if may_pass {
