@@ -254,16 +254,16 @@ async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
     assert!(blob.len() > 32);
 }
 
-/// The binary's command with the symmetric KMS key `key_id`; credentials and endpoint are
-/// the caller's to add.
-fn symmetric_kms_service(dir: &Path, idp_url: &str, port: u16, key_id: &str) -> Command {
+/// The binary's command with the KMS key `key_id` (symmetric or RSA); credentials, region
+/// and endpoint are the caller's to add.
+fn kms_service(dir: &Path, idp_url: &str, port: u16, key_id: &str, symmetric: bool) -> Command {
     let mut command = service_command(dir, "sqlite", idp_url, port);
     command
         .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
         .env("keyConnectorSettings__rsaKey__awsKeyId", key_id)
         .env(
             "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption",
-            "true",
+            symmetric.to_string(),
         );
     command
 }
@@ -275,7 +275,7 @@ async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut command = symmetric_kms_service(dir.path(), &idp.url, port, &key_id);
+    let mut command = kms_service(dir.path(), &idp.url, port, &key_id, true);
     command
         .env("keyConnectorSettings__rsaKey__awsAccessKeyId", "")
         .env("keyConnectorSettings__rsaKey__awsAccessKeySecret", "")
@@ -437,10 +437,8 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let command_for = |port: u16| {
-        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+        let mut command = kms_service(dir.path(), &idp.url, port, KEY_ID, false);
         command
-            .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
-            .env("keyConnectorSettings__rsaKey__awsKeyId", KEY_ID)
             .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
             .env(
                 "keyConnectorSettings__rsaKey__awsAccessKeyId",
@@ -562,21 +560,22 @@ async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
 #[test]
 fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
-        .env(
-            "keyConnectorSettings__rsaKey__awsKeyId",
-            "alias/key-connector",
-        )
-        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
-        .env(
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", free_port()),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
+    let output = kms_service(
+        dir.path(),
+        "http://127.0.0.1:9",
+        free_port(),
+        "alias/key-connector",
+        false,
+    )
+    .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+    .env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", free_port()),
+    )
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env("HOME", dir.path())
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -590,25 +589,26 @@ fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
 async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret() {
     let moto = moto_or_skip!();
     let dir = tempfile::tempdir().unwrap();
-    let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
-        .env("KEYCONNECTORSETTINGS__RSAKEY__PROVIDER", "awskms")
-        .env(
-            "keyConnectorSettings__rsaKey__awsKeyId",
-            "alias/no-such-key",
-        )
-        .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
-        .env(
-            "keyConnectorSettings__rsaKey__awsAccessKeyId",
-            "AKIDEXAMPLE",
-        )
-        .env(
-            "keyConnectorSettings__rsaKey__awsAccessKeySecret",
-            "Sup3rSecretAccessKeyValue",
-        )
-        .env("AWS_ENDPOINT_URL_KMS", &moto.url)
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
+    let output = kms_service(
+        dir.path(),
+        "http://127.0.0.1:9",
+        free_port(),
+        "alias/no-such-key",
+        false,
+    )
+    .env("keyConnectorSettings__rsaKey__awsRegion", REGION)
+    .env(
+        "keyConnectorSettings__rsaKey__awsAccessKeyId",
+        "AKIDEXAMPLE",
+    )
+    .env(
+        "keyConnectorSettings__rsaKey__awsAccessKeySecret",
+        "Sup3rSecretAccessKeyValue",
+    )
+    .env("AWS_ENDPOINT_URL_KMS", &moto.url)
+    .env("HOME", dir.path())
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -742,7 +742,7 @@ async fn web_identity_credentials_are_waited_for_until_sts_answers() {
     )
     .unwrap();
     let port = free_port();
-    let mut command = symmetric_kms_service(dir.path(), &idp.url, port, &key_id);
+    let mut command = kms_service(dir.path(), &idp.url, port, &key_id, true);
     command
         .env("AWS_REGION", REGION)
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
@@ -764,4 +764,45 @@ async fn web_identity_credentials_are_waited_for_until_sts_answers() {
     sts.set(Mode::Forward);
     let service = service.wait_ready().await;
     service.stores_and_serves_a_key(&idp).await;
+}
+
+/// A web identity token file that cannot be read is the operator's to fix (a wrong path, a
+/// volume not mounted, a permission): start-up stops instead of waiting on it. (The SDK's
+/// message does not name the file; the credential settings are named.)
+#[tokio::test]
+async fn an_unreadable_web_identity_token_file_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = kms_service(
+        dir.path(),
+        "http://127.0.0.1:9",
+        free_port(),
+        "alias/key-connector",
+        true,
+    );
+    command
+        .env("AWS_REGION", REGION)
+        .env(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            dir.path().join("no-such-token"),
+        )
+        .env(
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/key-connector",
+        )
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", dir.path());
+    let stderr = crate::binary::start_up_stops(
+        command,
+        "an unreadable token file must stop start-up, not be waited on",
+    )
+    .await;
+    assert!(
+        stderr.contains("No such file or directory")
+            && stderr.contains("keyConnectorSettings__rsaKey__awsAccessKeyId"),
+        "{stderr}"
+    );
 }

@@ -625,6 +625,29 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
     );
 }
 
+/// Starts `command` and expects it to exit unsuccessfully within 30 s (start-up refusing a
+/// configuration instead of retrying it); returns what it wrote to stderr. Panics with
+/// `why` if it is still running then.
+pub async fn start_up_stops(mut command: Command, why: &str) -> String {
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{why}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{why}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
 /// The binary started by `command_for(port)` talks to a server whose certificate comes from
 /// the private CA `ca_pem`: without trusting it, start-up stops at once saying how to trust
 /// it (no endless retry); with `SSL_CERT_FILE` naming it, the service stores and serves a key.
@@ -635,21 +658,11 @@ pub async fn a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
     command_for: impl Fn(u16) -> Command,
 ) {
     let port = free_port();
-    let mut untrusted = command_for(port).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = untrusted.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = untrusted.kill();
-            panic!("an untrusted server certificate must stop start-up, not be retried");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut untrusted.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = start_up_stops(
+        command_for(port),
+        "an untrusted server certificate must stop start-up, not be retried",
+    )
+    .await;
     assert!(
         stderr.contains("does not trust") && stderr.contains("SSL_CERT_FILE"),
         "{stderr}"
