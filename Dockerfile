@@ -1,30 +1,57 @@
-# The Key Connector image: every store and key provider, running as a non-root user, with
-# its data under /etc/bitwarden like the official image, listening on port 5000.
+# The Key Connector image: a drop-in for `bitwarden/key-connector`. Every store and key
+# provider, the official image's files and defaults (port 5000, data and logs under
+# /etc/bitwarden, /app/appsettings.json, OpenSC and YubiHSM 2 PKCS#11 modules at their
+# usual paths), run as a non-root user.
 #
-#   docker build -t key-connector .
+#   docker build -t key-connector .                                # from source
+#   docker build --build-arg YUBIHSM_PKCS11=0 -t key-connector .   # without the YubiHSM module
 #
-# Build stage: the release binary.
-FROM rust:1.95-bookworm AS build
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY examples ./examples
-RUN cargo build --release --locked --bin key-connector \
-    && cp target/release/key-connector /key-connector
+# An already built release binary can be packaged without compiling again: put it in a
+# build context next to `docker/` and this file, as `key-connector`, and build the
+# `prebuilt` target (`docker build --target prebuilt ...`). Both targets share every other
+# layer.
 
-# Run stage: Debian slim (glibc, as the binary and PKCS#11 modules need), CA roots for
-# TLS to databases and key services, OpenSC's PKCS#11 module as upstream ships.
-FROM debian:bookworm-slim
+# ---- runtime: what the service needs at run time, shared by both targets ----
+FROM debian:bookworm-slim AS runtime
+
+# 1 installs Yubico's PKCS#11 module (yubihsm-shell 2.6, Debian's build from
+# bookworm-backports, verified by apt's signed indexes) at upstream's default path
+# /usr/lib/x86_64-linux-gnu/pkcs11/yubihsm_pkcs11.so; 0 leaves it out.
+ARG YUBIHSM_PKCS11=1
+
+# One layer: packages in, then everything apt downloaded or indexed out again, whatever the
+# base (Docker's slim image cleans up by itself, a debootstrap-made base does not). The
+# backports source uses the base's own mirror and is removed again afterwards.
+RUN set -eu; \
+    . /etc/os-release; \
+    packages="ca-certificates curl opensc"; \
+    if [ "$YUBIHSM_PKCS11" = 1 ]; then \
+        mirror=$(sed -n -e 's/^URIs: *\([^ ]*\).*/\1/p' \
+            -e "s/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\) $VERSION_CODENAME .*/\2/p" \
+            /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null | head -n 1); \
+        echo "deb $mirror $VERSION_CODENAME-backports main" > /etc/apt/sources.list.d/backports.list; \
+    fi; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends $packages; \
+    if [ "$YUBIHSM_PKCS11" = 1 ]; then \
+        apt-get install -y --no-install-recommends -t "$VERSION_CODENAME-backports" \
+            yubihsm-pkcs11 libyubihsm-http2; \
+        test -f "/usr/lib/$(uname -m)-linux-gnu/pkcs11/yubihsm_pkcs11.so"; \
+        rm /etc/apt/sources.list.d/backports.list; \
+    fi; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
+        /var/cache/debconf/*-old /var/lib/dpkg/*-old; \
+    groupadd --system --non-unique --gid 65534 bitwarden; \
+    useradd --system --no-log-init --non-unique --uid 65534 --gid bitwarden \
+        --home-dir /home/bitwarden --shell /usr/sbin/nologin bitwarden; \
+    mkdir -p /home/bitwarden /etc/bitwarden/logs /etc/bitwarden/ca-certificates; \
+    chown 65534:65534 /home/bitwarden
+
 LABEL org.opencontainers.image.title="key-connector" \
       org.opencontainers.image.description="A drop-in, self-hosted Bitwarden Key Connector"
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates opensc \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=build /key-connector /usr/local/bin/key-connector
-COPY docker/appsettings.json /app/appsettings.json
-COPY docker/entrypoint.sh /entrypoint.sh
-RUN chmod 0755 /entrypoint.sh /usr/local/bin/key-connector \
-    && mkdir -p /etc/bitwarden
+COPY --chmod=0644 docker/appsettings.json /app/appsettings.json
+COPY --chmod=0755 docker/entrypoint.sh /entrypoint.sh
 
 ENV ASPNETCORE_URLS=http://+:5000
 WORKDIR /app
@@ -33,6 +60,24 @@ VOLUME ["/etc/bitwarden"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
     CMD ["/usr/local/bin/key-connector", "healthcheck"]
 # The entrypoint starts as root only to take the LOCAL_UID/LOCAL_GID identity (as the official
-# image does for Bitwarden's installer), give it /etc/bitwarden, trust extra CA certificates,
-# and then runs the service as that non-root user. Started with --user, it runs as given.
+# image does for Bitwarden's installer), give it what it writes under /etc/bitwarden, trust
+# extra CA certificates, and then runs the service as that non-root user with no way to gain
+# privileges. Started with --user, it runs as given.
 ENTRYPOINT ["/entrypoint.sh"]
+
+# ---- prebuilt: the runtime plus a release binary from the build context ----
+FROM runtime AS prebuilt
+COPY --chmod=0755 key-connector /usr/local/bin/key-connector
+
+# ---- build: the release binary from source ----
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY examples ./examples
+RUN cargo build --release --locked --bin key-connector \
+    && cp target/release/key-connector /key-connector
+
+# ---- the default target: the runtime plus the binary built above ----
+FROM runtime AS image
+COPY --from=build --chmod=0755 /key-connector /usr/local/bin/key-connector

@@ -90,8 +90,21 @@ async fn main() -> ExitCode {
         .after_help(config::raw::settings_help())
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    telemetry::init(cli.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The official image's `Serilog` section: levels for every command, the log file for the
+    // service only. A section that cannot be read leaves the defaults; the settings' own
+    // loading reports an unreadable file.
+    let (log_settings, log_warnings) =
+        config::logging::load(&ConfigSource::from_process(cli.config.clone())).unwrap_or_default();
+    let _log_guard = telemetry::init(
+        cli.log_format,
+        &log_settings,
+        matches!(command, Command::Serve),
+    );
+    for warning in &log_warnings {
+        tracing::warn!("{warning}");
+    }
+    match command {
         Command::Serve => serve(cli.config).await,
         Command::CheckConfig => admin::check_config(cli.config).await,
         Command::Transfer { dry_run } => admin::transfer(cli.config, dry_run).await,

@@ -8,7 +8,9 @@
 
 pub mod azure_storage;
 pub mod connection_string;
+mod layers;
 pub mod listen;
+pub mod logging;
 pub mod raw;
 pub mod sql_connection;
 

@@ -6,13 +6,12 @@
 //! trailing commas, as ASP.NET's JSON provider allows. Everything is flattened into
 //! `section:key` paths first, then [`validate`] turns the paths into typed [`Settings`].
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use secrecy::SecretString;
-use serde_json::Value;
 
 use super::connection_string::ConnectionString;
+use super::layers::{Section, Values, read_section};
 use super::sql_connection;
 use super::{
     AwsKmsSettings, AwsStaticCredentials, AzureAdCredentials, AzureKeyVaultCertificateSettings,
@@ -231,78 +230,10 @@ fn is_known(path_lower: &str) -> bool {
         .any(|s| s.path.eq_ignore_ascii_case(relative))
 }
 
-/// Flattened settings below the section: lower-cased path → (path as written, value).
-#[derive(Default)]
-struct Values {
-    entries: BTreeMap<String, (String, String)>,
-}
-
-impl Values {
-    fn set(&mut self, path: String, value: String) {
-        self.entries
-            .insert(path.to_ascii_lowercase(), (path, value));
-    }
-
-    /// A non-empty value (.NET binds an empty string as "not configured" for our purposes).
-    fn get(&self, path: &str) -> Option<&str> {
-        self.entries
-            .get(&path.to_ascii_lowercase())
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.trim().is_empty())
-    }
-
-    fn require(&self, path: &str, what: &str) -> Result<&str, ConfigError> {
-        self.get(path)
-            .ok_or_else(|| ConfigError::new(path, format!("is required: {what}")))
-    }
-}
-
 /// Reads and validates the settings from files and environment.
 pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
-    let mut values = Values::default();
+    let Section { values, base_file } = read_section(source, SECTION)?;
     let mut warnings = Vec::new();
-
-    let base = match &source.file {
-        Some(path) => {
-            if !path.is_file() {
-                return Err(file_error(path, "does not exist or is not a file"));
-            }
-            Some(path.clone())
-        }
-        None => Some(PathBuf::from("appsettings.json")).filter(|p| p.is_file()),
-    };
-    let mut files = Vec::new();
-    if let Some(base) = &base {
-        files.push(base.clone());
-        let environment = env_value(&source.env, "ASPNETCORE_ENVIRONMENT")
-            .or_else(|| env_value(&source.env, "DOTNET_ENVIRONMENT"))
-            .unwrap_or("Production");
-        let layered = base.with_file_name(format!("appsettings.{environment}.json"));
-        if layered.is_file() {
-            files.push(layered);
-        }
-    }
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|e| file_error(file, &e.to_string()))?;
-        let json: Value = serde_json::from_str(&strip_json_comments(&text))
-            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")))?;
-        if let Some((_, section)) = json
-            .as_object()
-            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(SECTION)))
-        {
-            flatten(section, String::new(), &mut values);
-        }
-    }
-
-    let prefix = format!("{}__", SECTION.to_ascii_lowercase());
-    for (name, value) in &source.env {
-        let lower = name.to_ascii_lowercase();
-        if let Some(rest) = lower.strip_prefix(&prefix) {
-            let original = &name[prefix.len()..];
-            debug_assert_eq!(original.len(), rest.len());
-            values.set(original.replace("__", ":"), value.clone());
-        }
-    }
 
     for (lower, (path, _)) in &values.entries {
         if !is_known(lower) {
@@ -320,128 +251,8 @@ pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
     Ok(LoadedSettings {
         settings,
         warnings,
-        config_file: base,
+        config_file: base_file,
     })
-}
-
-fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-fn file_error(path: &Path, message: &str) -> ConfigError {
-    ConfigError {
-        setting: format!("configuration file {}", path.display()),
-        env_var: "--config".into(),
-        message: message.to_owned(),
-    }
-}
-
-fn flatten(value: &Value, path: String, out: &mut Values) {
-    let join = |key: &str| {
-        if path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{path}:{key}")
-        }
-    };
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                flatten(child, join(key), out);
-            }
-        }
-        Value::Array(items) => {
-            for (index, child) in items.iter().enumerate() {
-                flatten(child, join(&index.to_string()), out);
-            }
-        }
-        Value::Null => out.set(path, String::new()),
-        Value::String(text) => out.set(path, text.clone()),
-        Value::Bool(b) => out.set(path, if *b { "True" } else { "False" }.into()),
-        Value::Number(n) => out.set(path, n.to_string()),
-    }
-}
-
-/// Removes `//` and `/* */` comments and trailing commas outside strings, which ASP.NET's
-/// JSON configuration provider tolerates and `serde_json` does not. Written by hand: it is a
-/// small state machine, and no widely used crate does exactly this.
-fn strip_json_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let mut in_string = false;
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            if c == '\\' {
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                for next in chars.by_ref() {
-                    if next == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut previous = ' ';
-                for next in chars.by_ref() {
-                    if previous == '*' && next == '/' {
-                        break;
-                    }
-                    previous = next;
-                }
-                out.push(' ');
-            }
-            _ => out.push(c),
-        }
-    }
-    remove_trailing_commas(&out)
-}
-
-/// Drops a comma that only whitespace separates from a closing `}` or `]`, outside strings.
-/// Runs after comments are gone, so a single look-ahead over whitespace suffices.
-fn remove_trailing_commas(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for (index, c) in text.char_indices() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c == ','
-            && matches!(
-                text[index + 1..].trim_start().chars().next(),
-                Some('}' | ']')
-            )
-        {
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn closest_known(path_lower: &str) -> Option<String> {
@@ -1124,8 +935,11 @@ fn parse_dotnet_bool(value: &str) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layers::strip_json_comments;
     use super::*;
     use secrecy::ExposeSecret;
+    use serde_json::Value;
+    use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
