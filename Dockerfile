@@ -50,7 +50,7 @@ RUN set -eu; \
 
 LABEL org.opencontainers.image.title="key-connector" \
       org.opencontainers.image.description="A drop-in, self-hosted Bitwarden Key Connector"
-COPY --chmod=0644 docker/appsettings.json /app/appsettings.json
+COPY docker/appsettings.json /app/appsettings.json
 COPY --chmod=0755 docker/entrypoint.sh /entrypoint.sh
 
 ENV ASPNETCORE_URLS=http://+:5000

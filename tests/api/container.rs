@@ -85,6 +85,8 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
             "keyConnectorSettings__transferTo__lockfilePath",
             format!("{data}/transfer.lock"),
         )
+        // The image's Serilog File sink, relocated like the data directory.
+        .env("Serilog__WriteTo__1__Args__path", format!("{data}/logs/log.txt"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -136,6 +138,18 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
     assert_eq!(std::fs::metadata(&document).unwrap().uid(), NOBODY);
     assert_eq!(std::fs::metadata(data_dir.path()).unwrap().uid(), NOBODY);
     assert!(data_dir.path().join("logs").is_dir());
+    // The log file of the image's Serilog section: `log.txt` named by the day, the user's.
+    let log_files: Vec<_> = std::fs::read_dir(data_dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(log_files.len(), 1, "{log_files:?}");
+    let name = log_files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.len() == "log20261201.txt".len() && name.starts_with("log2") && name.ends_with(".txt"),
+        "{name}"
+    );
+    assert_eq!(std::fs::metadata(&log_files[0]).unwrap().uid(), NOBODY);
     assert!(data_dir.path().join("ca-certificates").is_dir());
 
     // The image's HEALTHCHECK command.

@@ -17,6 +17,7 @@ mod databases;
 mod gcpkms;
 mod helpers;
 mod https;
+mod image;
 mod lifecycle;
 mod openapi;
 mod operations;
