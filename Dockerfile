@@ -19,11 +19,15 @@ FROM debian:bookworm-slim AS runtime
 # /usr/lib/x86_64-linux-gnu/pkcs11/yubihsm_pkcs11.so; 0 leaves it out.
 ARG YUBIHSM_PKCS11=1
 
-# One layer: packages in, then everything apt downloaded or indexed out again, whatever the
-# base (Docker's slim image cleans up by itself, a debootstrap-made base does not). The
-# backports source uses the base's own mirror and is removed again afterwards.
+# One layer: packages in (without manuals and documentation but their copyright files, as
+# Docker's slim image installs them), then everything apt downloaded or indexed out again,
+# whatever the base (Docker's slim image cleans up by itself, a debootstrap-made base does
+# not). The backports source uses the base's own mirror and is removed again afterwards.
 RUN set -eu; \
     . /etc/os-release; \
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+        'path-exclude /usr/share/lintian/*' > /etc/dpkg/dpkg.cfg.d/excludes; \
     packages="ca-certificates curl opensc"; \
     if [ "$YUBIHSM_PKCS11" = 1 ]; then \
         mirror=$(sed -n -e 's/^URIs: *\([^ ]*\).*/\1/p' \
@@ -75,8 +79,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
-RUN cargo build --release --locked --bin key-connector \
-    && cp target/release/key-connector /key-connector
+RUN cargo build --profile dist --locked --bin key-connector \
+    && cp target/dist/key-connector /key-connector
 
 # ---- the default target: the runtime plus the binary built above ----
 FROM runtime AS image

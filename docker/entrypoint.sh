@@ -20,9 +20,12 @@ say() {
 
 if [ "$(id -u)" != "0" ]; then
     # Started with --user (or Kubernetes runAsUser): nothing changes hands; run as given.
-    if [ -z "${HOME:-}" ] || [ "$HOME" = "/" ]; then
-        export HOME="$SERVICE_HOME"
-    fi
+    # Such an id gets the image user's home, unless HOME was set to something other than
+    # what engines fill in for an id the image does not know (Docker `/`, podman the
+    # working directory).
+    case "${HOME:-/}" in
+    / | "$APP_DIR" | "$APP_DIR/") export HOME="$SERVICE_HOME" ;;
+    esac
     cd "$APP_DIR"
     exec "$BINARY" "$@"
 fi

@@ -227,13 +227,18 @@ fn file_sink(values: &Values, warnings: &mut Vec<String>) -> Option<LogFileSetti
             None => Some(default),
             // JSON null (flattened to an empty value): no limit, as in Serilog.
             Some((_, text)) if text.trim().is_empty() => None,
-            Some((_, text)) => text.trim().parse::<u64>().ok().filter(|n| *n > 0).or_else(|| {
-                warnings.push(format!(
-                    "{} is not a positive whole number; using {default}",
-                    setting(&path)
-                ));
-                Some(default)
-            }),
+            Some((_, text)) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .or_else(|| {
+                    warnings.push(format!(
+                        "{} is not a positive whole number; using {default}",
+                        setting(&path)
+                    ));
+                    Some(default)
+                }),
         }
     };
     let size_limit_bytes = number("fileSizeLimitBytes", DEFAULT_FILE_SIZE_LIMIT);

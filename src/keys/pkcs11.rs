@@ -265,9 +265,24 @@ fn load_library(path: &std::path::Path) -> Result<Pkcs11, KeyProviderError> {
         // Another part of this process (a second provider, a test) initialised it first.
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
         Err(e) => Err(KeyProviderError::Config(format!(
-            "the PKCS#11 library {} failed to initialise ({LIBRARY_ENV}): {e}",
-            path.display()
+            "the PKCS#11 library {} failed to initialise ({LIBRARY_ENV}): {e}{}",
+            path.display(),
+            initialise_hint(path)
         ))),
+    }
+}
+
+/// What a library that refuses to initialise usually lacks. Yubico's module refuses
+/// without its configuration file, which names the `yubihsm-connector` to use.
+fn initialise_hint(path: &std::path::Path) -> &'static str {
+    let is_yubihsm = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().contains("yubihsm"));
+    if is_yubihsm {
+        "; the YubiHSM module needs its configuration: set YUBIHSM_PKCS11_CONF to a \
+         yubihsm_pkcs11.conf naming the connector (e.g. `connector = http://yubihsm-connector:12345`)"
+    } else {
+        ""
     }
 }
 

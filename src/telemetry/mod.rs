@@ -18,12 +18,12 @@ use std::fmt;
 use time::OffsetDateTime;
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{EnvFilter, Layer};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::logging::LogSettings;
 use log_file::RollingLogFile;
@@ -59,9 +59,8 @@ enum FileOutcome {
 /// `File` sink and `write_file` is true (the service writes it; admin commands do not).
 /// A log file that cannot be opened is one warning, never a failure. Later calls do nothing.
 pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(settings.filter.as_deref().unwrap_or(DEFAULT_FILTER))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(settings.filter.as_deref().unwrap_or(DEFAULT_FILTER)));
     let (file_writer, guard, outcome) = match settings.file.clone().filter(|_| write_file) {
         None => (None, None, FileOutcome::NotConfigured),
         Some(file) => {
@@ -106,7 +105,9 @@ pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogG
     if installed {
         match outcome {
             FileOutcome::NotConfigured => {}
-            FileOutcome::Writing(path) => tracing::info!(path = %path.display(), "writing the log file"),
+            FileOutcome::Writing(path) => {
+                tracing::info!(path = %path.display(), "writing the log file")
+            }
             FileOutcome::Unwritable(message) => tracing::warn!("{message}"),
         }
     }
@@ -131,7 +132,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_serilog_prefix(&mut writer, OffsetDateTime::now_utc(), *event.metadata().level())?;
+        write_serilog_prefix(
+            &mut writer,
+            OffsetDateTime::now_utc(),
+            *event.metadata().level(),
+        )?;
         context.format_fields(writer.by_ref(), event)?;
         if let Some(scope) = context.event_scope() {
             for span in scope.from_root() {
@@ -148,7 +153,11 @@ where
 }
 
 /// `2026-12-01 19:45:32.123 +00:00 [INF] `
-fn write_serilog_prefix(writer: &mut impl fmt::Write, now: OffsetDateTime, level: Level) -> fmt::Result {
+fn write_serilog_prefix(
+    writer: &mut impl fmt::Write,
+    now: OffsetDateTime,
+    level: Level,
+) -> fmt::Result {
     let level = match level {
         Level::TRACE => "VRB",
         Level::DEBUG => "DBG",
@@ -177,8 +186,12 @@ mod tests {
     #[test]
     fn lines_start_as_serilogs_default_file_template() {
         let mut line = String::new();
-        write_serilog_prefix(&mut line, datetime!(2026-12-01 09:05:03.042 UTC), Level::WARN)
-            .unwrap();
+        write_serilog_prefix(
+            &mut line,
+            datetime!(2026-12-01 09:05:03.042 UTC),
+            Level::WARN,
+        )
+        .unwrap();
         assert_eq!(line, "2026-12-01 09:05:03.042 +00:00 [WRN] ");
     }
 }

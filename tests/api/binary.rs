@@ -166,25 +166,48 @@ pub async fn read_key(client: &reqwest::Client, base: &str, token: &str) -> Resu
     Ok(body["key"].as_str().unwrap().to_owned())
 }
 
+/// Stores a key for a new user at the service at `base_url`, reads it back and checks
+/// `/health`; returns the user's token and key.
+pub async fn stores_and_serves_a_key_at(base_url: &str, idp: &TestIdp) -> (String, String) {
+    let client = reqwest::Client::new();
+    let token = idp.token_for(Uuid::new_v4());
+    let key = random_key();
+    assert_eq!(
+        post_key_at(&client, base_url, &token, &key).await,
+        StatusCode::OK
+    );
+    assert_eq!(read_key(&client, base_url, &token).await.as_ref(), Ok(&key));
+    let health = client
+        .get(format!("{base_url}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    (token, key)
+}
+
+/// `POST /user-keys` of `key` for the user of `token`; the answer's status.
+pub async fn post_key_at(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    key: &str,
+) -> StatusCode {
+    client
+        .post(format!("{base_url}/user-keys"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 impl Service {
     /// Stores a key for a new user, reads it back and checks `/health`; returns the user's
     /// token and key.
     pub async fn stores_and_serves_a_key(&self, idp: &TestIdp) -> (String, String) {
-        let client = reqwest::Client::new();
-        let token = idp.token_for(Uuid::new_v4());
-        let key = random_key();
-        assert_eq!(self.post_key(&client, &token, &key).await, StatusCode::OK);
-        assert_eq!(
-            read_key(&client, &self.base_url, &token).await.as_ref(),
-            Ok(&key)
-        );
-        let health = client
-            .get(format!("{}/health", self.base_url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status(), StatusCode::OK);
-        (token, key)
+        stores_and_serves_a_key_at(&self.base_url, idp).await
     }
 
     /// Whether the process has ended (start-up gave up, or it was stopped).
@@ -194,14 +217,7 @@ impl Service {
 
     /// `POST /user-keys` of `key` for the user of `token`; the answer's status.
     pub async fn post_key(&self, client: &reqwest::Client, token: &str, key: &str) -> StatusCode {
-        client
-            .post(format!("{}/user-keys", self.base_url))
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "key": key }))
-            .send()
-            .await
-            .unwrap()
-            .status()
+        post_key_at(client, &self.base_url, token, key).await
     }
 
     /// What `GET /user-keys` answers for `token`: the key, or the status.

@@ -86,7 +86,10 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
             format!("{data}/transfer.lock"),
         )
         // The image's Serilog File sink, relocated like the data directory.
-        .env("Serilog__WriteTo__1__Args__path", format!("{data}/logs/log.txt"))
+        .env(
+            "Serilog__WriteTo__1__Args__path",
+            format!("{data}/logs/log.txt"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -144,7 +147,11 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(log_files.len(), 1, "{log_files:?}");
-    let name = log_files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = log_files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(
         name.len() == "log20261201.txt".len() && name.starts_with("log2") && name.ends_with(".txt"),
         "{name}"
@@ -180,7 +187,7 @@ fn the_dockerfile_builds_every_provider_and_runs_the_entrypoint() {
     let dockerfile =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
     // The default features are every store and provider: no --no-default-features.
-    assert!(dockerfile.contains("cargo build --release --locked --bin key-connector"));
+    assert!(dockerfile.contains("cargo build --profile dist --locked --bin key-connector"));
     assert!(!dockerfile.contains("no-default-features"));
     for expected in [
         "ENV ASPNETCORE_URLS=http://+:5000",
