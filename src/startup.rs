@@ -177,9 +177,19 @@ impl Application {
         })
     }
 
-    /// Serves Prometheus metrics at `/metrics` on `listen` (see [`crate::metrics`]).
+    /// Installs the metrics recorder and serves Prometheus metrics at `/metrics` on `listen`
+    /// (see [`crate::metrics`]).
     pub async fn enable_metrics(&mut self, listen: &[ListenUrl]) -> Result<(), StartupError> {
         let handle = crate::metrics::install().map_err(StartupError::Unsupported)?;
+        self.serve_metrics(listen, handle).await
+    }
+
+    /// Serves the metrics of an installed recorder at `/metrics` on `listen`.
+    pub async fn serve_metrics(
+        &mut self,
+        listen: &[ListenUrl],
+        handle: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Result<(), StartupError> {
         let listeners = bind_all(listen).await?;
         for listener in &listeners {
             if let Ok(address) = listener.local_addr() {

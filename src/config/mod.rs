@@ -349,7 +349,38 @@ impl ConfigSource {
                 .collect(),
         }
     }
+
+    /// A variable of this source's environment (names match exactly, as on Linux).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The API listeners: `ASPNETCORE_URLS`, else `ASPNETCORE_HTTP_PORTS`, else
+    /// `http://localhost:5000`, as ASP.NET reads them.
+    pub fn listen_urls(&self) -> Result<Vec<ListenUrl>, listen::ListenError> {
+        listen::parse_listen_urls(
+            self.var("ASPNETCORE_URLS"),
+            self.var("ASPNETCORE_HTTP_PORTS"),
+        )
+    }
+
+    /// The opt-in Prometheus listeners of `KEY_CONNECTOR_METRICS_URLS` (ASPNETCORE_URLS
+    /// syntax); `Ok(None)` when it is unset or empty.
+    pub fn metrics_urls(&self) -> Result<Option<Vec<ListenUrl>>, listen::ListenError> {
+        match self.var(METRICS_URLS_VAR) {
+            Some(urls) if !urls.trim().is_empty() => {
+                listen::parse_listen_urls(Some(urls), None).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
 }
+
+/// The variable naming the metrics listeners.
+pub const METRICS_URLS_VAR: &str = "KEY_CONNECTOR_METRICS_URLS";
 
 /// Reads and validates the settings.
 pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {

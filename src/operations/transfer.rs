@@ -49,8 +49,13 @@ impl TransferReport {
     }
 
     pub fn summary(&self) -> String {
+        self.summary_with("copied")
+    }
+
+    /// The summary with `verb` for what was (or would be) written: `copied`, `would copy`.
+    pub fn summary_with(&self, verb: &str) -> String {
         format!(
-            "{} user keys: {} copied, {} already present, {} verified, {} skipped, {} conflicting",
+            "{} user keys: {} {verb}, {} already present, {} verified, {} skipped, {} conflicting",
             self.total,
             self.copied,
             self.already_present,

@@ -1,0 +1,213 @@
+//! The admin commands: `check-config`, `transfer`, `rotate-rsa-key`, `rotate-symmetric-key`
+//! and `stats`. Each loads the service's settings, runs its task from
+//! [`crate::operations`] and returns what to print.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use super::{CommandError, Outcome};
+use crate::config::{self, ConfigSource, LoadedSettings, SettingsGroup};
+use crate::operations::rotate::{RotationReport, SymmetricRotationReport};
+use crate::operations::stats::{self, KeyStats};
+use crate::operations::transfer::TransferReport;
+use crate::operations::{KeyDatabase, OperationError, check};
+
+/// `check-config`. Its report is printed whatever happened, a settings error included.
+pub async fn check_config(source: &ConfigSource) -> ExitCode {
+    let loaded = match config::load(source) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!("{error}");
+            println!("FAIL  settings           see the error above");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = source.listen_urls().map_err(|e| e.to_string());
+    let report = check::run(&loaded, listen).await;
+    print!("{}", report.render());
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What `transfer` did, or in a dry run would do.
+pub struct TransferOutcome {
+    report: TransferReport,
+    dry_run: bool,
+}
+
+impl fmt::Display for TransferOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "would copy" } else { "copied" };
+        writeln!(f, "{}", self.report.summary_with(verb))?;
+        for (id, reason) in &self.report.skipped {
+            writeln!(f, "skipped  {id}: {reason}")?;
+        }
+        for id in &self.report.conflicts {
+            writeln!(
+                f,
+                "conflict {id}: the target holds a different key (left alone)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Outcome for TransferOutcome {
+    fn succeeded(&self) -> bool {
+        self.report.is_complete()
+    }
+}
+
+pub async fn transfer(
+    source: &ConfigSource,
+    dry_run: bool,
+) -> Result<TransferOutcome, CommandError> {
+    let loaded = config::load(source)?;
+    let settings = &loaded.settings;
+    let Some(target) = settings
+        .transfer_to
+        .as_ref()
+        .and_then(|t| t.target.as_ref())
+    else {
+        return Err(CommandError::Refused(
+            "no transfer target: set keyConnectorSettings__transferTo__database__provider (and its connection setting) \
+             and keyConnectorSettings__transferTo__rsaKey__provider (and its certificate settings)"
+                .into(),
+        ));
+    };
+    let from = KeyDatabase::open(
+        "source",
+        &settings.database,
+        &settings.rsa_key,
+        SettingsGroup::Main,
+        false,
+    )
+    .await?;
+    let to = KeyDatabase::open(
+        "transfer target",
+        &target.database,
+        &target.rsa_key,
+        SettingsGroup::TransferTo,
+        !dry_run,
+    )
+    .await?;
+    let report = crate::operations::transfer::transfer(&from, &to, dry_run, true).await;
+    from.store.close().await;
+    to.store.close().await;
+    Ok(TransferOutcome {
+        report: report?,
+        dry_run,
+    })
+}
+
+/// What `rotate-rsa-key` did.
+pub struct RsaRotationOutcome(RotationReport);
+
+impl fmt::Display for RsaRotationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "the symmetric key is now wrapped by {} (was {}); user keys unchanged.\n\
+             Next: set keyConnectorSettings__rsaKey__* / __certificate__* to the values of __rotateTo__* and restart every instance.",
+            self.0.new_provider, self.0.old_provider
+        )
+    }
+}
+
+impl Outcome for RsaRotationOutcome {}
+
+pub async fn rotate_rsa_key(source: &ConfigSource) -> Result<RsaRotationOutcome, CommandError> {
+    let loaded = config::load(source)?;
+    let settings = &loaded.settings;
+    let Some(new) = &settings.rotate_to else {
+        return Err(CommandError::Refused(
+            "no new RSA key: set keyConnectorSettings__rotateTo__rsaKey__provider and its settings \
+             (e.g. keyConnectorSettings__rotateTo__certificate__filesystemPath), as for rsaKey/certificate"
+                .into(),
+        ));
+    };
+    let report =
+        crate::operations::rotate::rotate_rsa_key(&settings.database, &settings.rsa_key, new)
+            .await?;
+    Ok(RsaRotationOutcome(report))
+}
+
+/// What one run of `rotate-symmetric-key` did.
+pub struct SymmetricRotationOutcome(SymmetricRotationReport);
+
+impl fmt::Display for SymmetricRotationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = &self.0;
+        writeln!(
+            f,
+            "{} user keys: {} re-sealed now, {} already re-sealed, {} unreadable",
+            report.total,
+            report.resealed,
+            report.already_resealed,
+            report.unreadable.len()
+        )?;
+        if report.completed {
+            writeln!(
+                f,
+                "rotation completed: the new symmetric key is current; start the service"
+            )
+        } else {
+            writeln!(
+                f,
+                "rotation not finished: run the command again to continue (every key stays readable meanwhile)"
+            )
+        }
+    }
+}
+
+impl Outcome for SymmetricRotationOutcome {}
+
+pub async fn rotate_symmetric_key(
+    source: &ConfigSource,
+    service_stopped: bool,
+    batch: Option<usize>,
+) -> Result<SymmetricRotationOutcome, CommandError> {
+    if !service_stopped {
+        return Err(CommandError::Refused(
+            "rotate-symmetric-key: stop every instance of the service first (a running instance keeps the old key \
+             in memory and would seal new keys with it), then run again with --service-stopped"
+                .into(),
+        ));
+    }
+    let loaded: LoadedSettings = config::load(source)?;
+    let settings = &loaded.settings;
+    let report = crate::operations::rotate::rotate_symmetric_key(
+        &settings.database,
+        &settings.rsa_key,
+        batch,
+        true,
+    )
+    .await?;
+    Ok(SymmetricRotationOutcome(report))
+}
+
+/// What `stats` found.
+pub struct StatsOutcome(KeyStats);
+
+impl fmt::Display for StatsOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.0)
+    }
+}
+
+impl Outcome for StatsOutcome {}
+
+pub async fn stats(source: &ConfigSource) -> Result<StatsOutcome, CommandError> {
+    let loaded = config::load(source)?;
+    let store = crate::store::open_store(&loaded.settings.database)
+        .await
+        .map_err(|error| OperationError::Failed(format!("cannot open the key store: {error}")))?;
+    let rows = store.list_user_keys().await;
+    store.close().await;
+    let rows =
+        rows.map_err(|error| OperationError::Failed(format!("cannot list user keys: {error}")))?;
+    Ok(StatsOutcome(stats::compute(&rows)))
+}

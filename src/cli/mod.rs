@@ -1,0 +1,213 @@
+//! The command line: the service (`serve`, the default), the development quickstart (`dev`)
+//! and the admin commands, all reading the same settings as the service.
+//!
+//! This is one of the two edges where errors become text (the HTTP layer is the other):
+//! each command returns a value that prints itself, or an error that is logged; the exit
+//! status follows from which. Results go to standard output, logs to standard error.
+
+mod admin;
+mod healthcheck;
+mod serve;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{self, ConfigSource};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "key-connector",
+    version,
+    about = "A drop-in, self-hosted Bitwarden Key Connector"
+)]
+struct Cli {
+    /// appsettings.json to read (default: ./appsettings.json when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEY_CONNECTOR_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Key Connector API (the default).
+    Serve,
+    /// Development quickstart on localhost: SQLite, generated certificate, built-in token
+    /// issuer, ready-to-paste curl commands. NOT FOR PRODUCTION.
+    Dev {
+        /// Directory for the database, certificate and issuer key (kept between runs).
+        #[arg(long, default_value = ".kc-dev", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Port on 127.0.0.1 (0 picks a free port).
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// Web vault origin allowed by CORS.
+        #[arg(long, default_value = "http://localhost:8080", value_name = "URL")]
+        web_vault_uri: String,
+    },
+    /// Check the settings, the database, the RSA key, the symmetric key, a sample of user
+    /// keys and the identity server, without changing anything. Exit status 1 on any failure.
+    CheckConfig,
+    /// Copy every user key into the `transferTo` database and RSA key (upstream's transfer,
+    /// on demand, whatever the lock file says), verifying each copy.
+    Transfer {
+        /// Report what would be copied; write no key (an absent target store is created
+        /// empty, as the service would).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Wrap the symmetric key under the RSA key in `keyConnectorSettings:rotateTo` (rsaKey
+    /// and certificate settings), leaving every user key as it is. Then switch the service's
+    /// rsaKey/certificate settings to the new key.
+    RotateRsaKey,
+    /// Re-seal every user key under a new symmetric key. Resumable and safe to interrupt.
+    /// Stop every instance of the service first (they would keep sealing with the old key).
+    RotateSymmetricKey {
+        /// Confirms that no instance of the service is running against this database.
+        #[arg(long)]
+        service_stopped: bool,
+        /// Re-seal at most this many keys in this run (continue with later runs).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+    },
+    /// How many users have a key, and when keys were created and last read.
+    Stats,
+    /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
+    Healthcheck {
+        /// Default: the first address of ASPNETCORE_URLS on this machine.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
+
+/// What a command produced: printed on standard output, and whether it succeeded.
+pub trait Outcome: fmt::Display {
+    fn succeeded(&self) -> bool {
+        true
+    }
+}
+
+/// Why a command could not produce its outcome; logged as an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Settings(#[from] config::ConfigError),
+    #[error(transparent)]
+    Listen(#[from] config::listen::ListenError),
+    #[error(transparent)]
+    Operation(#[from] crate::operations::OperationError),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
+    /// A command refused to run as asked, or something it needs is missing; the text says
+    /// what to do.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Prints a command's outcome and turns it into the exit status.
+fn finish(result: Result<impl Outcome, CommandError>) -> ExitCode {
+    match result {
+        Ok(outcome) => {
+            print!("{outcome}");
+            if outcome.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line, sets up logging and runs the command.
+pub async fn run() -> ExitCode {
+    let matches = Cli::command()
+        .after_help(config::raw::settings_help())
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let command = cli.command.unwrap_or(Command::Serve);
+    let source = ConfigSource::from_process(cli.config);
+    // The official image's `Serilog` section: levels for every command, the log file for the
+    // service only. A section that cannot be read leaves the defaults; the settings' own
+    // loading reports an unreadable file.
+    let (log_settings, log_warnings) = config::logging::load(&source).unwrap_or_default();
+    let _log_guard = telemetry::init(
+        cli.log_format,
+        &log_settings,
+        matches!(command, Command::Serve),
+    );
+    for warning in &log_warnings {
+        tracing::warn!("{warning}");
+    }
+    match command {
+        Command::Serve => match serve::serve(&source, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CheckConfig => admin::check_config(&source).await,
+        Command::Transfer { dry_run } => finish(admin::transfer(&source, dry_run).await),
+        Command::Stats => finish(admin::stats(&source).await),
+        Command::RotateRsaKey => finish(admin::rotate_rsa_key(&source).await),
+        Command::RotateSymmetricKey {
+            service_stopped,
+            batch,
+        } => finish(admin::rotate_symmetric_key(&source, service_stopped, batch).await),
+        Command::Healthcheck { url } => healthcheck::healthcheck(&source, url).await,
+        Command::Dev {
+            data_dir,
+            port,
+            web_vault_uri,
+        } => {
+            let options = crate::dev::DevOptions {
+                data_dir,
+                port,
+                web_vault_origin: web_vault_uri,
+            };
+            match crate::dev::run(options, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
