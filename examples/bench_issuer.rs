@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use key_connector::auth::dev_issuer::DevIssuer;
+use key_connector::dev::issuer::DevIssuer;
 use uuid::Uuid;
 
 #[tokio::main]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod operations;
+pub mod pkcs12;
 pub mod routes;
 pub mod startup;
 pub mod state;

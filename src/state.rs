@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::crypto::UserKeyCipher;
 use crate::keys::RsaKeyProvider;
+use crate::keys::health::HealthCache;
 use crate::store::UserKeyStore;
 use crate::store::last_access::LastAccessRecorder;
 
@@ -16,5 +17,5 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub last_access: LastAccessRecorder,
     /// The shared answer of `/health` (see `routes::health`).
-    pub health: Arc<crate::routes::health::HealthCache>,
+    pub health: Arc<HealthCache>,
 }

@@ -96,7 +96,7 @@ impl CertificateSettings {
                 let bytes = std::fs::read(&self.path)
                     .map_err(|e| format!("{PATH}: cannot read {}: {e}", self.path.display()))?;
                 let password = self.password.as_ref().map(|p| p.expose_secret());
-                let identity = crate::keys::pkcs12::tls_identity(&bytes, password)
+                let identity = crate::pkcs12::tls_identity(&bytes, password)
                     .map_err(|e| format!("{PATH} ({}): {e}", self.path.display()))?;
                 let chain = identity
                     .chain

@@ -10,7 +10,6 @@
 //! [`AuthError::Unavailable`] (503) while no keys are known, a background task keeps trying,
 //! and an unknown `kid` refreshes the JWKS at most once per [`AuthOptions::min_refresh_interval`].
 
-pub mod dev_issuer;
 pub mod jwks;
 mod token_cache;
 

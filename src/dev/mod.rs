@@ -6,6 +6,8 @@
 //! flow: GET 404, POST, GET 200. Everything binds to 127.0.0.1 only. The issuer signs any
 //! token it is asked to, which is exactly why this mode must never face a network.
 
+pub mod issuer;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use uuid::Uuid;
 
-use crate::auth::dev_issuer::DevIssuer;
 use crate::config::{
     CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
     SqliteConnection,
 };
-use crate::keys::pkcs12::generate_self_signed_pfx;
+use crate::dev::issuer::DevIssuer;
+use crate::pkcs12::generate_self_signed_pfx;
 use crate::startup::Application;
 
 /// Lifetime of the printed token: a working day.

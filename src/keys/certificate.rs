@@ -24,8 +24,9 @@ use aws_lc_rs::rsa::{
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider, pkcs12};
+use super::{KeyProviderError, RsaKeyProvider};
 use crate::config::CertificateSettings;
+use crate::pkcs12;
 
 /// An RSA key pair held in memory for OAEP-SHA-1 wrapping.
 pub struct CertificateKeyProvider {

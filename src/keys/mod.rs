@@ -13,9 +13,9 @@ pub mod azurekv;
 pub mod certificate;
 #[cfg(feature = "gcpkms")]
 pub mod gcpkms;
+pub mod health;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-pub mod pkcs12;
 
 use std::sync::Arc;
 

@@ -30,8 +30,9 @@ use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
 use super::certificate::CertificateFile;
-use super::{KeyProviderError, RsaKeyProvider, pkcs12};
+use super::{KeyProviderError, RsaKeyProvider};
 use crate::config::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+use crate::pkcs12;
 
 const PIN_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11LoginPin";
 const SERIAL_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber";

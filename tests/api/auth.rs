@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use key_connector::auth::dev_issuer::DevIssuer;
+use key_connector::dev::issuer::DevIssuer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -16,8 +16,8 @@ use key_connector::keys::certificate::azure_storage::{
     API_VERSION, SignedHeaders, blob_url, canonicalized_resource, http_date,
     shared_key_authorization, string_to_sign,
 };
-use key_connector::keys::pkcs12::generate_self_signed_pfx;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::pkcs12::generate_self_signed_pfx;
 use uuid::Uuid;
 
 use crate::helpers::{AppOptions, TestIdp, random_key, spawn_app_with};

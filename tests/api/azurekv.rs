@@ -880,8 +880,8 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
 #[tokio::test]
 async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
     let azure = AzureStandIn::start().await;
-    let pfx = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None)
-        .unwrap();
+    let pfx =
+        key_connector::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None).unwrap();
     *azure.state.secret.lock().unwrap() =
         Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
     let provider = CertificateKeyProvider::open_azure_key_vault(
@@ -1054,8 +1054,8 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
     );
 
     // The certificate source: the PFX is the certificate's secret.
-    let pfx = key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None)
-        .unwrap();
+    let pfx =
+        key_connector::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None).unwrap();
     *azure.state.secret.lock().unwrap() =
         Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
     let certificate_dir = tempfile::tempdir().unwrap();

@@ -36,7 +36,7 @@ pub fn service_command(dir: &Path, store: &str, idp_url: &str, port: u16) -> Com
     let pfx = dir.join("key.pfx");
     if !pfx.exists() {
         let bytes =
-            key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "binary test", Some("pw"))
+            key_connector::pkcs12::generate_self_signed_pfx(2048, "binary test", Some("pw"))
                 .unwrap();
         std::fs::write(&pfx, bytes).unwrap();
     }

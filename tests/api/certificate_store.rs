@@ -6,8 +6,8 @@ use std::path::Path;
 
 use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
 use key_connector::keys::certificate::CertificateKeyProvider;
-use key_connector::keys::pkcs12::{certificates, generate_self_signed_pfx};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::pkcs12::{certificates, generate_self_signed_pfx};
 
 /// Writes a new certificate into the store as .NET does; returns its thumbprint.
 fn add_to_store(store: &Path, common_name: &str) -> String {

@@ -65,9 +65,8 @@ fn run_script(python: &str, args: &[&str]) -> BTreeMap<String, String> {
 
 fn write_test_pfx(dir: &Path) -> String {
     let pfx = dir.join("key.pfx");
-    let bytes =
-        key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "compat", Some(PFX_PASSWORD))
-            .unwrap();
+    let bytes = key_connector::pkcs12::generate_self_signed_pfx(2048, "compat", Some(PFX_PASSWORD))
+        .unwrap();
     std::fs::write(&pfx, bytes).unwrap();
     pfx.display().to_string()
 }

@@ -44,8 +44,7 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
     let data_dir = tempfile::tempdir().unwrap();
     open_to_all(app_dir.path());
     std::fs::copy(IMAGE_SETTINGS, app_dir.path().join("appsettings.json")).unwrap();
-    let pfx =
-        key_connector::keys::pkcs12::generate_self_signed_pfx(2048, "image", Some("pw")).unwrap();
+    let pfx = key_connector::pkcs12::generate_self_signed_pfx(2048, "image", Some("pw")).unwrap();
     std::fs::write(data_dir.path().join("key.pfx"), pfx).unwrap();
 
     let idp = Arc::new(TestIdp::start().await);

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use key_connector::auth::dev_issuer::DevIssuer;
 use key_connector::config::{
     CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
     SqliteConnection,
 };
-use key_connector::keys::pkcs12::generate_self_signed_pfx;
+use key_connector::dev::issuer::DevIssuer;
+use key_connector::pkcs12::generate_self_signed_pfx;
 use key_connector::startup::{Application, StartupError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;

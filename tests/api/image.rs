@@ -287,7 +287,7 @@ impl Bwdata {
             format!("LOCAL_UID={INSTALL_UID}\nLOCAL_GID={INSTALL_UID}\n"),
         )
         .unwrap();
-        let pfx = key_connector::keys::pkcs12::generate_self_signed_pfx(
+        let pfx = key_connector::pkcs12::generate_self_signed_pfx(
             2048,
             "Bitwarden Key Connector",
             Some(PFX_PASSWORD),

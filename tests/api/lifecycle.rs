@@ -73,12 +73,9 @@ async fn another_certificate_refuses_to_start(store: StoreKind) {
     let before = std::fs::read(&store_file).unwrap();
 
     // Replace the certificate with another key pair, same password.
-    let other = key_connector::keys::pkcs12::generate_self_signed_pfx(
-        2048,
-        "another",
-        Some("test-password"),
-    )
-    .unwrap();
+    let other =
+        key_connector::pkcs12::generate_self_signed_pfx(2048, "another", Some("test-password"))
+            .unwrap();
     std::fs::write(data_dir.path().join("key.pfx"), other).unwrap();
     let error = try_spawn_app_with(
         Arc::clone(&idp),

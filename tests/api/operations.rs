@@ -19,12 +19,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 fn target_pfx(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("target.pfx");
     if !path.exists() {
-        let bytes = key_connector::keys::pkcs12::generate_self_signed_pfx(
-            2048,
-            "target",
-            Some("target-pw"),
-        )
-        .unwrap();
+        let bytes =
+            key_connector::pkcs12::generate_self_signed_pfx(2048, "target", Some("target-pw"))
+                .unwrap();
         std::fs::write(&path, bytes).unwrap();
     }
     path

@@ -15,7 +15,7 @@ use base64::Engine;
 use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
 use key_connector::keys::KeyProviderError;
 use key_connector::keys::certificate::CertificateKeyProvider;
-use key_connector::keys::pkcs12::generate_self_signed_pfx;
+use key_connector::pkcs12::generate_self_signed_pfx;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

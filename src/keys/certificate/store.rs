@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 
 use super::CertificateFile;
 use crate::config::StoreCertificateSettings;
-use crate::keys::{KeyProviderError, pkcs12};
+use crate::keys::KeyProviderError;
+use crate::pkcs12;
 
 const THUMBPRINT_VAR: &str = "keyConnectorSettings__certificate__storeThumbprint";
 const DIRECTORY_VAR: &str = "keyConnectorSettings__certificate__storeDirectory";

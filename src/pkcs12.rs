@@ -77,7 +77,7 @@ pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u
         let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| {
             Pkcs12Error::Unreadable(format!(
                 "unusable RSA private key ({e}; {})",
-                super::RSA_KEY_SIZES
+                crate::keys::RSA_KEY_SIZES
             ))
         })?;
         let public = private.public_key();
@@ -85,7 +85,7 @@ pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u
             aws_lc_rs::encoding::AsDer::as_der(&public).map_err(|e| {
                 Pkcs12Error::Unreadable(format!(
                     "unusable RSA public key ({e}; {})",
-                    super::RSA_KEY_SIZES
+                    crate::keys::RSA_KEY_SIZES
                 ))
             })?;
         return Ok(der.as_ref().to_vec());
