@@ -32,7 +32,8 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider, TRUST_HINT, error_chain};
+use super::remote::{TRUST_HINT, error_chain};
+use super::{KeyProviderError, RsaKeyProvider};
 use crate::config::AwsKmsSettings;
 
 /// Whole-operation bound for one KMS call, retries included.
@@ -115,7 +116,7 @@ where
 {
     fn from(error: SdkError<E, R>) -> Self {
         let detail = error_chain(&error);
-        if let Some(reason) = super::untrusted_certificate(&error) {
+        if let Some(reason) = super::remote::untrusted_certificate(&error) {
             return Failure::UntrustedCertificate(reason);
         }
         if let Some(failure) = credential_failure(&error, &detail) {
@@ -163,13 +164,14 @@ impl HttpStatus for aws_sdk_kms::config::http::HttpResponse {
 /// a refused role will not.
 fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -> Option<Failure> {
     use aws_credential_types::provider::error::CredentialsError;
-    let failure = super::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
+    let failure =
+        super::remote::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
     let may_pass = match failure {
         CredentialsError::ProviderTimedOut(_) => true,
         // A connector error: the provider's request got no HTTP answer at all. (An I/O
         // error alone may be an unreadable token file, which waiting does not fix.)
         CredentialsError::ProviderError(_) => {
-            super::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
+            super::remote::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
         }
         _ => false,
     };

@@ -42,7 +42,8 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider, error_chain};
+use super::remote::error_chain;
+use super::{KeyProviderError, RsaKeyProvider};
 use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,7 +70,7 @@ impl AzureConnection {
     pub(crate) fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
         let http = match &self.http {
             Some(client) => client.clone(),
-            None => super::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
+            None => super::remote::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
         };
         let mut options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
@@ -149,10 +150,10 @@ pub(crate) fn classify(
     settings: &str,
 ) -> KeyProviderError {
     let detail = error_chain(error);
-    if let Some(reason) = super::untrusted_certificate(error) {
+    if let Some(reason) = super::remote::untrusted_certificate(error) {
         return KeyProviderError::Config(format!(
             "Azure presented a TLS certificate this host does not trust ({reason}) for {object}; {}",
-            super::TRUST_HINT
+            super::remote::TRUST_HINT
         ));
     }
     if caused_by_no_answer(error) {
@@ -213,7 +214,7 @@ pub(crate) fn classify(
 /// description as a borrowed string, which fails on the escaped CRLFs that Entra puts in
 /// every description; the description is then only in the parse error's text.
 fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    super::causes(error)
+    super::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .filter(|e| matches!(e.kind(), ErrorKind::DataConversion))
         .find_map(|e| {
@@ -235,7 +236,7 @@ fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// page from a proxy or load balancer). Entra's refusals are sorted out before, by
 /// [`entra_refusal`], and stay configuration errors.
 fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::causes(error)
+    super::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .any(|e| match e.kind() {
             ErrorKind::HttpResponse { status, .. } => {
@@ -249,7 +250,7 @@ fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether a connection failure or timeout lies anywhere in the error's causes (a token
 /// request that could not reach Entra ID arrives as a credential error).
 fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::causes(error).any(|e| {
+    super::remote::causes(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(|http| http.is_connect() || http.is_timeout())
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {

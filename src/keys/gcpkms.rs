@@ -36,7 +36,8 @@ use google_cloud_kms_v1::client::KeyManagementService;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionAlgorithm;
 use zeroize::Zeroizing;
 
-use super::{KeyProviderError, RsaKeyProvider, error_chain};
+use super::remote::error_chain;
+use super::{KeyProviderError, RsaKeyProvider};
 use crate::config::GcpKmsSettings;
 
 /// Names another KMS endpoint (e.g. `https://cloudkms-xyz.p.googleapis.com`).
@@ -299,10 +300,10 @@ enum Operation {
 /// key version cannot decrypt.
 fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyProviderError {
     let detail = error_chain(error);
-    if let Some(reason) = super::untrusted_certificate(error) {
+    if let Some(reason) = super::remote::untrusted_certificate(error) {
         return KeyProviderError::Config(format!(
             "Google Cloud presented a TLS certificate this host does not trust ({reason}); {}",
-            super::TRUST_HINT
+            super::remote::TRUST_HINT
         ));
     }
     if error.is_authentication() {

@@ -16,6 +16,7 @@ pub mod gcpkms;
 pub mod health;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub(crate) mod remote;
 
 use std::sync::Arc;
 
@@ -194,61 +195,6 @@ pub(crate) fn oaep_encrypt(
 
 /// Said where an RSA key is refused: the sizes the RSA implementation accepts.
 pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
-
-/// What to do about a peer certificate this host does not trust.
-pub(crate) const TRUST_HINT: &str = "add the issuing CA to the system's trusted certificates \
-     (/usr/local/share/ca-certificates and update-ca-certificates), or name a PEM file of trusted CAs in SSL_CERT_FILE";
-
-/// The TLS certificate failure among `error`'s causes, if any: the peer presented a
-/// certificate this host does not trust (unknown issuer, wrong name, expired). Waiting does
-/// not fix that, so callers report it as a configuration error rather than an outage.
-pub(crate) fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    causes(error)
-        .filter_map(|e| e.downcast_ref::<rustls::Error>())
-        .find(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
-        .map(ToString::to_string)
-}
-
-/// `error`, then each of its sources in turn. An I/O error's wrapped error counts as its
-/// source, because TLS stacks wrap the rustls error in an I/O error (sometimes in two) whose
-/// `source()` does not always lead to it.
-pub(crate) fn causes<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |e| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static))
-            .or_else(|| e.source())
-    })
-}
-
-/// An error and its sources, each once, without an SDK's Debug dump.
-#[cfg(any(feature = "awskms", feature = "azurekv", feature = "gcpkms"))]
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for e in causes(error) {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
-}
-
-/// An HTTP client for calls to remote key services, with bounded waits, on the service's
-/// rustls/aws-lc-rs stack and the system's trusted roots.
-pub(crate) fn http_client(
-    connect_timeout: std::time::Duration,
-    request_timeout: std::time::Duration,
-) -> Result<reqwest::Client, KeyProviderError> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
-        .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
-}
 
 #[cfg(all(test, not(feature = "pkcs11")))]
 mod tests {

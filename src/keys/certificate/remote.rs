@@ -1,13 +1,13 @@
-//! HTTP for the remote certificate sources (`vault`, `azurestorage`): one client with bounded
-//! waits, bodies read up to a limit, and failures sorted into "fix the settings" and "the
-//! service is down, retry". Error texts never carry a URL: a SAS token lives in the query.
+//! HTTP for the remote certificate sources (`vault`, `azurestorage`): the client's bounds for
+//! one fetch at start-up, and bodies read up to a limit. Failures are sorted by
+//! [`crate::keys::remote::unreachable`].
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use crate::keys::KeyProviderError;
+pub(super) use crate::keys::remote::unreachable;
 
 /// How long connecting may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,20 +18,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The client for one fetch at start-up.
 pub(super) fn client() -> Result<reqwest::Client, KeyProviderError> {
-    crate::keys::http_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
-}
-
-/// A request that got no answer: the peer is down, unreachable or too slow.
-/// A certificate the host does not trust is a configuration error instead: retrying cannot
-/// fix it.
-pub(super) fn unreachable(peer: &str, error: reqwest::Error) -> KeyProviderError {
-    if let Some(reason) = crate::keys::untrusted_certificate(&error) {
-        return KeyProviderError::Config(format!(
-            "{peer} presented a TLS certificate this host does not trust ({reason}); {}",
-            crate::keys::TRUST_HINT
-        ));
-    }
-    KeyProviderError::Unavailable(format!("{peer} did not answer: {}", describe(error)))
+    crate::keys::remote::http_client(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
 }
 
 /// The response body, at most [`MAX_BODY_BYTES`], in memory that is wiped when dropped.
@@ -54,20 +41,4 @@ pub(super) async fn read_body(
             Err(error) => return Err(unreachable(peer, error)),
         }
     }
-}
-
-/// The error and its causes, without the URL.
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
