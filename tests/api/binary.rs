@@ -727,3 +727,47 @@ pub fn with_hosts_file(command: &Command, hosts: &Path) -> Option<Command> {
     }
     Some(wrapped)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serilog_section_sets_the_level_and_writes_serilog_named_log_files() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let logs = dir.path().join("logs");
+    let mut command = service_command(dir.path(), "json", &idp.url, port);
+    command
+        // Upstream's settings decide the level when RUST_LOG is not set.
+        .env_remove("RUST_LOG")
+        .env("Serilog__MinimumLevel__Default", "Warning")
+        .env("Serilog__WriteTo__0__Name", "File")
+        .env("Serilog__WriteTo__0__Args__path", logs.join("log.txt"))
+        .env("Serilog__WriteTo__0__Args__rollingInterval", "Day")
+        // Something to warn about.
+        .env(
+            "keyConnectorSettings__webVaultUrl",
+            "https://typo.example.test",
+        );
+    let service = Service::spawn(command, port).wait_ready().await;
+    service.stores_and_serves_a_key(&idp).await;
+    drop(service);
+    let today = time::OffsetDateTime::now_utc();
+    let file = logs.join(format!(
+        "log{:04}{:02}{:02}.txt",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    ));
+    let log = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" [WRN] unknown setting `keyConnectorSettings:webVaultUrl`")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("[INF]"),
+        "Information is below Warning: {log}"
+    );
+    let first = log.lines().next().unwrap();
+    // `2026-12-01 19:45:32.123 +00:00 [WRN] ...`
+    assert_eq!(&first[23..35], " +00:00 [WRN", "{first}");
+}
