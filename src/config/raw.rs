@@ -48,7 +48,7 @@ pub const KNOWN_SETTINGS: &[KnownSetting] = &[
     ),
     known(
         "database:provider",
-        "sqlite | json (postgresql, mysql, sqlserver: not built yet)",
+        "sqlite | json | postgresql | mysql | sqlserver",
     ),
     known("database:jsonFilePath", "json: path of the JSON document"),
     known(
@@ -204,7 +204,7 @@ pub fn settings_help() -> String {
         "  {SECTION}__rotateTo__{{certificate,rsaKey}}__...   new RSA key for `rotate-rsa-key`, same keys as above\n"
     ));
     text.push_str(
-        "\nOther environment variables:\n  ASPNETCORE_URLS        listen addresses (default http://localhost:5000)\n  ASPNETCORE_HTTP_PORTS  ports on all interfaces when ASPNETCORE_URLS is unset\n  RUST_LOG               log filter (default info)\n",
+        "\nOther environment variables:\n  ASPNETCORE_URLS        listen addresses (default http://localhost:5000)\n  ASPNETCORE_HTTP_PORTS  ports on all interfaces when ASPNETCORE_URLS is unset\n  KEY_CONNECTOR_METRICS_URLS  Prometheus listener(s), off by default\n  RUST_LOG               log filter (default info; overrides Serilog__MinimumLevel__...)\n  Serilog__MinimumLevel__Default, Serilog__WriteTo__N__Args__path  the official image's log settings\n",
     );
     text
 }
