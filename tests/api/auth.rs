@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, TestApp, TestIdp, random_key, spawn_app, spawn_app_with};
+use crate::support::{AppOptions, TestApp, TestIdp, random_key, spawn_app, spawn_app_with};
 
 async fn status_with_header(app: &TestApp, authorization: Option<&str>) -> StatusCode {
     let mut request = app.client.get(app.url("/user-keys"));

@@ -21,8 +21,8 @@ use key_connector::store::open_store;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::binary::{Service, free_port, service_command};
-use crate::helpers::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with};
+use crate::support::binary::{Service, free_port, service_command};
+use crate::support::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with};
 
 const REGION: &str = "us-east-1";
 
@@ -452,7 +452,7 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
             .env("HOME", dir.path());
         command
     };
-    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+    crate::support::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
         dir.path(),
         &kms.ca_pem,
         &idp,
@@ -727,7 +727,7 @@ async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
 /// `no_aws_credentials_anywhere_stops_start_up_naming_the_settings`).
 #[tokio::test]
 async fn web_identity_credentials_are_waited_for_until_sts_answers() {
-    use crate::proxy::{Mode, Proxy};
+    use crate::support::proxy::{Mode, Proxy};
     let moto = moto_or_skip!();
     let key_id = moto.create_key(KeySpec::SymmetricDefault).await;
     let moto_address = moto.url.trim_start_matches("http://").parse().unwrap();
@@ -795,7 +795,7 @@ async fn an_unreadable_web_identity_token_file_stops_start_up() {
         )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", dir.path());
-    let stderr = crate::binary::start_up_stops(
+    let stderr = crate::support::binary::start_up_stops(
         command,
         "an unreadable token file must stop start-up, not be waited on",
     )

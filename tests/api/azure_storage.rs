@@ -20,8 +20,8 @@ use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use key_connector::pkcs12::generate_self_signed_pfx;
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, TestIdp, random_key, spawn_app_with};
 use crate::skip_or_fail;
+use crate::support::{AppOptions, TestIdp, random_key, spawn_app_with};
 
 const CONTAINER: &str = "key-connector";
 const BLOB: &str = "certificates/key connector.pfx";
@@ -70,7 +70,7 @@ impl Azurite {
     }
 
     fn start() -> Self {
-        Self::start_on(crate::binary::free_port())
+        Self::start_on(crate::support::binary::free_port())
     }
 
     fn endpoint(&self) -> String {

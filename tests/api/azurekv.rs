@@ -40,11 +40,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::binary::{
+use crate::support::binary::{
     Service, a_private_ca_is_refused_then_trusted_through_ssl_cert_file, free_port, run_to_end,
     service_command, stored_symmetric_key, with_hosts_file,
 };
-use crate::helpers::keys_survive_a_restart_with;
+use crate::support::keys_survive_a_restart_with;
 
 const VAULT_HOST: &str = "kv.vault.test";
 const LOGIN_HOST: &str = "login.test";
@@ -104,7 +104,7 @@ struct AzureStandIn {
 
 impl AzureStandIn {
     async fn start() -> Self {
-        let server = crate::helpers::PrivateCaServer::for_names(&[VAULT_HOST, LOGIN_HOST]);
+        let server = crate::support::PrivateCaServer::for_names(&[VAULT_HOST, LOGIN_HOST]);
 
         let state = Arc::new(AzureState {
             versions: Mutex::new(Vec::new()),
@@ -987,7 +987,7 @@ async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
 #[tokio::test]
 async fn the_binary_uses_key_vault_with_the_operators_settings() {
     let azure = AzureStandIn::start().await;
-    let idp = crate::helpers::TestIdp::start().await;
+    let idp = crate::support::TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(

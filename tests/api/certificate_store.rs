@@ -206,8 +206,8 @@ fn absent_password_pfx(dir: &Path, mac: &str) -> Option<std::path::PathBuf> {
 
 #[tokio::test]
 async fn a_store_file_written_as_dotnet_writes_it_is_read() {
-    use crate::certificates::{export_pfx, openssl, openssl_available};
     use crate::skip_or_fail;
+    use crate::support::tls::{export_pfx, openssl, openssl_available};
     if !openssl_available() {
         skip_or_fail!("openssl is not installed");
     }

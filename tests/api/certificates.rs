@@ -4,44 +4,13 @@
 //! exactly as upstream's certificate provider wraps the symmetric key.
 
 use std::path::Path;
-use std::process::Command;
 
 use key_connector::config::CertificateSettings;
 use key_connector::keys::RsaKeyProvider;
 use key_connector::keys::certificate::CertificateKeyProvider;
 
 use crate::skip_or_fail;
-
-pub fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// `openssl pkcs12 -export` of the PEM files `key` and `cert` in `dir` into `out`, under
-/// `password`, with `extra` arguments.
-pub fn export_pfx(dir: &Path, key: &str, cert: &str, out: &str, password: &str, extra: &[&str]) {
-    let passout = format!("pass:{password}");
-    let mut args = vec![
-        "pkcs12", "-export", "-inkey", key, "-in", cert, "-out", out, "-passout", &passout,
-    ];
-    args.extend_from_slice(extra);
-    openssl(dir, &args);
-}
-
-pub fn openssl_available() -> bool {
-    Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use crate::support::tls::{export_pfx, openssl, openssl_available};
 
 /// `(file name, password, extra export arguments)`.
 const VARIANTS: &[(&str, Option<&str>, &[&str])] = &[

@@ -14,9 +14,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::databases::{Engine, TestDatabase};
-use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 use crate::skip_or_fail;
+use crate::support::databases::{Engine, TestDatabase};
+use crate::support::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

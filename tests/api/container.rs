@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::binary::{free_port, read_key};
-use crate::helpers::{TestIdp, random_key};
 use crate::skip_or_fail;
+use crate::support::binary::{free_port, read_key};
+use crate::support::{TestIdp, random_key};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 const ENTRYPOINT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/entrypoint.sh");

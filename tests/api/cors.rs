@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{WEB_VAULT_ORIGIN, random_key, spawn_app};
+use crate::support::{WEB_VAULT_ORIGIN, random_key, spawn_app};
 
 const CLIENT_HEADERS: &str = "authorization,content-type,accept,cache-control,pragma,bitwarden-client-name,bitwarden-client-version,device-type,device-identifier,bitwarden-package-type";
 

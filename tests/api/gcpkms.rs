@@ -29,8 +29,10 @@ use key_connector::keys::gcpkms::{GcpKmsConnection, GcpKmsKeyProvider};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};
 
-use crate::binary::{Service, free_port, run_to_end, service_command, stored_symmetric_key};
-use crate::helpers::{LocalTlsStandIn, TestIdp};
+use crate::support::binary::{
+    Service, free_port, run_to_end, service_command, stored_symmetric_key,
+};
+use crate::support::{LocalTlsStandIn, TestIdp};
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 const SERVICE_ACCOUNT: &str = "key-connector@acme-prod.iam.gserviceaccount.com";
@@ -690,7 +692,7 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
         command.envs(gcpkms_env()).envs(google.clone());
         command
     };
-    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+    crate::support::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
         dir.path(),
         &tls.ca_pem,
         &idp,

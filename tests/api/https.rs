@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::binary::{free_port, service_command};
-use crate::certificates::{openssl, openssl_available};
-use crate::helpers::{TestIdp, random_key};
 use crate::skip_or_fail;
+use crate::support::binary::{free_port, service_command};
+use crate::support::tls::{openssl, openssl_available};
+use crate::support::{TestIdp, random_key};
 
 /// A CA-less self-signed server certificate for localhost, as PEM and as a PFX.
 fn server_certificate(dir: &Path) {

@@ -17,9 +17,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::binary::{free_port, read_key, stores_and_serves_a_key_at};
-use crate::helpers::TestIdp;
 use crate::skip_or_fail;
+use crate::support::TestIdp;
+use crate::support::binary::{free_port, read_key, stores_and_serves_a_key_at};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const IMAGE_TAG: &str = "localhost/key-connector:test";
@@ -513,7 +513,7 @@ async fn read_only_mounts_and_a_read_only_root_do_not_stop_the_image() {
     let bwdata = Bwdata::new(&idp);
     let pfx = bwdata.root.join("key-connector/bwkc.pfx");
     // A private CA in the ca-certificates directory, mounted read-only like a ConfigMap.
-    let ca = crate::helpers::PrivateCaServer::for_names(&["identity.example.test"]);
+    let ca = crate::support::PrivateCaServer::for_names(&["identity.example.test"]);
     std::fs::write(
         bwdata.root.join("ca-certificates/private-ca.crt"),
         &ca.ca_pem,

@@ -6,7 +6,7 @@ use key_connector::startup::StartupError;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::support::{
     AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
 };
 

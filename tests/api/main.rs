@@ -12,10 +12,8 @@ mod certificates;
 mod compat;
 mod container;
 mod cors;
-mod databases;
 #[cfg(feature = "gcpkms")]
 mod gcpkms;
-mod helpers;
 mod https;
 mod image;
 mod lifecycle;
@@ -24,9 +22,9 @@ mod operations;
 mod outage;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
-mod proxy;
 mod quickstart;
 mod replicas;
 mod stores;
+mod support;
 mod user_keys;
 mod vault;

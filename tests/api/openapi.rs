@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{random_key, spawn_app};
+use crate::support::{random_key, spawn_app};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 

@@ -11,7 +11,7 @@ use key_connector::config::{
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
+use crate::support::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 
@@ -40,7 +40,7 @@ fn json_target(dir: &Path) -> TransferTarget {
 }
 
 /// Serves the transfer target (JSON file, target certificate) on its own.
-async fn serve_target(idp: &Arc<TestIdp>, dir: &Path) -> crate::helpers::TestApp {
+async fn serve_target(idp: &Arc<TestIdp>, dir: &Path) -> crate::support::TestApp {
     let target_dir = Arc::new(tempfile::tempdir().unwrap());
     std::fs::copy(target_pfx(dir), target_dir.path().join("key.pfx")).unwrap();
     std::fs::copy(dir.join("target.json"), target_dir.path().join("data.json")).unwrap();
@@ -217,7 +217,7 @@ async fn an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected(
 
 /// Stores a key for each of `count` new users through the API; returns them.
 async fn seed_users(
-    app: &crate::helpers::TestApp,
+    app: &crate::support::TestApp,
     idp: &TestIdp,
     count: usize,
 ) -> Vec<(Uuid, String)> {
@@ -484,7 +484,7 @@ async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
     );
 
     // The old certificate no longer opens the database; the new one serves every key.
-    let error = crate::helpers::try_spawn_app_with(
+    let error = crate::support::try_spawn_app_with(
         Arc::clone(&idp),
         AppOptions {
             data_dir: Some(Arc::clone(&dir)),
@@ -729,7 +729,7 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
-    use crate::databases::{Engine, TestDatabase};
+    use crate::support::databases::{Engine, TestDatabase};
     for server in [Engine::PostgreSql, Engine::MySql] {
         let database = match TestDatabase::reserve(server).await {
             Ok(database) => database,

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::databases::{Engine, TestDatabase};
-use crate::helpers::{
+use crate::skip_or_fail;
+use crate::support::databases::{Engine, TestDatabase};
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::{
     AppOptions, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
 };
-use crate::proxy::{Mode, Proxy};
-use crate::skip_or_fail;
 
 /// Short timeouts so that the test runs in seconds; the defaults are 5 s each.
 const FAST_TIMEOUTS: &str = "Timeout=2;Command Timeout=2";

@@ -25,10 +25,10 @@ use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::skip_or_fail;
+use crate::support::{
     AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
 };
-use crate::skip_or_fail;
 
 const SO_PIN: &str = "so-pin-1234";
 const USER_PIN: &str = "user-pin-5678";
@@ -769,9 +769,9 @@ softhsm_test! {
 /// The real binary configured only through environment variables for `token`, as a
 /// container is; `pin` is the login PIN.
 fn binary_command(hsm: &SoftHsm, token: &TestToken, pin: &str) -> (Command, u16) {
-    let port = crate::binary::free_port();
+    let port = crate::support::binary::free_port();
     let mut command =
-        crate::binary::service_command(&hsm.dir, "sqlite", "http://127.0.0.1:9", port);
+        crate::support::binary::service_command(&hsm.dir, "sqlite", "http://127.0.0.1:9", port);
     command
         .env("SOFTHSM2_CONF", std::env::var_os("SOFTHSM2_CONF").unwrap())
         .env("keyConnectorSettings__rsaKey__provider", "pkcs11")
@@ -810,7 +810,7 @@ softhsm_test! {
         assert!(!stderr.contains("wrong-pin-0000"), "the PIN is never logged: {stderr}");
 
         let (command, port) = binary_command(&hsm, &token, USER_PIN);
-        let service = crate::binary::Service::spawn(command, port).wait_ready().await;
+        let service = crate::support::binary::Service::spawn(command, port).wait_ready().await;
         let health = reqwest::get(format!("{}/health", service.base_url)).await.unwrap();
         assert_eq!(health.status(), 200);
         assert_eq!(health.text().await.unwrap(), "Healthy");

@@ -8,10 +8,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::binary::{Service, free_port, read_key, service_command};
-use crate::databases::{Engine, TestDatabase};
-use crate::helpers::{TestIdp, random_key};
 use crate::skip_or_fail;
+use crate::support::binary::{Service, free_port, read_key, service_command};
+use crate::support::databases::{Engine, TestDatabase};
+use crate::support::{TestIdp, random_key};
 
 const REPLICAS: usize = 4;
 

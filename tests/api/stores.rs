@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-use crate::databases::{Engine, TestDatabase};
+use crate::support::databases::{Engine, TestDatabase};
 
 /// A backend under test.
 #[derive(Clone, Copy, Debug)]

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{StoreKind, random_key, spawn_app, spawn_app_on};
+use crate::support::{StoreKind, random_key, spawn_app, spawn_app_on};
 
 #[tokio::test]
 async fn alive_and_now_answer_the_utc_time_as_a_json_string() {

@@ -19,7 +19,7 @@ use key_connector::pkcs12::generate_self_signed_pfx;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{AppOptions, LocalTlsStandIn, TestIdp, random_key, spawn_app_with};
+use crate::support::{AppOptions, LocalTlsStandIn, TestIdp, random_key, spawn_app_with};
 
 const TOKEN: &str = "hvs.CAESIJ-stand-in-token";
 const MOUNT: &str = "kv";
@@ -367,7 +367,7 @@ async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
 
 #[tokio::test]
 async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
-    let port = crate::binary::free_port();
+    let port = crate::support::binary::free_port();
     let settings = settings_from_env(&format!("http://127.0.0.1:{port}"), TOKEN, &[]);
     let started = Instant::now();
     match open(&settings).await {
@@ -412,7 +412,7 @@ async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
     let settings = settings_from_env(&format!("http://{address}"), TOKEN, &[]);
     let idp = Arc::new(TestIdp::start().await);
     let starting = tokio::spawn(async move {
-        crate::helpers::try_spawn_app_with(
+        crate::support::try_spawn_app_with(
             idp,
             AppOptions {
                 rsa_key: Some(settings),
@@ -456,7 +456,8 @@ async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let command_for = |port: u16| {
-        let mut command = crate::binary::service_command(dir.path(), "sqlite", &idp.url, port);
+        let mut command =
+            crate::support::binary::service_command(dir.path(), "sqlite", &idp.url, port);
         command
             .env("keyConnectorSettings__certificate__provider", "vault")
             .env(
@@ -482,7 +483,7 @@ async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
             );
         command
     };
-    crate::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+    crate::support::binary::a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
         dir.path(),
         &vault.ca_pem,
         &idp,

@@ -1,9 +1,8 @@
-//! Shared test harness: the real application on port 0, a real identity provider serving
-//! discovery and JWKS and minting RS256 tokens, and real stores in temporary directories.
+//! The real application on port 0 with real stores in temporary directories, and a client
+//! for its API (zero2prod's `spawn_app`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,13 +10,14 @@ use key_connector::config::{
     CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
     SqliteConnection,
 };
-use key_connector::dev::issuer::DevIssuer;
 use key_connector::pkcs12::generate_self_signed_pfx;
 use key_connector::startup::{Application, StartupError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+use super::{TestIdp, random_key};
 
 pub const WEB_VAULT_ORIGIN: &str = "https://vault.example.test";
 
@@ -26,91 +26,6 @@ pub const WEB_VAULT_ORIGIN: &str = "https://vault.example.test";
 pub enum StoreKind {
     Sqlite,
     Json,
-}
-
-/// A running identity provider on 127.0.0.1.
-pub struct TestIdp {
-    pub issuer: Arc<DevIssuer>,
-    pub url: String,
-    jwks_fetches: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl TestIdp {
-    pub async fn start() -> Self {
-        Self::start_with(Arc::new(DevIssuer::generate().expect("issuer key"))).await
-    }
-
-    pub async fn start_with(issuer: Arc<DevIssuer>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        Self::serve_on(issuer, listener, url).await
-    }
-
-    /// Serves on a given listener (used to start an identity provider late, on a port
-    /// the service was configured with).
-    pub async fn serve_on(
-        issuer: Arc<DevIssuer>,
-        listener: tokio::net::TcpListener,
-        url: String,
-    ) -> Self {
-        let jwks_fetches = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&jwks_fetches);
-        let router = issuer.router(url.clone()).layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if request.uri().path().ends_with("/jwks") {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-                next.run(request)
-            },
-        ));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Self {
-            issuer,
-            url,
-            jwks_fetches,
-            task,
-        }
-    }
-
-    /// How many times the JWKS was fetched.
-    pub fn jwks_fetches(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
-    }
-
-    /// A valid Bitwarden-like access token for `user`.
-    pub fn token_for(&self, user: Uuid) -> String {
-        self.issuer
-            .mint_user_token(&self.url, user, Duration::from_secs(3600))
-    }
-
-    /// Claims of a valid token for `user`, for tests that change one of them.
-    pub fn claims_for(&self, user: Uuid) -> Value {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        json!({
-            "nbf": now, "iat": now, "exp": now + 3600, "auth_time": now,
-            "iss": self.url, "client_id": "web", "sub": user.to_string(),
-            "idp": "bitwarden", "email": "user@example.test", "email_verified": true,
-            "scope": ["api", "offline_access"], "amr": ["Application"],
-            "jti": Uuid::new_v4().simple().to_string(),
-        })
-    }
-
-    pub fn mint(&self, claims: Value) -> String {
-        self.issuer.mint(&self.url, claims)
-    }
-
-    pub fn stop(&self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for TestIdp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Options for [`spawn_app`].
@@ -286,7 +201,7 @@ where
             assert_eq!(response.status(), reqwest::StatusCode::OK);
         }
         assert_eq!(
-            crate::binary::read_key(&client, &base, &token).await,
+            crate::support::binary::read_key(&client, &base, &token).await,
             Ok(key.clone())
         );
         let health = client.get(format!("{base}/health")).send().await.unwrap();
@@ -397,109 +312,5 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// A random base64 key like the clients send (64 bytes).
-pub fn random_key() -> String {
-    use base64::Engine;
-    let bytes: Vec<u8> = (0..64).map(|_| rand_byte()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn rand_byte() -> u8 {
-    (Uuid::new_v4().as_u128() & 0xff) as u8
-}
-
-/// Whether a missing external backend must fail the run instead of skipping.
-pub fn backends_required() -> bool {
-    std::env::var("KC_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
-/// Skips (prints why) or fails (when backends are required) a test that needs something absent.
-#[macro_export]
-macro_rules! skip_or_fail {
-    ($($reason:tt)*) => {{
-        let reason = format!($($reason)*);
-        if $crate::helpers::backends_required() {
-            panic!("required backend missing: {reason}");
-        }
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }};
-}
-
-/// A TLS server identity for stand-ins of remote services: a fresh private CA and a server
-/// certificate it issued for `names`.
-pub struct PrivateCaServer {
-    pub config: Arc<rustls::ServerConfig>,
-    pub ca_der: Vec<u8>,
-    pub ca_pem: String,
-}
-
-impl PrivateCaServer {
-    pub fn for_names(names: &[&str]) -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "private test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let leaf = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
-        Self {
-            config: Arc::new(config),
-            ca_der: ca.der().to_vec(),
-            ca_pem: ca.pem(),
-        }
-    }
-}
-
-/// A stand-in served over HTTPS as `https://localhost:PORT`, under a private CA of its own
-/// that no system trusts. Stops when dropped.
-pub struct LocalTlsStandIn {
-    pub url: String,
-    pub ca_pem: String,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl LocalTlsStandIn {
-    pub async fn serve(router: axum::Router) -> Self {
-        let server = PrivateCaServer::for_names(&["localhost"]);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "https://localhost:{}",
-            listener.local_addr().unwrap().port()
-        );
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(key_connector::tls::serve(
-            listener,
-            server.config,
-            router,
-            stop.clone(),
-        ));
-        Self {
-            url,
-            ca_pem: server.ca_pem,
-            stop,
-        }
-    }
-}
-
-impl Drop for LocalTlsStandIn {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }

@@ -1,0 +1,45 @@
+//! What the integration tests share: the application on port 0 ([`app`]), the identity
+//! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), the
+//! stand-ins of remote services ([`tls`], [`proxy`]), and the rule for absent backends.
+
+pub mod app;
+pub mod binary;
+pub mod databases;
+pub mod idp;
+pub mod proxy;
+pub mod tls;
+
+pub use app::*;
+pub use idp::TestIdp;
+pub use tls::{LocalTlsStandIn, PrivateCaServer};
+
+use uuid::Uuid;
+
+/// A random base64 key like the clients send (64 bytes).
+pub fn random_key() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..64).map(|_| rand_byte()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn rand_byte() -> u8 {
+    (Uuid::new_v4().as_u128() & 0xff) as u8
+}
+
+/// Whether a missing external backend must fail the run instead of skipping.
+pub fn backends_required() -> bool {
+    std::env::var("KC_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Skips (prints why) or fails (when backends are required) a test that needs something absent.
+#[macro_export]
+macro_rules! skip_or_fail {
+    ($($reason:tt)*) => {{
+        let reason = format!($($reason)*);
+        if $crate::support::backends_required() {
+            panic!("required backend missing: {reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }};
+}
