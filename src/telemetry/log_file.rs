@@ -56,10 +56,7 @@ impl RollingLogFile {
     }
 
     fn open_at(settings: LogFileSettings, now: OffsetDateTime) -> io::Result<Self> {
-        let directory = match settings.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let directory = directory_of(&settings.path).to_path_buf();
         let name = settings
             .path
             .file_name()
