@@ -435,6 +435,12 @@ async fn the_image_runs_as_bitwarden_installer_runs_the_official_one() {
         status.contains("CapEff:\t0000000000000000"),
         "no capabilities"
     );
+    let home_owner = container.exec(&["stat", "-c", "%u", "/home/bitwarden"]);
+    assert_eq!(
+        String::from_utf8_lossy(&home_owner.stdout).trim(),
+        INSTALL_UID.to_string(),
+        "the home directory is the service user's"
+    );
     let whoami = container.exec(&["id", "-un", &INSTALL_UID.to_string()]);
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "bitwarden");
     let data = bwdata.root.join("key-connector/data.json");
