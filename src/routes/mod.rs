@@ -15,6 +15,7 @@ use axum::http::{HeaderName, HeaderValue, Uri, header};
 use axum::routing::get;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthenticatedUser;
@@ -46,7 +47,17 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
             "/user-keys",
             get(user_keys::get_key)
                 .post(user_keys::create_key)
-                .put(user_keys::put_key),
+                .put(user_keys::put_key)
+                // A user key must never sit in a browser's or a proxy's cache, and its JSON
+                // must never be sniffed into something else.
+                .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                )),
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

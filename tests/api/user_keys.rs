@@ -328,3 +328,24 @@ async fn keys_of_any_length_round_trip_byte_for_byte() {
         assert_eq!(app.read_key(&token).await, Ok(key), "{length}");
     }
 }
+
+#[tokio::test]
+async fn key_answers_are_never_cached_nor_sniffed() {
+    let app = spawn_app().await;
+    let token = app.token_for(Uuid::new_v4());
+    let missing = app.get_key(&token).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let stored = app.post_key(&token, &random_key()).await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    let found = app.get_key(&token).await;
+    assert_eq!(found.status(), StatusCode::OK);
+    let unauthenticated = app.client.get(app.url("/user-keys")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    for response in [&missing, &stored, &found, &unauthenticated] {
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    }
+    // Anonymous endpoints keep their caching as they are.
+    let alive = app.client.get(app.url("/alive")).send().await.unwrap();
+    assert!(alive.headers().get("cache-control").is_none());
+}
