@@ -6,7 +6,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, LoadedSettings, SettingsGroup};
+use crate::config::{self, ConfigSource, SettingsGroup};
 use crate::operations::rotate::{RotationReport, SymmetricRotationReport};
 use crate::operations::stats::{self, KeyStats};
 use crate::operations::transfer::TransferReport;
@@ -177,7 +177,7 @@ pub async fn rotate_symmetric_key(
                 .into(),
         ));
     }
-    let loaded: LoadedSettings = config::load(source)?;
+    let loaded = config::load(source)?;
     let settings = &loaded.settings;
     let report = crate::operations::rotate::rotate_symmetric_key(
         &settings.database,

@@ -499,10 +499,10 @@ async fn the_image_runs_as_bitwarden_installer_runs_the_official_one() {
     container.wait_until_alive().await;
     let client = reqwest::Client::new();
     assert_eq!(read_key(&client, &base, &token).await, Ok(key));
-    let memory = container.inspect("{{.State.Pid}}");
+    let restarted = container.pid();
     eprintln!(
         "container ready in {ready_in:.1?}, stopped in {stopped_in:.1?}, idle resident memory {} KiB",
-        std::fs::read_to_string(format!("/proc/{memory}/status"))
+        std::fs::read_to_string(format!("/proc/{restarted}/status"))
             .unwrap()
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
