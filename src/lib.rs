@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod dev;
 pub mod dotnet_time;

@@ -9,8 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -18,6 +16,7 @@ use tower::util::MapRequestLayer;
 
 use crate::auth::Authenticator;
 use crate::config::{ListenHost, ListenUrl, Settings, SettingsGroup};
+use crate::connections::{self, ConnectionGate, ConnectionLimits};
 use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
@@ -29,7 +28,7 @@ use crate::store::last_access::LastAccessRecorder;
 use crate::store::{StoreError, UserKeyStore, open_store};
 
 /// How long shutdown waits for in-flight requests before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+pub const SHUTDOWN_GRACE: Duration = connections::SHUTDOWN_GRACE;
 
 /// How long start-up waits for the identity server's keys before serving anyway.
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
@@ -64,6 +63,7 @@ pub struct Application {
     )>,
     state: AppState,
     web_vault_origin: String,
+    limits: ConnectionLimits,
     background: CancellationToken,
 }
 
@@ -173,8 +173,15 @@ impl Application {
             metrics: None,
             state,
             web_vault_origin: settings.web_vault_origin.clone(),
+            limits: ConnectionLimits::default(),
             background,
         })
+    }
+
+    /// Replaces the default connection limits (`Kestrel:Limits` settings) of every listener.
+    pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Installs the metrics recorder and serves Prometheus metrics at `/metrics` on `listen`
@@ -229,57 +236,55 @@ impl Application {
             metrics,
             state,
             web_vault_origin,
+            limits,
             background,
         } = self;
         let flusher = state.last_access.spawn_flusher(background.child_token());
         let router = routes::router(state.clone(), &web_vault_origin);
         let app = MapRequestLayer::new(routes::normalize_path).layer(router);
 
+        let limits = Arc::new(limits);
+        let api_gate = ConnectionGate::new(limits.max_connections);
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
-        for listener in listeners {
-            let app = app.clone();
-            let stop = stop.clone();
-            servers.spawn(async move {
-                let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "listener failed");
-                }
-            });
-        }
-
-        if let Some((listeners, config)) = tls {
-            for listener in listeners {
-                servers.spawn(crate::tls::serve(
-                    listener,
-                    Arc::clone(&config),
-                    app.clone(),
-                    stop.clone(),
-                ));
-            }
+        let tls =
+            tls.map(|(listeners, config)| (listeners, tokio_rustls::TlsAcceptor::from(config)));
+        let plain = listeners.into_iter().map(|listener| (listener, None));
+        let secure = tls.into_iter().flat_map(|(listeners, acceptor)| {
+            listeners
+                .into_iter()
+                .map(move |l| (l, Some(acceptor.clone())))
+        });
+        for (listener, acceptor) in plain.chain(secure) {
+            servers.spawn(connections::serve(
+                listener,
+                acceptor,
+                app.clone(),
+                Arc::clone(&limits),
+                api_gate.clone(),
+                stop.clone(),
+            ));
         }
         if let Some((listeners, handle)) = metrics {
             let metrics_app = crate::metrics::router(handle);
+            let metrics_gate = ConnectionGate::new(connections::METRICS_CONNECTIONS);
             for listener in listeners {
-                let app = metrics_app.clone();
-                let stop = stop.clone();
-                servers.spawn(async move {
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { stop.cancelled().await })
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "metrics listener failed");
-                    }
-                });
+                servers.spawn(connections::serve(
+                    listener,
+                    None,
+                    metrics_app.clone(),
+                    Arc::clone(&limits),
+                    metrics_gate.clone(),
+                    stop.clone(),
+                ));
             }
         }
 
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         stop.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        // Each connection ends itself within the grace; this bound only guards against a bug.
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(500), async {
             while servers.join_next().await.is_some() {}
         })
         .await;

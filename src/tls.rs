@@ -7,27 +7,15 @@
 //! Names are case-insensitive; the `ASPNETCORE_` prefixed forms are read too. TLS is rustls
 //! on aws-lc-rs, TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
 //!
-//! Serving: axum's `serve` speaks plain TCP only, so TLS connections are accepted here and
-//! handed to hyper's connection builder, with the same graceful shutdown as the plain ones.
+//! Serving is `crate::connections`, the same for TLS and plain listeners.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const PATH: &str = "Kestrel__Certificates__Default__Path";
 const PASSWORD: &str = "Kestrel__Certificates__Default__Password";
@@ -124,67 +112,6 @@ impl CertificateSettings {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
-
-/// Serves `app` over TLS on `listener` until `stop`, then lets open connections finish.
-pub async fn serve<S>(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    app: S,
-    stop: CancellationToken,
-) where
-    S: tower::Service<
-            Request,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::debug!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let mut app = app.clone();
-                    async move { tower::Service::call(&mut app, request.map(Body::new)).await }
-                },
-            );
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
 }
 
 #[cfg(test)]

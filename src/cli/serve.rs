@@ -29,7 +29,10 @@ pub async fn serve(
         )),
         None => None,
     };
-    let mut app = Application::build(&loaded.settings, &listen).await?;
+    let limits = config::connection_limits::load(source)?;
+    let mut app = Application::build(&loaded.settings, &listen)
+        .await?
+        .with_connection_limits(limits);
     if let Some((listen, handle)) = metrics {
         app.serve_metrics(&listen, handle).await?;
     }

@@ -7,6 +7,7 @@
 //! and its environment-variable spelling.
 
 pub mod azure_storage;
+pub mod connection_limits;
 pub mod connection_string;
 mod layers;
 pub mod listen;

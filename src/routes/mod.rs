@@ -13,6 +13,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Uri, header};
 use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -63,6 +64,7 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http))
         .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -81,6 +83,20 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// A handler that panicked answers 500 with the usual JSON body, and the service goes on: a
+/// bug met by one request must not end everyone's. What panicked is logged, never echoed.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(panic = what, "a request handler panicked; answered 500");
+    axum::response::IntoResponse::into_response(ApiError::Internal(
+        "the request failed on an internal error".into(),
+    ))
 }
 
 /// Rewrites the request path before routing: repeated slashes collapse (`//user-keys`), a

@@ -5,8 +5,10 @@
 //! binding), and nothing is written unless the whole request is valid.
 
 use axum::Json;
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use base64::alphabet::STANDARD as STANDARD_ALPHABET;
@@ -15,6 +17,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::auth::AuthenticatedUser;
+use crate::connections::BodyReadTimeout;
 use crate::crypto::UserKey;
 use crate::dotnet_time::now_utc;
 use crate::error::ApiError;
@@ -54,7 +57,8 @@ fn audit<T>(user: &AuthenticatedUser, action: &'static str, result: &Result<T, A
         Err(
             ApiError::BadRequest(_)
             | ApiError::UnsupportedMediaType(_)
-            | ApiError::PayloadTooLarge(_),
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::RequestTimeout(_),
         ) => "rejected",
         Err(ApiError::Unavailable(_)) => "unavailable",
         Err(_) => "error",
@@ -98,10 +102,9 @@ async fn read_key(
 pub async fn create_key(
     State(state): State<AppState>,
     user: AuthenticatedUser,
-    headers: HeaderMap,
-    body: Body,
+    body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let result = create(&state, &user, &headers, body).await;
+    let result = create(&state, &user, body).await;
     audit(&user, "create", &result);
     result
 }
@@ -109,10 +112,9 @@ pub async fn create_key(
 async fn create(
     state: &AppState,
     user: &AuthenticatedUser,
-    headers: &HeaderMap,
-    body: Body,
+    body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let key = read_user_key_body(headers, body).await?;
+    let key = body.read().await?;
     let sealed = seal(state, &key)?;
     let row = StoredUserKey {
         id: user.user_id,
@@ -132,10 +134,9 @@ async fn create(
 pub async fn put_key(
     State(state): State<AppState>,
     user: AuthenticatedUser,
-    headers: HeaderMap,
-    body: Body,
+    body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let result = put(&state, &user, &headers, body).await;
+    let result = put(&state, &user, body).await;
     audit(&user, "put", &result);
     result
 }
@@ -143,10 +144,9 @@ pub async fn put_key(
 async fn put(
     state: &AppState,
     user: &AuthenticatedUser,
-    headers: &HeaderMap,
-    body: Body,
+    body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let key = read_user_key_body(headers, body).await?;
+    let key = body.read().await?;
     let sealed = seal(state, &key)?;
     state
         .store
@@ -162,13 +162,65 @@ fn seal(state: &AppState, key: &UserKey) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Unavailable(format!("could not encrypt the key: {e}")))
 }
 
-/// Reads `{"key": "<base64>"}` (property name in any case) into the key's bytes.
-async fn read_user_key_body(headers: &HeaderMap, body: Body) -> Result<UserKey, ApiError> {
-    require_json_content_type(headers)?;
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
-    parse_user_key_body(&bytes)
+/// The body of a POST or PUT, not read yet: reading it can fail, and that failure belongs to
+/// the request's outcome (and its audit line) like any other.
+pub struct KeyWriteBody {
+    headers: HeaderMap,
+    body: Body,
+    /// How long the body may take to arrive, from the connection's limits.
+    timeout: Duration,
+}
+
+/// Used where no listener set the limit (a router driven directly, as in unit tests).
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<S: Send + Sync> FromRequest<S> for KeyWriteBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let timeout = parts
+            .extensions
+            .get::<BodyReadTimeout>()
+            .map_or(DEFAULT_BODY_READ_TIMEOUT, |limit| limit.0);
+        Ok(Self {
+            headers: parts.headers,
+            body,
+            timeout,
+        })
+    }
+}
+
+impl KeyWriteBody {
+    /// Reads `{"key": "<base64>"}` (property name in any case) into the key's bytes.
+    async fn read(self) -> Result<UserKey, ApiError> {
+        require_json_content_type(&self.headers)?;
+        let read = axum::body::to_bytes(self.body, MAX_BODY_BYTES);
+        let bytes: Bytes = match tokio::time::timeout(self.timeout, read).await {
+            Err(_) => return Err(ApiError::RequestTimeout(self.timeout)),
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) if is_length_limit(&error) => {
+                return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::BadRequest(
+                    "the request body could not be read to its end".into(),
+                ));
+            }
+        };
+        parse_user_key_body(&bytes)
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

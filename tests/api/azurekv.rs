@@ -128,7 +128,7 @@ impl AzureStandIn {
         };
         stand_in.rotate_key();
         let router = axum::Router::new().fallback(answer).with_state(state);
-        tokio::spawn(key_connector::tls::serve(
+        tokio::spawn(crate::support::tls::serve_tls(
             listener,
             server.config,
             router,

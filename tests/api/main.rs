@@ -10,6 +10,7 @@ mod binary;
 mod certificate_store;
 mod certificates;
 mod compat;
+mod connections;
 mod container;
 mod cors;
 #[cfg(feature = "gcpkms")]

@@ -41,6 +41,8 @@ pub struct AppOptions {
     pub transfer_to: Option<key_connector::config::TransferToSettings>,
     /// An RSA key instead of the shared test certificate.
     pub rsa_key: Option<RsaKeySettings>,
+    /// Connection limits instead of the defaults.
+    pub limits: Option<key_connector::connections::ConnectionLimits>,
 }
 
 impl Default for AppOptions {
@@ -52,6 +54,7 @@ impl Default for AppOptions {
             database: None,
             transfer_to: None,
             rsa_key: None,
+            limits: None,
         }
     }
 }
@@ -138,7 +141,10 @@ pub async fn try_spawn_app_with(
     if let Some(rsa_key) = options.rsa_key {
         settings.rsa_key = rsa_key;
     }
-    let app = Application::build(&settings, &loopback_port_zero()).await?;
+    let mut app = Application::build(&settings, &loopback_port_zero()).await?;
+    if let Some(limits) = options.limits {
+        app = app.with_connection_limits(limits);
+    }
     let address = app.local_addrs()[0];
     let store_handle = Arc::clone(&app.state().store);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -289,6 +295,31 @@ impl TestApp {
         match self.store {
             StoreKind::Sqlite => self.data_dir.path().join("keys.db"),
             StoreKind::Json => self.data_dir.path().join("data.json"),
+        }
+    }
+
+    /// The address the app listens on.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the base URL is an address")
+    }
+
+    /// Asks the app to stop without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for a stop begun with [`TestApp::begin_shutdown`] to finish.
+    pub async fn stopped(&mut self) {
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("shutdown finishes in time")
+                .unwrap();
         }
     }
 

@@ -51,6 +51,25 @@ pub struct LocalTlsStandIn {
     stop: tokio_util::sync::CancellationToken,
 }
 
+/// Serves `router` over TLS with `config` until `stop`, as the service serves HTTPS.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use key_connector::connections::{self, ConnectionGate, ConnectionLimits};
+    connections::serve(
+        listener,
+        Some(tokio_rustls::TlsAcceptor::from(config)),
+        router,
+        std::sync::Arc::new(ConnectionLimits::default()),
+        ConnectionGate::new(1024),
+        stop,
+    )
+    .await;
+}
+
 impl LocalTlsStandIn {
     pub async fn serve(router: axum::Router) -> Self {
         let server = PrivateCaServer::for_names(&["localhost"]);
@@ -60,12 +79,7 @@ impl LocalTlsStandIn {
             listener.local_addr().unwrap().port()
         );
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(key_connector::tls::serve(
-            listener,
-            server.config,
-            router,
-            stop.clone(),
-        ));
+        tokio::spawn(serve_tls(listener, server.config, router, stop.clone()));
         Self {
             url,
             ca_pem: server.ca_pem,
