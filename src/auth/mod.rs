@@ -9,6 +9,15 @@
 //! The identity server being unreachable is a temporary fault: requests get
 //! [`AuthError::Unavailable`] (503) while no keys are known, a background task keeps trying,
 //! and an unknown `kid` refreshes the JWKS at most once per [`AuthOptions::min_refresh_interval`].
+//!
+//! Key rotation: a token whose `kid` the known keys do not have is first tried against every
+//! published key, as upstream's token handler does (`TryAllIssuerSigningKeys`): the signature
+//! is what proves the token, the `kid` is only a hint. If none verifies, the token waits for
+//! a JWKS fetch that starts after it arrived (the next one the rate limit permits, at most one
+//! interval away) rather than being refused: a flood of made-up key ids must not keep a key
+//! the identity server has just published from being trusted, nor reach the identity server
+//! more than once per interval. Keys are also refreshed every few minutes, so a withdrawn key
+//! stops vouching for tokens soon.
 
 pub mod jwks;
 mod token_cache;
@@ -70,8 +79,8 @@ impl Default for AuthOptions {
     fn default() -> Self {
         Self {
             clock_skew: CLOCK_SKEW,
-            min_refresh_interval: Duration::from_secs(10),
-            periodic_refresh: Duration::from_secs(3600),
+            min_refresh_interval: Duration::from_secs(2),
+            periodic_refresh: Duration::from_secs(300),
             max_retry_backoff: Duration::from_secs(5),
             http_timeout: Duration::from_secs(10),
             token_cache_capacity: 100_000,
@@ -84,6 +93,8 @@ impl Default for AuthOptions {
 struct RefreshState {
     last_attempt: Option<Instant>,
     last_error: Option<String>,
+    /// When the last fetch that succeeded began.
+    last_success_started: Option<Instant>,
     /// Bumped on every successful load, so waiters know someone else refreshed.
     generation: u64,
 }
@@ -193,7 +204,42 @@ impl Authenticator {
                 None => Ok(()),
             };
         }
-        state.last_attempt = Some(Instant::now());
+        self.fetch_keys(&mut state).await
+    }
+
+    /// Waits for a fetch of the keys that begins after `arrival`, starting it when the rate
+    /// limit permits (at most one interval from now), single-flight with every other caller.
+    async fn refresh_keys_after(&self, arrival: Instant) -> Result<(), String> {
+        loop {
+            let mut state = self.refresh.lock().await;
+            if state
+                .last_success_started
+                .is_some_and(|started| started >= arrival)
+            {
+                return Ok(());
+            }
+            if let Some(last) = state.last_attempt
+                && last >= arrival
+                && let Some(error) = &state.last_error
+            {
+                return Err(error.clone());
+            }
+            let permitted = state.last_attempt.map_or(Instant::now(), |last| {
+                last + self.options.min_refresh_interval
+            });
+            let wait = permitted.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return self.fetch_keys(&mut state).await;
+            }
+            drop(state);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One fetch of discovery and JWKS, with the refresh lock held.
+    async fn fetch_keys(&self, state: &mut RefreshState) -> Result<(), String> {
+        let started = Instant::now();
+        state.last_attempt = Some(started);
         match fetch_identity_keys(&self.http, &self.discovery_url).await {
             Ok(keys) => {
                 let previous = self.current_keys();
@@ -210,6 +256,7 @@ impl Authenticator {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
                 state.generation += 1;
                 state.last_error = None;
+                state.last_success_started = Some(started);
                 self.generation
                     .store(state.generation, std::sync::atomic::Ordering::Release);
                 if first {
@@ -233,6 +280,7 @@ impl Authenticator {
         &self,
         authorization: Option<&HeaderValue>,
     ) -> Result<AuthenticatedUser, AuthError> {
+        let arrival = Instant::now();
         let token = bearer_token(authorization)?;
         let digest = TokenCache::digest(token);
         if let Some(user_id) = self.cache.get(&digest) {
@@ -259,24 +307,15 @@ impl Authenticator {
                 })?
             }
         };
-        let keys = match header.kid.as_deref() {
+        let claims = match header.kid.as_deref() {
             Some(kid) if !keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) => {
-                // The identity server may have rotated its key: look again, rate-limited.
-                self.refresh_keys(false)
-                    .await
-                    .map_err(AuthError::Unavailable)?;
-                let keys = self.current_keys().unwrap_or(keys);
-                if !keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
-                    return Err(AuthError::InvalidToken(
-                        "it is signed with a key the identity server does not publish".into(),
-                    ));
-                }
-                keys
+                self.verify_unknown_kid(token, header.alg, kid, keys, arrival)
+                    .await?
             }
-            _ => keys,
+            kid => self
+                .verify(token, header.alg, kid, &keys)?
+                .ok_or_else(no_key_verifies)?,
         };
-
-        let claims = self.verify(token, header.alg, header.kid.as_deref(), &keys)?;
         let user_id = authorize(&claims)?;
         if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
             let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
@@ -292,14 +331,43 @@ impl Authenticator {
         Ok(AuthenticatedUser { user_id })
     }
 
-    /// Verifies signature, issuer and lifetime against the candidate keys.
+    /// A token naming a key id that is not published (yet): every published key is tried;
+    /// if none verifies, the keys are fetched again (see the module documentation) and the
+    /// token checked against what the identity server publishes then.
+    async fn verify_unknown_kid(
+        &self,
+        token: &str,
+        algorithm: Algorithm,
+        kid: &str,
+        keys: Arc<IdentityKeys>,
+        arrival: Instant,
+    ) -> Result<Value, AuthError> {
+        if let Some(claims) = self.verify(token, algorithm, None, &keys)? {
+            return Ok(claims);
+        }
+        self.refresh_keys_after(arrival)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let keys = self.current_keys().unwrap_or(keys);
+        let published = keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid));
+        match self.verify(token, algorithm, published.then_some(kid), &keys)? {
+            Some(claims) => Ok(claims),
+            None if published => Err(no_key_verifies()),
+            None => Err(AuthError::InvalidToken(
+                "it is signed with a key the identity server does not publish".into(),
+            )),
+        }
+    }
+
+    /// Verifies signature, issuer and lifetime against the candidate keys: the claims, or
+    /// `None` when no candidate verifies the signature.
     fn verify(
         &self,
         token: &str,
         algorithm: Algorithm,
         kid: Option<&str>,
         keys: &IdentityKeys,
-    ) -> Result<Value, AuthError> {
+    ) -> Result<Option<Value>, AuthError> {
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
         validation.leeway = self.options.clock_skew.as_secs();
@@ -315,7 +383,7 @@ impl Authenticator {
         });
         for key in candidates {
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return Ok(Some(data.claims)),
                 Err(error) => {
                     let rejection = match error.kind() {
                         ErrorKind::InvalidSignature | ErrorKind::InvalidRsaKey(_) => continue,
@@ -340,10 +408,12 @@ impl Authenticator {
                 }
             }
         }
-        Err(AuthError::InvalidToken(
-            "no published key verifies its signature".into(),
-        ))
+        Ok(None)
     }
+}
+
+fn no_key_verifies() -> AuthError {
+    AuthError::InvalidToken("no published key verifies its signature".into())
 }
 
 /// Extracts the token from `Authorization: Bearer <token>` (scheme case-insensitive).

@@ -166,12 +166,18 @@ impl DevIssuer {
 
     /// Signs `claims` as an RS256 JWT with this issuer's `kid`. `iss` is set to `issuer`
     /// unless the claims carry their own.
-    pub fn mint(&self, issuer: &str, mut claims: Value) -> String {
+    pub fn mint(&self, issuer: &str, claims: Value) -> String {
+        self.mint_with_kid(issuer, claims, &self.kid)
+    }
+
+    /// Like [`DevIssuer::mint`] with another `kid` in the header: the signature is still
+    /// this issuer's (for tests of key-id handling).
+    pub fn mint_with_kid(&self, issuer: &str, mut claims: Value, kid: &str) -> String {
         if let Some(map) = claims.as_object_mut() {
             map.entry("iss")
                 .or_insert_with(|| json!(issuer.trim_end_matches('/')));
         }
-        let header = json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"});
+        let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
