@@ -97,6 +97,12 @@ pub async fn fetch_identity_keys(
     })
 }
 
+/// The RSA signing keys of a JWKS document (other keys are left out). Public for fuzzing.
+pub fn signing_keys(jwks: &[u8]) -> Result<Vec<SigningKey>, serde_json::Error> {
+    let set: JsonWebKeySet = serde_json::from_slice(jwks)?;
+    Ok(set.keys.into_iter().filter_map(rsa_signing_key).collect())
+}
+
 fn rsa_signing_key(jwk: JsonWebKey) -> Option<SigningKey> {
     if jwk.kty != "RSA" || jwk.usage.as_deref().is_some_and(|u| u != "sig") {
         return None;

@@ -287,14 +287,7 @@ impl Authenticator {
             return Ok(AuthenticatedUser { user_id });
         }
 
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::InvalidToken("it is not a well-formed signed JWT".into()))?;
-        if !RSA_ALGORITHMS.contains(&header.alg) {
-            return Err(AuthError::InvalidToken(format!(
-                "algorithm {:?} is not accepted; tokens must be RSA-signed",
-                header.alg
-            )));
-        }
+        let header = decode_rsa_header(token)?;
 
         let keys = match self.current_keys() {
             Some(keys) => keys,
@@ -368,48 +361,90 @@ impl Authenticator {
         kid: Option<&str>,
         keys: &IdentityKeys,
     ) -> Result<Option<Value>, AuthError> {
-        let mut validation = Validation::new(algorithm);
-        validation.algorithms = vec![algorithm];
-        validation.leeway = self.options.clock_skew.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_issuer(&[&keys.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss"]);
+        verify_with_keys(token, algorithm, kid, keys, self.options.clock_skew)
+    }
+}
 
-        let candidates = keys.keys.iter().filter(|k| {
-            kid.is_none_or(|kid| k.kid.as_deref() == Some(kid))
-                && k.algorithm.is_none_or(|pinned| pinned == algorithm)
-        });
-        for key in candidates {
-            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return Ok(Some(data.claims)),
-                Err(error) => {
-                    let rejection = match error.kind() {
-                        ErrorKind::InvalidSignature | ErrorKind::InvalidRsaKey(_) => continue,
-                        ErrorKind::ExpiredSignature => {
-                            AuthError::InvalidToken("it has expired".into())
-                        }
-                        ErrorKind::ImmatureSignature => {
-                            AuthError::InvalidToken("it is not valid yet (nbf)".into())
-                        }
-                        ErrorKind::InvalidIssuer => AuthError::InvalidToken(
-                            "it was not issued by the configured identity server".into(),
-                        ),
-                        ErrorKind::MissingRequiredClaim(claim) => {
-                            AuthError::InvalidToken(format!("claim `{claim}` is missing"))
-                        }
-                        ErrorKind::InvalidClaimFormat(claim) => {
-                            AuthError::InvalidToken(format!("claim `{claim}` is malformed"))
-                        }
-                        _ => AuthError::InvalidToken("it is not a well-formed signed JWT".into()),
-                    };
-                    return Err(rejection);
-                }
+/// Checks a token against `keys` alone: header, algorithm, signature (by the named key, or
+/// by any published key when the `kid` matches none), issuer, lifetime and authorization.
+/// No cache and no refresh: what [`Authenticator::authenticate`] decides once the keys are
+/// fetched. Public for the fuzz targets.
+pub fn validate_with_keys(
+    token: &str,
+    keys: &IdentityKeys,
+    clock_skew: Duration,
+) -> Result<Uuid, AuthError> {
+    let header = decode_rsa_header(token)?;
+    let kid = header
+        .kid
+        .as_deref()
+        .filter(|kid| keys.keys.iter().any(|k| k.kid.as_deref() == Some(*kid)));
+    let claims =
+        verify_with_keys(token, header.alg, kid, keys, clock_skew)?.ok_or_else(no_key_verifies)?;
+    authorize(&claims)
+}
+
+/// The token's header, if it is a JWT signed with an RSA algorithm.
+fn decode_rsa_header(token: &str) -> Result<jsonwebtoken::Header, AuthError> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| AuthError::InvalidToken("it is not a well-formed signed JWT".into()))?;
+    if !RSA_ALGORITHMS.contains(&header.alg) {
+        return Err(AuthError::InvalidToken(format!(
+            "algorithm {:?} is not accepted; tokens must be RSA-signed",
+            header.alg
+        )));
+    }
+    Ok(header)
+}
+
+/// Verifies signature, issuer and lifetime against the candidate keys: the claims, or
+/// `None` when no candidate verifies the signature.
+fn verify_with_keys(
+    token: &str,
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    keys: &IdentityKeys,
+    clock_skew: Duration,
+) -> Result<Option<Value>, AuthError> {
+    let mut validation = Validation::new(algorithm);
+    validation.algorithms = vec![algorithm];
+    validation.leeway = clock_skew.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_issuer(&[&keys.issuer]);
+    validation.set_required_spec_claims(&["exp", "iss"]);
+
+    let candidates = keys.keys.iter().filter(|k| {
+        kid.is_none_or(|kid| k.kid.as_deref() == Some(kid))
+            && k.algorithm.is_none_or(|pinned| pinned == algorithm)
+    });
+    for key in candidates {
+        match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+            Ok(data) => return Ok(Some(data.claims)),
+            Err(error) => {
+                let rejection = match error.kind() {
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidRsaKey(_) => continue,
+                    ErrorKind::ExpiredSignature => AuthError::InvalidToken("it has expired".into()),
+                    ErrorKind::ImmatureSignature => {
+                        AuthError::InvalidToken("it is not valid yet (nbf)".into())
+                    }
+                    ErrorKind::InvalidIssuer => AuthError::InvalidToken(
+                        "it was not issued by the configured identity server".into(),
+                    ),
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        AuthError::InvalidToken(format!("claim `{claim}` is missing"))
+                    }
+                    ErrorKind::InvalidClaimFormat(claim) => {
+                        AuthError::InvalidToken(format!("claim `{claim}` is malformed"))
+                    }
+                    _ => AuthError::InvalidToken("it is not a well-formed signed JWT".into()),
+                };
+                return Err(rejection);
             }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 fn no_key_verifies() -> AuthError {

@@ -8,6 +8,8 @@ pub mod health;
 mod misc;
 mod user_keys;
 
+pub use user_keys::parse_user_key_body;
+
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
