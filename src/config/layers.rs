@@ -149,7 +149,7 @@ fn flatten(value: &Value, path: String, out: &mut Values) {
 /// Removes `//` and `/* */` comments and trailing commas outside strings, which ASP.NET's
 /// JSON configuration provider tolerates and `serde_json` does not. Written by hand: it is a
 /// small state machine, and no widely used crate does exactly this.
-pub(super) fn strip_json_comments(text: &str) -> String {
+fn strip_json_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     let mut in_string = false;
@@ -223,4 +223,19 @@ fn remove_trailing_commas(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_json_comments;
+    use serde_json::Value;
+
+    #[test]
+    fn comment_stripping_respects_strings() {
+        let text = r#"{"a": "x // y", /* c */ "b": "/* z */", "c": [1, 2,], }"#;
+        let value: Value = serde_json::from_str(&strip_json_comments(text)).unwrap();
+        assert_eq!(value["a"], "x // y");
+        assert_eq!(value["b"], "/* z */");
+        assert_eq!(value["c"], serde_json::json!([1, 2]));
+    }
 }

@@ -6,13 +6,21 @@
 //! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
 //! and its environment-variable spelling.
 
+mod azure_key_vault;
 pub mod azure_storage;
+pub mod catalog;
+mod certificate;
 pub mod connection_string;
+mod database;
 mod layers;
 pub mod listen;
 pub mod logging;
 pub mod raw;
+mod rsa_key;
 pub mod sql_connection;
+mod suggestion;
+#[cfg(test)]
+mod test_env;
 
 use std::path::PathBuf;
 
