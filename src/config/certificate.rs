@@ -6,8 +6,20 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 
 use super::azure_key_vault::{azure_ad_credentials, azure_object_name, azure_vault_uri};
+use super::catalog::{
+    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID, CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
+    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID, CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME,
+    CERTIFICATE_AZURE_KEYVAULT_URI, CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING,
+    CERTIFICATE_AZURE_STORAGE_CONTAINER, CERTIFICATE_AZURE_STORAGE_FILE_NAME,
+    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD, CERTIFICATE_FILESYSTEM_PASSWORD,
+    CERTIFICATE_FILESYSTEM_PATH, CERTIFICATE_PROVIDER, CERTIFICATE_STORE_DIRECTORY,
+    CERTIFICATE_STORE_THUMBPRINT, CERTIFICATE_VAULT_SECRET_DATA_KEY,
+    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD, CERTIFICATE_VAULT_SECRET_MOUNT_POINT,
+    CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_SERVER_URI, CERTIFICATE_VAULT_TOKEN,
+};
 use super::layers::Values;
 use super::raw::check_http_url;
+use super::setting_path::{SettingPath, SettingsGroup};
 use super::{
     AzureKeyVaultCertificateSettings, AzureStorageAccount, AzureStorageCertificateSettings,
     CertificateSettings, ConfigError, StoreCertificateSettings, VaultCertificateSettings,
@@ -15,60 +27,65 @@ use super::{
 
 pub(super) fn certificate_settings(
     values: &Values,
-    prefix: &str,
+    group: SettingsGroup,
 ) -> Result<CertificateSettings, ConfigError> {
-    let at = |key: &str| format!("{prefix}certificate:{key}");
-    let provider = values.require(
-        &at("provider"),
+    let at = |path: SettingPath| path.in_group(group);
+    let provider = values.require_setting(
+        at(CERTIFICATE_PROVIDER),
         "filesystem, store, azurestorage, azurekv or vault",
     )?;
-    let password = |key: &str| {
+    let password = |key: SettingPath| {
         values
-            .get(&at(key))
+            .setting(at(key))
             .map(|p| SecretString::from(p.to_owned()))
     };
     match provider.trim().to_ascii_lowercase().as_str() {
         "filesystem" => Ok(CertificateSettings::Filesystem {
-            path: PathBuf::from(
-                values.require(&at("filesystemPath"), "the PKCS#12 (.pfx) file's path")?,
-            ),
-            password: password("filesystemPassword"),
+            path: PathBuf::from(values.require_setting(
+                at(CERTIFICATE_FILESYSTEM_PATH),
+                "the PKCS#12 (.pfx) file's path",
+            )?),
+            password: password(CERTIFICATE_FILESYSTEM_PASSWORD),
         }),
         "store" => {
-            let written = values.require(
-                &at("storeThumbprint"),
+            let written = values.require_setting(
+                at(CERTIFICATE_STORE_THUMBPRINT),
                 "the SHA-1 thumbprint of the certificate (40 hex digits)",
             )?;
             Ok(CertificateSettings::Store(StoreCertificateSettings {
-                thumbprint: clean_thumbprint(written)
-                    .map_err(|message| ConfigError::new(&at("storeThumbprint"), message))?,
+                thumbprint: clean_thumbprint(written).map_err(|message| {
+                    ConfigError::at(at(CERTIFICATE_STORE_THUMBPRINT), message)
+                })?,
                 directory: values
-                    .get(&at("storeDirectory"))
+                    .setting(at(CERTIFICATE_STORE_DIRECTORY))
                     .map(|d| PathBuf::from(d.trim())),
             }))
         }
         "azurestorage" => {
-            let text = values.require(
-                &at("azureStorageConnectionString"),
+            let text = values.require_setting(
+                at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
                 "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
             )?;
             let account = AzureStorageAccount::parse(text).map_err(|message| {
-                ConfigError::new(&at("azureStorageConnectionString"), message)
+                ConfigError::at(at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING), message)
             })?;
             let container = values
-                .require(&at("azureStorageContainer"), "the blob container's name")?
+                .require_setting(
+                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                    "the blob container's name",
+                )?
                 .trim();
             if !is_container_name(container) {
-                return Err(ConfigError::new(
-                    &at("azureStorageContainer"),
+                return Err(ConfigError::at(
+                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
                     format!(
                         "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
                     ),
                 ));
             }
             let file_name = values
-                .require(
-                    &at("azureStorageFileName"),
+                .require_setting(
+                    at(CERTIFICATE_AZURE_STORAGE_FILE_NAME),
                     "the blob name of the .pfx file",
                 )?
                 .trim_start_matches('/');
@@ -77,34 +94,36 @@ pub(super) fn certificate_settings(
                     account,
                     container: container.to_owned(),
                     file_name: file_name.to_owned(),
-                    password: password("azureStorageFilePassword"),
+                    password: password(CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD),
                 },
             ))
         }
         "vault" => {
             let server_uri = values
-                .require(
-                    &at("vaultServerUri"),
+                .require_setting(
+                    at(CERTIFICATE_VAULT_SERVER_URI),
                     "the Vault server URL, e.g. https://vault.example.com:8200",
                 )?
                 .trim();
-            check_http_url(&at("vaultServerUri"), server_uri)?;
-            let token =
-                values.require(&at("vaultToken"), "a Vault token that may read the secret")?;
+            check_http_url(at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
+            let token = values.require_setting(
+                at(CERTIFICATE_VAULT_TOKEN),
+                "a Vault token that may read the secret",
+            )?;
             let mount_point = values
-                .get(&at("vaultSecretMountPoint"))
+                .setting(at(CERTIFICATE_VAULT_SECRET_MOUNT_POINT))
                 .map(|m| m.trim().trim_matches('/'))
                 .filter(|m| !m.is_empty())
                 .unwrap_or("secret");
             let secret_path = values
-                .require(
-                    &at("vaultSecretPath"),
+                .require_setting(
+                    at(CERTIFICATE_VAULT_SECRET_PATH),
                     "the secret's path inside the KV v2 mount",
                 )?
                 .trim()
                 .trim_matches('/');
-            let data_key = values.require(
-                &at("vaultSecretDataKey"),
+            let data_key = values.require_setting(
+                at(CERTIFICATE_VAULT_SECRET_DATA_KEY),
                 "the key in the secret's data that holds the base64 .pfx",
             )?;
             Ok(CertificateSettings::Vault(VaultCertificateSettings {
@@ -113,22 +132,30 @@ pub(super) fn certificate_settings(
                 mount_point: mount_point.to_owned(),
                 secret_path: secret_path.to_owned(),
                 data_key: data_key.to_owned(),
-                password: password("vaultSecretFilePassword"),
+                password: password(CERTIFICATE_VAULT_SECRET_FILE_PASSWORD),
             }))
         }
         "azurekv" => Ok(CertificateSettings::AzureKeyVault(
             AzureKeyVaultCertificateSettings {
-                vault_uri: azure_vault_uri(values, &at("azureKeyvaultUri"))?,
+                vault_uri: azure_vault_uri(values, at(CERTIFICATE_AZURE_KEYVAULT_URI))?,
                 certificate_name: azure_object_name(
                     values,
-                    &at("azureKeyvaultCertificateName"),
+                    at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
                     "the name of the certificate in the vault",
                 )?,
-                credentials: azure_ad_credentials(values, &at("azureKeyvaultAd"))?,
+                credentials: azure_ad_credentials(
+                    values,
+                    [
+                        CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
+                        CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
+                        CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
+                    ]
+                    .map(at),
+                )?,
             },
         )),
-        other => Err(ConfigError::new(
-            &at("provider"),
+        other => Err(ConfigError::at(
+            at(CERTIFICATE_PROVIDER),
             format!(
                 "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
             ),

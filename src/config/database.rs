@@ -2,69 +2,80 @@
 
 use std::path::PathBuf;
 
+use super::catalog::{
+    DATABASE_JSON_FILE_PATH, DATABASE_MYSQL_CONNECTION_STRING,
+    DATABASE_POSTGRESQL_CONNECTION_STRING, DATABASE_PROVIDER, DATABASE_SQLITE_CONNECTION_STRING,
+    DATABASE_SQLSERVER_CONNECTION_STRING,
+};
 use super::connection_string::ConnectionString;
 use super::layers::Values;
+use super::setting_path::{SettingPath, SettingsGroup};
 use super::sql_connection;
 use super::{ConfigError, DatabaseSettings, SqlConnection, SqlDialect, SqliteConnection};
 
-/// `{group}:provider` and its connection setting; `None` if no provider is set.
+/// `database:provider` (in `group`) and its connection setting; `None` if no provider is set.
 pub(super) fn database_settings(
     values: &Values,
-    group: &str,
+    group: SettingsGroup,
 ) -> Result<Option<DatabaseSettings>, ConfigError> {
-    let at = |key: &str| format!("{group}:{key}");
-    let Some(provider) = values.get(&at("provider")) else {
+    let at = |path: SettingPath| path.in_group(group);
+    let Some(provider) = values.setting(at(DATABASE_PROVIDER)) else {
         return Ok(None);
     };
-    let sql = |key: &str, dialect: SqlDialect, what: &str| -> Result<SqlConnection, ConfigError> {
-        let text = values.require(&at(key), what)?;
-        sql_connection::parse(dialect, text).map_err(|message| ConfigError::new(&at(key), message))
-    };
+    let sql =
+        |key: SettingPath, dialect: SqlDialect, what: &str| -> Result<SqlConnection, ConfigError> {
+            let text = values.require_setting(at(key), what)?;
+            sql_connection::parse(dialect, text)
+                .map_err(|message| ConfigError::at(at(key), message))
+        };
     let settings = match provider.trim().to_ascii_lowercase().as_str() {
         "json" => DatabaseSettings::Json {
-            path: PathBuf::from(values.require(&at("jsonFilePath"), "the JSON document's path")?),
+            path: PathBuf::from(
+                values.require_setting(at(DATABASE_JSON_FILE_PATH), "the JSON document's path")?,
+            ),
         },
         "sqlite" => {
-            let text = values.require(
-                &at("sqliteConnectionString"),
+            let text = values.require_setting(
+                at(DATABASE_SQLITE_CONNECTION_STRING),
                 "e.g. `Data Source=/etc/bitwarden/keys.db`",
             )?;
             DatabaseSettings::Sqlite {
-                connection: parse_sqlite_connection_string(text)
-                    .map_err(|message| ConfigError::new(&at("sqliteConnectionString"), message))?,
+                connection: parse_sqlite_connection_string(text).map_err(|message| {
+                    ConfigError::at(at(DATABASE_SQLITE_CONNECTION_STRING), message)
+                })?,
             }
         }
         "postgresql" => DatabaseSettings::PostgreSql {
             connection: sql(
-                "postgreSqlConnectionString",
+                DATABASE_POSTGRESQL_CONNECTION_STRING,
                 SqlDialect::PostgreSql,
                 "an Npgsql connection string, e.g. `Host=db;Port=5432;Database=keyconnector;Username=kc;Password=...`",
             )?,
         },
         "mysql" => DatabaseSettings::MySql {
             connection: sql(
-                "mySqlConnectionString",
+                DATABASE_MYSQL_CONNECTION_STRING,
                 SqlDialect::MySql,
                 "a MySqlConnector connection string, e.g. `Server=db;Port=3306;Database=keyconnector;Uid=kc;Pwd=...`",
             )?,
         },
         "sqlserver" => DatabaseSettings::SqlServer {
             connection: sql(
-                "sqlServerConnectionString",
+                DATABASE_SQLSERVER_CONNECTION_STRING,
                 SqlDialect::SqlServer,
                 "a SqlClient connection string, e.g. `Server=tcp:db,1433;Database=keyconnector;User Id=kc;Password=...`",
             )?,
         },
         "mongo" => {
-            return Err(ConfigError::new(
-                &at("provider"),
+            return Err(ConfigError::at(
+                at(DATABASE_PROVIDER),
                 "MongoDB is no longer a supported database provider for Key Connector (upstream removed it too). \
                  Migrate your data to sqlserver, postgresql, mysql or sqlite and change this setting",
             ));
         }
         other => {
-            return Err(ConfigError::new(
-                &at("provider"),
+            return Err(ConfigError::at(
+                at(DATABASE_PROVIDER),
                 format!(
                     "`{other}` is not a database provider; use sqlite, json, postgresql, mysql or sqlserver"
                 ),

@@ -33,11 +33,6 @@ impl Values {
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.trim().is_empty())
     }
-
-    pub(super) fn require(&self, path: &str, what: &str) -> Result<&str, ConfigError> {
-        self.get(path)
-            .ok_or_else(|| ConfigError::new(path, format!("is required: {what}")))
-    }
 }
 
 /// One section read from every source.

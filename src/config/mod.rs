@@ -17,6 +17,7 @@ pub mod listen;
 pub mod logging;
 pub mod raw;
 mod rsa_key;
+pub mod setting_path;
 pub mod sql_connection;
 mod suggestion;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use secrecy::SecretString;
 
 pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
 pub use listen::{ListenHost, ListenUrl};
+pub use setting_path::{SettingPath, SettingSection, SettingsGroup};
 pub use sql_connection::{SqlConnection, SqlDialect};
 
 /// Everything the service needs to start, validated.
@@ -272,42 +274,6 @@ pub struct TransferTarget {
     pub rsa_key: RsaKeySettings,
 }
 
-/// The settings group an RSA key was configured in. The providers' messages name the
-/// settings of the main group (`keyConnectorSettings__rsaKey__...`); a key opened from
-/// `transferTo` or `rotateTo` has them renamed, so the operator is pointed at what they set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettingsGroup {
-    /// `keyConnectorSettings:rsaKey` and `keyConnectorSettings:certificate`.
-    Main,
-    /// `keyConnectorSettings:transferTo:{rsaKey,certificate}`.
-    TransferTo,
-    /// `keyConnectorSettings:rotateTo:{rsaKey,certificate}`.
-    RotateTo,
-}
-
-impl SettingsGroup {
-    /// `message` with every main-group setting name (either spelling) moved into this group.
-    pub fn rename_settings(self, message: String) -> String {
-        let group = match self {
-            SettingsGroup::Main => return message,
-            SettingsGroup::TransferTo => "transferTo",
-            SettingsGroup::RotateTo => "rotateTo",
-        };
-        let mut renamed = message;
-        for separator in ["__", ":"] {
-            for section in ["rsaKey", "certificate"] {
-                renamed = renamed.replace(
-                    &format!("keyConnectorSettings{separator}{section}{separator}"),
-                    &format!(
-                        "keyConnectorSettings{separator}{group}{separator}{section}{separator}"
-                    ),
-                );
-            }
-        }
-        renamed
-    }
-}
-
 /// A setting that is missing or wrong. Names the setting in both spellings.
 #[derive(Debug, thiserror::Error)]
 #[error("setting `{setting}` (environment variable `{env_var}`): {message}")]
@@ -320,11 +286,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// `path` is the setting below `keyConnectorSettings`, with `:` between levels.
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
+    /// `message` about the setting at `path`.
+    pub fn at(path: SettingPath, message: impl Into<String>) -> Self {
         Self {
-            setting: format!("keyConnectorSettings:{path}"),
-            env_var: format!("keyConnectorSettings__{}", path.replace(':', "__")),
+            setting: path.setting(),
+            env_var: path.env_var(),
             message: message.into(),
         }
     }
@@ -393,35 +359,4 @@ pub const METRICS_URLS_VAR: &str = "KEY_CONNECTOR_METRICS_URLS";
 /// Reads and validates the settings.
 pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
     raw::load(source)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SettingsGroup;
-
-    #[test]
-    fn a_message_names_the_settings_of_the_group_the_key_came_from() {
-        let message = "cannot read the certificate file /x (keyConnectorSettings__certificate__filesystemPath); \
-                       keyConnectorSettings:rsaKey:awsKeyId (keyConnectorSettings__rsaKey__awsKeyId)"
-            .to_string();
-        assert_eq!(
-            SettingsGroup::Main.rename_settings(message.clone()),
-            message
-        );
-        assert_eq!(
-            SettingsGroup::TransferTo.rename_settings(message.clone()),
-            "cannot read the certificate file /x (keyConnectorSettings__transferTo__certificate__filesystemPath); \
-             keyConnectorSettings:transferTo:rsaKey:awsKeyId (keyConnectorSettings__transferTo__rsaKey__awsKeyId)"
-        );
-        let rotated = SettingsGroup::RotateTo.rename_settings(message);
-        assert!(
-            rotated.contains("keyConnectorSettings__rotateTo__rsaKey__awsKeyId"),
-            "{rotated}"
-        );
-        // Already in the group: left alone.
-        assert_eq!(
-            SettingsGroup::RotateTo.rename_settings(rotated.clone()),
-            rotated
-        );
-    }
 }

@@ -9,10 +9,14 @@
 
 use std::path::PathBuf;
 
-use super::catalog::{SECTION, is_known};
+use super::catalog::{
+    DATABASE_PROVIDER, IDENTITY_SERVER_URI, RSA_KEY_PROVIDER, TRANSFER_TO_LOCKFILE_PATH,
+    WEB_VAULT_URI, is_known,
+};
 use super::database::database_settings;
 use super::layers::{Section, Values, read_section};
 use super::rsa_key::rsa_key_settings;
+use super::setting_path::{SECTION, SettingPath, SettingsGroup};
 use super::suggestion::closest_known;
 use super::{
     ConfigError, ConfigSource, LoadedSettings, Settings, TransferTarget, TransferToSettings,
@@ -46,42 +50,47 @@ pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
 }
 
 fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
-    let web_vault_uri = values.require(
-        "webVaultUri",
+    let web_vault_uri = values.require_setting(
+        WEB_VAULT_URI,
         "the web vault URL, e.g. https://vault.example.com",
     )?;
-    check_http_url("webVaultUri", web_vault_uri)?;
+    check_http_url(WEB_VAULT_URI, web_vault_uri)?;
     let web_vault_origin = web_vault_uri.trim().trim_end_matches('/').to_owned();
     if web_vault_origin.matches('/').count() > 2 {
         warnings.push(format!(
-            "setting `{SECTION}:webVaultUri` has a path; browsers send CORS origins without one, so requests from `{web_vault_origin}` would never match"
+            "setting `{}` has a path; browsers send CORS origins without one, so requests from `{web_vault_origin}` would never match",
+            WEB_VAULT_URI.setting()
         ));
     }
     let identity_server_uri = values
-        .require(
-            "identityServerUri",
+        .require_setting(
+            IDENTITY_SERVER_URI,
             "the Bitwarden identity server URL, e.g. http://identity:5000",
         )?
         .trim()
         .to_owned();
-    check_http_url("identityServerUri", &identity_server_uri)?;
+    check_http_url(IDENTITY_SERVER_URI, &identity_server_uri)?;
 
-    let database = database_settings(values, "database")?
-        .ok_or_else(|| ConfigError::new("database:provider", "is required: sqlite or json"))?;
-    let rsa_key = rsa_key_settings(values, "")?;
+    let database = database_settings(values, SettingsGroup::Main)?
+        .ok_or_else(|| ConfigError::at(DATABASE_PROVIDER, "is required: sqlite or json"))?;
+    let rsa_key = rsa_key_settings(values, SettingsGroup::Main)?;
 
     // Upstream runs a transfer only when both the target database and RSA key are set.
-    let target = match database_settings(values, "transferTo:database")? {
-        Some(database) if values.get("transferTo:rsaKey:provider").is_some() => {
+    let target = match database_settings(values, SettingsGroup::TransferTo)? {
+        Some(database)
+            if values
+                .setting(RSA_KEY_PROVIDER.in_group(SettingsGroup::TransferTo))
+                .is_some() =>
+        {
             Some(TransferTarget {
                 database,
-                rsa_key: rsa_key_settings(values, "transferTo:")?,
+                rsa_key: rsa_key_settings(values, SettingsGroup::TransferTo)?,
             })
         }
         _ => None,
     };
     let lockfile_path = values
-        .get("transferTo:lockfilePath")
+        .setting(TRANSFER_TO_LOCKFILE_PATH)
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
@@ -90,8 +99,8 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
         target,
     });
 
-    let rotate_to = match values.get("rotateTo:rsaKey:provider") {
-        Some(_) => Some(rsa_key_settings(values, "rotateTo:")?),
+    let rotate_to = match values.setting(RSA_KEY_PROVIDER.in_group(SettingsGroup::RotateTo)) {
+        Some(_) => Some(rsa_key_settings(values, SettingsGroup::RotateTo)?),
         None => None,
     };
 
@@ -105,7 +114,7 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
     })
 }
 
-pub(super) fn check_http_url(path: &str, value: &str) -> Result<(), ConfigError> {
+pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
     let value = value.trim();
     let rest = value
         .strip_prefix("https://")
@@ -121,14 +130,14 @@ pub(super) fn check_http_url(path: &str, value: &str) -> Result<(), ConfigError>
             }
         })
         .ok_or_else(|| {
-            ConfigError::new(
+            ConfigError::at(
                 path,
                 format!("`{value}` is not an absolute http:// or https:// URL"),
             )
         })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(ConfigError::new(path, format!("`{value}` has no host")));
+        return Err(ConfigError::at(path, format!("`{value}` has no host")));
     }
     Ok(())
 }

@@ -1,23 +1,28 @@
 //! Did-you-mean: the known setting closest to a misspelt one, by edit distance.
 
-use super::catalog::{KNOWN_SETTINGS, SECTION};
+use super::catalog::KNOWN_SETTINGS;
+use super::setting_path::{SettingSection, SettingsGroup};
 
+/// The catalog setting (main group, or `transferTo`) at most three edits away from
+/// `path_lower`, in its `appsettings.json` spelling.
 pub(super) fn closest_known(path_lower: &str) -> Option<String> {
-    let candidates = KNOWN_SETTINGS.iter().map(|s| s.path.to_owned()).chain(
-        KNOWN_SETTINGS
-            .iter()
-            .filter(|s| {
-                s.path.starts_with("database:")
-                    || s.path.starts_with("certificate:")
-                    || s.path.starts_with("rsaKey:")
-            })
-            .map(|s| format!("transferTo:{}", s.path)),
-    );
-    candidates
-        .map(|c| (edit_distance(&c.to_ascii_lowercase(), path_lower), c))
+    let main = KNOWN_SETTINGS.iter().map(|s| s.path);
+    let transfer = KNOWN_SETTINGS
+        .iter()
+        .filter(|s| {
+            s.path.group() == SettingsGroup::Main && s.path.section() != SettingSection::Top
+        })
+        .map(|s| s.path.in_group(SettingsGroup::TransferTo));
+    main.chain(transfer)
+        .map(|c| {
+            (
+                edit_distance(&c.relative().to_ascii_lowercase(), path_lower),
+                c,
+            )
+        })
         .filter(|(d, _)| *d <= 3)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!("{SECTION}:{c}"))
+        .map(|(_, c)| c.setting())
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
