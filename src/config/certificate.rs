@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+use super::ConfigSource;
 use super::azure_key_vault::{azure_ad_credentials, azure_object_name, azure_vault_uri};
 use super::catalog::{
     CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID, CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
@@ -27,6 +28,7 @@ use super::{
 
 pub(super) fn certificate_settings(
     values: &Values,
+    source: &ConfigSource,
     group: SettingsGroup,
 ) -> Result<CertificateSettings, ConfigError> {
     let at = |path: SettingPath| path.in_group(group);
@@ -59,6 +61,10 @@ pub(super) fn certificate_settings(
                 directory: values
                     .setting(at(CERTIFICATE_STORE_DIRECTORY))
                     .map(|d| PathBuf::from(d.trim())),
+                home: source
+                    .var("HOME")
+                    .filter(|home| !home.is_empty())
+                    .map(PathBuf::from),
             }))
         }
         "azurestorage" => {

@@ -131,6 +131,9 @@ pub struct GcpKmsSettings {
     pub key_ring_id: String,
     pub key_id: String,
     pub key_version_id: String,
+    /// The KMS endpoint of `KEY_CONNECTOR_GCP_KMS_ENDPOINT` (a stand-in or a private
+    /// endpoint); `None` for Google's.
+    pub endpoint: Option<String>,
 }
 
 impl GcpKmsSettings {
@@ -191,6 +194,8 @@ pub struct StoreCertificateSettings {
     /// Where the store's `.pfx` files are; `None` for .NET's own location,
     /// `$HOME/.dotnet/corefx/cryptography/x509stores/my`.
     pub directory: Option<PathBuf>,
+    /// The home directory (`HOME`) that .NET's location is below, when it is set.
+    pub home: Option<PathBuf>,
 }
 
 /// `certificate:azureStorage*`.
@@ -352,6 +357,9 @@ impl ConfigSource {
         }
     }
 }
+
+/// The variable naming another Cloud KMS endpoint than Google's (tests, private endpoints).
+pub const GCP_KMS_ENDPOINT_VAR: &str = "KEY_CONNECTOR_GCP_KMS_ENDPOINT";
 
 /// The variable naming the metrics listeners.
 pub const METRICS_URLS_VAR: &str = "KEY_CONNECTOR_METRICS_URLS";

@@ -41,7 +41,7 @@ pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
         }
     }
 
-    let settings = validate(&values, &mut warnings)?;
+    let settings = validate(&values, source, &mut warnings)?;
     Ok(LoadedSettings {
         settings,
         warnings,
@@ -49,7 +49,11 @@ pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
     })
 }
 
-fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
+fn validate(
+    values: &Values,
+    source: &ConfigSource,
+    warnings: &mut Vec<String>,
+) -> Result<Settings, ConfigError> {
     let web_vault_uri = values.require_setting(
         WEB_VAULT_URI,
         "the web vault URL, e.g. https://vault.example.com",
@@ -73,7 +77,7 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
 
     let database = database_settings(values, SettingsGroup::Main)?
         .ok_or_else(|| ConfigError::at(DATABASE_PROVIDER, "is required: sqlite or json"))?;
-    let rsa_key = rsa_key_settings(values, SettingsGroup::Main)?;
+    let rsa_key = rsa_key_settings(values, source, SettingsGroup::Main)?;
 
     // Upstream runs a transfer only when both the target database and RSA key are set.
     let target = match database_settings(values, SettingsGroup::TransferTo)? {
@@ -84,7 +88,7 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
         {
             Some(TransferTarget {
                 database,
-                rsa_key: rsa_key_settings(values, SettingsGroup::TransferTo)?,
+                rsa_key: rsa_key_settings(values, source, SettingsGroup::TransferTo)?,
             })
         }
         _ => None,
@@ -100,7 +104,7 @@ fn validate(values: &Values, warnings: &mut Vec<String>) -> Result<Settings, Con
     });
 
     let rotate_to = match values.setting(RSA_KEY_PROVIDER.in_group(SettingsGroup::RotateTo)) {
-        Some(_) => Some(rsa_key_settings(values, SettingsGroup::RotateTo)?),
+        Some(_) => Some(rsa_key_settings(values, source, SettingsGroup::RotateTo)?),
         None => None,
     };
 

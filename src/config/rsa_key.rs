@@ -27,10 +27,12 @@ use super::{
     AwsKmsSettings, AwsStaticCredentials, AzureKeyVaultKeySettings, ConfigError, GcpKmsSettings,
     Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings,
 };
+use super::{ConfigSource, GCP_KMS_ENDPOINT_VAR};
 
 /// `rsaKey:provider` (in `group`) and what it needs.
 pub(super) fn rsa_key_settings(
     values: &Values,
+    source: &ConfigSource,
     group: SettingsGroup,
 ) -> Result<RsaKeySettings, ConfigError> {
     let at = |path: SettingPath| path.in_group(group);
@@ -58,10 +60,11 @@ pub(super) fn rsa_key_settings(
     };
     match provider.trim().to_ascii_lowercase().as_str() {
         "certificate" => Ok(RsaKeySettings::Certificate(certificate_settings(
-            values, group,
+            values, source, group,
         )?)),
         "pkcs11" => Ok(RsaKeySettings::Pkcs11(pkcs11_settings(
             values,
+            source,
             group,
             private_key_id,
         )?)),
@@ -87,7 +90,9 @@ pub(super) fn rsa_key_settings(
                 .map(at),
             )?,
         })),
-        "gcpkms" => Ok(RsaKeySettings::GcpKms(gcp_kms_settings(values, group)?)),
+        "gcpkms" => Ok(RsaKeySettings::GcpKms(gcp_kms_settings(
+            values, source, group,
+        )?)),
         other => Err(ConfigError::at(
             at(RSA_KEY_PROVIDER),
             format!(
@@ -105,6 +110,7 @@ pub(super) const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
 
 fn pkcs11_settings(
     values: &Values,
+    source: &ConfigSource,
     group: SettingsGroup,
     private_key_id: Option<u64>,
 ) -> Result<Pkcs11Settings, ConfigError> {
@@ -177,7 +183,7 @@ fn pkcs11_settings(
         }
     };
     let certificate = match values.setting(at(CERTIFICATE_PROVIDER)) {
-        Some(_) => Some(certificate_settings(values, group)?),
+        Some(_) => Some(certificate_settings(values, source, group)?),
         None => None,
     };
     Ok(Pkcs11Settings {
@@ -239,7 +245,11 @@ fn aws_kms_settings(
 }
 
 /// `rsaKey:googleCloud*` (in `group`): each part of the key version's resource name.
-fn gcp_kms_settings(values: &Values, group: SettingsGroup) -> Result<GcpKmsSettings, ConfigError> {
+fn gcp_kms_settings(
+    values: &Values,
+    source: &ConfigSource,
+    group: SettingsGroup,
+) -> Result<GcpKmsSettings, ConfigError> {
     let part = |key: SettingPath, what: &str| -> Result<String, ConfigError> {
         let path = key.in_group(group);
         let value = values.require_setting(path, what)?.trim();
@@ -266,6 +276,10 @@ fn gcp_kms_settings(values: &Values, group: SettingsGroup) -> Result<GcpKmsSetti
             RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID,
             "the key version's number, e.g. 1",
         )?,
+        endpoint: source
+            .var(GCP_KMS_ENDPOINT_VAR)
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty()),
     })
 }
 

@@ -23,27 +23,6 @@ pub enum SettingsGroup {
 }
 
 impl SettingsGroup {
-    /// `message` with every main-group setting name (either spelling) moved into this group.
-    pub fn rename_settings(self, message: String) -> String {
-        let group = match self {
-            SettingsGroup::Main => return message,
-            SettingsGroup::TransferTo => "transferTo",
-            SettingsGroup::RotateTo => "rotateTo",
-        };
-        let mut renamed = message;
-        for separator in ["__", ":"] {
-            for section in ["rsaKey", "certificate"] {
-                renamed = renamed.replace(
-                    &format!("keyConnectorSettings{separator}{section}{separator}"),
-                    &format!(
-                        "keyConnectorSettings{separator}{group}{separator}{section}{separator}"
-                    ),
-                );
-            }
-        }
-        renamed
-    }
-
     fn name(self) -> Option<&'static str> {
         match self {
             SettingsGroup::Main => None,

@@ -44,7 +44,8 @@ use zeroize::Zeroizing;
 
 use super::remote::error_chain;
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings};
+use crate::config::catalog::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
+use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings, SettingPath, SettingsGroup};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one HTTP attempt; the SDK retries on top of it.
@@ -97,7 +98,7 @@ impl AzureConnection {
 pub(crate) fn credential(
     settings: &AzureAdCredentials,
     connection: &AzureConnection,
-    setting_prefix: &str,
+    setting_prefix: SettingPath,
 ) -> Result<Arc<ClientSecretCredential>, KeyProviderError> {
     let options = ClientSecretCredentialOptions {
         client_options: connection.client_options()?,
@@ -279,8 +280,8 @@ pub struct AzureKeyVaultKeyProvider {
     settings_hint: String,
 }
 
-const KEY_SETTINGS: &str = "keyConnectorSettings__rsaKey__azureKeyvaultUri and keyConnectorSettings__rsaKey__azureKeyvaultKeyName";
-const KEY_CREDENTIAL_PREFIX: &str = "keyConnectorSettings__rsaKey__azureKeyvaultAd";
+/// The start of the names of the Entra ID settings (`...TenantId`, `...AppId`, `...Secret`).
+const KEY_CREDENTIAL_PREFIX: SettingPath = SettingPath::rsa_key("azureKeyvaultAd");
 
 impl AzureKeyVaultKeyProvider {
     /// Signs in, reads the key's current version and keeps its public half.
@@ -293,7 +294,18 @@ impl AzureKeyVaultKeyProvider {
         settings: &AzureKeyVaultKeySettings,
         connection: AzureConnection,
     ) -> Result<Self, KeyProviderError> {
-        let credential = credential(&settings.credentials, &connection, KEY_CREDENTIAL_PREFIX)?;
+        Self::open_in(settings, connection, SettingsGroup::Main).await
+    }
+
+    /// Like [`AzureKeyVaultKeyProvider::open_with`] for settings of `group`; messages name
+    /// that group's settings.
+    pub async fn open_in(
+        settings: &AzureKeyVaultKeySettings,
+        connection: AzureConnection,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        let credential_prefix = KEY_CREDENTIAL_PREFIX.in_group(group);
+        let credential = credential(&settings.credentials, &connection, credential_prefix)?;
         let options = KeyClientOptions {
             client_options: connection.client_options()?,
             ..KeyClientOptions::default()
@@ -301,7 +313,8 @@ impl AzureKeyVaultKeyProvider {
         let client =
             KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
                 KeyProviderError::Config(format!(
-                    "keyConnectorSettings__rsaKey__azureKeyvaultUri `{}` is not usable: {}",
+                    "{} `{}` is not usable: {}",
+                    RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
                     settings.vault_uri,
                     error_chain(&e)
                 ))
@@ -310,7 +323,11 @@ impl AzureKeyVaultKeyProvider {
             "key `{}` in Azure Key Vault {}",
             settings.key_name, settings.vault_uri
         );
-        let settings_hint = format!("{KEY_SETTINGS}, and {KEY_CREDENTIAL_PREFIX}*");
+        let settings_hint = format!(
+            "{} and {}, and {credential_prefix}*",
+            RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
+            RSA_KEY_AZURE_KEYVAULT_KEY_NAME.in_group(group)
+        );
         let (key_version, public_key) =
             read_key(&client, &settings.key_name, None, &object, &settings_hint).await?;
         Ok(Self {

@@ -111,7 +111,8 @@ fn store_thumbprints_are_cleaned_as_upstream_does() {
             settings,
             StoreCertificateSettings {
                 thumbprint: expected.into(),
-                directory: None
+                directory: None,
+                home: None,
             },
             "{written:?}"
         );
