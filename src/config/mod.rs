@@ -45,6 +45,9 @@ pub struct Settings {
     /// `rotateTo:rsaKey` (with `rotateTo:certificate`): the new RSA key for the
     /// `rotate-rsa-key` command. Not an upstream setting; upstream ignores it.
     pub rotate_to: Option<RsaKeySettings>,
+    /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
+    /// `https://` listeners; `None` when no path is set.
+    pub https_certificate: Option<crate::tls::CertificateSettings>,
 }
 
 #[derive(Debug, Clone)]

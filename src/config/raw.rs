@@ -109,6 +109,7 @@ fn validate(
     };
 
     Ok(Settings {
+        https_certificate: crate::tls::CertificateSettings::from_vars(source.env.iter().cloned()),
         rotate_to,
         web_vault_origin,
         identity_server_uri,
