@@ -29,352 +29,75 @@ impl KnownSetting {
     }
 }
 
-pub const WEB_VAULT_URI: SettingPath = SettingPath::top("webVaultUri");
-pub const IDENTITY_SERVER_URI: SettingPath = SettingPath::top("identityServerUri");
-pub const DATABASE_PROVIDER: SettingPath = SettingPath::database("provider");
-pub const DATABASE_JSON_FILE_PATH: SettingPath = SettingPath::database("jsonFilePath");
-pub const DATABASE_SQLITE_CONNECTION_STRING: SettingPath =
-    SettingPath::database("sqliteConnectionString");
-pub const DATABASE_POSTGRESQL_CONNECTION_STRING: SettingPath =
-    SettingPath::database("postgreSqlConnectionString");
-pub const DATABASE_MYSQL_CONNECTION_STRING: SettingPath =
-    SettingPath::database("mySqlConnectionString");
-pub const DATABASE_SQLSERVER_CONNECTION_STRING: SettingPath =
-    SettingPath::database("sqlServerConnectionString");
-pub const RSA_KEY_PROVIDER: SettingPath = SettingPath::rsa_key("provider");
-pub const RSA_KEY_AZURE_KEYVAULT_URI: SettingPath = SettingPath::rsa_key("azureKeyvaultUri");
-pub const RSA_KEY_AZURE_KEYVAULT_KEY_NAME: SettingPath =
-    SettingPath::rsa_key("azureKeyvaultKeyName");
-pub const RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID: SettingPath =
-    SettingPath::rsa_key("azureKeyvaultAdTenantId");
-pub const RSA_KEY_AZURE_KEYVAULT_AD_APP_ID: SettingPath =
-    SettingPath::rsa_key("azureKeyvaultAdAppId");
-pub const RSA_KEY_AZURE_KEYVAULT_AD_SECRET: SettingPath =
-    SettingPath::rsa_key("azureKeyvaultAdSecret");
-pub const RSA_KEY_GOOGLE_CLOUD_PROJECT_ID: SettingPath =
-    SettingPath::rsa_key("googleCloudProjectId");
-pub const RSA_KEY_GOOGLE_CLOUD_LOCATION_ID: SettingPath =
-    SettingPath::rsa_key("googleCloudLocationId");
-pub const RSA_KEY_GOOGLE_CLOUD_KEYRING_ID: SettingPath =
-    SettingPath::rsa_key("googleCloudKeyringId");
-pub const RSA_KEY_GOOGLE_CLOUD_KEY_ID: SettingPath = SettingPath::rsa_key("googleCloudKeyId");
-pub const RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID: SettingPath =
-    SettingPath::rsa_key("googleCloudKeyVersionId");
-pub const RSA_KEY_AWS_ACCESS_KEY_ID: SettingPath = SettingPath::rsa_key("awsAccessKeyId");
-pub const RSA_KEY_AWS_ACCESS_KEY_SECRET: SettingPath = SettingPath::rsa_key("awsAccessKeySecret");
-pub const RSA_KEY_AWS_REGION: SettingPath = SettingPath::rsa_key("awsRegion");
-pub const RSA_KEY_AWS_KEY_ID: SettingPath = SettingPath::rsa_key("awsKeyId");
-pub const RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION: SettingPath =
-    SettingPath::rsa_key("awsUseSymmetricEncryption");
-pub const RSA_KEY_PKCS11_PROVIDER: SettingPath = SettingPath::rsa_key("pkcs11Provider");
-pub const RSA_KEY_PKCS11_LIBRARY_PATH: SettingPath = SettingPath::rsa_key("pkcs11LibraryPath");
-pub const RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER: SettingPath =
-    SettingPath::rsa_key("pkcs11SlotTokenSerialNumber");
-pub const RSA_KEY_PKCS11_LOGIN_USER_TYPE: SettingPath = SettingPath::rsa_key("pkcs11LoginUserType");
-pub const RSA_KEY_PKCS11_LOGIN_PIN: SettingPath = SettingPath::rsa_key("pkcs11LoginPin");
-pub const RSA_KEY_PKCS11_PRIVATE_KEY_LABEL: SettingPath =
-    SettingPath::rsa_key("pkcs11PrivateKeyLabel");
-pub const RSA_KEY_PKCS11_PRIVATE_KEY_ID: SettingPath = SettingPath::rsa_key("pkcs11PrivateKeyId");
-pub const CERTIFICATE_PROVIDER: SettingPath = SettingPath::certificate("provider");
-pub const CERTIFICATE_FILESYSTEM_PATH: SettingPath = SettingPath::certificate("filesystemPath");
-pub const CERTIFICATE_FILESYSTEM_PASSWORD: SettingPath =
-    SettingPath::certificate("filesystemPassword");
-pub const CERTIFICATE_STORE_THUMBPRINT: SettingPath = SettingPath::certificate("storeThumbprint");
-pub const CERTIFICATE_STORE_DIRECTORY: SettingPath = SettingPath::certificate("storeDirectory");
-pub const CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING: SettingPath =
-    SettingPath::certificate("azureStorageConnectionString");
-pub const CERTIFICATE_AZURE_STORAGE_CONTAINER: SettingPath =
-    SettingPath::certificate("azureStorageContainer");
-pub const CERTIFICATE_AZURE_STORAGE_FILE_NAME: SettingPath =
-    SettingPath::certificate("azureStorageFileName");
-pub const CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD: SettingPath =
-    SettingPath::certificate("azureStorageFilePassword");
-pub const CERTIFICATE_AZURE_KEYVAULT_URI: SettingPath =
-    SettingPath::certificate("azureKeyvaultUri");
-pub const CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME: SettingPath =
-    SettingPath::certificate("azureKeyvaultCertificateName");
-pub const CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID: SettingPath =
-    SettingPath::certificate("azureKeyvaultAdTenantId");
-pub const CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID: SettingPath =
-    SettingPath::certificate("azureKeyvaultAdAppId");
-pub const CERTIFICATE_AZURE_KEYVAULT_AD_SECRET: SettingPath =
-    SettingPath::certificate("azureKeyvaultAdSecret");
-pub const CERTIFICATE_VAULT_SERVER_URI: SettingPath = SettingPath::certificate("vaultServerUri");
-pub const CERTIFICATE_VAULT_TOKEN: SettingPath = SettingPath::certificate("vaultToken");
-pub const CERTIFICATE_VAULT_SECRET_MOUNT_POINT: SettingPath =
-    SettingPath::certificate("vaultSecretMountPoint");
-pub const CERTIFICATE_VAULT_SECRET_PATH: SettingPath = SettingPath::certificate("vaultSecretPath");
-pub const CERTIFICATE_VAULT_SECRET_DATA_KEY: SettingPath =
-    SettingPath::certificate("vaultSecretDataKey");
-pub const CERTIFICATE_VAULT_SECRET_FILE_PASSWORD: SettingPath =
-    SettingPath::certificate("vaultSecretFilePassword");
-pub const TRANSFER_TO_LOCKFILE_PATH: SettingPath =
-    SettingPath::top("lockfilePath").in_group(SettingsGroup::TransferTo);
-/// Every setting of upstream's `KeyConnectorSettings` (and ours), in one place.
-/// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
-/// `rotateTo:` the `certificate:` and `rsaKey:` groups.
-pub const KNOWN_SETTINGS: &[KnownSetting] = &[
-    KnownSetting {
-        path: WEB_VAULT_URI,
-        provider: None,
-        help: "web vault URL; the only CORS origin (required)",
-    },
-    KnownSetting {
-        path: IDENTITY_SERVER_URI,
-        provider: None,
-        help: "Bitwarden identity server URL (required)",
-    },
-    KnownSetting {
-        path: DATABASE_PROVIDER,
-        provider: None,
-        help: "sqlite | json | postgresql | mysql | sqlserver",
-    },
-    KnownSetting {
-        path: DATABASE_JSON_FILE_PATH,
-        provider: Some("json"),
-        help: "path of the JSON document",
-    },
-    KnownSetting {
-        path: DATABASE_SQLITE_CONNECTION_STRING,
-        provider: Some("sqlite"),
-        help: "`Data Source=/path/keys.db`",
-    },
-    KnownSetting {
-        path: DATABASE_POSTGRESQL_CONNECTION_STRING,
-        provider: Some("postgresql"),
-        help: "Npgsql connection string",
-    },
-    KnownSetting {
-        path: DATABASE_MYSQL_CONNECTION_STRING,
-        provider: Some("mysql"),
-        help: "MySqlConnector connection string",
-    },
-    KnownSetting {
-        path: DATABASE_SQLSERVER_CONNECTION_STRING,
-        provider: Some("sqlserver"),
-        help: "SqlClient connection string",
-    },
-    KnownSetting {
-        path: RSA_KEY_PROVIDER,
-        provider: None,
-        help: "certificate | pkcs11 | awskms | azurekv | gcpkms",
-    },
-    KnownSetting {
-        path: RSA_KEY_AZURE_KEYVAULT_URI,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_AZURE_KEYVAULT_KEY_NAME,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_AZURE_KEYVAULT_AD_APP_ID,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_AZURE_KEYVAULT_AD_SECRET,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
-        provider: Some("gcpkms"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_GOOGLE_CLOUD_LOCATION_ID,
-        provider: Some("gcpkms"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_GOOGLE_CLOUD_KEYRING_ID,
-        provider: Some("gcpkms"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_GOOGLE_CLOUD_KEY_ID,
-        provider: Some("gcpkms"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID,
-        provider: Some("gcpkms"),
-        help: "",
-    },
-    KnownSetting {
-        path: RSA_KEY_AWS_ACCESS_KEY_ID,
-        provider: Some("awskms"),
-        help: "IAM access key id (empty: AWS default credential chain)",
-    },
-    KnownSetting {
-        path: RSA_KEY_AWS_ACCESS_KEY_SECRET,
-        provider: Some("awskms"),
-        help: "its secret (empty: AWS default credential chain)",
-    },
-    KnownSetting {
-        path: RSA_KEY_AWS_REGION,
-        provider: Some("awskms"),
-        help: "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)",
-    },
-    KnownSetting {
-        path: RSA_KEY_AWS_KEY_ID,
-        provider: Some("awskms"),
-        help: "key id, key ARN or alias/NAME (required)",
-    },
-    KnownSetting {
-        path: RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION,
-        provider: Some("awskms"),
-        help: "true | false",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_PROVIDER,
-        provider: Some("pkcs11"),
-        help: "yubihsm | opensc",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_LIBRARY_PATH,
-        provider: Some("pkcs11"),
-        help: "the token's PKCS#11 library (.so)",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
-        provider: Some("pkcs11"),
-        help: "serial number of the token (required)",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_LOGIN_USER_TYPE,
-        provider: Some("pkcs11"),
-        help: "user | so | context_specific",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_LOGIN_PIN,
-        provider: Some("pkcs11"),
-        help: "the PIN of the login user type",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_PRIVATE_KEY_LABEL,
-        provider: Some("pkcs11"),
-        help: "CKA_LABEL of the private key",
-    },
-    KnownSetting {
-        path: RSA_KEY_PKCS11_PRIVATE_KEY_ID,
-        provider: Some("pkcs11"),
-        help: "unsigned integer",
-    },
-    KnownSetting {
-        path: CERTIFICATE_PROVIDER,
-        provider: None,
-        help: "filesystem | store | azurestorage | azurekv | vault",
-    },
-    KnownSetting {
-        path: CERTIFICATE_FILESYSTEM_PATH,
-        provider: Some("filesystem"),
-        help: "path of the PKCS#12 (.pfx) file",
-    },
-    KnownSetting {
-        path: CERTIFICATE_FILESYSTEM_PASSWORD,
-        provider: Some("filesystem"),
-        help: "its password (optional)",
-    },
-    KnownSetting {
-        path: CERTIFICATE_STORE_THUMBPRINT,
-        provider: Some("store"),
-        help: "SHA-1 thumbprint of the certificate in the CurrentUser\\My store",
-    },
-    KnownSetting {
-        path: CERTIFICATE_STORE_DIRECTORY,
-        provider: Some("store"),
-        help: "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING,
-        provider: Some("azurestorage"),
-        help: "storage account connection string",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_STORAGE_CONTAINER,
-        provider: Some("azurestorage"),
-        help: "blob container",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_STORAGE_FILE_NAME,
-        provider: Some("azurestorage"),
-        help: "blob name of the .pfx",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD,
-        provider: Some("azurestorage"),
-        help: "its password (optional)",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_KEYVAULT_URI,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
-        provider: Some("azurekv"),
-        help: "",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_SERVER_URI,
-        provider: Some("vault"),
-        help: "e.g. https://vault.example.com:8200",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_TOKEN,
-        provider: Some("vault"),
-        help: "token with read access",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_SECRET_MOUNT_POINT,
-        provider: Some("vault"),
-        help: "KV v2 mount (default secret)",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_SECRET_PATH,
-        provider: Some("vault"),
-        help: "the secret's path in the mount",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_SECRET_DATA_KEY,
-        provider: Some("vault"),
-        help: "data key holding the base64 .pfx",
-    },
-    KnownSetting {
-        path: CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
-        provider: Some("vault"),
-        help: "the .pfx password (optional)",
-    },
-    KnownSetting {
-        path: TRANSFER_TO_LOCKFILE_PATH,
-        provider: None,
-        help: "one-shot transfer lock file",
-    },
-];
+/// Declares every setting once: its constant (the typed path validation and messages use),
+/// the provider it belongs to and its help text; [`KNOWN_SETTINGS`] lists them in this order.
+macro_rules! settings_catalog {
+    ($($name:ident = $path:expr, $provider:expr, $help:expr;)*) => {
+        $(pub const $name: SettingPath = $path;)*
+
+        /// Every setting of upstream's `KeyConnectorSettings` (and ours), in one place.
+        /// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
+        /// `rotateTo:` the `certificate:` and `rsaKey:` groups.
+        pub const KNOWN_SETTINGS: &[KnownSetting] = &[
+            $(KnownSetting { path: $name, provider: $provider, help: $help },)*
+        ];
+    };
+}
+
+settings_catalog! {
+    WEB_VAULT_URI = SettingPath::top("webVaultUri"), None, "web vault URL; the only CORS origin (required)";
+    IDENTITY_SERVER_URI = SettingPath::top("identityServerUri"), None, "Bitwarden identity server URL (required)";
+    DATABASE_PROVIDER = SettingPath::database("provider"), None, "sqlite | json | postgresql | mysql | sqlserver";
+    DATABASE_JSON_FILE_PATH = SettingPath::database("jsonFilePath"), Some("json"), "path of the JSON document";
+    DATABASE_SQLITE_CONNECTION_STRING = SettingPath::database("sqliteConnectionString"), Some("sqlite"), "`Data Source=/path/keys.db`";
+    DATABASE_POSTGRESQL_CONNECTION_STRING = SettingPath::database("postgreSqlConnectionString"), Some("postgresql"), "Npgsql connection string";
+    DATABASE_MYSQL_CONNECTION_STRING = SettingPath::database("mySqlConnectionString"), Some("mysql"), "MySqlConnector connection string";
+    DATABASE_SQLSERVER_CONNECTION_STRING = SettingPath::database("sqlServerConnectionString"), Some("sqlserver"), "SqlClient connection string";
+    RSA_KEY_PROVIDER = SettingPath::rsa_key("provider"), None, "certificate | pkcs11 | awskms | azurekv | gcpkms";
+    RSA_KEY_AZURE_KEYVAULT_URI = SettingPath::rsa_key("azureKeyvaultUri"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = SettingPath::rsa_key("azureKeyvaultKeyName"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::rsa_key("azureKeyvaultAdTenantId"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = SettingPath::rsa_key("azureKeyvaultAdAppId"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = SettingPath::rsa_key("azureKeyvaultAdSecret"), Some("azurekv"), "";
+    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = SettingPath::rsa_key("googleCloudProjectId"), Some("gcpkms"), "";
+    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = SettingPath::rsa_key("googleCloudLocationId"), Some("gcpkms"), "";
+    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = SettingPath::rsa_key("googleCloudKeyringId"), Some("gcpkms"), "";
+    RSA_KEY_GOOGLE_CLOUD_KEY_ID = SettingPath::rsa_key("googleCloudKeyId"), Some("gcpkms"), "";
+    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = SettingPath::rsa_key("googleCloudKeyVersionId"), Some("gcpkms"), "";
+    RSA_KEY_AWS_ACCESS_KEY_ID = SettingPath::rsa_key("awsAccessKeyId"), Some("awskms"), "IAM access key id (empty: AWS default credential chain)";
+    RSA_KEY_AWS_ACCESS_KEY_SECRET = SettingPath::rsa_key("awsAccessKeySecret"), Some("awskms"), "its secret (empty: AWS default credential chain)";
+    RSA_KEY_AWS_REGION = SettingPath::rsa_key("awsRegion"), Some("awskms"), "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)";
+    RSA_KEY_AWS_KEY_ID = SettingPath::rsa_key("awsKeyId"), Some("awskms"), "key id, key ARN or alias/NAME (required)";
+    RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION = SettingPath::rsa_key("awsUseSymmetricEncryption"), Some("awskms"), "true | false";
+    RSA_KEY_PKCS11_PROVIDER = SettingPath::rsa_key("pkcs11Provider"), Some("pkcs11"), "yubihsm | opensc";
+    RSA_KEY_PKCS11_LIBRARY_PATH = SettingPath::rsa_key("pkcs11LibraryPath"), Some("pkcs11"), "the token's PKCS#11 library (.so)";
+    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER = SettingPath::rsa_key("pkcs11SlotTokenSerialNumber"), Some("pkcs11"), "serial number of the token (required)";
+    RSA_KEY_PKCS11_LOGIN_USER_TYPE = SettingPath::rsa_key("pkcs11LoginUserType"), Some("pkcs11"), "user | so | context_specific";
+    RSA_KEY_PKCS11_LOGIN_PIN = SettingPath::rsa_key("pkcs11LoginPin"), Some("pkcs11"), "the PIN of the login user type";
+    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL = SettingPath::rsa_key("pkcs11PrivateKeyLabel"), Some("pkcs11"), "CKA_LABEL of the private key";
+    RSA_KEY_PKCS11_PRIVATE_KEY_ID = SettingPath::rsa_key("pkcs11PrivateKeyId"), Some("pkcs11"), "unsigned integer";
+    CERTIFICATE_PROVIDER = SettingPath::certificate("provider"), None, "filesystem | store | azurestorage | azurekv | vault";
+    CERTIFICATE_FILESYSTEM_PATH = SettingPath::certificate("filesystemPath"), Some("filesystem"), "path of the PKCS#12 (.pfx) file";
+    CERTIFICATE_FILESYSTEM_PASSWORD = SettingPath::certificate("filesystemPassword"), Some("filesystem"), "its password (optional)";
+    CERTIFICATE_STORE_THUMBPRINT = SettingPath::certificate("storeThumbprint"), Some("store"), "SHA-1 thumbprint of the certificate in the CurrentUser\\My store";
+    CERTIFICATE_STORE_DIRECTORY = SettingPath::certificate("storeDirectory"), Some("store"), "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)";
+    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING = SettingPath::certificate("azureStorageConnectionString"), Some("azurestorage"), "storage account connection string";
+    CERTIFICATE_AZURE_STORAGE_CONTAINER = SettingPath::certificate("azureStorageContainer"), Some("azurestorage"), "blob container";
+    CERTIFICATE_AZURE_STORAGE_FILE_NAME = SettingPath::certificate("azureStorageFileName"), Some("azurestorage"), "blob name of the .pfx";
+    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD = SettingPath::certificate("azureStorageFilePassword"), Some("azurestorage"), "its password (optional)";
+    CERTIFICATE_AZURE_KEYVAULT_URI = SettingPath::certificate("azureKeyvaultUri"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME = SettingPath::certificate("azureKeyvaultCertificateName"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::certificate("azureKeyvaultAdTenantId"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID = SettingPath::certificate("azureKeyvaultAdAppId"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_SECRET = SettingPath::certificate("azureKeyvaultAdSecret"), Some("azurekv"), "";
+    CERTIFICATE_VAULT_SERVER_URI = SettingPath::certificate("vaultServerUri"), Some("vault"), "e.g. https://vault.example.com:8200";
+    CERTIFICATE_VAULT_TOKEN = SettingPath::certificate("vaultToken"), Some("vault"), "token with read access";
+    CERTIFICATE_VAULT_SECRET_MOUNT_POINT = SettingPath::certificate("vaultSecretMountPoint"), Some("vault"), "KV v2 mount (default secret)";
+    CERTIFICATE_VAULT_SECRET_PATH = SettingPath::certificate("vaultSecretPath"), Some("vault"), "the secret's path in the mount";
+    CERTIFICATE_VAULT_SECRET_DATA_KEY = SettingPath::certificate("vaultSecretDataKey"), Some("vault"), "data key holding the base64 .pfx";
+    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = SettingPath::certificate("vaultSecretFilePassword"), Some("vault"), "the .pfx password (optional)";
+    TRANSFER_TO_LOCKFILE_PATH = SettingPath::top("lockfilePath").in_group(SettingsGroup::TransferTo), None, "one-shot transfer lock file";
+}
 
 /// The `--help` text listing every setting with its environment-variable spelling.
 pub fn settings_help() -> String {
