@@ -74,9 +74,10 @@ pub(super) fn read_section(source: &ConfigSource, name: &str) -> Result<Section,
     let mut values = Values::default();
     let files = configuration_files(source)?;
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|e| file_error(file, &e.to_string()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| file_error(file, &e.to_string()).caused_by(e))?;
         let json: Value = serde_json::from_str(&strip_json_comments(&text))
-            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")))?;
+            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")).caused_by(e))?;
         if let Some((_, section)) = json
             .as_object()
             .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
@@ -112,6 +113,7 @@ fn file_error(path: &Path, message: &str) -> ConfigError {
         setting: format!("configuration file {}", path.display()),
         env_var: "--config".into(),
         message: message.to_owned(),
+        source: None,
     }
 }
 
@@ -222,8 +224,25 @@ fn remove_trailing_commas(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_json_comments;
+    use super::{ConfigSource, read_section, strip_json_comments};
     use serde_json::Value;
+
+    #[test]
+    fn a_broken_file_keeps_the_parser_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("appsettings.json");
+        std::fs::write(&file, "{ not json").unwrap();
+        let source = ConfigSource {
+            file: Some(file),
+            env: Vec::new(),
+        };
+        let Err(error) = read_section(&source, "keyConnectorSettings") else {
+            panic!("a broken file must be refused");
+        };
+        let cause = std::error::Error::source(&error).expect("the parser's error");
+        assert!(cause.downcast_ref::<serde_json::Error>().is_some(), "{cause}");
+        assert!(error.to_string().contains("is not valid JSON"), "{error}");
+    }
 
     #[test]
     fn comment_stripping_respects_strings() {

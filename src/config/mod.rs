@@ -291,6 +291,10 @@ pub struct ConfigError {
     /// The same as an environment variable, e.g. `keyConnectorSettings__database__provider`.
     pub env_var: String,
     pub message: String,
+    /// What went wrong underneath (reading or parsing a file), kept for callers that walk
+    /// the chain; the message already says it in words.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl ConfigError {
@@ -300,7 +304,14 @@ impl ConfigError {
             setting: path.setting(),
             env_var: path.env_var(),
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, keeping `source` as its cause.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 }
 
