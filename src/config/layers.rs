@@ -240,7 +240,10 @@ mod tests {
             panic!("a broken file must be refused");
         };
         let cause = std::error::Error::source(&error).expect("the parser's error");
-        assert!(cause.downcast_ref::<serde_json::Error>().is_some(), "{cause}");
+        assert!(
+            cause.downcast_ref::<serde_json::Error>().is_some(),
+            "{cause}"
+        );
         assert!(error.to_string().contains("is not valid JSON"), "{error}");
     }
 

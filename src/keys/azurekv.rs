@@ -118,6 +118,25 @@ pub(crate) fn credential(
     })
 }
 
+/// A vault URL the SDK refuses, naming the setting that holds it.
+pub(crate) fn unusable_vault_uri(
+    setting: SettingPath,
+    vault_uri: &str,
+    reason: impl std::fmt::Display,
+) -> KeyProviderError {
+    KeyProviderError::Config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
+}
+
+/// The settings to check when a vault object cannot be used: `{uri} and {name}, and
+/// {credential_prefix}*`.
+pub(crate) fn vault_settings_hint(
+    uri: SettingPath,
+    name: SettingPath,
+    credential_prefix: SettingPath,
+) -> String {
+    format!("{uri} and {name}, and {credential_prefix}*")
+}
+
 /// What an operation was, for wording its failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
@@ -312,21 +331,20 @@ impl AzureKeyVaultKeyProvider {
         };
         let client =
             KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-                KeyProviderError::Config(format!(
-                    "{} `{}` is not usable: {}",
+                unusable_vault_uri(
                     RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
-                    settings.vault_uri,
-                    error_chain(&e)
-                ))
+                    &settings.vault_uri,
+                    error_chain(&e),
+                )
             })?;
         let object = format!(
             "key `{}` in Azure Key Vault {}",
             settings.key_name, settings.vault_uri
         );
-        let settings_hint = format!(
-            "{} and {}, and {credential_prefix}*",
+        let settings_hint = vault_settings_hint(
             RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
-            RSA_KEY_AZURE_KEYVAULT_KEY_NAME.in_group(group)
+            RSA_KEY_AZURE_KEYVAULT_KEY_NAME.in_group(group),
+            credential_prefix,
         );
         let (key_version, public_key) =
             read_key(&client, &settings.key_name, None, &object, &settings_hint).await?;

@@ -22,7 +22,10 @@ use crate::config::catalog::{
 };
 use crate::config::{AzureKeyVaultCertificateSettings, SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
-use crate::keys::azurekv::{AzureConnection, Operation, bounded, classify, credential};
+use crate::keys::azurekv::{
+    AzureConnection, Operation, bounded, classify, credential, unusable_vault_uri,
+    vault_settings_hint,
+};
 
 /// The start of the names of the Entra ID settings (`...TenantId`, `...AppId`, `...Secret`).
 const CREDENTIAL_PREFIX: SettingPath = SettingPath::certificate("azureKeyvaultAd");
@@ -58,22 +61,22 @@ async fn read_in(
     };
     let client =
         SecretClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-            KeyProviderError::Config(format!(
-                "{} `{}` is not usable: {e}",
+            unusable_vault_uri(
                 CERTIFICATE_AZURE_KEYVAULT_URI.in_group(group),
-                settings.vault_uri
-            ))
+                &settings.vault_uri,
+                e,
+            )
         })?;
     let object = format!(
         "certificate `{}` in Azure Key Vault {}",
         settings.certificate_name, settings.vault_uri
     );
-    let settings_names = format!(
-        "{} and {}",
+    let (uri_setting, name_setting) = (
         CERTIFICATE_AZURE_KEYVAULT_URI.in_group(group),
-        CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME.in_group(group)
+        CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME.in_group(group),
     );
-    let hint = format!("{settings_names}, and {credential_prefix}*");
+    let settings_names = format!("{uri_setting} and {name_setting}");
+    let hint = vault_settings_hint(uri_setting, name_setting, credential_prefix);
     let secret = bounded(client.get_secret(&settings.certificate_name, None))
         .await?
         .and_then(|response| response.into_model())
