@@ -323,22 +323,17 @@ pub struct AwsKmsKeyProvider {
 
 impl AwsKmsKeyProvider {
     /// Builds the client the SDK's way (environment, profile, `AWS_ENDPOINT_URL`) and checks
-    /// that the key exists, is usable and fits the configured mode.
-    pub async fn open(settings: &AwsKmsSettings) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, SettingsGroup::Main).await
-    }
-
-    /// Like [`AwsKmsKeyProvider::open`] for settings of `group`; messages name that group's
-    /// settings.
-    pub async fn open_in(
+    /// that the key exists, is usable and fits the configured mode. Messages name the
+    /// settings of `group`, where the key was configured.
+    pub async fn open(
         settings: &AwsKmsSettings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
         Self::open_with(settings, None, group).await
     }
 
-    /// Like [`AwsKmsKeyProvider::open`], with the KMS endpoint given here instead of by
-    /// `AWS_ENDPOINT_URL`.
+    /// Like [`AwsKmsKeyProvider::open`] for the main settings, with the KMS endpoint given
+    /// here instead of by `AWS_ENDPOINT_URL`.
     pub async fn open_at(
         settings: &AwsKmsSettings,
         endpoint_url: &str,

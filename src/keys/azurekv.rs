@@ -303,9 +303,13 @@ pub struct AzureKeyVaultKeyProvider {
 const KEY_CREDENTIAL_PREFIX: SettingPath = SettingPath::rsa_key("azureKeyvaultAd");
 
 impl AzureKeyVaultKeyProvider {
-    /// Signs in, reads the key's current version and keeps its public half.
-    pub async fn open(settings: &AzureKeyVaultKeySettings) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, AzureConnection::default()).await
+    /// Signs in, reads the key's current version and keeps its public half. Messages name
+    /// the settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &AzureKeyVaultKeySettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_in(settings, AzureConnection::default(), group).await
     }
 
     /// Like [`AzureKeyVaultKeyProvider::open`], reaching Azure as `connection` says.

@@ -120,13 +120,12 @@ pub struct GcpKmsKeyProvider {
 
 impl GcpKmsKeyProvider {
     /// Connects with Application Default Credentials and loads the key version's public key.
-    pub async fn open(settings: &GcpKmsSettings) -> Result<Self, KeyProviderError> {
-        Self::open_in(
-            settings,
-            GcpKmsConnection::of(settings),
-            SettingsGroup::Main,
-        )
-        .await
+    /// Messages name the settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &GcpKmsSettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_in(settings, GcpKmsConnection::of(settings), group).await
     }
 
     /// Like [`GcpKmsKeyProvider::open`], reaching KMS as `connection` says.

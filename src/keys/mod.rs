@@ -126,7 +126,7 @@ async fn open_uninstrumented(
         )),
         #[cfg(feature = "pkcs11")]
         RsaKeySettings::Pkcs11(pkcs11_settings) => Ok(Arc::new(
-            pkcs11::Pkcs11KeyProvider::open_in(pkcs11_settings, group).await?,
+            pkcs11::Pkcs11KeyProvider::open(pkcs11_settings, group).await?,
         )),
         #[cfg(not(feature = "pkcs11"))]
         RsaKeySettings::Pkcs11(_) => Err(KeyProviderError::Config(format!(
@@ -135,9 +135,9 @@ async fn open_uninstrumented(
             RSA_KEY_PROVIDER.in_group(group)
         ))),
         #[cfg(feature = "awskms")]
-        RsaKeySettings::AwsKms(aws) => Ok(Arc::new(
-            awskms::AwsKmsKeyProvider::open_in(aws, group).await?,
-        )),
+        RsaKeySettings::AwsKms(aws) => {
+            Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws, group).await?))
+        }
         #[cfg(not(feature = "awskms"))]
         RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(format!(
             "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
@@ -146,20 +146,14 @@ async fn open_uninstrumented(
         ))),
         #[cfg(feature = "azurekv")]
         RsaKeySettings::AzureKeyVault(azure) => Ok(Arc::new(
-            azurekv::AzureKeyVaultKeyProvider::open_in(
-                azure,
-                azurekv::AzureConnection::default(),
-                group,
-            )
-            .await?,
+            azurekv::AzureKeyVaultKeyProvider::open(azure, group).await?,
         )),
         #[cfg(not(feature = "azurekv"))]
         RsaKeySettings::AzureKeyVault(_) => Err(missing_feature("azurekv")),
         #[cfg(feature = "gcpkms")]
-        RsaKeySettings::GcpKms(gcp) => Ok(Arc::new(
-            gcpkms::GcpKmsKeyProvider::open_in(gcp, gcpkms::GcpKmsConnection::of(gcp), group)
-                .await?,
-        )),
+        RsaKeySettings::GcpKms(gcp) => {
+            Ok(Arc::new(gcpkms::GcpKmsKeyProvider::open(gcp, group).await?))
+        }
         #[cfg(not(feature = "gcpkms"))]
         RsaKeySettings::GcpKms(_) => Err(missing_feature("gcpkms")),
     }

@@ -116,13 +116,8 @@ struct OpenSession {
 
 impl Pkcs11KeyProvider {
     /// Loads the library, logs in to the token, finds the key and its public half.
-    pub async fn open(settings: &Pkcs11Settings) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, SettingsGroup::Main).await
-    }
-
-    /// Like [`Pkcs11KeyProvider::open`] for settings of `group`; messages name that group's
-    /// settings.
-    pub async fn open_in(
+    /// Messages name the settings of `group`, where the key was configured.
+    pub async fn open(
         settings: &Pkcs11Settings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
