@@ -24,10 +24,10 @@ use super::layers::Values;
 use super::raw::parse_dotnet_bool;
 use super::setting_path::{SettingPath, SettingsGroup};
 use super::{
-    AwsKmsSettings, AwsStaticCredentials, AzureKeyVaultKeySettings, ConfigError, GcpKmsSettings,
-    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, RsaKeySettings,
+    AwsKmsSettings, AwsStaticCredentials, AzureKeyVaultKeySettings, ConfigError, ConfigSource,
+    GCP_KMS_ENDPOINT_VAR, GcpKmsSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
+    RsaKeySettings,
 };
-use super::{ConfigSource, GCP_KMS_ENDPOINT_VAR};
 
 /// `rsaKey:provider` (in `group`) and what it needs.
 pub(super) fn rsa_key_settings(
