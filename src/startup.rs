@@ -144,7 +144,7 @@ impl Application {
         let tls = if secure.is_empty() {
             None
         } else {
-            let certificate = crate::tls::CertificateSettings::from_env().ok_or_else(|| {
+            let certificate = settings.https_certificate.clone().ok_or_else(|| {
                 StartupError::Unsupported(
                     "ASPNETCORE_URLS has an https:// address but no certificate is configured: \
                      set Kestrel__Certificates__Default__Path (a .pfx with \

@@ -56,10 +56,6 @@ impl CertificateSettings {
         })
     }
 
-    pub fn from_env() -> Option<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     /// Loads the certificate and key into a rustls server configuration.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, String> {
         let (chain, key) = match &self.key_path {

@@ -146,7 +146,12 @@ pub async fn run() -> ExitCode {
     // The official image's `Serilog` section: levels for every command, the log file for the
     // service only. A section that cannot be read leaves the defaults; the settings' own
     // loading reports an unreadable file.
-    let (log_settings, log_warnings) = config::logging::load(&source).unwrap_or_default();
+    let (log_settings, log_warnings) = config::logging::load(&source).unwrap_or_else(|_| {
+        (
+            config::logging::LogSettings::without_section(&source),
+            Vec::new(),
+        )
+    });
     let _log_guard = telemetry::init(
         cli.log_format,
         &log_settings,

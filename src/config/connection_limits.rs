@@ -106,6 +106,7 @@ fn error(path: &str, message: String) -> ConfigError {
         setting: format!("{SECTION}:{path}"),
         env_var: format!("{SECTION}__{}", path.replace(':', "__")),
         message,
+        source: None,
     }
 }
 

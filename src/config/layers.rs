@@ -33,11 +33,6 @@ impl Values {
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.trim().is_empty())
     }
-
-    pub(super) fn require(&self, path: &str, what: &str) -> Result<&str, ConfigError> {
-        self.get(path)
-            .ok_or_else(|| ConfigError::new(path, format!("is required: {what}")))
-    }
 }
 
 /// One section read from every source.
@@ -79,9 +74,10 @@ pub(super) fn read_section(source: &ConfigSource, name: &str) -> Result<Section,
     let mut values = Values::default();
     let files = configuration_files(source)?;
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|e| file_error(file, &e.to_string()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| file_error(file, &e.to_string()).caused_by(e))?;
         let json: Value = serde_json::from_str(&strip_json_comments(&text))
-            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")))?;
+            .map_err(|e| file_error(file, &format!("is not valid JSON: {e}")).caused_by(e))?;
         if let Some((_, section)) = json
             .as_object()
             .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
@@ -117,6 +113,7 @@ fn file_error(path: &Path, message: &str) -> ConfigError {
         setting: format!("configuration file {}", path.display()),
         env_var: "--config".into(),
         message: message.to_owned(),
+        source: None,
     }
 }
 
@@ -149,7 +146,7 @@ fn flatten(value: &Value, path: String, out: &mut Values) {
 /// Removes `//` and `/* */` comments and trailing commas outside strings, which ASP.NET's
 /// JSON configuration provider tolerates and `serde_json` does not. Written by hand: it is a
 /// small state machine, and no widely used crate does exactly this.
-pub(super) fn strip_json_comments(text: &str) -> String {
+fn strip_json_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     let mut in_string = false;
@@ -223,4 +220,39 @@ fn remove_trailing_commas(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConfigSource, read_section, strip_json_comments};
+    use serde_json::Value;
+
+    #[test]
+    fn a_broken_file_keeps_the_parser_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("appsettings.json");
+        std::fs::write(&file, "{ not json").unwrap();
+        let source = ConfigSource {
+            file: Some(file),
+            env: Vec::new(),
+        };
+        let Err(error) = read_section(&source, "keyConnectorSettings") else {
+            panic!("a broken file must be refused");
+        };
+        let cause = std::error::Error::source(&error).expect("the parser's error");
+        assert!(
+            cause.downcast_ref::<serde_json::Error>().is_some(),
+            "{cause}"
+        );
+        assert!(error.to_string().contains("is not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn comment_stripping_respects_strings() {
+        let text = r#"{"a": "x // y", /* c */ "b": "/* z */", "c": [1, 2,], }"#;
+        let value: Value = serde_json::from_str(&strip_json_comments(text)).unwrap();
+        assert_eq!(value["a"], "x // y");
+        assert_eq!(value["b"], "/* z */");
+        assert_eq!(value["c"], serde_json::json!([1, 2]));
+    }
 }

@@ -24,6 +24,8 @@ use super::{ConfigError, ConfigSource};
 
 /// The configuration section read here.
 pub const SECTION: &str = "Serilog";
+/// The variable whose `tracing` filter overrides the section's levels.
+pub const RUST_LOG_VAR: &str = "RUST_LOG";
 
 /// Serilog's default `fileSizeLimitBytes`: 1 GiB.
 pub const DEFAULT_FILE_SIZE_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -37,6 +39,8 @@ pub struct LogSettings {
     pub filter: Option<String>,
     /// The rolling log file, when a `File` sink is configured.
     pub file: Option<LogFileSettings>,
+    /// `RUST_LOG`, which overrides every level of the section when it is a valid filter.
+    pub rust_log: Option<String>,
 }
 
 /// Serilog's `File` sink arguments.
@@ -115,6 +119,17 @@ const MAPPED_CATEGORIES: [(&str, &str); 2] = [
 /// connection chatter, as in the service's built-in default filter.
 const QUIET_LIBRARIES: [&str; 3] = ["sqlx", "hyper", "reqwest"];
 
+impl LogSettings {
+    /// What the environment alone says (`RUST_LOG`), for when the section cannot be read.
+    pub fn without_section(source: &ConfigSource) -> Self {
+        Self {
+            filter: None,
+            file: None,
+            rust_log: source.var(RUST_LOG_VAR).map(str::to_owned),
+        }
+    }
+}
+
 /// Reads the `Serilog` section from the same files and environment as the settings.
 /// Problems in it are warnings, never a reason not to start: logging settings do not guard
 /// any key.
@@ -124,6 +139,7 @@ pub fn load(source: &ConfigSource) -> Result<(LogSettings, Vec<String>), ConfigE
     let settings = LogSettings {
         filter: minimum_level_filter(&section.values, &mut warnings),
         file: file_sink(&section.values, &mut warnings),
+        ..LogSettings::without_section(source)
     };
     Ok((settings, warnings))
 }

@@ -6,14 +6,23 @@
 //! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
 //! and its environment-variable spelling.
 
+mod azure_key_vault;
 pub mod azure_storage;
+pub mod catalog;
+mod certificate;
 pub mod connection_limits;
 pub mod connection_string;
+mod database;
 mod layers;
 pub mod listen;
 pub mod logging;
 pub mod raw;
+mod rsa_key;
+pub mod setting_path;
 pub mod sql_connection;
+mod suggestion;
+#[cfg(test)]
+mod test_env;
 
 use std::path::PathBuf;
 
@@ -21,6 +30,7 @@ use secrecy::SecretString;
 
 pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
 pub use listen::{ListenHost, ListenUrl};
+pub use setting_path::{SettingPath, SettingSection, SettingsGroup};
 pub use sql_connection::{SqlConnection, SqlDialect};
 
 /// Everything the service needs to start, validated.
@@ -36,6 +46,9 @@ pub struct Settings {
     /// `rotateTo:rsaKey` (with `rotateTo:certificate`): the new RSA key for the
     /// `rotate-rsa-key` command. Not an upstream setting; upstream ignores it.
     pub rotate_to: Option<RsaKeySettings>,
+    /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
+    /// `https://` listeners; `None` when no path is set.
+    pub https_certificate: Option<crate::tls::CertificateSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +135,9 @@ pub struct GcpKmsSettings {
     pub key_ring_id: String,
     pub key_id: String,
     pub key_version_id: String,
+    /// The KMS endpoint of `KEY_CONNECTOR_GCP_KMS_ENDPOINT` (a stand-in or a private
+    /// endpoint); `None` for Google's.
+    pub endpoint: Option<String>,
 }
 
 impl GcpKmsSettings {
@@ -182,6 +198,8 @@ pub struct StoreCertificateSettings {
     /// Where the store's `.pfx` files are; `None` for .NET's own location,
     /// `$HOME/.dotnet/corefx/cryptography/x509stores/my`.
     pub directory: Option<PathBuf>,
+    /// The home directory (`HOME`) that .NET's location is below, when it is set.
+    pub home: Option<PathBuf>,
 }
 
 /// `certificate:azureStorage*`.
@@ -265,42 +283,6 @@ pub struct TransferTarget {
     pub rsa_key: RsaKeySettings,
 }
 
-/// The settings group an RSA key was configured in. The providers' messages name the
-/// settings of the main group (`keyConnectorSettings__rsaKey__...`); a key opened from
-/// `transferTo` or `rotateTo` has them renamed, so the operator is pointed at what they set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettingsGroup {
-    /// `keyConnectorSettings:rsaKey` and `keyConnectorSettings:certificate`.
-    Main,
-    /// `keyConnectorSettings:transferTo:{rsaKey,certificate}`.
-    TransferTo,
-    /// `keyConnectorSettings:rotateTo:{rsaKey,certificate}`.
-    RotateTo,
-}
-
-impl SettingsGroup {
-    /// `message` with every main-group setting name (either spelling) moved into this group.
-    pub fn rename_settings(self, message: String) -> String {
-        let group = match self {
-            SettingsGroup::Main => return message,
-            SettingsGroup::TransferTo => "transferTo",
-            SettingsGroup::RotateTo => "rotateTo",
-        };
-        let mut renamed = message;
-        for separator in ["__", ":"] {
-            for section in ["rsaKey", "certificate"] {
-                renamed = renamed.replace(
-                    &format!("keyConnectorSettings{separator}{section}{separator}"),
-                    &format!(
-                        "keyConnectorSettings{separator}{group}{separator}{section}{separator}"
-                    ),
-                );
-            }
-        }
-        renamed
-    }
-}
-
 /// A setting that is missing or wrong. Names the setting in both spellings.
 #[derive(Debug, thiserror::Error)]
 #[error("setting `{setting}` (environment variable `{env_var}`): {message}")]
@@ -310,16 +292,27 @@ pub struct ConfigError {
     /// The same as an environment variable, e.g. `keyConnectorSettings__database__provider`.
     pub env_var: String,
     pub message: String,
+    /// What went wrong underneath (reading or parsing a file), kept for callers that walk
+    /// the chain; the message already says it in words.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl ConfigError {
-    /// `path` is the setting below `keyConnectorSettings`, with `:` between levels.
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
+    /// `message` about the setting at `path`.
+    pub fn at(path: SettingPath, message: impl Into<String>) -> Self {
         Self {
-            setting: format!("keyConnectorSettings:{path}"),
-            env_var: format!("keyConnectorSettings__{}", path.replace(':', "__")),
+            setting: path.setting(),
+            env_var: path.env_var(),
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, keeping `source` as its cause.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 }
 
@@ -380,41 +373,13 @@ impl ConfigSource {
     }
 }
 
+/// The variable naming another Cloud KMS endpoint than Google's (tests, private endpoints).
+pub const GCP_KMS_ENDPOINT_VAR: &str = "KEY_CONNECTOR_GCP_KMS_ENDPOINT";
+
 /// The variable naming the metrics listeners.
 pub const METRICS_URLS_VAR: &str = "KEY_CONNECTOR_METRICS_URLS";
 
 /// Reads and validates the settings.
 pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
     raw::load(source)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SettingsGroup;
-
-    #[test]
-    fn a_message_names_the_settings_of_the_group_the_key_came_from() {
-        let message = "cannot read the certificate file /x (keyConnectorSettings__certificate__filesystemPath); \
-                       keyConnectorSettings:rsaKey:awsKeyId (keyConnectorSettings__rsaKey__awsKeyId)"
-            .to_string();
-        assert_eq!(
-            SettingsGroup::Main.rename_settings(message.clone()),
-            message
-        );
-        assert_eq!(
-            SettingsGroup::TransferTo.rename_settings(message.clone()),
-            "cannot read the certificate file /x (keyConnectorSettings__transferTo__certificate__filesystemPath); \
-             keyConnectorSettings:transferTo:rsaKey:awsKeyId (keyConnectorSettings__transferTo__rsaKey__awsKeyId)"
-        );
-        let rotated = SettingsGroup::RotateTo.rename_settings(message);
-        assert!(
-            rotated.contains("keyConnectorSettings__rotateTo__rsaKey__awsKeyId"),
-            "{rotated}"
-        );
-        // Already in the group: left alone.
-        assert_eq!(
-            SettingsGroup::RotateTo.rename_settings(rotated.clone()),
-            rotated
-        );
-    }
 }

@@ -87,6 +87,7 @@ pub async fn run(
         }),
         transfer_to: None,
         rotate_to: None,
+        https_certificate: None,
     };
     let listen = [ListenUrl {
         tls: false,

@@ -34,7 +34,12 @@ use zeroize::Zeroizing;
 
 use super::remote::{TRUST_HINT, error_chain};
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::AwsKmsSettings;
+use crate::config::catalog::{
+    RSA_KEY_AWS_ACCESS_KEY_ID, RSA_KEY_AWS_ACCESS_KEY_SECRET, RSA_KEY_AWS_KEY_ID,
+    RSA_KEY_AWS_REGION, RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION,
+};
+use crate::config::setting_path::SECTION;
+use crate::config::{AwsKmsSettings, SettingPath, SettingsGroup};
 
 /// Whole-operation bound for one KMS call, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,13 +54,33 @@ pub const RSA_ALGORITHM: EncryptionAlgorithmSpec = EncryptionAlgorithmSpec::Rsae
 /// The algorithm upstream uses with `awsUseSymmetricEncryption`.
 pub const SYMMETRIC_ALGORITHM: EncryptionAlgorithmSpec = EncryptionAlgorithmSpec::SymmetricDefault;
 
-const KEY_ID_SETTING: &str =
-    "keyConnectorSettings:rsaKey:awsKeyId (keyConnectorSettings__rsaKey__awsKeyId)";
-const REGION_SETTING: &str =
-    "keyConnectorSettings:rsaKey:awsRegion (keyConnectorSettings__rsaKey__awsRegion)";
-const CREDENTIAL_SETTINGS: &str = "keyConnectorSettings__rsaKey__awsAccessKeyId and keyConnectorSettings__rsaKey__awsAccessKeySecret \
-     (when both are empty: the AWS default credential chain, e.g. AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or the instance role)";
-const MODE_SETTING: &str = "keyConnectorSettings__rsaKey__awsUseSymmetricEncryption";
+/// The settings this provider's messages name, in the group it was configured in.
+struct AwsSettingNames {
+    /// `awsKeyId`, both spellings.
+    key_id: String,
+    /// `awsRegion`, both spellings.
+    region: String,
+    /// The access key settings, and what leaving them empty means.
+    credentials: String,
+    /// `awsUseSymmetricEncryption`.
+    mode: SettingPath,
+}
+
+impl AwsSettingNames {
+    fn in_group(group: SettingsGroup) -> Self {
+        Self {
+            key_id: RSA_KEY_AWS_KEY_ID.in_group(group).both_spellings(),
+            region: RSA_KEY_AWS_REGION.in_group(group).both_spellings(),
+            credentials: format!(
+                "{} and {} \
+                 (when both are empty: the AWS default credential chain, e.g. AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or the instance role)",
+                RSA_KEY_AWS_ACCESS_KEY_ID.in_group(group),
+                RSA_KEY_AWS_ACCESS_KEY_SECRET.in_group(group)
+            ),
+            mode: RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION.in_group(group),
+        }
+    }
+}
 
 /// Which kind of KMS key, chosen by `awsUseSymmetricEncryption`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +214,18 @@ fn is_credential_trouble(detail: &str) -> bool {
 }
 
 /// Sorts a KMS failure into the provider's error kinds, naming what to fix.
-fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProviderError {
+fn classify(
+    operation: Operation,
+    failure: Failure,
+    key_id: &str,
+    group: SettingsGroup,
+) -> KeyProviderError {
+    let AwsSettingNames {
+        key_id: key_id_setting,
+        region: region_setting,
+        credentials: credential_settings,
+        mode: mode_setting,
+    } = AwsSettingNames::in_group(group);
     match failure {
         Failure::Unreachable(detail) => {
             KeyProviderError::Unavailable(format!("AWS KMS did not answer: {detail}"))
@@ -199,7 +235,7 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
              or check AWS_ENDPOINT_URL"
         )),
         Failure::Local(detail) => KeyProviderError::Config(format!(
-            "cannot call AWS KMS: {detail}; check the credentials ({CREDENTIAL_SETTINGS}) and the region ({REGION_SETTING})"
+            "cannot call AWS KMS: {detail}; check the credentials ({credential_settings}) and the region ({region_setting})"
         )),
         Failure::Service {
             code,
@@ -217,7 +253,7 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
                 {
                     KeyProviderError::UnwrapFailed(format!(
                         "AWS KMS key `{key_id}` cannot decrypt the stored symmetric key ({said}): it was wrapped by another KMS key, \
-                         or with the other mode of {MODE_SETTING}"
+                         or with the other mode of {mode_setting}"
                     ))
                 }
                 // For Decrypt, KMS also answers AccessDenied when the ciphertext names a
@@ -225,15 +261,15 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
                 "AccessDeniedException" if operation == Operation::Decrypt => {
                     KeyProviderError::UnwrapFailed(format!(
                         "AWS KMS refused to decrypt the stored symmetric key with key `{key_id}` ({said}): either it was wrapped by \
-                         another KMS key, or the credentials lack kms:Decrypt on {KEY_ID_SETTING}"
+                         another KMS key, or the credentials lack kms:Decrypt on {key_id_setting}"
                     ))
                 }
                 "NotFoundException" | "InvalidArnException" => KeyProviderError::Config(format!(
-                    "AWS KMS key `{key_id}` does not exist in this region ({said}); check {KEY_ID_SETTING} and {REGION_SETTING}"
+                    "AWS KMS key `{key_id}` does not exist in this region ({said}); check {key_id_setting} and {region_setting}"
                 )),
                 "AccessDeniedException" => KeyProviderError::Config(format!(
                     "AWS KMS denied access to key `{key_id}` ({said}); grant these credentials kms:Encrypt and kms:Decrypt, \
-                     and kms:GetPublicKey for an RSA key, on {KEY_ID_SETTING}, or check {CREDENTIAL_SETTINGS}"
+                     and kms:GetPublicKey for an RSA key, on {key_id_setting}, or check {credential_settings}"
                 )),
                 "UnrecognizedClientException"
                 | "InvalidSignatureException"
@@ -241,16 +277,16 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
                 | "InvalidClientTokenId"
                 | "MissingAuthenticationToken"
                 | "ExpiredTokenException" => KeyProviderError::Config(format!(
-                    "AWS rejected the credentials ({said}); check {CREDENTIAL_SETTINGS}"
+                    "AWS rejected the credentials ({said}); check {credential_settings}"
                 )),
                 "DisabledException" | "KMSInvalidStateException" => {
                     KeyProviderError::Config(format!(
-                        "AWS KMS key `{key_id}` cannot be used in its current state ({said}); enable it or check {KEY_ID_SETTING}"
+                        "AWS KMS key `{key_id}` cannot be used in its current state ({said}); enable it or check {key_id_setting}"
                     ))
                 }
                 "InvalidKeyUsageException" | "UnsupportedOperationException" => {
                     KeyProviderError::Config(format!(
-                        "AWS KMS key `{key_id}` does not fit the mode set by {MODE_SETTING} ({said}): use an RSA key with usage \
+                        "AWS KMS key `{key_id}` does not fit the mode set by {mode_setting} ({said}): use an RSA key with usage \
                          ENCRYPT_DECRYPT when it is false, a SYMMETRIC_DEFAULT key when it is true"
                     ))
                 }
@@ -265,7 +301,7 @@ fn classify(operation: Operation, failure: Failure, key_id: &str) -> KeyProvider
                     KeyProviderError::Unavailable(format!("AWS KMS: {said} (HTTP {status})"))
                 }
                 _ => KeyProviderError::Config(format!(
-                    "AWS KMS refused the request for key `{key_id}` ({said}, HTTP {status}); check {KEY_ID_SETTING} and {MODE_SETTING}"
+                    "AWS KMS refused the request for key `{key_id}` ({said}, HTTP {status}); check {key_id_setting} and {mode_setting}"
                 )),
             }
         }
@@ -281,28 +317,39 @@ pub struct AwsKmsKeyProvider {
     /// Symmetric mode: the credentials may not `DescribeKey` (upstream never calls it), so
     /// the key is checked with `Encrypt` instead.
     describe_denied: std::sync::atomic::AtomicBool,
+    /// The settings group the key was configured in, which messages name.
+    group: SettingsGroup,
 }
 
 impl AwsKmsKeyProvider {
     /// Builds the client the SDK's way (environment, profile, `AWS_ENDPOINT_URL`) and checks
-    /// that the key exists, is usable and fits the configured mode.
-    pub async fn open(settings: &AwsKmsSettings) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, None).await
+    /// that the key exists, is usable and fits the configured mode. Messages name the
+    /// settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &AwsKmsSettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_with(settings, None, group).await
     }
 
-    /// Like [`AwsKmsKeyProvider::open`], with the KMS endpoint given here instead of by
-    /// `AWS_ENDPOINT_URL`.
+    /// Like [`AwsKmsKeyProvider::open`] for the main settings, with the KMS endpoint given
+    /// here instead of by `AWS_ENDPOINT_URL`.
     pub async fn open_at(
         settings: &AwsKmsSettings,
         endpoint_url: &str,
     ) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, Some(endpoint_url)).await
+        Self::open_with(settings, Some(endpoint_url), SettingsGroup::Main).await
     }
 
     async fn open_with(
         settings: &AwsKmsSettings,
         endpoint_url: Option<&str>,
+        group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
+        let AwsSettingNames {
+            region: region_setting,
+            ..
+        } = AwsSettingNames::in_group(group);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
@@ -321,7 +368,7 @@ impl AwsKmsKeyProvider {
                 credentials.secret_access_key.expose_secret().to_owned(),
                 None,
                 None,
-                "keyConnectorSettings",
+                SECTION,
             ));
         }
         if let Some(url) = endpoint_url {
@@ -330,7 +377,7 @@ impl AwsKmsKeyProvider {
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {
             return Err(KeyProviderError::Config(format!(
-                "no AWS region: set {REGION_SETTING}, or AWS_REGION"
+                "no AWS region: set {region_setting}, or AWS_REGION"
             )));
         };
         let endpoint = config
@@ -348,6 +395,7 @@ impl AwsKmsKeyProvider {
                 mode.algorithm().as_str()
             ),
             describe_denied: std::sync::atomic::AtomicBool::new(false),
+            group,
         };
         provider.probe().await?;
         Ok(provider)
@@ -396,7 +444,12 @@ impl AwsKmsKeyProvider {
                             self.describe_denied.store(true, Ordering::Relaxed);
                             return self.encrypt_probe().await;
                         }
-                        return Err(classify(Operation::Probe, failure, &self.key_id));
+                        return Err(classify(
+                            Operation::Probe,
+                            failure,
+                            &self.key_id,
+                            self.group,
+                        ));
                     }
                 };
                 let Some(metadata) = output.key_metadata else {
@@ -419,6 +472,7 @@ impl AwsKmsKeyProvider {
             usage.as_ref(),
             &algorithms,
             state.as_ref(),
+            self.group,
         )
     }
 
@@ -435,7 +489,7 @@ impl AwsKmsKeyProvider {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
     {
-        classify(operation, Failure::from(error), &self.key_id)
+        classify(operation, Failure::from(error), &self.key_id, self.group)
     }
 }
 
@@ -447,18 +501,24 @@ fn check_key_fits(
     usage: Option<&KeyUsageType>,
     algorithms: &[EncryptionAlgorithmSpec],
     state: Option<&KeyState>,
+    group: SettingsGroup,
 ) -> Result<(), KeyProviderError> {
+    let AwsSettingNames {
+        key_id: key_id_setting,
+        mode: mode_setting,
+        ..
+    } = AwsSettingNames::in_group(group);
     if let Some(state) = state
         && *state != KeyState::Enabled
     {
         return Err(KeyProviderError::Config(format!(
-            "AWS KMS key `{key_id}` is {}, not Enabled; enable it or change {KEY_ID_SETTING}",
+            "AWS KMS key `{key_id}` is {}, not Enabled; enable it or change {key_id_setting}",
             state.as_str()
         )));
     }
     if usage.is_some_and(|u| *u != KeyUsageType::EncryptDecrypt) {
         return Err(KeyProviderError::Config(format!(
-            "AWS KMS key `{key_id}` has usage {}, but wrapping needs ENCRYPT_DECRYPT; change {KEY_ID_SETTING}",
+            "AWS KMS key `{key_id}` has usage {}, but wrapping needs ENCRYPT_DECRYPT; change {key_id_setting}",
             usage.map(KeyUsageType::as_str).unwrap_or_default()
         )));
     }
@@ -467,10 +527,10 @@ fn check_key_fits(
         let spec = spec.map(KeySpec::as_str).unwrap_or("unknown");
         let hint = match mode {
             KmsKeyMode::Rsa => format!(
-                "set {MODE_SETTING}=true for a symmetric key, or use an RSA key with usage ENCRYPT_DECRYPT"
+                "set {mode_setting}=true for a symmetric key, or use an RSA key with usage ENCRYPT_DECRYPT"
             ),
             KmsKeyMode::Symmetric => {
-                format!("set {MODE_SETTING}=false for an RSA key, or use a SYMMETRIC_DEFAULT key")
+                format!("set {mode_setting}=false for an RSA key, or use a SYMMETRIC_DEFAULT key")
             }
         };
         return Err(KeyProviderError::Config(format!(
@@ -577,14 +637,24 @@ mod tests {
             "IncorrectKeyException",
             "AccessDeniedException",
         ] {
-            let error = classify(Operation::Decrypt, service(code, 400), "k1");
+            let error = classify(
+                Operation::Decrypt,
+                service(code, 400),
+                "k1",
+                SettingsGroup::Main,
+            );
             assert!(
                 matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("k1") && m.contains(code)),
                 "{code}: {error:?}"
             );
         }
         for operation in [Operation::Encrypt, Operation::Probe] {
-            let error = classify(operation, service("AccessDeniedException", 400), "k1");
+            let error = classify(
+                operation,
+                service("AccessDeniedException", 400),
+                "k1",
+                SettingsGroup::Main,
+            );
             assert!(
                 matches!(error, KeyProviderError::Config(ref m) if m.contains("keyConnectorSettings__rsaKey__awsKeyId")),
                 "{error:?}"
@@ -627,7 +697,7 @@ mod tests {
         ];
         for (code, setting) in cases {
             for operation in [Operation::Probe, Operation::Encrypt, Operation::Decrypt] {
-                let error = classify(operation, service(code, 400), "k1");
+                let error = classify(operation, service(code, 400), "k1", SettingsGroup::Main);
                 assert!(
                     matches!(error, KeyProviderError::Config(ref m) if m.contains(setting)),
                     "{code} on {operation:?}: {error:?}"
@@ -638,6 +708,7 @@ mod tests {
             Operation::Probe,
             Failure::Local("no credentials".into()),
             "k1",
+            SettingsGroup::Main,
         );
         assert!(
             matches!(local, KeyProviderError::Config(ref m) if m.contains("AWS_ACCESS_KEY_ID")),
@@ -656,7 +727,7 @@ mod tests {
             ("SlowDown", 429),
         ] {
             for operation in [Operation::Probe, Operation::Encrypt, Operation::Decrypt] {
-                let error = classify(operation, service(code, status), "k1");
+                let error = classify(operation, service(code, status), "k1", SettingsGroup::Main);
                 assert!(
                     matches!(error, KeyProviderError::Unavailable(_)),
                     "{code}: {error:?}"
@@ -667,6 +738,7 @@ mod tests {
             Operation::Decrypt,
             Failure::Unreachable("connection refused".into()),
             "k1",
+            SettingsGroup::Main,
         );
         assert!(matches!(error, KeyProviderError::Unavailable(_)));
     }
@@ -683,7 +755,18 @@ mod tests {
         let rsa = Some(&KeySpec::Rsa2048);
         let aes = Some(&KeySpec::SymmetricDefault);
 
-        assert!(check_key_fits(KmsKeyMode::Rsa, "k", rsa, encrypt, &rsa_algorithms, None).is_ok());
+        assert!(
+            check_key_fits(
+                KmsKeyMode::Rsa,
+                "k",
+                rsa,
+                encrypt,
+                &rsa_algorithms,
+                None,
+                SettingsGroup::Main
+            )
+            .is_ok()
+        );
         assert!(
             check_key_fits(
                 KmsKeyMode::Symmetric,
@@ -691,7 +774,8 @@ mod tests {
                 aes,
                 encrypt,
                 &symmetric_algorithms,
-                enabled
+                enabled,
+                SettingsGroup::Main
             )
             .is_ok()
         );
@@ -703,6 +787,7 @@ mod tests {
                 encrypt,
                 &symmetric_algorithms,
                 None,
+                SettingsGroup::Main,
             ),
             check_key_fits(
                 KmsKeyMode::Symmetric,
@@ -711,11 +796,12 @@ mod tests {
                 encrypt,
                 &rsa_algorithms,
                 enabled,
+                SettingsGroup::Main,
             ),
         ];
         for error in wrong_mode {
             assert!(
-                matches!(error, Err(KeyProviderError::Config(ref m)) if m.contains(MODE_SETTING)),
+                matches!(error, Err(KeyProviderError::Config(ref m)) if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
                 "{error:?}"
             );
         }
@@ -726,6 +812,7 @@ mod tests {
             Some(&KeyUsageType::SignVerify),
             &[],
             None,
+            SettingsGroup::Main,
         );
         assert!(
             matches!(signing, Err(KeyProviderError::Config(ref m)) if m.contains("SIGN_VERIFY")),
@@ -738,6 +825,7 @@ mod tests {
             encrypt,
             &symmetric_algorithms,
             Some(&KeyState::Disabled),
+            SettingsGroup::Main,
         );
         assert!(
             matches!(disabled, Err(KeyProviderError::Config(ref m)) if m.contains("Disabled")),

@@ -44,7 +44,8 @@ use zeroize::Zeroizing;
 
 use super::remote::error_chain;
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings};
+use crate::config::catalog::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
+use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings, SettingPath, SettingsGroup};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one HTTP attempt; the SDK retries on top of it.
@@ -97,7 +98,7 @@ impl AzureConnection {
 pub(crate) fn credential(
     settings: &AzureAdCredentials,
     connection: &AzureConnection,
-    setting_prefix: &str,
+    setting_prefix: SettingPath,
 ) -> Result<Arc<ClientSecretCredential>, KeyProviderError> {
     let options = ClientSecretCredentialOptions {
         client_options: connection.client_options()?,
@@ -115,6 +116,25 @@ pub(crate) fn credential(
             error_chain(&e)
         ))
     })
+}
+
+/// A vault URL the SDK refuses, naming the setting that holds it.
+pub(crate) fn unusable_vault_uri(
+    setting: SettingPath,
+    vault_uri: &str,
+    reason: impl std::fmt::Display,
+) -> KeyProviderError {
+    KeyProviderError::Config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
+}
+
+/// The settings to check when a vault object cannot be used: `{uri} and {name}, and
+/// {credential_prefix}*`.
+pub(crate) fn vault_settings_hint(
+    uri: SettingPath,
+    name: SettingPath,
+    credential_prefix: SettingPath,
+) -> String {
+    format!("{uri} and {name}, and {credential_prefix}*")
 }
 
 /// What an operation was, for wording its failure.
@@ -279,13 +299,17 @@ pub struct AzureKeyVaultKeyProvider {
     settings_hint: String,
 }
 
-const KEY_SETTINGS: &str = "keyConnectorSettings__rsaKey__azureKeyvaultUri and keyConnectorSettings__rsaKey__azureKeyvaultKeyName";
-const KEY_CREDENTIAL_PREFIX: &str = "keyConnectorSettings__rsaKey__azureKeyvaultAd";
+/// The start of the names of the Entra ID settings (`...TenantId`, `...AppId`, `...Secret`).
+const KEY_CREDENTIAL_PREFIX: SettingPath = SettingPath::rsa_key("azureKeyvaultAd");
 
 impl AzureKeyVaultKeyProvider {
-    /// Signs in, reads the key's current version and keeps its public half.
-    pub async fn open(settings: &AzureKeyVaultKeySettings) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, AzureConnection::default()).await
+    /// Signs in, reads the key's current version and keeps its public half. Messages name
+    /// the settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &AzureKeyVaultKeySettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_in(settings, AzureConnection::default(), group).await
     }
 
     /// Like [`AzureKeyVaultKeyProvider::open`], reaching Azure as `connection` says.
@@ -293,24 +317,39 @@ impl AzureKeyVaultKeyProvider {
         settings: &AzureKeyVaultKeySettings,
         connection: AzureConnection,
     ) -> Result<Self, KeyProviderError> {
-        let credential = credential(&settings.credentials, &connection, KEY_CREDENTIAL_PREFIX)?;
+        Self::open_in(settings, connection, SettingsGroup::Main).await
+    }
+
+    /// Like [`AzureKeyVaultKeyProvider::open_with`] for settings of `group`; messages name
+    /// that group's settings.
+    pub async fn open_in(
+        settings: &AzureKeyVaultKeySettings,
+        connection: AzureConnection,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        let credential_prefix = KEY_CREDENTIAL_PREFIX.in_group(group);
+        let credential = credential(&settings.credentials, &connection, credential_prefix)?;
         let options = KeyClientOptions {
             client_options: connection.client_options()?,
             ..KeyClientOptions::default()
         };
         let client =
             KeyClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-                KeyProviderError::Config(format!(
-                    "keyConnectorSettings__rsaKey__azureKeyvaultUri `{}` is not usable: {}",
-                    settings.vault_uri,
-                    error_chain(&e)
-                ))
+                unusable_vault_uri(
+                    RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
+                    &settings.vault_uri,
+                    error_chain(&e),
+                )
             })?;
         let object = format!(
             "key `{}` in Azure Key Vault {}",
             settings.key_name, settings.vault_uri
         );
-        let settings_hint = format!("{KEY_SETTINGS}, and {KEY_CREDENTIAL_PREFIX}*");
+        let settings_hint = vault_settings_hint(
+            RSA_KEY_AZURE_KEYVAULT_URI.in_group(group),
+            RSA_KEY_AZURE_KEYVAULT_KEY_NAME.in_group(group),
+            credential_prefix,
+        );
         let (key_version, public_key) =
             read_key(&client, &settings.key_name, None, &object, &settings_hint).await?;
         Ok(Self {

@@ -25,7 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::CertificateSettings;
+use crate::config::catalog::{CERTIFICATE_FILESYSTEM_PASSWORD, CERTIFICATE_FILESYSTEM_PATH};
+use crate::config::{CertificateSettings, SettingsGroup};
 use crate::pkcs12;
 
 /// An RSA key pair held in memory for OAEP-SHA-1 wrapping.
@@ -60,9 +61,17 @@ impl OaepKeyPair {
 }
 
 impl CertificateKeyProvider {
-    /// Loads the certificate named by the settings and keeps its private key.
+    /// Loads the certificate named by the main settings and keeps its private key.
     pub async fn open(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
-        let file = CertificateFile::read(source).await?;
+        Self::open_in(source, SettingsGroup::Main).await
+    }
+
+    /// Loads the certificate named by settings of `group`; messages name that group's settings.
+    pub async fn open_in(
+        source: &CertificateSettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        let file = CertificateFile::read(source, group).await?;
         Self::from_file(file).await
     }
 
@@ -111,8 +120,8 @@ pub(crate) struct CertificateFile {
     pub password: Option<Zeroizing<String>>,
     /// Where it came from, for logs (no secrets).
     pub description: String,
-    /// The setting that holds the password, for error messages.
-    password_env_var: &'static str,
+    /// The setting that holds the password (or why there is none), for error messages.
+    password_setting: String,
 }
 
 impl CertificateFile {
@@ -120,38 +129,46 @@ impl CertificateFile {
         bytes: Zeroizing<Vec<u8>>,
         password: Option<&SecretString>,
         description: String,
-        password_env_var: &'static str,
+        password_setting: impl std::fmt::Display,
     ) -> Self {
         Self {
             bytes: Arc::new(bytes),
             password: password.map(|p| Zeroizing::new(p.expose_secret().to_owned())),
             description,
-            password_env_var,
+            password_setting: password_setting.to_string(),
         }
     }
 
-    /// Fetches the file named by the certificate settings.
-    pub async fn read(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
+    /// Fetches the file named by the certificate settings of `group`.
+    pub async fn read(
+        source: &CertificateSettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
         match source {
             CertificateSettings::Filesystem { path, password } => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
                     KeyProviderError::Config(format!(
-                        "cannot read the certificate file {} (keyConnectorSettings__certificate__filesystemPath): {e}",
-                        path.display()
+                        "cannot read the certificate file {} ({}): {e}",
+                        path.display(),
+                        CERTIFICATE_FILESYSTEM_PATH.in_group(group)
                     ))
                 })?;
                 Ok(Self::new(
                     Zeroizing::new(bytes),
                     password.as_ref(),
                     format!("certificate from file {}", path.display()),
-                    "keyConnectorSettings__certificate__filesystemPassword",
+                    CERTIFICATE_FILESYSTEM_PASSWORD.in_group(group),
                 ))
             }
-            CertificateSettings::Store(settings) => store::read(settings).await,
-            CertificateSettings::AzureStorage(settings) => azure_storage::download(settings).await,
-            CertificateSettings::Vault(settings) => vault::read(settings).await,
+            CertificateSettings::Store(settings) => store::read(settings, group).await,
+            CertificateSettings::AzureStorage(settings) => {
+                azure_storage::download(settings, group).await
+            }
+            CertificateSettings::Vault(settings) => vault::read(settings, group).await,
             #[cfg(feature = "azurekv")]
-            CertificateSettings::AzureKeyVault(settings) => azure_key_vault::read(settings).await,
+            CertificateSettings::AzureKeyVault(settings) => {
+                azure_key_vault::read(settings, group).await
+            }
             #[cfg(not(feature = "azurekv"))]
             CertificateSettings::AzureKeyVault(_) => Err(super::missing_feature("azurekv")),
         }
@@ -161,7 +178,7 @@ impl CertificateFile {
     pub fn error(&self, error: pkcs12::Pkcs12Error) -> KeyProviderError {
         KeyProviderError::Config(format!(
             "cannot use the {}: {error} ({})",
-            self.description, self.password_env_var
+            self.description, self.password_setting
         ))
     }
 }

@@ -38,10 +38,13 @@ use zeroize::Zeroizing;
 
 use super::remote::error_chain;
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::GcpKmsSettings;
+use crate::config::catalog::{
+    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
+};
+use crate::config::{GcpKmsSettings, SettingsGroup};
 
 /// Names another KMS endpoint (e.g. `https://cloudkms-xyz.p.googleapis.com`).
-pub const ENDPOINT_VAR: &str = "KEY_CONNECTOR_GCP_KMS_ENDPOINT";
+pub use crate::config::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
 
 /// Bound for one attempt, so that a hung attempt leaves time for a retry.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,8 +70,15 @@ async fn bounded<T>(
         })
 }
 
-const KEY_SETTINGS: &str = "keyConnectorSettings__rsaKey__googleCloudProjectId, __googleCloudLocationId, \
-     __googleCloudKeyringId, __googleCloudKeyId and __googleCloudKeyVersionId";
+/// The key version's settings as messages name them: the first in full, the others by
+/// their last part.
+fn key_settings(group: SettingsGroup) -> String {
+    format!(
+        "{}, __googleCloudLocationId, \
+         __googleCloudKeyringId, __googleCloudKeyId and __googleCloudKeyVersionId",
+        RSA_KEY_GOOGLE_CLOUD_PROJECT_ID.in_group(group)
+    )
+}
 const CREDENTIALS_HINT: &str = "Google Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS naming a \
      service-account key or workload-identity configuration, or the service account of the Google Cloud host";
 
@@ -88,13 +98,11 @@ pub struct GcpKmsConnection {
 }
 
 impl GcpKmsConnection {
-    /// The connection the environment describes.
-    pub fn from_env() -> Self {
+    /// The connection the settings describe: their endpoint, if any, and Application
+    /// Default Credentials.
+    pub fn of(settings: &GcpKmsSettings) -> Self {
         Self {
-            endpoint: std::env::var(ENDPOINT_VAR)
-                .ok()
-                .map(|e| e.trim().to_owned())
-                .filter(|e| !e.is_empty()),
+            endpoint: settings.endpoint.clone(),
             credentials: None,
         }
     }
@@ -106,18 +114,34 @@ pub struct GcpKmsKeyProvider {
     key_version: String,
     public_key: OaepPublicEncryptingKey,
     description: String,
+    /// The settings group the key was configured in, which messages name.
+    group: SettingsGroup,
 }
 
 impl GcpKmsKeyProvider {
     /// Connects with Application Default Credentials and loads the key version's public key.
-    pub async fn open(settings: &GcpKmsSettings) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, GcpKmsConnection::from_env()).await
+    /// Messages name the settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &GcpKmsSettings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_in(settings, GcpKmsConnection::of(settings), group).await
     }
 
     /// Like [`GcpKmsKeyProvider::open`], reaching KMS as `connection` says.
     pub async fn open_with(
         settings: &GcpKmsSettings,
         connection: GcpKmsConnection,
+    ) -> Result<Self, KeyProviderError> {
+        Self::open_in(settings, connection, SettingsGroup::Main).await
+    }
+
+    /// Like [`GcpKmsKeyProvider::open_with`] for settings of `group`; messages name that
+    /// group's settings.
+    pub async fn open_in(
+        settings: &GcpKmsSettings,
+        connection: GcpKmsConnection,
+        group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
         let key_version = settings.key_version_name();
         let mut builder = KeyManagementService::builder()
@@ -152,7 +176,7 @@ impl GcpKmsKeyProvider {
             })
         })
         .await?;
-        let public_key = fetch_public_key(&client, &key_version).await?;
+        let public_key = fetch_public_key(&client, &key_version, group).await?;
         Ok(Self {
             client,
             description: format!(
@@ -160,6 +184,7 @@ impl GcpKmsKeyProvider {
             ),
             key_version,
             public_key,
+            group,
         })
     }
 }
@@ -168,6 +193,7 @@ impl GcpKmsKeyProvider {
 async fn fetch_public_key(
     client: &KeyManagementService,
     key_version: &str,
+    group: SettingsGroup,
 ) -> Result<OaepPublicEncryptingKey, KeyProviderError> {
     let response = bounded("GetPublicKey", async {
         client
@@ -176,7 +202,7 @@ async fn fetch_public_key(
             .with_attempt_timeout(ATTEMPT_TIMEOUT)
             .send()
             .await
-            .map_err(|e| classify(Operation::PublicKey, &e, key_version))
+            .map_err(|e| classify(Operation::PublicKey, &e, key_version, group))
     })
     .await?;
     if let Some(expected) = response.pem_crc32c
@@ -255,7 +281,7 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
                 .with_attempt_timeout(ATTEMPT_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| classify(Operation::Decrypt, &e, &self.key_version))
+                .map_err(|e| classify(Operation::Decrypt, &e, &self.key_version, self.group))
         })
         .await?;
         let plaintext = Zeroizing::new(response.plaintext.to_vec());
@@ -283,7 +309,7 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
     /// `GetPublicKey`, as upstream's health check calls it: proves credentials, permission and
     /// that the key version is still enabled.
     async fn check_health(&self) -> Result<(), KeyProviderError> {
-        fetch_public_key(&self.client, &self.key_version)
+        fetch_public_key(&self.client, &self.key_version, self.group)
             .await
             .map(drop)
     }
@@ -298,7 +324,13 @@ enum Operation {
 
 /// Sorts a KMS failure into what an operator must fix, what may pass, and a stored key this
 /// key version cannot decrypt.
-fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyProviderError {
+fn classify(
+    operation: Operation,
+    error: &GaxError,
+    key_version: &str,
+    group: SettingsGroup,
+) -> KeyProviderError {
+    let key_settings = key_settings(group);
     let detail = error_chain(error);
     if let Some(reason) = super::remote::untrusted_certificate(error) {
         return KeyProviderError::Config(format!(
@@ -343,11 +375,11 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         Code::InvalidArgument if operation == Operation::Decrypt => {
             KeyProviderError::UnwrapFailed(format!(
                 "Google Cloud KMS key version {key_version} cannot decrypt the stored symmetric key ({said}): \
-                 it was wrapped by another key or key version; check {KEY_SETTINGS}"
+                 it was wrapped by another key or key version; check {key_settings}"
             ))
         }
         Code::NotFound => KeyProviderError::Config(format!(
-            "Google Cloud KMS key version {key_version} does not exist ({said}); check {KEY_SETTINGS}"
+            "Google Cloud KMS key version {key_version} does not exist ({said}); check {key_settings}"
         )),
         Code::PermissionDenied => KeyProviderError::Config(format!(
             "Google Cloud KMS denied access to {key_version} ({said}); grant the credentials' principal \
@@ -358,7 +390,8 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         )),
         Code::FailedPrecondition => KeyProviderError::Config(format!(
             "Google Cloud KMS key version {key_version} cannot be used in its current state ({said}); \
-             enable it or name another version in keyConnectorSettings__rsaKey__googleCloudKeyVersionId"
+             enable it or name another version in {}",
+            RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID.in_group(group)
         )),
         Code::Unavailable
         | Code::DeadlineExceeded
@@ -367,7 +400,7 @@ fn classify(operation: Operation, error: &GaxError, key_version: &str) -> KeyPro
         | Code::Aborted
         | Code::Unknown => KeyProviderError::Unavailable(format!("Google Cloud KMS: {said}")),
         _ => KeyProviderError::Config(format!(
-            "Google Cloud KMS refused the request for {key_version} ({said}); check {KEY_SETTINGS}"
+            "Google Cloud KMS refused the request for {key_version} ({said}); check {key_settings}"
         )),
     }
 }

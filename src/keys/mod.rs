@@ -23,6 +23,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+#[cfg(not(all(feature = "pkcs11", feature = "awskms")))]
+use crate::config::catalog::RSA_KEY_PROVIDER;
 use crate::config::{RsaKeySettings, SettingsGroup};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,32 +65,13 @@ pub async fn open_rsa_key_provider(
     settings: &RsaKeySettings,
     group: SettingsGroup,
 ) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
-    let provider = open_uninstrumented(settings)
-        .await
-        .map_err(|e| e.in_group(group))?;
-    Ok(Arc::new(Measured { provider, group }))
+    let provider = open_uninstrumented(settings, group).await?;
+    Ok(Arc::new(Measured { provider }))
 }
 
-impl KeyProviderError {
-    /// The same error, its message naming `group`'s settings.
-    fn in_group(self, group: SettingsGroup) -> Self {
-        match self {
-            KeyProviderError::Config(m) => KeyProviderError::Config(group.rename_settings(m)),
-            KeyProviderError::Unavailable(m) => {
-                KeyProviderError::Unavailable(group.rename_settings(m))
-            }
-            KeyProviderError::UnwrapFailed(m) => {
-                KeyProviderError::UnwrapFailed(group.rename_settings(m))
-            }
-        }
-    }
-}
-
-/// A provider whose calls are counted and timed, and whose errors name the settings of
-/// the group it was configured in.
+/// A provider whose calls are counted and timed.
 struct Measured {
     provider: Arc<dyn RsaKeyProvider>,
-    group: SettingsGroup,
 }
 
 impl Measured {
@@ -99,14 +82,14 @@ impl Measured {
         result: Result<T, KeyProviderError>,
     ) -> Result<T, KeyProviderError> {
         crate::metrics::rsa_key_operation(operation, result.is_ok(), started);
-        result.map_err(|e| e.in_group(self.group))
+        result
     }
 }
 
 #[async_trait]
 impl RsaKeyProvider for Measured {
     fn describe(&self) -> String {
-        self.group.rename_settings(self.provider.describe())
+        self.provider.describe()
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
@@ -131,39 +114,46 @@ impl RsaKeyProvider for Measured {
     }
 }
 
+/// The factory: the one place that knows every provider. Each opens with `group`, so its
+/// messages name the settings the operator set.
 async fn open_uninstrumented(
     settings: &RsaKeySettings,
+    group: SettingsGroup,
 ) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
     match settings {
         RsaKeySettings::Certificate(source) => Ok(Arc::new(
-            certificate::CertificateKeyProvider::open(source).await?,
+            certificate::CertificateKeyProvider::open_in(source, group).await?,
         )),
         #[cfg(feature = "pkcs11")]
         RsaKeySettings::Pkcs11(pkcs11_settings) => Ok(Arc::new(
-            pkcs11::Pkcs11KeyProvider::open(pkcs11_settings).await?,
+            pkcs11::Pkcs11KeyProvider::open(pkcs11_settings, group).await?,
         )),
         #[cfg(not(feature = "pkcs11"))]
-        RsaKeySettings::Pkcs11(_) => Err(KeyProviderError::Config(
-            "RSA key provider `pkcs11` (keyConnectorSettings__rsaKey__provider) needs the `pkcs11` \
-             Cargo feature, which this build left out; rebuild with `--features pkcs11`"
-                .into(),
-        )),
+        RsaKeySettings::Pkcs11(_) => Err(KeyProviderError::Config(format!(
+            "RSA key provider `pkcs11` ({}) needs the `pkcs11` \
+             Cargo feature, which this build left out; rebuild with `--features pkcs11`",
+            RSA_KEY_PROVIDER.in_group(group)
+        ))),
         #[cfg(feature = "awskms")]
-        RsaKeySettings::AwsKms(aws) => Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws).await?)),
+        RsaKeySettings::AwsKms(aws) => {
+            Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws, group).await?))
+        }
         #[cfg(not(feature = "awskms"))]
-        RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(
-            "RSA key provider `awskms` (keyConnectorSettings__rsaKey__provider) needs the Cargo feature `awskms`, \
-             which this build was made without; rebuild with `--features awskms`"
-                .into(),
-        )),
+        RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(format!(
+            "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
+             which this build was made without; rebuild with `--features awskms`",
+            RSA_KEY_PROVIDER.in_group(group)
+        ))),
         #[cfg(feature = "azurekv")]
         RsaKeySettings::AzureKeyVault(azure) => Ok(Arc::new(
-            azurekv::AzureKeyVaultKeyProvider::open(azure).await?,
+            azurekv::AzureKeyVaultKeyProvider::open(azure, group).await?,
         )),
         #[cfg(not(feature = "azurekv"))]
         RsaKeySettings::AzureKeyVault(_) => Err(missing_feature("azurekv")),
         #[cfg(feature = "gcpkms")]
-        RsaKeySettings::GcpKms(gcp) => Ok(Arc::new(gcpkms::GcpKmsKeyProvider::open(gcp).await?)),
+        RsaKeySettings::GcpKms(gcp) => {
+            Ok(Arc::new(gcpkms::GcpKmsKeyProvider::open(gcp, group).await?))
+        }
         #[cfg(not(feature = "gcpkms"))]
         RsaKeySettings::GcpKms(_) => Err(missing_feature("gcpkms")),
     }
@@ -233,6 +223,7 @@ mod without_gcpkms {
             key_ring_id: "r".into(),
             key_id: "k".into(),
             key_version_id: "1".into(),
+            endpoint: None,
         });
         let Err(KeyProviderError::Config(message)) =
             open_rsa_key_provider(&settings, SettingsGroup::Main).await

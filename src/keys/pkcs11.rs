@@ -31,21 +31,30 @@ use zeroize::Zeroizing;
 
 use super::certificate::CertificateFile;
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+use crate::config::catalog::{
+    CERTIFICATE_PROVIDER, RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN,
+    RSA_KEY_PKCS11_LOGIN_USER_TYPE, RSA_KEY_PKCS11_PRIVATE_KEY_ID,
+    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
+    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
+};
+use crate::config::{
+    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, SettingPath, SettingsGroup,
+};
 use crate::pkcs12;
-
-const PIN_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11LoginPin";
-const SERIAL_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11SlotTokenSerialNumber";
-const LIBRARY_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11LibraryPath";
-const USER_TYPE_ENV: &str = "keyConnectorSettings__rsaKey__pkcs11LoginUserType";
 
 /// The `CKA_ID` upstream searches for: the id as a native `CK_ULONG` (8 little-endian bytes on
 /// x86-64 and aarch64 Linux), which is how Pkcs11Interop encodes a numeric attribute.
 pub fn private_key_id_bytes(id: u64) -> Result<Vec<u8>, KeyProviderError> {
+    private_key_id_bytes_in(id, SettingsGroup::Main)
+}
+
+/// [`private_key_id_bytes`] for the settings of `group`.
+fn private_key_id_bytes_in(id: u64, group: SettingsGroup) -> Result<Vec<u8>, KeyProviderError> {
     let native = c_ulong::try_from(id).map_err(|_| {
         KeyProviderError::Config(format!(
             "pkcs11PrivateKeyId {id} does not fit this platform's CK_ULONG \
-             (keyConnectorSettings__rsaKey__pkcs11PrivateKeyId)"
+             ({})",
+            RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(group)
         ))
     })?;
     Ok(native.to_ne_bytes().to_vec())
@@ -74,6 +83,8 @@ struct Token {
     /// returns, new calls are answered as an outage at once instead of queueing behind it.
     /// Shared by every provider of this process on the same token (see [`stuck_call_of`]).
     stuck_call: StuckCall,
+    /// The settings group the token was configured in, which messages name.
+    group: SettingsGroup,
 }
 
 /// The "finished" flag of a call into the library that ran out of time, if any.
@@ -105,18 +116,22 @@ struct OpenSession {
 
 impl Pkcs11KeyProvider {
     /// Loads the library, logs in to the token, finds the key and its public half.
-    pub async fn open(settings: &Pkcs11Settings) -> Result<Self, KeyProviderError> {
+    /// Messages name the settings of `group`, where the key was configured.
+    pub async fn open(
+        settings: &Pkcs11Settings,
+        group: SettingsGroup,
+    ) -> Result<Self, KeyProviderError> {
         let certificate = match &settings.certificate {
-            Some(source) => Some(CertificateFile::read(source).await?),
+            Some(source) => Some(CertificateFile::read(source, group).await?),
             None => None,
         };
         let library_path = settings.library_path.clone();
         let template = match &settings.key {
             Pkcs11KeySelector::Label(label) => Attribute::Label(label.as_bytes().to_vec()),
-            Pkcs11KeySelector::Id(id) => Attribute::Id(private_key_id_bytes(*id)?),
+            Pkcs11KeySelector::Id(id) => Attribute::Id(private_key_id_bytes_in(*id, group)?),
         };
         let library = library_path.clone();
-        let context = blocking(move || load_library(&library)).await?;
+        let context = blocking(move || load_library(&library, group)).await?;
         let token = Token {
             context,
             serial: settings.token_serial.clone(),
@@ -127,6 +142,7 @@ impl Pkcs11KeyProvider {
             session: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
             stuck_call: stuck_call_of(&library_path, &settings.token_serial),
+            group,
         };
         let token = Arc::new(token);
         let token_public = token
@@ -156,8 +172,9 @@ impl Pkcs11KeyProvider {
                 {
                     return Err(KeyProviderError::Config(format!(
                         "the public key of the {} does not belong to the private key on the token; \
-                         configure the certificate of that key (keyConnectorSettings__certificate__*)",
-                        file.description
+                         configure the certificate of that key ({})",
+                        file.description,
+                        SettingPath::certificate("*").in_group(group)
                     )));
                 }
                 (spki, file.description)
@@ -167,8 +184,9 @@ impl Pkcs11KeyProvider {
                 None => {
                     return Err(KeyProviderError::Config(format!(
                         "the token does not reveal the public key of {}; configure its certificate \
-                         (keyConnectorSettings__certificate__provider)",
-                        token.selector_text()
+                         ({})",
+                        token.selector_text(),
+                        CERTIFICATE_PROVIDER.in_group(group)
                     )));
                 }
             },
@@ -249,16 +267,18 @@ async fn blocking<T: Send + 'static>(
 /// Bound for one call into the PKCS#11 library (login and key search included).
 const TOKEN_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn load_library(path: &std::path::Path) -> Result<Pkcs11, KeyProviderError> {
+fn load_library(path: &std::path::Path, group: SettingsGroup) -> Result<Pkcs11, KeyProviderError> {
+    let library_env = RSA_KEY_PKCS11_LIBRARY_PATH.in_group(group);
     if !path.exists() {
         return Err(KeyProviderError::Config(format!(
-            "the PKCS#11 library {} does not exist ({LIBRARY_ENV}, or keyConnectorSettings__rsaKey__pkcs11Provider)",
-            path.display()
+            "the PKCS#11 library {} does not exist ({library_env}, or {})",
+            path.display(),
+            RSA_KEY_PKCS11_PROVIDER.in_group(group)
         )));
     }
     let context = Pkcs11::new(path).map_err(|e| {
         KeyProviderError::Config(format!(
-            "cannot load the PKCS#11 library {} ({LIBRARY_ENV}): {e}",
+            "cannot load the PKCS#11 library {} ({library_env}): {e}",
             path.display()
         ))
     })?;
@@ -266,7 +286,7 @@ fn load_library(path: &std::path::Path) -> Result<Pkcs11, KeyProviderError> {
         // Another part of this process (a second provider, a test) initialised it first.
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
         Err(e) => Err(KeyProviderError::Config(format!(
-            "the PKCS#11 library {} failed to initialise ({LIBRARY_ENV}): {e}{}",
+            "the PKCS#11 library {} failed to initialise ({library_env}): {e}{}",
             path.display(),
             initialise_hint(path)
         ))),
@@ -446,10 +466,16 @@ impl Token {
     fn selector_text(&self) -> String {
         match &self.selector {
             Pkcs11KeySelector::Label(label) => {
-                format!("labelled `{label}` (keyConnectorSettings__rsaKey__pkcs11PrivateKeyLabel)")
+                format!(
+                    "labelled `{label}` ({})",
+                    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL.in_group(self.group)
+                )
             }
             Pkcs11KeySelector::Id(id) => {
-                format!("with id {id} (keyConnectorSettings__rsaKey__pkcs11PrivateKeyId)")
+                format!(
+                    "with id {id} ({})",
+                    RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(self.group)
+                )
             }
         }
     }
@@ -490,6 +516,8 @@ impl Token {
     }
 
     fn decrypt(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        let group = self.group;
+        let pin_env = RSA_KEY_PKCS11_LOGIN_PIN.in_group(group);
         let mechanism = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
             MechanismType::SHA1,
             PkcsMgfType::MGF1_SHA1,
@@ -531,7 +559,7 @@ impl Token {
                 )))
             }
             (None, Some(RvError::PinExpired)) => Err(KeyProviderError::Config(format!(
-                "the PIN of PKCS#11 token {} has expired; set a new one on the token and in {PIN_ENV}",
+                "the PIN of PKCS#11 token {} has expired; set a new one on the token and in {pin_env}",
                 self.serial
             ))),
             (None, Some(rv @ (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange))) => {
@@ -571,6 +599,8 @@ impl Token {
     }
 
     fn find_slot(&self) -> Result<Slot, KeyProviderError> {
+        let group = self.group;
+        let serial_env = RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER.in_group(group);
         let slots = self.context.get_slots_with_token().map_err(|e| {
             KeyProviderError::Unavailable(format!("cannot list PKCS#11 slots: {e}"))
         })?;
@@ -587,7 +617,7 @@ impl Token {
             present.push(format!("`{serial}` ({})", info.label().trim()));
         }
         Err(KeyProviderError::Config(format!(
-            "no PKCS#11 token with serial number `{}` ({SERIAL_ENV}); tokens present: {}",
+            "no PKCS#11 token with serial number `{}` ({serial_env}); tokens present: {}",
             self.serial,
             if present.is_empty() {
                 "none".to_owned()
@@ -598,9 +628,12 @@ impl Token {
     }
 
     fn login(&self, session: &Session) -> Result<(), KeyProviderError> {
+        let group = self.group;
+        let pin_env = RSA_KEY_PKCS11_LOGIN_PIN.in_group(group);
+        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
         if self.pin_rejected.load(Ordering::Relaxed) {
             return Err(KeyProviderError::Config(format!(
-                "PKCS#11 login failed earlier: wrong PIN? ({PIN_ENV}); not retrying, so the token does not lock; restart after fixing it"
+                "PKCS#11 login failed earlier: wrong PIN? ({pin_env}); not retrying, so the token does not lock; restart after fixing it"
             )));
         }
         let user_type = match self.user_type {
@@ -636,16 +669,16 @@ impl Token {
             )) => {
                 self.pin_rejected.store(true, Ordering::Relaxed);
                 Err(KeyProviderError::Config(format!(
-                    "PKCS#11 login failed: wrong PIN? ({PIN_ENV})"
+                    "PKCS#11 login failed: wrong PIN? ({pin_env})"
                 )))
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(KeyProviderError::Config(format!(
-                "PKCS#11 login failed: the PIN of token {} is locked ({PIN_ENV})",
+                "PKCS#11 login failed: the PIN of token {} is locked ({pin_env})",
                 self.serial
             ))),
             Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => {
                 Err(KeyProviderError::Config(format!(
-                    "PKCS#11 login failed: token {} has no user PIN yet; initialise it, or log in as `so` ({USER_TYPE_ENV})",
+                    "PKCS#11 login failed: token {} has no user PIN yet; initialise it, or log in as `so` ({user_type_env})",
                     self.serial
                 )))
             }
@@ -656,11 +689,11 @@ impl Token {
                 | RvError::OperationNotInitialized),
                 _,
             )) => Err(KeyProviderError::Config(format!(
-                "PKCS#11 login failed: token {} refused this login user type ({rv:?}) ({USER_TYPE_ENV})",
+                "PKCS#11 login failed: token {} refused this login user type ({rv:?}) ({user_type_env})",
                 self.serial
             ))),
             Err(CkError::PinNotSet) => Err(KeyProviderError::Config(format!(
-                "PKCS#11 login failed: no PIN given ({PIN_ENV})"
+                "PKCS#11 login failed: no PIN given ({pin_env})"
             ))),
             Err(e) => Err(KeyProviderError::Unavailable(format!(
                 "PKCS#11 login to token {} failed: {e}",
@@ -678,6 +711,8 @@ impl Token {
     }
 
     fn find_private_key(&self, session: &Session) -> Result<ObjectHandle, KeyProviderError> {
+        let group = self.group;
+        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
         let found = session
             .find_objects(&self.key_template(ObjectClass::PRIVATE_KEY))
             .map_err(|e| {
@@ -690,7 +725,7 @@ impl Token {
             [key] => *key,
             [] => {
                 return Err(KeyProviderError::Config(format!(
-                    "no private key {} on PKCS#11 token {} (is it visible to the `{}` login? {USER_TYPE_ENV})",
+                    "no private key {} on PKCS#11 token {} (is it visible to the `{}` login? {user_type_env})",
                     self.selector_text(),
                     self.serial,
                     match self.user_type {

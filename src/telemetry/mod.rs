@@ -59,8 +59,11 @@ enum FileOutcome {
 /// `File` sink and `write_file` is true (the service writes it; admin commands do not).
 /// A log file that cannot be opened is one warning, never a failure. Later calls do nothing.
 pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(settings.filter.as_deref().unwrap_or(DEFAULT_FILTER)));
+    let filter = settings
+        .rust_log
+        .as_deref()
+        .and_then(|filter| EnvFilter::try_new(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(settings.filter.as_deref().unwrap_or(DEFAULT_FILTER)));
     let (file_writer, guard, outcome) = match settings.file.clone().filter(|_| write_file) {
         None => (None, None, FileOutcome::NotConfigured),
         Some(file) => {

@@ -79,6 +79,7 @@ fn settings() -> GcpKmsSettings {
         key_ring_id: "bitwarden".into(),
         key_id: "key-connector".into(),
         key_version_id: "1".into(),
+        endpoint: None,
     }
 }
 

@@ -19,7 +19,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use key_connector::config::{
     CertificateSettings, DatabaseSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
-    RsaKeySettings, TransferTarget, TransferToSettings,
+    RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
 };
 use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
@@ -326,7 +326,7 @@ fn label(text: &str) -> Pkcs11KeySelector {
 }
 
 async fn open(settings: &Pkcs11Settings) -> Result<Pkcs11KeyProvider, KeyProviderError> {
-    Pkcs11KeyProvider::open(settings).await
+    Pkcs11KeyProvider::open(settings, SettingsGroup::Main).await
 }
 
 async fn config_error(settings: &Pkcs11Settings) -> String {

@@ -17,20 +17,26 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
-use crate::config::AzureKeyVaultCertificateSettings;
+use crate::config::catalog::{
+    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI,
+};
+use crate::config::{AzureKeyVaultCertificateSettings, SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
-use crate::keys::azurekv::{AzureConnection, Operation, bounded, classify, credential};
+use crate::keys::azurekv::{
+    AzureConnection, Operation, bounded, classify, credential, unusable_vault_uri,
+    vault_settings_hint,
+};
 
-const SETTINGS: &str = "keyConnectorSettings__certificate__azureKeyvaultUri and \
-     keyConnectorSettings__certificate__azureKeyvaultCertificateName";
-const CREDENTIAL_PREFIX: &str = "keyConnectorSettings__certificate__azureKeyvaultAd";
+/// The start of the names of the Entra ID settings (`...TenantId`, `...AppId`, `...Secret`).
+const CREDENTIAL_PREFIX: SettingPath = SettingPath::certificate("azureKeyvaultAd");
 const PKCS12_CONTENT_TYPE: &str = "application/x-pkcs12";
 
 /// Reads the certificate's secret and decodes the PFX it holds.
 pub(super) async fn read(
     settings: &AzureKeyVaultCertificateSettings,
+    group: SettingsGroup,
 ) -> Result<CertificateFile, KeyProviderError> {
-    read_with(settings, AzureConnection::default()).await
+    read_in(settings, AzureConnection::default(), group).await
 }
 
 /// Like [`read`], reaching Azure as `connection` says.
@@ -38,23 +44,39 @@ pub(crate) async fn read_with(
     settings: &AzureKeyVaultCertificateSettings,
     connection: AzureConnection,
 ) -> Result<CertificateFile, KeyProviderError> {
-    let credential = credential(&settings.credentials, &connection, CREDENTIAL_PREFIX)?;
+    read_in(settings, connection, SettingsGroup::Main).await
+}
+
+/// Like [`read_with`] for settings of `group`; messages name that group's settings.
+async fn read_in(
+    settings: &AzureKeyVaultCertificateSettings,
+    connection: AzureConnection,
+    group: SettingsGroup,
+) -> Result<CertificateFile, KeyProviderError> {
+    let credential_prefix = CREDENTIAL_PREFIX.in_group(group);
+    let credential = credential(&settings.credentials, &connection, credential_prefix)?;
     let options = SecretClientOptions {
         client_options: connection.client_options()?,
         ..SecretClientOptions::default()
     };
     let client =
         SecretClient::new(&settings.vault_uri, credential, Some(options)).map_err(|e| {
-            KeyProviderError::Config(format!(
-                "keyConnectorSettings__certificate__azureKeyvaultUri `{}` is not usable: {e}",
-                settings.vault_uri
-            ))
+            unusable_vault_uri(
+                CERTIFICATE_AZURE_KEYVAULT_URI.in_group(group),
+                &settings.vault_uri,
+                e,
+            )
         })?;
     let object = format!(
         "certificate `{}` in Azure Key Vault {}",
         settings.certificate_name, settings.vault_uri
     );
-    let hint = format!("{SETTINGS}, and {CREDENTIAL_PREFIX}*");
+    let (uri_setting, name_setting) = (
+        CERTIFICATE_AZURE_KEYVAULT_URI.in_group(group),
+        CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME.in_group(group),
+    );
+    let settings_names = format!("{uri_setting} and {name_setting}");
+    let hint = vault_settings_hint(uri_setting, name_setting, credential_prefix);
     let secret = bounded(client.get_secret(&settings.certificate_name, None))
         .await?
         .and_then(|response| response.into_model())
@@ -68,7 +90,7 @@ pub(crate) async fn read_with(
     }
     if secret.kid.is_none() {
         return Err(KeyProviderError::Config(format!(
-            "the secret `{}` is not the secret of a Key Vault certificate; check {SETTINGS}",
+            "the secret `{}` is not the secret of a Key Vault certificate; check {settings_names}",
             settings.certificate_name
         )));
     }

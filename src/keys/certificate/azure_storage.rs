@@ -19,27 +19,33 @@ use base64::Engine;
 use secrecy::ExposeSecret;
 
 use super::{CertificateFile, remote};
-use crate::config::{AzureStorageCertificateSettings, AzureStorageCredential};
+use crate::config::catalog::{
+    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING, CERTIFICATE_AZURE_STORAGE_CONTAINER,
+    CERTIFICATE_AZURE_STORAGE_FILE_NAME, CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD,
+};
+use crate::config::{AzureStorageCertificateSettings, AzureStorageCredential, SettingsGroup};
 use crate::keys::KeyProviderError;
 
 /// The REST API version requests are made in (supported by Azure and by Azurite).
 pub const API_VERSION: &str = "2021-12-02";
 
-const CONNECTION_VAR: &str = "keyConnectorSettings__certificate__azureStorageConnectionString";
-const CONTAINER_VAR: &str = "keyConnectorSettings__certificate__azureStorageContainer";
-const FILE_NAME_VAR: &str = "keyConnectorSettings__certificate__azureStorageFileName";
-const PASSWORD_VAR: &str = "keyConnectorSettings__certificate__azureStorageFilePassword";
-
 /// Downloads the blob holding the PKCS#12 file.
 pub(super) async fn download(
     settings: &AzureStorageCertificateSettings,
+    group: SettingsGroup,
 ) -> Result<CertificateFile, KeyProviderError> {
+    let connection_var = CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING.in_group(group);
     let account = &settings.account;
     let url = blob_url(
         &account.blob_endpoint,
         &settings.container,
         &settings.file_name,
-    )?;
+    )
+    .map_err(|e| {
+        KeyProviderError::Config(format!(
+            "the blob endpoint in {connection_var} does not make a URL with the container and file name: {e}"
+        ))
+    })?;
     let location = format!(
         "blob `{}` in container `{}` at {}",
         settings.file_name, settings.container, account.blob_endpoint
@@ -51,7 +57,7 @@ pub(super) async fn download(
         AzureStorageCredential::SharedKey { account_name, .. } => {
             let key = account.credential.decoded_account_key().ok_or_else(|| {
                 KeyProviderError::Config(format!(
-                    "the account key in {CONNECTION_VAR} is not base64"
+                    "the account key in {connection_var} is not base64"
                 ))
             })?;
             let to_sign = string_to_sign(
@@ -70,7 +76,7 @@ pub(super) async fn download(
             ))
             .map_err(|_| {
                 KeyProviderError::Config(format!(
-                    "the account name in {CONNECTION_VAR} has characters an HTTP header cannot carry"
+                    "the account name in {connection_var} has characters an HTTP header cannot carry"
                 ))
             })?;
             value.set_sensitive(true);
@@ -103,13 +109,19 @@ pub(super) async fn download(
         .to_owned();
     let body = remote::read_body(response, &peer).await?;
     if !status.is_success() {
-        return Err(status_error(status, &error_code, settings, &location));
+        return Err(status_error(
+            status,
+            &error_code,
+            settings,
+            &location,
+            group,
+        ));
     }
     Ok(CertificateFile::new(
         body,
         settings.password.as_ref(),
         format!("certificate from {location}"),
-        PASSWORD_VAR,
+        CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD.in_group(group),
     ))
 }
 
@@ -119,7 +131,7 @@ pub fn blob_url(
     endpoint: &str,
     container: &str,
     blob: &str,
-) -> Result<reqwest::Url, KeyProviderError> {
+) -> Result<reqwest::Url, impl std::error::Error> {
     let mut text = format!("{}/{container}/", endpoint.trim_end_matches('/'));
     for byte in blob.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
@@ -128,11 +140,7 @@ pub fn blob_url(
             let _ = write!(text, "%{byte:02X}");
         }
     }
-    reqwest::Url::parse(&text).map_err(|e| {
-        KeyProviderError::Config(format!(
-            "the blob endpoint in {CONNECTION_VAR} does not make a URL with the container and file name: {e}"
-        ))
-    })
+    reqwest::Url::parse(&text)
 }
 
 /// The standard headers of a request that enter its signature (the others are empty here).
@@ -244,7 +252,11 @@ fn status_error(
     error_code: &str,
     settings: &AzureStorageCertificateSettings,
     location: &str,
+    group: SettingsGroup,
 ) -> KeyProviderError {
+    let connection_var = CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING.in_group(group);
+    let container_var = CERTIFICATE_AZURE_STORAGE_CONTAINER.in_group(group);
+    let file_name_var = CERTIFICATE_AZURE_STORAGE_FILE_NAME.in_group(group);
     let code = if error_code.is_empty() {
         String::new()
     } else {
@@ -252,20 +264,20 @@ fn status_error(
     };
     match (status.as_u16(), error_code) {
         (404, "ContainerNotFound") => KeyProviderError::Config(format!(
-            "the storage account has no container `{}` ({CONTAINER_VAR})",
+            "the storage account has no container `{}` ({container_var})",
             settings.container
         )),
         (404, _) => KeyProviderError::Config(format!(
-            "the storage account has no {location} (404{code}); check {FILE_NAME_VAR} and {CONTAINER_VAR}"
+            "the storage account has no {location} (404{code}); check {file_name_var} and {container_var}"
         )),
         (401 | 403, _) => KeyProviderError::Config(format!(
-            "the storage account refused to serve the {location} ({status}{code}); check the AccountKey or SharedAccessSignature in {CONNECTION_VAR} and its permissions"
+            "the storage account refused to serve the {location} ({status}{code}); check the AccountKey or SharedAccessSignature in {connection_var} and its permissions"
         )),
         (408 | 429 | 500..=599, _) => KeyProviderError::Unavailable(format!(
             "Azure Storage answered {status}{code} for the {location}"
         )),
         _ => KeyProviderError::Config(format!(
-            "Azure Storage answered {status}{code} for the {location}; check {CONNECTION_VAR}"
+            "Azure Storage answered {status}{code} for the {location}; check {connection_var}"
         )),
     }
 }

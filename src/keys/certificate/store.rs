@@ -13,12 +13,11 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
-use crate::config::StoreCertificateSettings;
+use crate::config::catalog::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
+use crate::config::{SettingPath, SettingsGroup, StoreCertificateSettings};
 use crate::keys::KeyProviderError;
 use crate::pkcs12;
 
-const THUMBPRINT_VAR: &str = "keyConnectorSettings__certificate__storeThumbprint";
-const DIRECTORY_VAR: &str = "keyConnectorSettings__certificate__storeDirectory";
 /// Where .NET keeps the `CurrentUser\My` store below the user's home directory.
 pub const DOTNET_STORE_BELOW_HOME: &str = ".dotnet/corefx/cryptography/x509stores/my";
 /// How many of the store's certificates an error lists.
@@ -27,13 +26,15 @@ const LISTED: usize = 20;
 /// Finds the store's file holding the configured certificate.
 pub(super) async fn read(
     settings: &StoreCertificateSettings,
+    group: SettingsGroup,
 ) -> Result<CertificateFile, KeyProviderError> {
+    let names = StoreSettingNames::in_group(group);
     let directory = match &settings.directory {
         Some(directory) => directory.clone(),
-        None => default_directory()?,
+        None => default_directory(settings.home.as_deref(), &names)?,
     };
     let thumbprint = settings.thumbprint.clone();
-    let (path, bytes) = tokio::task::spawn_blocking(move || find(&directory, &thumbprint))
+    let (path, bytes) = tokio::task::spawn_blocking(move || find(&directory, &thumbprint, &names))
         .await
         .map_err(|e| KeyProviderError::Config(format!("certificate store search failed: {e}")))??;
     Ok(CertificateFile::new(
@@ -44,16 +45,35 @@ pub(super) async fn read(
             settings.thumbprint,
             path.display()
         ),
-        THUMBPRINT_VAR,
+        CERTIFICATE_STORE_THUMBPRINT.in_group(group),
     ))
 }
 
-/// .NET's location: the home directory as .NET finds it (`HOME`).
-fn default_directory() -> Result<PathBuf, KeyProviderError> {
-    match std::env::var_os("HOME").filter(|home| !home.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(DOTNET_STORE_BELOW_HOME)),
+/// The store's settings in the group they were configured in, as messages name them.
+struct StoreSettingNames {
+    thumbprint: SettingPath,
+    directory: SettingPath,
+}
+
+impl StoreSettingNames {
+    fn in_group(group: SettingsGroup) -> Self {
+        Self {
+            thumbprint: CERTIFICATE_STORE_THUMBPRINT.in_group(group),
+            directory: CERTIFICATE_STORE_DIRECTORY.in_group(group),
+        }
+    }
+}
+
+/// .NET's location below the home directory (`HOME`, as the settings read it).
+fn default_directory(
+    home: Option<&Path>,
+    names: &StoreSettingNames,
+) -> Result<PathBuf, KeyProviderError> {
+    let directory_setting = names.directory;
+    match home {
+        Some(home) => Ok(home.join(DOTNET_STORE_BELOW_HOME)),
         None => Err(KeyProviderError::Config(format!(
-            "HOME is not set, so the .NET certificate store cannot be found; set {DIRECTORY_VAR}"
+            "HOME is not set, so the .NET certificate store cannot be found; set {directory_setting}"
         ))),
     }
 }
@@ -68,10 +88,15 @@ struct StoreEntry {
 fn find(
     directory: &Path,
     thumbprint: &str,
+    names: &StoreSettingNames,
 ) -> Result<(PathBuf, Zeroizing<Vec<u8>>), KeyProviderError> {
+    let StoreSettingNames {
+        thumbprint: thumbprint_setting,
+        directory: directory_setting,
+    } = names;
     let listing = std::fs::read_dir(directory).map_err(|e| {
         KeyProviderError::Config(format!(
-            "cannot read the certificate store {} ({DIRECTORY_VAR}, default $HOME/{DOTNET_STORE_BELOW_HOME}): {e}",
+            "cannot read the certificate store {} ({directory_setting}, default $HOME/{DOTNET_STORE_BELOW_HOME}): {e}",
             directory.display()
         ))
     })?;
@@ -135,14 +160,14 @@ fn find(
     }) {
         let reason = named.contents.as_ref().err().cloned().unwrap_or_default();
         return Err(KeyProviderError::Config(format!(
-            "the certificate store file {} is named for thumbprint {thumbprint} ({THUMBPRINT_VAR}) but cannot be opened \
+            "the certificate store file {} is named for thumbprint {thumbprint} ({thumbprint_setting}) but cannot be opened \
              without a password: {reason}; re-export it without a password \
              (`openssl pkcs12 -in OLD.pfx -nodes | openssl pkcs12 -export -passout pass: -out {thumbprint}.pfx`)",
             named.path.display()
         )));
     }
     Err(KeyProviderError::Config(format!(
-        "no certificate with thumbprint {thumbprint} ({THUMBPRINT_VAR}) in the certificate store {}; {}",
+        "no certificate with thumbprint {thumbprint} ({thumbprint_setting}) in the certificate store {}; {}",
         directory.display(),
         describe(&entries)
     )))

@@ -19,19 +19,21 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{CertificateFile, remote};
-use crate::config::VaultCertificateSettings;
+use crate::config::catalog::{
+    CERTIFICATE_VAULT_SECRET_DATA_KEY, CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
+    CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_TOKEN,
+};
+use crate::config::{SettingsGroup, VaultCertificateSettings};
 use crate::keys::KeyProviderError;
-
-const TOKEN_VAR: &str = "keyConnectorSettings__certificate__vaultToken";
-const PATH_VAR: &str = "keyConnectorSettings__certificate__vaultSecretPath";
-const MOUNT_VAR: &str = "keyConnectorSettings__certificate__vaultSecretMountPoint";
-const DATA_KEY_VAR: &str = "keyConnectorSettings__certificate__vaultSecretDataKey";
-const PASSWORD_VAR: &str = "keyConnectorSettings__certificate__vaultSecretFilePassword";
 
 /// Reads the secret and decodes the PKCS#12 file it holds.
 pub(super) async fn read(
     settings: &VaultCertificateSettings,
+    group: SettingsGroup,
 ) -> Result<CertificateFile, KeyProviderError> {
+    let token_var = CERTIFICATE_VAULT_TOKEN.in_group(group);
+    let mount_var = CERTIFICATE_VAULT_SECRET_MOUNT_POINT.in_group(group);
+    let data_key_var = CERTIFICATE_VAULT_SECRET_DATA_KEY.in_group(group);
     let url = secret_url(settings);
     let location = format!(
         "Vault secret `{}` (KV v2 mount `{}`) at {}",
@@ -39,7 +41,7 @@ pub(super) async fn read(
     );
     let mut token = HeaderValue::from_str(settings.token.expose_secret()).map_err(|_| {
         KeyProviderError::Config(format!(
-            "the Vault token ({TOKEN_VAR}) has characters an HTTP header cannot carry"
+            "the Vault token ({token_var}) has characters an HTTP header cannot carry"
         ))
     })?;
     token.set_sensitive(true);
@@ -54,12 +56,12 @@ pub(super) async fn read(
     let status = response.status();
     let body = remote::read_body(response, "Vault").await?;
     if !status.is_success() {
-        return Err(status_error(status, &body, settings, &location));
+        return Err(status_error(status, &body, settings, &location, group));
     }
 
     let mut document: Value = serde_json::from_slice(&body).map_err(|e| {
         KeyProviderError::Config(format!(
-            "the {location} is not a KV version 2 answer ({e}); is `{}` a KV version 2 mount ({MOUNT_VAR})?",
+            "the {location} is not a KV version 2 answer ({e}); is `{}` a KV version 2 mount ({mount_var})?",
             settings.mount_point
         ))
     })?;
@@ -72,12 +74,12 @@ pub(super) async fn read(
         }
         _ => {
             return Err(KeyProviderError::Config(format!(
-                "the {location} has no `data.data` object; is `{}` a KV version 2 mount ({MOUNT_VAR})?",
+                "the {location} has no `data.data` object; is `{}` a KV version 2 mount ({mount_var})?",
                 settings.mount_point
             )));
         }
     };
-    let encoded = take_string(data, &settings.data_key, &location)?;
+    let encoded = take_string(data, &settings.data_key, &location, group)?;
     // .NET's Convert.FromBase64String skips whitespace; secrets pasted from `base64` have line breaks.
     let compact: Zeroizing<String> =
         Zeroizing::new(encoded.chars().filter(|c| !c.is_whitespace()).collect());
@@ -86,7 +88,7 @@ pub(super) async fn read(
             .decode(compact.as_bytes())
             .map_err(|_| {
                 KeyProviderError::Config(format!(
-                    "the value of `{}` in the {location} is not base64 ({DATA_KEY_VAR}); store the .pfx as `base64 -w0 cert.pfx`",
+                    "the value of `{}` in the {location} is not base64 ({data_key_var}); store the .pfx as `base64 -w0 cert.pfx`",
                     settings.data_key
                 ))
             })?,
@@ -98,7 +100,7 @@ pub(super) async fn read(
             "certificate from key `{}` of the {location}",
             settings.data_key
         ),
-        PASSWORD_VAR,
+        CERTIFICATE_VAULT_SECRET_FILE_PASSWORD.in_group(group),
     ))
 }
 
@@ -130,11 +132,13 @@ fn take_string(
     data: &mut Map<String, Value>,
     key: &str,
     location: &str,
+    group: SettingsGroup,
 ) -> Result<Zeroizing<String>, KeyProviderError> {
+    let data_key_var = CERTIFICATE_VAULT_SECRET_DATA_KEY.in_group(group);
     match data.remove(key) {
         Some(Value::String(value)) => Ok(Zeroizing::new(value)),
         Some(_) => Err(KeyProviderError::Config(format!(
-            "the value of `{key}` in the {location} is not a string ({DATA_KEY_VAR}); store the .pfx as base64 text"
+            "the value of `{key}` in the {location} is not a string ({data_key_var}); store the .pfx as base64 text"
         ))),
         None => {
             let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
@@ -145,7 +149,7 @@ fn take_string(
                 format!("its keys: {}", keys.join(", "))
             };
             Err(KeyProviderError::Config(format!(
-                "the {location} has no key `{key}` ({DATA_KEY_VAR}); {present}"
+                "the {location} has no key `{key}` ({data_key_var}); {present}"
             )))
         }
     }
@@ -157,7 +161,11 @@ fn status_error(
     body: &[u8],
     settings: &VaultCertificateSettings,
     location: &str,
+    group: SettingsGroup,
 ) -> KeyProviderError {
+    let token_var = CERTIFICATE_VAULT_TOKEN.in_group(group);
+    let path_var = CERTIFICATE_VAULT_SECRET_PATH.in_group(group);
+    let mount_var = CERTIFICATE_VAULT_SECRET_MOUNT_POINT.in_group(group);
     // Vault explains failures as `{"errors":["..."]}`; the messages name no secrets.
     let reasons = serde_json::from_slice::<Value>(body)
         .ok()
@@ -175,11 +183,11 @@ fn status_error(
         .unwrap_or_default();
     match status.as_u16() {
         403 => KeyProviderError::Config(format!(
-            "Vault refused the token for the {location} (403{reasons}); check {TOKEN_VAR}: it must be valid and its policy must allow `read` on `{}/data/{}`",
+            "Vault refused the token for the {location} (403{reasons}); check {token_var}: it must be valid and its policy must allow `read` on `{}/data/{}`",
             settings.mount_point, settings.secret_path
         )),
         404 => KeyProviderError::Config(format!(
-            "Vault has no {location} (404{reasons}); check {PATH_VAR} and {MOUNT_VAR} (the mount must be a KV version 2 engine)"
+            "Vault has no {location} (404{reasons}); check {path_var} and {mount_var} (the mount must be a KV version 2 engine)"
         )),
         // Sealed, standby without forwarding, rate-limited, or a replica not caught up yet.
         412 | 429 | 500..=599 => {
@@ -227,15 +235,22 @@ mod tests {
             br#"{"errors":["permission denied"]}"#,
             &s,
             "x",
+            SettingsGroup::Main,
         );
         assert!(
-            matches!(&denied, KeyProviderError::Config(m) if m.contains("permission denied") && m.contains(TOKEN_VAR)),
+            matches!(&denied, KeyProviderError::Config(m) if m.contains("permission denied") && m.contains("keyConnectorSettings__certificate__vaultToken")),
             "{denied}"
         );
         assert!(!denied.to_string().contains("hvs.secret-token"));
-        let missing = status_error(reqwest::StatusCode::NOT_FOUND, br#"{"errors":[]}"#, &s, "x");
+        let missing = status_error(
+            reqwest::StatusCode::NOT_FOUND,
+            br#"{"errors":[]}"#,
+            &s,
+            "x",
+            SettingsGroup::Main,
+        );
         assert!(
-            matches!(&missing, KeyProviderError::Config(m) if m.contains(PATH_VAR)),
+            matches!(&missing, KeyProviderError::Config(m) if m.contains("keyConnectorSettings__certificate__vaultSecretPath")),
             "{missing}"
         );
         let sealed = status_error(
@@ -243,6 +258,7 @@ mod tests {
             br#"{"errors":["Vault is sealed"]}"#,
             &s,
             "x",
+            SettingsGroup::Main,
         );
         assert!(
             matches!(&sealed, KeyProviderError::Unavailable(m) if m.contains("sealed")),

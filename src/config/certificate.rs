@@ -1,0 +1,203 @@
+//! `certificate:provider` and the settings of each certificate source (`filesystem`,
+//! `store`, `azurestorage`, `vault`, `azurekv`), wherever a PKCS#12 file is needed.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use super::ConfigSource;
+use super::azure_key_vault::{azure_ad_credentials, azure_object_name, azure_vault_uri};
+use super::catalog::{
+    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID, CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
+    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID, CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME,
+    CERTIFICATE_AZURE_KEYVAULT_URI, CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING,
+    CERTIFICATE_AZURE_STORAGE_CONTAINER, CERTIFICATE_AZURE_STORAGE_FILE_NAME,
+    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD, CERTIFICATE_FILESYSTEM_PASSWORD,
+    CERTIFICATE_FILESYSTEM_PATH, CERTIFICATE_PROVIDER, CERTIFICATE_STORE_DIRECTORY,
+    CERTIFICATE_STORE_THUMBPRINT, CERTIFICATE_VAULT_SECRET_DATA_KEY,
+    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD, CERTIFICATE_VAULT_SECRET_MOUNT_POINT,
+    CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_SERVER_URI, CERTIFICATE_VAULT_TOKEN,
+};
+use super::layers::Values;
+use super::raw::check_http_url;
+use super::setting_path::{SettingPath, SettingsGroup};
+use super::{
+    AzureKeyVaultCertificateSettings, AzureStorageAccount, AzureStorageCertificateSettings,
+    CertificateSettings, ConfigError, StoreCertificateSettings, VaultCertificateSettings,
+};
+
+pub(super) fn certificate_settings(
+    values: &Values,
+    source: &ConfigSource,
+    group: SettingsGroup,
+) -> Result<CertificateSettings, ConfigError> {
+    let at = |path: SettingPath| path.in_group(group);
+    let provider = values.require_setting(
+        at(CERTIFICATE_PROVIDER),
+        "filesystem, store, azurestorage, azurekv or vault",
+    )?;
+    let password = |key: SettingPath| {
+        values
+            .setting(at(key))
+            .map(|p| SecretString::from(p.to_owned()))
+    };
+    match provider.trim().to_ascii_lowercase().as_str() {
+        "filesystem" => Ok(CertificateSettings::Filesystem {
+            path: PathBuf::from(values.require_setting(
+                at(CERTIFICATE_FILESYSTEM_PATH),
+                "the PKCS#12 (.pfx) file's path",
+            )?),
+            password: password(CERTIFICATE_FILESYSTEM_PASSWORD),
+        }),
+        "store" => {
+            let written = values.require_setting(
+                at(CERTIFICATE_STORE_THUMBPRINT),
+                "the SHA-1 thumbprint of the certificate (40 hex digits)",
+            )?;
+            Ok(CertificateSettings::Store(StoreCertificateSettings {
+                thumbprint: clean_thumbprint(written).map_err(|message| {
+                    ConfigError::at(at(CERTIFICATE_STORE_THUMBPRINT), message)
+                })?,
+                directory: values
+                    .setting(at(CERTIFICATE_STORE_DIRECTORY))
+                    .map(|d| PathBuf::from(d.trim())),
+                home: source
+                    .var("HOME")
+                    .filter(|home| !home.is_empty())
+                    .map(PathBuf::from),
+            }))
+        }
+        "azurestorage" => {
+            let text = values.require_setting(
+                at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
+                "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
+            )?;
+            let account = AzureStorageAccount::parse(text).map_err(|message| {
+                ConfigError::at(at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING), message)
+            })?;
+            let container = values
+                .require_setting(
+                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                    "the blob container's name",
+                )?
+                .trim();
+            if !is_container_name(container) {
+                return Err(ConfigError::at(
+                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                    format!(
+                        "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
+                    ),
+                ));
+            }
+            let file_name = values
+                .require_setting(
+                    at(CERTIFICATE_AZURE_STORAGE_FILE_NAME),
+                    "the blob name of the .pfx file",
+                )?
+                .trim_start_matches('/');
+            Ok(CertificateSettings::AzureStorage(
+                AzureStorageCertificateSettings {
+                    account,
+                    container: container.to_owned(),
+                    file_name: file_name.to_owned(),
+                    password: password(CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD),
+                },
+            ))
+        }
+        "vault" => {
+            let server_uri = values
+                .require_setting(
+                    at(CERTIFICATE_VAULT_SERVER_URI),
+                    "the Vault server URL, e.g. https://vault.example.com:8200",
+                )?
+                .trim();
+            check_http_url(at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
+            let token = values.require_setting(
+                at(CERTIFICATE_VAULT_TOKEN),
+                "a Vault token that may read the secret",
+            )?;
+            let mount_point = values
+                .setting(at(CERTIFICATE_VAULT_SECRET_MOUNT_POINT))
+                .map(|m| m.trim().trim_matches('/'))
+                .filter(|m| !m.is_empty())
+                .unwrap_or("secret");
+            let secret_path = values
+                .require_setting(
+                    at(CERTIFICATE_VAULT_SECRET_PATH),
+                    "the secret's path inside the KV v2 mount",
+                )?
+                .trim()
+                .trim_matches('/');
+            let data_key = values.require_setting(
+                at(CERTIFICATE_VAULT_SECRET_DATA_KEY),
+                "the key in the secret's data that holds the base64 .pfx",
+            )?;
+            Ok(CertificateSettings::Vault(VaultCertificateSettings {
+                server_uri: server_uri.trim_end_matches('/').to_owned(),
+                token: SecretString::from(token.trim().to_owned()),
+                mount_point: mount_point.to_owned(),
+                secret_path: secret_path.to_owned(),
+                data_key: data_key.to_owned(),
+                password: password(CERTIFICATE_VAULT_SECRET_FILE_PASSWORD),
+            }))
+        }
+        "azurekv" => Ok(CertificateSettings::AzureKeyVault(
+            AzureKeyVaultCertificateSettings {
+                vault_uri: azure_vault_uri(values, at(CERTIFICATE_AZURE_KEYVAULT_URI))?,
+                certificate_name: azure_object_name(
+                    values,
+                    at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
+                    "the name of the certificate in the vault",
+                )?,
+                credentials: azure_ad_credentials(
+                    values,
+                    [
+                        CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
+                        CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
+                        CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
+                    ]
+                    .map(at),
+                )?,
+            },
+        )),
+        other => Err(ConfigError::at(
+            at(CERTIFICATE_PROVIDER),
+            format!(
+                "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
+            ),
+        )),
+    }
+}
+
+/// Upstream's cleaning of a pasted thumbprint: every character that is not a hex digit goes
+/// (spaces, colons, hyphens, the invisible marks some certificate dialogs copy), then upper
+/// case. Anything but a SHA-1 (40 hex digits) can never match, so it is refused here.
+fn clean_thumbprint(written: &str) -> Result<String, String> {
+    let cleaned: String = written
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if cleaned.len() != 40 {
+        return Err(format!(
+            "`{written}` is not a SHA-1 thumbprint: it has {} hex digits, 40 are needed",
+            cleaned.len()
+        ));
+    }
+    Ok(cleaned)
+}
+
+/// Azure's container naming rule; anything else would only fail later as a 400.
+fn is_container_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        || name == "$root"
+}
+
+#[cfg(test)]
+mod tests;

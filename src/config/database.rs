@@ -1,0 +1,128 @@
+//! `database:provider` and its connection setting, for the main store and for `transferTo`.
+
+use std::path::PathBuf;
+
+use super::catalog::{
+    DATABASE_JSON_FILE_PATH, DATABASE_MYSQL_CONNECTION_STRING,
+    DATABASE_POSTGRESQL_CONNECTION_STRING, DATABASE_PROVIDER, DATABASE_SQLITE_CONNECTION_STRING,
+    DATABASE_SQLSERVER_CONNECTION_STRING,
+};
+use super::connection_string::ConnectionString;
+use super::layers::Values;
+use super::setting_path::{SettingPath, SettingsGroup};
+use super::sql_connection;
+use super::{ConfigError, DatabaseSettings, SqlConnection, SqlDialect, SqliteConnection};
+
+/// `database:provider` (in `group`) and its connection setting; `None` if no provider is set.
+pub(super) fn database_settings(
+    values: &Values,
+    group: SettingsGroup,
+) -> Result<Option<DatabaseSettings>, ConfigError> {
+    let at = |path: SettingPath| path.in_group(group);
+    let Some(provider) = values.setting(at(DATABASE_PROVIDER)) else {
+        return Ok(None);
+    };
+    let sql =
+        |key: SettingPath, dialect: SqlDialect, what: &str| -> Result<SqlConnection, ConfigError> {
+            let text = values.require_setting(at(key), what)?;
+            sql_connection::parse(dialect, text)
+                .map_err(|message| ConfigError::at(at(key), message))
+        };
+    let settings = match provider.trim().to_ascii_lowercase().as_str() {
+        "json" => DatabaseSettings::Json {
+            path: PathBuf::from(
+                values.require_setting(at(DATABASE_JSON_FILE_PATH), "the JSON document's path")?,
+            ),
+        },
+        "sqlite" => {
+            let text = values.require_setting(
+                at(DATABASE_SQLITE_CONNECTION_STRING),
+                "e.g. `Data Source=/etc/bitwarden/keys.db`",
+            )?;
+            DatabaseSettings::Sqlite {
+                connection: parse_sqlite_connection_string(text).map_err(|message| {
+                    ConfigError::at(at(DATABASE_SQLITE_CONNECTION_STRING), message)
+                })?,
+            }
+        }
+        "postgresql" => DatabaseSettings::PostgreSql {
+            connection: sql(
+                DATABASE_POSTGRESQL_CONNECTION_STRING,
+                SqlDialect::PostgreSql,
+                "an Npgsql connection string, e.g. `Host=db;Port=5432;Database=keyconnector;Username=kc;Password=...`",
+            )?,
+        },
+        "mysql" => DatabaseSettings::MySql {
+            connection: sql(
+                DATABASE_MYSQL_CONNECTION_STRING,
+                SqlDialect::MySql,
+                "a MySqlConnector connection string, e.g. `Server=db;Port=3306;Database=keyconnector;Uid=kc;Pwd=...`",
+            )?,
+        },
+        "sqlserver" => DatabaseSettings::SqlServer {
+            connection: sql(
+                DATABASE_SQLSERVER_CONNECTION_STRING,
+                SqlDialect::SqlServer,
+                "a SqlClient connection string, e.g. `Server=tcp:db,1433;Database=keyconnector;User Id=kc;Password=...`",
+            )?,
+        },
+        "mongo" => {
+            return Err(ConfigError::at(
+                at(DATABASE_PROVIDER),
+                "MongoDB is no longer a supported database provider for Key Connector (upstream removed it too). \
+                 Migrate your data to sqlserver, postgresql, mysql or sqlite and change this setting",
+            ));
+        }
+        other => {
+            return Err(ConfigError::at(
+                at(DATABASE_PROVIDER),
+                format!(
+                    "`{other}` is not a database provider; use sqlite, json, postgresql, mysql or sqlserver"
+                ),
+            ));
+        }
+    };
+    Ok(Some(settings))
+}
+
+/// Microsoft.Data.Sqlite's keywords.
+pub(super) fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnection, String> {
+    let parsed = ConnectionString::parse(text)?;
+    for keyword in parsed.keywords() {
+        match keyword {
+            "data source" | "datasource" | "filename" | "mode" | "cache" | "foreign keys"
+            | "pooling" | "default timeout" | "command timeout" | "recursive triggers" => {}
+            "password" => {
+                return Err("`Password` (SQLCipher encryption) is not supported; keys are already encrypted at rest".into());
+            }
+            other => return Err(format!("keyword `{other}` is not supported")),
+        }
+    }
+    let path = parsed
+        .get(&["data source", "datasource", "filename"])
+        .filter(|p| !p.is_empty())
+        .ok_or("`Data Source` is missing")?;
+    if path == ":memory:" || path.starts_with("file::memory:") {
+        return Err("an in-memory database would lose every key at restart; use a file".into());
+    }
+    let read_only = match parsed
+        .get(&["mode"])
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("readwritecreate" | "readwrite") => false,
+        Some("readonly") => true,
+        Some("memory") => {
+            return Err("`Mode=Memory` would lose every key at restart; use a file".into());
+        }
+        Some(other) => {
+            return Err(format!(
+                "`Mode={other}` is not a mode; use ReadWriteCreate, ReadWrite or ReadOnly"
+            ));
+        }
+    };
+    Ok(SqliteConnection {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
