@@ -17,7 +17,7 @@ use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{StoreError, UserKeyStore, open_store};
+use crate::store::{KeyStore, StoreError, open_store};
 
 /// Why a task could not run. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum OperationError {
 
 /// A store with the RSA key and (when it has one) the symmetric key that seal its keys.
 pub struct KeyDatabase {
-    pub store: Arc<dyn UserKeyStore>,
+    pub store: Arc<dyn KeyStore>,
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     /// `None` when the database has no symmetric key yet and none was to be created.
     pub cipher: Option<Arc<UserKeyCipher>>,

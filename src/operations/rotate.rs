@@ -16,14 +16,14 @@ use base64::engine::general_purpose::STANDARD;
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{UserKeyStore, open_store};
+use crate::store::{KeyStore, open_store};
 
 /// The store and RSA key a rotation works on; `what` names the key in messages.
 async fn open(
     database: &DatabaseSettings,
     rsa_key: &RsaKeySettings,
     what: &'static str,
-) -> Result<(Arc<dyn UserKeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
+) -> Result<(Arc<dyn KeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
     let store = open_store(database)
         .await
         .map_err(|source| OperationError::Store {
