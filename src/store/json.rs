@@ -32,10 +32,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
-use super::{
-    CreateOutcome, Fault, PutOutcome, Refusal, StoreBackend, StoreError, StoredUserKey,
-    UserKeyStore,
-};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::dotnet_time;
 
 /// How long a change waits for another process's lock before answering 503.
@@ -493,6 +491,12 @@ fn position(document: &Map<String, Value>, id: Uuid) -> Option<usize> {
         .position(|item| item_id(item) == Some(id))
 }
 
+/// The entry of user `id`, to change in place.
+fn item_mut(document: &mut Map<String, Value>, id: Uuid) -> Option<&mut Map<String, Value>> {
+    let index = position(document, id)?;
+    user_keys_mut(document).get_mut(index)?.as_object_mut()
+}
+
 fn date_value(date: Option<OffsetDateTime>) -> Value {
     date.map_or(Value::Null, |d| {
         Value::String(dotnet_time::format_iso_utc(d))
@@ -583,37 +587,20 @@ impl SymmetricKeyRows for JsonFileStore {
 }
 
 #[async_trait]
-impl UserKeyStore for JsonFileStore {
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
-        self.with_file(move |file| {
-            file.change(|document| {
-                let Some(index) = position(document, id) else {
-                    return Ok((None, false));
-                };
-                let Some(item) = user_keys_mut(document)[index].as_object_mut() else {
-                    return Ok((None, false));
-                };
-                if get_ci(item, "key").and_then(Value::as_str) != Some(expected.as_str()) {
-                    return Ok((None, false));
-                }
-                set_ci(item, "key", Value::String(resealed.clone()));
-                Ok((Some(()), true))
-            })
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+impl UserKeyRows for JsonFileStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         self.fresh_snapshot().await?.user_key(id)
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        let snapshot = self.fresh_snapshot().await?;
+        user_keys(&snapshot.document)
+            .iter()
+            .map(parse_item)
+            .collect()
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let key = key.clone();
         self.with_file(move |file| {
             file.change(|document| {
@@ -627,52 +614,43 @@ impl UserKeyStore for JsonFileStore {
         .await
     }
 
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealed_key = sealed_key.to_owned();
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let (id, sealed_key, now) = (change.id, change.sealed_key.to_owned(), change.now);
         self.with_file(move |file| {
-            file.change(|document| match position(document, id) {
-                Some(index) => {
-                    if let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index) {
-                        set_ci(item, "key", Value::String(sealed_key));
-                        set_ci(item, "revisionDate", date_value(Some(now)));
-                    }
-                    Ok((Some(()), PutOutcome::Replaced))
-                }
-                None => {
-                    user_keys_mut(document).push(new_item(&StoredUserKey {
-                        id,
-                        sealed_key,
-                        creation_date: now,
-                        revision_date: None,
-                        last_access_date: None,
-                    }));
-                    Ok((Some(()), PutOutcome::Created))
-                }
+            file.change(|document| {
+                let Some(item) = item_mut(document, id) else {
+                    return Ok((None, false));
+                };
+                set_ci(item, "key", Value::String(sealed_key));
+                set_ci(item, "revisionDate", date_value(Some(now)));
+                Ok((Some(()), true))
             })
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let id = change.id;
+        let (expected, resealed) = (change.expected.to_owned(), change.resealed.to_owned());
+        self.with_file(move |file| {
+            file.change(|document| match item_mut(document, id) {
+                Some(item) if get_ci(item, "key").and_then(Value::as_str) == Some(&expected) => {
+                    set_ci(item, "key", Value::String(resealed));
+                    Ok((Some(()), true))
+                }
+                _ => Ok((None, false)),
+            })
+        })
+        .await
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
         let accesses = accesses.to_vec();
         self.with_file(move |file| {
             file.change(|document| {
                 let mut changed = false;
                 for (id, when) in accesses {
-                    if let Some(index) = position(document, id)
-                        && let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index)
-                    {
+                    if let Some(item) = item_mut(document, id) {
                         set_ci(item, "lastAccessDate", date_value(Some(when)));
                         changed = true;
                     }
@@ -681,13 +659,5 @@ impl UserKeyStore for JsonFileStore {
             })
         })
         .await
-    }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let snapshot = self.fresh_snapshot().await?;
-        user_keys(&snapshot.document)
-            .iter()
-            .map(parse_item)
-            .collect()
     }
 }

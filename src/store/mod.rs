@@ -29,6 +29,7 @@ pub mod sqlserver;
 #[cfg(any(feature = "postgresql", feature = "mysql"))]
 pub mod sqlx_server;
 pub mod symmetric_rows;
+pub mod user_key_rows;
 
 use std::sync::Arc;
 

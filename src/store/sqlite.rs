@@ -22,15 +22,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::schema::{ExpectedColumn, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
-use super::{
-    CreateOutcome, Fault, PutOutcome, Refusal, StoreBackend, StoreError, StoredUserKey,
-    UserKeyStore,
-};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
 
@@ -423,27 +420,8 @@ impl SymmetricKeyRows for SqliteStore {
 }
 
 #[async_trait]
-impl UserKeyStore for SqliteStore {
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
-        self.write(move |tx| {
-            let changed = tx
-                .execute(
-                    r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" IN (?2, ?3) AND "Key" = ?4"#,
-                    params![resealed, guid_text(id), lower_guid_text(id), expected],
-                )
-                .map_err(unavailable)?;
-            Ok(changed > 0)
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+impl UserKeyRows for SqliteStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
         let raw = self
             .read(move |connection| {
@@ -459,7 +437,24 @@ impl UserKeyStore for SqliteStore {
         raw.map(parse_row).transpose()
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        let rows = self
+            .read(|connection| {
+                let mut statement = connection
+                    .prepare(select_user_key!(r#"ORDER BY "CreationDate""#))
+                    .map_err(unavailable)?;
+                let rows = statement
+                    .query_map([], raw_row)
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(parse_row).collect()
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let key = key.clone();
         self.write(move |tx| {
             let exists = tx
@@ -488,41 +483,37 @@ impl UserKeyStore for SqliteStore {
         .await
     }
 
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealed_key = sealed_key.to_owned();
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let (id, sealed_key) = (change.id, change.sealed_key.to_owned());
+        let now = dotnet_time::format_sqlite(change.now);
         self.write(move |tx| {
-            let now_text = dotnet_time::format_sqlite(now);
-            let updated = tx
+            let replaced = tx
                 .execute(
                     r#"UPDATE "UserKeys" SET "Key" = ?1, "RevisionDate" = ?2 WHERE "Id" IN (?3, ?4)"#,
-                    params![sealed_key, now_text, guid_text(id), lower_guid_text(id)],
+                    params![sealed_key, now, guid_text(id), lower_guid_text(id)],
                 )
                 .map_err(unavailable)?;
-            if updated > 0 {
-                return Ok(PutOutcome::Replaced);
-            }
-            tx.execute(
-                r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?1, ?2, ?3, NULL, NULL)"#,
-                params![guid_text(id), sealed_key, now_text],
-            )
-            .map_err(unavailable)?;
-            Ok(PutOutcome::Created)
+            Ok(replaced > 0)
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let id = change.id;
+        let (expected, resealed) = (change.expected.to_owned(), change.resealed.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" IN (?2, ?3) AND "Key" = ?4"#,
+                    params![resealed, guid_text(id), lower_guid_text(id), expected],
+                )
+                .map_err(unavailable)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
         let accesses = accesses.to_vec();
         self.write(move |tx| {
             let mut statement = tx
@@ -542,22 +533,5 @@ impl UserKeyStore for SqliteStore {
             Ok(())
         })
         .await
-    }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let rows = self
-            .read(|connection| {
-                let mut statement = connection
-                    .prepare(select_user_key!(r#"ORDER BY "CreationDate""#))
-                    .map_err(unavailable)?;
-                let rows = statement
-                    .query_map([], raw_row)
-                    .map_err(unavailable)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(unavailable)?;
-                Ok(rows)
-            })
-            .await?;
-        rows.into_iter().map(parse_row).collect()
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use secrecy::ExposeSecret;
-use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row, SqlBrowser};
-use time::{OffsetDateTime, PrimitiveDateTime};
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row, SqlBrowser, ToSql};
+use time::PrimitiveDateTime;
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
@@ -32,9 +32,8 @@ use super::sql::{
     log_connection_warnings, require_key, to_naive_utc, with_deadline,
 };
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
-use super::{
-    CreateOutcome, PutOutcome, Refusal, StoreBackend, StoreError, StoredUserKey, UserKeyStore,
-};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
 
@@ -312,6 +311,41 @@ type LockedWork<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 impl SqlServerStore {
+    /// The rows `statement` selects.
+    async fn select(
+        &self,
+        deadline: Duration,
+        statement: &'static str,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<Row>, StoreError> {
+        with_deadline(deadline, async {
+            on_connection!(self.pool, |client| async {
+                client
+                    .query(statement, params)
+                    .await?
+                    .into_first_result()
+                    .await
+            }
+            .await)
+        })
+        .await
+    }
+
+    /// Runs a statement that changes rows; returns how many.
+    async fn execute(
+        &self,
+        statement: &'static str,
+        params: &[&dyn ToSql],
+    ) -> Result<u64, StoreError> {
+        with_deadline(self.deadline, async {
+            on_connection!(self.pool, |client| client
+                .execute(statement, params)
+                .await
+                .map(|result| result.total()))
+        })
+        .await
+    }
+
     /// Runs `work` in a transaction holding the bootstrap application lock; commits when it
     /// succeeds, rolls back otherwise. `driver_error` classifies what the server answers.
     async fn in_locked_transaction<T, F>(
@@ -580,18 +614,8 @@ impl StoreBackend for SqlServerStore {
 #[async_trait]
 impl SymmetricKeyRows for SqlServerStore {
     async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
-        with_deadline(self.deadline, async {
-            let rows = on_connection!(self.pool, |client| async {
-                client
-                    .simple_query(SELECT_KEY_ROWS)
-                    .await?
-                    .into_first_result()
-                    .await
-            }
-            .await)?;
-            Ok(key_rows(&rows).into_iter().map(|row| row.key).collect())
-        })
-        .await
+        let rows = self.select(self.deadline, SELECT_KEY_ROWS, &[]).await?;
+        Ok(key_rows(&rows).into_iter().map(|row| row.key).collect())
     }
 
     async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
@@ -639,112 +663,63 @@ impl SymmetricKeyRows for SqlServerStore {
 }
 
 #[async_trait]
-impl UserKeyStore for SqlServerStore {
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        with_deadline(self.deadline, async {
-            let changed = on_connection!(self.pool, |client| client
-                .execute(
-                    "UPDATE [UserKeys] SET [Key] = @P1 WHERE [Id] = @P2 AND [Key] = @P3",
-                    &[&resealed, &id, &expected],
-                )
-                .await
-                .map(|result| result.total()));
-            Ok(changed? > 0)
-        })
-        .await
+impl UserKeyRows for SqlServerStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        let rows = self.select(self.deadline, SELECT_USER_KEY, &[&id]).await?;
+        rows.first().map(user_key).transpose()
     }
 
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
-        with_deadline(self.deadline, async {
-            let row = on_connection!(self.pool, |client| async {
-                client
-                    .query(SELECT_USER_KEY, &[&id])
-                    .await?
-                    .into_row()
-                    .await
-            }
-            .await)?;
-            row.as_ref().map(user_key).transpose()
-        })
-        .await
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        // A listing can be long: the deadline is for a stalled database, not a big one.
+        let rows = self
+            .select(self.deadline * 12, SELECT_ALL_USER_KEYS, &[])
+            .await?;
+        rows.iter().map(user_key).collect()
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let creation = to_naive_utc(key.creation_date);
         let revision = key.revision_date.map(to_naive_utc);
         let last_access = key.last_access_date.map(to_naive_utc);
+        let row: [&dyn ToSql; 5] = [
+            &key.id,
+            &key.sealed_key.as_str(),
+            &creation,
+            &revision,
+            &last_access,
+        ];
         with_deadline(self.deadline, async {
-            on_connection!(self.pool, |client| client
-                .execute(
-                    INSERT_USER_KEY,
-                    &[
-                        &key.id,
-                        &key.sealed_key.as_str(),
-                        &creation,
-                        &revision,
-                        &last_access
-                    ],
-                )
-                .await
-                .map(|_| CreateOutcome::Created)
-                .or_else(|e| if is_duplicate_key(&e) {
-                    Ok(CreateOutcome::AlreadyExists)
-                } else {
-                    Err(e)
-                }))
-        })
-        .await
-    }
-
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let now = to_naive_utc(now);
-        with_deadline(self.deadline, async {
-            on_connection!(self.pool, |client| async {
-                let replaced = client
-                    .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
-                    .await?
-                    .total();
-                if replaced > 0 {
-                    return Ok(PutOutcome::Replaced);
-                }
-                let none: Option<PrimitiveDateTime> = None;
-                match client
-                    .execute(INSERT_USER_KEY, &[&id, &sealed_key, &now, &none, &none])
-                    .await
-                {
-                    Ok(_) => Ok(PutOutcome::Created),
-                    // Another request created it meanwhile: replace that row.
-                    Err(e) if is_duplicate_key(&e) => {
-                        client
-                            .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
-                            .await?;
-                        Ok(PutOutcome::Replaced)
-                    }
+            on_connection!(
+                self.pool,
+                |client| match client.execute(INSERT_USER_KEY, &row).await {
+                    Ok(_) => Ok(CreateOutcome::Created),
+                    Err(e) if is_duplicate_key(&e) => Ok(CreateOutcome::AlreadyExists),
                     Err(e) => Err(e),
                 }
-            }
-            .await)
+            )
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let now = to_naive_utc(change.now);
+        let replaced = self
+            .execute(REPLACE_USER_KEY, &[&change.sealed_key, &now, &change.id])
+            .await?;
+        Ok(replaced > 0)
+    }
+
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let resealed = self
+            .execute(
+                "UPDATE [UserKeys] SET [Key] = @P1 WHERE [Id] = @P2 AND [Key] = @P3",
+                &[&change.resealed, &change.id, &change.expected],
+            )
+            .await?;
+        Ok(resealed > 0)
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
         with_deadline(self.deadline * 2, async {
             on_connection!(self.pool, |client| async {
                 for (id, when) in accesses {
@@ -758,21 +733,6 @@ impl UserKeyStore for SqlServerStore {
                 Ok(())
             }
             .await)
-        })
-        .await
-    }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        with_deadline(self.deadline * 12, async {
-            let rows = on_connection!(self.pool, |client| async {
-                client
-                    .simple_query(SELECT_ALL_USER_KEYS)
-                    .await?
-                    .into_first_result()
-                    .await
-            }
-            .await)?;
-            rows.iter().map(user_key).collect()
         })
         .await
     }

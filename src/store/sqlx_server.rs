@@ -23,14 +23,13 @@ mod mysql;
 #[cfg(feature = "postgresql")]
 mod postgres;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::PrimitiveDateTime;
 use uuid::Uuid;
 
 use super::schema::{SchemaPlan, check_columns, schema_plan};
@@ -39,10 +38,8 @@ use super::sql::{
     with_deadline,
 };
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
-use super::{
-    CreateOutcome, PutOutcome, Refusal, SourceError, StoreBackend, StoreError, StoredUserKey,
-    UserKeyStore,
-};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Refusal, SourceError, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqlConnection;
 
 /// Upstream's migrations on both servers record this EF Core version.
@@ -176,23 +173,6 @@ fn user_key<Guid>(
         revision_date: revision.map(from_naive_utc),
         last_access_date: last_access.map(from_naive_utc),
     })
-}
-
-/// The latest time per user: a batch may name a user twice, and the later access wins.
-fn latest_accesses(accesses: &[(Uuid, OffsetDateTime)]) -> Vec<(Uuid, PrimitiveDateTime)> {
-    let mut latest: HashMap<Uuid, OffsetDateTime> = HashMap::new();
-    for &(id, when) in accesses {
-        let entry = latest.entry(id).or_insert(when);
-        *entry = (*entry).max(when);
-    }
-    latest
-        .into_iter()
-        .map(|(id, when)| (id, to_naive_utc_micros(when)))
-        .collect()
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
 /// Whether the statement surely did not reach the database through a live session: the
@@ -540,32 +520,8 @@ impl SymmetricKeyRows for SqlxServerStore {
 }
 
 #[async_trait]
-impl UserKeyStore for SqlxServerStore {
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        let sql = &self.statements;
-        with_deadline(self.deadline, async {
-            let result = on_server!(&self.pool, |pool, dialect| {
-                retry_idempotent(|| {
-                    sqlx::query(run(&sql.reseal_user_key))
-                        .bind(resealed)
-                        .bind(dialect::guid(id))
-                        .bind(expected)
-                        .execute(pool)
-                })
-                .await?
-                .rows_affected()
-            });
-            Ok(result > 0)
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+impl UserKeyRows for SqlxServerStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
             on_server!(&self.pool, |pool, dialect| {
@@ -582,7 +538,24 @@ impl UserKeyStore for SqlxServerStore {
         .await
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        let sql = &self.statements;
+        // A listing can be long: the deadline is for a stalled database, not a big one.
+        with_deadline(self.deadline * 12, async {
+            on_server!(&self.pool, |pool, dialect| {
+                let rows: Vec<RawUserKey<dialect::Guid>> = retry_idempotent(|| {
+                    sqlx::query_as(run(&sql.select_all_user_keys)).fetch_all(pool)
+                })
+                .await?;
+                rows.into_iter()
+                    .map(|row| user_key(row, dialect::parse_guid))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let sql = &self.statements;
         // Not retried: if the first try committed and only the answer was lost, a retry would
         // report "already exists" for the key it just stored.
@@ -600,95 +573,70 @@ impl UserKeyStore for SqlxServerStore {
             });
             match result {
                 Ok(()) => Ok(CreateOutcome::Created),
-                Err(error) if is_unique_violation(&error) => Ok(CreateOutcome::AlreadyExists),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Ok(CreateOutcome::AlreadyExists)
+                }
                 Err(error) => Err(store_error(error)),
             }
         })
         .await
     }
 
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
         let sql = &self.statements;
-        let now = to_naive_utc_micros(now);
+        let now = to_naive_utc_micros(change.now);
+        // Idempotent, so a dead pooled connection is retried. MySQL connections report
+        // matched rows (CLIENT_FOUND_ROWS), not changed rows.
         with_deadline(self.deadline, async {
-            on_server!(&self.pool, |pool, dialect| {
-                // Replacing is idempotent, so a dead pooled connection is retried. MySQL
-                // connections report matched rows (CLIENT_FOUND_ROWS), not changed rows.
-                let replace = || {
+            let replaced = on_server!(&self.pool, |pool, dialect| {
+                retry_idempotent(|| {
                     sqlx::query(run(&sql.replace_user_key))
-                        .bind(sealed_key)
+                        .bind(change.sealed_key)
                         .bind(now)
-                        .bind(dialect::guid(id))
+                        .bind(dialect::guid(change.id))
                         .execute(pool)
-                };
-                if retry_idempotent(replace).await?.rows_affected() > 0 {
-                    return Ok(PutOutcome::Replaced);
-                }
-                let inserted = sqlx::query(run(&sql.insert_user_key))
-                    .bind(dialect::guid(id))
-                    .bind(sealed_key)
-                    .bind(now)
-                    .bind(None::<PrimitiveDateTime>)
-                    .bind(None::<PrimitiveDateTime>)
-                    .execute(pool)
-                    .await;
-                match inserted {
-                    Ok(_) => Ok(PutOutcome::Created),
-                    // Another request created it meanwhile: replace that row.
-                    Err(error) if is_unique_violation(&error) => {
-                        retry_idempotent(replace).await?;
-                        Ok(PutOutcome::Replaced)
-                    }
-                    Err(error) => Err(store_error(error)),
-                }
-            })
+                })
+                .await?
+                .rows_affected()
+            });
+            Ok(replaced > 0)
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
         let sql = &self.statements;
-        let accesses = latest_accesses(accesses);
+        with_deadline(self.deadline, async {
+            let resealed = on_server!(&self.pool, |pool, dialect| {
+                retry_idempotent(|| {
+                    sqlx::query(run(&sql.reseal_user_key))
+                        .bind(change.resealed)
+                        .bind(dialect::guid(change.id))
+                        .bind(change.expected)
+                        .execute(pool)
+                })
+                .await?
+                .rows_affected()
+            });
+            Ok(resealed > 0)
+        })
+        .await
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
+        let sql = &self.statements;
         with_deadline(self.deadline * 2, async {
             on_server!(&self.pool, |pool, dialect| {
                 let mut tx = pool.begin().await.map_err(store_error)?;
-                for (id, when) in &accesses {
+                for (id, when) in accesses {
                     sqlx::query(run(&sql.record_last_access))
-                        .bind(*when)
+                        .bind(to_naive_utc_micros(*when))
                         .bind(dialect::guid(*id))
                         .execute(&mut *tx)
                         .await
                         .map_err(store_error)?;
                 }
                 tx.commit().await.map_err(store_error)
-            })
-        })
-        .await
-    }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let sql = &self.statements;
-        // A listing can be long: the deadline is for a stalled database, not a big one.
-        with_deadline(self.deadline * 12, async {
-            on_server!(&self.pool, |pool, dialect| {
-                let rows: Vec<RawUserKey<dialect::Guid>> = retry_idempotent(|| {
-                    sqlx::query_as(run(&sql.select_all_user_keys)).fetch_all(pool)
-                })
-                .await?;
-                rows.into_iter()
-                    .map(|row| user_key(row, dialect::parse_guid))
-                    .collect()
             })
         })
         .await
