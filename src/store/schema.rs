@@ -33,15 +33,51 @@ pub fn schema_plan(
     }
 }
 
-/// A column upstream's schema has: table, column, and the type the catalog reports.
-pub type ExpectedColumn = (&'static str, &'static str, &'static str);
+/// The type names a catalog reports for upstream's four kinds of column.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnTypes {
+    integer: &'static str,
+    guid: &'static str,
+    text: &'static str,
+    date: &'static str,
+}
 
-/// Refuses a schema that lacks one of `expected` among the `(table, column, type)` found.
+impl ColumnTypes {
+    pub const fn new(
+        integer: &'static str,
+        guid: &'static str,
+        text: &'static str,
+        date: &'static str,
+    ) -> Self {
+        Self {
+            integer,
+            guid,
+            text,
+            date,
+        }
+    }
+
+    /// Upstream's columns as `(table, column, type)`, with this catalog's type names.
+    fn expected(&self) -> [(&'static str, &'static str, &'static str); 7] {
+        [
+            ("ApplicationDatas", "Id", self.integer),
+            ("ApplicationDatas", "SymmetricKey", self.text),
+            ("UserKeys", "Id", self.guid),
+            ("UserKeys", "Key", self.text),
+            ("UserKeys", "CreationDate", self.date),
+            ("UserKeys", "RevisionDate", self.date),
+            ("UserKeys", "LastAccessDate", self.date),
+        ]
+    }
+}
+
+/// Refuses a schema that lacks one of upstream's columns (with its type, compared
+/// case-insensitively) among the `(table, column, type)` found.
 pub fn check_columns(
     found: &[(String, String, String)],
-    expected: &[ExpectedColumn],
+    types: &ColumnTypes,
 ) -> Result<(), StoreError> {
-    for &(table, column, kind) in expected {
+    for (table, column, kind) in types.expected() {
         if !found
             .iter()
             .any(|(t, c, k)| t == table && c == column && k.eq_ignore_ascii_case(kind))
@@ -86,12 +122,18 @@ mod tests {
 
     #[test]
     fn a_missing_or_foreign_column_is_refused_by_name() {
-        let found = vec![("UserKeys".to_owned(), "Id".to_owned(), "UUID".to_owned())];
-        assert!(check_columns(&found, &[("UserKeys", "Id", "uuid")]).is_ok());
-        let error = check_columns(&found, &[("UserKeys", "Id", "text")]).unwrap_err();
+        let types = ColumnTypes::new("int", "UUID", "text", "date");
+        let mut found: Vec<_> = types
+            .expected()
+            .iter()
+            .map(|(t, c, k)| (t.to_string(), c.to_string(), k.to_lowercase()))
+            .collect();
+        assert!(check_columns(&found, &types).is_ok());
+        found[2].2 = "text".into();
+        let error = check_columns(&found, &types).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "table `UserKeys` has no text column `Id`; this is not upstream's schema"
+            "table `UserKeys` has no UUID column `Id`; this is not upstream's schema"
         );
     }
 }

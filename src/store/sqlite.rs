@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::schema::{ExpectedColumn, SchemaPlan, check_columns, schema_plan};
+use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
@@ -188,23 +188,15 @@ fn configure(connection: &Connection, writer: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Columns upstream's schema has, with the types `PRAGMA table_info` reports.
-const EXPECTED_COLUMNS: &[ExpectedColumn] = &[
-    ("ApplicationDatas", "Id", "INTEGER"),
-    ("ApplicationDatas", "SymmetricKey", "TEXT"),
-    ("UserKeys", "Id", "TEXT"),
-    ("UserKeys", "Key", "TEXT"),
-    ("UserKeys", "CreationDate", "TEXT"),
-    ("UserKeys", "RevisionDate", "TEXT"),
-    ("UserKeys", "LastAccessDate", "TEXT"),
-];
+/// The types `PRAGMA table_info` reports for upstream's columns.
+const COLUMNS: ColumnTypes = ColumnTypes::new("INTEGER", "TEXT", "TEXT", "TEXT");
 
 /// Creates upstream's schema in an empty database, or checks an existing one. A read-only
 /// database is only checked.
 fn migrate(connection: &Connection, read_only: bool) -> Result<(), StoreError> {
     if read_only {
         if current_schema_plan(connection)? != SchemaPlan::Create {
-            check_columns(&columns(connection)?, EXPECTED_COLUMNS)?;
+            check_columns(&columns(connection)?, &COLUMNS)?;
         }
         return Ok(());
     }
@@ -239,7 +231,7 @@ fn migrate(connection: &Connection, read_only: bool) -> Result<(), StoreError> {
         if plan == SchemaPlan::Create {
             tracing::info!("created the key connector schema in a new SQLite database");
         }
-        check_columns(&columns(connection)?, EXPECTED_COLUMNS)
+        check_columns(&columns(connection)?, &COLUMNS)
     })();
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     connection.execute_batch(end).map_err(unavailable)?;
@@ -353,6 +345,22 @@ fn key_rows(connection: &Connection) -> Result<Vec<KeyRow<i64>>, StoreError> {
         .map_err(unavailable)
 }
 
+fn write_key_row(connection: &Connection, write: &RowWrite<i64>) -> rusqlite::Result<usize> {
+    match write {
+        RowWrite::Insert { key } => connection.execute(
+            r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
+            [key],
+        ),
+        RowWrite::Update { id, key } => connection.execute(
+            r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
+            params![key, id],
+        ),
+        RowWrite::DeleteAllBut { keep } => {
+            connection.execute(r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> ?1"#, [keep])
+        }
+    }
+}
+
 #[async_trait]
 impl StoreBackend for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -379,43 +387,6 @@ impl StoreBackend for SqliteStore {
             }
         })
         .await;
-    }
-}
-
-#[async_trait]
-impl SymmetricKeyRows for SqliteStore {
-    async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
-        self.read(|connection| {
-            Ok(key_rows(connection)?
-                .into_iter()
-                .map(|row| row.key)
-                .collect())
-        })
-        .await
-    }
-
-    async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
-        self.write(move |tx| {
-            let plan = plan(&change, &key_rows(tx)?)?;
-            for write in &plan.writes {
-                match write {
-                    RowWrite::Insert { key } => tx.execute(
-                        r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
-                        [key],
-                    ),
-                    RowWrite::Update { id, key } => tx.execute(
-                        r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
-                        params![key, id],
-                    ),
-                    RowWrite::DeleteAllBut { keep } => {
-                        tx.execute(r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> ?1"#, [keep])
-                    }
-                }
-                .map_err(unavailable)?;
-            }
-            Ok(plan.answer)
-        })
-        .await
     }
 }
 
@@ -531,6 +502,30 @@ impl UserKeyRows for SqliteStore {
                     .map_err(unavailable)?;
             }
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SymmetricKeyRows for SqliteStore {
+    async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
+        self.read(|connection| {
+            Ok(key_rows(connection)?
+                .into_iter()
+                .map(|row| row.key)
+                .collect())
+        })
+        .await
+    }
+
+    async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
+        self.write(move |tx| {
+            let plan = plan(&change, &key_rows(tx)?)?;
+            for write in &plan.writes {
+                write_key_row(tx, write).map_err(unavailable)?;
+            }
+            Ok(plan.answer)
         })
         .await
     }

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
 
-use super::schema::{ExpectedColumn, SchemaPlan, check_columns, schema_plan};
+use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::sql::{
     BOOTSTRAP_LOCK_NAME, BOOTSTRAP_LOCK_WAIT, from_naive_utc, lock_not_granted,
     log_connection_warnings, require_key, to_naive_utc, with_deadline,
@@ -68,16 +68,13 @@ pub const CREATE_SCHEMA: [&str; 2] = [
 )",
 ];
 
-/// Columns upstream's schema has, with the `DATA_TYPE` `INFORMATION_SCHEMA` reports.
-const EXPECTED_COLUMNS: &[ExpectedColumn] = &[
-    ("ApplicationDatas", "Id", "int"),
-    ("ApplicationDatas", "SymmetricKey", "nvarchar"),
-    ("UserKeys", "Id", "uniqueidentifier"),
-    ("UserKeys", "Key", "nvarchar"),
-    ("UserKeys", "CreationDate", "datetime2"),
-    ("UserKeys", "RevisionDate", "datetime2"),
-    ("UserKeys", "LastAccessDate", "datetime2"),
-];
+/// The `DATA_TYPE`s `INFORMATION_SCHEMA` reports for upstream's columns.
+const COLUMNS: ColumnTypes = ColumnTypes::new("int", "uniqueidentifier", "nvarchar", "datetime2");
+
+const LIST_TABLES: &str = "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
+     AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
+const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
+     WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";
 
 /// Takes the bootstrap lock for the current transaction; selects the result code
 /// (`>= 0` granted, `-1` timed out).
@@ -416,15 +413,23 @@ impl SqlServerStore {
     }
 }
 
-async fn run_batch(client: &mut TdsClient, sql: &str) -> Result<(), StoreError> {
+/// The rows of the first result `sql` answers; `driver_error` classifies a failure.
+async fn rows_of(
+    client: &mut TdsClient,
+    sql: &str,
+    driver_error: fn(tiberius::error::Error) -> StoreError,
+) -> Result<Vec<Row>, StoreError> {
     client
         .simple_query(sql)
         .await
-        .map_err(open_error)?
-        .into_results()
+        .map_err(driver_error)?
+        .into_first_result()
         .await
-        .map_err(open_error)?;
-    Ok(())
+        .map_err(driver_error)
+}
+
+async fn run_batch(client: &mut TdsClient, sql: &str) -> Result<(), StoreError> {
+    rows_of(client, sql, open_error).await.map(drop)
 }
 
 async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
@@ -449,16 +454,8 @@ async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
 }
 
 async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError> {
-    let tables: Vec<String> = client
-        .simple_query(
-            "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
-             AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')",
-        )
-        .await
-        .map_err(open_error)?
-        .into_first_result()
-        .await
-        .map_err(open_error)?
+    let tables: Vec<String> = rows_of(client, LIST_TABLES, open_error)
+        .await?
         .iter()
         .filter_map(|r| r.get::<&str, _>(0).map(str::to_owned))
         .collect();
@@ -496,23 +493,15 @@ async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError
     if plan == SchemaPlan::Create {
         tracing::info!("created the key connector schema in the SQL Server database");
     }
-    let columns: Vec<(String, String, String)> = client
-        .simple_query(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
-             WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')",
-        )
-        .await
-        .map_err(open_error)?
-        .into_first_result()
-        .await
-        .map_err(open_error)?
+    let columns: Vec<(String, String, String)> = rows_of(client, LIST_COLUMNS, open_error)
+        .await?
         .iter()
         .map(|r| {
             let text = |i: usize| r.get::<&str, _>(i).unwrap_or_default().to_owned();
             (text(0), text(1), text(2))
         })
         .collect();
-    check_columns(&columns, EXPECTED_COLUMNS)
+    check_columns(&columns, &COLUMNS)
 }
 
 /// EF's `Migrate()` creates a missing database; so do we, through `master`.
@@ -621,13 +610,7 @@ impl SymmetricKeyRows for SqlServerStore {
     async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
         self.in_locked_transaction(store_error, |client| {
             Box::pin(async move {
-                let rows = client
-                    .simple_query(SELECT_KEY_ROWS)
-                    .await
-                    .map_err(store_error)?
-                    .into_first_result()
-                    .await
-                    .map_err(store_error)?;
+                let rows = rows_of(client, SELECT_KEY_ROWS, store_error).await?;
                 let plan = plan(&change, &key_rows(&rows))?;
                 for write in &plan.writes {
                     match write {

@@ -41,6 +41,7 @@ use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, Symmet
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{CreateOutcome, Refusal, SourceError, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqlConnection;
+use crate::config::sql_connection::SqlTlsMode;
 
 /// Upstream's migrations on both servers record this EF Core version.
 const PRODUCT_VERSION: &str = "5.0.9";
@@ -325,6 +326,21 @@ where
     }
 }
 
+/// The driver's value for `mode`, from `values` in the order of [`SqlTlsMode`]'s variants
+/// (disable, prefer, require, verify CA, verify full).
+fn by_tls_mode<T>(
+    mode: SqlTlsMode,
+    [disable, prefer, require, verify_ca, verify_full]: [T; 5],
+) -> T {
+    match mode {
+        SqlTlsMode::Disable => disable,
+        SqlTlsMode::Prefer => prefer,
+        SqlTlsMode::Require => require,
+        SqlTlsMode::VerifyCa => verify_ca,
+        SqlTlsMode::VerifyFull => verify_full,
+    }
+}
+
 /// Pool settings both servers share.
 fn pool_options<DB: sqlx::Database>(connection: &SqlConnection) -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
@@ -431,7 +447,7 @@ impl SqlxServerStore {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(dialect::open_error)?;
-                check_columns(&columns, dialect::EXPECTED_COLUMNS)?;
+                check_columns(&columns, &dialect::COLUMNS)?;
                 tx.commit().await.map_err(dialect::open_error)
             }
             .await;

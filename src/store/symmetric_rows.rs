@@ -91,16 +91,7 @@ pub fn pending_key(keys: &[Option<String>]) -> Option<&str> {
 pub fn plan<Id: Copy>(change: &KeyRowChange, rows: &[KeyRow<Id>]) -> Result<Plan<Id>, Refusal> {
     let key = |index: usize| present(rows.get(index).and_then(|row| row.key.as_ref()));
     Ok(match change {
-        KeyRowChange::InsertCurrentIfAbsent { wrapped } => match (rows.first(), key(0)) {
-            (_, Some(existing)) => Plan::nothing(ChangeAnswer::Stored(existing.to_owned())),
-            (Some(first), None) => stored_after(RowWrite::Update {
-                id: first.id,
-                key: wrapped.clone(),
-            }),
-            (None, None) => stored_after(RowWrite::Insert {
-                key: wrapped.clone(),
-            }),
-        },
+        KeyRowChange::InsertCurrentIfAbsent { wrapped } => keep_or_write(rows.first(), wrapped),
         KeyRowChange::Replace {
             expected,
             replacement,
@@ -124,16 +115,7 @@ pub fn plan<Id: Copy>(change: &KeyRowChange, rows: &[KeyRow<Id>]) -> Result<Plan
             if key(0).is_none() {
                 return Err(Refusal::NoSymmetricKeyToRotate);
             }
-            match (rows.get(1), key(1)) {
-                (_, Some(pending)) => Plan::nothing(ChangeAnswer::Stored(pending.to_owned())),
-                (Some(second), None) => stored_after(RowWrite::Update {
-                    id: second.id,
-                    key: wrapped.clone(),
-                }),
-                (None, None) => stored_after(RowWrite::Insert {
-                    key: wrapped.clone(),
-                }),
-            }
+            keep_or_write(rows.get(1), wrapped)
         }
         KeyRowChange::PromotePending { expected_current } => match (rows.first(), key(0), key(1)) {
             (Some(first), Some(current), Some(pending)) if current == expected_current => Plan {
@@ -149,6 +131,21 @@ pub fn plan<Id: Copy>(change: &KeyRowChange, rows: &[KeyRow<Id>]) -> Result<Plan
             _ => Plan::nothing(ChangeAnswer::Changed(false)),
         },
     })
+}
+
+/// The key at one place (`row`, or the place after the last row when `None`): kept if it
+/// is there, else written into the row, else appended as a new row.
+fn keep_or_write<Id: Copy>(row: Option<&KeyRow<Id>>, wrapped: &str) -> Plan<Id> {
+    match (row, row.and_then(|row| present(row.key.as_ref()))) {
+        (_, Some(existing)) => Plan::nothing(ChangeAnswer::Stored(existing.to_owned())),
+        (Some(row), None) => stored_after(RowWrite::Update {
+            id: row.id,
+            key: wrapped.to_owned(),
+        }),
+        (None, None) => stored_after(RowWrite::Insert {
+            key: wrapped.to_owned(),
+        }),
+    }
 }
 
 /// A single write, after which the written key is the one stored.
@@ -174,15 +171,17 @@ pub trait SymmetricKeyRows: StoreBackend {
     async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError>;
 }
 
-fn stored(answer: ChangeAnswer) -> String {
-    match answer {
+/// The key a change left stored.
+fn stored(answer: Result<ChangeAnswer, StoreError>) -> Result<String, StoreError> {
+    Ok(match answer? {
         ChangeAnswer::Stored(key) => key,
         ChangeAnswer::Changed(_) => String::new(),
-    }
+    })
 }
 
-fn changed(answer: ChangeAnswer) -> bool {
-    matches!(answer, ChangeAnswer::Changed(true))
+/// Whether a change changed anything.
+fn changed(answer: Result<ChangeAnswer, StoreError>) -> Result<bool, StoreError> {
+    Ok(matches!(answer?, ChangeAnswer::Changed(true)))
 }
 
 #[async_trait]
@@ -192,10 +191,11 @@ impl<S: SymmetricKeyRows> SymmetricKeyStore for S {
     }
 
     async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let change = KeyRowChange::InsertCurrentIfAbsent {
-            wrapped: wrapped.to_owned(),
-        };
-        Ok(stored(self.change_key_rows(change).await?))
+        let wrapped = wrapped.to_owned();
+        stored(
+            self.change_key_rows(KeyRowChange::InsertCurrentIfAbsent { wrapped })
+                .await,
+        )
     }
 
     async fn replace_symmetric_key(
@@ -203,11 +203,14 @@ impl<S: SymmetricKeyRows> SymmetricKeyStore for S {
         expected: &str,
         replacement: &str,
     ) -> Result<bool, StoreError> {
-        let change = KeyRowChange::Replace {
-            expected: expected.to_owned(),
-            replacement: replacement.to_owned(),
-        };
-        Ok(changed(self.change_key_rows(change).await?))
+        let (expected, replacement) = (expected.to_owned(), replacement.to_owned());
+        changed(
+            self.change_key_rows(KeyRowChange::Replace {
+                expected,
+                replacement,
+            })
+            .await,
+        )
     }
 
     async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
@@ -218,20 +221,19 @@ impl<S: SymmetricKeyRows> SymmetricKeyStore for S {
         &self,
         wrapped: &str,
     ) -> Result<String, StoreError> {
-        let change = KeyRowChange::SavePendingIfAbsent {
-            wrapped: wrapped.to_owned(),
-        };
-        Ok(stored(self.change_key_rows(change).await?))
+        let wrapped = wrapped.to_owned();
+        stored(
+            self.change_key_rows(KeyRowChange::SavePendingIfAbsent { wrapped })
+                .await,
+        )
     }
 
-    async fn promote_pending_symmetric_key(
-        &self,
-        expected_current: &str,
-    ) -> Result<bool, StoreError> {
-        let change = KeyRowChange::PromotePending {
-            expected_current: expected_current.to_owned(),
-        };
-        Ok(changed(self.change_key_rows(change).await?))
+    async fn promote_pending_symmetric_key(&self, current: &str) -> Result<bool, StoreError> {
+        let expected_current = current.to_owned();
+        changed(
+            self.change_key_rows(KeyRowChange::PromotePending { expected_current })
+                .await,
+        )
     }
 }
 
@@ -249,24 +251,6 @@ mod tests {
             .collect()
     }
 
-    fn insert(wrapped: &str) -> KeyRowChange {
-        KeyRowChange::InsertCurrentIfAbsent {
-            wrapped: wrapped.into(),
-        }
-    }
-
-    fn pending(wrapped: &str) -> KeyRowChange {
-        KeyRowChange::SavePendingIfAbsent {
-            wrapped: wrapped.into(),
-        }
-    }
-
-    fn promote(expected: &str) -> KeyRowChange {
-        KeyRowChange::PromotePending {
-            expected_current: expected.into(),
-        }
-    }
-
     fn update(id: i64, key: &str) -> RowWrite<i64> {
         RowWrite::Update {
             id,
@@ -274,10 +258,29 @@ mod tests {
         }
     }
 
+    fn insert_row(key: &str) -> RowWrite<i64> {
+        RowWrite::Insert { key: key.into() }
+    }
+
     fn stored_plan(writes: Vec<RowWrite<i64>>, key: &str) -> Plan<i64> {
         Plan {
             writes,
             answer: ChangeAnswer::Stored(key.into()),
+        }
+    }
+
+    fn changed_plan(writes: Vec<RowWrite<i64>>) -> Plan<i64> {
+        let changed = !writes.is_empty();
+        Plan {
+            writes,
+            answer: ChangeAnswer::Changed(changed),
+        }
+    }
+
+    /// Checks the plan of `change` for each `(rows present, expected plan)`.
+    fn plans(change: KeyRowChange, cases: Vec<(Vec<KeyRow<i64>>, Plan<i64>)>) {
+        for (present, expected) in cases {
+            assert_eq!(plan(&change, &present).unwrap(), expected, "{present:?}");
         }
     }
 
@@ -294,20 +297,22 @@ mod tests {
 
     #[test]
     fn insert_if_absent_inserts_fills_an_empty_first_row_or_keeps_the_key() {
-        let insert_new = vec![RowWrite::Insert { key: "new".into() }];
-        assert_eq!(
-            plan(&insert("new"), &rows(&[])).unwrap(),
-            stored_plan(insert_new, "new")
-        );
-        for empty in [None, Some("")] {
-            assert_eq!(
-                plan(&insert("new"), &rows(&[empty])).unwrap(),
-                stored_plan(vec![update(1, "new")], "new")
-            );
-        }
-        assert_eq!(
-            plan(&insert("new"), &rows(&[Some("old"), Some("other")])).unwrap(),
-            stored_plan(vec![], "old")
+        plans(
+            KeyRowChange::InsertCurrentIfAbsent {
+                wrapped: "new".into(),
+            },
+            vec![
+                (rows(&[]), stored_plan(vec![insert_row("new")], "new")),
+                (rows(&[None]), stored_plan(vec![update(1, "new")], "new")),
+                (
+                    rows(&[Some("")]),
+                    stored_plan(vec![update(1, "new")], "new"),
+                ),
+                (
+                    rows(&[Some("old"), Some("other")]),
+                    stored_plan(vec![], "old"),
+                ),
+            ],
         );
     }
 
@@ -317,60 +322,62 @@ mod tests {
             expected: "old".into(),
             replacement: "new".into(),
         };
-        assert_eq!(
-            plan(&change, &rows(&[Some("old"), Some("p"), Some("old")])).unwrap(),
-            Plan {
-                writes: vec![update(1, "new"), update(3, "new")],
-                answer: ChangeAnswer::Changed(true),
-            }
-        );
-        assert_eq!(
-            plan(&change, &rows(&[Some("other")])).unwrap(),
-            Plan::nothing(ChangeAnswer::Changed(false))
+        plans(
+            change,
+            vec![
+                (
+                    rows(&[Some("old"), Some("p"), Some("old")]),
+                    changed_plan(vec![update(1, "new"), update(3, "new")]),
+                ),
+                (rows(&[Some("other")]), changed_plan(vec![])),
+            ],
         );
     }
 
     #[test]
     fn a_pending_key_needs_a_current_one_and_is_saved_once() {
+        let change = KeyRowChange::SavePendingIfAbsent {
+            wrapped: "p".into(),
+        };
         for no_current in [rows(&[]), rows(&[None]), rows(&[Some(""), Some("p")])] {
             assert!(matches!(
-                plan(&pending("p"), &no_current),
+                plan(&change, &no_current),
                 Err(Refusal::NoSymmetricKeyToRotate)
             ));
         }
-        assert_eq!(
-            plan(&pending("p"), &rows(&[Some("c")])).unwrap(),
-            stored_plan(vec![RowWrite::Insert { key: "p".into() }], "p")
-        );
-        assert_eq!(
-            plan(&pending("p"), &rows(&[Some("c"), None])).unwrap(),
-            stored_plan(vec![update(2, "p")], "p")
-        );
-        assert_eq!(
-            plan(&pending("p"), &rows(&[Some("c"), Some("earlier")])).unwrap(),
-            stored_plan(vec![], "earlier")
+        plans(
+            change,
+            vec![
+                (rows(&[Some("c")]), stored_plan(vec![insert_row("p")], "p")),
+                (
+                    rows(&[Some("c"), None]),
+                    stored_plan(vec![update(2, "p")], "p"),
+                ),
+                (
+                    rows(&[Some("c"), Some("earlier")]),
+                    stored_plan(vec![], "earlier"),
+                ),
+            ],
         );
     }
 
     #[test]
     fn promotion_moves_the_pending_key_into_the_first_row_only_if_current_is_expected() {
-        assert_eq!(
-            plan(&promote("c"), &rows(&[Some("c"), Some("p"), Some("x")])).unwrap(),
-            Plan {
-                writes: vec![update(1, "p"), RowWrite::DeleteAllBut { keep: 1 }],
-                answer: ChangeAnswer::Changed(true),
-            }
+        let promoted = vec![update(1, "p"), RowWrite::DeleteAllBut { keep: 1 }];
+        plans(
+            KeyRowChange::PromotePending {
+                expected_current: "c".into(),
+            },
+            vec![
+                (
+                    rows(&[Some("c"), Some("p"), Some("x")]),
+                    changed_plan(promoted),
+                ),
+                (rows(&[Some("other"), Some("p")]), changed_plan(vec![])),
+                (rows(&[Some("c")]), changed_plan(vec![])),
+                (rows(&[Some("c"), Some("")]), changed_plan(vec![])),
+                (rows(&[]), changed_plan(vec![])),
+            ],
         );
-        for unchanged in [
-            rows(&[Some("other"), Some("p")]),
-            rows(&[Some("c")]),
-            rows(&[Some("c"), Some("")]),
-            rows(&[]),
-        ] {
-            assert_eq!(
-                plan(&promote("c"), &unchanged).unwrap(),
-                Plan::nothing(ChangeAnswer::Changed(false))
-            );
-        }
     }
 }

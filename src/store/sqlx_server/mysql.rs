@@ -15,11 +15,11 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection, MySql, Transaction};
 use uuid::Uuid;
 
-use super::{DatabaseCreation, store_error};
+use super::{DatabaseCreation, by_tls_mode, store_error};
 use crate::config::SqlConnection;
-use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
+use crate::config::sql_connection::SqlEndpoint;
 use crate::store::StoreError;
-use crate::store::schema::ExpectedColumn;
+use crate::store::schema::ColumnTypes;
 use crate::store::sql::{BOOTSTRAP_LOCK_NAME, BOOTSTRAP_LOCK_WAIT, lock_not_granted};
 
 pub const KIND: &str = "mysql";
@@ -64,16 +64,8 @@ pub const LIST_COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAM
      FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";
 
-/// Columns upstream's schema has, with the `DATA_TYPE` `information_schema` reports.
-pub const EXPECTED_COLUMNS: &[ExpectedColumn] = &[
-    ("ApplicationDatas", "Id", "int"),
-    ("ApplicationDatas", "SymmetricKey", "longtext"),
-    ("UserKeys", "Id", "char"),
-    ("UserKeys", "Key", "longtext"),
-    ("UserKeys", "CreationDate", "datetime"),
-    ("UserKeys", "RevisionDate", "datetime"),
-    ("UserKeys", "LastAccessDate", "datetime"),
-];
+/// The `DATA_TYPE`s `information_schema` reports for upstream's columns.
+pub const COLUMNS: ColumnTypes = ColumnTypes::new("int", "char", "longtext", "datetime");
 
 /// A statement in PostgreSQL's notation, in MySQL's: `` `names` `` and `?` placeholders.
 /// The statements number their placeholders in the order they appear, as `?` needs.
@@ -109,28 +101,25 @@ pub fn parse_guid(id: Guid) -> Result<Uuid, StoreError> {
 
 /// Where the server is and how to reach it, without a database.
 fn server_options(connection: &SqlConnection) -> MySqlConnectOptions {
-    let mut options = MySqlConnectOptions::new();
+    use MySqlSslMode::{Disabled, Preferred, Required, VerifyCa, VerifyIdentity};
+    let modes = [Disabled, Preferred, Required, VerifyCa, VerifyIdentity];
+    let mut options = MySqlConnectOptions::new()
+        .ssl_mode(by_tls_mode(connection.tls.mode, modes))
+        .disable_statement_logging();
+    if let Some(root) = &connection.tls.root_certificate {
+        options = options.ssl_ca(root);
+    }
     options = match &connection.endpoint {
         SqlEndpoint::Tcp { host, port, .. } => options.host(host).port(port.unwrap_or(3306)),
         SqlEndpoint::Socket(path) => options.socket(path),
     };
-    if let Some(user) = &connection.user {
-        options = options.username(user);
-    }
     if let Some(password) = non_empty_password(connection) {
         options = options.password(password);
     }
-    options = options.ssl_mode(match connection.tls.mode {
-        SqlTlsMode::Disable => MySqlSslMode::Disabled,
-        SqlTlsMode::Prefer => MySqlSslMode::Preferred,
-        SqlTlsMode::Require => MySqlSslMode::Required,
-        SqlTlsMode::VerifyCa => MySqlSslMode::VerifyCa,
-        SqlTlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
-    });
-    if let Some(root) = &connection.tls.root_certificate {
-        options = options.ssl_ca(root);
+    match &connection.user {
+        Some(user) => options.username(user),
+        None => options,
     }
-    options.disable_statement_logging()
 }
 
 pub fn connect_options(connection: &SqlConnection) -> MySqlConnectOptions {

@@ -13,11 +13,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{DatabaseCreation, store_error};
+use super::{DatabaseCreation, by_tls_mode, store_error};
 use crate::config::SqlConnection;
-use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
+use crate::config::sql_connection::SqlEndpoint;
 use crate::store::StoreError;
-use crate::store::schema::ExpectedColumn;
+use crate::store::schema::ColumnTypes;
 
 pub const KIND: &str = "postgresql";
 pub const SERVER: &str = "PostgreSQL";
@@ -61,16 +61,9 @@ pub const LIST_COLUMNS: &str = "SELECT table_name::text, column_name::text, data
      FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name IN ('ApplicationDatas', 'UserKeys')";
 
-/// Columns upstream's schema has, with the types `information_schema` reports.
-pub const EXPECTED_COLUMNS: &[ExpectedColumn] = &[
-    ("ApplicationDatas", "Id", "integer"),
-    ("ApplicationDatas", "SymmetricKey", "text"),
-    ("UserKeys", "Id", "uuid"),
-    ("UserKeys", "Key", "text"),
-    ("UserKeys", "CreationDate", "timestamp without time zone"),
-    ("UserKeys", "RevisionDate", "timestamp without time zone"),
-    ("UserKeys", "LastAccessDate", "timestamp without time zone"),
-];
+/// The types `information_schema` reports for upstream's columns.
+pub const COLUMNS: ColumnTypes = ColumnTypes::new("integer", "uuid", "text", TIMESTAMP);
+const TIMESTAMP: &str = "timestamp without time zone";
 
 /// The statements are written in PostgreSQL's notation already.
 pub fn rewrite(statement: &str) -> String {
@@ -109,13 +102,9 @@ pub fn connect_options(connection: &SqlConnection) -> PgConnectOptions {
     if let Some(password) = &connection.password {
         options = options.password(secrecy::ExposeSecret::expose_secret(password));
     }
-    options = options.ssl_mode(match connection.tls.mode {
-        SqlTlsMode::Disable => PgSslMode::Disable,
-        SqlTlsMode::Prefer => PgSslMode::Prefer,
-        SqlTlsMode::Require => PgSslMode::Require,
-        SqlTlsMode::VerifyCa => PgSslMode::VerifyCa,
-        SqlTlsMode::VerifyFull => PgSslMode::VerifyFull,
-    });
+    use PgSslMode::{Disable, Prefer, Require, VerifyCa, VerifyFull};
+    let modes = [Disable, Prefer, Require, VerifyCa, VerifyFull];
+    options = options.ssl_mode(by_tls_mode(connection.tls.mode, modes));
     if let Some(root) = &connection.tls.root_certificate {
         options = options.ssl_root_cert(root);
     }
