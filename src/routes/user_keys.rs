@@ -114,13 +114,7 @@ async fn create(
 ) -> Result<StatusCode, ApiError> {
     let key = read_user_key_body(headers, body).await?;
     let sealed = seal(state, &key)?;
-    let row = StoredUserKey {
-        id: user.user_id,
-        sealed_key: sealed,
-        creation_date: now_utc(),
-        revision_date: None,
-        last_access_date: None,
-    };
+    let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
     match state.store.create_user_key(&row).await? {
         CreateOutcome::Created => Ok(StatusCode::OK),
         CreateOutcome::AlreadyExists => Err(ApiError::BadRequest(

@@ -50,6 +50,19 @@ pub struct StoredUserKey {
     pub last_access_date: Option<OffsetDateTime>,
 }
 
+impl StoredUserKey {
+    /// A row as a first write makes it: created at `creation_date`, never revised or read.
+    pub fn fresh(id: Uuid, sealed_key: String, creation_date: OffsetDateTime) -> Self {
+        Self {
+            id,
+            sealed_key,
+            creation_date,
+            revision_date: None,
+            last_access_date: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredUserKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The sealed key is not secret on its own, but there is no reason to print it.

@@ -1,10 +1,10 @@
 //! The `postgresql` and `mysql` stores: one sqlx-based store, two small dialects.
 //!
 //! Everything the two servers do alike is written here once: the statements (in PostgreSQL's
-//! notation, rewritten for MySQL by [`mysql::rewrite`]), the `ApplicationDatas` protocol
+//! notation, rewritten for MySQL by `mysql::rewrite`), the `ApplicationDatas` protocol
 //! through [`super::symmetric_rows`], user-key reads and writes, the EF-style migration,
 //! retries of dead pooled connections and error classification. The dialects
-//! ([`postgres`], [`mysql`]) supply what truly differs: connect options, upstream's DDL and
+//! (`sqlx_server/postgres.rs`, `sqlx_server/mysql.rs`) supply what truly differs: connect options, upstream's DDL and
 //! migration id, GUID columns (`uuid` or `char(36)` text), the locks, and which server
 //! errors mean "fix the settings".
 //!

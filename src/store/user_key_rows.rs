@@ -102,13 +102,7 @@ impl<S: UserKeyRows> UserKeyStore for S {
         if self.replace_key(&replacement).await? {
             return Ok(PutOutcome::Replaced);
         }
-        let row = StoredUserKey {
-            id,
-            sealed_key: sealed_key.to_owned(),
-            creation_date: now,
-            revision_date: None,
-            last_access_date: None,
-        };
+        let row = StoredUserKey::fresh(id, sealed_key.to_owned(), now);
         match self.insert_row(&row).await? {
             CreateOutcome::Created => Ok(PutOutcome::Created),
             // Another request created it meanwhile: replace that row.
@@ -244,13 +238,7 @@ mod tests {
         let id = Uuid::new_v4();
         let earlier = datetime!(2026-01-01 00:00:00 UTC);
         let store = MemoryRows {
-            racing: Mutex::new(Some(StoredUserKey {
-                id,
-                sealed_key: "theirs".into(),
-                creation_date: earlier,
-                revision_date: None,
-                last_access_date: None,
-            })),
+            racing: Mutex::new(Some(StoredUserKey::fresh(id, "theirs".into(), earlier))),
             ..MemoryRows::default()
         };
         assert_eq!(
