@@ -241,19 +241,13 @@ mod tests {
             racing: Mutex::new(Some(StoredUserKey::fresh(id, "theirs".into(), earlier))),
             ..MemoryRows::default()
         };
-        assert_eq!(
-            store.put_user_key(id, "ours", NOW).await.unwrap(),
-            PutOutcome::Replaced
-        );
-        let row = store.read_user_key(id).await.unwrap().unwrap();
-        assert_eq!(
-            (
-                row.sealed_key.as_str(),
-                row.creation_date,
-                row.revision_date
-            ),
-            ("ours", earlier, Some(NOW))
-        );
+        let outcome = store.put_user_key(id, "ours", NOW).await.unwrap();
+        let replaced = StoredUserKey {
+            revision_date: Some(NOW),
+            ..StoredUserKey::fresh(id, "ours".into(), earlier)
+        };
+        assert_eq!(outcome, PutOutcome::Replaced);
+        assert_eq!(store.read_user_key(id).await.unwrap(), Some(replaced));
     }
 
     #[tokio::test]
