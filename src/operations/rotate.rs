@@ -210,8 +210,9 @@ pub async fn rotate_symmetric_key(
             .list_user_keys()
             .await
             .map_err(failed.at("cannot list user keys"))?;
+        let total = rows.len();
         let mut report = SymmetricRotationReport {
-            total: rows.len(),
+            total,
             ..SymmetricRotationReport::default()
         };
         let mut progress = super::progress::Progress::new("re-sealing user keys", rows.len() as u64, interactive);

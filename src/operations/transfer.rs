@@ -91,6 +91,7 @@ pub async fn transfer(
     };
     tracing::info!(keys = rows.len(), dry_run, "transferring user keys");
     let mut progress = Progress::new("transferring user keys", rows.len() as u64, interactive);
+    let read_target = |id| target.store.read_user_key(id);
     for row in rows {
         progress.advance();
         let clear = match source_cipher.open_user_key(&row.sealed_key) {
@@ -101,9 +102,7 @@ pub async fn transfer(
                 continue;
             }
         };
-        let existing = target
-            .store
-            .read_user_key(row.id)
+        let existing = read_target(row.id)
             .await
             .map_err(failed.at("cannot read from the target"))?;
         if let Some(existing) = existing {
@@ -143,9 +142,7 @@ pub async fn transfer(
                 continue;
             }
         }
-        let written = target
-            .store
-            .read_user_key(row.id)
+        let written = read_target(row.id)
             .await
             .map_err(failed.at("cannot read back from the target"))?;
         match written {
