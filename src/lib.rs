@@ -4,7 +4,7 @@
 //! symmetric key per database, itself wrapped by an RSA key the organisation controls)
 //! and hands it back to the Bitwarden clients of the token's user.
 //!
-//! The two seams are [`store::UserKeyStore`] (where sealed keys live) and
+//! The two seams are [`store::KeyStore`] (where sealed keys live) and
 //! [`keys::RsaKeyProvider`] (who wraps the symmetric key). Everything else is plain data
 //! flowing through [`state::AppState`].
 #![forbid(unsafe_code)]

@@ -25,7 +25,7 @@ use crate::operations::{KeyDatabase, transfer};
 use crate::routes;
 use crate::state::AppState;
 use crate::store::last_access::LastAccessRecorder;
-use crate::store::{StoreError, UserKeyStore, open_store};
+use crate::store::{KeyStore, StoreError, open_store};
 
 /// How long shutdown waits for in-flight requests before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = connections::SHUTDOWN_GRACE;
@@ -94,7 +94,7 @@ impl Application {
 
     /// Like [`Application::build`] with an already opened store and provider.
     pub async fn build_with(
-        store: Arc<dyn UserKeyStore>,
+        store: Arc<dyn KeyStore>,
         rsa_key: Arc<dyn RsaKeyProvider>,
         settings: &Settings,
         listen: &[ListenUrl],
@@ -161,7 +161,7 @@ impl Application {
         let listeners = bind_all(&plain).await?;
         let state = AppState {
             health: Arc::default(),
-            last_access: LastAccessRecorder::new(Arc::clone(&store)),
+            last_access: LastAccessRecorder::new(store.clone()),
             store,
             cipher,
             rsa_key,

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{SYMMETRIC_KEY_LEN, UserKeyCipher, generate_symmetric_key};
 use crate::keys::{KeyProviderError, RsaKeyProvider};
-use crate::store::{StoreError, UserKeyStore};
+use crate::store::{StoreError, SymmetricKeyStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -53,7 +53,7 @@ pub enum SymmetricKeyOrigin {
 
 /// Reads the wrapped key (or creates one) and returns the cipher for user keys.
 pub async fn load_or_create_symmetric_key(
-    store: &dyn UserKeyStore,
+    store: &dyn SymmetricKeyStore,
     provider: &dyn RsaKeyProvider,
 ) -> Result<(UserKeyCipher, SymmetricKeyOrigin), BootstrapError> {
     if let Some(wrapped) = store.read_symmetric_key().await? {
@@ -84,7 +84,7 @@ pub async fn load_or_create_symmetric_key(
 /// Unwraps the stored key if there is one; never writes. For tasks that must not change a
 /// database they only read (`check-config`, dry runs).
 pub async fn unwrap_existing(
-    store: &dyn UserKeyStore,
+    store: &dyn SymmetricKeyStore,
     provider: &dyn RsaKeyProvider,
 ) -> Result<Option<UserKeyCipher>, BootstrapError> {
     match store.read_symmetric_key().await? {
@@ -101,7 +101,7 @@ pub async fn unwrap_existing(
 /// unreadable, whenever the rotation was interrupted.
 async fn with_pending_key(
     cipher: UserKeyCipher,
-    store: &dyn UserKeyStore,
+    store: &dyn SymmetricKeyStore,
     provider: &dyn RsaKeyProvider,
 ) -> Result<UserKeyCipher, BootstrapError> {
     let Some(pending) = store.read_pending_symmetric_key().await? else {

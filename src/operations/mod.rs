@@ -17,7 +17,7 @@ use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{StoreError, UserKeyStore, open_store};
+use crate::store::{KeyStore, SourceError, StoreError, open_store};
 
 /// Why a task could not run. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +37,41 @@ pub enum OperationError {
         what: &'static str,
         source: BootstrapError,
     },
+    /// A step of a task failed on the store, a key provider or the cipher; `then` says what
+    /// that leaves behind and what to do.
+    #[error("{what}: {source}. {then}")]
+    Step {
+        what: &'static str,
+        #[source]
+        source: SourceError,
+        then: &'static str,
+    },
     #[error("{0}")]
     Failed(String),
 }
 
+/// Turns the errors of one task's steps into [`OperationError::Step`]s; every failure of
+/// the task leaves the same state, said once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepFailure(pub &'static str);
+
+impl StepFailure {
+    /// The error of the step `what`, keeping the one that caused it.
+    pub(crate) fn at<E: Into<SourceError>>(
+        self,
+        what: &'static str,
+    ) -> impl FnOnce(E) -> OperationError {
+        move |source| OperationError::Step {
+            what,
+            source: source.into(),
+            then: self.0,
+        }
+    }
+}
+
 /// A store with the RSA key and (when it has one) the symmetric key that seal its keys.
 pub struct KeyDatabase {
-    pub store: Arc<dyn UserKeyStore>,
+    pub store: Arc<dyn KeyStore>,
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     /// `None` when the database has no symmetric key yet and none was to be created.
     pub cipher: Option<Arc<UserKeyCipher>>,

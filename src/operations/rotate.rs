@@ -16,14 +16,14 @@ use base64::engine::general_purpose::STANDARD;
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{UserKeyStore, open_store};
+use crate::store::{KeyStore, open_store};
 
 /// The store and RSA key a rotation works on; `what` names the key in messages.
 async fn open(
     database: &DatabaseSettings,
     rsa_key: &RsaKeySettings,
     what: &'static str,
-) -> Result<(Arc<dyn UserKeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
+) -> Result<(Arc<dyn KeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
     let store = open_store(database)
         .await
         .map_err(|source| OperationError::Store {
@@ -48,9 +48,7 @@ pub async fn rotate_rsa_key(
     current: &RsaKeySettings,
     new: &RsaKeySettings,
 ) -> Result<RotationReport, OperationError> {
-    let failed = |what: &str, error: &dyn std::fmt::Display| {
-        OperationError::Failed(format!("{what}: {error}. Nothing was changed"))
-    };
+    let failed = super::StepFailure("Nothing was changed");
     let (store, old_provider) = open(database, current, "current RSA key").await?;
     let new_provider = open_rsa_key_provider(new, SettingsGroup::RotateTo)
         .await
@@ -63,7 +61,7 @@ pub async fn rotate_rsa_key(
         let wrapped = store
             .read_symmetric_key()
             .await
-            .map_err(|e| failed("cannot read the symmetric key", &e))?
+            .map_err(failed.at("cannot read the symmetric key"))?
             .ok_or_else(|| {
                 OperationError::Failed(
                     "the database has no symmetric key yet; start the service once with the new RSA key instead".into(),
@@ -71,21 +69,20 @@ pub async fn rotate_rsa_key(
             })?;
         let bytes = STANDARD
             .decode(wrapped.trim())
-            .map_err(|e| failed("the stored symmetric key is not base64", &e))?;
-        let key = old_provider.unwrap_symmetric_key(&bytes).await.map_err(|e| {
-            failed(
-                "the current RSA key (keyConnectorSettings__rsaKey__...) cannot unwrap the stored symmetric key",
-                &e,
-            )
-        })?;
+            .map_err(failed.at("the stored symmetric key is not base64"))?;
+        let unwrap_failed = "the current RSA key (keyConnectorSettings__rsaKey__...) cannot unwrap the stored symmetric key";
+        let key = old_provider
+            .unwrap_symmetric_key(&bytes)
+            .await
+            .map_err(failed.at(unwrap_failed))?;
         let rewrapped = new_provider
             .wrap_symmetric_key(&key)
             .await
-            .map_err(|e| failed("the new RSA key cannot wrap", &e))?;
+            .map_err(failed.at("the new RSA key cannot wrap"))?;
         let proof = new_provider
             .unwrap_symmetric_key(&rewrapped)
             .await
-            .map_err(|e| failed("the new RSA key cannot unwrap what it wrapped", &e))?;
+            .map_err(failed.at("the new RSA key cannot unwrap what it wrapped"))?;
         if proof.as_slice() != key.as_slice() {
             return Err(OperationError::Failed(
                 "the new RSA key does not round-trip the symmetric key; nothing was changed".into(),
@@ -95,7 +92,7 @@ pub async fn rotate_rsa_key(
         let swapped = store
             .replace_symmetric_key(&wrapped, &replacement)
             .await
-            .map_err(|e| failed("cannot save the new wrapping", &e))?;
+            .map_err(failed.at("cannot save the new wrapping"))?;
         if !swapped {
             return Err(OperationError::Failed(
                 "the stored symmetric key changed while rotating; nothing was changed, run again".into(),
@@ -167,57 +164,55 @@ pub async fn rotate_symmetric_key(
     use crate::crypto::symmetric_key::unwrap_stored;
     use crate::crypto::{UserKeyCipher, generate_symmetric_key};
 
-    let failed = |what: &str, error: &dyn std::fmt::Display| {
-        OperationError::Failed(format!(
-            "{what}: {error}. Every key is still readable; run the rotation again when it is fixed"
-        ))
-    };
+    let failed =
+        super::StepFailure("Every key is still readable; run the rotation again when it is fixed");
     let (store, provider) = open(database, rsa_key, "RSA key").await?;
     let result = async {
         let current_wrapped = store
             .read_symmetric_key()
             .await
-            .map_err(|e| failed("cannot read the symmetric key", &e))?
+            .map_err(failed.at("cannot read the symmetric key"))?
             .ok_or_else(|| OperationError::Failed("the database has no symmetric key yet".into()))?;
         let symmetric = |e| OperationError::SymmetricKey {
             what: "database",
             source: e,
         };
         let current = UserKeyCipher::new(&unwrap_stored(&current_wrapped, provider.as_ref()).await.map_err(symmetric)?)
-            .map_err(|e| failed("the current symmetric key is damaged", &e))?;
+            .map_err(failed.at("the current symmetric key is damaged"))?;
 
         // 1. The pending key: reuse an interrupted run's, or make and save one.
         let pending_wrapped = match store
             .read_pending_symmetric_key()
             .await
-            .map_err(|e| failed("cannot read the pending key", &e))?
+            .map_err(failed.at("cannot read the pending key"))?
         {
             Some(pending) => {
                 tracing::info!("resuming an unfinished symmetric-key rotation");
                 pending
             }
             None => {
-                let fresh = generate_symmetric_key().map_err(|e| failed("cannot generate a key", &e))?;
+                let fresh = generate_symmetric_key().map_err(failed.at("cannot generate a key"))?;
                 let wrapped = provider
                     .wrap_symmetric_key(&fresh)
                     .await
-                    .map_err(|e| failed("the RSA key cannot wrap the new key", &e))?;
+                    .map_err(failed.at("the RSA key cannot wrap the new key"))?;
                 store
                     .save_pending_symmetric_key_if_absent(&STANDARD.encode(wrapped))
                     .await
-                    .map_err(|e| failed("cannot save the new key", &e))?
+                    .map_err(failed.at("cannot save the new key"))?
             }
         };
         let new = UserKeyCipher::new(&unwrap_stored(&pending_wrapped, provider.as_ref()).await.map_err(symmetric)?)
-            .map_err(|e| failed("the pending symmetric key is damaged", &e))?;
+            .map_err(failed.at("the pending symmetric key is damaged"))?;
 
         // 2. Re-seal.
         let rows = store
             .list_user_keys()
             .await
-            .map_err(|e| failed("cannot list user keys", &e))?;
+            .map_err(failed.at("cannot list user keys"))?;
+        let total = rows.len();
         let mut report = SymmetricRotationReport {
-            total: rows.len(),
+            total,
             ..SymmetricRotationReport::default()
         };
         let mut progress = super::progress::Progress::new("re-sealing user keys", rows.len() as u64, interactive);
@@ -237,11 +232,11 @@ pub async fn rotate_symmetric_key(
             };
             let resealed = new
                 .seal_user_key(&clear)
-                .map_err(|e| failed("cannot seal", &e))?;
+                .map_err(failed.at("cannot seal"))?;
             let swapped = store
                 .reseal_user_key(row.id, &row.sealed_key, &resealed)
                 .await
-                .map_err(|e| failed("cannot write a re-sealed key", &e))?;
+                .map_err(failed.at("cannot write a re-sealed key"))?;
             if !swapped {
                 return Err(OperationError::Failed(format!(
                     "the key of user {} changed during the rotation: is an instance still running? \
@@ -257,7 +252,7 @@ pub async fn rotate_symmetric_key(
         let rows = store
             .list_user_keys()
             .await
-            .map_err(|e| failed("cannot list user keys", &e))?;
+            .map_err(failed.at("cannot list user keys"))?;
         let pending_left = rows
             .iter()
             .filter(|row| !report.unreadable.contains(&row.id))
@@ -279,7 +274,7 @@ pub async fn rotate_symmetric_key(
         report.completed = store
             .promote_pending_symmetric_key(&current_wrapped)
             .await
-            .map_err(|e| failed("cannot make the new key current", &e))?;
+            .map_err(failed.at("cannot make the new key current"))?;
         if !report.completed {
             return Err(OperationError::Failed(
                 "the current symmetric key changed during the rotation; run it again".into(),

@@ -79,22 +79,19 @@ pub async fn transfer(
             "the source database has no symmetric key, so it holds no readable user keys".into(),
         )
     })?;
-    let failed = |what: &str, error: &dyn std::fmt::Display| {
-        OperationError::Failed(format!(
-            "{what}: {error}. Nothing was lost; run the transfer again when it is fixed"
-        ))
-    };
+    let failed = super::StepFailure("Nothing was lost; run the transfer again when it is fixed");
     let rows = source
         .store
         .list_user_keys()
         .await
-        .map_err(|e| failed("cannot list the source's user keys", &e))?;
+        .map_err(failed.at("cannot list the source's user keys"))?;
     let mut report = TransferReport {
         total: rows.len(),
         ..TransferReport::default()
     };
     tracing::info!(keys = rows.len(), dry_run, "transferring user keys");
     let mut progress = Progress::new("transferring user keys", rows.len() as u64, interactive);
+    let read_target = |id| target.store.read_user_key(id);
     for row in rows {
         progress.advance();
         let clear = match source_cipher.open_user_key(&row.sealed_key) {
@@ -105,11 +102,9 @@ pub async fn transfer(
                 continue;
             }
         };
-        let existing = target
-            .store
-            .read_user_key(row.id)
+        let existing = read_target(row.id)
             .await
-            .map_err(|e| failed("cannot read from the target", &e))?;
+            .map_err(failed.at("cannot read from the target"))?;
         if let Some(existing) = existing {
             if holds(target.cipher.as_deref(), &existing, clear.as_bytes()) {
                 report.already_present += 1;
@@ -128,7 +123,7 @@ pub async fn transfer(
         })?;
         let sealed = target_cipher
             .seal_user_key(&clear)
-            .map_err(|e| failed("cannot seal a user key for the target", &e))?;
+            .map_err(failed.at("cannot seal a user key for the target"))?;
         let copy = StoredUserKey {
             sealed_key: sealed,
             ..row.clone()
@@ -137,7 +132,7 @@ pub async fn transfer(
             .store
             .create_user_key(&copy)
             .await
-            .map_err(|e| failed("cannot write to the target", &e))?
+            .map_err(failed.at("cannot write to the target"))?
         {
             CreateOutcome::Created => report.copied += 1,
             // Written meanwhile by someone else (a client through a server on the target).
@@ -147,11 +142,9 @@ pub async fn transfer(
                 continue;
             }
         }
-        let written = target
-            .store
-            .read_user_key(row.id)
+        let written = read_target(row.id)
             .await
-            .map_err(|e| failed("cannot read back from the target", &e))?;
+            .map_err(failed.at("cannot read back from the target"))?;
         match written {
             Some(written) if holds(Some(target_cipher), &written, clear.as_bytes()) => {
                 report.verified += 1

@@ -116,13 +116,7 @@ async fn create(
 ) -> Result<StatusCode, ApiError> {
     let key = body.read().await?;
     let sealed = seal(state, &key)?;
-    let row = StoredUserKey {
-        id: user.user_id,
-        sealed_key: sealed,
-        creation_date: now_utc(),
-        revision_date: None,
-        last_access_date: None,
-    };
+    let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
     match state.store.create_user_key(&row).await? {
         CreateOutcome::Created => Ok(StatusCode::OK),
         CreateOutcome::AlreadyExists => Err(ApiError::BadRequest(

@@ -31,7 +31,9 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::dotnet_time;
 
 /// How long a change waits for another process's lock before answering 503.
@@ -80,20 +82,6 @@ impl Snapshot {
             .map(|i| parse_item(&user_keys(&self.document)[*i]))
             .transpose()
     }
-
-    fn pending_symmetric_key(&self) -> Option<String> {
-        get_ci(&self.document, PENDING_KEY)
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-    }
-
-    fn symmetric_key(&self) -> Option<String> {
-        get_ci(&self.document, "symmetricKey")
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +109,7 @@ impl FileIdentity {
 }
 
 fn io_unavailable(path: &Path, error: std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("{}: {error}", path.display()))
+    StoreError::Unavailable(Fault::caused(path.display().to_string(), error))
 }
 
 impl JsonFileStore {
@@ -133,7 +121,7 @@ impl JsonFileStore {
         let owned = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || JsonFile::open(owned, published))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            .map_err(StoreError::unavailable)??;
         Ok(Self {
             path: path.to_path_buf(),
             inner: Arc::new(Mutex::new(file)),
@@ -168,7 +156,7 @@ impl JsonFileStore {
             f(&mut file)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("JSON store task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Fault::caused("JSON store task failed", e)))?
     }
 }
 
@@ -199,9 +187,10 @@ impl JsonFile {
             tracing::info!(path = %file.path.display(), "created an empty JSON key store");
         } else {
             file.reload().map_err(|e| match e {
-                StoreError::Corrupt(message) => StoreError::Config(format!(
-                    "{message} (keyConnectorSettings__database__jsonFilePath); the file was left untouched"
-                )),
+                StoreError::Corrupt(fault) => StoreError::Config(Refusal::UnreadableFile {
+                    fault,
+                    setting: "keyConnectorSettings__database__jsonFilePath",
+                }),
                 other => other,
             })?;
         }
@@ -229,7 +218,7 @@ impl JsonFile {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable_because(format!(
                         "another process holds {} for too long",
                         self.lock_path.display()
                     )));
@@ -253,16 +242,19 @@ impl JsonFile {
         let before = self.current_identity()?;
         let bytes = std::fs::read(&self.path).map_err(|e| io_unavailable(&self.path, e))?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            StoreError::Corrupt(format!("{} is not valid JSON: {e}", self.path.display()))
+            StoreError::Corrupt(Fault::caused(
+                format!("{} is not valid JSON", self.path.display()),
+                e,
+            ))
         })?;
         let Value::Object(document) = value else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::corrupt(format!(
                 "{} is not a JSON object",
                 self.path.display()
             )));
         };
         check_shape(&document)
-            .map_err(|m| StoreError::Corrupt(format!("{}: {m}", self.path.display())))?;
+            .map_err(|m| StoreError::corrupt(format!("{}: {m}", self.path.display())))?;
         self.document = document;
         self.seen = before;
         self.publish();
@@ -284,7 +276,7 @@ impl JsonFile {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let mut text = serde_json::to_string_pretty(&Value::Object(document.clone()))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(StoreError::corrupt_from)?;
         text.push('\n');
         let temp_path = directory.join(format!(
             ".{}.{}.tmp",
@@ -335,7 +327,7 @@ impl JsonFile {
 
     fn reload_if_changed_or_missing(&mut self) -> Result<(), StoreError> {
         if self.current_identity()?.is_none() {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable_because(format!(
                 "{} has disappeared",
                 self.path.display()
             )));
@@ -363,10 +355,87 @@ fn check_shape(document: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// A property by name, case-insensitively (as upstream's reader binds them).
 /// Where a symmetric-key rotation keeps its new key. Not upstream's: it ignores it.
 const PENDING_KEY: &str = "pendingSymmetricKey";
 
+/// The document's two places for a wrapped symmetric key, as the rows of
+/// [`super::symmetric_rows`] see them: `symmetricKey` first, `pendingSymmetricKey` second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySlot {
+    Current,
+    Pending,
+}
+
+impl KeySlot {
+    fn property(self) -> &'static str {
+        match self {
+            KeySlot::Current => "symmetricKey",
+            KeySlot::Pending => PENDING_KEY,
+        }
+    }
+}
+
+/// The wrapped key at `property`, if it is a string.
+fn wrapped_key(document: &Map<String, Value>, property: &str) -> Option<String> {
+    get_ci(document, property)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The slots present, as rows: the current one whenever either is there.
+fn key_rows(document: &Map<String, Value>) -> Vec<KeyRow<KeySlot>> {
+    let current = wrapped_key(document, KeySlot::Current.property());
+    let pending = wrapped_key(document, KeySlot::Pending.property());
+    let mut rows = Vec::new();
+    if current.is_some() || pending.is_some() {
+        rows.push(KeyRow {
+            id: KeySlot::Current,
+            key: current,
+        });
+    }
+    if pending.is_some() {
+        rows.push(KeyRow {
+            id: KeySlot::Pending,
+            key: pending,
+        });
+    }
+    rows
+}
+
+/// Applies a planned write; an inserted row takes the first slot not in `rows`.
+fn write_key_row(
+    document: &mut Map<String, Value>,
+    rows: &[KeyRow<KeySlot>],
+    write: &RowWrite<KeySlot>,
+) {
+    match write {
+        RowWrite::Insert { key } => {
+            let slot = if rows.is_empty() {
+                KeySlot::Current
+            } else {
+                KeySlot::Pending
+            };
+            set_ci(document, slot.property(), Value::String(key.clone()));
+        }
+        RowWrite::Update { id, key } => {
+            set_ci(document, id.property(), Value::String(key.clone()));
+        }
+        RowWrite::DeleteAllBut { keep } => {
+            for slot in [KeySlot::Current, KeySlot::Pending] {
+                if slot != *keep
+                    && let Some(name) = document
+                        .keys()
+                        .find(|k| k.eq_ignore_ascii_case(slot.property()))
+                        .cloned()
+                {
+                    document.shift_remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// A property by name, case-insensitively (as upstream's reader binds them).
 fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name).or_else(|| {
         map.iter()
@@ -422,6 +491,12 @@ fn position(document: &Map<String, Value>, id: Uuid) -> Option<usize> {
         .position(|item| item_id(item) == Some(id))
 }
 
+/// The entry of user `id`, to change in place.
+fn item_mut(document: &mut Map<String, Value>, id: Uuid) -> Option<&mut Map<String, Value>> {
+    let index = position(document, id)?;
+    user_keys_mut(document).get_mut(index)?.as_object_mut()
+}
+
 fn date_value(date: Option<OffsetDateTime>) -> Value {
     date.map_or(Value::Null, |d| {
         Value::String(dotnet_time::format_iso_utc(d))
@@ -431,10 +506,10 @@ fn date_value(date: Option<OffsetDateTime>) -> Value {
 fn parse_item(item: &Value) -> Result<StoredUserKey, StoreError> {
     let object = item
         .as_object()
-        .ok_or_else(|| StoreError::Corrupt("a userKey entry is not an object".into()))?;
-    let id = item_id(item)
-        .ok_or_else(|| StoreError::Corrupt("a userKey entry has no GUID `id`".into()))?;
-    let corrupt = |what: &str| StoreError::Corrupt(format!("userKey {id}: {what}"));
+        .ok_or_else(|| StoreError::corrupt("a userKey entry is not an object"))?;
+    let id =
+        item_id(item).ok_or_else(|| StoreError::corrupt("a userKey entry has no GUID `id`"))?;
+    let corrupt = |what: &str| StoreError::corrupt(format!("userKey {id}: {what}"));
     let sealed_key = get_ci(object, "key")
         .and_then(Value::as_str)
         .ok_or_else(|| corrupt("`key` is missing"))?
@@ -472,142 +547,60 @@ fn new_item(key: &StoredUserKey) -> Value {
 }
 
 #[async_trait]
-impl UserKeyStore for JsonFileStore {
+impl StoreBackend for JsonFileStore {
     fn kind(&self) -> &'static str {
         "json"
     }
 
-    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.fresh_snapshot().await?.symmetric_key())
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_file(|file| file.current_identity().map(|_| ()))
+            .await
     }
 
-    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let wrapped = wrapped.to_owned();
+    async fn close(&self) {}
+}
+
+#[async_trait]
+impl SymmetricKeyRows for JsonFileStore {
+    async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
+        let snapshot = self.fresh_snapshot().await?;
+        Ok(key_rows(&snapshot.document)
+            .into_iter()
+            .map(|row| row.key)
+            .collect())
+    }
+
+    async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
         self.with_file(move |file| {
             file.change(|document| {
-                if let Some(existing) = get_ci(document, "symmetricKey")
-                    .and_then(Value::as_str)
-                    .filter(|k| !k.is_empty())
-                {
-                    return Ok((None, existing.to_owned()));
+                let rows = key_rows(document);
+                let plan = plan(&change, &rows)?;
+                for write in &plan.writes {
+                    write_key_row(document, &rows, write);
                 }
-                set_ci(document, "symmetricKey", Value::String(wrapped.clone()));
-                Ok((Some(()), wrapped))
+                let write = (!plan.writes.is_empty()).then_some(());
+                Ok((write, plan.answer))
             })
         })
         .await
     }
+}
 
-    async fn replace_symmetric_key(
-        &self,
-        expected: &str,
-        replacement: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, replacement) = (expected.to_owned(), replacement.to_owned());
-        self.with_file(move |file| {
-            file.change(|document| {
-                let current = get_ci(document, "symmetricKey").and_then(Value::as_str);
-                if current != Some(expected.as_str()) {
-                    return Ok((None, false));
-                }
-                set_ci(document, "symmetricKey", Value::String(replacement.clone()));
-                Ok((Some(()), true))
-            })
-        })
-        .await
-    }
-
-    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.fresh_snapshot().await?.pending_symmetric_key())
-    }
-
-    async fn save_pending_symmetric_key_if_absent(
-        &self,
-        wrapped: &str,
-    ) -> Result<String, StoreError> {
-        let wrapped = wrapped.to_owned();
-        self.with_file(move |file| {
-            file.change(|document| {
-                if let Some(existing) = get_ci(document, PENDING_KEY)
-                    .and_then(Value::as_str)
-                    .filter(|k| !k.is_empty())
-                {
-                    return Ok((None, existing.to_owned()));
-                }
-                if get_ci(document, "symmetricKey")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    return Err(StoreError::Config(
-                        "there is no symmetric key to rotate from".into(),
-                    ));
-                }
-                set_ci(document, PENDING_KEY, Value::String(wrapped.clone()));
-                Ok((Some(()), wrapped))
-            })
-        })
-        .await
-    }
-
-    async fn promote_pending_symmetric_key(
-        &self,
-        expected_current: &str,
-    ) -> Result<bool, StoreError> {
-        let expected = expected_current.to_owned();
-        self.with_file(move |file| {
-            file.change(|document| {
-                let current = get_ci(document, "symmetricKey").and_then(Value::as_str);
-                let pending = get_ci(document, PENDING_KEY)
-                    .and_then(Value::as_str)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned);
-                let (Some(pending), true) = (pending, current == Some(expected.as_str())) else {
-                    return Ok((None, false));
-                };
-                set_ci(document, "symmetricKey", Value::String(pending));
-                if let Some(name) = document
-                    .keys()
-                    .find(|k| k.eq_ignore_ascii_case(PENDING_KEY))
-                    .cloned()
-                {
-                    document.shift_remove(&name);
-                }
-                Ok((Some(()), true))
-            })
-        })
-        .await
-    }
-
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
-        self.with_file(move |file| {
-            file.change(|document| {
-                let Some(index) = position(document, id) else {
-                    return Ok((None, false));
-                };
-                let Some(item) = user_keys_mut(document)[index].as_object_mut() else {
-                    return Ok((None, false));
-                };
-                if get_ci(item, "key").and_then(Value::as_str) != Some(expected.as_str()) {
-                    return Ok((None, false));
-                }
-                set_ci(item, "key", Value::String(resealed.clone()));
-                Ok((Some(()), true))
-            })
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+#[async_trait]
+impl UserKeyRows for JsonFileStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         self.fresh_snapshot().await?.user_key(id)
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        let snapshot = self.fresh_snapshot().await?;
+        user_keys(&snapshot.document)
+            .iter()
+            .map(parse_item)
+            .collect()
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let key = key.clone();
         self.with_file(move |file| {
             file.change(|document| {
@@ -621,52 +614,43 @@ impl UserKeyStore for JsonFileStore {
         .await
     }
 
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealed_key = sealed_key.to_owned();
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let (id, sealed_key, now) = (change.id, change.sealed_key.to_owned(), change.now);
         self.with_file(move |file| {
-            file.change(|document| match position(document, id) {
-                Some(index) => {
-                    if let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index) {
-                        set_ci(item, "key", Value::String(sealed_key));
-                        set_ci(item, "revisionDate", date_value(Some(now)));
-                    }
-                    Ok((Some(()), PutOutcome::Replaced))
-                }
-                None => {
-                    user_keys_mut(document).push(new_item(&StoredUserKey {
-                        id,
-                        sealed_key,
-                        creation_date: now,
-                        revision_date: None,
-                        last_access_date: None,
-                    }));
-                    Ok((Some(()), PutOutcome::Created))
-                }
+            file.change(|document| {
+                let Some(item) = item_mut(document, id) else {
+                    return Ok((None, false));
+                };
+                set_ci(item, "key", Value::String(sealed_key));
+                set_ci(item, "revisionDate", date_value(Some(now)));
+                Ok((Some(()), true))
             })
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let id = change.id;
+        let (expected, resealed) = (change.expected.to_owned(), change.resealed.to_owned());
+        self.with_file(move |file| {
+            file.change(|document| match item_mut(document, id) {
+                Some(item) if get_ci(item, "key").and_then(Value::as_str) == Some(&expected) => {
+                    set_ci(item, "key", Value::String(resealed));
+                    Ok((Some(()), true))
+                }
+                _ => Ok((None, false)),
+            })
+        })
+        .await
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
         let accesses = accesses.to_vec();
         self.with_file(move |file| {
             file.change(|document| {
                 let mut changed = false;
                 for (id, when) in accesses {
-                    if let Some(index) = position(document, id)
-                        && let Some(Value::Object(item)) = user_keys_mut(document).get_mut(index)
-                    {
+                    if let Some(item) = item_mut(document, id) {
                         set_ci(item, "lastAccessDate", date_value(Some(when)));
                         changed = true;
                     }
@@ -676,19 +660,4 @@ impl UserKeyStore for JsonFileStore {
         })
         .await
     }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let snapshot = self.fresh_snapshot().await?;
-        user_keys(&snapshot.document)
-            .iter()
-            .map(parse_item)
-            .collect()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.with_file(|file| file.current_identity().map(|_| ()))
-            .await
-    }
-
-    async fn close(&self) {}
 }

@@ -1,25 +1,35 @@
 //! Where sealed user keys and the wrapped symmetric key live.
 //!
-//! [`UserKeyStore`] is one of the two seams of the service: every backend (JSON file,
-//! SQLite, ...) implements it in its own file, and [`open_store`] is the only place that
-//! knows them all. A store never sees a key in clear: it keeps the base64 text of what
-//! [`crate::crypto`] sealed, exactly as upstream stores it.
+//! Two aggregates, two traits: [`SymmetricKeyStore`] holds the wrapped symmetric key (and the
+//! pending one of a rotation), [`UserKeyStore`] the sealed user keys. Both stand on
+//! [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding both, which is
+//! what [`open_store`], the only place that knows every backend, returns. A store never sees
+//! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
+//! upstream stores it.
+//!
+//! A backend does not write the symmetric-key protocol itself: it implements
+//! [`symmetric_rows::SymmetricKeyRows`] (read the `ApplicationDatas` rows, apply a planned
+//! change under its lock) and gets [`SymmetricKeyStore`] from the plans of
+//! [`symmetric_rows`].
 //!
 //! Errors are split by what the caller must do: [`StoreError::Unavailable`] is a transient
-//! fault (answer 503, never "no key"), [`StoreError::Corrupt`] is data that cannot be read.
+//! fault (answer 503, never "no key"), [`StoreError::Corrupt`] is data that cannot be read,
+//! [`StoreError::Config`] a [`Refusal`] an operator must act on. Each keeps the driver or I/O
+//! error it came from as its source; text is made only where it is shown.
 
 pub mod json;
 pub mod last_access;
-#[cfg(feature = "mysql")]
-pub mod mysql;
-#[cfg(feature = "postgresql")]
-pub mod postgres;
+pub mod schema;
 #[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlserver"))]
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlserver")]
 pub mod sqlserver;
+#[cfg(any(feature = "postgresql", feature = "mysql"))]
+pub mod sqlx_server;
+pub mod symmetric_rows;
+pub mod user_key_rows;
 
 use std::sync::Arc;
 
@@ -38,6 +48,19 @@ pub struct StoredUserKey {
     pub creation_date: OffsetDateTime,
     pub revision_date: Option<OffsetDateTime>,
     pub last_access_date: Option<OffsetDateTime>,
+}
+
+impl StoredUserKey {
+    /// A row as a first write makes it: created at `creation_date`, never revised or read.
+    pub fn fresh(id: Uuid, sealed_key: String, creation_date: OffsetDateTime) -> Self {
+        Self {
+            id,
+            sealed_key,
+            creation_date,
+            revision_date: None,
+            last_access_date: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoredUserKey {
@@ -67,26 +90,171 @@ pub enum PutOutcome {
     Replaced,
 }
 
+/// Any error a driver, the file system or the runtime hands back.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not answer now (locked, unreachable, I/O error). Retrying may help.
     #[error("the key store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Fault),
     /// The backend answered with data this service cannot read.
     #[error("the key store holds data that cannot be read: {0}")]
-    Corrupt(String),
-    /// The store cannot be opened as configured (wrong path, wrong schema, ...).
-    #[error("{0}")]
-    Config(String),
+    Corrupt(#[source] Fault),
+    /// The store cannot be used as configured (wrong path, wrong schema, ...).
+    #[error(transparent)]
+    Config(Refusal),
 }
 
-/// The storage seam. Implementations must make every acknowledged write durable before
-/// returning `Ok`, and must be safe under concurrent calls.
+impl StoreError {
+    /// A transient fault caused by `source`.
+    pub fn unavailable(source: impl Into<SourceError>) -> Self {
+        Self::Unavailable(Fault::from_source(source))
+    }
+
+    /// A transient fault this service noticed itself (a deadline, a lock held too long).
+    pub fn unavailable_because(what: impl Into<String>) -> Self {
+        Self::Unavailable(Fault::new(what))
+    }
+
+    /// Stored data that cannot be read, described.
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Self::Corrupt(Fault::new(what))
+    }
+
+    /// Stored data that the driver could not decode.
+    pub fn corrupt_from(source: impl Into<SourceError>) -> Self {
+        Self::Corrupt(Fault::from_source(source))
+    }
+}
+
+impl From<Refusal> for StoreError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Config(refusal)
+    }
+}
+
+/// What went wrong: a description, the error underneath, or both (`what: source`).
+#[derive(Debug)]
+pub struct Fault {
+    what: Option<String>,
+    source: Option<SourceError>,
+}
+
+impl Fault {
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: Some(what.into()),
+            source: None,
+        }
+    }
+
+    pub fn from_source(source: impl Into<SourceError>) -> Self {
+        Self {
+            what: None,
+            source: Some(source.into()),
+        }
+    }
+
+    /// `what`, caused by `source`.
+    pub fn caused(what: impl Into<String>, source: impl Into<SourceError>) -> Self {
+        Self {
+            what: Some(what.into()),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.what, &self.source) {
+            (Some(what), Some(source)) => write!(f, "{what}: {source}"),
+            (Some(what), None) => f.write_str(what),
+            (None, Some(source)) => write!(f, "{source}"),
+            (None, None) => f.write_str("unknown fault"),
+        }
+    }
+}
+
+impl std::error::Error for Fault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Why a store refuses to work as configured: something an operator must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("there is no symmetric key to rotate from")]
+    NoSymmetricKeyToRotate,
+    #[error(
+        "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess"
+    )]
+    MigrationWithoutTables,
+    #[error(
+        "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database"
+    )]
+    PartialSchema,
+    #[error("table `{table}` has no {kind} column `{column}`; this is not upstream's schema")]
+    ForeignColumn {
+        table: &'static str,
+        column: &'static str,
+        kind: &'static str,
+    },
+    #[error(
+        "the database `{database}` does not exist and could not be created ({setting}): {source}"
+    )]
+    DatabaseNotCreated {
+        database: String,
+        setting: &'static str,
+        #[source]
+        source: SourceError,
+    },
+    /// The server refused the connection in a way that will not fix itself (wrong password,
+    /// missing permission, TLS that does not verify).
+    #[error("{problem} ({setting}): {source}")]
+    Rejected {
+        problem: &'static str,
+        setting: &'static str,
+        #[source]
+        source: SourceError,
+    },
+    #[error(
+        "database provider `{0}` (keyConnectorSettings__database__provider) is not compiled into this build: \
+         rebuild with `--features {0}` (the default build has every provider)"
+    )]
+    NotBuilt(&'static str),
+    /// The file or database named by the settings cannot be used.
+    #[error("{0}")]
+    Unusable(#[source] Fault),
+    /// The document named by `setting` cannot be read; it was not overwritten.
+    #[error("{fault} ({setting}); the file was left untouched")]
+    UnreadableFile {
+        #[source]
+        fault: Fault,
+        setting: &'static str,
+    },
+}
+
+/// What every backend is, whatever it stores.
 #[async_trait]
-pub trait UserKeyStore: Send + Sync + 'static {
+pub trait StoreBackend: Send + Sync + 'static {
     /// A short name for logs and reports, such as `sqlite` or `json`.
     fn kind(&self) -> &'static str;
 
+    /// A cheap round trip proving the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and releases resources; called once on shutdown.
+    async fn close(&self);
+}
+
+/// The wrapped symmetric key and the pending one of a rotation. Implemented for every
+/// [`symmetric_rows::SymmetricKeyRows`] backend by the plans of [`symmetric_rows`].
+#[async_trait]
+pub trait SymmetricKeyStore: StoreBackend {
     /// The wrapped symmetric key (base64), if one was ever saved. With several rows (an
     /// upstream race can create them) this is the first one, as upstream reads it.
     async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError>;
@@ -120,7 +288,12 @@ pub trait UserKeyStore: Send + Sync + 'static {
         &self,
         expected_current: &str,
     ) -> Result<bool, StoreError>;
+}
 
+/// The sealed user keys (`UserKeys`). Implementations must make every acknowledged write
+/// durable before returning `Ok`, and must be safe under concurrent calls.
+#[async_trait]
+pub trait UserKeyStore: StoreBackend {
     /// Replaces a user's sealed key if it is still `expected` (dates unchanged); `false`
     /// when it changed meanwhile or the row is gone.
     async fn reseal_user_key(
@@ -153,16 +326,15 @@ pub trait UserKeyStore: Send + Sync + 'static {
 
     /// Every row, for transfers and reports.
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError>;
-
-    /// A cheap round trip proving the backend answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Flushes and releases resources; called once on shutdown.
-    async fn close(&self);
 }
 
+/// A backend holding both aggregates, as every store of this service does.
+pub trait KeyStore: SymmetricKeyStore + UserKeyStore {}
+
+impl<T: SymmetricKeyStore + UserKeyStore + ?Sized> KeyStore for T {}
+
 /// Opens (and creates or migrates, like upstream) the configured store.
-pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn UserKeyStore>, StoreError> {
+pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>, StoreError> {
     match settings {
         DatabaseSettings::Json { path } => Ok(Arc::new(json::JsonFileStore::open(path).await?)),
         #[cfg(feature = "sqlite")]
@@ -170,27 +342,18 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn UserKeySt
             Ok(Arc::new(sqlite::SqliteStore::open(connection).await?))
         }
         #[cfg(feature = "postgresql")]
-        DatabaseSettings::PostgreSql { connection } => {
-            Ok(Arc::new(postgres::PostgresStore::open(connection).await?))
-        }
+        DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
+            sqlx_server::SqlxServerStore::open_postgres(connection).await?,
+        )),
         #[cfg(feature = "mysql")]
-        DatabaseSettings::MySql { connection } => {
-            Ok(Arc::new(mysql::MySqlStore::open(connection).await?))
-        }
+        DatabaseSettings::MySql { connection } => Ok(Arc::new(
+            sqlx_server::SqlxServerStore::open_mysql(connection).await?,
+        )),
         #[cfg(feature = "sqlserver")]
         DatabaseSettings::SqlServer { connection } => {
             Ok(Arc::new(sqlserver::SqlServerStore::open(connection).await?))
         }
         #[allow(unreachable_patterns)]
-        other => Err(not_built(other.provider_name())),
+        other => Err(Refusal::NotBuilt(other.provider_name()).into()),
     }
-}
-
-/// A provider left out of this build with `--no-default-features`.
-#[allow(dead_code)]
-fn not_built(provider: &str) -> StoreError {
-    StoreError::Config(format!(
-        "database provider `{provider}` (keyConnectorSettings__database__provider) is not compiled into this build: \
-         rebuild with `--features {provider}` (the default build has every provider)"
-    ))
 }

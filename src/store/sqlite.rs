@@ -22,10 +22,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
+use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
 
@@ -76,7 +78,12 @@ struct Connections {
 }
 
 fn unavailable(error: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    StoreError::unavailable(error)
+}
+
+/// A blocking task that panicked or was cancelled.
+fn task_failed(error: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(Fault::caused("SQLite task failed", error))
 }
 
 fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -90,16 +97,19 @@ impl SqliteStore {
         let settings = connection.clone();
         tokio::task::spawn_blocking(move || Self::open_blocking(&settings))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(StoreError::unavailable)?
     }
 
     fn open_blocking(settings: &SqliteConnection) -> Result<Self, StoreError> {
         let path = settings.path.clone();
         let config_error = |e: rusqlite::Error| {
-            StoreError::Config(format!(
-                "cannot open the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString): {e}",
-                path.display()
-            ))
+            StoreError::Config(Refusal::Unusable(Fault::caused(
+                format!(
+                    "cannot open the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString)",
+                    path.display()
+                ),
+                e,
+            )))
         };
         let base = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let writer_flags = if settings.read_only {
@@ -141,7 +151,7 @@ impl SqliteStore {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || query(&lock(&shared.readers[0])))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+            .map_err(task_failed)?
     }
 
     /// Runs a write transaction (`BEGIN IMMEDIATE`) on the blocking pool. It completes even
@@ -161,7 +171,7 @@ impl SqliteStore {
             Ok(result)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+        .map_err(task_failed)?
     }
 }
 
@@ -178,52 +188,57 @@ fn configure(connection: &Connection, writer: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates upstream's schema in an empty database, or checks an existing one.
+/// The types `PRAGMA table_info` reports for upstream's columns.
+const COLUMNS: ColumnTypes = ColumnTypes::new("INTEGER", "TEXT", "TEXT", "TEXT");
+
+/// Creates upstream's schema in an empty database, or checks an existing one. A read-only
+/// database is only checked.
 fn migrate(connection: &Connection, read_only: bool) -> Result<(), StoreError> {
     if read_only {
-        return check_schema(connection).map(|_| ());
+        if current_schema_plan(connection)? != SchemaPlan::Create {
+            check_columns(&columns(connection)?, &COLUMNS)?;
+        }
+        return Ok(());
     }
     // `BEGIN IMMEDIATE` so that two instances starting on one new file create it once.
     connection
         .execute_batch("BEGIN IMMEDIATE")
         .map_err(unavailable)?;
     let result = (|| {
-        match check_schema(connection)? {
-            Schema::Empty => {
-                for statement in [
-                    CREATE_APPLICATION_DATAS,
-                    CREATE_USER_KEYS,
-                    CREATE_MIGRATIONS_HISTORY,
-                ] {
-                    connection.execute(statement, []).map_err(unavailable)?;
-                }
-                record_migration(connection)?;
-                tracing::info!("created the key connector schema in a new SQLite database");
-            }
-            Schema::TablesWithoutHistory => {
-                // Tables without EF's record would make upstream try to create them again
-                // and fail; record the migration they correspond to.
-                connection
-                    .execute(CREATE_MIGRATIONS_HISTORY, [])
-                    .map_err(unavailable)?;
-                record_migration(connection)?;
-            }
-            Schema::Complete => {}
+        let plan = current_schema_plan(connection)?;
+        let statements: &[&str] = match plan {
+            SchemaPlan::Create => &[
+                CREATE_APPLICATION_DATAS,
+                CREATE_USER_KEYS,
+                CREATE_MIGRATIONS_HISTORY,
+            ],
+            // Tables without EF's record would make upstream try to create them again and
+            // fail; record the migration they correspond to.
+            SchemaPlan::RecordMigration => &[CREATE_MIGRATIONS_HISTORY],
+            SchemaPlan::UpToDate => &[],
+        };
+        for statement in statements {
+            connection.execute(statement, []).map_err(unavailable)?;
         }
-        Ok(())
+        if plan != SchemaPlan::UpToDate {
+            connection
+                .execute(
+                    r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (?1, ?2)"#,
+                    [MIGRATION_ID, PRODUCT_VERSION],
+                )
+                .map_err(unavailable)?;
+        }
+        if plan == SchemaPlan::Create {
+            tracing::info!("created the key connector schema in a new SQLite database");
+        }
+        check_columns(&columns(connection)?, &COLUMNS)
     })();
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     connection.execute_batch(end).map_err(unavailable)?;
     result
 }
 
-enum Schema {
-    Empty,
-    TablesWithoutHistory,
-    Complete,
-}
-
-fn check_schema(connection: &Connection) -> Result<Schema, StoreError> {
+fn current_schema_plan(connection: &Connection) -> Result<SchemaPlan, StoreError> {
     let mut statement = connection
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .map_err(unavailable)?;
@@ -233,7 +248,7 @@ fn check_schema(connection: &Connection) -> Result<Schema, StoreError> {
         .collect::<Result<_, _>>()
         .map_err(unavailable)?;
     let has = |name: &str| tables.iter().any(|t| t == name);
-    let history = has("__EFMigrationsHistory")
+    let recorded = has("__EFMigrationsHistory")
         && connection
             .query_row(
                 r#"SELECT 1 FROM "__EFMigrationsHistory" WHERE "MigrationId" = ?1"#,
@@ -243,66 +258,26 @@ fn check_schema(connection: &Connection) -> Result<Schema, StoreError> {
             .optional()
             .map_err(unavailable)?
             .is_some();
-    match (has("ApplicationDatas"), has("UserKeys")) {
-        (false, false) if history => Err(StoreError::Config(
-            "the database records upstream's InitialCreate migration but its tables are missing; refusing to guess".into(),
-        )),
-        (false, false) => Ok(Schema::Empty),
-        (true, true) => {
-            check_columns(connection, "ApplicationDatas", &[("Id", "INTEGER"), ("SymmetricKey", "TEXT")])?;
-            check_columns(
-                connection,
-                "UserKeys",
-                &[
-                    ("Id", "TEXT"),
-                    ("Key", "TEXT"),
-                    ("CreationDate", "TEXT"),
-                    ("RevisionDate", "TEXT"),
-                    ("LastAccessDate", "TEXT"),
-                ],
-            )?;
-            Ok(if history { Schema::Complete } else { Schema::TablesWithoutHistory })
-        }
-        _ => Err(StoreError::Config(
-            "the database has only one of the tables `ApplicationDatas` and `UserKeys`; it is not a key connector database".into(),
-        )),
-    }
+    schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)
 }
 
-fn record_migration(connection: &Connection) -> Result<(), StoreError> {
-    connection
-        .execute(
-            r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (?1, ?2)"#,
-            [MIGRATION_ID, PRODUCT_VERSION],
-        )
-        .map_err(unavailable)?;
-    Ok(())
-}
-
-fn check_columns(
-    connection: &Connection,
-    table: &str,
-    expected: &[(&str, &str)],
-) -> Result<(), StoreError> {
-    let mut statement = connection
-        .prepare(&format!(r#"PRAGMA table_info("{table}")"#))
-        .map_err(unavailable)?;
-    let columns: Vec<(String, String)> = statement
-        .query_map([], |row| Ok((row.get("name")?, row.get("type")?)))
-        .map_err(unavailable)?
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)?;
-    for (column, kind) in expected {
-        if !columns
-            .iter()
-            .any(|(n, t)| n == column && t.eq_ignore_ascii_case(kind))
-        {
-            return Err(StoreError::Config(format!(
-                "table `{table}` has no {kind} column `{column}`; this is not upstream's schema"
-            )));
+/// `(table, column, type)` of upstream's two tables, as `PRAGMA table_info` reports them.
+fn columns(connection: &Connection) -> Result<Vec<(String, String, String)>, StoreError> {
+    let mut columns = Vec::new();
+    for table in ["ApplicationDatas", "UserKeys"] {
+        let mut statement = connection
+            .prepare(&format!(r#"PRAGMA table_info("{table}")"#))
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((table.to_owned(), row.get("name")?, row.get("type")?))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            columns.push(row.map_err(unavailable)?);
         }
     }
-    Ok(())
+    Ok(columns)
 }
 
 /// GUIDs as EF Core's SQLite provider writes them.
@@ -339,8 +314,8 @@ fn parse_row(
     (id_text, key, created, revised, accessed): RawRow,
 ) -> Result<StoredUserKey, StoreError> {
     let id = Uuid::try_parse(&id_text)
-        .map_err(|_| StoreError::Corrupt(format!("UserKeys row `{id_text}`: Id is not a GUID")))?;
-    let corrupt = |what: String| StoreError::Corrupt(format!("UserKeys row {id}: {what}"));
+        .map_err(|_| StoreError::corrupt(format!("UserKeys row `{id_text}`: Id is not a GUID")))?;
+    let corrupt = |what: String| StoreError::corrupt(format!("UserKeys row {id}: {what}"));
     let date = |column: &str, text: Option<String>| {
         text.map(|t| dotnet_time::parse(&t).map_err(|e| corrupt(format!("{column}: {e}"))))
             .transpose()
@@ -355,176 +330,69 @@ fn parse_row(
     })
 }
 
-fn first_symmetric_key(
-    connection: &Connection,
-) -> Result<Option<(i64, Option<String>)>, StoreError> {
+fn key_rows(connection: &Connection) -> Result<Vec<KeyRow<i64>>, StoreError> {
     connection
-        .prepare_cached(
-            r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1"#,
-        )
+        .prepare_cached(r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id""#)
         .and_then(|mut s| {
-            s.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
+            s.query_map([], |row| {
+                Ok(KeyRow {
+                    id: row.get(0)?,
+                    key: row.get(1)?,
+                })
+            })?
+            .collect()
         })
         .map_err(unavailable)
 }
 
+fn write_key_row(connection: &Connection, write: &RowWrite<i64>) -> rusqlite::Result<usize> {
+    match write {
+        RowWrite::Insert { key } => connection.execute(
+            r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
+            [key],
+        ),
+        RowWrite::Update { id, key } => connection.execute(
+            r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
+            params![key, id],
+        ),
+        RowWrite::DeleteAllBut { keep } => {
+            connection.execute(r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> ?1"#, [keep])
+        }
+    }
+}
+
 #[async_trait]
-impl UserKeyStore for SqliteStore {
+impl StoreBackend for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
 
-    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        self.read(|connection| {
-            Ok(first_symmetric_key(connection)?
-                .and_then(|(_, key)| key)
-                .filter(|k| !k.is_empty()))
-        })
-        .await
-    }
-
-    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        let wrapped = wrapped.to_owned();
-        self.write(move |tx| match first_symmetric_key(tx)? {
-            Some((_, Some(existing))) if !existing.is_empty() => Ok(existing),
-            Some((id, _)) => {
-                tx.execute(
-                    r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
-                    params![wrapped, id],
-                )
-                .map_err(unavailable)?;
-                Ok(wrapped)
-            }
-            None => {
-                tx.execute(
-                    r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
-                    [&wrapped],
-                )
-                .map_err(unavailable)?;
-                Ok(wrapped)
-            }
-        })
-        .await
-    }
-
-    async fn replace_symmetric_key(
-        &self,
-        expected: &str,
-        replacement: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, replacement) = (expected.to_owned(), replacement.to_owned());
-        self.write(move |tx| {
-            let changed = tx
-                .execute(
-                    r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "SymmetricKey" = ?2"#,
-                    params![replacement, expected],
-                )
-                .map_err(unavailable)?;
-            Ok(changed > 0)
-        })
-        .await
-    }
-
-    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.read(|connection| {
             connection
-                .query_row(
-                    r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 1 OFFSET 1"#,
-                    [],
-                    |row| row.get::<_, Option<String>>(0),
-                )
-                .optional()
-                .map(|key| key.flatten().filter(|k| !k.is_empty()))
+                .query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(unavailable)
         })
         .await
     }
 
-    async fn save_pending_symmetric_key_if_absent(
-        &self,
-        wrapped: &str,
-    ) -> Result<String, StoreError> {
-        let wrapped = wrapped.to_owned();
-        self.write(move |tx| {
-            let keys: Vec<Option<String>> = tx
-                .prepare(r#"SELECT "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#)
-                .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
-                .map_err(unavailable)?;
-            match keys.as_slice() {
-                [] => Err(StoreError::Config(
-                    "there is no symmetric key to rotate from".into(),
-                )),
-                [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
-                _ => {
-                    tx.execute(
-                        r#"INSERT INTO "ApplicationDatas" ("SymmetricKey") VALUES (?1)"#,
-                        [&wrapped],
-                    )
-                    .map_err(unavailable)?;
-                    Ok(wrapped)
-                }
+    async fn close(&self) {
+        // Checkpoint the WAL into the main file so the database is a single file again for
+        // whoever opens it next (the official service included).
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            let writer = lock(&shared.writer);
+            if let Err(error) = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::debug!(%error, path = %shared.path.display(), "WAL checkpoint on close failed");
             }
         })
-        .await
+        .await;
     }
+}
 
-    async fn promote_pending_symmetric_key(
-        &self,
-        expected_current: &str,
-    ) -> Result<bool, StoreError> {
-        let expected = expected_current.to_owned();
-        self.write(move |tx| {
-            let rows: Vec<(i64, Option<String>)> = tx
-                .prepare(
-                    r#"SELECT "Id", "SymmetricKey" FROM "ApplicationDatas" ORDER BY "Id" LIMIT 2"#,
-                )
-                .and_then(|mut s| {
-                    s.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                        .collect()
-                })
-                .map_err(unavailable)?;
-            let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
-                return Ok(false);
-            };
-            if *current != expected || pending.is_empty() {
-                return Ok(false);
-            }
-            tx.execute(
-                r#"UPDATE "ApplicationDatas" SET "SymmetricKey" = ?1 WHERE "Id" = ?2"#,
-                params![pending, first],
-            )
-            .map_err(unavailable)?;
-            tx.execute(
-                r#"DELETE FROM "ApplicationDatas" WHERE "Id" <> ?1"#,
-                [first],
-            )
-            .map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
-    }
-
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        let (expected, resealed) = (expected.to_owned(), resealed.to_owned());
-        self.write(move |tx| {
-            let changed = tx
-                .execute(
-                    r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" IN (?2, ?3) AND "Key" = ?4"#,
-                    params![resealed, guid_text(id), lower_guid_text(id), expected],
-                )
-                .map_err(unavailable)?;
-            Ok(changed > 0)
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+#[async_trait]
+impl UserKeyRows for SqliteStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
         let raw = self
             .read(move |connection| {
@@ -540,7 +408,24 @@ impl UserKeyStore for SqliteStore {
         raw.map(parse_row).transpose()
     }
 
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        let rows = self
+            .read(|connection| {
+                let mut statement = connection
+                    .prepare(select_user_key!(r#"ORDER BY "CreationDate""#))
+                    .map_err(unavailable)?;
+                let rows = statement
+                    .query_map([], raw_row)
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(parse_row).collect()
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
         let key = key.clone();
         self.write(move |tx| {
             let exists = tx
@@ -569,41 +454,37 @@ impl UserKeyStore for SqliteStore {
         .await
     }
 
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealed_key = sealed_key.to_owned();
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let (id, sealed_key) = (change.id, change.sealed_key.to_owned());
+        let now = dotnet_time::format_sqlite(change.now);
         self.write(move |tx| {
-            let now_text = dotnet_time::format_sqlite(now);
-            let updated = tx
+            let replaced = tx
                 .execute(
                     r#"UPDATE "UserKeys" SET "Key" = ?1, "RevisionDate" = ?2 WHERE "Id" IN (?3, ?4)"#,
-                    params![sealed_key, now_text, guid_text(id), lower_guid_text(id)],
+                    params![sealed_key, now, guid_text(id), lower_guid_text(id)],
                 )
                 .map_err(unavailable)?;
-            if updated > 0 {
-                return Ok(PutOutcome::Replaced);
-            }
-            tx.execute(
-                r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate") VALUES (?1, ?2, ?3, NULL, NULL)"#,
-                params![guid_text(id), sealed_key, now_text],
-            )
-            .map_err(unavailable)?;
-            Ok(PutOutcome::Created)
+            Ok(replaced > 0)
         })
         .await
     }
 
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let id = change.id;
+        let (expected, resealed) = (change.expected.to_owned(), change.resealed.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" IN (?2, ?3) AND "Key" = ?4"#,
+                    params![resealed, guid_text(id), lower_guid_text(id), expected],
+                )
+                .map_err(unavailable)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
         let accesses = accesses.to_vec();
         self.write(move |tx| {
             let mut statement = tx
@@ -624,43 +505,28 @@ impl UserKeyStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        let rows = self
-            .read(|connection| {
-                let mut statement = connection
-                    .prepare(select_user_key!(r#"ORDER BY "CreationDate""#))
-                    .map_err(unavailable)?;
-                let rows = statement
-                    .query_map([], raw_row)
-                    .map_err(unavailable)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(unavailable)?;
-                Ok(rows)
-            })
-            .await?;
-        rows.into_iter().map(parse_row).collect()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
+#[async_trait]
+impl SymmetricKeyRows for SqliteStore {
+    async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
         self.read(|connection| {
-            connection
-                .query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(unavailable)
+            Ok(key_rows(connection)?
+                .into_iter()
+                .map(|row| row.key)
+                .collect())
         })
         .await
     }
 
-    async fn close(&self) {
-        // Checkpoint the WAL into the main file so the database is a single file again for
-        // whoever opens it next (the official service included).
-        let shared = Arc::clone(&self.shared);
-        let _ = tokio::task::spawn_blocking(move || {
-            let writer = lock(&shared.writer);
-            if let Err(error) = writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-                tracing::debug!(%error, path = %shared.path.display(), "WAL checkpoint on close failed");
+    async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
+        self.write(move |tx| {
+            let plan = plan(&change, &key_rows(tx)?)?;
+            for write in &plan.writes {
+                write_key_row(tx, write).map_err(unavailable)?;
             }
+            Ok(plan.answer)
         })
-        .await;
+        .await
     }
 }

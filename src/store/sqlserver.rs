@@ -20,17 +20,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use secrecy::ExposeSecret;
-use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row, SqlBrowser};
-use time::{OffsetDateTime, PrimitiveDateTime};
+use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Row, SqlBrowser, ToSql};
+use time::PrimitiveDateTime;
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
 
+use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::sql::{
-    BOOTSTRAP_LOCK_NAME, SchemaPlan, from_naive_utc, log_connection_warnings, require_key,
-    schema_plan, to_naive_utc, with_deadline,
+    BOOTSTRAP_LOCK_NAME, BOOTSTRAP_LOCK_WAIT, from_naive_utc, lock_not_granted,
+    log_connection_warnings, require_key, to_naive_utc, with_deadline,
 };
-use super::{CreateOutcome, PutOutcome, StoreError, StoredUserKey, UserKeyStore};
+use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
+use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
+use super::{CreateOutcome, Refusal, StoreBackend, StoreError, StoredUserKey};
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
 
@@ -39,9 +42,6 @@ const SETTING: &str = "keyConnectorSettings__database__sqlServerConnectionString
 /// Upstream's SQL Server migration and the EF Core version its snapshot records.
 pub const MIGRATION_ID: &str = "20210820154908_InitialCreate";
 const PRODUCT_VERSION: &str = "5.0.9";
-
-/// How long a starting instance waits for another one holding the bootstrap lock.
-const BOOTSTRAP_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// The DDL SqlClient's EF Core provider generates for upstream's `InitialCreate`.
 pub const CREATE_HISTORY: &str = "IF OBJECT_ID(N'[__EFMigrationsHistory]') IS NULL
@@ -68,16 +68,13 @@ pub const CREATE_SCHEMA: [&str; 2] = [
 )",
 ];
 
-/// Columns upstream's schema has, with the `DATA_TYPE` `INFORMATION_SCHEMA` reports.
-const EXPECTED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("ApplicationDatas", "Id", "int"),
-    ("ApplicationDatas", "SymmetricKey", "nvarchar"),
-    ("UserKeys", "Id", "uniqueidentifier"),
-    ("UserKeys", "Key", "nvarchar"),
-    ("UserKeys", "CreationDate", "datetime2"),
-    ("UserKeys", "RevisionDate", "datetime2"),
-    ("UserKeys", "LastAccessDate", "datetime2"),
-];
+/// The `DATA_TYPE`s `INFORMATION_SCHEMA` reports for upstream's columns.
+const COLUMNS: ColumnTypes = ColumnTypes::new("int", "uniqueidentifier", "nvarchar", "datetime2");
+
+const LIST_TABLES: &str = "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
+     AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
+const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
+     WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";
 
 /// Takes the bootstrap lock for the current transaction; selects the result code
 /// (`>= 0` granted, `-1` timed out).
@@ -91,8 +88,7 @@ pub const INSERT_USER_KEY: &str = "INSERT INTO [UserKeys] ([Id], [Key], [Creatio
 pub const REPLACE_USER_KEY: &str =
     "UPDATE [UserKeys] SET [Key] = @P1, [RevisionDate] = @P2 WHERE [Id] = @P3";
 const SELECT_ALL_USER_KEYS: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] ORDER BY [CreationDate], [Id]";
-const SELECT_FIRST_SYMMETRIC_KEY: &str =
-    "SELECT TOP (1) [Id], [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]";
+const SELECT_KEY_ROWS: &str = "SELECT [Id], [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]";
 
 /// SQL Server error numbers.
 const LOGIN_FAILED: u32 = 18456;
@@ -258,16 +254,19 @@ fn store_error(error: tiberius::error::Error) -> StoreError {
     match error {
         tiberius::error::Error::Conversion(_)
         | tiberius::error::Error::Utf8
-        | tiberius::error::Error::Utf16 => StoreError::Corrupt(error.to_string()),
-        other => StoreError::Unavailable(other.to_string()),
+        | tiberius::error::Error::Utf16 => StoreError::corrupt_from(error),
+        other => StoreError::unavailable(other),
     }
 }
 
 fn open_error(error: tiberius::error::Error) -> StoreError {
     if error.code() == Some(LOGIN_FAILED) {
-        return StoreError::Config(format!(
-            "SQL Server refused the login: check the user name and password ({SETTING}): {error}"
-        ));
+        return Refusal::Rejected {
+            problem: "SQL Server refused the login: check the user name and password",
+            setting: SETTING,
+            source: Box::new(error),
+        }
+        .into();
     }
     store_error(error)
 }
@@ -276,7 +275,7 @@ fn pool_error(error: RunError<tiberius::error::Error>) -> StoreError {
     match error {
         RunError::User(error) => store_error(error),
         RunError::TimedOut => {
-            StoreError::Unavailable("no connection to SQL Server could be had in time".into())
+            StoreError::unavailable_because("no connection to SQL Server could be had in time")
         }
     }
 }
@@ -309,15 +308,57 @@ type LockedWork<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 impl SqlServerStore {
+    /// The rows `statement` selects.
+    async fn select(
+        &self,
+        deadline: Duration,
+        statement: &'static str,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<Row>, StoreError> {
+        with_deadline(deadline, async {
+            on_connection!(self.pool, |client| async {
+                client
+                    .query(statement, params)
+                    .await?
+                    .into_first_result()
+                    .await
+            }
+            .await)
+        })
+        .await
+    }
+
+    /// Runs a statement that changes rows; returns how many.
+    async fn execute(
+        &self,
+        statement: &'static str,
+        params: &[&dyn ToSql],
+    ) -> Result<u64, StoreError> {
+        with_deadline(self.deadline, async {
+            on_connection!(self.pool, |client| client
+                .execute(statement, params)
+                .await
+                .map(|result| result.total()))
+        })
+        .await
+    }
+
     /// Runs `work` in a transaction holding the bootstrap application lock; commits when it
-    /// succeeds, rolls back otherwise.
-    async fn in_locked_transaction<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// succeeds, rolls back otherwise. `driver_error` classifies what the server answers.
+    async fn in_locked_transaction<T, F>(
+        &self,
+        driver_error: fn(tiberius::error::Error) -> StoreError,
+        work: F,
+    ) -> Result<T, StoreError>
     where
         F: for<'c> FnOnce(&'c mut TdsClient) -> LockedWork<'c, T> + Send,
         T: Send,
     {
         with_deadline(self.deadline + BOOTSTRAP_LOCK_WAIT, async {
-            let mut pooled = self.pool.get().await.map_err(pool_error)?;
+            let mut pooled = self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => driver_error(e),
+                RunError::TimedOut => pool_error(RunError::TimedOut),
+            })?;
             pooled.in_flight = true;
             let client = &mut pooled.client;
             run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
@@ -365,34 +406,30 @@ impl SqlServerStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut pooled = self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => open_error(e),
-            RunError::TimedOut => pool_error(RunError::TimedOut),
-        })?;
-        pooled.in_flight = true;
-        let client = &mut pooled.client;
-        run_batch(client, "SET XACT_ABORT ON; BEGIN TRANSACTION").await?;
-        let result = migrate_in_transaction(client).await;
-        let end = if result.is_ok() {
-            "COMMIT TRANSACTION"
-        } else {
-            "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"
-        };
-        run_batch(client, end).await?;
-        pooled.in_flight = false;
-        result
+        self.in_locked_transaction(open_error, |client| {
+            Box::pin(migrate_in_transaction(client))
+        })
+        .await
     }
 }
 
-async fn run_batch(client: &mut TdsClient, sql: &str) -> Result<(), StoreError> {
+/// The rows of the first result `sql` answers; `driver_error` classifies a failure.
+async fn rows_of(
+    client: &mut TdsClient,
+    sql: &str,
+    driver_error: fn(tiberius::error::Error) -> StoreError,
+) -> Result<Vec<Row>, StoreError> {
     client
         .simple_query(sql)
         .await
-        .map_err(open_error)?
-        .into_results()
+        .map_err(driver_error)?
+        .into_first_result()
         .await
-        .map_err(open_error)?;
-    Ok(())
+        .map_err(driver_error)
+}
+
+async fn run_batch(client: &mut TdsClient, sql: &str) -> Result<(), StoreError> {
+    rows_of(client, sql, open_error).await.map(drop)
 }
 
 async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
@@ -412,25 +449,13 @@ async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
         .flatten();
     match granted {
         Some(code) if code >= 0 => Ok(()),
-        _ => Err(StoreError::Unavailable(format!(
-            "another instance held the `{BOOTSTRAP_LOCK_NAME}` lock for over {} s",
-            BOOTSTRAP_LOCK_WAIT.as_secs()
-        ))),
+        _ => Err(lock_not_granted(BOOTSTRAP_LOCK_NAME)),
     }
 }
 
 async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError> {
-    take_bootstrap_lock(client).await?;
-    let tables: Vec<String> = client
-        .simple_query(
-            "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
-             AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')",
-        )
-        .await
-        .map_err(open_error)?
-        .into_first_result()
-        .await
-        .map_err(open_error)?
+    let tables: Vec<String> = rows_of(client, LIST_TABLES, open_error)
+        .await?
         .iter()
         .filter_map(|r| r.get::<&str, _>(0).map(str::to_owned))
         .collect();
@@ -447,59 +472,36 @@ async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError
             .await
             .map_err(open_error)?
             .is_some();
-    match schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)? {
-        SchemaPlan::Create => {
-            run_batch(client, CREATE_HISTORY).await?;
-            for statement in CREATE_SCHEMA {
-                run_batch(client, statement).await?;
-            }
-            record_migration(client).await?;
-            tracing::info!("created the key connector schema in the SQL Server database");
-        }
-        SchemaPlan::RecordMigration => {
-            run_batch(client, CREATE_HISTORY).await?;
-            record_migration(client).await?;
-        }
-        SchemaPlan::UpToDate => {}
+    let plan = schema_plan(has("ApplicationDatas"), has("UserKeys"), recorded)?;
+    let statements: &[&str] = match plan {
+        SchemaPlan::Create => &[CREATE_HISTORY, CREATE_SCHEMA[0], CREATE_SCHEMA[1]],
+        SchemaPlan::RecordMigration => &[CREATE_HISTORY],
+        SchemaPlan::UpToDate => &[],
+    };
+    for statement in statements {
+        run_batch(client, statement).await?;
     }
-    let columns: Vec<(String, String, String)> = client
-        .simple_query(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
-             WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')",
-        )
-        .await
-        .map_err(open_error)?
-        .into_first_result()
-        .await
-        .map_err(open_error)?
+    if plan != SchemaPlan::UpToDate {
+        client
+            .execute(
+                "INSERT INTO [__EFMigrationsHistory] ([MigrationId], [ProductVersion]) VALUES (@P1, @P2)",
+                &[&MIGRATION_ID, &PRODUCT_VERSION],
+            )
+            .await
+            .map_err(open_error)?;
+    }
+    if plan == SchemaPlan::Create {
+        tracing::info!("created the key connector schema in the SQL Server database");
+    }
+    let columns: Vec<(String, String, String)> = rows_of(client, LIST_COLUMNS, open_error)
+        .await?
         .iter()
         .map(|r| {
             let text = |i: usize| r.get::<&str, _>(i).unwrap_or_default().to_owned();
             (text(0), text(1), text(2))
         })
         .collect();
-    for (table, column, kind) in EXPECTED_COLUMNS {
-        if !columns
-            .iter()
-            .any(|(t, c, k)| t == table && c == column && k.eq_ignore_ascii_case(kind))
-        {
-            return Err(StoreError::Config(format!(
-                "table `{table}` has no {kind} column `{column}`; this is not upstream's schema"
-            )));
-        }
-    }
-    Ok(())
-}
-
-async fn record_migration(client: &mut TdsClient) -> Result<(), StoreError> {
-    client
-        .execute(
-            "INSERT INTO [__EFMigrationsHistory] ([MigrationId], [ProductVersion]) VALUES (@P1, @P2)",
-            &[&MIGRATION_ID, &PRODUCT_VERSION],
-        )
-        .await
-        .map_err(open_error)?;
-    Ok(())
+    check_columns(&columns, &COLUMNS)
 }
 
 /// EF's `Migrate()` creates a missing database; so do we, through `master`.
@@ -538,10 +540,12 @@ async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreE
     match created {
         Ok(()) => Ok(()),
         Err(error) if error.code() == Some(DATABASE_EXISTS) => Ok(()),
-        Err(error) => Err(StoreError::Config(format!(
-            "the database `{}` does not exist and could not be created ({SETTING}): {error}",
-            connection.database
-        ))),
+        Err(error) => Err(Refusal::DatabaseNotCreated {
+            database: connection.database.clone(),
+            setting: SETTING,
+            source: Box::new(error),
+        }
+        .into()),
     }
 }
 
@@ -549,10 +553,10 @@ fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
     let id: Uuid = row
         .try_get(0)
         .map_err(store_error)?
-        .ok_or_else(|| StoreError::Corrupt("a UserKeys row has no id".into()))?;
+        .ok_or_else(|| StoreError::corrupt("a UserKeys row has no id"))?;
     let key: Option<&str> = row.try_get(1).map_err(store_error)?;
     let creation: PrimitiveDateTime = row.try_get(2).map_err(store_error)?.ok_or_else(|| {
-        StoreError::Corrupt(format!("the UserKeys row of {id} has no creation date"))
+        StoreError::corrupt(format!("the UserKeys row of {id} has no creation date"))
     })?;
     let revision: Option<PrimitiveDateTime> = row.try_get(3).map_err(store_error)?;
     let last_access: Option<PrimitiveDateTime> = row.try_get(4).map_err(store_error)?;
@@ -565,339 +569,19 @@ fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
     })
 }
 
+fn key_rows(rows: &[Row]) -> Vec<KeyRow<i32>> {
+    rows.iter()
+        .map(|r| KeyRow {
+            id: r.get::<i32, _>(0).unwrap_or_default(),
+            key: r.get::<&str, _>(1).map(str::to_owned),
+        })
+        .collect()
+}
+
 #[async_trait]
-impl UserKeyStore for SqlServerStore {
+impl StoreBackend for SqlServerStore {
     fn kind(&self) -> &'static str {
         "sqlserver"
-    }
-
-    async fn read_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        with_deadline(self.deadline, async {
-            let row = on_connection!(self.pool, |client| async {
-                client
-                    .simple_query(SELECT_FIRST_SYMMETRIC_KEY)
-                    .await?
-                    .into_row()
-                    .await
-            }
-            .await)?;
-            Ok(row
-                .as_ref()
-                .and_then(|r| r.get::<&str, _>(1))
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned))
-        })
-        .await
-    }
-
-    async fn insert_symmetric_key_if_absent(&self, wrapped: &str) -> Result<String, StoreError> {
-        self.in_locked_transaction(|client| {
-            let wrapped = wrapped.to_owned();
-            Box::pin(async move {
-                let first = client
-                    .simple_query(SELECT_FIRST_SYMMETRIC_KEY)
-                    .await
-                    .map_err(store_error)?
-                    .into_row()
-                    .await
-                    .map_err(store_error)?;
-                let existing = first.as_ref().map(|r| {
-                    (
-                        r.get::<i32, _>(0).unwrap_or_default(),
-                        r.get::<&str, _>(1).map(str::to_owned),
-                    )
-                });
-                match existing {
-                    Some((_, Some(key))) if !key.is_empty() => Ok(key),
-                    Some((id, _)) => {
-                        client
-                            .execute(
-                                "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
-                                &[&wrapped.as_str(), &id],
-                            )
-                            .await
-                            .map_err(store_error)?;
-                        Ok(wrapped)
-                    }
-                    None => {
-                        client
-                            .execute(
-                                "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
-                                &[&wrapped.as_str()],
-                            )
-                            .await
-                            .map_err(store_error)?;
-                        Ok(wrapped)
-                    }
-                }
-            })
-        })
-        .await
-    }
-
-    async fn replace_symmetric_key(
-        &self,
-        expected: &str,
-        replacement: &str,
-    ) -> Result<bool, StoreError> {
-        with_deadline(self.deadline, async {
-            let changed = on_connection!(self.pool, |client| client
-                .execute(
-                    "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [SymmetricKey] = @P2",
-                    &[&replacement, &expected],
-                )
-                .await
-                .map(|result| result.total()));
-            Ok(changed? > 0)
-        })
-        .await
-    }
-
-    async fn read_pending_symmetric_key(&self) -> Result<Option<String>, StoreError> {
-        with_deadline(self.deadline, async {
-            let row = on_connection!(self.pool, |client| async {
-                client
-                    .simple_query(
-                        "SELECT [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id] OFFSET 1 ROWS FETCH NEXT 1 ROWS ONLY",
-                    )
-                    .await?
-                    .into_row()
-                    .await
-            }
-            .await)?;
-            Ok(row
-                .as_ref()
-                .and_then(|r| r.get::<&str, _>(0))
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned))
-        })
-        .await
-    }
-
-    async fn save_pending_symmetric_key_if_absent(
-        &self,
-        wrapped: &str,
-    ) -> Result<String, StoreError> {
-        self.in_locked_transaction(|client| {
-            let wrapped = wrapped.to_owned();
-            Box::pin(async move {
-                let rows = client
-                    .simple_query(
-                        "SELECT TOP (2) [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]",
-                    )
-                    .await
-                    .map_err(store_error)?
-                    .into_first_result()
-                    .await
-                    .map_err(store_error)?;
-                let keys: Vec<Option<String>> = rows
-                    .iter()
-                    .map(|r| r.get::<&str, _>(0).map(str::to_owned))
-                    .collect();
-                match keys.as_slice() {
-                    [] => Err(StoreError::Config(
-                        "there is no symmetric key to rotate from".into(),
-                    )),
-                    [_, Some(pending)] if !pending.is_empty() => Ok(pending.clone()),
-                    _ => {
-                        client
-                            .execute(
-                                "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
-                                &[&wrapped.as_str()],
-                            )
-                            .await
-                            .map_err(store_error)?;
-                        Ok(wrapped)
-                    }
-                }
-            })
-        })
-        .await
-    }
-
-    async fn promote_pending_symmetric_key(
-        &self,
-        expected_current: &str,
-    ) -> Result<bool, StoreError> {
-        self.in_locked_transaction(|client| {
-            let expected = expected_current.to_owned();
-            Box::pin(async move {
-                let rows = client
-                    .simple_query(
-                        "SELECT TOP (2) [Id], [SymmetricKey] FROM [ApplicationDatas] ORDER BY [Id]",
-                    )
-                    .await
-                    .map_err(store_error)?
-                    .into_first_result()
-                    .await
-                    .map_err(store_error)?;
-                let rows: Vec<(i32, Option<String>)> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.get::<i32, _>(0).unwrap_or_default(),
-                            r.get::<&str, _>(1).map(str::to_owned),
-                        )
-                    })
-                    .collect();
-                let [(first, Some(current)), (_, Some(pending))] = rows.as_slice() else {
-                    return Ok(false);
-                };
-                if *current != expected || pending.is_empty() {
-                    return Ok(false);
-                }
-                client
-                    .execute(
-                        "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
-                        &[&pending.as_str(), first],
-                    )
-                    .await
-                    .map_err(store_error)?;
-                client
-                    .execute("DELETE FROM [ApplicationDatas] WHERE [Id] <> @P1", &[first])
-                    .await
-                    .map_err(store_error)?;
-                Ok(true)
-            })
-        })
-        .await
-    }
-
-    async fn reseal_user_key(
-        &self,
-        id: Uuid,
-        expected: &str,
-        resealed: &str,
-    ) -> Result<bool, StoreError> {
-        with_deadline(self.deadline, async {
-            let changed = on_connection!(self.pool, |client| client
-                .execute(
-                    "UPDATE [UserKeys] SET [Key] = @P1 WHERE [Id] = @P2 AND [Key] = @P3",
-                    &[&resealed, &id, &expected],
-                )
-                .await
-                .map(|result| result.total()));
-            Ok(changed? > 0)
-        })
-        .await
-    }
-
-    async fn read_user_key(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
-        with_deadline(self.deadline, async {
-            let row = on_connection!(self.pool, |client| async {
-                client
-                    .query(SELECT_USER_KEY, &[&id])
-                    .await?
-                    .into_row()
-                    .await
-            }
-            .await)?;
-            row.as_ref().map(user_key).transpose()
-        })
-        .await
-    }
-
-    async fn create_user_key(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
-        let creation = to_naive_utc(key.creation_date);
-        let revision = key.revision_date.map(to_naive_utc);
-        let last_access = key.last_access_date.map(to_naive_utc);
-        with_deadline(self.deadline, async {
-            on_connection!(self.pool, |client| client
-                .execute(
-                    INSERT_USER_KEY,
-                    &[
-                        &key.id,
-                        &key.sealed_key.as_str(),
-                        &creation,
-                        &revision,
-                        &last_access
-                    ],
-                )
-                .await
-                .map(|_| CreateOutcome::Created)
-                .or_else(|e| if is_duplicate_key(&e) {
-                    Ok(CreateOutcome::AlreadyExists)
-                } else {
-                    Err(e)
-                }))
-        })
-        .await
-    }
-
-    async fn put_user_key(
-        &self,
-        id: Uuid,
-        sealed_key: &str,
-        now: OffsetDateTime,
-    ) -> Result<PutOutcome, StoreError> {
-        let now = to_naive_utc(now);
-        with_deadline(self.deadline, async {
-            on_connection!(self.pool, |client| async {
-                let replaced = client
-                    .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
-                    .await?
-                    .total();
-                if replaced > 0 {
-                    return Ok(PutOutcome::Replaced);
-                }
-                let none: Option<PrimitiveDateTime> = None;
-                match client
-                    .execute(INSERT_USER_KEY, &[&id, &sealed_key, &now, &none, &none])
-                    .await
-                {
-                    Ok(_) => Ok(PutOutcome::Created),
-                    // Another request created it meanwhile: replace that row.
-                    Err(e) if is_duplicate_key(&e) => {
-                        client
-                            .execute(REPLACE_USER_KEY, &[&sealed_key, &now, &id])
-                            .await?;
-                        Ok(PutOutcome::Replaced)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            .await)
-        })
-        .await
-    }
-
-    async fn record_last_access(
-        &self,
-        accesses: &[(Uuid, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
-        if accesses.is_empty() {
-            return Ok(());
-        }
-        with_deadline(self.deadline * 2, async {
-            on_connection!(self.pool, |client| async {
-                for (id, when) in accesses {
-                    client
-                        .execute(
-                            "UPDATE [UserKeys] SET [LastAccessDate] = @P1 WHERE [Id] = @P2",
-                            &[&to_naive_utc(*when), id],
-                        )
-                        .await?;
-                }
-                Ok(())
-            }
-            .await)
-        })
-        .await
-    }
-
-    async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
-        with_deadline(self.deadline * 12, async {
-            let rows = on_connection!(self.pool, |client| async {
-                client
-                    .simple_query(SELECT_ALL_USER_KEYS)
-                    .await?
-                    .into_first_result()
-                    .await
-            }
-            .await)?;
-            rows.iter().map(user_key).collect()
-        })
-        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -913,5 +597,126 @@ impl UserKeyStore for SqlServerStore {
 
     async fn close(&self) {
         // bb8 closes idle connections when the pool is dropped; nothing is buffered.
+    }
+}
+
+#[async_trait]
+impl SymmetricKeyRows for SqlServerStore {
+    async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
+        let rows = self.select(self.deadline, SELECT_KEY_ROWS, &[]).await?;
+        Ok(key_rows(&rows).into_iter().map(|row| row.key).collect())
+    }
+
+    async fn change_key_rows(&self, change: KeyRowChange) -> Result<ChangeAnswer, StoreError> {
+        self.in_locked_transaction(store_error, |client| {
+            Box::pin(async move {
+                let rows = rows_of(client, SELECT_KEY_ROWS, store_error).await?;
+                let plan = plan(&change, &key_rows(&rows))?;
+                for write in &plan.writes {
+                    match write {
+                        RowWrite::Insert { key } => {
+                            client
+                                .execute(
+                                    "INSERT INTO [ApplicationDatas] ([SymmetricKey]) VALUES (@P1)",
+                                    &[&key.as_str()],
+                                )
+                                .await
+                        }
+                        RowWrite::Update { id, key } => {
+                            client
+                                .execute(
+                                    "UPDATE [ApplicationDatas] SET [SymmetricKey] = @P1 WHERE [Id] = @P2",
+                                    &[&key.as_str(), id],
+                                )
+                                .await
+                        }
+                        RowWrite::DeleteAllBut { keep } => {
+                            client
+                                .execute("DELETE FROM [ApplicationDatas] WHERE [Id] <> @P1", &[keep])
+                                .await
+                        }
+                    }
+                    .map_err(store_error)?;
+                }
+                Ok(plan.answer)
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UserKeyRows for SqlServerStore {
+    async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
+        let rows = self.select(self.deadline, SELECT_USER_KEY, &[&id]).await?;
+        rows.first().map(user_key).transpose()
+    }
+
+    async fn list_rows(&self) -> Result<Vec<StoredUserKey>, StoreError> {
+        // A listing can be long: the deadline is for a stalled database, not a big one.
+        let rows = self
+            .select(self.deadline * 12, SELECT_ALL_USER_KEYS, &[])
+            .await?;
+        rows.iter().map(user_key).collect()
+    }
+
+    async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
+        let creation = to_naive_utc(key.creation_date);
+        let revision = key.revision_date.map(to_naive_utc);
+        let last_access = key.last_access_date.map(to_naive_utc);
+        let row: [&dyn ToSql; 5] = [
+            &key.id,
+            &key.sealed_key.as_str(),
+            &creation,
+            &revision,
+            &last_access,
+        ];
+        with_deadline(self.deadline, async {
+            on_connection!(
+                self.pool,
+                |client| match client.execute(INSERT_USER_KEY, &row).await {
+                    Ok(_) => Ok(CreateOutcome::Created),
+                    Err(e) if is_duplicate_key(&e) => Ok(CreateOutcome::AlreadyExists),
+                    Err(e) => Err(e),
+                }
+            )
+        })
+        .await
+    }
+
+    async fn replace_key(&self, change: &KeyReplacement<'_>) -> Result<bool, StoreError> {
+        let now = to_naive_utc(change.now);
+        let replaced = self
+            .execute(REPLACE_USER_KEY, &[&change.sealed_key, &now, &change.id])
+            .await?;
+        Ok(replaced > 0)
+    }
+
+    async fn reseal_key(&self, change: &Reseal<'_>) -> Result<bool, StoreError> {
+        let resealed = self
+            .execute(
+                "UPDATE [UserKeys] SET [Key] = @P1 WHERE [Id] = @P2 AND [Key] = @P3",
+                &[&change.resealed, &change.id, &change.expected],
+            )
+            .await?;
+        Ok(resealed > 0)
+    }
+
+    async fn write_last_access(&self, accesses: &[LastAccess]) -> Result<(), StoreError> {
+        with_deadline(self.deadline * 2, async {
+            on_connection!(self.pool, |client| async {
+                for (id, when) in accesses {
+                    client
+                        .execute(
+                            "UPDATE [UserKeys] SET [LastAccessDate] = @P1 WHERE [Id] = @P2",
+                            &[&to_naive_utc(*when), id],
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            .await)
+        })
+        .await
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use key_connector::config::{DatabaseSettings, SqliteConnection};
-use key_connector::store::{CreateOutcome, PutOutcome, StoredUserKey, UserKeyStore, open_store};
+use key_connector::store::{CreateOutcome, KeyStore, PutOutcome, StoredUserKey, open_store};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -45,7 +45,7 @@ impl Backend {
         }
     }
 
-    async fn open(self, dir: &Path) -> Arc<dyn UserKeyStore> {
+    async fn open(self, dir: &Path) -> Arc<dyn KeyStore> {
         open_store(&self.settings(dir)).await.expect("store opens")
     }
 
@@ -89,7 +89,7 @@ enum Storage {
 }
 
 impl Storage {
-    async fn open(&self) -> Arc<dyn UserKeyStore> {
+    async fn open(&self) -> Arc<dyn KeyStore> {
         match self {
             Storage::Dir(backend, dir) => backend.open(dir.path()).await,
             Storage::Database(database) => {
@@ -877,7 +877,7 @@ async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
     let encrypted = database.settings_via(address, "SSL Mode=Require;Application Name=kc-tls-test");
     let store = match open_store(&encrypted).await {
         Ok(store) => store,
-        Err(StoreError::Config(message)) if message.contains("TLS") => {
+        Err(StoreError::Config(message)) if message.to_string().contains("TLS") => {
             crate::skip_or_fail!("this PostgreSQL server has no TLS: {message}")
         }
         Err(error) => panic!("{error}"),
