@@ -275,12 +275,7 @@ where
                 }
                 () = self.stop.cancelled(), if closing_since.is_none() => {
                     connection.as_mut().graceful_shutdown();
-                    let grace = if activity.in_flight.load(Ordering::Acquire) == 0 {
-                        IDLE_CLOSE_GRACE
-                    } else {
-                        SHUTDOWN_GRACE
-                    };
-                    closing_since = Some((Instant::now(), grace));
+                    closing_since = Some((Instant::now(), activity.closing_grace()));
                 }
                 () = tokio::time::sleep(tick) => {
                     if let Some((since, grace)) = closing_since {
@@ -304,15 +299,21 @@ where
                     if silent >= limits.keep_alive_timeout {
                         tracing::debug!(%peer, "connection idle too long; closing");
                         connection.as_mut().graceful_shutdown();
-                        let grace = if activity.in_flight.load(Ordering::Acquire) == 0 {
-                            IDLE_CLOSE_GRACE
-                        } else {
-                            SHUTDOWN_GRACE
-                        };
-                        closing_since = Some((Instant::now(), grace));
+                        closing_since = Some((Instant::now(), activity.closing_grace()));
                     }
                 }
             }
+        }
+    }
+}
+
+impl Activity {
+    /// How long a connection asked to close may take: a request in flight gets to finish.
+    fn closing_grace(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            IDLE_CLOSE_GRACE
+        } else {
+            SHUTDOWN_GRACE
         }
     }
 }

@@ -4,6 +4,10 @@
 //! case-insensitive and trimmed, values optionally in single or double quotes with the quote
 //! doubled inside, empty segments ignored. Each store interprets the keywords it knows.
 
+/// How to write a value holding `;`, said wherever a stray part suggests one.
+pub const QUOTE_HINT: &str =
+    " (a value holding `;` must be quoted: `Password='a;b'`, a quote inside doubled)";
+
 /// A parsed connection string: lower-cased keywords with their values, in order.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString {
@@ -20,24 +24,25 @@ impl std::fmt::Debug for ConnectionString {
 }
 
 impl ConnectionString {
-    /// Parses the text; the error says where it is malformed, never what the values are.
+    /// Parses the text; the error says where it is malformed (the part, counted from 1),
+    /// never what it holds: a password with an unquoted `;` splits into parts that are
+    /// pieces of the password, so not even a keyword is repeated.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut pairs = Vec::new();
         let mut rest = text;
         loop {
+            let part = pairs.len() + 1;
             rest = rest.trim_start_matches(|c: char| c == ';' || c.is_whitespace());
             if rest.is_empty() {
                 break;
             }
-            let Some(equals) = rest.find('=') else {
-                return Err(format!(
-                    "`{}` has no `=value`",
-                    rest.split(';').next().unwrap_or(rest).trim()
-                ));
+            let segment_end = rest.find(';').unwrap_or(rest.len());
+            let Some(equals) = rest[..segment_end].find('=') else {
+                return Err(format!("part {part} has no `=value`{QUOTE_HINT}"));
             };
             let keyword = rest[..equals].trim().to_ascii_lowercase();
-            if keyword.is_empty() || keyword.contains(';') {
-                return Err("a keyword is missing before `=`".into());
+            if keyword.is_empty() {
+                return Err(format!("part {part} has no keyword before `=`"));
             }
             rest = rest[equals + 1..].trim_start();
             let value;
@@ -59,14 +64,12 @@ impl ConnectionString {
                     }
                 }
                 let Some(end) = end else {
-                    return Err(format!("the value of `{keyword}` has no closing quote"));
+                    return Err(format!("the value of part {part} has no closing quote"));
                 };
                 value = out;
                 rest = rest[end..].trim_start();
                 if !rest.is_empty() && !rest.starts_with(';') {
-                    return Err(format!(
-                        "unexpected text after the quoted value of `{keyword}`"
-                    ));
+                    return Err(format!("part {part} has text after its quoted value"));
                 }
             } else {
                 let end = rest.find(';').unwrap_or(rest.len());

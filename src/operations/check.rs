@@ -189,6 +189,7 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
         return;
     };
     report.push(Outcome::Ok, "symmetric key", "unwrapped by the RSA key");
+    report_duplicate_ids(report, &rows);
     let sample: Vec<_> = rows.iter().take(SAMPLE).collect();
     let unreadable: Vec<_> = sample
         .iter()
@@ -217,6 +218,34 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
             ),
         );
     }
+}
+
+/// Ids that stand more than once (upstream's racy first POST writes such JSON files): the
+/// service serves and updates the first entry of each, as upstream reads it.
+fn report_duplicate_ids(report: &mut Report, rows: &[crate::store::StoredUserKey]) {
+    let mut seen = std::collections::HashMap::new();
+    for row in rows {
+        *seen.entry(row.id).or_insert(0usize) += 1;
+    }
+    let mut duplicated: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .map(|(id, count)| format!("{id} ({count} entries)"))
+        .collect();
+    if duplicated.is_empty() {
+        return;
+    }
+    duplicated.sort();
+    report.push(
+        Outcome::Warning,
+        "user keys",
+        format!(
+            "{} user id(s) stand more than once: {}; the first entry of each is served and \
+             updated, as upstream reads it; the others are never read",
+            duplicated.len(),
+            duplicated.join(", ")
+        ),
+    );
 }
 
 async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {

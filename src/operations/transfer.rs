@@ -198,7 +198,12 @@ pub fn lock_state(path: &Path) -> std::io::Result<LockState> {
 fn write_lock(path: &Path, text: &str) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp-key-connector");
     {
-        let mut file = std::fs::File::create(&temporary)?;
+        // Owner-only, like every file the service writes: nobody else has a use for it.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
     }

@@ -104,25 +104,7 @@ pub async fn create_key(
     user: AuthenticatedUser,
     body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let result = create(&state, &user, body).await;
-    audit(&user, "create", &result);
-    result
-}
-
-async fn create(
-    state: &AppState,
-    user: &AuthenticatedUser,
-    body: KeyWriteBody,
-) -> Result<StatusCode, ApiError> {
-    let key = body.read().await?;
-    let sealed = seal(state, &key)?;
-    let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
-    match state.store.create_user_key(&row).await? {
-        CreateOutcome::Created => Ok(StatusCode::OK),
-        CreateOutcome::AlreadyExists => Err(ApiError::BadRequest(
-            "this user already has a key; use PUT to replace it".into(),
-        )),
-    }
+    write_key(&state, &user, body, KeyWrite::Create).await
 }
 
 pub async fn put_key(
@@ -130,23 +112,53 @@ pub async fn put_key(
     user: AuthenticatedUser,
     body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    let result = put(&state, &user, body).await;
-    audit(&user, "put", &result);
-    result
+    write_key(&state, &user, body, KeyWrite::CreateOrReplace).await
 }
 
-async fn put(
+/// What a write may do to an existing key.
+#[derive(Clone, Copy)]
+enum KeyWrite {
+    /// `POST`: only a user without a key gets one (400 otherwise, nothing changes).
+    Create,
+    /// `PUT`: creates the key or replaces it, setting `RevisionDate`.
+    CreateOrReplace,
+}
+
+async fn write_key(
     state: &AppState,
     user: &AuthenticatedUser,
     body: KeyWriteBody,
+    write: KeyWrite,
 ) -> Result<StatusCode, ApiError> {
-    let key = body.read().await?;
-    let sealed = seal(state, &key)?;
-    state
-        .store
-        .put_user_key(user.user_id, &sealed, now_utc())
-        .await?;
-    Ok(StatusCode::OK)
+    let result = async {
+        let key = body.read().await?;
+        let sealed = seal(state, &key)?;
+        match write {
+            KeyWrite::Create => {
+                let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
+                match state.store.create_user_key(&row).await? {
+                    CreateOutcome::Created => Ok(StatusCode::OK),
+                    CreateOutcome::AlreadyExists => Err(ApiError::BadRequest(
+                        "this user already has a key; use PUT to replace it".into(),
+                    )),
+                }
+            }
+            KeyWrite::CreateOrReplace => {
+                state
+                    .store
+                    .put_user_key(user.user_id, &sealed, now_utc())
+                    .await?;
+                Ok(StatusCode::OK)
+            }
+        }
+    }
+    .await;
+    let action = match write {
+        KeyWrite::Create => "create",
+        KeyWrite::CreateOrReplace => "put",
+    };
+    audit(user, action, &result);
+    result
 }
 
 fn seal(state: &AppState, key: &UserKey) -> Result<String, ApiError> {

@@ -64,11 +64,14 @@ struct Snapshot {
 
 impl Snapshot {
     fn of(document: &Map<String, Value>, seen: Option<FileIdentity>) -> Self {
-        let index = user_keys(document)
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| Some((item_id(item)?, i)))
-            .collect();
+        // An id may stand twice (upstream's racy POST writes such files): the first entry
+        // is the one upstream reads and the one every change here updates.
+        let mut index = HashMap::new();
+        for (i, item) in user_keys(document).iter().enumerate() {
+            if let Some(id) = item_id(item) {
+                index.entry(id).or_insert(i);
+            }
+        }
         Self {
             document: document.clone(),
             index,

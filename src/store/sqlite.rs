@@ -77,6 +77,21 @@ struct Connections {
     readers: Vec<Mutex<Connection>>,
 }
 
+/// Creates a new database file owner-only (0600) before SQLite opens it. SQLite gives the
+/// `-wal`, `-shm` and `-journal` files it makes the database file's permissions, so all of
+/// them stay unreadable to other local users. An existing file keeps the operator's choice.
+fn create_private_if_absent(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::unavailable(error)
 }
@@ -117,6 +132,17 @@ impl SqliteStore {
         } else {
             base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
         };
+        if !settings.read_only {
+            create_private_if_absent(&path).map_err(|e| {
+                StoreError::Config(Refusal::Unusable(Fault::caused(
+                    format!(
+                        "cannot create the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString)",
+                        path.display()
+                    ),
+                    e,
+                )))
+            })?;
+        }
         let writer = Connection::open_with_flags(&path, writer_flags).map_err(config_error)?;
         configure(&writer, !settings.read_only).map_err(config_error)?;
         migrate(&writer, settings.read_only)?;

@@ -410,3 +410,82 @@ async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorith
 async fn mysql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::MySql).await;
 }
+
+/// Upstream's POST checks for a key, then inserts: two racing first POSTs leave a JSON file
+/// holding one id twice. Upstream reads the first entry; so does every read and write here,
+/// and `check-config` names the duplicates.
+#[tokio::test]
+async fn a_json_file_holding_one_id_twice_is_served_and_updated_by_its_first_entry() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = || AppOptions {
+        store: StoreKind::Json,
+        data_dir: Some(Arc::clone(&dir)),
+        ..AppOptions::default()
+    };
+    let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (first_key, other_key) = (random_key(), random_key());
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    assert_eq!(
+        app.post_key(&idp.token_for(user), &first_key)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_key(&idp.token_for(other), &other_key)
+            .await
+            .status(),
+        200
+    );
+    app.shutdown().await;
+
+    // The second user's entry, relabelled as the first user's: a second entry for one id,
+    // after the first, holding another key.
+    let path = dir.path().join("data.json");
+    let mut document: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let entries = document["userKey"].as_array_mut().unwrap();
+    let mut twin = entries
+        .iter()
+        .find(|entry| entry["id"] == other.to_string())
+        .unwrap()
+        .clone();
+    twin["id"] = Value::String(user.to_string());
+    entries.push(twin);
+    std::fs::write(&path, serde_json::to_string(&document).unwrap()).unwrap();
+
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    let token = idp.token_for(user);
+    assert_eq!(app.read_key(&token).await, Ok(first_key));
+    let replaced = random_key();
+    assert_eq!(
+        app.put_key(&token, &replaced).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.read_key(&token).await,
+        Ok(replaced.clone()),
+        "the PUT is seen"
+    );
+    app.shutdown().await;
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    assert_eq!(app.read_key(&token).await, Ok(replaced), "and kept");
+    app.shutdown().await;
+
+    let mut check = crate::support::binary::service_command(dir.path(), "json", &idp.url, 0);
+    // The in-process apps used the shared test certificate in the same folder.
+    check
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "test-password",
+        )
+        .arg("check-config");
+    let (_, said) = crate::support::binary::run_to_end(check).await;
+    assert!(
+        said.contains(&format!(
+            "1 user id(s) stand more than once: {user} (2 entries)"
+        )),
+        "{said}"
+    );
+}

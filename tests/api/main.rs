@@ -13,6 +13,7 @@ mod compat;
 mod connections;
 mod container;
 mod cors;
+mod files;
 #[cfg(feature = "gcpkms")]
 mod gcpkms;
 mod https;

@@ -118,14 +118,18 @@ pub fn parse(dialect: SqlDialect, text: &str) -> Result<SqlConnection, String> {
     let parsed = ConnectionString::parse(text)?;
     let mut values: Vec<(Meaning, &str, &str)> = Vec::new();
     let mut warnings = Vec::new();
-    for (keyword, value) in parsed.pairs() {
+    for (index, (keyword, value)) in parsed.pairs().enumerate() {
         let key = compact(keyword);
         let Some(entry) = table(dialect)
             .iter()
             .find(|k| k.names.contains(&key.as_str()))
         else {
+            // Not repeated: an unknown "keyword" is most often a piece of a value that held
+            // an unquoted `;`, such as a password.
             warnings.push(format!(
-                "connection string keyword `{keyword}` is not known and is ignored"
+                "part {} of the connection string has a keyword that is not known and is ignored{}",
+                index + 1,
+                super::connection_string::QUOTE_HINT
             ));
             continue;
         };
