@@ -255,6 +255,90 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The body as far as the parser needs it: whether it is an object, and the values of its
+/// properties named `key` in any case. Read straight from the JSON: a parsed map would keep
+/// one of two properties spelt the same and hide that the body names `key` twice.
+enum BodyShape {
+    NotObject,
+    Object { keys: Vec<serde_json::Value> },
+}
+
+impl<'de> serde::Deserialize<'de> for BodyShape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BodyShapeVisitor)
+    }
+}
+
+struct BodyShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BodyShapeVisitor {
+    type Value = BodyShape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BodyShape, A::Error> {
+        let mut keys = Vec::new();
+        while let Some(IsKeyProperty(is_key)) = map.next_key()? {
+            if is_key && keys.len() < 2 {
+                keys.push(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(BodyShape::Object { keys })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BodyShape, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<BodyShape, E> {
+        Ok(BodyShape::NotObject)
+    }
+}
+
+/// Whether a property name is `key` in any case (ASP.NET model binding's matching).
+struct IsKeyProperty(bool);
+
+impl<'de> serde::Deserialize<'de> for IsKeyProperty {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = IsKeyProperty;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a property name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<IsKeyProperty, E> {
+                Ok(IsKeyProperty(name.eq_ignore_ascii_case("key")))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
 /// Parses the request body. Public for fuzzing and unit tests.
 pub fn parse_user_key_body(bytes: &[u8]) -> Result<UserKey, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -262,29 +346,26 @@ pub fn parse_user_key_body(bytes: &[u8]) -> Result<UserKey, ApiError> {
             "the request body is empty; send {\"key\": \"<base64>\"}".into(),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let shape: BodyShape = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::BadRequest(format!(
             "the request body is not valid JSON ({e}); send {{\"key\": \"<base64>\"}}"
         ))
     })?;
-    let serde_json::Value::Object(object) = value else {
+    let BodyShape::Object { mut keys } = shape else {
         return Err(ApiError::BadRequest(
             "the request body must be a JSON object {\"key\": \"<base64>\"}".into(),
         ));
     };
-    let mut matches = object
-        .into_iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("key"));
-    let Some((_, key)) = matches.next() else {
-        return Err(ApiError::BadRequest(
-            "the request body has no `key` property".into(),
-        ));
-    };
-    if matches.next().is_some() {
+    if keys.len() > 1 {
         return Err(ApiError::BadRequest(
             "the request body has more than one `key` property (names are case-insensitive)".into(),
         ));
     }
+    let Some(key) = keys.pop() else {
+        return Err(ApiError::BadRequest(
+            "the request body has no `key` property".into(),
+        ));
+    };
     let serde_json::Value::String(text) = key else {
         return Err(ApiError::BadRequest(
             "`key` must be a string holding base64".into(),
@@ -340,6 +421,8 @@ mod tests {
             r#"{"key":"!!!!"}"#,
             r#"{"key":"AQI"}"#,
             r#"{"key":"AQID","Key":"AQID"}"#,
+            r#"{"key":"AQID","key":"BBBB"}"#,
+            r#"{"key":"AQID","other":{"key":1},"KEY":"AQID"}"#,
             r#"{"key":"AQID""#,
         ] {
             assert!(

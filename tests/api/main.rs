@@ -22,6 +22,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod outage;
+mod panics;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod quickstart;

@@ -214,6 +214,12 @@ async fn every_bad_body_is_a_4xx_with_json_and_changes_nothing() {
             400,
         ),
         ("array", Some("application/json"), "[]".into(), 400),
+        (
+            "key named twice, spelt the same",
+            Some("application/json"),
+            r#"{"key":"AQID","key":"BBBB"}"#.into(),
+            400,
+        ),
         ("string", Some("application/json"), r#""AQID""#.into(), 400),
         ("missing key", Some("application/json"), "{}".into(), 400),
         (
