@@ -73,12 +73,10 @@ pub(super) fn database_settings(
                  Migrate your data to sqlserver, postgresql, mysql or sqlite and change this setting",
             ));
         }
-        other => {
+        _ => {
             return Err(ConfigError::at(
                 at(DATABASE_PROVIDER),
-                format!(
-                    "`{other}` is not a database provider; use sqlite, json, postgresql, mysql or sqlserver"
-                ),
+                "is not a database provider; use sqlite, json, postgresql, mysql or sqlserver",
             ));
         }
     };
@@ -88,14 +86,21 @@ pub(super) fn database_settings(
 /// Microsoft.Data.Sqlite's keywords.
 pub(super) fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnection, String> {
     let parsed = ConnectionString::parse(text)?;
-    for keyword in parsed.keywords() {
+    for (index, keyword) in parsed.keywords().enumerate() {
         match keyword {
             "data source" | "datasource" | "filename" | "mode" | "cache" | "foreign keys"
             | "pooling" | "default timeout" | "command timeout" | "recursive triggers" => {}
             "password" => {
                 return Err("`Password` (SQLCipher encryption) is not supported; keys are already encrypted at rest".into());
             }
-            other => return Err(format!("keyword `{other}` is not supported")),
+            // Not repeated: an unknown keyword may be a piece of a value holding a `;`.
+            _ => {
+                return Err(format!(
+                    "part {} has a keyword that is not supported{}",
+                    index + 1,
+                    super::connection_string::QUOTE_HINT
+                ));
+            }
         }
     }
     let path = parsed
@@ -115,10 +120,10 @@ pub(super) fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnect
         Some("memory") => {
             return Err("`Mode=Memory` would lose every key at restart; use a file".into());
         }
-        Some(other) => {
-            return Err(format!(
-                "`Mode={other}` is not a mode; use ReadWriteCreate, ReadWrite or ReadOnly"
-            ));
+        Some(_) => {
+            return Err(
+                "`Mode` is not a mode; use ReadWriteCreate, ReadWrite or ReadOnly".to_string(),
+            );
         }
     };
     Ok(SqliteConnection {

@@ -134,15 +134,10 @@ pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), Confi
                 None
             }
         })
-        .ok_or_else(|| {
-            ConfigError::at(
-                path,
-                format!("`{value}` is not an absolute http:// or https:// URL"),
-            )
-        })?;
+        .ok_or_else(|| ConfigError::at(path, "is not an absolute http:// or https:// URL"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(ConfigError::at(path, format!("`{value}` has no host")));
+        return Err(ConfigError::at(path, "is a URL without a host"));
     }
     Ok(())
 }

@@ -98,12 +98,15 @@ async fn a_panicking_handler_answers_500_with_json_and_the_service_keeps_serving
     let settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
     let cursed = Uuid::new_v4();
     let store = Arc::new(PanicsForOneUser {
-        inner: key_connector::store::open_store(&settings.database).await.unwrap(),
+        inner: key_connector::store::open_store(&settings.database)
+            .await
+            .unwrap(),
         cursed,
     });
-    let rsa_key = key_connector::keys::open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main)
-        .await
-        .unwrap();
+    let rsa_key =
+        key_connector::keys::open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main)
+            .await
+            .unwrap();
     let app = Application::build_with(store, rsa_key, &settings, &loopback_port_zero())
         .await
         .unwrap();

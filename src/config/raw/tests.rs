@@ -332,3 +332,39 @@ fn secrets_never_show_in_errors_or_debug() {
     );
     assert!(!load_env(env).unwrap_err().to_string().contains("hunter2"));
 }
+
+#[test]
+fn a_value_in_the_wrong_place_never_comes_back_in_an_error() {
+    // An operator may paste a password into the wrong setting: what is said about a value
+    // names the setting (and the part of a connection string), never the text.
+    let marker = "Pa55Marker";
+    for (name, value) in [
+        ("keyConnectorSettings__webVaultUri", format!("{marker}")),
+        (
+            "keyConnectorSettings__identityServerUri",
+            format!("ftp://{marker}"),
+        ),
+        (
+            "keyConnectorSettings__database__provider",
+            marker.to_string(),
+        ),
+        (
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source=a.db;Mode={marker}"),
+        ),
+        (
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source=a;{marker}=1"),
+        ),
+        (
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source=a;{marker}"),
+        ),
+    ] {
+        let error = load_env(with(minimal(), name, &value))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(name), "{error}");
+        assert!(!error.contains(marker), "{name}: {error}");
+    }
+}
