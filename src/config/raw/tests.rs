@@ -339,7 +339,7 @@ fn a_value_in_the_wrong_place_never_comes_back_in_an_error() {
     // names the setting (and the part of a connection string), never the text.
     let marker = "Pa55Marker";
     for (name, value) in [
-        ("keyConnectorSettings__webVaultUri", format!("{marker}")),
+        ("keyConnectorSettings__webVaultUri", marker.to_string()),
         (
             "keyConnectorSettings__identityServerUri",
             format!("ftp://{marker}"),
