@@ -250,6 +250,19 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Made-up methods must not mint label values: they count as `other`.
+    for method in ["FROBNICATE", "XYZZY"] {
+        let status = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/user-keys", service.base_url),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
     // Not on the API port (which the reverse proxy exposes).
     let status = client
         .get(format!("{}/metrics", service.base_url))
@@ -285,6 +298,16 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
     assert!(!text.contains(&user.to_string()), "no user ids in labels");
+    assert!(
+        text.contains(
+            r#"key_connector_http_requests_total{method="other",route="/user-keys",status="405"} 2"#
+        ),
+        "made-up methods are `other`:\n{text}"
+    );
+    assert!(
+        !text.contains("FROBNICATE") && !text.contains("XYZZY"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
