@@ -119,7 +119,7 @@ fn validate(
     })
 }
 
-pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
     let value = value.trim();
     let rest = value
         .strip_prefix("https://")
@@ -148,7 +148,7 @@ pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), Confi
 }
 
 /// .NET's `bool.Parse`: `true`/`false` in any case, surrounding whitespace allowed.
-pub(super) fn parse_dotnet_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_dotnet_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Some(true),
         "false" => Some(false),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use key_connector::config::{AwsKmsSettings, AwsStaticCredentials};
 use key_connector::keys::awskms::AwsKmsKeyProvider;
+use key_connector::keys::awskms::{AwsKmsSettings, AwsStaticCredentials};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use key_connector::store::open_store;
 use reqwest::StatusCode;

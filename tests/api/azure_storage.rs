@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use key_connector::config::azure_storage::{DEVELOPMENT_ACCOUNT_KEY, DEVELOPMENT_ACCOUNT_NAME};
-use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
+use key_connector::config::{ConfigSource, RsaKeySettings};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::certificate::azure_storage::{
     API_VERSION, SignedHeaders, blob_url, canonicalized_resource, http_date,
     shared_key_authorization, string_to_sign,

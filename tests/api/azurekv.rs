@@ -29,12 +29,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use key_connector::config::{
-    AzureAdCredentials, AzureKeyVaultCertificateSettings, AzureKeyVaultKeySettings,
-    CertificateSettings,
-};
+use key_connector::config::AzureAdCredentials;
+use key_connector::keys::azurekv::AzureKeyVaultKeySettings;
 use key_connector::keys::azurekv::{AzureConnection, AzureKeyVaultKeyProvider};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::{AzureKeyVaultCertificateSettings, CertificateSettings};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
+use key_connector::config::{ConfigSource, RsaKeySettings};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use key_connector::pkcs12::{certificates, generate_self_signed_pfx};
 

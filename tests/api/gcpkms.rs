@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use key_connector::config::GcpKmsSettings;
+use key_connector::keys::gcpkms::GcpKmsSettings;
 use key_connector::keys::gcpkms::{GcpKmsConnection, GcpKmsKeyProvider};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};

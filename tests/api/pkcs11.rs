@@ -18,10 +18,11 @@ use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use key_connector::config::{
-    CertificateSettings, DatabaseSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
-    RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
+    DatabaseSettings, RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
 };
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
+use key_connector::keys::pkcs11::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use uuid::Uuid;
 

@@ -17,10 +17,11 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
-use crate::config::catalog::{
+use super::{
     CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI,
 };
-use crate::config::{AzureKeyVaultCertificateSettings, SettingPath, SettingsGroup};
+use super::{AzureKeyVaultCertificateSettings};
+use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::keys::azurekv::{
     AzureConnection, Operation, bounded, classify, credential, unusable_vault_uri,

@@ -19,11 +19,12 @@ use base64::Engine;
 use secrecy::ExposeSecret;
 
 use super::{CertificateFile, remote};
-use crate::config::catalog::{
+use super::{
     CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING, CERTIFICATE_AZURE_STORAGE_CONTAINER,
     CERTIFICATE_AZURE_STORAGE_FILE_NAME, CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD,
 };
-use crate::config::{AzureStorageCertificateSettings, AzureStorageCredential, SettingsGroup};
+use super::{AzureStorageCertificateSettings};
+use crate::config::{AzureStorageCredential, SettingsGroup};
 use crate::keys::KeyProviderError;
 
 /// The REST API version requests are made in (supported by Azure and by Azurite).

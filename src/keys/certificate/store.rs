@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
-use crate::config::catalog::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
-use crate::config::{SettingPath, SettingsGroup, StoreCertificateSettings};
+use super::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
+use super::{StoreCertificateSettings};
+use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::pkcs12;
 

@@ -19,11 +19,12 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{CertificateFile, remote};
-use crate::config::catalog::{
+use super::{
     CERTIFICATE_VAULT_SECRET_DATA_KEY, CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
     CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_TOKEN,
 };
-use crate::config::{SettingsGroup, VaultCertificateSettings};
+use super::{VaultCertificateSettings};
+use crate::config::{SettingsGroup};
 use crate::keys::KeyProviderError;
 
 /// Reads the secret and decodes the PKCS#12 file it holds.

@@ -1,32 +1,128 @@
 //! `certificate:provider` and the settings of each certificate source (`filesystem`,
-//! `store`, `azurestorage`, `vault`, `azurekv`), wherever a PKCS#12 file is needed.
+//! `store`, `azurestorage`, `vault`, `azurekv`), wherever a PKCS#12 file is needed: the
+//! typed settings, their catalog rows and their parsing.
 
 use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-use super::ConfigSource;
-use super::azure_key_vault::{azure_ad_credentials, azure_object_name, azure_vault_uri};
-use super::catalog::{
-    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID, CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
-    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID, CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME,
-    CERTIFICATE_AZURE_KEYVAULT_URI, CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING,
-    CERTIFICATE_AZURE_STORAGE_CONTAINER, CERTIFICATE_AZURE_STORAGE_FILE_NAME,
-    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD, CERTIFICATE_FILESYSTEM_PASSWORD,
-    CERTIFICATE_FILESYSTEM_PATH, CERTIFICATE_PROVIDER, CERTIFICATE_STORE_DIRECTORY,
-    CERTIFICATE_STORE_THUMBPRINT, CERTIFICATE_VAULT_SECRET_DATA_KEY,
-    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD, CERTIFICATE_VAULT_SECRET_MOUNT_POINT,
-    CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_SERVER_URI, CERTIFICATE_VAULT_TOKEN,
+use crate::config::azure_key_vault::{
+    AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
 };
-use super::layers::Values;
-use super::raw::check_http_url;
-use super::setting_path::{SettingPath, SettingsGroup};
-use super::{
-    AzureKeyVaultCertificateSettings, AzureStorageAccount, AzureStorageCertificateSettings,
-    CertificateSettings, ConfigError, StoreCertificateSettings, VaultCertificateSettings,
-};
+use crate::config::catalog::settings_catalog;
+use crate::config::layers::Values;
+use crate::config::raw::check_http_url;
+use crate::config::{AzureStorageAccount, ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::keys::ProviderSettings;
 
-pub(super) fn certificate_settings(
+settings_catalog! {
+    CERTIFICATE_SETTINGS;
+    CERTIFICATE_PROVIDER = SettingPath::certificate("provider"), None, "filesystem | store | azurestorage | azurekv | vault";
+    CERTIFICATE_FILESYSTEM_PATH = SettingPath::certificate("filesystemPath"), Some("filesystem"), "path of the PKCS#12 (.pfx) file";
+    CERTIFICATE_FILESYSTEM_PASSWORD = SettingPath::certificate("filesystemPassword"), Some("filesystem"), "its password (optional)";
+    CERTIFICATE_STORE_THUMBPRINT = SettingPath::certificate("storeThumbprint"), Some("store"), "SHA-1 thumbprint of the certificate in the CurrentUser\\My store";
+    CERTIFICATE_STORE_DIRECTORY = SettingPath::certificate("storeDirectory"), Some("store"), "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)";
+    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING = SettingPath::certificate("azureStorageConnectionString"), Some("azurestorage"), "storage account connection string";
+    CERTIFICATE_AZURE_STORAGE_CONTAINER = SettingPath::certificate("azureStorageContainer"), Some("azurestorage"), "blob container";
+    CERTIFICATE_AZURE_STORAGE_FILE_NAME = SettingPath::certificate("azureStorageFileName"), Some("azurestorage"), "blob name of the .pfx";
+    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD = SettingPath::certificate("azureStorageFilePassword"), Some("azurestorage"), "its password (optional)";
+    CERTIFICATE_AZURE_KEYVAULT_URI = SettingPath::certificate("azureKeyvaultUri"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME = SettingPath::certificate("azureKeyvaultCertificateName"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::certificate("azureKeyvaultAdTenantId"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID = SettingPath::certificate("azureKeyvaultAdAppId"), Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_SECRET = SettingPath::certificate("azureKeyvaultAdSecret"), Some("azurekv"), "";
+    CERTIFICATE_VAULT_SERVER_URI = SettingPath::certificate("vaultServerUri"), Some("vault"), "e.g. https://vault.example.com:8200";
+    CERTIFICATE_VAULT_TOKEN = SettingPath::certificate("vaultToken"), Some("vault"), "token with read access";
+    CERTIFICATE_VAULT_SECRET_MOUNT_POINT = SettingPath::certificate("vaultSecretMountPoint"), Some("vault"), "KV v2 mount (default secret)";
+    CERTIFICATE_VAULT_SECRET_PATH = SettingPath::certificate("vaultSecretPath"), Some("vault"), "the secret's path in the mount";
+    CERTIFICATE_VAULT_SECRET_DATA_KEY = SettingPath::certificate("vaultSecretDataKey"), Some("vault"), "data key holding the base64 .pfx";
+    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = SettingPath::certificate("vaultSecretFilePassword"), Some("vault"), "the .pfx password (optional)";
+}
+
+/// `certificate:provider` and its settings: where the PKCS#12 file comes from.
+#[derive(Debug)]
+pub enum CertificateSettings {
+    /// `filesystem`: a file on disk.
+    Filesystem {
+        path: PathBuf,
+        password: Option<SecretString>,
+    },
+    /// `store`: the .NET `CurrentUser\My` certificate store, as .NET keeps it on Linux.
+    Store(StoreCertificateSettings),
+    /// `azurestorage`: a blob in an Azure Storage account.
+    AzureStorage(AzureStorageCertificateSettings),
+    /// `vault`: a HashiCorp Vault KV version 2 secret holding the file as base64.
+    Vault(VaultCertificateSettings),
+    /// `azurekv`: an Azure Key Vault certificate, read with its private key from the
+    /// certificate's secret.
+    AzureKeyVault(AzureKeyVaultCertificateSettings),
+}
+
+/// `certificate:storeThumbprint` (and `storeDirectory`, not an upstream setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCertificateSettings {
+    /// The SHA-1 thumbprint, 40 upper-case hex digits (separators removed as upstream does).
+    pub thumbprint: String,
+    /// Where the store's `.pfx` files are; `None` for .NET's own location,
+    /// `$HOME/.dotnet/corefx/cryptography/x509stores/my`.
+    pub directory: Option<PathBuf>,
+    /// The home directory (`HOME`) that .NET's location is below, when it is set.
+    pub home: Option<PathBuf>,
+}
+
+/// `certificate:azureStorage*`.
+#[derive(Debug)]
+pub struct AzureStorageCertificateSettings {
+    pub account: AzureStorageAccount,
+    /// `azureStorageContainer`.
+    pub container: String,
+    /// `azureStorageFileName`: the blob's name.
+    pub file_name: String,
+    /// `azureStorageFilePassword`.
+    pub password: Option<SecretString>,
+}
+
+/// `certificate:vault*`.
+#[derive(Debug)]
+pub struct VaultCertificateSettings {
+    /// `vaultServerUri` without a trailing `/`, e.g. `https://vault.example.com:8200`.
+    pub server_uri: String,
+    /// `vaultToken`.
+    pub token: SecretString,
+    /// `vaultSecretMountPoint`; `secret` (Vault's and VaultSharp's default) when blank.
+    pub mount_point: String,
+    /// `vaultSecretPath`: the secret's path inside the mount.
+    pub secret_path: String,
+    /// `vaultSecretDataKey`: the key of the secret's data holding the base64 PFX.
+    pub data_key: String,
+    /// `vaultSecretFilePassword`.
+    pub password: Option<SecretString>,
+}
+
+/// `certificate:azureKeyvault*`.
+#[derive(Debug, Clone)]
+pub struct AzureKeyVaultCertificateSettings {
+    /// `azureKeyvaultUri`.
+    pub vault_uri: String,
+    /// `azureKeyvaultCertificateName`.
+    pub certificate_name: String,
+    pub credentials: AzureAdCredentials,
+}
+
+impl ProviderSettings for CertificateSettings {
+    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = CERTIFICATE_SETTINGS;
+    const UPSTREAM_ORDER: u8 = 5;
+
+    fn parse(
+        values: &Values,
+        source: &ConfigSource,
+        group: SettingsGroup,
+    ) -> Result<Self, ConfigError> {
+        parse_certificate(values, source, group)
+    }
+}
+
+fn parse_certificate(
     values: &Values,
     source: &ConfigSource,
     group: SettingsGroup,

@@ -36,15 +36,16 @@ use google_cloud_kms_v1::client::KeyManagementService;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionAlgorithm;
 use zeroize::Zeroizing;
 
-use super::remote::error_chain;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
+use crate::keys::remote::error_chain;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
+use super::{
     RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
 };
-use crate::config::{GcpKmsSettings, SettingsGroup};
+use super::{GcpKmsSettings};
+use crate::config::{SettingsGroup};
 
 /// Names another KMS endpoint (e.g. `https://cloudkms-xyz.p.googleapis.com`).
-pub use crate::config::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
+pub use super::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
 
 /// Bound for one attempt, so that a hung attempt leaves time for a retry.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,7 +235,7 @@ async fn fetch_public_key(
     let key = PublicEncryptingKey::from_der(&der).map_err(|e| {
         KeyProviderError::Config(format!(
             "the public key of Google Cloud KMS key version {key_version} is not a usable RSA key ({e}; {})",
-            super::RSA_KEY_SIZES
+            crate::keys::RSA_KEY_SIZES
         ))
     })?;
     OaepPublicEncryptingKey::new(key).map_err(|e| {
@@ -264,7 +265,7 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        super::oaep_encrypt(&self.public_key, &OAEP_SHA256_MGF1SHA256, key)
+        crate::keys::oaep_encrypt(&self.public_key, &OAEP_SHA256_MGF1SHA256, key)
     }
 
     async fn unwrap_symmetric_key(
@@ -332,10 +333,10 @@ fn classify(
 ) -> KeyProviderError {
     let key_settings = key_settings(group);
     let detail = error_chain(error);
-    if let Some(reason) = super::remote::untrusted_certificate(error) {
+    if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
         return KeyProviderError::Config(format!(
             "Google Cloud presented a TLS certificate this host does not trust ({reason}); {}",
-            super::remote::TRUST_HINT
+            crate::keys::remote::TRUST_HINT
         ));
     }
     if error.is_authentication() {

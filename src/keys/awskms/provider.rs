@@ -32,14 +32,15 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::remote::{TRUST_HINT, error_chain};
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
+use crate::keys::remote::{TRUST_HINT, error_chain};
+use crate::keys::{KeyProviderError, RsaKeyProvider};
+use super::{
     RSA_KEY_AWS_ACCESS_KEY_ID, RSA_KEY_AWS_ACCESS_KEY_SECRET, RSA_KEY_AWS_KEY_ID,
     RSA_KEY_AWS_REGION, RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION,
 };
 use crate::config::setting_path::SECTION;
-use crate::config::{AwsKmsSettings, SettingPath, SettingsGroup};
+use super::{AwsKmsSettings};
+use crate::config::{SettingPath, SettingsGroup};
 
 /// Whole-operation bound for one KMS call, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +142,7 @@ where
 {
     fn from(error: SdkError<E, R>) -> Self {
         let detail = error_chain(&error);
-        if let Some(reason) = super::remote::untrusted_certificate(&error) {
+        if let Some(reason) = crate::keys::remote::untrusted_certificate(&error) {
             return Failure::UntrustedCertificate(reason);
         }
         if let Some(failure) = credential_failure(&error, &detail) {
@@ -190,13 +191,13 @@ impl HttpStatus for aws_sdk_kms::config::http::HttpResponse {
 fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -> Option<Failure> {
     use aws_credential_types::provider::error::CredentialsError;
     let failure =
-        super::remote::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
+        crate::keys::remote::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
     let may_pass = match failure {
         CredentialsError::ProviderTimedOut(_) => true,
         // A connector error: the provider's request got no HTTP answer at all. (An I/O
         // error alone may be an unreadable token file, which waiting does not fix.)
         CredentialsError::ProviderError(_) => {
-            super::remote::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
+            crate::keys::remote::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
         }
         _ => false,
     };

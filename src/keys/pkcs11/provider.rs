@@ -29,17 +29,17 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
-use super::certificate::CertificateFile;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
-    CERTIFICATE_PROVIDER, RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN,
+use crate::keys::certificate::CertificateFile;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
+use crate::keys::certificate::CERTIFICATE_PROVIDER;
+use super::{
+    RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN,
     RSA_KEY_PKCS11_LOGIN_USER_TYPE, RSA_KEY_PKCS11_PRIVATE_KEY_ID,
     RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
     RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
 };
-use crate::config::{
-    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, SettingPath, SettingsGroup,
-};
+use super::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+use crate::config::{SettingPath, SettingsGroup};
 use crate::pkcs12;
 
 /// The `CKA_ID` upstream searches for: the id as a native `CK_ULONG` (8 little-endian bytes on
@@ -194,7 +194,7 @@ impl Pkcs11KeyProvider {
         let unusable = |e: &dyn std::fmt::Display| {
             KeyProviderError::Config(format!(
                 "unusable RSA public key ({e}; {})",
-                super::RSA_KEY_SIZES
+                crate::keys::RSA_KEY_SIZES
             ))
         };
         let public = PublicEncryptingKey::from_der(&public_der).map_err(|e| unusable(&e))?;
@@ -223,7 +223,7 @@ impl RsaKeyProvider for Pkcs11KeyProvider {
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let public = Arc::clone(&self.public);
         let plain = Zeroizing::new(key.to_vec());
-        blocking(move || super::oaep_encrypt(&public, &OAEP_SHA1_MGF1SHA1, &plain)).await
+        blocking(move || crate::keys::oaep_encrypt(&public, &OAEP_SHA1_MGF1SHA1, &plain)).await
     }
 
     async fn unwrap_symmetric_key(

@@ -12,6 +12,7 @@
 mod azure_key_vault;
 pub mod azure_storage;
 mod remote;
+mod settings;
 mod store;
 mod vault;
 
@@ -24,9 +25,10 @@ use aws_lc_rs::rsa::{
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub use settings::*;
+
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{CERTIFICATE_FILESYSTEM_PASSWORD, CERTIFICATE_FILESYSTEM_PATH};
-use crate::config::{CertificateSettings, SettingsGroup};
+use crate::config::SettingsGroup;
 use crate::pkcs12;
 
 /// An RSA key pair held in memory for OAEP-SHA-1 wrapping.
@@ -79,7 +81,7 @@ impl CertificateKeyProvider {
     /// (production uses [`CertificateKeyProvider::open`]).
     #[cfg(feature = "azurekv")]
     pub async fn open_azure_key_vault(
-        settings: &crate::config::AzureKeyVaultCertificateSettings,
+        settings: &AzureKeyVaultCertificateSettings,
         connection: crate::keys::azurekv::AzureConnection,
     ) -> Result<Self, KeyProviderError> {
         Self::from_file(azure_key_vault::read_with(settings, connection).await?).await

@@ -42,10 +42,11 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::remote::error_chain;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
-use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings, SettingPath, SettingsGroup};
+use crate::keys::remote::error_chain;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
+use super::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
+use super::{AzureKeyVaultKeySettings};
+use crate::config::{AzureAdCredentials, SettingPath, SettingsGroup};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one HTTP attempt; the SDK retries on top of it.
@@ -71,7 +72,7 @@ impl AzureConnection {
     pub(crate) fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
         let http = match &self.http {
             Some(client) => client.clone(),
-            None => super::remote::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
+            None => crate::keys::remote::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
         };
         let mut options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
@@ -170,10 +171,10 @@ pub(crate) fn classify(
     settings: &str,
 ) -> KeyProviderError {
     let detail = error_chain(error);
-    if let Some(reason) = super::remote::untrusted_certificate(error) {
+    if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
         return KeyProviderError::Config(format!(
             "Azure presented a TLS certificate this host does not trust ({reason}) for {object}; {}",
-            super::remote::TRUST_HINT
+            crate::keys::remote::TRUST_HINT
         ));
     }
     if caused_by_no_answer(error) {
@@ -234,7 +235,7 @@ pub(crate) fn classify(
 /// description as a borrowed string, which fails on the escaped CRLFs that Entra puts in
 /// every description; the description is then only in the parse error's text.
 fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    super::remote::causes(error)
+    crate::keys::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .filter(|e| matches!(e.kind(), ErrorKind::DataConversion))
         .find_map(|e| {
@@ -256,7 +257,7 @@ fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// page from a proxy or load balancer). Entra's refusals are sorted out before, by
 /// [`entra_refusal`], and stay configuration errors.
 fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::remote::causes(error)
+    crate::keys::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .any(|e| match e.kind() {
             ErrorKind::HttpResponse { status, .. } => {
@@ -270,7 +271,7 @@ fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether a connection failure or timeout lies anywhere in the error's causes (a token
 /// request that could not reach Entra ID arrives as a credential error).
 fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::remote::causes(error).any(|e| {
+    crate::keys::remote::causes(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(|http| http.is_connect() || http.is_timeout())
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
@@ -559,7 +560,7 @@ async fn read_key(
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
         KeyProviderError::Config(format!(
             "the public half of {object} is not a usable RSA key ({})",
-            super::RSA_KEY_SIZES
+            crate::keys::RSA_KEY_SIZES
         ))
     })?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
@@ -603,7 +604,7 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        super::oaep_encrypt(&self.public_key, &OAEP_SHA1_MGF1SHA1, key)
+        crate::keys::oaep_encrypt(&self.public_key, &OAEP_SHA1_MGF1SHA1, key)
     }
 
     async fn unwrap_symmetric_key(

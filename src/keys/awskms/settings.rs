@@ -1,0 +1,120 @@
+//! `rsaKey:aws*`: the typed settings of the `awskms` provider, their catalog rows and their
+//! parsing. Built with or without the `awskms` feature, so that a build without it still
+//! recognises the provider and says which feature it needs.
+
+use secrecy::SecretString;
+
+use crate::config::catalog::settings_catalog;
+use crate::config::layers::Values;
+use crate::config::raw::parse_dotnet_bool;
+use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::keys::{KeyProviderError, ProviderSettings};
+
+settings_catalog! {
+    AWS_KMS_SETTINGS;
+    RSA_KEY_AWS_ACCESS_KEY_ID = SettingPath::rsa_key("awsAccessKeyId"), Some("awskms"), "IAM access key id (empty: AWS default credential chain)";
+    RSA_KEY_AWS_ACCESS_KEY_SECRET = SettingPath::rsa_key("awsAccessKeySecret"), Some("awskms"), "its secret (empty: AWS default credential chain)";
+    RSA_KEY_AWS_REGION = SettingPath::rsa_key("awsRegion"), Some("awskms"), "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)";
+    RSA_KEY_AWS_KEY_ID = SettingPath::rsa_key("awsKeyId"), Some("awskms"), "key id, key ARN or alias/NAME (required)";
+    RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION = SettingPath::rsa_key("awsUseSymmetricEncryption"), Some("awskms"), "true | false";
+}
+
+/// `rsaKey:aws*`: which KMS key wraps the symmetric key, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct AwsKmsSettings {
+    /// `awsAccessKeyId` and `awsAccessKeySecret`; `None` when both are empty, which selects
+    /// the AWS default credential chain (environment, profile, web identity, ECS, IMDS).
+    pub credentials: Option<AwsStaticCredentials>,
+    /// `awsRegion`; when absent, the region the AWS environment names (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// `awsKeyId`: key id, key ARN, alias name (`alias/...`) or alias ARN.
+    pub key_id: String,
+    /// `awsUseSymmetricEncryption`: `SYMMETRIC_DEFAULT` instead of `RSAES_OAEP_SHA_256`.
+    pub use_symmetric_encryption: bool,
+}
+
+/// An IAM access key given in the settings.
+#[derive(Debug, Clone)]
+pub struct AwsStaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+}
+
+impl ProviderSettings for AwsKmsSettings {
+    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AWS_KMS_SETTINGS;
+    const UPSTREAM_ORDER: u8 = 3;
+
+    fn check_typed_values(values: &Values, group: SettingsGroup) -> Result<(), ConfigError> {
+        use_symmetric_encryption(values, group).map(drop)
+    }
+
+    fn parse(
+        values: &Values,
+        _source: &ConfigSource,
+        group: SettingsGroup,
+    ) -> Result<Self, ConfigError> {
+        parse_aws_kms(values, group)
+    }
+
+    fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
+        KeyProviderError::Config(format!(
+            "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
+             which this build was made without; rebuild with `--features awskms`",
+            crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
+        ))
+    }
+}
+
+/// `awsUseSymmetricEncryption`, true or false (default false); checked whichever provider
+/// is configured, as upstream's typed settings are.
+fn use_symmetric_encryption(values: &Values, group: SettingsGroup) -> Result<bool, ConfigError> {
+    let path = RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION.in_group(group);
+    match values.setting(path) {
+        Some(value) => parse_dotnet_bool(value)
+            .ok_or_else(|| ConfigError::at(path, format!("`{value}` is not true or false"))),
+        None => Ok(false),
+    }
+}
+
+/// `rsaKey:aws*` (in `group`). Upstream builds static credentials unless both access-key settings
+/// are blank; giving only one of them can never authenticate, so it is refused here.
+fn parse_aws_kms(values: &Values, group: SettingsGroup) -> Result<AwsKmsSettings, ConfigError> {
+    let at = |path: SettingPath| path.in_group(group);
+    let use_symmetric_encryption = use_symmetric_encryption(values, group)?;
+    let key_id = values
+        .require_setting(
+            at(RSA_KEY_AWS_KEY_ID),
+            "the KMS key: key id, key ARN, alias/NAME or alias ARN",
+        )?
+        .trim();
+    let credentials = match (
+        values.setting(at(RSA_KEY_AWS_ACCESS_KEY_ID)),
+        values.setting(at(RSA_KEY_AWS_ACCESS_KEY_SECRET)),
+    ) {
+        (None, None) => None,
+        (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+            access_key_id: id.trim().to_owned(),
+            secret_access_key: SecretString::from(secret.trim().to_owned()),
+        }),
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                at(RSA_KEY_AWS_ACCESS_KEY_SECRET),
+                "is missing while awsAccessKeyId is set; give both, or neither to use the AWS default credential chain",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                at(RSA_KEY_AWS_ACCESS_KEY_ID),
+                "is missing while awsAccessKeySecret is set; give both, or neither to use the AWS default credential chain",
+            ));
+        }
+    };
+    Ok(AwsKmsSettings {
+        credentials,
+        region: values
+            .setting(at(RSA_KEY_AWS_REGION))
+            .map(|r| r.trim().to_owned()),
+        key_id: key_id.to_owned(),
+        use_symmetric_encryption,
+    })
+}

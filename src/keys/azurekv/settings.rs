@@ -1,0 +1,61 @@
+//! `rsaKey:azureKeyvault*`: the typed settings of the `azurekv` provider, their catalog rows
+//! and their parsing. Built with or without the `azurekv` feature, so that a build without
+//! it still recognises the provider and says which feature it needs.
+
+use crate::config::azure_key_vault::{
+    AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
+};
+use crate::config::catalog::settings_catalog;
+use crate::config::layers::Values;
+use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::keys::ProviderSettings;
+
+settings_catalog! {
+    AZURE_KEY_VAULT_SETTINGS;
+    RSA_KEY_AZURE_KEYVAULT_URI = SettingPath::rsa_key("azureKeyvaultUri"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = SettingPath::rsa_key("azureKeyvaultKeyName"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::rsa_key("azureKeyvaultAdTenantId"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = SettingPath::rsa_key("azureKeyvaultAdAppId"), Some("azurekv"), "";
+    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = SettingPath::rsa_key("azureKeyvaultAdSecret"), Some("azurekv"), "";
+}
+
+/// `rsaKey:azureKeyvault*`.
+#[derive(Debug, Clone)]
+pub struct AzureKeyVaultKeySettings {
+    /// `azureKeyvaultUri`, e.g. `https://contoso.vault.azure.net/`.
+    pub vault_uri: String,
+    /// `azureKeyvaultKeyName`: the key's name; its current version is used, as upstream.
+    pub key_name: String,
+    pub credentials: AzureAdCredentials,
+}
+
+impl ProviderSettings for AzureKeyVaultKeySettings {
+    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] =
+        AZURE_KEY_VAULT_SETTINGS;
+    const UPSTREAM_ORDER: u8 = 1;
+
+    fn parse(
+        values: &Values,
+        _source: &ConfigSource,
+        group: SettingsGroup,
+    ) -> Result<Self, ConfigError> {
+        let at = |path: SettingPath| path.in_group(group);
+        Ok(AzureKeyVaultKeySettings {
+            vault_uri: azure_vault_uri(values, at(RSA_KEY_AZURE_KEYVAULT_URI))?,
+            key_name: azure_object_name(
+                values,
+                at(RSA_KEY_AZURE_KEYVAULT_KEY_NAME),
+                "the name of the RSA key in the vault",
+            )?,
+            credentials: azure_ad_credentials(
+                values,
+                [
+                    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID,
+                    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID,
+                    RSA_KEY_AZURE_KEYVAULT_AD_SECRET,
+                ]
+                .map(at),
+            )?,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! `rsaKey:pkcs11*`: the typed settings of the `pkcs11` provider, their catalog rows and
+//! their parsing. Built with or without the `pkcs11` feature, so that a build without it
+//! still recognises the provider and says which feature it needs.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use crate::config::catalog::settings_catalog;
+use crate::config::layers::Values;
+use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::keys::certificate::{CERTIFICATE_PROVIDER, CertificateSettings};
+use crate::keys::{KeyProviderError, ProviderSettings};
+
+settings_catalog! {
+    PKCS11_SETTINGS;
+    RSA_KEY_PKCS11_PROVIDER = SettingPath::rsa_key("pkcs11Provider"), Some("pkcs11"), "yubihsm | opensc";
+    RSA_KEY_PKCS11_LIBRARY_PATH = SettingPath::rsa_key("pkcs11LibraryPath"), Some("pkcs11"), "the token's PKCS#11 library (.so)";
+    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER = SettingPath::rsa_key("pkcs11SlotTokenSerialNumber"), Some("pkcs11"), "serial number of the token (required)";
+    RSA_KEY_PKCS11_LOGIN_USER_TYPE = SettingPath::rsa_key("pkcs11LoginUserType"), Some("pkcs11"), "user | so | context_specific";
+    RSA_KEY_PKCS11_LOGIN_PIN = SettingPath::rsa_key("pkcs11LoginPin"), Some("pkcs11"), "the PIN of the login user type";
+    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL = SettingPath::rsa_key("pkcs11PrivateKeyLabel"), Some("pkcs11"), "CKA_LABEL of the private key";
+    RSA_KEY_PKCS11_PRIVATE_KEY_ID = SettingPath::rsa_key("pkcs11PrivateKeyId"), Some("pkcs11"), "unsigned integer";
+}
+
+/// `rsaKey:pkcs11*`: which token, how to log in, which key.
+#[derive(Debug)]
+pub struct Pkcs11Settings {
+    /// The vendor's PKCS#11 library (`pkcs11LibraryPath`, or the default of `pkcs11Provider`).
+    pub library_path: PathBuf,
+    /// `pkcs11SlotTokenSerialNumber`, compared case-insensitively as upstream does.
+    pub token_serial: String,
+    pub user_type: Pkcs11UserType,
+    /// `pkcs11LoginPin`; without one the token's protected authentication path (PIN pad) is used.
+    pub pin: Option<SecretString>,
+    pub key: Pkcs11KeySelector,
+    /// Where the public key for wrapping comes from, as upstream: the certificate provider.
+    /// Without one it is read from the token.
+    pub certificate: Option<CertificateSettings>,
+}
+
+/// `pkcs11LoginUserType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pkcs11UserType {
+    User,
+    SecurityOfficer,
+    ContextSpecific,
+}
+
+/// How the private key is found on the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pkcs11KeySelector {
+    /// `pkcs11PrivateKeyLabel`: `CKA_LABEL`.
+    Label(String),
+    /// `pkcs11PrivateKeyId`: `CKA_ID` holding this number as a native `CK_ULONG`.
+    Id(u64),
+}
+
+impl ProviderSettings for Pkcs11Settings {
+    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = PKCS11_SETTINGS;
+    const UPSTREAM_ORDER: u8 = 4;
+
+    fn check_typed_values(values: &Values, group: SettingsGroup) -> Result<(), ConfigError> {
+        private_key_id(values, group).map(drop)
+    }
+
+    fn parse(
+        values: &Values,
+        source: &ConfigSource,
+        group: SettingsGroup,
+    ) -> Result<Self, ConfigError> {
+        parse_pkcs11(values, source, group)
+    }
+
+    fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
+        KeyProviderError::Config(format!(
+            "RSA key provider `pkcs11` ({}) needs the `pkcs11` \
+             Cargo feature, which this build left out; rebuild with `--features pkcs11`",
+            crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
+        ))
+    }
+}
+
+/// `pkcs11PrivateKeyId`, an unsigned integer; checked whichever provider is configured, as
+/// upstream's typed settings are.
+fn private_key_id(values: &Values, group: SettingsGroup) -> Result<Option<u64>, ConfigError> {
+    let path = RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(group);
+    match values.setting(path) {
+        Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
+            ConfigError::at(path, format!("`{value}` is not an unsigned integer"))
+        }))
+        .transpose(),
+        None => Ok(None),
+    }
+}
+
+/// Upstream's default library locations for `pkcs11Provider` (Debian/Ubuntu multiarch paths).
+#[cfg(target_arch = "aarch64")]
+pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
+#[cfg(not(target_arch = "aarch64"))]
+pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+fn parse_pkcs11(
+    values: &Values,
+    source: &ConfigSource,
+    group: SettingsGroup,
+) -> Result<Pkcs11Settings, ConfigError> {
+    let at = |path: SettingPath| path.in_group(group);
+    let private_key_id = private_key_id(values, group)?;
+    let library_path = match values
+        .setting(at(RSA_KEY_PKCS11_LIBRARY_PATH))
+        .map(str::trim)
+    {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => match values
+            .setting(at(RSA_KEY_PKCS11_PROVIDER))
+            .map(|p| p.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
+            Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
+            Some(other) if !other.is_empty() => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_PKCS11_PROVIDER),
+                    format!(
+                        "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_PKCS11_LIBRARY_PATH),
+                    "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
+                ));
+            }
+        },
+    };
+    let token_serial = values
+        .require_setting(
+            at(RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER),
+            "the serial number of the token holding the key",
+        )?
+        .trim()
+        .to_owned();
+    let user_type = match values
+        .setting(at(RSA_KEY_PKCS11_LOGIN_USER_TYPE))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "user") => Pkcs11UserType::User,
+        Some("so") => Pkcs11UserType::SecurityOfficer,
+        Some("context_specific") => Pkcs11UserType::ContextSpecific,
+        Some(other) => {
+            return Err(ConfigError::at(
+                at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
+                format!("`{other}` is not a login user type; use user, so or context_specific"),
+            ));
+        }
+    };
+    let key = match (
+        private_key_id,
+        values.setting(at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL)),
+    ) {
+        // Upstream looks the key up by id whenever one is set.
+        (Some(id), _) => Pkcs11KeySelector::Id(id),
+        (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
+        _ => {
+            return Err(ConfigError::at(
+                at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
+                format!(
+                    "is required (or {}): which private key on the token to use",
+                    at(RSA_KEY_PKCS11_PRIVATE_KEY_ID)
+                ),
+            ));
+        }
+    };
+    let certificate = match values.setting(at(CERTIFICATE_PROVIDER)) {
+        Some(_) => Some(CertificateSettings::parse(values, source, group)?),
+        None => None,
+    };
+    Ok(Pkcs11Settings {
+        library_path,
+        token_serial,
+        user_type,
+        pin: values
+            .setting(at(RSA_KEY_PKCS11_LOGIN_PIN))
+            .map(|pin| SecretString::from(pin.to_owned())),
+        key,
+        certificate,
+    })
+}
