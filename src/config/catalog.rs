@@ -42,6 +42,18 @@ macro_rules! settings_catalog {
             $($crate::config::catalog::KnownSetting { path: $name, provider: $provider, help: $help },)*
         ];
     };
+    // The settings of one section (`rsa_key`, `certificate`, ...), each naming its provider.
+    ($rows:ident in $section:ident; $($name:ident = $key:literal, $provider:expr, $help:expr;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows; $($name = $crate::config::SettingPath::$section($key), $provider, $help;)*
+        }
+    };
+    // The settings of one provider in one section.
+    ($rows:ident in $section:ident for $provider:literal; $($name:ident = $key:literal, $help:expr;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows; $($name = $crate::config::SettingPath::$section($key), Some($provider), $help;)*
+        }
+    };
 }
 pub(crate) use settings_catalog;
 

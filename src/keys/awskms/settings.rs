@@ -11,12 +11,12 @@ use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
 use crate::keys::{KeyProviderError, ProviderSettings};
 
 settings_catalog! {
-    AWS_KMS_SETTINGS;
-    RSA_KEY_AWS_ACCESS_KEY_ID = SettingPath::rsa_key("awsAccessKeyId"), Some("awskms"), "IAM access key id (empty: AWS default credential chain)";
-    RSA_KEY_AWS_ACCESS_KEY_SECRET = SettingPath::rsa_key("awsAccessKeySecret"), Some("awskms"), "its secret (empty: AWS default credential chain)";
-    RSA_KEY_AWS_REGION = SettingPath::rsa_key("awsRegion"), Some("awskms"), "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)";
-    RSA_KEY_AWS_KEY_ID = SettingPath::rsa_key("awsKeyId"), Some("awskms"), "key id, key ARN or alias/NAME (required)";
-    RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION = SettingPath::rsa_key("awsUseSymmetricEncryption"), Some("awskms"), "true | false";
+    AWS_KMS_SETTINGS in rsa_key for "awskms";
+    RSA_KEY_AWS_ACCESS_KEY_ID = "awsAccessKeyId", "IAM access key id (empty: AWS default credential chain)";
+    RSA_KEY_AWS_ACCESS_KEY_SECRET = "awsAccessKeySecret", "its secret (empty: AWS default credential chain)";
+    RSA_KEY_AWS_REGION = "awsRegion", "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)";
+    RSA_KEY_AWS_KEY_ID = "awsKeyId", "key id, key ARN or alias/NAME (required)";
+    RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION = "awsUseSymmetricEncryption", "true | false";
 }
 
 /// `rsaKey:aws*`: which KMS key wraps the symmetric key, and how to reach it.
@@ -48,12 +48,52 @@ impl ProviderSettings for AwsKmsSettings {
         use_symmetric_encryption(values, group).map(drop)
     }
 
+    /// `rsaKey:aws*` (in `group`). Upstream builds static credentials unless both
+    /// access-key settings are blank; giving only one of them can never authenticate, so it
+    /// is refused here.
     fn parse(
         values: &Values,
         _source: &ConfigSource,
         group: SettingsGroup,
     ) -> Result<Self, ConfigError> {
-        parse_aws_kms(values, group)
+        let at = |path: SettingPath| path.in_group(group);
+        let use_symmetric_encryption = use_symmetric_encryption(values, group)?;
+        let key_id = values
+            .require_setting(
+                at(RSA_KEY_AWS_KEY_ID),
+                "the KMS key: key id, key ARN, alias/NAME or alias ARN",
+            )?
+            .trim();
+        let credentials = match (
+            values.setting(at(RSA_KEY_AWS_ACCESS_KEY_ID)),
+            values.setting(at(RSA_KEY_AWS_ACCESS_KEY_SECRET)),
+        ) {
+            (None, None) => None,
+            (Some(id), Some(secret)) => Some(AwsStaticCredentials {
+                access_key_id: id.trim().to_owned(),
+                secret_access_key: SecretString::from(secret.trim().to_owned()),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_AWS_ACCESS_KEY_SECRET),
+                    "is missing while awsAccessKeyId is set; give both, or neither to use the AWS default credential chain",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_AWS_ACCESS_KEY_ID),
+                    "is missing while awsAccessKeySecret is set; give both, or neither to use the AWS default credential chain",
+                ));
+            }
+        };
+        Ok(AwsKmsSettings {
+            credentials,
+            region: values
+                .setting(at(RSA_KEY_AWS_REGION))
+                .map(|r| r.trim().to_owned()),
+            key_id: key_id.to_owned(),
+            use_symmetric_encryption,
+        })
     }
 
     fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
@@ -76,45 +116,3 @@ fn use_symmetric_encryption(values: &Values, group: SettingsGroup) -> Result<boo
     }
 }
 
-/// `rsaKey:aws*` (in `group`). Upstream builds static credentials unless both access-key settings
-/// are blank; giving only one of them can never authenticate, so it is refused here.
-fn parse_aws_kms(values: &Values, group: SettingsGroup) -> Result<AwsKmsSettings, ConfigError> {
-    let at = |path: SettingPath| path.in_group(group);
-    let use_symmetric_encryption = use_symmetric_encryption(values, group)?;
-    let key_id = values
-        .require_setting(
-            at(RSA_KEY_AWS_KEY_ID),
-            "the KMS key: key id, key ARN, alias/NAME or alias ARN",
-        )?
-        .trim();
-    let credentials = match (
-        values.setting(at(RSA_KEY_AWS_ACCESS_KEY_ID)),
-        values.setting(at(RSA_KEY_AWS_ACCESS_KEY_SECRET)),
-    ) {
-        (None, None) => None,
-        (Some(id), Some(secret)) => Some(AwsStaticCredentials {
-            access_key_id: id.trim().to_owned(),
-            secret_access_key: SecretString::from(secret.trim().to_owned()),
-        }),
-        (Some(_), None) => {
-            return Err(ConfigError::at(
-                at(RSA_KEY_AWS_ACCESS_KEY_SECRET),
-                "is missing while awsAccessKeyId is set; give both, or neither to use the AWS default credential chain",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::at(
-                at(RSA_KEY_AWS_ACCESS_KEY_ID),
-                "is missing while awsAccessKeySecret is set; give both, or neither to use the AWS default credential chain",
-            ));
-        }
-    };
-    Ok(AwsKmsSettings {
-        credentials,
-        region: values
-            .setting(at(RSA_KEY_AWS_REGION))
-            .map(|r| r.trim().to_owned()),
-        key_id: key_id.to_owned(),
-        use_symmetric_encryption,
-    })
-}

@@ -11,12 +11,12 @@ use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
-    AZURE_KEY_VAULT_SETTINGS;
-    RSA_KEY_AZURE_KEYVAULT_URI = SettingPath::rsa_key("azureKeyvaultUri"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = SettingPath::rsa_key("azureKeyvaultKeyName"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::rsa_key("azureKeyvaultAdTenantId"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = SettingPath::rsa_key("azureKeyvaultAdAppId"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = SettingPath::rsa_key("azureKeyvaultAdSecret"), Some("azurekv"), "";
+    AZURE_KEY_VAULT_SETTINGS in rsa_key for "azurekv";
+    RSA_KEY_AZURE_KEYVAULT_URI = "azureKeyvaultUri", "";
+    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = "azureKeyvaultKeyName", "";
+    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = "azureKeyvaultAdTenantId", "";
+    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = "azureKeyvaultAdAppId", "";
+    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = "azureKeyvaultAdSecret", "";
 }
 
 /// `rsaKey:azureKeyvault*`.

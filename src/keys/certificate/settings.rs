@@ -16,27 +16,27 @@ use crate::config::{AzureStorageAccount, ConfigError, ConfigSource, SettingPath,
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
-    CERTIFICATE_SETTINGS;
-    CERTIFICATE_PROVIDER = SettingPath::certificate("provider"), None, "filesystem | store | azurestorage | azurekv | vault";
-    CERTIFICATE_FILESYSTEM_PATH = SettingPath::certificate("filesystemPath"), Some("filesystem"), "path of the PKCS#12 (.pfx) file";
-    CERTIFICATE_FILESYSTEM_PASSWORD = SettingPath::certificate("filesystemPassword"), Some("filesystem"), "its password (optional)";
-    CERTIFICATE_STORE_THUMBPRINT = SettingPath::certificate("storeThumbprint"), Some("store"), "SHA-1 thumbprint of the certificate in the CurrentUser\\My store";
-    CERTIFICATE_STORE_DIRECTORY = SettingPath::certificate("storeDirectory"), Some("store"), "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)";
-    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING = SettingPath::certificate("azureStorageConnectionString"), Some("azurestorage"), "storage account connection string";
-    CERTIFICATE_AZURE_STORAGE_CONTAINER = SettingPath::certificate("azureStorageContainer"), Some("azurestorage"), "blob container";
-    CERTIFICATE_AZURE_STORAGE_FILE_NAME = SettingPath::certificate("azureStorageFileName"), Some("azurestorage"), "blob name of the .pfx";
-    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD = SettingPath::certificate("azureStorageFilePassword"), Some("azurestorage"), "its password (optional)";
-    CERTIFICATE_AZURE_KEYVAULT_URI = SettingPath::certificate("azureKeyvaultUri"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME = SettingPath::certificate("azureKeyvaultCertificateName"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::certificate("azureKeyvaultAdTenantId"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID = SettingPath::certificate("azureKeyvaultAdAppId"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_SECRET = SettingPath::certificate("azureKeyvaultAdSecret"), Some("azurekv"), "";
-    CERTIFICATE_VAULT_SERVER_URI = SettingPath::certificate("vaultServerUri"), Some("vault"), "e.g. https://vault.example.com:8200";
-    CERTIFICATE_VAULT_TOKEN = SettingPath::certificate("vaultToken"), Some("vault"), "token with read access";
-    CERTIFICATE_VAULT_SECRET_MOUNT_POINT = SettingPath::certificate("vaultSecretMountPoint"), Some("vault"), "KV v2 mount (default secret)";
-    CERTIFICATE_VAULT_SECRET_PATH = SettingPath::certificate("vaultSecretPath"), Some("vault"), "the secret's path in the mount";
-    CERTIFICATE_VAULT_SECRET_DATA_KEY = SettingPath::certificate("vaultSecretDataKey"), Some("vault"), "data key holding the base64 .pfx";
-    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = SettingPath::certificate("vaultSecretFilePassword"), Some("vault"), "the .pfx password (optional)";
+    CERTIFICATE_SETTINGS in certificate;
+    CERTIFICATE_PROVIDER = "provider", None, "filesystem | store | azurestorage | azurekv | vault";
+    CERTIFICATE_FILESYSTEM_PATH = "filesystemPath", Some("filesystem"), "path of the PKCS#12 (.pfx) file";
+    CERTIFICATE_FILESYSTEM_PASSWORD = "filesystemPassword", Some("filesystem"), "its password (optional)";
+    CERTIFICATE_STORE_THUMBPRINT = "storeThumbprint", Some("store"), "SHA-1 thumbprint of the certificate in the CurrentUser\\My store";
+    CERTIFICATE_STORE_DIRECTORY = "storeDirectory", Some("store"), "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)";
+    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING = "azureStorageConnectionString", Some("azurestorage"), "storage account connection string";
+    CERTIFICATE_AZURE_STORAGE_CONTAINER = "azureStorageContainer", Some("azurestorage"), "blob container";
+    CERTIFICATE_AZURE_STORAGE_FILE_NAME = "azureStorageFileName", Some("azurestorage"), "blob name of the .pfx";
+    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD = "azureStorageFilePassword", Some("azurestorage"), "its password (optional)";
+    CERTIFICATE_AZURE_KEYVAULT_URI = "azureKeyvaultUri", Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME = "azureKeyvaultCertificateName", Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID = "azureKeyvaultAdTenantId", Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID = "azureKeyvaultAdAppId", Some("azurekv"), "";
+    CERTIFICATE_AZURE_KEYVAULT_AD_SECRET = "azureKeyvaultAdSecret", Some("azurekv"), "";
+    CERTIFICATE_VAULT_SERVER_URI = "vaultServerUri", Some("vault"), "e.g. https://vault.example.com:8200";
+    CERTIFICATE_VAULT_TOKEN = "vaultToken", Some("vault"), "token with read access";
+    CERTIFICATE_VAULT_SECRET_MOUNT_POINT = "vaultSecretMountPoint", Some("vault"), "KV v2 mount (default secret)";
+    CERTIFICATE_VAULT_SECRET_PATH = "vaultSecretPath", Some("vault"), "the secret's path in the mount";
+    CERTIFICATE_VAULT_SECRET_DATA_KEY = "vaultSecretDataKey", Some("vault"), "data key holding the base64 .pfx";
+    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = "vaultSecretFilePassword", Some("vault"), "the .pfx password (optional)";
 }
 
 /// `certificate:provider` and its settings: where the PKCS#12 file comes from.
@@ -118,150 +118,142 @@ impl ProviderSettings for CertificateSettings {
         source: &ConfigSource,
         group: SettingsGroup,
     ) -> Result<Self, ConfigError> {
-        parse_certificate(values, source, group)
-    }
-}
-
-fn parse_certificate(
-    values: &Values,
-    source: &ConfigSource,
-    group: SettingsGroup,
-) -> Result<CertificateSettings, ConfigError> {
-    let at = |path: SettingPath| path.in_group(group);
-    let provider = values.require_setting(
-        at(CERTIFICATE_PROVIDER),
-        "filesystem, store, azurestorage, azurekv or vault",
-    )?;
-    let password = |key: SettingPath| {
-        values
-            .setting(at(key))
-            .map(|p| SecretString::from(p.to_owned()))
-    };
-    match provider.trim().to_ascii_lowercase().as_str() {
-        "filesystem" => Ok(CertificateSettings::Filesystem {
-            path: PathBuf::from(values.require_setting(
-                at(CERTIFICATE_FILESYSTEM_PATH),
-                "the PKCS#12 (.pfx) file's path",
-            )?),
-            password: password(CERTIFICATE_FILESYSTEM_PASSWORD),
-        }),
-        "store" => {
-            let written = values.require_setting(
-                at(CERTIFICATE_STORE_THUMBPRINT),
-                "the SHA-1 thumbprint of the certificate (40 hex digits)",
-            )?;
-            Ok(CertificateSettings::Store(StoreCertificateSettings {
-                thumbprint: clean_thumbprint(written).map_err(|message| {
-                    ConfigError::at(at(CERTIFICATE_STORE_THUMBPRINT), message)
-                })?,
-                directory: values
-                    .setting(at(CERTIFICATE_STORE_DIRECTORY))
-                    .map(|d| PathBuf::from(d.trim())),
-                home: source
-                    .var("HOME")
-                    .filter(|home| !home.is_empty())
-                    .map(PathBuf::from),
-            }))
-        }
-        "azurestorage" => {
-            let text = values.require_setting(
-                at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
-                "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
-            )?;
-            let account = AzureStorageAccount::parse(text).map_err(|message| {
-                ConfigError::at(at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING), message)
-            })?;
-            let container = values
-                .require_setting(
-                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
-                    "the blob container's name",
-                )?
-                .trim();
-            if !is_container_name(container) {
-                return Err(ConfigError::at(
-                    at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
-                    format!(
-                        "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
-                    ),
-                ));
-            }
-            let file_name = values
-                .require_setting(
-                    at(CERTIFICATE_AZURE_STORAGE_FILE_NAME),
-                    "the blob name of the .pfx file",
-                )?
-                .trim_start_matches('/');
-            Ok(CertificateSettings::AzureStorage(
-                AzureStorageCertificateSettings {
-                    account,
-                    container: container.to_owned(),
-                    file_name: file_name.to_owned(),
-                    password: password(CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD),
-                },
-            ))
-        }
-        "vault" => {
-            let server_uri = values
-                .require_setting(
-                    at(CERTIFICATE_VAULT_SERVER_URI),
-                    "the Vault server URL, e.g. https://vault.example.com:8200",
-                )?
-                .trim();
-            check_http_url(at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
-            let token = values.require_setting(
-                at(CERTIFICATE_VAULT_TOKEN),
-                "a Vault token that may read the secret",
-            )?;
-            let mount_point = values
-                .setting(at(CERTIFICATE_VAULT_SECRET_MOUNT_POINT))
-                .map(|m| m.trim().trim_matches('/'))
-                .filter(|m| !m.is_empty())
-                .unwrap_or("secret");
-            let secret_path = values
-                .require_setting(
-                    at(CERTIFICATE_VAULT_SECRET_PATH),
-                    "the secret's path inside the KV v2 mount",
-                )?
-                .trim()
-                .trim_matches('/');
-            let data_key = values.require_setting(
-                at(CERTIFICATE_VAULT_SECRET_DATA_KEY),
-                "the key in the secret's data that holds the base64 .pfx",
-            )?;
-            Ok(CertificateSettings::Vault(VaultCertificateSettings {
-                server_uri: server_uri.trim_end_matches('/').to_owned(),
-                token: SecretString::from(token.trim().to_owned()),
-                mount_point: mount_point.to_owned(),
-                secret_path: secret_path.to_owned(),
-                data_key: data_key.to_owned(),
-                password: password(CERTIFICATE_VAULT_SECRET_FILE_PASSWORD),
-            }))
-        }
-        "azurekv" => Ok(CertificateSettings::AzureKeyVault(
-            AzureKeyVaultCertificateSettings {
-                vault_uri: azure_vault_uri(values, at(CERTIFICATE_AZURE_KEYVAULT_URI))?,
-                certificate_name: azure_object_name(
-                    values,
-                    at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
-                    "the name of the certificate in the vault",
-                )?,
-                credentials: azure_ad_credentials(
-                    values,
-                    [
-                        CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
-                        CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
-                        CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
-                    ]
-                    .map(at),
-                )?,
-            },
-        )),
-        other => Err(ConfigError::at(
+        let at = |path: SettingPath| path.in_group(group);
+        let provider = values.require_setting(
             at(CERTIFICATE_PROVIDER),
-            format!(
-                "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
-            ),
-        )),
+            "filesystem, store, azurestorage, azurekv or vault",
+        )?;
+        let password = |key: SettingPath| {
+            values
+                .setting(at(key))
+                .map(|p| SecretString::from(p.to_owned()))
+        };
+        match provider.trim().to_ascii_lowercase().as_str() {
+            "filesystem" => Ok(CertificateSettings::Filesystem {
+                path: PathBuf::from(values.require_setting(
+                    at(CERTIFICATE_FILESYSTEM_PATH),
+                    "the PKCS#12 (.pfx) file's path",
+                )?),
+                password: password(CERTIFICATE_FILESYSTEM_PASSWORD),
+            }),
+            "store" => {
+                let written = values.require_setting(
+                    at(CERTIFICATE_STORE_THUMBPRINT),
+                    "the SHA-1 thumbprint of the certificate (40 hex digits)",
+                )?;
+                Ok(CertificateSettings::Store(StoreCertificateSettings {
+                    thumbprint: clean_thumbprint(written).map_err(|message| {
+                        ConfigError::at(at(CERTIFICATE_STORE_THUMBPRINT), message)
+                    })?,
+                    directory: values
+                        .setting(at(CERTIFICATE_STORE_DIRECTORY))
+                        .map(|d| PathBuf::from(d.trim())),
+                    home: source
+                        .var("HOME")
+                        .filter(|home| !home.is_empty())
+                        .map(PathBuf::from),
+                }))
+            }
+            "azurestorage" => {
+                let text = values.require_setting(
+                    at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
+                    "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
+                )?;
+                let account = AzureStorageAccount::parse(text).map_err(|message| {
+                    ConfigError::at(at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING), message)
+                })?;
+                let container = values
+                    .require_setting(
+                        at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                        "the blob container's name",
+                    )?
+                    .trim();
+                if !is_container_name(container) {
+                    return Err(ConfigError::at(
+                        at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                        format!(
+                            "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
+                        ),
+                    ));
+                }
+                let file_name = values
+                    .require_setting(
+                        at(CERTIFICATE_AZURE_STORAGE_FILE_NAME),
+                        "the blob name of the .pfx file",
+                    )?
+                    .trim_start_matches('/');
+                Ok(CertificateSettings::AzureStorage(
+                    AzureStorageCertificateSettings {
+                        account,
+                        container: container.to_owned(),
+                        file_name: file_name.to_owned(),
+                        password: password(CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD),
+                    },
+                ))
+            }
+            "vault" => {
+                let server_uri = values
+                    .require_setting(
+                        at(CERTIFICATE_VAULT_SERVER_URI),
+                        "the Vault server URL, e.g. https://vault.example.com:8200",
+                    )?
+                    .trim();
+                check_http_url(at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
+                let token = values.require_setting(
+                    at(CERTIFICATE_VAULT_TOKEN),
+                    "a Vault token that may read the secret",
+                )?;
+                let mount_point = values
+                    .setting(at(CERTIFICATE_VAULT_SECRET_MOUNT_POINT))
+                    .map(|m| m.trim().trim_matches('/'))
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or("secret");
+                let secret_path = values
+                    .require_setting(
+                        at(CERTIFICATE_VAULT_SECRET_PATH),
+                        "the secret's path inside the KV v2 mount",
+                    )?
+                    .trim()
+                    .trim_matches('/');
+                let data_key = values.require_setting(
+                    at(CERTIFICATE_VAULT_SECRET_DATA_KEY),
+                    "the key in the secret's data that holds the base64 .pfx",
+                )?;
+                Ok(CertificateSettings::Vault(VaultCertificateSettings {
+                    server_uri: server_uri.trim_end_matches('/').to_owned(),
+                    token: SecretString::from(token.trim().to_owned()),
+                    mount_point: mount_point.to_owned(),
+                    secret_path: secret_path.to_owned(),
+                    data_key: data_key.to_owned(),
+                    password: password(CERTIFICATE_VAULT_SECRET_FILE_PASSWORD),
+                }))
+            }
+            "azurekv" => Ok(CertificateSettings::AzureKeyVault(
+                AzureKeyVaultCertificateSettings {
+                    vault_uri: azure_vault_uri(values, at(CERTIFICATE_AZURE_KEYVAULT_URI))?,
+                    certificate_name: azure_object_name(
+                        values,
+                        at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
+                        "the name of the certificate in the vault",
+                    )?,
+                    credentials: azure_ad_credentials(
+                        values,
+                        [
+                            CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
+                            CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
+                            CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
+                        ]
+                        .map(at),
+                    )?,
+                },
+            )),
+            other => Err(ConfigError::at(
+                at(CERTIFICATE_PROVIDER),
+                format!(
+                    "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
+                ),
+            )),
+        }
     }
 }
 

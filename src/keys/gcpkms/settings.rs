@@ -8,12 +8,12 @@ use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
-    GCP_KMS_SETTINGS;
-    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = SettingPath::rsa_key("googleCloudProjectId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = SettingPath::rsa_key("googleCloudLocationId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = SettingPath::rsa_key("googleCloudKeyringId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_ID = SettingPath::rsa_key("googleCloudKeyId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = SettingPath::rsa_key("googleCloudKeyVersionId"), Some("gcpkms"), "";
+    GCP_KMS_SETTINGS in rsa_key for "gcpkms";
+    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = "googleCloudProjectId", "";
+    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = "googleCloudLocationId", "";
+    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = "googleCloudKeyringId", "";
+    RSA_KEY_GOOGLE_CLOUD_KEY_ID = "googleCloudKeyId", "";
+    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = "googleCloudKeyVersionId", "";
 }
 
 /// The variable naming another Cloud KMS endpoint than Google's (tests, private endpoints).
@@ -47,50 +47,43 @@ impl ProviderSettings for GcpKmsSettings {
     const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = GCP_KMS_SETTINGS;
     const UPSTREAM_ORDER: u8 = 2;
 
+    /// `rsaKey:googleCloud*` (in `group`): each part of the key version's resource name.
     fn parse(
         values: &Values,
         source: &ConfigSource,
         group: SettingsGroup,
     ) -> Result<Self, ConfigError> {
-        parse_gcp_kms(values, source, group)
+        let part = |key: SettingPath, what: &str| -> Result<String, ConfigError> {
+            let path = key.in_group(group);
+            let value = values.require_setting(path, what)?.trim();
+            if value.is_empty() || value.contains(['/', ' ', '?', '#']) {
+                return Err(ConfigError::at(
+                    path,
+                    format!("`{value}` is not a resource id: it must not be empty nor contain `/`"),
+                ));
+            }
+            Ok(value.to_owned())
+        };
+        Ok(GcpKmsSettings {
+            project_id: part(
+                RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
+                "the Google Cloud project id",
+            )?,
+            location_id: part(
+                RSA_KEY_GOOGLE_CLOUD_LOCATION_ID,
+                "the key ring's location, e.g. global or europe-west1",
+            )?,
+            key_ring_id: part(RSA_KEY_GOOGLE_CLOUD_KEYRING_ID, "the key ring's name")?,
+            key_id: part(RSA_KEY_GOOGLE_CLOUD_KEY_ID, "the key's name")?,
+            key_version_id: part(
+                RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID,
+                "the key version's number, e.g. 1",
+            )?,
+            endpoint: source
+                .var(GCP_KMS_ENDPOINT_VAR)
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty()),
+        })
     }
 }
 
-/// `rsaKey:googleCloud*` (in `group`): each part of the key version's resource name.
-fn parse_gcp_kms(
-    values: &Values,
-    source: &ConfigSource,
-    group: SettingsGroup,
-) -> Result<GcpKmsSettings, ConfigError> {
-    let part = |key: SettingPath, what: &str| -> Result<String, ConfigError> {
-        let path = key.in_group(group);
-        let value = values.require_setting(path, what)?.trim();
-        if value.is_empty() || value.contains(['/', ' ', '?', '#']) {
-            return Err(ConfigError::at(
-                path,
-                format!("`{value}` is not a resource id: it must not be empty nor contain `/`"),
-            ));
-        }
-        Ok(value.to_owned())
-    };
-    Ok(GcpKmsSettings {
-        project_id: part(
-            RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
-            "the Google Cloud project id",
-        )?,
-        location_id: part(
-            RSA_KEY_GOOGLE_CLOUD_LOCATION_ID,
-            "the key ring's location, e.g. global or europe-west1",
-        )?,
-        key_ring_id: part(RSA_KEY_GOOGLE_CLOUD_KEYRING_ID, "the key ring's name")?,
-        key_id: part(RSA_KEY_GOOGLE_CLOUD_KEY_ID, "the key's name")?,
-        key_version_id: part(
-            RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID,
-            "the key version's number, e.g. 1",
-        )?,
-        endpoint: source
-            .var(GCP_KMS_ENDPOINT_VAR)
-            .map(|e| e.trim().to_owned())
-            .filter(|e| !e.is_empty()),
-    })
-}

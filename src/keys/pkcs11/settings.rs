@@ -13,14 +13,14 @@ use crate::keys::certificate::{CERTIFICATE_PROVIDER, CertificateSettings};
 use crate::keys::{KeyProviderError, ProviderSettings};
 
 settings_catalog! {
-    PKCS11_SETTINGS;
-    RSA_KEY_PKCS11_PROVIDER = SettingPath::rsa_key("pkcs11Provider"), Some("pkcs11"), "yubihsm | opensc";
-    RSA_KEY_PKCS11_LIBRARY_PATH = SettingPath::rsa_key("pkcs11LibraryPath"), Some("pkcs11"), "the token's PKCS#11 library (.so)";
-    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER = SettingPath::rsa_key("pkcs11SlotTokenSerialNumber"), Some("pkcs11"), "serial number of the token (required)";
-    RSA_KEY_PKCS11_LOGIN_USER_TYPE = SettingPath::rsa_key("pkcs11LoginUserType"), Some("pkcs11"), "user | so | context_specific";
-    RSA_KEY_PKCS11_LOGIN_PIN = SettingPath::rsa_key("pkcs11LoginPin"), Some("pkcs11"), "the PIN of the login user type";
-    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL = SettingPath::rsa_key("pkcs11PrivateKeyLabel"), Some("pkcs11"), "CKA_LABEL of the private key";
-    RSA_KEY_PKCS11_PRIVATE_KEY_ID = SettingPath::rsa_key("pkcs11PrivateKeyId"), Some("pkcs11"), "unsigned integer";
+    PKCS11_SETTINGS in rsa_key for "pkcs11";
+    RSA_KEY_PKCS11_PROVIDER = "pkcs11Provider", "yubihsm | opensc";
+    RSA_KEY_PKCS11_LIBRARY_PATH = "pkcs11LibraryPath", "the token's PKCS#11 library (.so)";
+    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER = "pkcs11SlotTokenSerialNumber", "serial number of the token (required)";
+    RSA_KEY_PKCS11_LOGIN_USER_TYPE = "pkcs11LoginUserType", "user | so | context_specific";
+    RSA_KEY_PKCS11_LOGIN_PIN = "pkcs11LoginPin", "the PIN of the login user type";
+    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL = "pkcs11PrivateKeyLabel", "CKA_LABEL of the private key";
+    RSA_KEY_PKCS11_PRIVATE_KEY_ID = "pkcs11PrivateKeyId", "unsigned integer";
 }
 
 /// `rsaKey:pkcs11*`: which token, how to log in, which key.
@@ -69,7 +69,89 @@ impl ProviderSettings for Pkcs11Settings {
         source: &ConfigSource,
         group: SettingsGroup,
     ) -> Result<Self, ConfigError> {
-        parse_pkcs11(values, source, group)
+        let at = |path: SettingPath| path.in_group(group);
+        let private_key_id = private_key_id(values, group)?;
+        let library_path = match values
+            .setting(at(RSA_KEY_PKCS11_LIBRARY_PATH))
+            .map(str::trim)
+        {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => match values
+                .setting(at(RSA_KEY_PKCS11_PROVIDER))
+                .map(|p| p.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
+                Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
+                Some(other) if !other.is_empty() => {
+                    return Err(ConfigError::at(
+                        at(RSA_KEY_PKCS11_PROVIDER),
+                        format!(
+                            "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::at(
+                        at(RSA_KEY_PKCS11_LIBRARY_PATH),
+                        "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
+                    ));
+                }
+            },
+        };
+        let token_serial = values
+            .require_setting(
+                at(RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER),
+                "the serial number of the token holding the key",
+            )?
+            .trim()
+            .to_owned();
+        let user_type = match values
+            .setting(at(RSA_KEY_PKCS11_LOGIN_USER_TYPE))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("" | "user") => Pkcs11UserType::User,
+            Some("so") => Pkcs11UserType::SecurityOfficer,
+            Some("context_specific") => Pkcs11UserType::ContextSpecific,
+            Some(other) => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
+                    format!("`{other}` is not a login user type; use user, so or context_specific"),
+                ));
+            }
+        };
+        let key = match (
+            private_key_id,
+            values.setting(at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL)),
+        ) {
+            // Upstream looks the key up by id whenever one is set.
+            (Some(id), _) => Pkcs11KeySelector::Id(id),
+            (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
+            _ => {
+                return Err(ConfigError::at(
+                    at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
+                    format!(
+                        "is required (or {}): which private key on the token to use",
+                        at(RSA_KEY_PKCS11_PRIVATE_KEY_ID)
+                    ),
+                ));
+            }
+        };
+        let certificate = match values.setting(at(CERTIFICATE_PROVIDER)) {
+            Some(_) => Some(CertificateSettings::parse(values, source, group)?),
+            None => None,
+        };
+        Ok(Pkcs11Settings {
+            library_path,
+            token_serial,
+            user_type,
+            pin: values
+                .setting(at(RSA_KEY_PKCS11_LOGIN_PIN))
+                .map(|pin| SecretString::from(pin.to_owned())),
+            key,
+            certificate,
+        })
     }
 
     fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
@@ -100,92 +182,3 @@ pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
 #[cfg(not(target_arch = "aarch64"))]
 pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
 
-fn parse_pkcs11(
-    values: &Values,
-    source: &ConfigSource,
-    group: SettingsGroup,
-) -> Result<Pkcs11Settings, ConfigError> {
-    let at = |path: SettingPath| path.in_group(group);
-    let private_key_id = private_key_id(values, group)?;
-    let library_path = match values
-        .setting(at(RSA_KEY_PKCS11_LIBRARY_PATH))
-        .map(str::trim)
-    {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => match values
-            .setting(at(RSA_KEY_PKCS11_PROVIDER))
-            .map(|p| p.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
-            Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
-            Some(other) if !other.is_empty() => {
-                return Err(ConfigError::at(
-                    at(RSA_KEY_PKCS11_PROVIDER),
-                    format!(
-                        "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
-                    ),
-                ));
-            }
-            _ => {
-                return Err(ConfigError::at(
-                    at(RSA_KEY_PKCS11_LIBRARY_PATH),
-                    "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
-                ));
-            }
-        },
-    };
-    let token_serial = values
-        .require_setting(
-            at(RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER),
-            "the serial number of the token holding the key",
-        )?
-        .trim()
-        .to_owned();
-    let user_type = match values
-        .setting(at(RSA_KEY_PKCS11_LOGIN_USER_TYPE))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("" | "user") => Pkcs11UserType::User,
-        Some("so") => Pkcs11UserType::SecurityOfficer,
-        Some("context_specific") => Pkcs11UserType::ContextSpecific,
-        Some(other) => {
-            return Err(ConfigError::at(
-                at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
-                format!("`{other}` is not a login user type; use user, so or context_specific"),
-            ));
-        }
-    };
-    let key = match (
-        private_key_id,
-        values.setting(at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL)),
-    ) {
-        // Upstream looks the key up by id whenever one is set.
-        (Some(id), _) => Pkcs11KeySelector::Id(id),
-        (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
-        _ => {
-            return Err(ConfigError::at(
-                at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
-                format!(
-                    "is required (or {}): which private key on the token to use",
-                    at(RSA_KEY_PKCS11_PRIVATE_KEY_ID)
-                ),
-            ));
-        }
-    };
-    let certificate = match values.setting(at(CERTIFICATE_PROVIDER)) {
-        Some(_) => Some(CertificateSettings::parse(values, source, group)?),
-        None => None,
-    };
-    Ok(Pkcs11Settings {
-        library_path,
-        token_serial,
-        user_type,
-        pin: values
-            .setting(at(RSA_KEY_PKCS11_LOGIN_PIN))
-            .map(|pin| SecretString::from(pin.to_owned())),
-        key,
-        certificate,
-    })
-}
