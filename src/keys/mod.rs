@@ -180,17 +180,78 @@ pub(crate) fn provider_names_listed() -> String {
     }
 }
 
+/// What a provider's SDK, I/O or crypto library reported underneath a [`KeyProviderError`].
+pub type ProviderFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a provider could not open, wrap, unwrap or prove its health. The message says it in
+/// words (naming the setting to check); `source` keeps the error underneath, where there is
+/// one, for callers that walk the chain. Text is made of it only at the HTTP and CLI edges.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyProviderError {
     /// The provider is configured wrongly (missing file, wrong password, ...).
-    #[error("{0}")]
-    Config(String),
+    #[error("{message}")]
+    Config {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
     /// The provider could not be reached now; retrying may help.
-    #[error("the RSA key provider is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the RSA key provider is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
     /// The wrapped key could not be unwrapped with this RSA key.
-    #[error("{0}")]
-    UnwrapFailed(String),
+    #[error("{message}")]
+    UnwrapFailed {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
+}
+
+impl KeyProviderError {
+    /// A configuration problem, said in `message`.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An outage, said in `message`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A wrapped key this RSA key cannot unwrap, said in `message`.
+    pub fn unwrap_failed(message: impl Into<String>) -> Self {
+        Self::UnwrapFailed {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, keeping `failure` as its cause.
+    pub fn caused_by(mut self, failure: impl Into<ProviderFailure>) -> Self {
+        let (Self::Config { source, .. }
+        | Self::Unavailable { source, .. }
+        | Self::UnwrapFailed { source, .. }) = &mut self;
+        *source = Some(failure.into());
+        self
+    }
+
+    /// The message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        let (Self::Config { message, .. }
+        | Self::Unavailable { message, .. }
+        | Self::UnwrapFailed { message, .. }) = self;
+        message
+    }
 }
 
 #[async_trait]
@@ -273,7 +334,7 @@ impl RsaKeyProvider for Measured {
     reason = "only a build without some provider's feature asks for this"
 )]
 fn missing_feature(feature: &str) -> KeyProviderError {
-    KeyProviderError::Config(format!(
+    KeyProviderError::config(format!(
         "provider `{feature}` is configured, but this build was made without the Cargo feature `{feature}`; \
          rebuild with `--features {feature}` (the default build has every provider)"
     ))
@@ -288,7 +349,7 @@ pub(crate) fn oaep_encrypt(
     let mut out = vec![0u8; public.ciphertext_size()];
     let written = public
         .encrypt(algorithm, plaintext, &mut out, None)
-        .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
+        .map_err(|_| KeyProviderError::config("RSA-OAEP encryption failed"))?
         .len();
     out.truncate(written);
     Ok(out)
@@ -312,7 +373,7 @@ mod tests {
             key: Pkcs11KeySelector::Label("key".into()),
             certificate: None,
         });
-        let Err(KeyProviderError::Config(message)) =
+        let Err(KeyProviderError::Config { message, .. }) =
             open_rsa_key_provider(&settings, SettingsGroup::Main).await
         else {
             panic!("a pkcs11 configuration must be refused");
@@ -336,7 +397,7 @@ mod without_gcpkms {
             key_version_id: "1".into(),
             endpoint: None,
         });
-        let Err(KeyProviderError::Config(message)) =
+        let Err(KeyProviderError::Config { message, .. }) =
             open_rsa_key_provider(&settings, SettingsGroup::Main).await
         else {
             panic!("a gcpkms configuration must be refused");

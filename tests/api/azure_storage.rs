@@ -233,7 +233,7 @@ async fn open(settings: &RsaKeySettings) -> Result<CertificateKeyProvider, KeyPr
 
 fn config_error(result: Result<CertificateKeyProvider, KeyProviderError>) -> String {
     match result {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 !message.contains(PFX_PASSWORD),
                 "the password leaked: {message}"
@@ -392,7 +392,7 @@ async fn a_stopped_azurite_is_unavailable_and_serves_again_when_back() {
     azurite.stop();
     let started = Instant::now();
     match open(&settings).await {
-        Err(KeyProviderError::Unavailable(message)) => {
+        Err(KeyProviderError::Unavailable { message, .. }) => {
             assert!(message.contains("Azure Storage"), "{message}");
             assert!(!message.contains(DEVELOPMENT_ACCOUNT_KEY), "{message}");
         }

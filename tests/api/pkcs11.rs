@@ -332,7 +332,7 @@ async fn open(settings: &Pkcs11Settings) -> Result<Pkcs11KeyProvider, KeyProvide
 
 async fn config_error(settings: &Pkcs11Settings) -> String {
     match open(settings).await {
-        Err(KeyProviderError::Config(message)) => message,
+        Err(KeyProviderError::Config { message, .. }) => message,
         Err(other) => panic!("expected a configuration error, got {other:?}"),
         Ok(provider) => panic!("expected an error, opened {}", provider.describe()),
     }
@@ -384,7 +384,7 @@ softhsm_test! {
         tampered[10] ^= 0x55;
         assert!(matches!(
             provider.unwrap_symmetric_key(&tampered).await,
-            Err(KeyProviderError::UnwrapFailed(_))
+            Err(KeyProviderError::UnwrapFailed { .. })
         ));
         provider.check_health().await.unwrap();
     }
@@ -698,11 +698,11 @@ softhsm_test! {
         for _ in 0..3 {
             let started = Instant::now();
             let outage = provider.check_health().await;
-            assert!(matches!(outage, Err(KeyProviderError::Unavailable(_))), "{outage:?}");
+            assert!(matches!(outage, Err(KeyProviderError::Unavailable { .. })), "{outage:?}");
             assert!(started.elapsed() < Duration::from_secs(2));
         }
         let unwrap = provider.unwrap_symmetric_key(&[1u8; 256]).await;
-        assert!(matches!(unwrap, Err(KeyProviderError::Unavailable(_))), "{unwrap:?}");
+        assert!(matches!(unwrap, Err(KeyProviderError::Unavailable { .. })), "{unwrap:?}");
         // Wrapping needs only the public key, held since start-up.
         provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
     }

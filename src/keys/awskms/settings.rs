@@ -97,7 +97,7 @@ impl ProviderSettings for AwsKmsSettings {
     }
 
     fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
              which this build was made without; rebuild with `--features awskms`",
             crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)

@@ -111,11 +111,11 @@ pub(crate) fn credential(
         Some(options),
     )
     .map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot use the Entra ID application ({setting_prefix}TenantId, {setting_prefix}AppId, \
              {setting_prefix}Secret): {}",
             error_chain(&e)
-        ))
+        )).caused_by(e)
     })
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn unusable_vault_uri(
     vault_uri: &str,
     reason: impl std::fmt::Display,
 ) -> KeyProviderError {
-    KeyProviderError::Config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
+    KeyProviderError::config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
 }
 
 /// The settings to check when a vault object cannot be used: `{uri} and {name}, and
@@ -154,7 +154,7 @@ pub(crate) async fn bounded<T>(
     tokio::time::timeout(OPERATION_TIMEOUT, call)
         .await
         .map_err(|_| {
-            KeyProviderError::Unavailable(format!(
+            KeyProviderError::unavailable(format!(
                 "Azure Key Vault did not answer within {} s",
                 OPERATION_TIMEOUT.as_secs()
             ))
@@ -172,13 +172,13 @@ pub(crate) fn classify(
 ) -> KeyProviderError {
     let detail = error_chain(error);
     if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
-        return KeyProviderError::Config(format!(
+        return KeyProviderError::config(format!(
             "Azure presented a TLS certificate this host does not trust ({reason}) for {object}; {}",
             crate::keys::remote::TRUST_HINT
         ));
     }
     if caused_by_no_answer(error) {
-        return KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"));
+        return KeyProviderError::unavailable(format!("Azure did not answer: {detail}"));
     }
     match error.kind() {
         ErrorKind::HttpResponse {
@@ -187,44 +187,44 @@ pub(crate) fn classify(
             let status = u16::from(*status);
             let code = error_code.as_deref().unwrap_or("");
             match status {
-                400 if operation == Operation::Decrypt => KeyProviderError::UnwrapFailed(format!(
+                400 if operation == Operation::Decrypt => KeyProviderError::unwrap_failed(format!(
                     "{object} cannot decrypt the stored symmetric key ({detail}): it was wrapped by another key \
                      or another version of this key; check {settings}"
                 )),
-                401 => KeyProviderError::Config(format!(
+                401 => KeyProviderError::config(format!(
                     "Azure Key Vault rejected the token for {object} ({detail}); check that the application's tenant \
                      is the vault's tenant ({settings})"
                 )),
-                403 => KeyProviderError::Config(format!(
+                403 => KeyProviderError::config(format!(
                     "Azure Key Vault denied access to {object} ({detail}); give the application the permissions \
                      listed in the README (access policy or Azure RBAC role) and check the vault's firewall"
                 )),
-                404 => KeyProviderError::Config(format!(
+                404 => KeyProviderError::config(format!(
                     "{object} does not exist ({code}); check {settings}"
                 )),
-                408 | 429 | 500..=599 => KeyProviderError::Unavailable(format!(
+                408 | 429 | 500..=599 => KeyProviderError::unavailable(format!(
                     "Azure Key Vault answered HTTP {status} for {object}: {detail}"
                 )),
-                _ => KeyProviderError::Config(format!(
+                _ => KeyProviderError::config(format!(
                     "Azure Key Vault refused the request for {object} (HTTP {status}): {detail}; check {settings}"
                 )),
             }
         }
         ErrorKind::Connection | ErrorKind::Io => {
-            KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"))
+            KeyProviderError::unavailable(format!("Azure did not answer: {detail}"))
         }
         ErrorKind::Credential if let Some(refusal) = entra_refusal(error) => {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "Entra ID refused to issue a token for {object}: {refusal}; check {settings}"
             ))
         }
-        ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::Unavailable(
+        ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::unavailable(
             format!("Entra ID could not issue a token for {object} now: {detail}"),
         ),
-        ErrorKind::Credential => KeyProviderError::Config(format!(
+        ErrorKind::Credential => KeyProviderError::config(format!(
             "Entra ID did not issue a token for {object}: {detail}; check {settings}"
         )),
-        _ => KeyProviderError::Config(format!(
+        _ => KeyProviderError::config(format!(
             "cannot call Azure Key Vault for {object}: {detail}; check {settings}"
         )),
     }
@@ -386,7 +386,7 @@ impl AzureKeyVaultKeyProvider {
         };
         let body: RequestContent<KeyOperationParameters> =
             parameters.try_into().map_err(|e: azure_core::Error| {
-                KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
+                KeyProviderError::config(format!("cannot encode the decrypt request: {e}")).caused_by(e)
             })?;
         let object = format!("version {version} of key `{}`", self.key_name);
         let result = bounded(self.client.decrypt(&self.key_name, version, body, None))
@@ -395,8 +395,8 @@ impl AzureKeyVaultKeyProvider {
             .map_err(|e| classify(Operation::Decrypt, &e, &object, &self.settings_hint))?;
         match result.result {
             Some(plaintext) => Ok(Zeroizing::new(plaintext)),
-            None => Err(KeyProviderError::Unavailable(
-                "Azure Key Vault answered the decryption without a result".into(),
+            None => Err(KeyProviderError::unavailable(
+                "Azure Key Vault answered the decryption without a result",
             )),
         }
     }
@@ -426,7 +426,7 @@ impl AzureKeyVaultKeyProvider {
             match tokio::time::timeout(OPERATION_TIMEOUT, pager.try_collect()).await {
                 Ok(listed) => listed,
                 Err(_) => {
-                    return Err(KeyProviderError::Unavailable(format!(
+                    return Err(KeyProviderError::unavailable(format!(
                         "Azure Key Vault did not list {object} within {} s",
                         OPERATION_TIMEOUT.as_secs()
                     )));
@@ -436,8 +436,8 @@ impl AzureKeyVaultKeyProvider {
             Ok(versions) => versions,
             Err(error) => {
                 return match classify(Operation::Read, &error, &object, &self.settings_hint) {
-                    KeyProviderError::Config(reason) => {
-                        Err(KeyProviderError::UnwrapFailed(format!(
+                    KeyProviderError::Config { message: reason, .. } => {
+                        Err(KeyProviderError::unwrap_failed(format!(
                             "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
                         )))
                     }
@@ -474,14 +474,14 @@ impl AzureKeyVaultKeyProvider {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = version;
                     return Ok(plaintext);
                 }
-                Err(KeyProviderError::UnwrapFailed(_)) => continue,
-                Err(KeyProviderError::Config(reason)) => {
+                Err(KeyProviderError::UnwrapFailed { .. }) => continue,
+                Err(KeyProviderError::Config { message: reason, .. }) => {
                     unusable.get_or_insert(reason);
                 }
                 Err(outage) => return Err(outage),
             }
         }
-        Err(KeyProviderError::UnwrapFailed(match unusable {
+        Err(KeyProviderError::unwrap_failed(match unusable {
             None => {
                 format!("{current_failure}. No other enabled version of the key opens it either")
             }
@@ -514,17 +514,17 @@ async fn read_key(
         .and_then(|a| a.enabled)
         .is_some_and(|enabled| !enabled)
     {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} is disabled; enable it in the vault"
         )));
     }
     let Some(jwk) = key.key else {
-        return Err(KeyProviderError::Unavailable(format!(
+        return Err(KeyProviderError::unavailable(format!(
             "Azure Key Vault returned {object} without its key material"
         )));
     };
     if !matches!(jwk.kty, Some(KeyType::Rsa | KeyType::RsaHsm)) {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} is not an RSA key (type {:?}); the symmetric key is wrapped with RSA-OAEP, as upstream does",
             jwk.kty
         )));
@@ -532,7 +532,7 @@ async fn read_key(
     if let Some(operations) = &jwk.key_ops
         && !operations.iter().any(|op| op == "decrypt")
     {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} does not allow the decrypt operation (it allows {}); add `decrypt` to its permitted operations",
             operations.join(", ")
         )));
@@ -542,12 +542,12 @@ async fn read_key(
         .as_deref()
         .and_then(version_of_key_id)
         .ok_or_else(|| {
-            KeyProviderError::Unavailable(format!(
+            KeyProviderError::unavailable(format!(
                 "Azure Key Vault returned {object} without a versioned key id"
             ))
         })?;
     let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
-        return Err(KeyProviderError::Unavailable(format!(
+        return Err(KeyProviderError::unavailable(format!(
             "Azure Key Vault returned {object} without its modulus and exponent"
         )));
     };
@@ -558,15 +558,15 @@ async fn read_key(
     };
     let (n, e) = (unpadded(n), unpadded(e));
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public half of {object} is not a usable RSA key ({})",
             crate::keys::RSA_KEY_SIZES
         ))
     })?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public half of {object} cannot do RSA-OAEP: {e}"
-        ))
+        )).caused_by(e)
     })?;
     Ok((key_version, public))
 }
@@ -616,12 +616,12 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
         // wrapped under the current one. So every version is tried, the pinned one first.
         let pinned = self.decrypting_version();
         let failure = match self.decrypt_with(&pinned, wrapped).await {
-            Err(KeyProviderError::UnwrapFailed(message)) => message,
+            Err(KeyProviderError::UnwrapFailed { message, .. }) => message,
             other => return other,
         };
         if pinned != self.current_version {
             match self.decrypt_with(&self.current_version, wrapped).await {
-                Err(KeyProviderError::UnwrapFailed(_)) => {}
+                Err(KeyProviderError::UnwrapFailed { .. }) => {}
                 other => return other,
             }
         }

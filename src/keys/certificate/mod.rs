@@ -45,19 +45,19 @@ struct OaepKeyPair {
 impl OaepKeyPair {
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyProviderError> {
         let private = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "the certificate's private key is not a usable RSA key ({e}; {})",
                 super::RSA_KEY_SIZES
-            ))
+            )).caused_by(e)
         })?;
         let public = OaepPublicEncryptingKey::new(private.public_key()).map_err(|e| {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "unusable RSA public key ({e}; {})",
                 super::RSA_KEY_SIZES
-            ))
+            )).caused_by(e)
         })?;
         let private = OaepPrivateDecryptingKey::new(private)
-            .map_err(|e| KeyProviderError::Config(format!("unusable RSA private key: {e}")))?;
+            .map_err(|e| KeyProviderError::config(format!("unusable RSA private key: {e}")).caused_by(e))?;
         Ok(Self { private, public })
     }
 }
@@ -94,7 +94,7 @@ impl CertificateKeyProvider {
             pkcs12::private_key_pkcs8(&bytes, password.as_deref().map(|p| p.as_str()))
         })
         .await
-        .map_err(|e| KeyProviderError::Config(format!("certificate loading failed: {e}")))?
+        .map_err(|e| KeyProviderError::config(format!("certificate loading failed: {e}")).caused_by(e))?
         .map_err(|e| file.error(e))?;
         let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
         let bits = key.public.key_size_bits();
@@ -149,11 +149,11 @@ impl CertificateFile {
         match source {
             CertificateSettings::Filesystem { path, password } => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
-                    KeyProviderError::Config(format!(
+                    KeyProviderError::config(format!(
                         "cannot read the certificate file {} ({}): {e}",
                         path.display(),
                         CERTIFICATE_FILESYSTEM_PATH.in_group(group)
-                    ))
+                    )).caused_by(e)
                 })?;
                 Ok(Self::new(
                     Zeroizing::new(bytes),
@@ -178,10 +178,11 @@ impl CertificateFile {
 
     /// A decoding error as a configuration error naming the file and its password setting.
     pub fn error(&self, error: pkcs12::Pkcs12Error) -> KeyProviderError {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot use the {}: {error} ({})",
             self.description, self.password_setting
         ))
+        .caused_by(error)
     }
 }
 
@@ -198,7 +199,7 @@ impl RsaKeyProvider for CertificateKeyProvider {
             super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain)
         })
         .await
-        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
+        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
     }
 
     async fn unwrap_symmetric_key(
@@ -213,9 +214,8 @@ impl RsaKeyProvider for CertificateKeyProvider {
                 .private
                 .decrypt(&OAEP_SHA1_MGF1SHA1, &wrapped, &mut out, None)
                 .map_err(|_| {
-                    KeyProviderError::UnwrapFailed(
-                        "RSA-OAEP decryption failed: the stored symmetric key was not wrapped by this certificate's key"
-                            .into(),
+                    KeyProviderError::unwrap_failed(
+                        "RSA-OAEP decryption failed: the stored symmetric key was not wrapped by this certificate's key",
                     )
                 })?
                 .len();
@@ -223,7 +223,7 @@ impl RsaKeyProvider for CertificateKeyProvider {
             Ok(out)
         })
         .await
-        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
+        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
     }
 
     async fn check_health(&self) -> Result<(), KeyProviderError> {

@@ -155,7 +155,7 @@ impl ProviderSettings for Pkcs11Settings {
     }
 
     fn left_out_of_build(_feature: &str, group: SettingsGroup) -> KeyProviderError {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "RSA key provider `pkcs11` ({}) needs the `pkcs11` \
              Cargo feature, which this build left out; rebuild with `--features pkcs11`",
             crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
