@@ -2,9 +2,11 @@
 //!
 //! [`RsaKeyProvider`] is the second seam of the service. A provider wraps the 256-bit
 //! symmetric key once when a database is new and unwraps it once at start-up; it never sees
-//! a user key. Each provider lives in its own module; the registry below ([`key_providers!`], one line a
-//! provider) is the only place that knows them all. The wrapping algorithm is fixed per provider by upstream's
-//! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
+//! a user key. Each provider is a folder below `keys/` (its `settings` module: typed settings,
+//! catalog rows, parsing; and the provider itself); the registry below, one line a provider,
+//! is the only place that knows them all. The wrapping algorithm is fixed per provider by
+//! upstream's choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing
+//! databases unwrap.
 
 pub mod health;
 pub(crate) mod remote;
@@ -81,9 +83,8 @@ macro_rules! key_providers {
                     )),
                     $(
                         #[cfg(not(feature = $feature))]
-                        RsaKeySettings::$variant(_) => Err(
-                            <$module::$settings as ProviderSettings>::left_out_of_build($feature, group),
-                        ),
+                        RsaKeySettings::$variant(_) => Err(<$module::$settings as ProviderSettings>
+                            ::left_out_of_build($feature, group)),
                     )?
                 )+
             }

@@ -32,15 +32,15 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use crate::keys::remote::{TRUST_HINT, error_chain};
-use crate::keys::{KeyProviderError, RsaKeyProvider};
+use super::AwsKmsSettings;
 use super::{
     RSA_KEY_AWS_ACCESS_KEY_ID, RSA_KEY_AWS_ACCESS_KEY_SECRET, RSA_KEY_AWS_KEY_ID,
     RSA_KEY_AWS_REGION, RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION,
 };
 use crate::config::setting_path::SECTION;
-use super::{AwsKmsSettings};
 use crate::config::{SettingPath, SettingsGroup};
+use crate::keys::remote::{TRUST_HINT, error_chain};
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 
 /// Whole-operation bound for one KMS call, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,9 +196,8 @@ fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -
         CredentialsError::ProviderTimedOut(_) => true,
         // A connector error: the provider's request got no HTTP answer at all. (An I/O
         // error alone may be an unreadable token file, which waiting does not fix.)
-        CredentialsError::ProviderError(_) => {
-            crate::keys::remote::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
-        }
+        CredentialsError::ProviderError(_) => crate::keys::remote::causes(failure)
+            .any(|e| e.is::<aws_sdk_kms::error::ConnectorError>()),
         _ => false,
     };
     Some(if may_pass {
@@ -445,19 +444,14 @@ impl AwsKmsKeyProvider {
                             self.describe_denied.store(true, Ordering::Relaxed);
                             return self.encrypt_probe().await;
                         }
-                        return Err(classify(
-                            Operation::Probe,
-                            failure,
-                            &self.key_id,
-                            self.group,
-                        )
-                        .caused_by(error));
+                        return Err(
+                            classify(Operation::Probe, failure, &self.key_id, self.group)
+                                .caused_by(error),
+                        );
                     }
                 };
                 let Some(metadata) = output.key_metadata else {
-                    return Err(KeyProviderError::unavailable(
-                        "AWS KMS described no key",
-                    ));
+                    return Err(KeyProviderError::unavailable("AWS KMS described no key"));
                 };
                 (
                     metadata.key_spec,

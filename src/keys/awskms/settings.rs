@@ -115,4 +115,3 @@ fn use_symmetric_encryption(values: &Values, group: SettingsGroup) -> Result<boo
         None => Ok(false),
     }
 }
-

@@ -42,11 +42,11 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+use super::AzureKeyVaultKeySettings;
+use super::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
+use crate::config::{AzureAdCredentials, SettingPath, SettingsGroup};
 use crate::keys::remote::error_chain;
 use crate::keys::{KeyProviderError, RsaKeyProvider};
-use super::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
-use super::{AzureKeyVaultKeySettings};
-use crate::config::{AzureAdCredentials, SettingPath, SettingsGroup};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one HTTP attempt; the SDK retries on top of it.
@@ -115,7 +115,8 @@ pub(crate) fn credential(
             "cannot use the Entra ID application ({setting_prefix}TenantId, {setting_prefix}AppId, \
              {setting_prefix}Secret): {}",
             error_chain(&e)
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })
 }
 
@@ -386,7 +387,8 @@ impl AzureKeyVaultKeyProvider {
         };
         let body: RequestContent<KeyOperationParameters> =
             parameters.try_into().map_err(|e: azure_core::Error| {
-                KeyProviderError::config(format!("cannot encode the decrypt request: {e}")).caused_by(e)
+                KeyProviderError::config(format!("cannot encode the decrypt request: {e}"))
+                    .caused_by(e)
             })?;
         let object = format!("version {version} of key `{}`", self.key_name);
         let result = bounded(self.client.decrypt(&self.key_name, version, body, None))
@@ -436,11 +438,11 @@ impl AzureKeyVaultKeyProvider {
             Ok(versions) => versions,
             Err(error) => {
                 return match classify(Operation::Read, &error, &object, &self.settings_hint) {
-                    KeyProviderError::Config { message: reason, .. } => {
-                        Err(KeyProviderError::unwrap_failed(format!(
-                            "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
-                        )))
-                    }
+                    KeyProviderError::Config {
+                        message: reason, ..
+                    } => Err(KeyProviderError::unwrap_failed(format!(
+                        "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
+                    ))),
                     other => Err(other),
                 };
             }
@@ -475,7 +477,9 @@ impl AzureKeyVaultKeyProvider {
                     return Ok(plaintext);
                 }
                 Err(KeyProviderError::UnwrapFailed { .. }) => continue,
-                Err(KeyProviderError::Config { message: reason, .. }) => {
+                Err(KeyProviderError::Config {
+                    message: reason, ..
+                }) => {
                     unusable.get_or_insert(reason);
                 }
                 Err(outage) => return Err(outage),
@@ -566,7 +570,8 @@ async fn read_key(
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
         KeyProviderError::config(format!(
             "the public half of {object} cannot do RSA-OAEP: {e}"
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })?;
     Ok((key_version, public))
 }

@@ -30,8 +30,7 @@ pub struct AzureKeyVaultKeySettings {
 }
 
 impl ProviderSettings for AzureKeyVaultKeySettings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] =
-        AZURE_KEY_VAULT_SETTINGS;
+    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AZURE_KEY_VAULT_SETTINGS;
     const UPSTREAM_ORDER: u8 = 1;
 
     fn parse(

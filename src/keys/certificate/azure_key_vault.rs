@@ -16,11 +16,9 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+use super::AzureKeyVaultCertificateSettings;
 use super::CertificateFile;
-use super::{
-    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI,
-};
-use super::{AzureKeyVaultCertificateSettings};
+use super::{CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI};
 use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::keys::azurekv::{

@@ -18,12 +18,12 @@ use std::fmt::Write as _;
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::{CertificateFile, remote};
+use super::AzureStorageCertificateSettings;
 use super::{
     CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING, CERTIFICATE_AZURE_STORAGE_CONTAINER,
     CERTIFICATE_AZURE_STORAGE_FILE_NAME, CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD,
 };
-use super::{AzureStorageCertificateSettings};
+use super::{CertificateFile, remote};
 use crate::config::{AzureStorageCredential, SettingsGroup};
 use crate::keys::KeyProviderError;
 

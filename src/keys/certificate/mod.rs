@@ -48,16 +48,19 @@ impl OaepKeyPair {
             KeyProviderError::config(format!(
                 "the certificate's private key is not a usable RSA key ({e}; {})",
                 super::RSA_KEY_SIZES
-            )).caused_by(e)
+            ))
+            .caused_by(e)
         })?;
         let public = OaepPublicEncryptingKey::new(private.public_key()).map_err(|e| {
             KeyProviderError::config(format!(
                 "unusable RSA public key ({e}; {})",
                 super::RSA_KEY_SIZES
-            )).caused_by(e)
+            ))
+            .caused_by(e)
         })?;
-        let private = OaepPrivateDecryptingKey::new(private)
-            .map_err(|e| KeyProviderError::config(format!("unusable RSA private key: {e}")).caused_by(e))?;
+        let private = OaepPrivateDecryptingKey::new(private).map_err(|e| {
+            KeyProviderError::config(format!("unusable RSA private key: {e}")).caused_by(e)
+        })?;
         Ok(Self { private, public })
     }
 }
@@ -94,7 +97,9 @@ impl CertificateKeyProvider {
             pkcs12::private_key_pkcs8(&bytes, password.as_deref().map(|p| p.as_str()))
         })
         .await
-        .map_err(|e| KeyProviderError::config(format!("certificate loading failed: {e}")).caused_by(e))?
+        .map_err(|e| {
+            KeyProviderError::config(format!("certificate loading failed: {e}")).caused_by(e)
+        })?
         .map_err(|e| file.error(e))?;
         let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
         let bits = key.public.key_size_bits();
@@ -153,7 +158,8 @@ impl CertificateFile {
                         "cannot read the certificate file {} ({}): {e}",
                         path.display(),
                         CERTIFICATE_FILESYSTEM_PATH.in_group(group)
-                    )).caused_by(e)
+                    ))
+                    .caused_by(e)
                 })?;
                 Ok(Self::new(
                     Zeroizing::new(bytes),

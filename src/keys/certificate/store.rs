@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
+use super::StoreCertificateSettings;
 use super::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
-use super::{StoreCertificateSettings};
 use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::pkcs12;
@@ -37,7 +37,9 @@ pub(super) async fn read(
     let thumbprint = settings.thumbprint.clone();
     let (path, bytes) = tokio::task::spawn_blocking(move || find(&directory, &thumbprint, &names))
         .await
-        .map_err(|e| KeyProviderError::config(format!("certificate store search failed: {e}")).caused_by(e))??;
+        .map_err(|e| {
+            KeyProviderError::config(format!("certificate store search failed: {e}")).caused_by(e)
+        })??;
     Ok(CertificateFile::new(
         bytes,
         None,
@@ -99,7 +101,8 @@ fn find(
         KeyProviderError::config(format!(
             "cannot read the certificate store {} ({directory_setting}, default $HOME/{DOTNET_STORE_BELOW_HOME}): {e}",
             directory.display()
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })?;
     let mut paths: Vec<PathBuf> = listing
         .filter_map(Result::ok)

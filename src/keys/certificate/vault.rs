@@ -18,13 +18,13 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::{CertificateFile, remote};
+use super::VaultCertificateSettings;
 use super::{
     CERTIFICATE_VAULT_SECRET_DATA_KEY, CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
     CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_TOKEN,
 };
-use super::{VaultCertificateSettings};
-use crate::config::{SettingsGroup};
+use super::{CertificateFile, remote};
+use crate::config::SettingsGroup;
 use crate::keys::KeyProviderError;
 
 /// Reads the secret and decodes the PKCS#12 file it holds.
@@ -64,7 +64,8 @@ pub(super) async fn read(
         KeyProviderError::config(format!(
             "the {location} is not a KV version 2 answer ({e}); is `{}` a KV version 2 mount ({mount_var})?",
             settings.mount_point
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })?;
     let data = match document.pointer_mut("/data/data") {
         Some(Value::Object(data)) => data,

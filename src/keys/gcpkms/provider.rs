@@ -36,13 +36,11 @@ use google_cloud_kms_v1::client::KeyManagementService;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionAlgorithm;
 use zeroize::Zeroizing;
 
+use super::GcpKmsSettings;
+use super::{RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID};
+use crate::config::SettingsGroup;
 use crate::keys::remote::error_chain;
 use crate::keys::{KeyProviderError, RsaKeyProvider};
-use super::{
-    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
-};
-use super::{GcpKmsSettings};
-use crate::config::{SettingsGroup};
 
 /// Names another KMS endpoint (e.g. `https://cloudkms-xyz.p.googleapis.com`).
 pub use super::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
@@ -156,7 +154,9 @@ impl GcpKmsKeyProvider {
                     .with_initial_delay(Duration::from_millis(200))
                     .with_maximum_delay(Duration::from_secs(2))
                     .build()
-                    .map_err(|e| KeyProviderError::config(format!("retry backoff: {e}")).caused_by(e))?,
+                    .map_err(|e| {
+                        KeyProviderError::config(format!("retry backoff: {e}")).caused_by(e)
+                    })?,
             );
         let at = match &connection.endpoint {
             Some(endpoint) => {
@@ -173,7 +173,8 @@ impl GcpKmsKeyProvider {
                 KeyProviderError::config(format!(
                     "cannot set up the Google Cloud KMS client: {}; credentials come from the {CREDENTIALS_HINT}",
                     error_chain(&e)
-                )).caused_by(e)
+                ))
+                .caused_by(e)
             })
         })
         .await?;
@@ -235,12 +236,14 @@ async fn fetch_public_key(
         KeyProviderError::config(format!(
             "the public key of Google Cloud KMS key version {key_version} is not a usable RSA key ({e}; {})",
             crate::keys::RSA_KEY_SIZES
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })?;
     OaepPublicEncryptingKey::new(key).map_err(|e| {
         KeyProviderError::config(format!(
             "the public key of Google Cloud KMS key version {key_version} cannot do RSA-OAEP: {e}"
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })
 }
 

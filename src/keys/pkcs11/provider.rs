@@ -29,17 +29,16 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
-use crate::keys::certificate::CertificateFile;
-use crate::keys::{KeyProviderError, RsaKeyProvider};
-use crate::keys::certificate::CERTIFICATE_PROVIDER;
+use super::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
 use super::{
-    RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN,
-    RSA_KEY_PKCS11_LOGIN_USER_TYPE, RSA_KEY_PKCS11_PRIVATE_KEY_ID,
-    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
+    RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN, RSA_KEY_PKCS11_LOGIN_USER_TYPE,
+    RSA_KEY_PKCS11_PRIVATE_KEY_ID, RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
     RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
 };
-use super::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
 use crate::config::{SettingPath, SettingsGroup};
+use crate::keys::certificate::CERTIFICATE_PROVIDER;
+use crate::keys::certificate::CertificateFile;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 use crate::pkcs12;
 
 /// The `CKA_ID` upstream searches for: the id as a native `CK_ULONG` (8 little-endian bytes on
@@ -255,8 +254,9 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, KeyProviderError> + Send + 'static,
 ) -> Result<T, KeyProviderError> {
     match tokio::time::timeout(TOKEN_CALL_TIMEOUT, tokio::task::spawn_blocking(work)).await {
-        Ok(finished) => finished
-            .map_err(|e| KeyProviderError::unavailable(format!("PKCS#11 task failed: {e}")).caused_by(e))?,
+        Ok(finished) => finished.map_err(|e| {
+            KeyProviderError::unavailable(format!("PKCS#11 task failed: {e}")).caused_by(e)
+        })?,
         Err(_) => Err(KeyProviderError::unavailable(format!(
             "the PKCS#11 library did not return within {} s",
             TOKEN_CALL_TIMEOUT.as_secs()
@@ -280,7 +280,8 @@ fn load_library(path: &std::path::Path, group: SettingsGroup) -> Result<Pkcs11, 
         KeyProviderError::config(format!(
             "cannot load the PKCS#11 library {} ({library_env}): {e}",
             path.display()
-        )).caused_by(e)
+        ))
+        .caused_by(e)
     })?;
     match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         // Another part of this process (a second provider, a test) initialised it first.
@@ -289,7 +290,8 @@ fn load_library(path: &std::path::Path, group: SettingsGroup) -> Result<Pkcs11, 
             "the PKCS#11 library {} failed to initialise ({library_env}): {e}{}",
             path.display(),
             initialise_hint(path)
-        )).caused_by(e)),
+        ))
+        .caused_by(e)),
     }
 }
 
@@ -588,7 +590,8 @@ impl Token {
             KeyProviderError::unavailable(format!(
                 "cannot open a session on PKCS#11 token {}: {e}",
                 self.serial
-            )).caused_by(e)
+            ))
+            .caused_by(e)
         })?;
         self.login(&session)?;
         let private_key = self.find_private_key(&session)?;
@@ -698,7 +701,8 @@ impl Token {
             Err(e) => Err(KeyProviderError::unavailable(format!(
                 "PKCS#11 login to token {} failed: {e}",
                 self.serial
-            )).caused_by(e)),
+            ))
+            .caused_by(e)),
         }
     }
 
@@ -710,17 +714,27 @@ impl Token {
         ]
     }
 
-    fn find_private_key(&self, session: &Session) -> Result<ObjectHandle, KeyProviderError> {
-        let group = self.group;
-        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
-        let found = session
-            .find_objects(&self.key_template(ObjectClass::PRIVATE_KEY))
+    /// The token's keys of `class` that match the configured label or id.
+    fn find_keys(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+    ) -> Result<Vec<ObjectHandle>, KeyProviderError> {
+        session
+            .find_objects(&self.key_template(class))
             .map_err(|e| {
                 KeyProviderError::unavailable(format!(
                     "cannot search PKCS#11 token {}: {e}",
                     self.serial
-                )).caused_by(e)
-            })?;
+                ))
+                .caused_by(e)
+            })
+    }
+
+    fn find_private_key(&self, session: &Session) -> Result<ObjectHandle, KeyProviderError> {
+        let group = self.group;
+        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
+        let found = self.find_keys(session, ObjectClass::PRIVATE_KEY)?;
         let key = match found.as_slice() {
             [key] => *key,
             [] => {
@@ -753,7 +767,8 @@ impl Token {
                 KeyProviderError::unavailable(format!(
                     "cannot read the private key's attributes on token {}: {e}",
                     self.serial
-                )).caused_by(e)
+                ))
+                .caused_by(e)
             })?;
         let is_rsa = attributes
             .iter()
@@ -809,15 +824,7 @@ impl Token {
                 exponent: exponent?,
             })
         };
-        let public_objects = open
-            .session
-            .find_objects(&self.key_template(ObjectClass::PUBLIC_KEY))
-            .map_err(|e| {
-                KeyProviderError::unavailable(format!(
-                    "cannot search PKCS#11 token {}: {e}",
-                    self.serial
-                )).caused_by(e)
-            })?;
+        let public_objects = self.find_keys(&open.session, ObjectClass::PUBLIC_KEY)?;
         if let [public] = public_objects.as_slice()
             && let Some(key) = read(*public)
         {
@@ -830,9 +837,8 @@ impl Token {
 /// After start-up every failure to reach the token is an outage: retrying may help.
 fn as_outage(error: KeyProviderError) -> KeyProviderError {
     match error {
-        KeyProviderError::Config { message, .. } | KeyProviderError::UnwrapFailed { message, .. } => {
-            KeyProviderError::unavailable(message)
-        }
+        KeyProviderError::Config { message, .. }
+        | KeyProviderError::UnwrapFailed { message, .. } => KeyProviderError::unavailable(message),
         unavailable => unavailable,
     }
 }

@@ -81,7 +81,9 @@ impl ProviderSettings for Pkcs11Settings {
                 .map(|p| p.trim().to_ascii_lowercase())
                 .as_deref()
             {
-                Some("yubihsm") => PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so")),
+                Some("yubihsm") => {
+                    PathBuf::from(format!("{MULTIARCH_LIB}/pkcs11/yubihsm_pkcs11.so"))
+                }
                 Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
                 Some(other) if !other.is_empty() => {
                     return Err(ConfigError::at(
@@ -168,10 +170,12 @@ impl ProviderSettings for Pkcs11Settings {
 fn private_key_id(values: &Values, group: SettingsGroup) -> Result<Option<u64>, ConfigError> {
     let path = RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(group);
     match values.setting(path) {
-        Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
-            ConfigError::at(path, format!("`{value}` is not an unsigned integer"))
-        }))
-        .transpose(),
+        Some(value) => {
+            Some(value.trim().parse::<u64>().map_err(|_| {
+                ConfigError::at(path, format!("`{value}` is not an unsigned integer"))
+            }))
+            .transpose()
+        }
         None => Ok(None),
     }
 }
@@ -181,4 +185,3 @@ fn private_key_id(values: &Values, group: SettingsGroup) -> Result<Option<u64>, 
 pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
 #[cfg(not(target_arch = "aarch64"))]
 pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
-
