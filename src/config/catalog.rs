@@ -48,6 +48,12 @@ macro_rules! settings_catalog {
             $rows; $($name = $crate::config::SettingPath::$section($key), $provider, $help;)*
         }
     };
+    // The settings of one provider in one section, without help text of their own.
+    ($rows:ident in $section:ident for $provider:literal; $($name:ident = $key:literal;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows in $section for $provider; $($name = $key, "";)*
+        }
+    };
     // The settings of one provider in one section.
     ($rows:ident in $section:ident for $provider:literal; $($name:ident = $key:literal, $help:expr;)*) => {
         $crate::config::catalog::settings_catalog! {

@@ -12,11 +12,11 @@ use crate::keys::ProviderSettings;
 
 settings_catalog! {
     AZURE_KEY_VAULT_SETTINGS in rsa_key for "azurekv";
-    RSA_KEY_AZURE_KEYVAULT_URI = "azureKeyvaultUri", "";
-    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = "azureKeyvaultKeyName", "";
-    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = "azureKeyvaultAdTenantId", "";
-    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = "azureKeyvaultAdAppId", "";
-    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = "azureKeyvaultAdSecret", "";
+    RSA_KEY_AZURE_KEYVAULT_URI = "azureKeyvaultUri";
+    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = "azureKeyvaultKeyName";
+    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = "azureKeyvaultAdTenantId";
+    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = "azureKeyvaultAdAppId";
+    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = "azureKeyvaultAdSecret";
 }
 
 /// `rsaKey:azureKeyvault*`.

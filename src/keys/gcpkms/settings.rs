@@ -9,11 +9,11 @@ use crate::keys::ProviderSettings;
 
 settings_catalog! {
     GCP_KMS_SETTINGS in rsa_key for "gcpkms";
-    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = "googleCloudProjectId", "";
-    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = "googleCloudLocationId", "";
-    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = "googleCloudKeyringId", "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_ID = "googleCloudKeyId", "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = "googleCloudKeyVersionId", "";
+    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = "googleCloudProjectId";
+    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = "googleCloudLocationId";
+    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = "googleCloudKeyringId";
+    RSA_KEY_GOOGLE_CLOUD_KEY_ID = "googleCloudKeyId";
+    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = "googleCloudKeyVersionId";
 }
 
 /// The variable naming another Cloud KMS endpoint than Google's (tests, private endpoints).
