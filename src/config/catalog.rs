@@ -4,9 +4,9 @@
 //! table (validation looks settings up only by these paths, and a debug build refuses any
 //! other), so they cannot drift apart.
 
-use super::ConfigError;
 use super::layers::Values;
 use super::setting_path::{SECTION, SettingPath, SettingsGroup};
+use super::{ConfigError, ConfigSource};
 
 /// One known setting below `keyConnectorSettings`.
 pub struct KnownSetting {
@@ -152,6 +152,32 @@ fn every_accepted_path() -> impl Iterator<Item = SettingPath> {
         .map(move |group| path.in_group(group))
         .chain((path.group() != SettingsGroup::Main).then_some(path))
     })
+}
+
+/// The values of one settings group (the main one, `transferTo` or `rotateTo`) as a key
+/// provider parses them: paths are named as in the main group and read in this one.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupValues<'a> {
+    pub values: &'a Values,
+    pub source: &'a ConfigSource,
+    pub group: SettingsGroup,
+}
+
+impl<'a> GroupValues<'a> {
+    /// `path` in this group.
+    pub fn at(&self, path: SettingPath) -> SettingPath {
+        path.in_group(self.group)
+    }
+
+    /// [`Values::setting`] of `path` in this group.
+    pub fn setting(&self, path: SettingPath) -> Option<&'a str> {
+        self.values.setting(self.at(path))
+    }
+
+    /// [`Values::require_setting`] of `path` in this group.
+    pub fn require_setting(&self, path: SettingPath, what: &str) -> Result<&'a str, ConfigError> {
+        self.values.require_setting(self.at(path), what)
+    }
 }
 
 impl Values {

@@ -2,7 +2,7 @@
 //! provider is named, handed to that provider's own parsing (each provider's `settings`
 //! module below [`crate::keys`]).
 
-use super::catalog::RSA_KEY_PROVIDER;
+use super::catalog::{GroupValues, RSA_KEY_PROVIDER};
 use super::layers::Values;
 use super::setting_path::SettingsGroup;
 use super::{ConfigError, ConfigSource, RsaKeySettings};
@@ -15,11 +15,16 @@ pub(super) fn rsa_key_settings(
     source: &ConfigSource,
     group: SettingsGroup,
 ) -> Result<RsaKeySettings, ConfigError> {
-    let provider_path = RSA_KEY_PROVIDER.in_group(group);
-    let provider = values.require_setting(provider_path, &provider_names_listed())?;
-    check_typed_provider_values(values, group)?;
+    let input = GroupValues {
+        values,
+        source,
+        group,
+    };
+    let provider_path = input.at(RSA_KEY_PROVIDER);
+    let provider = input.require_setting(RSA_KEY_PROVIDER, &provider_names_listed())?;
+    check_typed_provider_values(&input)?;
     let name = provider.trim().to_ascii_lowercase();
-    RsaKeySettings::parse(&name, values, source, group).unwrap_or_else(|| {
+    RsaKeySettings::parse(&name, &input).unwrap_or_else(|| {
         Err(ConfigError::at(
             provider_path,
             format!(

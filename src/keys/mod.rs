@@ -16,9 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::config::catalog::KnownSetting;
-use crate::config::layers::Values;
-use crate::config::{ConfigError, ConfigSource, SettingsGroup};
+use crate::config::catalog::{GroupValues, KnownSetting};
+use crate::config::{ConfigError, SettingsGroup};
 
 /// Declares the registry from one line per provider: the modules, [`RsaKeySettings`] (one
 /// variant a provider), the names `rsaKey:provider` accepts, the dispatch of parsing to each
@@ -55,14 +54,11 @@ macro_rules! key_providers {
             /// that is no provider.
             pub(crate) fn parse(
                 name: &str,
-                values: &Values,
-                source: &ConfigSource,
-                group: SettingsGroup,
+                input: &GroupValues<'_>,
             ) -> Option<Result<Self, ConfigError>> {
                 match name {
                     $($name => Some(
-                        <$module::$settings as ProviderSettings>::parse(values, source, group)
-                            .map(Self::$variant),
+                        <$module::$settings as ProviderSettings>::parse(input).map(Self::$variant),
                     ),)+
                     _ => None,
                 }
@@ -119,16 +115,12 @@ pub(crate) trait ProviderSettings: Sized {
 
     /// Checks the values upstream's typed settings refuse whichever provider is configured
     /// (a boolean that is not one, say).
-    fn check_typed_values(_values: &Values, _group: SettingsGroup) -> Result<(), ConfigError> {
+    fn check_typed_values(_input: &GroupValues<'_>) -> Result<(), ConfigError> {
         Ok(())
     }
 
-    /// The provider's settings in `group`; errors name the setting in that group.
-    fn parse(
-        values: &Values,
-        source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError>;
+    /// The provider's settings in `input`'s group; errors name the setting in that group.
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError>;
 
     /// What opening the provider answers in a build made without its Cargo `feature`.
     #[allow(
@@ -144,7 +136,7 @@ pub(crate) trait ProviderSettings: Sized {
 struct RegisteredProvider {
     upstream_order: u8,
     catalog_rows: &'static [KnownSetting],
-    check_typed_values: fn(&Values, SettingsGroup) -> Result<(), ConfigError>,
+    check_typed_values: fn(&GroupValues<'_>) -> Result<(), ConfigError>,
 }
 
 /// The registered providers in upstream's order of their settings.
@@ -163,13 +155,10 @@ pub(crate) fn provider_settings() -> impl Iterator<Item = &'static KnownSetting>
 
 /// Checks every provider's typed values in `group` (see
 /// [`ProviderSettings::check_typed_values`]).
-pub(crate) fn check_typed_provider_values(
-    values: &Values,
-    group: SettingsGroup,
-) -> Result<(), ConfigError> {
+pub(crate) fn check_typed_provider_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
     in_upstream_order()
         .iter()
-        .try_for_each(|provider| (provider.check_typed_values)(values, group))
+        .try_for_each(|provider| (provider.check_typed_values)(input))
 }
 
 /// The provider names for messages: `certificate, pkcs11, ... or gcpkms`.

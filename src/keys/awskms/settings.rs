@@ -4,10 +4,10 @@
 
 use secrecy::SecretString;
 
+use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
-use crate::config::layers::Values;
 use crate::config::raw::parse_dotnet_bool;
-use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::{KeyProviderError, ProviderSettings};
 
 settings_catalog! {
@@ -44,29 +44,24 @@ impl ProviderSettings for AwsKmsSettings {
     const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AWS_KMS_SETTINGS;
     const UPSTREAM_ORDER: u8 = 3;
 
-    fn check_typed_values(values: &Values, group: SettingsGroup) -> Result<(), ConfigError> {
-        use_symmetric_encryption(values, group).map(drop)
+    fn check_typed_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
+        use_symmetric_encryption(input).map(drop)
     }
 
     /// `rsaKey:aws*` (in `group`). Upstream builds static credentials unless both
     /// access-key settings are blank; giving only one of them can never authenticate, so it
     /// is refused here.
-    fn parse(
-        values: &Values,
-        _source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError> {
-        let at = |path: SettingPath| path.in_group(group);
-        let use_symmetric_encryption = use_symmetric_encryption(values, group)?;
-        let key_id = values
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
+        let use_symmetric_encryption = use_symmetric_encryption(input)?;
+        let key_id = input
             .require_setting(
-                at(RSA_KEY_AWS_KEY_ID),
+                RSA_KEY_AWS_KEY_ID,
                 "the KMS key: key id, key ARN, alias/NAME or alias ARN",
             )?
             .trim();
         let credentials = match (
-            values.setting(at(RSA_KEY_AWS_ACCESS_KEY_ID)),
-            values.setting(at(RSA_KEY_AWS_ACCESS_KEY_SECRET)),
+            input.setting(RSA_KEY_AWS_ACCESS_KEY_ID),
+            input.setting(RSA_KEY_AWS_ACCESS_KEY_SECRET),
         ) {
             (None, None) => None,
             (Some(id), Some(secret)) => Some(AwsStaticCredentials {
@@ -75,21 +70,21 @@ impl ProviderSettings for AwsKmsSettings {
             }),
             (Some(_), None) => {
                 return Err(ConfigError::at(
-                    at(RSA_KEY_AWS_ACCESS_KEY_SECRET),
+                    input.at(RSA_KEY_AWS_ACCESS_KEY_SECRET),
                     "is missing while awsAccessKeyId is set; give both, or neither to use the AWS default credential chain",
                 ));
             }
             (None, Some(_)) => {
                 return Err(ConfigError::at(
-                    at(RSA_KEY_AWS_ACCESS_KEY_ID),
+                    input.at(RSA_KEY_AWS_ACCESS_KEY_ID),
                     "is missing while awsAccessKeySecret is set; give both, or neither to use the AWS default credential chain",
                 ));
             }
         };
         Ok(AwsKmsSettings {
             credentials,
-            region: values
-                .setting(at(RSA_KEY_AWS_REGION))
+            region: input
+                .setting(RSA_KEY_AWS_REGION)
                 .map(|r| r.trim().to_owned()),
             key_id: key_id.to_owned(),
             use_symmetric_encryption,
@@ -107,9 +102,9 @@ impl ProviderSettings for AwsKmsSettings {
 
 /// `awsUseSymmetricEncryption`, true or false (default false); checked whichever provider
 /// is configured, as upstream's typed settings are.
-fn use_symmetric_encryption(values: &Values, group: SettingsGroup) -> Result<bool, ConfigError> {
-    let path = RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION.in_group(group);
-    match values.setting(path) {
+fn use_symmetric_encryption(input: &GroupValues<'_>) -> Result<bool, ConfigError> {
+    let path = input.at(RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION);
+    match input.values.setting(path) {
         Some(value) => parse_dotnet_bool(value)
             .ok_or_else(|| ConfigError::at(path, format!("`{value}` is not true or false"))),
         None => Ok(false),

@@ -2,12 +2,12 @@
 //! and their parsing. Built with or without the `azurekv` feature, so that a build without
 //! it still recognises the provider and says which feature it needs.
 
+use crate::config::ConfigError;
 use crate::config::azure_key_vault::{
     AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
 };
+use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
-use crate::config::layers::Values;
-use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
@@ -33,27 +33,22 @@ impl ProviderSettings for AzureKeyVaultKeySettings {
     const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AZURE_KEY_VAULT_SETTINGS;
     const UPSTREAM_ORDER: u8 = 1;
 
-    fn parse(
-        values: &Values,
-        _source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError> {
-        let at = |path: SettingPath| path.in_group(group);
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
         Ok(AzureKeyVaultKeySettings {
-            vault_uri: azure_vault_uri(values, at(RSA_KEY_AZURE_KEYVAULT_URI))?,
+            vault_uri: azure_vault_uri(input.values, input.at(RSA_KEY_AZURE_KEYVAULT_URI))?,
             key_name: azure_object_name(
-                values,
-                at(RSA_KEY_AZURE_KEYVAULT_KEY_NAME),
+                input.values,
+                input.at(RSA_KEY_AZURE_KEYVAULT_KEY_NAME),
                 "the name of the RSA key in the vault",
             )?,
             credentials: azure_ad_credentials(
-                values,
+                input.values,
                 [
                     RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID,
                     RSA_KEY_AZURE_KEYVAULT_AD_APP_ID,
                     RSA_KEY_AZURE_KEYVAULT_AD_SECRET,
                 ]
-                .map(at),
+                .map(|path| input.at(path)),
             )?,
         })
     }

@@ -9,10 +9,10 @@ use secrecy::SecretString;
 use crate::config::azure_key_vault::{
     AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
 };
+use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
-use crate::config::layers::Values;
 use crate::config::raw::check_http_url;
-use crate::config::{AzureStorageAccount, ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::config::{AzureStorageAccount, ConfigError, SettingPath};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
@@ -113,72 +113,68 @@ impl ProviderSettings for CertificateSettings {
     const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = CERTIFICATE_SETTINGS;
     const UPSTREAM_ORDER: u8 = 5;
 
-    fn parse(
-        values: &Values,
-        source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError> {
-        let at = |path: SettingPath| path.in_group(group);
-        let provider = values.require_setting(
-            at(CERTIFICATE_PROVIDER),
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
+        let provider = input.require_setting(
+            CERTIFICATE_PROVIDER,
             "filesystem, store, azurestorage, azurekv or vault",
         )?;
-        let password = |key: SettingPath| {
-            values
-                .setting(at(key))
-                .map(|p| SecretString::from(p.to_owned()))
-        };
+        let password =
+            |key: SettingPath| input.setting(key).map(|p| SecretString::from(p.to_owned()));
         match provider.trim().to_ascii_lowercase().as_str() {
             "filesystem" => Ok(CertificateSettings::Filesystem {
-                path: PathBuf::from(values.require_setting(
-                    at(CERTIFICATE_FILESYSTEM_PATH),
+                path: PathBuf::from(input.require_setting(
+                    CERTIFICATE_FILESYSTEM_PATH,
                     "the PKCS#12 (.pfx) file's path",
                 )?),
                 password: password(CERTIFICATE_FILESYSTEM_PASSWORD),
             }),
             "store" => {
-                let written = values.require_setting(
-                    at(CERTIFICATE_STORE_THUMBPRINT),
+                let written = input.require_setting(
+                    CERTIFICATE_STORE_THUMBPRINT,
                     "the SHA-1 thumbprint of the certificate (40 hex digits)",
                 )?;
                 Ok(CertificateSettings::Store(StoreCertificateSettings {
                     thumbprint: clean_thumbprint(written).map_err(|message| {
-                        ConfigError::at(at(CERTIFICATE_STORE_THUMBPRINT), message)
+                        ConfigError::at(input.at(CERTIFICATE_STORE_THUMBPRINT), message)
                     })?,
-                    directory: values
-                        .setting(at(CERTIFICATE_STORE_DIRECTORY))
+                    directory: input
+                        .setting(CERTIFICATE_STORE_DIRECTORY)
                         .map(|d| PathBuf::from(d.trim())),
-                    home: source
+                    home: input
+                        .source
                         .var("HOME")
                         .filter(|home| !home.is_empty())
                         .map(PathBuf::from),
                 }))
             }
             "azurestorage" => {
-                let text = values.require_setting(
-                    at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
+                let text = input.require_setting(
+                    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING,
                     "e.g. `DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net`",
                 )?;
                 let account = AzureStorageAccount::parse(text).map_err(|message| {
-                    ConfigError::at(at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING), message)
+                    ConfigError::at(
+                        input.at(CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING),
+                        message,
+                    )
                 })?;
-                let container = values
+                let container = input
                     .require_setting(
-                        at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                        CERTIFICATE_AZURE_STORAGE_CONTAINER,
                         "the blob container's name",
                     )?
                     .trim();
                 if !is_container_name(container) {
                     return Err(ConfigError::at(
-                        at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
+                        input.at(CERTIFICATE_AZURE_STORAGE_CONTAINER),
                         format!(
                             "`{container}` is not a container name: 3 to 63 lower-case letters, digits and single hyphens"
                         ),
                     ));
                 }
-                let file_name = values
+                let file_name = input
                     .require_setting(
-                        at(CERTIFICATE_AZURE_STORAGE_FILE_NAME),
+                        CERTIFICATE_AZURE_STORAGE_FILE_NAME,
                         "the blob name of the .pfx file",
                     )?
                     .trim_start_matches('/');
@@ -192,31 +188,31 @@ impl ProviderSettings for CertificateSettings {
                 ))
             }
             "vault" => {
-                let server_uri = values
+                let server_uri = input
                     .require_setting(
-                        at(CERTIFICATE_VAULT_SERVER_URI),
+                        CERTIFICATE_VAULT_SERVER_URI,
                         "the Vault server URL, e.g. https://vault.example.com:8200",
                     )?
                     .trim();
-                check_http_url(at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
-                let token = values.require_setting(
-                    at(CERTIFICATE_VAULT_TOKEN),
+                check_http_url(input.at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
+                let token = input.require_setting(
+                    CERTIFICATE_VAULT_TOKEN,
                     "a Vault token that may read the secret",
                 )?;
-                let mount_point = values
-                    .setting(at(CERTIFICATE_VAULT_SECRET_MOUNT_POINT))
+                let mount_point = input
+                    .setting(CERTIFICATE_VAULT_SECRET_MOUNT_POINT)
                     .map(|m| m.trim().trim_matches('/'))
                     .filter(|m| !m.is_empty())
                     .unwrap_or("secret");
-                let secret_path = values
+                let secret_path = input
                     .require_setting(
-                        at(CERTIFICATE_VAULT_SECRET_PATH),
+                        CERTIFICATE_VAULT_SECRET_PATH,
                         "the secret's path inside the KV v2 mount",
                     )?
                     .trim()
                     .trim_matches('/');
-                let data_key = values.require_setting(
-                    at(CERTIFICATE_VAULT_SECRET_DATA_KEY),
+                let data_key = input.require_setting(
+                    CERTIFICATE_VAULT_SECRET_DATA_KEY,
                     "the key in the secret's data that holds the base64 .pfx",
                 )?;
                 Ok(CertificateSettings::Vault(VaultCertificateSettings {
@@ -230,25 +226,28 @@ impl ProviderSettings for CertificateSettings {
             }
             "azurekv" => Ok(CertificateSettings::AzureKeyVault(
                 AzureKeyVaultCertificateSettings {
-                    vault_uri: azure_vault_uri(values, at(CERTIFICATE_AZURE_KEYVAULT_URI))?,
+                    vault_uri: azure_vault_uri(
+                        input.values,
+                        input.at(CERTIFICATE_AZURE_KEYVAULT_URI),
+                    )?,
                     certificate_name: azure_object_name(
-                        values,
-                        at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
+                        input.values,
+                        input.at(CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME),
                         "the name of the certificate in the vault",
                     )?,
                     credentials: azure_ad_credentials(
-                        values,
+                        input.values,
                         [
                             CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID,
                             CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID,
                             CERTIFICATE_AZURE_KEYVAULT_AD_SECRET,
                         ]
-                        .map(at),
+                        .map(|path| input.at(path)),
                     )?,
                 },
             )),
             other => Err(ConfigError::at(
-                at(CERTIFICATE_PROVIDER),
+                input.at(CERTIFICATE_PROVIDER),
                 format!(
                     "`{other}` is not a certificate provider; use filesystem, store, azurestorage, azurekv or vault"
                 ),

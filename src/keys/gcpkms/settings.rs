@@ -2,9 +2,9 @@
 //! and their parsing. Built with or without the `gcpkms` feature, so that a build without
 //! it still recognises the provider and says which feature it needs.
 
+use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
-use crate::config::layers::Values;
-use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::config::{ConfigError, SettingPath};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
@@ -48,14 +48,10 @@ impl ProviderSettings for GcpKmsSettings {
     const UPSTREAM_ORDER: u8 = 2;
 
     /// `rsaKey:googleCloud*` (in `group`): each part of the key version's resource name.
-    fn parse(
-        values: &Values,
-        source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError> {
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
         let part = |key: SettingPath, what: &str| -> Result<String, ConfigError> {
-            let path = key.in_group(group);
-            let value = values.require_setting(path, what)?.trim();
+            let path = input.at(key);
+            let value = input.values.require_setting(path, what)?.trim();
             if value.is_empty() || value.contains(['/', ' ', '?', '#']) {
                 return Err(ConfigError::at(
                     path,
@@ -79,7 +75,8 @@ impl ProviderSettings for GcpKmsSettings {
                 RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID,
                 "the key version's number, e.g. 1",
             )?,
-            endpoint: source
+            endpoint: input
+                .source
                 .var(GCP_KMS_ENDPOINT_VAR)
                 .map(|e| e.trim().to_owned())
                 .filter(|e| !e.is_empty()),

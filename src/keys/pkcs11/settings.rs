@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
-use crate::config::layers::Values;
-use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::certificate::{CERTIFICATE_PROVIDER, CertificateSettings};
 use crate::keys::{KeyProviderError, ProviderSettings};
 
@@ -60,24 +60,16 @@ impl ProviderSettings for Pkcs11Settings {
     const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = PKCS11_SETTINGS;
     const UPSTREAM_ORDER: u8 = 4;
 
-    fn check_typed_values(values: &Values, group: SettingsGroup) -> Result<(), ConfigError> {
-        private_key_id(values, group).map(drop)
+    fn check_typed_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
+        private_key_id(input).map(drop)
     }
 
-    fn parse(
-        values: &Values,
-        source: &ConfigSource,
-        group: SettingsGroup,
-    ) -> Result<Self, ConfigError> {
-        let at = |path: SettingPath| path.in_group(group);
-        let private_key_id = private_key_id(values, group)?;
-        let library_path = match values
-            .setting(at(RSA_KEY_PKCS11_LIBRARY_PATH))
-            .map(str::trim)
-        {
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
+        let private_key_id = private_key_id(input)?;
+        let library_path = match input.setting(RSA_KEY_PKCS11_LIBRARY_PATH).map(str::trim) {
             Some(path) if !path.is_empty() => PathBuf::from(path),
-            _ => match values
-                .setting(at(RSA_KEY_PKCS11_PROVIDER))
+            _ => match input
+                .setting(RSA_KEY_PKCS11_PROVIDER)
                 .map(|p| p.trim().to_ascii_lowercase())
                 .as_deref()
             {
@@ -87,7 +79,7 @@ impl ProviderSettings for Pkcs11Settings {
                 Some("opensc") => PathBuf::from(format!("{MULTIARCH_LIB}/opensc-pkcs11.so")),
                 Some(other) if !other.is_empty() => {
                     return Err(ConfigError::at(
-                        at(RSA_KEY_PKCS11_PROVIDER),
+                        input.at(RSA_KEY_PKCS11_PROVIDER),
                         format!(
                             "`{other}` is not a known PKCS#11 provider (yubihsm, opensc); set pkcs11LibraryPath instead"
                         ),
@@ -95,21 +87,21 @@ impl ProviderSettings for Pkcs11Settings {
                 }
                 _ => {
                     return Err(ConfigError::at(
-                        at(RSA_KEY_PKCS11_LIBRARY_PATH),
+                        input.at(RSA_KEY_PKCS11_LIBRARY_PATH),
                         "is required: the path of the token's PKCS#11 library, or set pkcs11Provider to yubihsm or opensc",
                     ));
                 }
             },
         };
-        let token_serial = values
+        let token_serial = input
             .require_setting(
-                at(RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER),
+                RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
                 "the serial number of the token holding the key",
             )?
             .trim()
             .to_owned();
-        let user_type = match values
-            .setting(at(RSA_KEY_PKCS11_LOGIN_USER_TYPE))
+        let user_type = match input
+            .setting(RSA_KEY_PKCS11_LOGIN_USER_TYPE)
             .map(|t| t.trim().to_ascii_lowercase())
             .as_deref()
         {
@@ -118,38 +110,38 @@ impl ProviderSettings for Pkcs11Settings {
             Some("context_specific") => Pkcs11UserType::ContextSpecific,
             Some(other) => {
                 return Err(ConfigError::at(
-                    at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
+                    input.at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
                     format!("`{other}` is not a login user type; use user, so or context_specific"),
                 ));
             }
         };
         let key = match (
             private_key_id,
-            values.setting(at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL)),
+            input.setting(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
         ) {
             // Upstream looks the key up by id whenever one is set.
             (Some(id), _) => Pkcs11KeySelector::Id(id),
             (None, Some(label)) if !label.is_empty() => Pkcs11KeySelector::Label(label.to_owned()),
             _ => {
                 return Err(ConfigError::at(
-                    at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
+                    input.at(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
                     format!(
                         "is required (or {}): which private key on the token to use",
-                        at(RSA_KEY_PKCS11_PRIVATE_KEY_ID)
+                        input.at(RSA_KEY_PKCS11_PRIVATE_KEY_ID)
                     ),
                 ));
             }
         };
-        let certificate = match values.setting(at(CERTIFICATE_PROVIDER)) {
-            Some(_) => Some(CertificateSettings::parse(values, source, group)?),
+        let certificate = match input.setting(CERTIFICATE_PROVIDER) {
+            Some(_) => Some(CertificateSettings::parse(input)?),
             None => None,
         };
         Ok(Pkcs11Settings {
             library_path,
             token_serial,
             user_type,
-            pin: values
-                .setting(at(RSA_KEY_PKCS11_LOGIN_PIN))
+            pin: input
+                .setting(RSA_KEY_PKCS11_LOGIN_PIN)
                 .map(|pin| SecretString::from(pin.to_owned())),
             key,
             certificate,
@@ -167,9 +159,9 @@ impl ProviderSettings for Pkcs11Settings {
 
 /// `pkcs11PrivateKeyId`, an unsigned integer; checked whichever provider is configured, as
 /// upstream's typed settings are.
-fn private_key_id(values: &Values, group: SettingsGroup) -> Result<Option<u64>, ConfigError> {
-    let path = RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(group);
-    match values.setting(path) {
+fn private_key_id(input: &GroupValues<'_>) -> Result<Option<u64>, ConfigError> {
+    let path = input.at(RSA_KEY_PKCS11_PRIVATE_KEY_ID);
+    match input.values.setting(path) {
         Some(value) => {
             Some(value.trim().parse::<u64>().map_err(|_| {
                 ConfigError::at(path, format!("`{value}` is not an unsigned integer"))
