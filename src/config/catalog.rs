@@ -164,6 +164,15 @@ pub(crate) struct GroupValues<'a> {
 }
 
 impl<'a> GroupValues<'a> {
+    /// The values of `group` among `values` (read from `source`).
+    pub fn of(values: &'a Values, source: &'a ConfigSource, group: SettingsGroup) -> Self {
+        Self {
+            values,
+            source,
+            group,
+        }
+    }
+
     /// `path` in this group.
     pub fn at(&self, path: SettingPath) -> SettingPath {
         path.in_group(self.group)

@@ -15,11 +15,7 @@ pub(super) fn rsa_key_settings(
     source: &ConfigSource,
     group: SettingsGroup,
 ) -> Result<RsaKeySettings, ConfigError> {
-    let input = GroupValues {
-        values,
-        source,
-        group,
-    };
+    let input = GroupValues::of(values, source, group);
     let provider_path = input.at(RSA_KEY_PROVIDER);
     let provider = input.require_setting(RSA_KEY_PROVIDER, &provider_names_listed())?;
     check_typed_provider_values(&input)?;

@@ -52,7 +52,6 @@ impl ProviderSettings for AwsKmsSettings {
     /// access-key settings are blank; giving only one of them can never authenticate, so it
     /// is refused here.
     fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
-        let use_symmetric_encryption = use_symmetric_encryption(input)?;
         let key_id = input
             .require_setting(
                 RSA_KEY_AWS_KEY_ID,
@@ -87,7 +86,7 @@ impl ProviderSettings for AwsKmsSettings {
                 .setting(RSA_KEY_AWS_REGION)
                 .map(|r| r.trim().to_owned()),
             key_id: key_id.to_owned(),
-            use_symmetric_encryption,
+            use_symmetric_encryption: use_symmetric_encryption(input)?,
         })
     }
 

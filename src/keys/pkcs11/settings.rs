@@ -65,7 +65,6 @@ impl ProviderSettings for Pkcs11Settings {
     }
 
     fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {
-        let private_key_id = private_key_id(input)?;
         let library_path = match input.setting(RSA_KEY_PKCS11_LIBRARY_PATH).map(str::trim) {
             Some(path) if !path.is_empty() => PathBuf::from(path),
             _ => match input
@@ -116,7 +115,7 @@ impl ProviderSettings for Pkcs11Settings {
             }
         };
         let key = match (
-            private_key_id,
+            private_key_id(input)?,
             input.setting(RSA_KEY_PKCS11_PRIVATE_KEY_LABEL),
         ) {
             // Upstream looks the key up by id whenever one is set.
