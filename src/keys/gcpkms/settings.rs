@@ -83,3 +83,23 @@ impl ProviderSettings for GcpKmsSettings {
         })
     }
 }
+
+#[cfg(all(test, not(feature = "gcpkms")))]
+mod tests {
+    use super::*;
+    use crate::keys::{RsaKeySettings, configuration_refusal};
+
+    #[tokio::test]
+    async fn a_build_without_the_gcpkms_feature_names_it() {
+        let settings = RsaKeySettings::GcpKms(GcpKmsSettings {
+            project_id: "p".into(),
+            location_id: "l".into(),
+            key_ring_id: "r".into(),
+            key_id: "k".into(),
+            key_version_id: "1".into(),
+            endpoint: None,
+        });
+        let message = configuration_refusal(&settings).await;
+        assert!(message.contains("Cargo feature `gcpkms`"), "{message}");
+    }
+}

@@ -176,3 +176,23 @@ fn private_key_id(input: &GroupValues<'_>) -> Result<Option<u64>, ConfigError> {
 pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/aarch64-linux-gnu";
 #[cfg(not(target_arch = "aarch64"))]
 pub(crate) const MULTIARCH_LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+#[cfg(all(test, not(feature = "pkcs11")))]
+mod tests {
+    use super::*;
+    use crate::keys::{RsaKeySettings, configuration_refusal};
+
+    #[tokio::test]
+    async fn a_build_without_the_pkcs11_feature_names_it() {
+        let settings = RsaKeySettings::Pkcs11(Pkcs11Settings {
+            library_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_serial: "0123".into(),
+            user_type: Pkcs11UserType::User,
+            pin: None,
+            key: Pkcs11KeySelector::Label("key".into()),
+            certificate: None,
+        });
+        let message = configuration_refusal(&settings).await;
+        assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
+    }
+}
