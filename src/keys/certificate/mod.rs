@@ -201,11 +201,8 @@ impl RsaKeyProvider for CertificateKeyProvider {
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let pair = Arc::clone(&self.key);
         let plain = Zeroizing::new(key.to_vec());
-        tokio::task::spawn_blocking(move || {
-            super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain)
-        })
-        .await
-        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
+        on_blocking_pool(move || super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain))
+            .await
     }
 
     async fn unwrap_symmetric_key(
@@ -214,7 +211,7 @@ impl RsaKeyProvider for CertificateKeyProvider {
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
         let pair = Arc::clone(&self.key);
         let wrapped = wrapped.to_vec();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(move || {
             let mut out = Zeroizing::new(vec![0u8; pair.private.min_output_size()]);
             let written = pair
                 .private
@@ -229,11 +226,19 @@ impl RsaKeyProvider for CertificateKeyProvider {
             Ok(out)
         })
         .await
-        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
     }
 
     async fn check_health(&self) -> Result<(), KeyProviderError> {
         // The key pair is held in memory since start-up, as upstream caches its certificate.
         Ok(())
     }
+}
+
+/// Runs RSA work on the blocking pool, off the async workers.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KeyProviderError> + Send + 'static,
+) -> Result<T, KeyProviderError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
 }
