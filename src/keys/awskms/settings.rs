@@ -4,8 +4,8 @@
 
 use secrecy::SecretString;
 
-use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
+use crate::config::catalog::{GroupValues, KnownSetting};
 use crate::config::raw::parse_dotnet_bool;
 use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::{KeyProviderError, ProviderSettings};
@@ -41,7 +41,7 @@ pub struct AwsStaticCredentials {
 }
 
 impl ProviderSettings for AwsKmsSettings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AWS_KMS_SETTINGS;
+    const CATALOG_ROWS: &'static [KnownSetting] = AWS_KMS_SETTINGS;
     const UPSTREAM_ORDER: u8 = 3;
 
     fn check_typed_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {

@@ -6,8 +6,8 @@ use crate::config::ConfigError;
 use crate::config::azure_key_vault::{
     AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
 };
-use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
+use crate::config::catalog::{GroupValues, KnownSetting};
 use crate::keys::ProviderSettings;
 
 settings_catalog! {
@@ -30,7 +30,7 @@ pub struct AzureKeyVaultKeySettings {
 }
 
 impl ProviderSettings for AzureKeyVaultKeySettings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = AZURE_KEY_VAULT_SETTINGS;
+    const CATALOG_ROWS: &'static [KnownSetting] = AZURE_KEY_VAULT_SETTINGS;
     const UPSTREAM_ORDER: u8 = 1;
 
     fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {

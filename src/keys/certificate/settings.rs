@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use crate::config::azure_key_vault::{
     AzureAdCredentials, azure_ad_credentials, azure_object_name, azure_vault_uri,
 };
-use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
+use crate::config::catalog::{GroupValues, KnownSetting};
 use crate::config::raw::check_http_url;
 use crate::config::{AzureStorageAccount, ConfigError, SettingPath};
 use crate::keys::ProviderSettings;
@@ -110,7 +110,7 @@ pub struct AzureKeyVaultCertificateSettings {
 }
 
 impl ProviderSettings for CertificateSettings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = CERTIFICATE_SETTINGS;
+    const CATALOG_ROWS: &'static [KnownSetting] = CERTIFICATE_SETTINGS;
     const UPSTREAM_ORDER: u8 = 5;
 
     fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError> {

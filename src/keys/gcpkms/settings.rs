@@ -2,8 +2,8 @@
 //! and their parsing. Built with or without the `gcpkms` feature, so that a build without
 //! it still recognises the provider and says which feature it needs.
 
-use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
+use crate::config::catalog::{GroupValues, KnownSetting};
 use crate::config::{ConfigError, SettingPath};
 use crate::keys::ProviderSettings;
 
@@ -44,7 +44,7 @@ impl GcpKmsSettings {
 }
 
 impl ProviderSettings for GcpKmsSettings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = GCP_KMS_SETTINGS;
+    const CATALOG_ROWS: &'static [KnownSetting] = GCP_KMS_SETTINGS;
     const UPSTREAM_ORDER: u8 = 2;
 
     /// `rsaKey:googleCloud*` (in `group`): each part of the key version's resource name.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-use crate::config::catalog::GroupValues;
 use crate::config::catalog::settings_catalog;
+use crate::config::catalog::{GroupValues, KnownSetting};
 use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::certificate::{CERTIFICATE_PROVIDER, CertificateSettings};
 use crate::keys::{KeyProviderError, ProviderSettings};
@@ -57,7 +57,7 @@ pub enum Pkcs11KeySelector {
 }
 
 impl ProviderSettings for Pkcs11Settings {
-    const CATALOG_ROWS: &'static [crate::config::catalog::KnownSetting] = PKCS11_SETTINGS;
+    const CATALOG_ROWS: &'static [KnownSetting] = PKCS11_SETTINGS;
     const UPSTREAM_ORDER: u8 = 4;
 
     fn check_typed_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
