@@ -82,7 +82,7 @@ settings_catalog! {
 }
 
 /// Every setting of upstream's `KeyConnectorSettings` (and ours), in one table: the general
-/// ones, each key provider's (from [`crate::keys::provider_settings`]), then `transferTo`'s.
+/// ones, each key provider's (in the order the key provider registry gives), then `transferTo`'s.
 /// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
 /// `rotateTo:` the `certificate:` and `rsaKey:` groups.
 pub fn known_settings() -> impl Iterator<Item = &'static KnownSetting> {

@@ -2,10 +2,10 @@
 //!
 //! Sources, later ones winning: `appsettings.json` (or `--config PATH`), then
 //! `appsettings.{Environment}.json` beside it, then environment variables
-//! `keyConnectorSettings__a__b` (read by [`super::layers`]). Names are case-insensitive.
-//! Everything is flattened into `section:key` paths first, then [`validate`] turns the paths
-//! into typed [`Settings`]; each group's parsing lives in its own module ([`super::database`],
-//! [`super::rsa_key`], [`super::certificate`]).
+//! `keyConnectorSettings__a__b` (read by `layers.rs`). Names are case-insensitive.
+//! Everything is flattened into `section:key` paths first, then `validate` turns the paths
+//! into typed [`Settings`]; each group's parsing lives in its own module (`database.rs`,
+//! `rsa_key.rs`, which hands a key provider's settings to that provider's own parsing).
 
 use std::path::PathBuf;
 
