@@ -83,7 +83,7 @@ impl Application {
         let rsa_key = retry_transient(
             "RSA key provider",
             || open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main),
-            |e| matches!(e, KeyProviderError::Unavailable(_)),
+            |e| matches!(e, KeyProviderError::Unavailable { .. }),
         )
         .await
         .map_err(StartupError::RsaKey)?;

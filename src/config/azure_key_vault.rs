@@ -3,13 +3,24 @@
 
 use secrecy::SecretString;
 
+use super::ConfigError;
 use super::layers::Values;
 use super::raw::check_http_url;
 use super::setting_path::SettingPath;
-use super::{AzureAdCredentials, ConfigError};
+
+/// An Entra ID (Azure AD) application that may use the vault: `azureKeyvaultAd*`.
+#[derive(Debug, Clone)]
+pub struct AzureAdCredentials {
+    /// `azureKeyvaultAdTenantId`.
+    pub tenant_id: String,
+    /// `azureKeyvaultAdAppId`: the application (client) id.
+    pub client_id: String,
+    /// `azureKeyvaultAdSecret`: the application's client secret.
+    pub client_secret: SecretString,
+}
 
 /// `azureKeyvaultUri`: an https URL; the SDK sends tokens over nothing else.
-pub(super) fn azure_vault_uri(values: &Values, path: SettingPath) -> Result<String, ConfigError> {
+pub(crate) fn azure_vault_uri(values: &Values, path: SettingPath) -> Result<String, ConfigError> {
     let uri = values
         .require_setting(
             path,
@@ -27,7 +38,7 @@ pub(super) fn azure_vault_uri(values: &Values, path: SettingPath) -> Result<Stri
 }
 
 /// A Key Vault object name: 1 to 127 letters, digits and hyphens (Key Vault's own rule).
-pub(super) fn azure_object_name(
+pub(crate) fn azure_object_name(
     values: &Values,
     path: SettingPath,
     what: &str,
@@ -44,7 +55,7 @@ pub(super) fn azure_object_name(
 
 /// `azureKeyvaultAdTenantId`, `azureKeyvaultAdAppId` and `azureKeyvaultAdSecret` (in that
 /// order in `paths`): upstream's client-secret credential.
-pub(super) fn azure_ad_credentials(
+pub(crate) fn azure_ad_credentials(
     values: &Values,
     paths: [SettingPath; 3],
 ) -> Result<AzureAdCredentials, ConfigError> {

@@ -4,9 +4,9 @@
 //! table (validation looks settings up only by these paths, and a debug build refuses any
 //! other), so they cannot drift apart.
 
-use super::ConfigError;
 use super::layers::Values;
 use super::setting_path::{SECTION, SettingPath, SettingsGroup};
+use super::{ConfigError, ConfigSource};
 
 /// One known setting below `keyConnectorSettings`.
 pub struct KnownSetting {
@@ -29,22 +29,42 @@ impl KnownSetting {
     }
 }
 
-/// Declares every setting once: its constant (the typed path validation and messages use),
-/// the provider it belongs to and its help text; [`KNOWN_SETTINGS`] lists them in this order.
+/// Declares settings once each: its constant (the typed path validation and messages use),
+/// the provider it belongs to and its help text, and the slice `$rows` listing them in this
+/// order. The catalog here and each key provider's `settings` module use it; [`known_settings`]
+/// joins their slices into the one table.
 macro_rules! settings_catalog {
-    ($($name:ident = $path:expr, $provider:expr, $help:expr;)*) => {
-        $(pub const $name: SettingPath = $path;)*
+    ($rows:ident; $($name:ident = $path:expr, $provider:expr, $help:expr;)*) => {
+        $(pub const $name: $crate::config::SettingPath = $path;)*
 
-        /// Every setting of upstream's `KeyConnectorSettings` (and ours), in one place.
-        /// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
-        /// `rotateTo:` the `certificate:` and `rsaKey:` groups.
-        pub const KNOWN_SETTINGS: &[KnownSetting] = &[
-            $(KnownSetting { path: $name, provider: $provider, help: $help },)*
+        /// These settings, in the order `--help` shows them.
+        pub const $rows: &[$crate::config::catalog::KnownSetting] = &[
+            $($crate::config::catalog::KnownSetting { path: $name, provider: $provider, help: $help },)*
         ];
     };
+    // The settings of one section (`rsa_key`, `certificate`, ...), each naming its provider.
+    ($rows:ident in $section:ident; $($name:ident = $key:literal, $provider:expr, $help:expr;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows; $($name = $crate::config::SettingPath::$section($key), $provider, $help;)*
+        }
+    };
+    // The settings of one provider in one section, without help text of their own.
+    ($rows:ident in $section:ident for $provider:literal; $($name:ident = $key:literal;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows in $section for $provider; $($name = $key, "";)*
+        }
+    };
+    // The settings of one provider in one section.
+    ($rows:ident in $section:ident for $provider:literal; $($name:ident = $key:literal, $help:expr;)*) => {
+        $crate::config::catalog::settings_catalog! {
+            $rows; $($name = $crate::config::SettingPath::$section($key), Some($provider), $help;)*
+        }
+    };
 }
+pub(crate) use settings_catalog;
 
 settings_catalog! {
+    GENERAL_SETTINGS;
     WEB_VAULT_URI = SettingPath::top("webVaultUri"), None, "web vault URL; the only CORS origin (required)";
     IDENTITY_SERVER_URI = SettingPath::top("identityServerUri"), None, "Bitwarden identity server URL (required)";
     DATABASE_PROVIDER = SettingPath::database("provider"), None, "sqlite | json | postgresql | mysql | sqlserver";
@@ -53,50 +73,23 @@ settings_catalog! {
     DATABASE_POSTGRESQL_CONNECTION_STRING = SettingPath::database("postgreSqlConnectionString"), Some("postgresql"), "Npgsql connection string";
     DATABASE_MYSQL_CONNECTION_STRING = SettingPath::database("mySqlConnectionString"), Some("mysql"), "MySqlConnector connection string";
     DATABASE_SQLSERVER_CONNECTION_STRING = SettingPath::database("sqlServerConnectionString"), Some("sqlserver"), "SqlClient connection string";
-    RSA_KEY_PROVIDER = SettingPath::rsa_key("provider"), None, "certificate | pkcs11 | awskms | azurekv | gcpkms";
-    RSA_KEY_AZURE_KEYVAULT_URI = SettingPath::rsa_key("azureKeyvaultUri"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_KEY_NAME = SettingPath::rsa_key("azureKeyvaultKeyName"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::rsa_key("azureKeyvaultAdTenantId"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_APP_ID = SettingPath::rsa_key("azureKeyvaultAdAppId"), Some("azurekv"), "";
-    RSA_KEY_AZURE_KEYVAULT_AD_SECRET = SettingPath::rsa_key("azureKeyvaultAdSecret"), Some("azurekv"), "";
-    RSA_KEY_GOOGLE_CLOUD_PROJECT_ID = SettingPath::rsa_key("googleCloudProjectId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_LOCATION_ID = SettingPath::rsa_key("googleCloudLocationId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEYRING_ID = SettingPath::rsa_key("googleCloudKeyringId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_ID = SettingPath::rsa_key("googleCloudKeyId"), Some("gcpkms"), "";
-    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID = SettingPath::rsa_key("googleCloudKeyVersionId"), Some("gcpkms"), "";
-    RSA_KEY_AWS_ACCESS_KEY_ID = SettingPath::rsa_key("awsAccessKeyId"), Some("awskms"), "IAM access key id (empty: AWS default credential chain)";
-    RSA_KEY_AWS_ACCESS_KEY_SECRET = SettingPath::rsa_key("awsAccessKeySecret"), Some("awskms"), "its secret (empty: AWS default credential chain)";
-    RSA_KEY_AWS_REGION = SettingPath::rsa_key("awsRegion"), Some("awskms"), "e.g. eu-west-1 (empty: AWS_REGION or the AWS profile)";
-    RSA_KEY_AWS_KEY_ID = SettingPath::rsa_key("awsKeyId"), Some("awskms"), "key id, key ARN or alias/NAME (required)";
-    RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION = SettingPath::rsa_key("awsUseSymmetricEncryption"), Some("awskms"), "true | false";
-    RSA_KEY_PKCS11_PROVIDER = SettingPath::rsa_key("pkcs11Provider"), Some("pkcs11"), "yubihsm | opensc";
-    RSA_KEY_PKCS11_LIBRARY_PATH = SettingPath::rsa_key("pkcs11LibraryPath"), Some("pkcs11"), "the token's PKCS#11 library (.so)";
-    RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER = SettingPath::rsa_key("pkcs11SlotTokenSerialNumber"), Some("pkcs11"), "serial number of the token (required)";
-    RSA_KEY_PKCS11_LOGIN_USER_TYPE = SettingPath::rsa_key("pkcs11LoginUserType"), Some("pkcs11"), "user | so | context_specific";
-    RSA_KEY_PKCS11_LOGIN_PIN = SettingPath::rsa_key("pkcs11LoginPin"), Some("pkcs11"), "the PIN of the login user type";
-    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL = SettingPath::rsa_key("pkcs11PrivateKeyLabel"), Some("pkcs11"), "CKA_LABEL of the private key";
-    RSA_KEY_PKCS11_PRIVATE_KEY_ID = SettingPath::rsa_key("pkcs11PrivateKeyId"), Some("pkcs11"), "unsigned integer";
-    CERTIFICATE_PROVIDER = SettingPath::certificate("provider"), None, "filesystem | store | azurestorage | azurekv | vault";
-    CERTIFICATE_FILESYSTEM_PATH = SettingPath::certificate("filesystemPath"), Some("filesystem"), "path of the PKCS#12 (.pfx) file";
-    CERTIFICATE_FILESYSTEM_PASSWORD = SettingPath::certificate("filesystemPassword"), Some("filesystem"), "its password (optional)";
-    CERTIFICATE_STORE_THUMBPRINT = SettingPath::certificate("storeThumbprint"), Some("store"), "SHA-1 thumbprint of the certificate in the CurrentUser\\My store";
-    CERTIFICATE_STORE_DIRECTORY = SettingPath::certificate("storeDirectory"), Some("store"), "the store's directory (default $HOME/.dotnet/corefx/cryptography/x509stores/my)";
-    CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING = SettingPath::certificate("azureStorageConnectionString"), Some("azurestorage"), "storage account connection string";
-    CERTIFICATE_AZURE_STORAGE_CONTAINER = SettingPath::certificate("azureStorageContainer"), Some("azurestorage"), "blob container";
-    CERTIFICATE_AZURE_STORAGE_FILE_NAME = SettingPath::certificate("azureStorageFileName"), Some("azurestorage"), "blob name of the .pfx";
-    CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD = SettingPath::certificate("azureStorageFilePassword"), Some("azurestorage"), "its password (optional)";
-    CERTIFICATE_AZURE_KEYVAULT_URI = SettingPath::certificate("azureKeyvaultUri"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME = SettingPath::certificate("azureKeyvaultCertificateName"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_TENANT_ID = SettingPath::certificate("azureKeyvaultAdTenantId"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_APP_ID = SettingPath::certificate("azureKeyvaultAdAppId"), Some("azurekv"), "";
-    CERTIFICATE_AZURE_KEYVAULT_AD_SECRET = SettingPath::certificate("azureKeyvaultAdSecret"), Some("azurekv"), "";
-    CERTIFICATE_VAULT_SERVER_URI = SettingPath::certificate("vaultServerUri"), Some("vault"), "e.g. https://vault.example.com:8200";
-    CERTIFICATE_VAULT_TOKEN = SettingPath::certificate("vaultToken"), Some("vault"), "token with read access";
-    CERTIFICATE_VAULT_SECRET_MOUNT_POINT = SettingPath::certificate("vaultSecretMountPoint"), Some("vault"), "KV v2 mount (default secret)";
-    CERTIFICATE_VAULT_SECRET_PATH = SettingPath::certificate("vaultSecretPath"), Some("vault"), "the secret's path in the mount";
-    CERTIFICATE_VAULT_SECRET_DATA_KEY = SettingPath::certificate("vaultSecretDataKey"), Some("vault"), "data key holding the base64 .pfx";
-    CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = SettingPath::certificate("vaultSecretFilePassword"), Some("vault"), "the .pfx password (optional)";
+    RSA_KEY_PROVIDER = SettingPath::rsa_key("provider"), None, crate::keys::PROVIDER_CHOICES;
+}
+
+settings_catalog! {
+    TRANSFER_SETTINGS;
     TRANSFER_TO_LOCKFILE_PATH = SettingPath::top("lockfilePath").in_group(SettingsGroup::TransferTo), None, "one-shot transfer lock file";
+}
+
+/// Every setting of upstream's `KeyConnectorSettings` (and ours), in one table: the general
+/// ones, each key provider's (in the order the key provider registry gives), then `transferTo`'s.
+/// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
+/// `rotateTo:` the `certificate:` and `rsaKey:` groups.
+pub fn known_settings() -> impl Iterator<Item = &'static KnownSetting> {
+    GENERAL_SETTINGS
+        .iter()
+        .chain(crate::keys::provider_settings())
+        .chain(TRANSFER_SETTINGS)
 }
 
 /// The `--help` text listing every setting with its environment-variable spelling.
@@ -104,7 +97,7 @@ pub fn settings_help() -> String {
     let mut text = String::from(
         "Settings (appsettings.json section `keyConnectorSettings`, or environment variables):\n",
     );
-    for setting in KNOWN_SETTINGS {
+    for setting in known_settings() {
         text.push_str(&format!(
             "  {SECTION}__{:<42} {}\n",
             setting.path.relative().replace(':', "__"),
@@ -145,7 +138,7 @@ pub(super) fn lists(path: SettingPath) -> bool {
 
 /// Every catalog setting in every group that accepts it again (`transferTo`, `rotateTo`).
 fn every_accepted_path() -> impl Iterator<Item = SettingPath> {
-    KNOWN_SETTINGS.iter().flat_map(|setting| {
+    known_settings().flat_map(|setting| {
         let path = setting.path;
         [
             SettingsGroup::Main,
@@ -161,11 +154,46 @@ fn every_accepted_path() -> impl Iterator<Item = SettingPath> {
     })
 }
 
+/// The values of one settings group (the main one, `transferTo` or `rotateTo`) as a key
+/// provider parses them: paths are named as in the main group and read in this one.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupValues<'a> {
+    pub values: &'a Values,
+    pub source: &'a ConfigSource,
+    pub group: SettingsGroup,
+}
+
+impl<'a> GroupValues<'a> {
+    /// The values of `group` among `values` (read from `source`).
+    pub fn of(values: &'a Values, source: &'a ConfigSource, group: SettingsGroup) -> Self {
+        Self {
+            values,
+            source,
+            group,
+        }
+    }
+
+    /// `path` in this group.
+    pub fn at(&self, path: SettingPath) -> SettingPath {
+        path.in_group(self.group)
+    }
+
+    /// [`Values::setting`] of `path` in this group.
+    pub fn setting(&self, path: SettingPath) -> Option<&'a str> {
+        self.values.setting(self.at(path))
+    }
+
+    /// [`Values::require_setting`] of `path` in this group.
+    pub fn require_setting(&self, path: SettingPath, what: &str) -> Result<&'a str, ConfigError> {
+        self.values.require_setting(self.at(path), what)
+    }
+}
+
 impl Values {
     /// The non-empty value of the catalog setting `path`. Validation reads settings only
     /// through here, so a setting it reads cannot be missing from the catalog (and so from
     /// `--help` and the unknown-setting warnings): a debug build refuses one that is.
-    pub(super) fn setting(&self, path: SettingPath) -> Option<&str> {
+    pub(crate) fn setting(&self, path: SettingPath) -> Option<&str> {
         debug_assert!(
             lists(path),
             "{} is not in the settings catalog",
@@ -175,7 +203,7 @@ impl Values {
     }
 
     /// [`Values::setting`], or an error saying it is required and `what` it is.
-    pub(super) fn require_setting(
+    pub(crate) fn require_setting(
         &self,
         path: SettingPath,
         what: &str,
@@ -188,15 +216,15 @@ impl Values {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::awskms::RSA_KEY_AWS_KEY_ID;
 
     #[test]
     fn every_setting_is_listed_once_and_shown_in_help() {
         let help = settings_help();
-        for (index, setting) in KNOWN_SETTINGS.iter().enumerate() {
+        let settings: Vec<_> = known_settings().collect();
+        for (index, setting) in settings.iter().enumerate() {
             assert!(
-                !KNOWN_SETTINGS[..index]
-                    .iter()
-                    .any(|s| s.path == setting.path),
+                !settings[..index].iter().any(|s| s.path == setting.path),
                 "{} is listed twice",
                 setting.path
             );

@@ -16,7 +16,7 @@ use super::{ConfigError, ConfigSource};
 
 /// Flattened settings below the section: lower-cased path → (path as written, value).
 #[derive(Default)]
-pub(super) struct Values {
+pub(crate) struct Values {
     pub(super) entries: BTreeMap<String, (String, String)>,
 }
 

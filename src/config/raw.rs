@@ -2,10 +2,10 @@
 //!
 //! Sources, later ones winning: `appsettings.json` (or `--config PATH`), then
 //! `appsettings.{Environment}.json` beside it, then environment variables
-//! `keyConnectorSettings__a__b` (read by [`super::layers`]). Names are case-insensitive.
-//! Everything is flattened into `section:key` paths first, then [`validate`] turns the paths
-//! into typed [`Settings`]; each group's parsing lives in its own module ([`super::database`],
-//! [`super::rsa_key`], [`super::certificate`]).
+//! `keyConnectorSettings__a__b` (read by `layers.rs`). Names are case-insensitive.
+//! Everything is flattened into `section:key` paths first, then `validate` turns the paths
+//! into typed [`Settings`]; each group's parsing lives in its own module (`database.rs`,
+//! `rsa_key.rs`, which hands a key provider's settings to that provider's own parsing).
 
 use std::path::PathBuf;
 
@@ -119,7 +119,7 @@ fn validate(
     })
 }
 
-pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
     let value = value.trim();
     let rest = value
         .strip_prefix("https://")
@@ -143,7 +143,7 @@ pub(super) fn check_http_url(path: SettingPath, value: &str) -> Result<(), Confi
 }
 
 /// .NET's `bool.Parse`: `true`/`false` in any case, surrounding whitespace allowed.
-pub(super) fn parse_dotnet_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_dotnet_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Some(true),
         "false" => Some(false),

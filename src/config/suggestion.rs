@@ -1,14 +1,13 @@
 //! Did-you-mean: the known setting closest to a misspelt one, by edit distance.
 
-use super::catalog::KNOWN_SETTINGS;
+use super::catalog::known_settings;
 use super::setting_path::{SettingSection, SettingsGroup};
 
 /// The catalog setting (main group, or `transferTo`) at most three edits away from
 /// `path_lower`, in its `appsettings.json` spelling.
 pub(super) fn closest_known(path_lower: &str) -> Option<String> {
-    let main = KNOWN_SETTINGS.iter().map(|s| s.path);
-    let transfer = KNOWN_SETTINGS
-        .iter()
+    let main = known_settings().map(|s| s.path);
+    let transfer = known_settings()
         .filter(|s| {
             s.path.group() == SettingsGroup::Main && s.path.section() != SettingSection::Top
         })

@@ -3,14 +3,14 @@
 
 use super::{ConfigError, ConfigSource, LoadedSettings, load};
 
-pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-pub(super) fn minimal() -> Vec<(String, String)> {
+pub(crate) fn minimal() -> Vec<(String, String)> {
     env(&[
         (
             "keyConnectorSettings__webVaultUri",
@@ -34,11 +34,11 @@ pub(super) fn minimal() -> Vec<(String, String)> {
     ])
 }
 
-pub(super) fn load_env(env: Vec<(String, String)>) -> Result<LoadedSettings, ConfigError> {
+pub(crate) fn load_env(env: Vec<(String, String)>) -> Result<LoadedSettings, ConfigError> {
     load(&ConfigSource { file: None, env })
 }
 
-pub(super) fn with(
+pub(crate) fn with(
     mut env: Vec<(String, String)>,
     name: &str,
     value: &str,
@@ -48,7 +48,7 @@ pub(super) fn with(
     env
 }
 
-pub(super) fn without(mut env: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+pub(crate) fn without(mut env: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
     env.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     env
 }

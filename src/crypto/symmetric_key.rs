@@ -17,13 +17,18 @@ use crate::store::{StoreError, SymmetricKeyStore};
 pub enum BootstrapError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Provider(KeyProviderError),
     #[error(
         "the symmetric key stored in the database cannot be unwrapped by the configured RSA key ({provider}): {reason}. \
          Is this the certificate/key the database was created with? Refusing to start: generating a new key would make every stored user key unreadable"
     )]
-    WrongRsaKey { provider: String, reason: String },
+    WrongRsaKey {
+        provider: String,
+        /// Why the provider could not unwrap it (an [`KeyProviderError::UnwrapFailed`]).
+        #[source]
+        reason: KeyProviderError,
+    },
     #[error("the symmetric key stored in the database is damaged: {0}. Refusing to start")]
     DamagedStoredKey(String),
 }
@@ -35,7 +40,7 @@ impl BootstrapError {
         matches!(
             self,
             BootstrapError::Store(StoreError::Unavailable(_))
-                | BootstrapError::Provider(KeyProviderError::Unavailable(_))
+                | BootstrapError::Provider(KeyProviderError::Unavailable { .. })
         )
     }
 }
@@ -129,9 +134,9 @@ pub async fn unwrap_stored(
         .unwrap_symmetric_key(&bytes)
         .await
         .map_err(|e| match e {
-            KeyProviderError::UnwrapFailed(reason) => BootstrapError::WrongRsaKey {
+            KeyProviderError::UnwrapFailed { .. } => BootstrapError::WrongRsaKey {
                 provider: provider.describe(),
-                reason,
+                reason: e,
             },
             other => BootstrapError::Provider(other),
         })?;

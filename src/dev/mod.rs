@@ -19,10 +19,10 @@ use base64::engine::general_purpose::STANDARD;
 use uuid::Uuid;
 
 use crate::config::{
-    CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
-    SqliteConnection,
+    DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings, SqliteConnection,
 };
 use crate::dev::issuer::DevIssuer;
+use crate::keys::certificate::CertificateSettings;
 use crate::pkcs12::generate_self_signed_pfx;
 use crate::startup::Application;
 

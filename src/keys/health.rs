@@ -85,7 +85,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
             if self.failing.load(Ordering::SeqCst) {
-                Err(KeyProviderError::Unavailable("down".into()))
+                Err(KeyProviderError::unavailable("down"))
             } else {
                 Ok(())
             }

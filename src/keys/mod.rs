@@ -2,20 +2,13 @@
 //!
 //! [`RsaKeyProvider`] is the second seam of the service. A provider wraps the 256-bit
 //! symmetric key once when a database is new and unwraps it once at start-up; it never sees
-//! a user key. Each provider lives in its own module; [`open_rsa_key_provider`] is the only
-//! place that knows them all. The wrapping algorithm is fixed per provider by upstream's
-//! choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing databases unwrap.
+//! a user key. Each provider is a folder below `keys/` (its `settings` module: typed settings,
+//! catalog rows, parsing; and the provider itself); the registry below, one line a provider,
+//! is the only place that knows them all. The wrapping algorithm is fixed per provider by
+//! upstream's choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing
+//! databases unwrap.
 
-#[cfg(feature = "awskms")]
-pub mod awskms;
-#[cfg(feature = "azurekv")]
-pub mod azurekv;
-pub mod certificate;
-#[cfg(feature = "gcpkms")]
-pub mod gcpkms;
 pub mod health;
-#[cfg(feature = "pkcs11")]
-pub mod pkcs11;
 pub(crate) mod remote;
 
 use std::sync::Arc;
@@ -23,21 +16,232 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-#[cfg(not(all(feature = "pkcs11", feature = "awskms")))]
-use crate::config::catalog::RSA_KEY_PROVIDER;
-use crate::config::{RsaKeySettings, SettingsGroup};
+use crate::config::catalog::{GroupValues, KnownSetting};
+use crate::config::{ConfigError, SettingsGroup};
 
+/// Declares the registry from one line per provider: the modules, [`RsaKeySettings`] (one
+/// variant a provider), the names `rsaKey:provider` accepts, the dispatch of parsing to each
+/// provider's settings and of opening to its opener, and for a provider behind a Cargo
+/// feature the answer of a build made without it.
+macro_rules! key_providers {
+    ($($variant:ident($module:ident::$settings:ident) = $name:literal,
+       opened by $provider:ident::$open:ident $(, if feature $feature:literal)?;)+) => {
+        $(pub mod $module;)+
+
+        /// `rsaKey:provider` and the settings of the provider it names.
+        #[derive(Debug)]
+        pub enum RsaKeySettings {
+            $(#[doc = concat!("`", $name, "`: see [`", stringify!($module), "`].")]
+            $variant($module::$settings),)+
+        }
+
+        /// The names `rsaKey:provider` accepts, as `--help` lists them.
+        pub const PROVIDER_CHOICES: &str = key_providers!(@joined $($name),+);
+
+        /// The names `rsaKey:provider` accepts, in the registry's order.
+        const PROVIDER_NAMES: &[&str] = &[$($name),+];
+
+        fn registered_providers() -> Vec<RegisteredProvider> {
+            vec![$(RegisteredProvider {
+                upstream_order: <$module::$settings as ProviderSettings>::UPSTREAM_ORDER,
+                catalog_rows: <$module::$settings as ProviderSettings>::CATALOG_ROWS,
+                check_typed_values: <$module::$settings as ProviderSettings>::check_typed_values,
+            }),+]
+        }
+
+        impl RsaKeySettings {
+            /// The settings of provider `name` (lower case) in `group`; `None` for a name
+            /// that is no provider.
+            pub(crate) fn parse(
+                name: &str,
+                input: &GroupValues<'_>,
+            ) -> Option<Result<Self, ConfigError>> {
+                match name {
+                    $($name => Some(
+                        <$module::$settings as ProviderSettings>::parse(input).map(Self::$variant),
+                    ),)+
+                    _ => None,
+                }
+            }
+        }
+
+        /// Opens the configured provider, with `group` so that its messages name the
+        /// settings the operator set.
+        async fn open_uninstrumented(
+            settings: &RsaKeySettings,
+            group: SettingsGroup,
+        ) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
+            match settings {
+                $(
+                    $(#[cfg(feature = $feature)])?
+                    RsaKeySettings::$variant(settings) => Ok(Arc::new(
+                        $module::$provider::$open(settings, group).await?,
+                    )),
+                    $(
+                        #[cfg(not(feature = $feature))]
+                        RsaKeySettings::$variant(_) => Err(<$module::$settings as ProviderSettings>
+                            ::left_out_of_build($feature, group)),
+                    )?
+                )+
+            }
+        }
+    };
+    (@joined $first:literal $(, $rest:literal)*) => {
+        concat!($first $(, " | ", $rest)*)
+    };
+}
+
+// The registry: every RSA key provider, one line each, in the order messages and `--help`
+// name them. A line is `Variant(folder::SettingsType) = "name", opened by Provider::open`,
+// and `if feature "..."` when a Cargo feature brings its SDK. The folder below `keys/` is the
+// provider: its `settings` module (built in every build) holds the typed settings, their
+// catalog rows and their parsing ([`ProviderSettings`]); the opener takes the settings and
+// the group they were configured in.
+key_providers! {
+    Certificate(certificate::CertificateSettings) = "certificate", opened by CertificateKeyProvider::open_in;
+    Pkcs11(pkcs11::Pkcs11Settings) = "pkcs11", opened by Pkcs11KeyProvider::open, if feature "pkcs11";
+    AwsKms(awskms::AwsKmsSettings) = "awskms", opened by AwsKmsKeyProvider::open, if feature "awskms";
+    AzureKeyVault(azurekv::AzureKeyVaultKeySettings) = "azurekv", opened by AzureKeyVaultKeyProvider::open, if feature "azurekv";
+    GcpKms(gcpkms::GcpKmsSettings) = "gcpkms", opened by GcpKmsKeyProvider::open, if feature "gcpkms";
+}
+
+/// What the registry needs from a provider's settings: its catalog rows and its parsing.
+pub(crate) trait ProviderSettings: Sized {
+    /// The provider's rows of the settings catalog.
+    const CATALOG_ROWS: &'static [KnownSetting];
+    /// Where upstream's `KeyConnectorSettings` declares these settings: `--help` lists the
+    /// providers' rows, and their values are checked, in this order.
+    const UPSTREAM_ORDER: u8;
+
+    /// Checks the values upstream's typed settings refuse whichever provider is configured
+    /// (a boolean that is not one, say).
+    fn check_typed_values(_input: &GroupValues<'_>) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// The provider's settings in `input`'s group; errors name the setting in that group.
+    fn parse(input: &GroupValues<'_>) -> Result<Self, ConfigError>;
+
+    /// What opening the provider answers in a build made without its Cargo `feature`.
+    #[allow(
+        dead_code,
+        reason = "only a build without some provider's feature opens none"
+    )]
+    fn left_out_of_build(feature: &str, _group: SettingsGroup) -> KeyProviderError {
+        missing_feature(feature)
+    }
+}
+
+/// One registered provider, as the catalog and validation see it.
+struct RegisteredProvider {
+    upstream_order: u8,
+    catalog_rows: &'static [KnownSetting],
+    check_typed_values: fn(&GroupValues<'_>) -> Result<(), ConfigError>,
+}
+
+/// The registered providers in upstream's order of their settings.
+fn in_upstream_order() -> Vec<RegisteredProvider> {
+    let mut providers = registered_providers();
+    providers.sort_by_key(|provider| provider.upstream_order);
+    providers
+}
+
+/// Every provider's catalog rows, as the settings catalog lists them.
+pub(crate) fn provider_settings() -> impl Iterator<Item = &'static KnownSetting> {
+    in_upstream_order()
+        .into_iter()
+        .flat_map(|provider| provider.catalog_rows)
+}
+
+/// Checks every provider's typed values in `group` (see
+/// [`ProviderSettings::check_typed_values`]).
+pub(crate) fn check_typed_provider_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
+    in_upstream_order()
+        .iter()
+        .try_for_each(|provider| (provider.check_typed_values)(input))
+}
+
+/// The provider names for messages: `certificate, pkcs11, ... or gcpkms`.
+pub(crate) fn provider_names_listed() -> String {
+    match PROVIDER_NAMES.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, others)) => format!("{} or {last}", others.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// What a provider's SDK, I/O or crypto library reported underneath a [`KeyProviderError`].
+pub type ProviderFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a provider could not open, wrap, unwrap or prove its health. The message says it in
+/// words (naming the setting to check); `source` keeps the error underneath, where there is
+/// one, for callers that walk the chain. Text is made of it only at the HTTP and CLI edges.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyProviderError {
     /// The provider is configured wrongly (missing file, wrong password, ...).
-    #[error("{0}")]
-    Config(String),
+    #[error("{message}")]
+    Config {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
     /// The provider could not be reached now; retrying may help.
-    #[error("the RSA key provider is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the RSA key provider is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
     /// The wrapped key could not be unwrapped with this RSA key.
-    #[error("{0}")]
-    UnwrapFailed(String),
+    #[error("{message}")]
+    UnwrapFailed {
+        message: String,
+        #[source]
+        source: Option<ProviderFailure>,
+    },
+}
+
+impl KeyProviderError {
+    /// A configuration problem, said in `message`.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An outage, said in `message`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A wrapped key this RSA key cannot unwrap, said in `message`.
+    pub fn unwrap_failed(message: impl Into<String>) -> Self {
+        Self::UnwrapFailed {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, keeping `failure` as its cause.
+    pub fn caused_by(mut self, failure: impl Into<ProviderFailure>) -> Self {
+        let (Self::Config { source, .. }
+        | Self::Unavailable { source, .. }
+        | Self::UnwrapFailed { source, .. }) = &mut self;
+        *source = Some(failure.into());
+        self
+    }
+
+    /// The message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        let (Self::Config { message, .. }
+        | Self::Unavailable { message, .. }
+        | Self::UnwrapFailed { message, .. }) = self;
+        message
+    }
 }
 
 #[async_trait]
@@ -114,55 +318,13 @@ impl RsaKeyProvider for Measured {
     }
 }
 
-/// The factory: the one place that knows every provider. Each opens with `group`, so its
-/// messages name the settings the operator set.
-async fn open_uninstrumented(
-    settings: &RsaKeySettings,
-    group: SettingsGroup,
-) -> Result<Arc<dyn RsaKeyProvider>, KeyProviderError> {
-    match settings {
-        RsaKeySettings::Certificate(source) => Ok(Arc::new(
-            certificate::CertificateKeyProvider::open_in(source, group).await?,
-        )),
-        #[cfg(feature = "pkcs11")]
-        RsaKeySettings::Pkcs11(pkcs11_settings) => Ok(Arc::new(
-            pkcs11::Pkcs11KeyProvider::open(pkcs11_settings, group).await?,
-        )),
-        #[cfg(not(feature = "pkcs11"))]
-        RsaKeySettings::Pkcs11(_) => Err(KeyProviderError::Config(format!(
-            "RSA key provider `pkcs11` ({}) needs the `pkcs11` \
-             Cargo feature, which this build left out; rebuild with `--features pkcs11`",
-            RSA_KEY_PROVIDER.in_group(group)
-        ))),
-        #[cfg(feature = "awskms")]
-        RsaKeySettings::AwsKms(aws) => {
-            Ok(Arc::new(awskms::AwsKmsKeyProvider::open(aws, group).await?))
-        }
-        #[cfg(not(feature = "awskms"))]
-        RsaKeySettings::AwsKms(_) => Err(KeyProviderError::Config(format!(
-            "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
-             which this build was made without; rebuild with `--features awskms`",
-            RSA_KEY_PROVIDER.in_group(group)
-        ))),
-        #[cfg(feature = "azurekv")]
-        RsaKeySettings::AzureKeyVault(azure) => Ok(Arc::new(
-            azurekv::AzureKeyVaultKeyProvider::open(azure, group).await?,
-        )),
-        #[cfg(not(feature = "azurekv"))]
-        RsaKeySettings::AzureKeyVault(_) => Err(missing_feature("azurekv")),
-        #[cfg(feature = "gcpkms")]
-        RsaKeySettings::GcpKms(gcp) => {
-            Ok(Arc::new(gcpkms::GcpKmsKeyProvider::open(gcp, group).await?))
-        }
-        #[cfg(not(feature = "gcpkms"))]
-        RsaKeySettings::GcpKms(_) => Err(missing_feature("gcpkms")),
-    }
-}
-
 /// A provider configured in a build made without its Cargo feature.
-#[cfg(not(all(feature = "azurekv", feature = "gcpkms")))]
-pub(crate) fn missing_feature(feature: &str) -> KeyProviderError {
-    KeyProviderError::Config(format!(
+#[allow(
+    dead_code,
+    reason = "only a build without some provider's feature asks for this"
+)]
+fn missing_feature(feature: &str) -> KeyProviderError {
+    KeyProviderError::config(format!(
         "provider `{feature}` is configured, but this build was made without the Cargo feature `{feature}`; \
          rebuild with `--features {feature}` (the default build has every provider)"
     ))
@@ -177,7 +339,7 @@ pub(crate) fn oaep_encrypt(
     let mut out = vec![0u8; public.ciphertext_size()];
     let written = public
         .encrypt(algorithm, plaintext, &mut out, None)
-        .map_err(|_| KeyProviderError::Config("RSA-OAEP encryption failed".into()))?
+        .map_err(|_| KeyProviderError::config("RSA-OAEP encryption failed"))?
         .len();
     out.truncate(written);
     Ok(out)
@@ -186,50 +348,17 @@ pub(crate) fn oaep_encrypt(
 /// Said where an RSA key is refused: the sizes the RSA implementation accepts.
 pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
 
-#[cfg(all(test, not(feature = "pkcs11")))]
-mod tests {
-    use super::*;
-    use crate::config::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
-
-    #[tokio::test]
-    async fn a_build_without_the_pkcs11_feature_names_it() {
-        let settings = RsaKeySettings::Pkcs11(Pkcs11Settings {
-            library_path: "/usr/lib/softhsm/libsofthsm2.so".into(),
-            token_serial: "0123".into(),
-            user_type: Pkcs11UserType::User,
-            pin: None,
-            key: Pkcs11KeySelector::Label("key".into()),
-            certificate: None,
-        });
-        let Err(KeyProviderError::Config(message)) =
-            open_rsa_key_provider(&settings, SettingsGroup::Main).await
-        else {
-            panic!("a pkcs11 configuration must be refused");
-        };
-        assert!(message.contains("`pkcs11` Cargo feature"), "{message}");
-    }
-}
-
-#[cfg(all(test, not(feature = "gcpkms")))]
-mod without_gcpkms {
-    use super::*;
-    use crate::config::GcpKmsSettings;
-
-    #[tokio::test]
-    async fn a_build_without_the_gcpkms_feature_names_it() {
-        let settings = RsaKeySettings::GcpKms(GcpKmsSettings {
-            project_id: "p".into(),
-            location_id: "l".into(),
-            key_ring_id: "r".into(),
-            key_id: "k".into(),
-            key_version_id: "1".into(),
-            endpoint: None,
-        });
-        let Err(KeyProviderError::Config(message)) =
-            open_rsa_key_provider(&settings, SettingsGroup::Main).await
-        else {
-            panic!("a gcpkms configuration must be refused");
-        };
-        assert!(message.contains("Cargo feature `gcpkms`"), "{message}");
+/// What opening `settings` answers when it must refuse them as a configuration error: how
+/// the providers' tests check a build made without their feature.
+#[cfg(test)]
+#[allow(
+    dead_code,
+    reason = "only the tests of a build without some provider's feature ask"
+)]
+pub(crate) async fn configuration_refusal(settings: &RsaKeySettings) -> String {
+    match open_rsa_key_provider(settings, SettingsGroup::Main).await {
+        Err(KeyProviderError::Config { message, .. }) => message,
+        Err(other) => panic!("{settings:?} must be refused as a configuration error: {other}"),
+        Ok(_) => panic!("{settings:?} must be refused"),
     }
 }

@@ -55,7 +55,9 @@ pub(crate) fn http_client(
         .timeout(request_timeout)
         .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| KeyProviderError::Config(format!("cannot build an HTTP client: {e}")))
+        .map_err(|e| {
+            KeyProviderError::config(format!("cannot build an HTTP client: {e}")).caused_by(e)
+        })
 }
 
 /// A request that got no answer: the peer is down, unreachable or too slow. The text never
@@ -63,14 +65,14 @@ pub(crate) fn http_client(
 /// A certificate the host does not trust is a configuration error instead: retrying cannot
 /// fix it.
 pub(crate) fn unreachable(peer: &str, error: reqwest::Error) -> KeyProviderError {
+    let error = error.without_url();
     if let Some(reason) = untrusted_certificate(&error) {
-        return KeyProviderError::Config(format!(
+        return KeyProviderError::config(format!(
             "{peer} presented a TLS certificate this host does not trust ({reason}); {}",
             TRUST_HINT
-        ));
+        ))
+        .caused_by(error);
     }
-    KeyProviderError::Unavailable(format!(
-        "{peer} did not answer: {}",
-        error_chain(&error.without_url())
-    ))
+    KeyProviderError::unavailable(format!("{peer} did not answer: {}", error_chain(&error)))
+        .caused_by(error)
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use key_connector::config::{AwsKmsSettings, AwsStaticCredentials};
 use key_connector::keys::awskms::AwsKmsKeyProvider;
+use key_connector::keys::awskms::{AwsKmsSettings, AwsStaticCredentials};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use key_connector::store::open_store;
 use reqwest::StatusCode;
@@ -160,7 +160,7 @@ async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
             .err()
             .expect("an unknown key is refused");
         assert!(
-            matches!(error, KeyProviderError::Config(ref m)
+            matches!(error, KeyProviderError::Config { message: ref m, .. }
                 if m.contains("keyConnectorSettings__rsaKey__awsKeyId") && m.contains(&missing)),
             "{error:?}"
         );
@@ -178,7 +178,7 @@ async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
             .err()
             .expect("a key of the other kind is refused");
         assert!(
-            matches!(error, KeyProviderError::Config(ref m)
+            matches!(error, KeyProviderError::Config { message: ref m, .. }
                 if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
             "{key_id} symmetric={symmetric}: {error:?}"
         );
@@ -199,7 +199,7 @@ async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
     let wrapped = first.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
     let error = second.unwrap_symmetric_key(&wrapped).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        matches!(error, KeyProviderError::UnwrapFailed { .. }),
         "{error:?}"
     );
     let mut damaged = wrapped.clone();
@@ -207,7 +207,7 @@ async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
     damaged[last] ^= 0x55;
     let error = first.unwrap_symmetric_key(&damaged).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("InvalidCiphertext")),
+        matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. } if m.contains("InvalidCiphertext")),
         "{error:?}"
     );
 }
@@ -222,7 +222,7 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
         .err()
         .expect("nothing answers");
     assert!(
-        matches!(error, KeyProviderError::Unavailable(_)),
+        matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
@@ -531,7 +531,7 @@ async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
         .to_vec();
     let error = provider.unwrap_symmetric_key(&foreign).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(_)),
+        matches!(error, KeyProviderError::UnwrapFailed { .. }),
         "{error:?}"
     );
 

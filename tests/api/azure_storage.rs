@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use key_connector::config::azure_storage::{DEVELOPMENT_ACCOUNT_KEY, DEVELOPMENT_ACCOUNT_NAME};
-use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
+use key_connector::config::{ConfigSource, RsaKeySettings};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::certificate::azure_storage::{
     API_VERSION, SignedHeaders, blob_url, canonicalized_resource, http_date,
     shared_key_authorization, string_to_sign,
@@ -232,7 +233,7 @@ async fn open(settings: &RsaKeySettings) -> Result<CertificateKeyProvider, KeyPr
 
 fn config_error(result: Result<CertificateKeyProvider, KeyProviderError>) -> String {
     match result {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 !message.contains(PFX_PASSWORD),
                 "the password leaked: {message}"
@@ -391,7 +392,7 @@ async fn a_stopped_azurite_is_unavailable_and_serves_again_when_back() {
     azurite.stop();
     let started = Instant::now();
     match open(&settings).await {
-        Err(KeyProviderError::Unavailable(message)) => {
+        Err(KeyProviderError::Unavailable { message, .. }) => {
             assert!(message.contains("Azure Storage"), "{message}");
             assert!(!message.contains(DEVELOPMENT_ACCOUNT_KEY), "{message}");
         }

@@ -29,12 +29,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use key_connector::config::{
-    AzureAdCredentials, AzureKeyVaultCertificateSettings, AzureKeyVaultKeySettings,
-    CertificateSettings,
-};
+use key_connector::config::AzureAdCredentials;
+use key_connector::keys::azurekv::AzureKeyVaultKeySettings;
 use key_connector::keys::azurekv::{AzureConnection, AzureKeyVaultKeyProvider};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::{AzureKeyVaultCertificateSettings, CertificateSettings};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -715,7 +714,7 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
         .unwrap();
     let error = locked_out.unwrap_symmetric_key(&stored).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(ref m)
+        matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. }
             if m.contains("another version") && m.contains("cannot be listed")),
         "{error:?}"
     );
@@ -730,7 +729,7 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     );
     let error = locked_out.unwrap_symmetric_key(&foreign).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("No other enabled version")),
+        matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. } if m.contains("No other enabled version")),
         "{error:?}"
     );
 }
@@ -744,7 +743,7 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
         .await
         .err()
         .expect("refused");
-    let KeyProviderError::Config(message) = &error else {
+    let KeyProviderError::Config { message, .. } = &error else {
         panic!("{error:?}");
     };
     assert!(
@@ -769,7 +768,7 @@ async fn a_sign_in_outage_is_unavailable_and_passes() {
         .err()
         .expect("no token, no key");
     assert!(
-        matches!(error, KeyProviderError::Unavailable(ref m) if m.contains("Entra ID")),
+        matches!(error, KeyProviderError::Unavailable { message: ref m, .. } if m.contains("Entra ID")),
         "{error:?}"
     );
     azure.state.entra_down.store(false, Ordering::SeqCst);
@@ -789,7 +788,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("does not exist") && m.contains("azureKeyvaultKeyName")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("does not exist") && m.contains("azureKeyvaultKeyName")),
         "{error:?}"
     );
 
@@ -799,7 +798,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("denied access") && m.contains("permissions")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("denied access") && m.contains("permissions")),
         "{error:?}"
     );
     azure.state.deny_reads.store(false, Ordering::SeqCst);
@@ -810,7 +809,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("disabled")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("disabled")),
         "{error:?}"
     );
     azure.state.enabled.store(true, Ordering::SeqCst);
@@ -821,7 +820,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("decrypt")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("decrypt")),
         "{error:?}"
     );
 }
@@ -848,7 +847,7 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     azure.state.fail_next.store(100, Ordering::SeqCst);
     let error = provider.check_health().await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::Unavailable(_)),
+        matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
     );
     azure.state.fail_next.store(0, Ordering::SeqCst);
@@ -871,7 +870,7 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Unavailable(_)),
+        matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(40));
@@ -928,7 +927,7 @@ async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
     .err()
     .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("application/x-pem-file") && m.contains("application/x-pkcs12")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("application/x-pem-file") && m.contains("application/x-pkcs12")),
         "{error:?}"
     );
 
@@ -939,7 +938,7 @@ async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
         .err()
         .unwrap();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("does not exist") && m.contains("azureKeyvaultCertificateName")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("does not exist") && m.contains("azureKeyvaultCertificateName")),
         "{error:?}"
     );
 }
@@ -974,7 +973,7 @@ async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
         .err()
         .expect("refused");
     assert!(
-        matches!(error, KeyProviderError::Config(ref m)
+        matches!(error, KeyProviderError::Config { message: ref m, .. }
             if m.contains("does not trust") && m.contains("SSL_CERT_FILE")),
         "{error:?}"
     );

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
+use key_connector::config::{ConfigSource, RsaKeySettings};
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use key_connector::pkcs12::{certificates, generate_self_signed_pfx};
 
@@ -129,7 +130,7 @@ async fn an_unknown_thumbprint_is_a_config_error_listing_the_store() {
 
     let unknown = "00".repeat(20);
     match CertificateKeyProvider::open(&store_settings(&unknown, store.path())).await {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(message.contains(&unknown), "{message}");
             assert!(
                 message.contains("keyConnectorSettings__certificate__storeThumbprint"),
@@ -153,7 +154,7 @@ async fn a_missing_store_directory_is_a_config_error_naming_the_setting() {
     let store = tempfile::tempdir().unwrap();
     let missing = store.path().join("x509stores/my");
     match CertificateKeyProvider::open(&store_settings(&"AB".repeat(20), &missing)).await {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 message.contains("keyConnectorSettings__certificate__storeDirectory"),
                 "{message}"
@@ -174,7 +175,7 @@ async fn a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named() 
         .clone();
     std::fs::write(store.path().join(format!("{thumbprint}.pfx")), pfx).unwrap();
     match CertificateKeyProvider::open(&store_settings(&thumbprint, store.path())).await {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 message.contains(&format!("{thumbprint}.pfx is named for thumbprint")),
                 "{message}"
@@ -279,7 +280,7 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
         })
         .await;
         assert!(
-            matches!(with_password, Err(KeyProviderError::Config(ref m)) if m.contains("password")),
+            matches!(with_password, Err(KeyProviderError::Config { message: ref m, .. }) if m.contains("password")),
             "{mac}"
         );
     }

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use key_connector::config::CertificateSettings;
 use key_connector::keys::RsaKeyProvider;
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 
 use crate::skip_or_fail;
 use crate::support::tls::{export_pfx, openssl, openssl_available};

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use key_connector::config::GcpKmsSettings;
+use key_connector::keys::gcpkms::GcpKmsSettings;
 use key_connector::keys::gcpkms::{GcpKmsConnection, GcpKmsKeyProvider};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use serde_json::{Value, json};
@@ -471,7 +471,7 @@ async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
             .err()
             .expect("refused");
         assert!(
-            matches!(error, KeyProviderError::Config(ref m) if m.contains(algorithm) && m.contains("SHA256")),
+            matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains(algorithm) && m.contains("SHA256")),
             "{error:?}"
         );
     }
@@ -487,7 +487,7 @@ async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
         .err()
         .expect("refused");
     assert!(
-        matches!(error, KeyProviderError::Config(ref m)
+        matches!(error, KeyProviderError::Config { message: ref m, .. }
             if m.contains("cryptoKeyVersions/7") && m.contains("googleCloudKeyVersionId")),
         "{error:?}"
     );
@@ -503,7 +503,7 @@ async fn a_ciphertext_of_another_key_is_unwrap_failed() {
     let foreign = other.encrypt_as_upstream(&[9u8; 32]);
     let error = provider.unwrap_symmetric_key(&foreign).await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("cannot decrypt")),
+        matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. } if m.contains("cannot decrypt")),
         "{error:?}"
     );
 }
@@ -528,7 +528,7 @@ async fn a_transient_unavailable_is_retried() {
     kms.state.fail_next.store(100, Ordering::SeqCst);
     let error = provider.check_health().await.unwrap_err();
     assert!(
-        matches!(error, KeyProviderError::Unavailable(_)),
+        matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
     );
 }
@@ -544,7 +544,7 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
         .err()
         .expect("nothing answers");
     assert!(
-        matches!(error, KeyProviderError::Unavailable(_)),
+        matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -734,7 +734,7 @@ async fn an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it() {
         .expect("not Cloud KMS");
     server.abort();
     assert!(
-        matches!(error, KeyProviderError::Config(ref m) if m.contains("KEY_CONNECTOR_GCP_KMS_ENDPOINT") && m.contains("404")),
+        matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("KEY_CONNECTOR_GCP_KMS_ENDPOINT") && m.contains("404")),
         "{error:?}"
     );
 }

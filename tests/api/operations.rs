@@ -5,9 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use key_connector::config::{
-    CertificateSettings, DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings,
-};
+use key_connector::config::{DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings};
+use key_connector::keys::certificate::CertificateSettings;
 use reqwest::StatusCode;
 use uuid::Uuid;
 

@@ -18,10 +18,11 @@ use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use key_connector::config::{
-    CertificateSettings, DatabaseSettings, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType,
-    RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
+    DatabaseSettings, RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
 };
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
+use key_connector::keys::pkcs11::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use uuid::Uuid;
 
@@ -331,7 +332,7 @@ async fn open(settings: &Pkcs11Settings) -> Result<Pkcs11KeyProvider, KeyProvide
 
 async fn config_error(settings: &Pkcs11Settings) -> String {
     match open(settings).await {
-        Err(KeyProviderError::Config(message)) => message,
+        Err(KeyProviderError::Config { message, .. }) => message,
         Err(other) => panic!("expected a configuration error, got {other:?}"),
         Ok(provider) => panic!("expected an error, opened {}", provider.describe()),
     }
@@ -383,7 +384,7 @@ softhsm_test! {
         tampered[10] ^= 0x55;
         assert!(matches!(
             provider.unwrap_symmetric_key(&tampered).await,
-            Err(KeyProviderError::UnwrapFailed(_))
+            Err(KeyProviderError::UnwrapFailed { .. })
         ));
         provider.check_health().await.unwrap();
     }
@@ -697,11 +698,11 @@ softhsm_test! {
         for _ in 0..3 {
             let started = Instant::now();
             let outage = provider.check_health().await;
-            assert!(matches!(outage, Err(KeyProviderError::Unavailable(_))), "{outage:?}");
+            assert!(matches!(outage, Err(KeyProviderError::Unavailable { .. })), "{outage:?}");
             assert!(started.elapsed() < Duration::from_secs(2));
         }
         let unwrap = provider.unwrap_symmetric_key(&[1u8; 256]).await;
-        assert!(matches!(unwrap, Err(KeyProviderError::Unavailable(_))), "{unwrap:?}");
+        assert!(matches!(unwrap, Err(KeyProviderError::Unavailable { .. })), "{unwrap:?}");
         // Wrapping needs only the public key, held since start-up.
         provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
     }

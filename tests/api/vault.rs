@@ -12,9 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use key_connector::config::{CertificateSettings, ConfigSource, RsaKeySettings};
+use key_connector::config::{ConfigSource, RsaKeySettings};
 use key_connector::keys::KeyProviderError;
 use key_connector::keys::certificate::CertificateKeyProvider;
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::pkcs12::generate_self_signed_pfx;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -228,7 +229,7 @@ async fn open(settings: &RsaKeySettings) -> Result<CertificateKeyProvider, KeyPr
 
 fn config_error(result: Result<CertificateKeyProvider, KeyProviderError>) -> String {
     match result {
-        Err(KeyProviderError::Config(message)) => {
+        Err(KeyProviderError::Config { message, .. }) => {
             assert!(!message.contains(TOKEN), "the token leaked: {message}");
             assert!(
                 !message.contains(PFX_PASSWORD),
@@ -371,7 +372,7 @@ async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
     let settings = settings_from_env(&format!("http://127.0.0.1:{port}"), TOKEN, &[]);
     let started = Instant::now();
     match open(&settings).await {
-        Err(KeyProviderError::Unavailable(message)) => {
+        Err(KeyProviderError::Unavailable { message, .. }) => {
             assert!(message.contains("Vault"), "{message}");
             assert!(!message.contains(TOKEN), "{message}");
         }
@@ -396,7 +397,7 @@ async fn a_vault_that_never_answers_times_out_as_unavailable() {
     let result = open(&settings_from_env(&url, TOKEN, &[])).await;
     hold.abort();
     assert!(
-        matches!(result, Err(KeyProviderError::Unavailable(_))),
+        matches!(result, Err(KeyProviderError::Unavailable { .. })),
         "{:?}",
         result.err()
     );

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::config::database::parse_sqlite_connection_string;
 use crate::config::test_env::{env, load_env, minimal, with, without};
 use crate::config::*;
+use crate::keys::certificate::CertificateSettings;
 
 #[test]
 fn environment_alone_configures_everything() {

@@ -3,9 +3,11 @@
 use secrecy::ExposeSecret;
 use std::path::Path;
 
-use crate::config::rsa_key::MULTIARCH_LIB;
 use crate::config::test_env::{load_env, minimal, with, without};
 use crate::config::*;
+use crate::keys::awskms::AwsKmsSettings;
+use crate::keys::certificate::CertificateSettings;
+use crate::keys::pkcs11::{MULTIARCH_LIB, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
 
 #[test]
 fn not_yet_built_providers_are_recognised_and_type_checked() {

@@ -16,11 +16,10 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+use super::AzureKeyVaultCertificateSettings;
 use super::CertificateFile;
-use crate::config::catalog::{
-    CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI,
-};
-use crate::config::{AzureKeyVaultCertificateSettings, SettingPath, SettingsGroup};
+use super::{CERTIFICATE_AZURE_KEYVAULT_CERTIFICATE_NAME, CERTIFICATE_AZURE_KEYVAULT_URI};
+use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::keys::azurekv::{
     AzureConnection, Operation, bounded, classify, credential, unusable_vault_uri,
@@ -83,13 +82,13 @@ async fn read_in(
         .map_err(|e| classify(Operation::Read, &e, &object, &hint))?;
     let content_type = secret.content_type.as_deref().unwrap_or("");
     if !content_type.eq_ignore_ascii_case(PKCS12_CONTENT_TYPE) {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} is stored as `{content_type}`, not as {PKCS12_CONTENT_TYPE}; create it with the \
              PKCS #12 content type (as upstream requires), with an exportable RSA key"
         )));
     }
     if secret.kid.is_none() {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "the secret `{}` is not the secret of a Key Vault certificate; check {settings_names}",
             settings.certificate_name
         )));
@@ -99,7 +98,7 @@ async fn read_in(
         Zeroizing::new(value.chars().filter(|c| !c.is_whitespace()).collect());
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(cleaned.as_bytes())
-        .map_err(|_| KeyProviderError::Config(format!("the secret of {object} is not base64")))?;
+        .map_err(|_| KeyProviderError::config(format!("the secret of {object} is not base64")))?;
     Ok(CertificateFile::new(
         Zeroizing::new(bytes),
         None,

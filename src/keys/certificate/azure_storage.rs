@@ -18,12 +18,13 @@ use std::fmt::Write as _;
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::{CertificateFile, remote};
-use crate::config::catalog::{
+use super::AzureStorageCertificateSettings;
+use super::{
     CERTIFICATE_AZURE_STORAGE_CONNECTION_STRING, CERTIFICATE_AZURE_STORAGE_CONTAINER,
     CERTIFICATE_AZURE_STORAGE_FILE_NAME, CERTIFICATE_AZURE_STORAGE_FILE_PASSWORD,
 };
-use crate::config::{AzureStorageCertificateSettings, AzureStorageCredential, SettingsGroup};
+use super::{CertificateFile, remote};
+use crate::config::{AzureStorageCredential, SettingsGroup};
 use crate::keys::KeyProviderError;
 
 /// The REST API version requests are made in (supported by Azure and by Azurite).
@@ -42,7 +43,7 @@ pub(super) async fn download(
         &settings.file_name,
     )
     .map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the blob endpoint in {connection_var} does not make a URL with the container and file name: {e}"
         ))
     })?;
@@ -56,7 +57,7 @@ pub(super) async fn download(
     match &account.credential {
         AzureStorageCredential::SharedKey { account_name, .. } => {
             let key = account.credential.decoded_account_key().ok_or_else(|| {
-                KeyProviderError::Config(format!(
+                KeyProviderError::config(format!(
                     "the account key in {connection_var} is not base64"
                 ))
             })?;
@@ -75,7 +76,7 @@ pub(super) async fn download(
                 &to_sign,
             ))
             .map_err(|_| {
-                KeyProviderError::Config(format!(
+                KeyProviderError::config(format!(
                     "the account name in {connection_var} has characters an HTTP header cannot carry"
                 ))
             })?;
@@ -263,20 +264,20 @@ fn status_error(
         format!(" {error_code}")
     };
     match (status.as_u16(), error_code) {
-        (404, "ContainerNotFound") => KeyProviderError::Config(format!(
+        (404, "ContainerNotFound") => KeyProviderError::config(format!(
             "the storage account has no container `{}` ({container_var})",
             settings.container
         )),
-        (404, _) => KeyProviderError::Config(format!(
+        (404, _) => KeyProviderError::config(format!(
             "the storage account has no {location} (404{code}); check {file_name_var} and {container_var}"
         )),
-        (401 | 403, _) => KeyProviderError::Config(format!(
+        (401 | 403, _) => KeyProviderError::config(format!(
             "the storage account refused to serve the {location} ({status}{code}); check the AccountKey or SharedAccessSignature in {connection_var} and its permissions"
         )),
-        (408 | 429 | 500..=599, _) => KeyProviderError::Unavailable(format!(
+        (408 | 429 | 500..=599, _) => KeyProviderError::unavailable(format!(
             "Azure Storage answered {status}{code} for the {location}"
         )),
-        _ => KeyProviderError::Config(format!(
+        _ => KeyProviderError::config(format!(
             "Azure Storage answered {status}{code} for the {location}; check {connection_var}"
         )),
     }

@@ -31,7 +31,7 @@ pub(super) async fn read_body(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(KeyProviderError::Config(format!(
+                    return Err(KeyProviderError::config(format!(
                         "{peer} answered with more than {MAX_BODY_BYTES} bytes; that is not a certificate"
                     )));
                 }

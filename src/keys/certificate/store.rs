@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::CertificateFile;
-use crate::config::catalog::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
-use crate::config::{SettingPath, SettingsGroup, StoreCertificateSettings};
+use super::StoreCertificateSettings;
+use super::{CERTIFICATE_STORE_DIRECTORY, CERTIFICATE_STORE_THUMBPRINT};
+use crate::config::{SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::pkcs12;
 
@@ -36,7 +37,9 @@ pub(super) async fn read(
     let thumbprint = settings.thumbprint.clone();
     let (path, bytes) = tokio::task::spawn_blocking(move || find(&directory, &thumbprint, &names))
         .await
-        .map_err(|e| KeyProviderError::Config(format!("certificate store search failed: {e}")))??;
+        .map_err(|e| {
+            KeyProviderError::config(format!("certificate store search failed: {e}")).caused_by(e)
+        })??;
     Ok(CertificateFile::new(
         bytes,
         None,
@@ -72,7 +75,7 @@ fn default_directory(
     let directory_setting = names.directory;
     match home {
         Some(home) => Ok(home.join(DOTNET_STORE_BELOW_HOME)),
-        None => Err(KeyProviderError::Config(format!(
+        None => Err(KeyProviderError::config(format!(
             "HOME is not set, so the .NET certificate store cannot be found; set {directory_setting}"
         ))),
     }
@@ -95,10 +98,11 @@ fn find(
         directory: directory_setting,
     } = names;
     let listing = std::fs::read_dir(directory).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot read the certificate store {} ({directory_setting}, default $HOME/{DOTNET_STORE_BELOW_HOME}): {e}",
             directory.display()
         ))
+        .caused_by(e)
     })?;
     let mut paths: Vec<PathBuf> = listing
         .filter_map(Result::ok)
@@ -159,14 +163,14 @@ fn find(
             })
     }) {
         let reason = named.contents.as_ref().err().cloned().unwrap_or_default();
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "the certificate store file {} is named for thumbprint {thumbprint} ({thumbprint_setting}) but cannot be opened \
              without a password: {reason}; re-export it without a password \
              (`openssl pkcs12 -in OLD.pfx -nodes | openssl pkcs12 -export -passout pass: -out {thumbprint}.pfx`)",
             named.path.display()
         )));
     }
-    Err(KeyProviderError::Config(format!(
+    Err(KeyProviderError::config(format!(
         "no certificate with thumbprint {thumbprint} ({thumbprint_setting}) in the certificate store {}; {}",
         directory.display(),
         describe(&entries)

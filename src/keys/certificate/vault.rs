@@ -18,12 +18,13 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::{CertificateFile, remote};
-use crate::config::catalog::{
+use super::VaultCertificateSettings;
+use super::{
     CERTIFICATE_VAULT_SECRET_DATA_KEY, CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
     CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_TOKEN,
 };
-use crate::config::{SettingsGroup, VaultCertificateSettings};
+use super::{CertificateFile, remote};
+use crate::config::SettingsGroup;
 use crate::keys::KeyProviderError;
 
 /// Reads the secret and decodes the PKCS#12 file it holds.
@@ -40,7 +41,7 @@ pub(super) async fn read(
         settings.secret_path, settings.mount_point, settings.server_uri
     );
     let mut token = HeaderValue::from_str(settings.token.expose_secret()).map_err(|_| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the Vault token ({token_var}) has characters an HTTP header cannot carry"
         ))
     })?;
@@ -60,20 +61,21 @@ pub(super) async fn read(
     }
 
     let mut document: Value = serde_json::from_slice(&body).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the {location} is not a KV version 2 answer ({e}); is `{}` a KV version 2 mount ({mount_var})?",
             settings.mount_point
         ))
+        .caused_by(e)
     })?;
     let data = match document.pointer_mut("/data/data") {
         Some(Value::Object(data)) => data,
         Some(Value::Null) => {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "the latest version of the {location} is deleted or destroyed; restore it or write the certificate again"
             )));
         }
         _ => {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "the {location} has no `data.data` object; is `{}` a KV version 2 mount ({mount_var})?",
                 settings.mount_point
             )));
@@ -87,7 +89,7 @@ pub(super) async fn read(
         base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
             .map_err(|_| {
-                KeyProviderError::Config(format!(
+                KeyProviderError::config(format!(
                     "the value of `{}` in the {location} is not base64 ({data_key_var}); store the .pfx as `base64 -w0 cert.pfx`",
                     settings.data_key
                 ))
@@ -137,7 +139,7 @@ fn take_string(
     let data_key_var = CERTIFICATE_VAULT_SECRET_DATA_KEY.in_group(group);
     match data.remove(key) {
         Some(Value::String(value)) => Ok(Zeroizing::new(value)),
-        Some(_) => Err(KeyProviderError::Config(format!(
+        Some(_) => Err(KeyProviderError::config(format!(
             "the value of `{key}` in the {location} is not a string ({data_key_var}); store the .pfx as base64 text"
         ))),
         None => {
@@ -148,7 +150,7 @@ fn take_string(
             } else {
                 format!("its keys: {}", keys.join(", "))
             };
-            Err(KeyProviderError::Config(format!(
+            Err(KeyProviderError::config(format!(
                 "the {location} has no key `{key}` ({data_key_var}); {present}"
             )))
         }
@@ -182,18 +184,18 @@ fn status_error(
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     match status.as_u16() {
-        403 => KeyProviderError::Config(format!(
+        403 => KeyProviderError::config(format!(
             "Vault refused the token for the {location} (403{reasons}); check {token_var}: it must be valid and its policy must allow `read` on `{}/data/{}`",
             settings.mount_point, settings.secret_path
         )),
-        404 => KeyProviderError::Config(format!(
+        404 => KeyProviderError::config(format!(
             "Vault has no {location} (404{reasons}); check {path_var} and {mount_var} (the mount must be a KV version 2 engine)"
         )),
         // Sealed, standby without forwarding, rate-limited, or a replica not caught up yet.
         412 | 429 | 500..=599 => {
-            KeyProviderError::Unavailable(format!("Vault answered {status}{reasons}"))
+            KeyProviderError::unavailable(format!("Vault answered {status}{reasons}"))
         }
-        _ => KeyProviderError::Config(format!(
+        _ => KeyProviderError::config(format!(
             "Vault answered {status}{reasons} to reading the {location}"
         )),
     }
@@ -238,7 +240,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(&denied, KeyProviderError::Config(m) if m.contains("permission denied") && m.contains("keyConnectorSettings__certificate__vaultToken")),
+            matches!(&denied, KeyProviderError::Config { message: m, .. } if m.contains("permission denied") && m.contains("keyConnectorSettings__certificate__vaultToken")),
             "{denied}"
         );
         assert!(!denied.to_string().contains("hvs.secret-token"));
@@ -250,7 +252,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(&missing, KeyProviderError::Config(m) if m.contains("keyConnectorSettings__certificate__vaultSecretPath")),
+            matches!(&missing, KeyProviderError::Config { message: m, .. } if m.contains("keyConnectorSettings__certificate__vaultSecretPath")),
             "{missing}"
         );
         let sealed = status_error(
@@ -261,7 +263,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(&sealed, KeyProviderError::Unavailable(m) if m.contains("sealed")),
+            matches!(&sealed, KeyProviderError::Unavailable { message: m, .. } if m.contains("sealed")),
             "{sealed}"
         );
     }

@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use key_connector::config::{
-    CertificateSettings, DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings,
-    SqliteConnection,
+    DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings, SqliteConnection,
 };
+use key_connector::keys::certificate::CertificateSettings;
 use key_connector::pkcs12::generate_self_signed_pfx;
 use key_connector::startup::{Application, StartupError};
 use serde_json::{Value, json};

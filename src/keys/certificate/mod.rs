@@ -12,6 +12,7 @@
 mod azure_key_vault;
 pub mod azure_storage;
 mod remote;
+mod settings;
 mod store;
 mod vault;
 
@@ -24,9 +25,10 @@ use aws_lc_rs::rsa::{
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub use settings::*;
+
 use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{CERTIFICATE_FILESYSTEM_PASSWORD, CERTIFICATE_FILESYSTEM_PATH};
-use crate::config::{CertificateSettings, SettingsGroup};
+use crate::config::SettingsGroup;
 use crate::pkcs12;
 
 /// An RSA key pair held in memory for OAEP-SHA-1 wrapping.
@@ -43,19 +45,22 @@ struct OaepKeyPair {
 impl OaepKeyPair {
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyProviderError> {
         let private = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "the certificate's private key is not a usable RSA key ({e}; {})",
                 super::RSA_KEY_SIZES
             ))
+            .caused_by(e)
         })?;
         let public = OaepPublicEncryptingKey::new(private.public_key()).map_err(|e| {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "unusable RSA public key ({e}; {})",
                 super::RSA_KEY_SIZES
             ))
+            .caused_by(e)
         })?;
-        let private = OaepPrivateDecryptingKey::new(private)
-            .map_err(|e| KeyProviderError::Config(format!("unusable RSA private key: {e}")))?;
+        let private = OaepPrivateDecryptingKey::new(private).map_err(|e| {
+            KeyProviderError::config(format!("unusable RSA private key: {e}")).caused_by(e)
+        })?;
         Ok(Self { private, public })
     }
 }
@@ -79,7 +84,7 @@ impl CertificateKeyProvider {
     /// (production uses [`CertificateKeyProvider::open`]).
     #[cfg(feature = "azurekv")]
     pub async fn open_azure_key_vault(
-        settings: &crate::config::AzureKeyVaultCertificateSettings,
+        settings: &AzureKeyVaultCertificateSettings,
         connection: crate::keys::azurekv::AzureConnection,
     ) -> Result<Self, KeyProviderError> {
         Self::from_file(azure_key_vault::read_with(settings, connection).await?).await
@@ -92,7 +97,9 @@ impl CertificateKeyProvider {
             pkcs12::private_key_pkcs8(&bytes, password.as_deref().map(|p| p.as_str()))
         })
         .await
-        .map_err(|e| KeyProviderError::Config(format!("certificate loading failed: {e}")))?
+        .map_err(|e| {
+            KeyProviderError::config(format!("certificate loading failed: {e}")).caused_by(e)
+        })?
         .map_err(|e| file.error(e))?;
         let key = OaepKeyPair::from_pkcs8(&pkcs8)?;
         let bits = key.public.key_size_bits();
@@ -147,11 +154,12 @@ impl CertificateFile {
         match source {
             CertificateSettings::Filesystem { path, password } => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
-                    KeyProviderError::Config(format!(
+                    KeyProviderError::config(format!(
                         "cannot read the certificate file {} ({}): {e}",
                         path.display(),
                         CERTIFICATE_FILESYSTEM_PATH.in_group(group)
                     ))
+                    .caused_by(e)
                 })?;
                 Ok(Self::new(
                     Zeroizing::new(bytes),
@@ -176,10 +184,11 @@ impl CertificateFile {
 
     /// A decoding error as a configuration error naming the file and its password setting.
     pub fn error(&self, error: pkcs12::Pkcs12Error) -> KeyProviderError {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot use the {}: {error} ({})",
             self.description, self.password_setting
         ))
+        .caused_by(error)
     }
 }
 
@@ -192,11 +201,8 @@ impl RsaKeyProvider for CertificateKeyProvider {
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let pair = Arc::clone(&self.key);
         let plain = Zeroizing::new(key.to_vec());
-        tokio::task::spawn_blocking(move || {
-            super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain)
-        })
-        .await
-        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
+        on_blocking_pool(move || super::oaep_encrypt(&pair.public, &OAEP_SHA1_MGF1SHA1, &plain))
+            .await
     }
 
     async fn unwrap_symmetric_key(
@@ -205,15 +211,14 @@ impl RsaKeyProvider for CertificateKeyProvider {
     ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
         let pair = Arc::clone(&self.key);
         let wrapped = wrapped.to_vec();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(move || {
             let mut out = Zeroizing::new(vec![0u8; pair.private.min_output_size()]);
             let written = pair
                 .private
                 .decrypt(&OAEP_SHA1_MGF1SHA1, &wrapped, &mut out, None)
                 .map_err(|_| {
-                    KeyProviderError::UnwrapFailed(
-                        "RSA-OAEP decryption failed: the stored symmetric key was not wrapped by this certificate's key"
-                            .into(),
+                    KeyProviderError::unwrap_failed(
+                        "RSA-OAEP decryption failed: the stored symmetric key was not wrapped by this certificate's key",
                     )
                 })?
                 .len();
@@ -221,11 +226,19 @@ impl RsaKeyProvider for CertificateKeyProvider {
             Ok(out)
         })
         .await
-        .map_err(|e| KeyProviderError::Unavailable(format!("RSA task failed: {e}")))?
     }
 
     async fn check_health(&self) -> Result<(), KeyProviderError> {
         // The key pair is held in memory since start-up, as upstream caches its certificate.
         Ok(())
     }
+}
+
+/// Runs RSA work on the blocking pool, off the async workers.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KeyProviderError> + Send + 'static,
+) -> Result<T, KeyProviderError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KeyProviderError::unavailable(format!("RSA task failed: {e}")).caused_by(e))?
 }

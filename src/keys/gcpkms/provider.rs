@@ -36,15 +36,14 @@ use google_cloud_kms_v1::client::KeyManagementService;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionAlgorithm;
 use zeroize::Zeroizing;
 
-use super::remote::error_chain;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
-    RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID,
-};
-use crate::config::{GcpKmsSettings, SettingsGroup};
+use super::GcpKmsSettings;
+use super::{RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID, RSA_KEY_GOOGLE_CLOUD_PROJECT_ID};
+use crate::config::SettingsGroup;
+use crate::keys::remote::error_chain;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 
 /// Names another KMS endpoint (e.g. `https://cloudkms-xyz.p.googleapis.com`).
-pub use crate::config::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
+pub use super::GCP_KMS_ENDPOINT_VAR as ENDPOINT_VAR;
 
 /// Bound for one attempt, so that a hung attempt leaves time for a retry.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +62,7 @@ async fn bounded<T>(
     tokio::time::timeout(CALL_TIMEOUT, call)
         .await
         .unwrap_or_else(|_| {
-            Err(KeyProviderError::Unavailable(format!(
+            Err(KeyProviderError::unavailable(format!(
                 "Google Cloud did not answer {what} within {} s",
                 CALL_TIMEOUT.as_secs()
             )))
@@ -155,7 +154,9 @@ impl GcpKmsKeyProvider {
                     .with_initial_delay(Duration::from_millis(200))
                     .with_maximum_delay(Duration::from_secs(2))
                     .build()
-                    .map_err(|e| KeyProviderError::Config(format!("retry backoff: {e}")))?,
+                    .map_err(|e| {
+                        KeyProviderError::config(format!("retry backoff: {e}")).caused_by(e)
+                    })?,
             );
         let at = match &connection.endpoint {
             Some(endpoint) => {
@@ -169,10 +170,11 @@ impl GcpKmsKeyProvider {
         }
         let client = bounded("while setting up the client", async {
             builder.build().await.map_err(|e| {
-                KeyProviderError::Config(format!(
+                KeyProviderError::config(format!(
                     "cannot set up the Google Cloud KMS client: {}; credentials come from the {CREDENTIALS_HINT}",
                     error_chain(&e)
                 ))
+                .caused_by(e)
             })
         })
         .await?;
@@ -208,9 +210,8 @@ async fn fetch_public_key(
     if let Some(expected) = response.pem_crc32c
         && crc32c(response.pem.as_bytes()) != expected
     {
-        return Err(KeyProviderError::Unavailable(
-            "Google Cloud KMS returned a public key whose CRC32C does not match; it was damaged in transit"
-                .into(),
+        return Err(KeyProviderError::unavailable(
+            "Google Cloud KMS returned a public key whose CRC32C does not match; it was damaged in transit",
         ));
     }
     let fits = matches!(
@@ -220,27 +221,29 @@ async fn fetch_public_key(
             | CryptoKeyVersionAlgorithm::RsaDecryptOaep4096Sha256
     );
     if !fits {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "Google Cloud KMS key version {key_version} has algorithm {}, but the symmetric key is wrapped with RSA-OAEP SHA-256 \
              (as upstream does); create the key with purpose ASYMMETRIC_DECRYPT and an RSA_DECRYPT_OAEP_*_SHA256 algorithm",
             response.algorithm.name().unwrap_or("UNKNOWN")
         )));
     }
     let der = spki_from_pem(&response.pem).ok_or_else(|| {
-        KeyProviderError::Unavailable(
-            "Google Cloud KMS returned a public key that is not a PEM SubjectPublicKeyInfo".into(),
+        KeyProviderError::unavailable(
+            "Google Cloud KMS returned a public key that is not a PEM SubjectPublicKeyInfo",
         )
     })?;
     let key = PublicEncryptingKey::from_der(&der).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public key of Google Cloud KMS key version {key_version} is not a usable RSA key ({e}; {})",
-            super::RSA_KEY_SIZES
+            crate::keys::RSA_KEY_SIZES
         ))
+        .caused_by(e)
     })?;
     OaepPublicEncryptingKey::new(key).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public key of Google Cloud KMS key version {key_version} cannot do RSA-OAEP: {e}"
         ))
+        .caused_by(e)
     })
 }
 
@@ -264,7 +267,7 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        super::oaep_encrypt(&self.public_key, &OAEP_SHA256_MGF1SHA256, key)
+        crate::keys::oaep_encrypt(&self.public_key, &OAEP_SHA256_MGF1SHA256, key)
     }
 
     async fn unwrap_symmetric_key(
@@ -289,18 +292,16 @@ impl RsaKeyProvider for GcpKmsKeyProvider {
         // wiped when the caller drops it.
         drop(response.plaintext);
         if !response.verified_ciphertext_crc32c {
-            return Err(KeyProviderError::Unavailable(
-                "Google Cloud KMS did not confirm the ciphertext's CRC32C; the request may have been damaged in transit"
-                    .into(),
+            return Err(KeyProviderError::unavailable(
+                "Google Cloud KMS did not confirm the ciphertext's CRC32C; the request may have been damaged in transit",
             ));
         }
         if response
             .plaintext_crc32c
             .is_some_and(|expected| expected != crc32c(&plaintext))
         {
-            return Err(KeyProviderError::Unavailable(
-                "the plaintext from Google Cloud KMS does not match its CRC32C; it was damaged in transit"
-                    .into(),
+            return Err(KeyProviderError::unavailable(
+                "the plaintext from Google Cloud KMS does not match its CRC32C; it was damaged in transit",
             ));
         }
         Ok(plaintext)
@@ -332,10 +333,10 @@ fn classify(
 ) -> KeyProviderError {
     let key_settings = key_settings(group);
     let detail = error_chain(error);
-    if let Some(reason) = super::remote::untrusted_certificate(error) {
-        return KeyProviderError::Config(format!(
+    if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
+        return KeyProviderError::config(format!(
             "Google Cloud presented a TLS certificate this host does not trust ({reason}); {}",
-            super::remote::TRUST_HINT
+            crate::keys::remote::TRUST_HINT
         ));
     }
     if error.is_authentication() {
@@ -348,9 +349,9 @@ fn classify(
         let no_metadata_server =
             detail.contains("metadata.google.internal") && detail.contains("dns error");
         return if transient && !no_metadata_server {
-            KeyProviderError::Unavailable(format!("no Google Cloud access token yet: {detail}"))
+            KeyProviderError::unavailable(format!("no Google Cloud access token yet: {detail}"))
         } else {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "Google Cloud credentials are not usable: {detail}; they come from the {CREDENTIALS_HINT}"
             ))
         };
@@ -360,35 +361,35 @@ fn classify(
         // (a wrong KEY_CONNECTOR_GCP_KMS_ENDPOINT). A refusal will not pass by waiting.
         return match error.http_status_code() {
             Some(code) if (400..500).contains(&code) && code != 408 && code != 429 => {
-                KeyProviderError::Config(format!(
+                KeyProviderError::config(format!(
                     "the Cloud KMS endpoint answered HTTP {code} without a Google error ({detail}); \
                      check {ENDPOINT_VAR} (when set) and any HTTPS proxy in between"
                 ))
             }
             _ => {
-                KeyProviderError::Unavailable(format!("Google Cloud KMS did not answer: {detail}"))
+                KeyProviderError::unavailable(format!("Google Cloud KMS did not answer: {detail}"))
             }
         };
     };
     let said = format!("{:?}: {}", status.code, status.message);
     match status.code {
         Code::InvalidArgument if operation == Operation::Decrypt => {
-            KeyProviderError::UnwrapFailed(format!(
+            KeyProviderError::unwrap_failed(format!(
                 "Google Cloud KMS key version {key_version} cannot decrypt the stored symmetric key ({said}): \
                  it was wrapped by another key or key version; check {key_settings}"
             ))
         }
-        Code::NotFound => KeyProviderError::Config(format!(
+        Code::NotFound => KeyProviderError::config(format!(
             "Google Cloud KMS key version {key_version} does not exist ({said}); check {key_settings}"
         )),
-        Code::PermissionDenied => KeyProviderError::Config(format!(
+        Code::PermissionDenied => KeyProviderError::config(format!(
             "Google Cloud KMS denied access to {key_version} ({said}); grant the credentials' principal \
              roles/cloudkms.cryptoKeyDecrypter and roles/cloudkms.publicKeyViewer on the key"
         )),
-        Code::Unauthenticated => KeyProviderError::Config(format!(
+        Code::Unauthenticated => KeyProviderError::config(format!(
             "Google Cloud KMS rejected the credentials ({said}); they come from the {CREDENTIALS_HINT}"
         )),
-        Code::FailedPrecondition => KeyProviderError::Config(format!(
+        Code::FailedPrecondition => KeyProviderError::config(format!(
             "Google Cloud KMS key version {key_version} cannot be used in its current state ({said}); \
              enable it or name another version in {}",
             RSA_KEY_GOOGLE_CLOUD_KEY_VERSION_ID.in_group(group)
@@ -398,8 +399,8 @@ fn classify(
         | Code::Internal
         | Code::ResourceExhausted
         | Code::Aborted
-        | Code::Unknown => KeyProviderError::Unavailable(format!("Google Cloud KMS: {said}")),
-        _ => KeyProviderError::Config(format!(
+        | Code::Unknown => KeyProviderError::unavailable(format!("Google Cloud KMS: {said}")),
+        _ => KeyProviderError::config(format!(
             "Google Cloud KMS refused the request for {key_version} ({said}); check {key_settings}"
         )),
     }

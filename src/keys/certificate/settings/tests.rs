@@ -1,9 +1,11 @@
 //! Every certificate source's settings, and every mistake naming its setting.
 
 use secrecy::ExposeSecret;
+use std::path::PathBuf;
 
 use crate::config::test_env::{load_env, minimal, with, without};
 use crate::config::*;
+use crate::keys::certificate::*;
 
 fn certificate_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = without(

@@ -32,14 +32,15 @@ use aws_sdk_kms::types::{EncryptionAlgorithmSpec, KeySpec, KeyState, KeyUsageTyp
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::remote::{TRUST_HINT, error_chain};
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
+use super::AwsKmsSettings;
+use super::{
     RSA_KEY_AWS_ACCESS_KEY_ID, RSA_KEY_AWS_ACCESS_KEY_SECRET, RSA_KEY_AWS_KEY_ID,
     RSA_KEY_AWS_REGION, RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION,
 };
 use crate::config::setting_path::SECTION;
-use crate::config::{AwsKmsSettings, SettingPath, SettingsGroup};
+use crate::config::{SettingPath, SettingsGroup};
+use crate::keys::remote::{TRUST_HINT, error_chain};
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 
 /// Whole-operation bound for one KMS call, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,20 +135,20 @@ enum Failure {
     UntrustedCertificate(String),
 }
 
-impl<E, R> From<SdkError<E, R>> for Failure
+impl<E, R> From<&SdkError<E, R>> for Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
 {
-    fn from(error: SdkError<E, R>) -> Self {
-        let detail = error_chain(&error);
-        if let Some(reason) = super::remote::untrusted_certificate(&error) {
+    fn from(error: &SdkError<E, R>) -> Self {
+        let detail = error_chain(error);
+        if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
             return Failure::UntrustedCertificate(reason);
         }
-        if let Some(failure) = credential_failure(&error, &detail) {
+        if let Some(failure) = credential_failure(error, &detail) {
             return failure;
         }
-        match &error {
+        match error {
             SdkError::ServiceError(context) => Failure::Service {
                 code: context.err().code().unwrap_or("Unknown").to_owned(),
                 message: context.err().message().unwrap_or_default().to_owned(),
@@ -190,14 +191,13 @@ impl HttpStatus for aws_sdk_kms::config::http::HttpResponse {
 fn credential_failure(error: &(dyn std::error::Error + 'static), detail: &str) -> Option<Failure> {
     use aws_credential_types::provider::error::CredentialsError;
     let failure =
-        super::remote::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
+        crate::keys::remote::causes(error).find_map(|e| e.downcast_ref::<CredentialsError>())?;
     let may_pass = match failure {
         CredentialsError::ProviderTimedOut(_) => true,
         // A connector error: the provider's request got no HTTP answer at all. (An I/O
         // error alone may be an unreadable token file, which waiting does not fix.)
-        CredentialsError::ProviderError(_) => {
-            super::remote::causes(failure).any(|e| e.is::<aws_sdk_kms::error::ConnectorError>())
-        }
+        CredentialsError::ProviderError(_) => crate::keys::remote::causes(failure)
+            .any(|e| e.is::<aws_sdk_kms::error::ConnectorError>()),
         _ => false,
     };
     Some(if may_pass {
@@ -228,13 +228,13 @@ fn classify(
     } = AwsSettingNames::in_group(group);
     match failure {
         Failure::Unreachable(detail) => {
-            KeyProviderError::Unavailable(format!("AWS KMS did not answer: {detail}"))
+            KeyProviderError::unavailable(format!("AWS KMS did not answer: {detail}"))
         }
-        Failure::UntrustedCertificate(reason) => KeyProviderError::Config(format!(
+        Failure::UntrustedCertificate(reason) => KeyProviderError::config(format!(
             "the AWS KMS endpoint presented a certificate this host does not trust ({reason}); {TRUST_HINT}, \
              or check AWS_ENDPOINT_URL"
         )),
-        Failure::Local(detail) => KeyProviderError::Config(format!(
+        Failure::Local(detail) => KeyProviderError::config(format!(
             "cannot call AWS KMS: {detail}; check the credentials ({credential_settings}) and the region ({region_setting})"
         )),
         Failure::Service {
@@ -251,7 +251,7 @@ fn classify(
                 "InvalidCiphertextException" | "IncorrectKeyException"
                     if operation == Operation::Decrypt =>
                 {
-                    KeyProviderError::UnwrapFailed(format!(
+                    KeyProviderError::unwrap_failed(format!(
                         "AWS KMS key `{key_id}` cannot decrypt the stored symmetric key ({said}): it was wrapped by another KMS key, \
                          or with the other mode of {mode_setting}"
                     ))
@@ -259,15 +259,15 @@ fn classify(
                 // For Decrypt, KMS also answers AccessDenied when the ciphertext names a
                 // key these credentials cannot use, i.e. another key.
                 "AccessDeniedException" if operation == Operation::Decrypt => {
-                    KeyProviderError::UnwrapFailed(format!(
+                    KeyProviderError::unwrap_failed(format!(
                         "AWS KMS refused to decrypt the stored symmetric key with key `{key_id}` ({said}): either it was wrapped by \
                          another KMS key, or the credentials lack kms:Decrypt on {key_id_setting}"
                     ))
                 }
-                "NotFoundException" | "InvalidArnException" => KeyProviderError::Config(format!(
+                "NotFoundException" | "InvalidArnException" => KeyProviderError::config(format!(
                     "AWS KMS key `{key_id}` does not exist in this region ({said}); check {key_id_setting} and {region_setting}"
                 )),
-                "AccessDeniedException" => KeyProviderError::Config(format!(
+                "AccessDeniedException" => KeyProviderError::config(format!(
                     "AWS KMS denied access to key `{key_id}` ({said}); grant these credentials kms:Encrypt and kms:Decrypt, \
                      and kms:GetPublicKey for an RSA key, on {key_id_setting}, or check {credential_settings}"
                 )),
@@ -276,16 +276,16 @@ fn classify(
                 | "IncompleteSignature"
                 | "InvalidClientTokenId"
                 | "MissingAuthenticationToken"
-                | "ExpiredTokenException" => KeyProviderError::Config(format!(
+                | "ExpiredTokenException" => KeyProviderError::config(format!(
                     "AWS rejected the credentials ({said}); check {credential_settings}"
                 )),
                 "DisabledException" | "KMSInvalidStateException" => {
-                    KeyProviderError::Config(format!(
+                    KeyProviderError::config(format!(
                         "AWS KMS key `{key_id}` cannot be used in its current state ({said}); enable it or check {key_id_setting}"
                     ))
                 }
                 "InvalidKeyUsageException" | "UnsupportedOperationException" => {
-                    KeyProviderError::Config(format!(
+                    KeyProviderError::config(format!(
                         "AWS KMS key `{key_id}` does not fit the mode set by {mode_setting} ({said}): use an RSA key with usage \
                          ENCRYPT_DECRYPT when it is false, a SYMMETRIC_DEFAULT key when it is true"
                     ))
@@ -295,12 +295,12 @@ fn classify(
                 | "DependencyTimeoutException"
                 | "KeyUnavailableException"
                 | "LimitExceededException" => {
-                    KeyProviderError::Unavailable(format!("AWS KMS: {said}"))
+                    KeyProviderError::unavailable(format!("AWS KMS: {said}"))
                 }
                 _ if status >= 500 || status == 429 => {
-                    KeyProviderError::Unavailable(format!("AWS KMS: {said} (HTTP {status})"))
+                    KeyProviderError::unavailable(format!("AWS KMS: {said} (HTTP {status})"))
                 }
-                _ => KeyProviderError::Config(format!(
+                _ => KeyProviderError::config(format!(
                     "AWS KMS refused the request for key `{key_id}` ({said}, HTTP {status}); check {key_id_setting} and {mode_setting}"
                 )),
             }
@@ -376,7 +376,7 @@ impl AwsKmsKeyProvider {
         }
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "no AWS region: set {region_setting}, or AWS_REGION"
             )));
         };
@@ -414,8 +414,8 @@ impl AwsKmsKeyProvider {
                     .await
                     .map_err(|e| self.failed(Operation::Probe, e))?;
                 if output.public_key().is_none_or(|k| k.as_ref().is_empty()) {
-                    return Err(KeyProviderError::Unavailable(
-                        "AWS KMS returned no public key".into(),
+                    return Err(KeyProviderError::unavailable(
+                        "AWS KMS returned no public key",
                     ));
                 }
                 (
@@ -433,7 +433,7 @@ impl AwsKmsKeyProvider {
                 let output = match self.client.describe_key().key_id(&self.key_id).send().await {
                     Ok(output) => output,
                     Err(error) => {
-                        let failure = Failure::from(error);
+                        let failure = Failure::from(&error);
                         if matches!(&failure, Failure::Service { code, .. } if code == "AccessDeniedException")
                         {
                             tracing::warn!(
@@ -444,18 +444,14 @@ impl AwsKmsKeyProvider {
                             self.describe_denied.store(true, Ordering::Relaxed);
                             return self.encrypt_probe().await;
                         }
-                        return Err(classify(
-                            Operation::Probe,
-                            failure,
-                            &self.key_id,
-                            self.group,
-                        ));
+                        return Err(
+                            classify(Operation::Probe, failure, &self.key_id, self.group)
+                                .caused_by(error),
+                        );
                     }
                 };
                 let Some(metadata) = output.key_metadata else {
-                    return Err(KeyProviderError::Unavailable(
-                        "AWS KMS described no key".into(),
-                    ));
+                    return Err(KeyProviderError::unavailable("AWS KMS described no key"));
                 };
                 (
                     metadata.key_spec,
@@ -489,7 +485,7 @@ impl AwsKmsKeyProvider {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
     {
-        classify(operation, Failure::from(error), &self.key_id, self.group)
+        classify(operation, Failure::from(&error), &self.key_id, self.group).caused_by(error)
     }
 }
 
@@ -511,13 +507,13 @@ fn check_key_fits(
     if let Some(state) = state
         && *state != KeyState::Enabled
     {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "AWS KMS key `{key_id}` is {}, not Enabled; enable it or change {key_id_setting}",
             state.as_str()
         )));
     }
     if usage.is_some_and(|u| *u != KeyUsageType::EncryptDecrypt) {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "AWS KMS key `{key_id}` has usage {}, but wrapping needs ENCRYPT_DECRYPT; change {key_id_setting}",
             usage.map(KeyUsageType::as_str).unwrap_or_default()
         )));
@@ -533,7 +529,7 @@ fn check_key_fits(
                 format!("set {mode_setting}=false for an RSA key, or use a SYMMETRIC_DEFAULT key")
             }
         };
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "AWS KMS key `{key_id}` ({spec}) does not support {}; {hint}",
             algorithm.as_str()
         )));
@@ -559,8 +555,8 @@ impl RsaKeyProvider for AwsKmsKeyProvider {
             .map_err(|e| self.failed(Operation::Encrypt, e))?;
         match output.ciphertext_blob {
             Some(blob) if !blob.as_ref().is_empty() => Ok(blob.into_inner()),
-            _ => Err(KeyProviderError::Unavailable(
-                "AWS KMS Encrypt returned no ciphertext".into(),
+            _ => Err(KeyProviderError::unavailable(
+                "AWS KMS Encrypt returned no ciphertext",
             )),
         }
     }
@@ -582,8 +578,8 @@ impl RsaKeyProvider for AwsKmsKeyProvider {
             .map_err(|e| self.failed(Operation::Decrypt, e))?;
         match output.plaintext {
             Some(blob) => Ok(Zeroizing::new(blob.into_inner())),
-            None => Err(KeyProviderError::Unavailable(
-                "AWS KMS Decrypt returned no plaintext".into(),
+            None => Err(KeyProviderError::unavailable(
+                "AWS KMS Decrypt returned no plaintext",
             )),
         }
     }
@@ -644,7 +640,7 @@ mod tests {
                 SettingsGroup::Main,
             );
             assert!(
-                matches!(error, KeyProviderError::UnwrapFailed(ref m) if m.contains("k1") && m.contains(code)),
+                matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. } if m.contains("k1") && m.contains(code)),
                 "{code}: {error:?}"
             );
         }
@@ -656,7 +652,7 @@ mod tests {
                 SettingsGroup::Main,
             );
             assert!(
-                matches!(error, KeyProviderError::Config(ref m) if m.contains("keyConnectorSettings__rsaKey__awsKeyId")),
+                matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("keyConnectorSettings__rsaKey__awsKeyId")),
                 "{error:?}"
             );
         }
@@ -699,7 +695,7 @@ mod tests {
             for operation in [Operation::Probe, Operation::Encrypt, Operation::Decrypt] {
                 let error = classify(operation, service(code, 400), "k1", SettingsGroup::Main);
                 assert!(
-                    matches!(error, KeyProviderError::Config(ref m) if m.contains(setting)),
+                    matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains(setting)),
                     "{code} on {operation:?}: {error:?}"
                 );
             }
@@ -711,7 +707,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(local, KeyProviderError::Config(ref m) if m.contains("AWS_ACCESS_KEY_ID")),
+            matches!(local, KeyProviderError::Config { message: ref m, .. } if m.contains("AWS_ACCESS_KEY_ID")),
             "{local:?}"
         );
     }
@@ -729,7 +725,7 @@ mod tests {
             for operation in [Operation::Probe, Operation::Encrypt, Operation::Decrypt] {
                 let error = classify(operation, service(code, status), "k1", SettingsGroup::Main);
                 assert!(
-                    matches!(error, KeyProviderError::Unavailable(_)),
+                    matches!(error, KeyProviderError::Unavailable { .. }),
                     "{code}: {error:?}"
                 );
             }
@@ -740,7 +736,7 @@ mod tests {
             "k1",
             SettingsGroup::Main,
         );
-        assert!(matches!(error, KeyProviderError::Unavailable(_)));
+        assert!(matches!(error, KeyProviderError::Unavailable { .. }));
     }
 
     #[test]
@@ -801,7 +797,7 @@ mod tests {
         ];
         for error in wrong_mode {
             assert!(
-                matches!(error, Err(KeyProviderError::Config(ref m)) if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
+                matches!(error, Err(KeyProviderError::Config { message: ref m, .. }) if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
                 "{error:?}"
             );
         }
@@ -815,7 +811,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(signing, Err(KeyProviderError::Config(ref m)) if m.contains("SIGN_VERIFY")),
+            matches!(signing, Err(KeyProviderError::Config { message: ref m, .. }) if m.contains("SIGN_VERIFY")),
             "{signing:?}"
         );
         let disabled = check_key_fits(
@@ -828,7 +824,7 @@ mod tests {
             SettingsGroup::Main,
         );
         assert!(
-            matches!(disabled, Err(KeyProviderError::Config(ref m)) if m.contains("Disabled")),
+            matches!(disabled, Err(KeyProviderError::Config { message: ref m, .. }) if m.contains("Disabled")),
             "{disabled:?}"
         );
     }

@@ -42,10 +42,11 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
-use super::remote::error_chain;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
-use crate::config::{AzureAdCredentials, AzureKeyVaultKeySettings, SettingPath, SettingsGroup};
+use super::AzureKeyVaultKeySettings;
+use super::{RSA_KEY_AZURE_KEYVAULT_KEY_NAME, RSA_KEY_AZURE_KEYVAULT_URI};
+use crate::config::{AzureAdCredentials, SettingPath, SettingsGroup};
+use crate::keys::remote::error_chain;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for one HTTP attempt; the SDK retries on top of it.
@@ -71,7 +72,7 @@ impl AzureConnection {
     pub(crate) fn client_options(&self) -> Result<ClientOptions, KeyProviderError> {
         let http = match &self.http {
             Some(client) => client.clone(),
-            None => super::remote::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
+            None => crate::keys::remote::http_client(CONNECT_TIMEOUT, ATTEMPT_TIMEOUT)?,
         };
         let mut options = ClientOptions {
             transport: Some(Transport::new(Arc::new(http))),
@@ -110,11 +111,12 @@ pub(crate) fn credential(
         Some(options),
     )
     .map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot use the Entra ID application ({setting_prefix}TenantId, {setting_prefix}AppId, \
              {setting_prefix}Secret): {}",
             error_chain(&e)
         ))
+        .caused_by(e)
     })
 }
 
@@ -124,7 +126,7 @@ pub(crate) fn unusable_vault_uri(
     vault_uri: &str,
     reason: impl std::fmt::Display,
 ) -> KeyProviderError {
-    KeyProviderError::Config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
+    KeyProviderError::config(format!("{setting} `{vault_uri}` is not usable: {reason}"))
 }
 
 /// The settings to check when a vault object cannot be used: `{uri} and {name}, and
@@ -153,7 +155,7 @@ pub(crate) async fn bounded<T>(
     tokio::time::timeout(OPERATION_TIMEOUT, call)
         .await
         .map_err(|_| {
-            KeyProviderError::Unavailable(format!(
+            KeyProviderError::unavailable(format!(
                 "Azure Key Vault did not answer within {} s",
                 OPERATION_TIMEOUT.as_secs()
             ))
@@ -170,14 +172,14 @@ pub(crate) fn classify(
     settings: &str,
 ) -> KeyProviderError {
     let detail = error_chain(error);
-    if let Some(reason) = super::remote::untrusted_certificate(error) {
-        return KeyProviderError::Config(format!(
+    if let Some(reason) = crate::keys::remote::untrusted_certificate(error) {
+        return KeyProviderError::config(format!(
             "Azure presented a TLS certificate this host does not trust ({reason}) for {object}; {}",
-            super::remote::TRUST_HINT
+            crate::keys::remote::TRUST_HINT
         ));
     }
     if caused_by_no_answer(error) {
-        return KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"));
+        return KeyProviderError::unavailable(format!("Azure did not answer: {detail}"));
     }
     match error.kind() {
         ErrorKind::HttpResponse {
@@ -186,44 +188,44 @@ pub(crate) fn classify(
             let status = u16::from(*status);
             let code = error_code.as_deref().unwrap_or("");
             match status {
-                400 if operation == Operation::Decrypt => KeyProviderError::UnwrapFailed(format!(
+                400 if operation == Operation::Decrypt => KeyProviderError::unwrap_failed(format!(
                     "{object} cannot decrypt the stored symmetric key ({detail}): it was wrapped by another key \
                      or another version of this key; check {settings}"
                 )),
-                401 => KeyProviderError::Config(format!(
+                401 => KeyProviderError::config(format!(
                     "Azure Key Vault rejected the token for {object} ({detail}); check that the application's tenant \
                      is the vault's tenant ({settings})"
                 )),
-                403 => KeyProviderError::Config(format!(
+                403 => KeyProviderError::config(format!(
                     "Azure Key Vault denied access to {object} ({detail}); give the application the permissions \
                      listed in the README (access policy or Azure RBAC role) and check the vault's firewall"
                 )),
-                404 => KeyProviderError::Config(format!(
+                404 => KeyProviderError::config(format!(
                     "{object} does not exist ({code}); check {settings}"
                 )),
-                408 | 429 | 500..=599 => KeyProviderError::Unavailable(format!(
+                408 | 429 | 500..=599 => KeyProviderError::unavailable(format!(
                     "Azure Key Vault answered HTTP {status} for {object}: {detail}"
                 )),
-                _ => KeyProviderError::Config(format!(
+                _ => KeyProviderError::config(format!(
                     "Azure Key Vault refused the request for {object} (HTTP {status}): {detail}; check {settings}"
                 )),
             }
         }
         ErrorKind::Connection | ErrorKind::Io => {
-            KeyProviderError::Unavailable(format!("Azure did not answer: {detail}"))
+            KeyProviderError::unavailable(format!("Azure did not answer: {detail}"))
         }
         ErrorKind::Credential if let Some(refusal) = entra_refusal(error) => {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "Entra ID refused to issue a token for {object}: {refusal}; check {settings}"
             ))
         }
-        ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::Unavailable(
+        ErrorKind::Credential if entra_was_unavailable(error) => KeyProviderError::unavailable(
             format!("Entra ID could not issue a token for {object} now: {detail}"),
         ),
-        ErrorKind::Credential => KeyProviderError::Config(format!(
+        ErrorKind::Credential => KeyProviderError::config(format!(
             "Entra ID did not issue a token for {object}: {detail}; check {settings}"
         )),
-        _ => KeyProviderError::Config(format!(
+        _ => KeyProviderError::config(format!(
             "cannot call Azure Key Vault for {object}: {detail}; check {settings}"
         )),
     }
@@ -234,7 +236,7 @@ pub(crate) fn classify(
 /// description as a borrowed string, which fails on the escaped CRLFs that Entra puts in
 /// every description; the description is then only in the parse error's text.
 fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    super::remote::causes(error)
+    crate::keys::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .filter(|e| matches!(e.kind(), ErrorKind::DataConversion))
         .find_map(|e| {
@@ -256,7 +258,7 @@ fn entra_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// page from a proxy or load balancer). Entra's refusals are sorted out before, by
 /// [`entra_refusal`], and stay configuration errors.
 fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::remote::causes(error)
+    crate::keys::remote::causes(error)
         .filter_map(|e| e.downcast_ref::<azure_core::Error>())
         .any(|e| match e.kind() {
             ErrorKind::HttpResponse { status, .. } => {
@@ -270,7 +272,7 @@ fn entra_was_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether a connection failure or timeout lies anywhere in the error's causes (a token
 /// request that could not reach Entra ID arrives as a credential error).
 fn caused_by_no_answer(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::remote::causes(error).any(|e| {
+    crate::keys::remote::causes(error).any(|e| {
         e.downcast_ref::<reqwest::Error>()
             .is_some_and(|http| http.is_connect() || http.is_timeout())
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
@@ -385,7 +387,8 @@ impl AzureKeyVaultKeyProvider {
         };
         let body: RequestContent<KeyOperationParameters> =
             parameters.try_into().map_err(|e: azure_core::Error| {
-                KeyProviderError::Config(format!("cannot encode the decrypt request: {e}"))
+                KeyProviderError::config(format!("cannot encode the decrypt request: {e}"))
+                    .caused_by(e)
             })?;
         let object = format!("version {version} of key `{}`", self.key_name);
         let result = bounded(self.client.decrypt(&self.key_name, version, body, None))
@@ -394,8 +397,8 @@ impl AzureKeyVaultKeyProvider {
             .map_err(|e| classify(Operation::Decrypt, &e, &object, &self.settings_hint))?;
         match result.result {
             Some(plaintext) => Ok(Zeroizing::new(plaintext)),
-            None => Err(KeyProviderError::Unavailable(
-                "Azure Key Vault answered the decryption without a result".into(),
+            None => Err(KeyProviderError::unavailable(
+                "Azure Key Vault answered the decryption without a result",
             )),
         }
     }
@@ -425,7 +428,7 @@ impl AzureKeyVaultKeyProvider {
             match tokio::time::timeout(OPERATION_TIMEOUT, pager.try_collect()).await {
                 Ok(listed) => listed,
                 Err(_) => {
-                    return Err(KeyProviderError::Unavailable(format!(
+                    return Err(KeyProviderError::unavailable(format!(
                         "Azure Key Vault did not list {object} within {} s",
                         OPERATION_TIMEOUT.as_secs()
                     )));
@@ -435,11 +438,11 @@ impl AzureKeyVaultKeyProvider {
             Ok(versions) => versions,
             Err(error) => {
                 return match classify(Operation::Read, &error, &object, &self.settings_hint) {
-                    KeyProviderError::Config(reason) => {
-                        Err(KeyProviderError::UnwrapFailed(format!(
-                            "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
-                        )))
-                    }
+                    KeyProviderError::Config {
+                        message: reason, ..
+                    } => Err(KeyProviderError::unwrap_failed(format!(
+                        "{current_failure}. Older versions of the key were not tried, because they cannot be listed: {reason}"
+                    ))),
                     other => Err(other),
                 };
             }
@@ -473,14 +476,16 @@ impl AzureKeyVaultKeyProvider {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = version;
                     return Ok(plaintext);
                 }
-                Err(KeyProviderError::UnwrapFailed(_)) => continue,
-                Err(KeyProviderError::Config(reason)) => {
+                Err(KeyProviderError::UnwrapFailed { .. }) => continue,
+                Err(KeyProviderError::Config {
+                    message: reason, ..
+                }) => {
                     unusable.get_or_insert(reason);
                 }
                 Err(outage) => return Err(outage),
             }
         }
-        Err(KeyProviderError::UnwrapFailed(match unusable {
+        Err(KeyProviderError::unwrap_failed(match unusable {
             None => {
                 format!("{current_failure}. No other enabled version of the key opens it either")
             }
@@ -513,17 +518,17 @@ async fn read_key(
         .and_then(|a| a.enabled)
         .is_some_and(|enabled| !enabled)
     {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} is disabled; enable it in the vault"
         )));
     }
     let Some(jwk) = key.key else {
-        return Err(KeyProviderError::Unavailable(format!(
+        return Err(KeyProviderError::unavailable(format!(
             "Azure Key Vault returned {object} without its key material"
         )));
     };
     if !matches!(jwk.kty, Some(KeyType::Rsa | KeyType::RsaHsm)) {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} is not an RSA key (type {:?}); the symmetric key is wrapped with RSA-OAEP, as upstream does",
             jwk.kty
         )));
@@ -531,7 +536,7 @@ async fn read_key(
     if let Some(operations) = &jwk.key_ops
         && !operations.iter().any(|op| op == "decrypt")
     {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "{object} does not allow the decrypt operation (it allows {}); add `decrypt` to its permitted operations",
             operations.join(", ")
         )));
@@ -541,12 +546,12 @@ async fn read_key(
         .as_deref()
         .and_then(version_of_key_id)
         .ok_or_else(|| {
-            KeyProviderError::Unavailable(format!(
+            KeyProviderError::unavailable(format!(
                 "Azure Key Vault returned {object} without a versioned key id"
             ))
         })?;
     let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
-        return Err(KeyProviderError::Unavailable(format!(
+        return Err(KeyProviderError::unavailable(format!(
             "Azure Key Vault returned {object} without its modulus and exponent"
         )));
     };
@@ -557,15 +562,16 @@ async fn read_key(
     };
     let (n, e) = (unpadded(n), unpadded(e));
     let public: PublicEncryptingKey = PublicKeyComponents { n, e }.try_into().map_err(|_| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public half of {object} is not a usable RSA key ({})",
-            super::RSA_KEY_SIZES
+            crate::keys::RSA_KEY_SIZES
         ))
     })?;
     let public = OaepPublicEncryptingKey::new(public).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "the public half of {object} cannot do RSA-OAEP: {e}"
         ))
+        .caused_by(e)
     })?;
     Ok((key_version, public))
 }
@@ -603,7 +609,7 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
     }
 
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
-        super::oaep_encrypt(&self.public_key, &OAEP_SHA1_MGF1SHA1, key)
+        crate::keys::oaep_encrypt(&self.public_key, &OAEP_SHA1_MGF1SHA1, key)
     }
 
     async fn unwrap_symmetric_key(
@@ -615,12 +621,12 @@ impl RsaKeyProvider for AzureKeyVaultKeyProvider {
         // wrapped under the current one. So every version is tried, the pinned one first.
         let pinned = self.decrypting_version();
         let failure = match self.decrypt_with(&pinned, wrapped).await {
-            Err(KeyProviderError::UnwrapFailed(message)) => message,
+            Err(KeyProviderError::UnwrapFailed { message, .. }) => message,
             other => return other,
         };
         if pinned != self.current_version {
             match self.decrypt_with(&self.current_version, wrapped).await {
-                Err(KeyProviderError::UnwrapFailed(_)) => {}
+                Err(KeyProviderError::UnwrapFailed { .. }) => {}
                 other => return other,
             }
         }

@@ -29,17 +29,16 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
-use super::certificate::CertificateFile;
-use super::{KeyProviderError, RsaKeyProvider};
-use crate::config::catalog::{
-    CERTIFICATE_PROVIDER, RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN,
-    RSA_KEY_PKCS11_LOGIN_USER_TYPE, RSA_KEY_PKCS11_PRIVATE_KEY_ID,
-    RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
+use super::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+use super::{
+    RSA_KEY_PKCS11_LIBRARY_PATH, RSA_KEY_PKCS11_LOGIN_PIN, RSA_KEY_PKCS11_LOGIN_USER_TYPE,
+    RSA_KEY_PKCS11_PRIVATE_KEY_ID, RSA_KEY_PKCS11_PRIVATE_KEY_LABEL, RSA_KEY_PKCS11_PROVIDER,
     RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER,
 };
-use crate::config::{
-    Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType, SettingPath, SettingsGroup,
-};
+use crate::config::{SettingPath, SettingsGroup};
+use crate::keys::certificate::CERTIFICATE_PROVIDER;
+use crate::keys::certificate::CertificateFile;
+use crate::keys::{KeyProviderError, RsaKeyProvider};
 use crate::pkcs12;
 
 /// The `CKA_ID` upstream searches for: the id as a native `CK_ULONG` (8 little-endian bytes on
@@ -51,7 +50,7 @@ pub fn private_key_id_bytes(id: u64) -> Result<Vec<u8>, KeyProviderError> {
 /// [`private_key_id_bytes`] for the settings of `group`.
 fn private_key_id_bytes_in(id: u64, group: SettingsGroup) -> Result<Vec<u8>, KeyProviderError> {
     let native = c_ulong::try_from(id).map_err(|_| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "pkcs11PrivateKeyId {id} does not fit this platform's CK_ULONG \
              ({})",
             RSA_KEY_PKCS11_PRIVATE_KEY_ID.in_group(group)
@@ -170,7 +169,7 @@ impl Pkcs11KeyProvider {
                 if let Some(on_token) = &token_public
                     && !same_rsa_key(&spki, on_token)
                 {
-                    return Err(KeyProviderError::Config(format!(
+                    return Err(KeyProviderError::config(format!(
                         "the public key of the {} does not belong to the private key on the token; \
                          configure the certificate of that key ({})",
                         file.description,
@@ -182,7 +181,7 @@ impl Pkcs11KeyProvider {
             None => match token_public {
                 Some(public) => (public.spki(), "public key read from the token".to_owned()),
                 None => {
-                    return Err(KeyProviderError::Config(format!(
+                    return Err(KeyProviderError::config(format!(
                         "the token does not reveal the public key of {}; configure its certificate \
                          ({})",
                         token.selector_text(),
@@ -192,9 +191,9 @@ impl Pkcs11KeyProvider {
             },
         };
         let unusable = |e: &dyn std::fmt::Display| {
-            KeyProviderError::Config(format!(
+            KeyProviderError::config(format!(
                 "unusable RSA public key ({e}; {})",
-                super::RSA_KEY_SIZES
+                crate::keys::RSA_KEY_SIZES
             ))
         };
         let public = PublicEncryptingKey::from_der(&public_der).map_err(|e| unusable(&e))?;
@@ -223,7 +222,7 @@ impl RsaKeyProvider for Pkcs11KeyProvider {
     async fn wrap_symmetric_key(&self, key: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
         let public = Arc::clone(&self.public);
         let plain = Zeroizing::new(key.to_vec());
-        blocking(move || super::oaep_encrypt(&public, &OAEP_SHA1_MGF1SHA1, &plain)).await
+        blocking(move || crate::keys::oaep_encrypt(&public, &OAEP_SHA1_MGF1SHA1, &plain)).await
     }
 
     async fn unwrap_symmetric_key(
@@ -255,9 +254,10 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, KeyProviderError> + Send + 'static,
 ) -> Result<T, KeyProviderError> {
     match tokio::time::timeout(TOKEN_CALL_TIMEOUT, tokio::task::spawn_blocking(work)).await {
-        Ok(finished) => finished
-            .map_err(|e| KeyProviderError::Unavailable(format!("PKCS#11 task failed: {e}")))?,
-        Err(_) => Err(KeyProviderError::Unavailable(format!(
+        Ok(finished) => finished.map_err(|e| {
+            KeyProviderError::unavailable(format!("PKCS#11 task failed: {e}")).caused_by(e)
+        })?,
+        Err(_) => Err(KeyProviderError::unavailable(format!(
             "the PKCS#11 library did not return within {} s",
             TOKEN_CALL_TIMEOUT.as_secs()
         ))),
@@ -270,26 +270,28 @@ const TOKEN_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 fn load_library(path: &std::path::Path, group: SettingsGroup) -> Result<Pkcs11, KeyProviderError> {
     let library_env = RSA_KEY_PKCS11_LIBRARY_PATH.in_group(group);
     if !path.exists() {
-        return Err(KeyProviderError::Config(format!(
+        return Err(KeyProviderError::config(format!(
             "the PKCS#11 library {} does not exist ({library_env}, or {})",
             path.display(),
             RSA_KEY_PKCS11_PROVIDER.in_group(group)
         )));
     }
     let context = Pkcs11::new(path).map_err(|e| {
-        KeyProviderError::Config(format!(
+        KeyProviderError::config(format!(
             "cannot load the PKCS#11 library {} ({library_env}): {e}",
             path.display()
         ))
+        .caused_by(e)
     })?;
     match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         // Another part of this process (a second provider, a test) initialised it first.
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
-        Err(e) => Err(KeyProviderError::Config(format!(
+        Err(e) => Err(KeyProviderError::config(format!(
             "the PKCS#11 library {} failed to initialise ({library_env}): {e}{}",
             path.display(),
             initialise_hint(path)
-        ))),
+        ))
+        .caused_by(e)),
     }
 }
 
@@ -424,7 +426,7 @@ impl Token {
                 .unwrap_or_else(PoisonError::into_inner);
             match stuck.as_ref() {
                 Some(finished) if !finished.load(Ordering::SeqCst) => {
-                    return Err(KeyProviderError::Unavailable(format!(
+                    return Err(KeyProviderError::unavailable(format!(
                         "PKCS#11 token {}: an earlier call has not returned after {} s",
                         self.serial,
                         TOKEN_CALL_TIMEOUT.as_secs()
@@ -506,7 +508,7 @@ impl Token {
                     if session_lost(&error) {
                         *guard = None;
                     }
-                    return Err(KeyProviderError::Unavailable(format!(
+                    return Err(KeyProviderError::unavailable(format!(
                         "PKCS#11 token {}: {error}",
                         self.serial
                     )));
@@ -539,31 +541,31 @@ impl Token {
         match (result?, refused) {
             (Some(plain), _) => Ok(plain),
             (None, Some(RvError::KeyFunctionNotPermitted)) => {
-                Err(KeyProviderError::Config(format!(
+                Err(KeyProviderError::config(format!(
                     "the private key {} on token {} may not decrypt (CKA_DECRYPT is false)",
                     self.selector_text(),
                     self.serial
                 )))
             }
             (None, Some(RvError::MechanismInvalid | RvError::MechanismParamInvalid)) => {
-                Err(KeyProviderError::Config(format!(
+                Err(KeyProviderError::config(format!(
                     "token {} does not offer RSA-OAEP with SHA-1 (CKM_RSA_PKCS_OAEP), which Key Connector databases use",
                     self.serial
                 )))
             }
             // The token is short of memory or busy: that passes, the ciphertext is not at fault.
             (None, Some(rv @ (RvError::DeviceMemory | RvError::HostMemory))) => {
-                Err(KeyProviderError::Unavailable(format!(
+                Err(KeyProviderError::unavailable(format!(
                     "PKCS#11 token {} could not decrypt now ({rv:?})",
                     self.serial
                 )))
             }
-            (None, Some(RvError::PinExpired)) => Err(KeyProviderError::Config(format!(
+            (None, Some(RvError::PinExpired)) => Err(KeyProviderError::config(format!(
                 "the PIN of PKCS#11 token {} has expired; set a new one on the token and in {pin_env}",
                 self.serial
             ))),
             (None, Some(rv @ (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange))) => {
-                Err(KeyProviderError::UnwrapFailed(format!(
+                Err(KeyProviderError::unwrap_failed(format!(
                     "RSA-OAEP decryption in PKCS#11 token {} failed ({rv:?}): the stored symmetric key was not wrapped by the private key {}",
                     self.serial,
                     self.selector_text()
@@ -571,7 +573,7 @@ impl Token {
             }
             // Tokens differ in what they answer for a bad OAEP padding (FUNCTION_FAILED,
             // GENERAL_ERROR, DATA_INVALID, ...); the likely cause is named, not asserted.
-            (None, rv) => Err(KeyProviderError::UnwrapFailed(format!(
+            (None, rv) => Err(KeyProviderError::unwrap_failed(format!(
                 "RSA-OAEP decryption in PKCS#11 token {} failed ({}): most likely the stored symmetric key was not wrapped by the private key {}",
                 self.serial,
                 rv.map(|rv| format!("{rv:?}")).unwrap_or_default(),
@@ -585,10 +587,11 @@ impl Token {
     fn open_session(&self) -> Result<OpenSession, KeyProviderError> {
         let slot = self.find_slot()?;
         let session = self.context.open_rw_session(slot).map_err(|e| {
-            KeyProviderError::Unavailable(format!(
+            KeyProviderError::unavailable(format!(
                 "cannot open a session on PKCS#11 token {}: {e}",
                 self.serial
             ))
+            .caused_by(e)
         })?;
         self.login(&session)?;
         let private_key = self.find_private_key(&session)?;
@@ -602,7 +605,7 @@ impl Token {
         let group = self.group;
         let serial_env = RSA_KEY_PKCS11_SLOT_TOKEN_SERIAL_NUMBER.in_group(group);
         let slots = self.context.get_slots_with_token().map_err(|e| {
-            KeyProviderError::Unavailable(format!("cannot list PKCS#11 slots: {e}"))
+            KeyProviderError::unavailable(format!("cannot list PKCS#11 slots: {e}")).caused_by(e)
         })?;
         let mut present = Vec::new();
         for slot in slots {
@@ -616,7 +619,7 @@ impl Token {
             }
             present.push(format!("`{serial}` ({})", info.label().trim()));
         }
-        Err(KeyProviderError::Config(format!(
+        Err(KeyProviderError::config(format!(
             "no PKCS#11 token with serial number `{}` ({serial_env}); tokens present: {}",
             self.serial,
             if present.is_empty() {
@@ -632,7 +635,7 @@ impl Token {
         let pin_env = RSA_KEY_PKCS11_LOGIN_PIN.in_group(group);
         let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
         if self.pin_rejected.load(Ordering::Relaxed) {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "PKCS#11 login failed earlier: wrong PIN? ({pin_env}); not retrying, so the token does not lock; restart after fixing it"
             )));
         }
@@ -668,16 +671,16 @@ impl Token {
                 _,
             )) => {
                 self.pin_rejected.store(true, Ordering::Relaxed);
-                Err(KeyProviderError::Config(format!(
+                Err(KeyProviderError::config(format!(
                     "PKCS#11 login failed: wrong PIN? ({pin_env})"
                 )))
             }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(KeyProviderError::Config(format!(
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(KeyProviderError::config(format!(
                 "PKCS#11 login failed: the PIN of token {} is locked ({pin_env})",
                 self.serial
             ))),
             Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => {
-                Err(KeyProviderError::Config(format!(
+                Err(KeyProviderError::config(format!(
                     "PKCS#11 login failed: token {} has no user PIN yet; initialise it, or log in as `so` ({user_type_env})",
                     self.serial
                 )))
@@ -688,17 +691,18 @@ impl Token {
                 | RvError::SessionReadOnlyExists
                 | RvError::OperationNotInitialized),
                 _,
-            )) => Err(KeyProviderError::Config(format!(
+            )) => Err(KeyProviderError::config(format!(
                 "PKCS#11 login failed: token {} refused this login user type ({rv:?}) ({user_type_env})",
                 self.serial
             ))),
-            Err(CkError::PinNotSet) => Err(KeyProviderError::Config(format!(
+            Err(CkError::PinNotSet) => Err(KeyProviderError::config(format!(
                 "PKCS#11 login failed: no PIN given ({pin_env})"
             ))),
-            Err(e) => Err(KeyProviderError::Unavailable(format!(
+            Err(e) => Err(KeyProviderError::unavailable(format!(
                 "PKCS#11 login to token {} failed: {e}",
                 self.serial
-            ))),
+            ))
+            .caused_by(e)),
         }
     }
 
@@ -710,21 +714,31 @@ impl Token {
         ]
     }
 
-    fn find_private_key(&self, session: &Session) -> Result<ObjectHandle, KeyProviderError> {
-        let group = self.group;
-        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
-        let found = session
-            .find_objects(&self.key_template(ObjectClass::PRIVATE_KEY))
+    /// The token's keys of `class` that match the configured label or id.
+    fn find_keys(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+    ) -> Result<Vec<ObjectHandle>, KeyProviderError> {
+        session
+            .find_objects(&self.key_template(class))
             .map_err(|e| {
-                KeyProviderError::Unavailable(format!(
+                KeyProviderError::unavailable(format!(
                     "cannot search PKCS#11 token {}: {e}",
                     self.serial
                 ))
-            })?;
+                .caused_by(e)
+            })
+    }
+
+    fn find_private_key(&self, session: &Session) -> Result<ObjectHandle, KeyProviderError> {
+        let group = self.group;
+        let user_type_env = RSA_KEY_PKCS11_LOGIN_USER_TYPE.in_group(group);
+        let found = self.find_keys(session, ObjectClass::PRIVATE_KEY)?;
         let key = match found.as_slice() {
             [key] => *key,
             [] => {
-                return Err(KeyProviderError::Config(format!(
+                return Err(KeyProviderError::config(format!(
                     "no private key {} on PKCS#11 token {} (is it visible to the `{}` login? {user_type_env})",
                     self.selector_text(),
                     self.serial,
@@ -736,7 +750,7 @@ impl Token {
                 )));
             }
             several => {
-                return Err(KeyProviderError::Config(format!(
+                return Err(KeyProviderError::config(format!(
                     "{} private keys {} on PKCS#11 token {}; exactly one must match: give it a unique label or id",
                     several.len(),
                     self.selector_text(),
@@ -750,16 +764,17 @@ impl Token {
                 &[AttributeType::KeyType, AttributeType::AlwaysAuthenticate],
             )
             .map_err(|e| {
-                KeyProviderError::Unavailable(format!(
+                KeyProviderError::unavailable(format!(
                     "cannot read the private key's attributes on token {}: {e}",
                     self.serial
                 ))
+                .caused_by(e)
             })?;
         let is_rsa = attributes
             .iter()
             .any(|a| matches!(a, Attribute::KeyType(kind) if *kind == KeyType::RSA));
         if !is_rsa {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "the private key {} on token {} is not an RSA key",
                 self.selector_text(),
                 self.serial
@@ -771,7 +786,7 @@ impl Token {
             .iter()
             .any(|a| matches!(a, Attribute::AlwaysAuthenticate(true)))
         {
-            return Err(KeyProviderError::Config(format!(
+            return Err(KeyProviderError::config(format!(
                 "the private key {} on token {} demands a new login for every use (CKA_ALWAYS_AUTHENTICATE), \
                  which is not supported; use a key without it",
                 self.selector_text(),
@@ -809,15 +824,7 @@ impl Token {
                 exponent: exponent?,
             })
         };
-        let public_objects = open
-            .session
-            .find_objects(&self.key_template(ObjectClass::PUBLIC_KEY))
-            .map_err(|e| {
-                KeyProviderError::Unavailable(format!(
-                    "cannot search PKCS#11 token {}: {e}",
-                    self.serial
-                ))
-            })?;
+        let public_objects = self.find_keys(&open.session, ObjectClass::PUBLIC_KEY)?;
         if let [public] = public_objects.as_slice()
             && let Some(key) = read(*public)
         {
@@ -830,9 +837,8 @@ impl Token {
 /// After start-up every failure to reach the token is an outage: retrying may help.
 fn as_outage(error: KeyProviderError) -> KeyProviderError {
     match error {
-        KeyProviderError::Config(message) | KeyProviderError::UnwrapFailed(message) => {
-            KeyProviderError::Unavailable(message)
-        }
+        KeyProviderError::Config { message, .. }
+        | KeyProviderError::UnwrapFailed { message, .. } => KeyProviderError::unavailable(message),
         unavailable => unavailable,
     }
 }
