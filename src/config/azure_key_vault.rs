@@ -47,7 +47,7 @@ pub(crate) fn azure_object_name(
     if name.len() > 127 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(ConfigError::at(
             path,
-            format!("`{name}` is not a Key Vault name: 1 to 127 letters, digits and hyphens"),
+            "is not a Key Vault name: 1 to 127 letters, digits and hyphens",
         ));
     }
     Ok(name.to_owned())

@@ -6,9 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use key_connector::config::{
-    CertificateSettings, DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings,
-};
+use key_connector::config::{DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings};
+use key_connector::keys::certificate::CertificateSettings;
 use uuid::Uuid;
 
 use crate::support::{AppOptions, StoreKind, TestIdp, random_key, spawn_app_with};

@@ -104,8 +104,9 @@ impl ProviderSettings for AwsKmsSettings {
 fn use_symmetric_encryption(input: &GroupValues<'_>) -> Result<bool, ConfigError> {
     let path = input.at(RSA_KEY_AWS_USE_SYMMETRIC_ENCRYPTION);
     match input.values.setting(path) {
-        Some(value) => parse_dotnet_bool(value)
-            .ok_or_else(|| ConfigError::at(path, format!("`{value}` is not true or false"))),
+        Some(value) => {
+            parse_dotnet_bool(value).ok_or_else(|| ConfigError::at(path, "is not true or false"))
+        }
         None => Ok(false),
     }
 }

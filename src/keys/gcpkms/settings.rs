@@ -55,7 +55,7 @@ impl ProviderSettings for GcpKmsSettings {
             if value.is_empty() || value.contains(['/', ' ', '?', '#']) {
                 return Err(ConfigError::at(
                     path,
-                    format!("`{value}` is not a resource id: it must not be empty nor contain `/`"),
+                    "is not a resource id: it must not be empty nor contain `/`",
                 ));
             }
             Ok(value.to_owned())

@@ -107,10 +107,10 @@ impl ProviderSettings for Pkcs11Settings {
             None | Some("" | "user") => Pkcs11UserType::User,
             Some("so") => Pkcs11UserType::SecurityOfficer,
             Some("context_specific") => Pkcs11UserType::ContextSpecific,
-            Some(other) => {
+            Some(_) => {
                 return Err(ConfigError::at(
                     input.at(RSA_KEY_PKCS11_LOGIN_USER_TYPE),
-                    format!("`{other}` is not a login user type; use user, so or context_specific"),
+                    "is not a login user type; use user, so or context_specific",
                 ));
             }
         };
@@ -161,12 +161,13 @@ impl ProviderSettings for Pkcs11Settings {
 fn private_key_id(input: &GroupValues<'_>) -> Result<Option<u64>, ConfigError> {
     let path = input.at(RSA_KEY_PKCS11_PRIVATE_KEY_ID);
     match input.values.setting(path) {
-        Some(value) => {
-            Some(value.trim().parse::<u64>().map_err(|_| {
-                ConfigError::at(path, format!("`{value}` is not an unsigned integer"))
-            }))
-            .transpose()
-        }
+        Some(value) => Some(
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ConfigError::at(path, "is not an unsigned integer")),
+        )
+        .transpose(),
         None => Ok(None),
     }
 }
