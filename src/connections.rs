@@ -82,11 +82,6 @@ impl ConnectionGate {
         }
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.capacity - self.permits.available_permits()
-    }
-
     fn warn_limit_reached(&self) {
         crate::metrics::connection_refused();
         let now = self.epoch.elapsed().as_millis() as u64;

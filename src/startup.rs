@@ -27,9 +27,6 @@ use crate::state::AppState;
 use crate::store::last_access::LastAccessRecorder;
 use crate::store::{KeyStore, StoreError, open_store};
 
-/// How long shutdown waits for in-flight requests before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = connections::SHUTDOWN_GRACE;
-
 /// How long start-up waits for the identity server's keys before serving anyway.
 const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 
@@ -284,9 +281,10 @@ impl Application {
         tracing::info!("shutting down: finishing in-flight requests");
         stop.cancel();
         // Each connection ends itself within the grace; this bound only guards against a bug.
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(500), async {
-            while servers.join_next().await.is_some() {}
-        })
+        let drained = tokio::time::timeout(
+            connections::SHUTDOWN_GRACE + Duration::from_millis(500),
+            async { while servers.join_next().await.is_some() {} },
+        )
         .await;
         if drained.is_err() {
             tracing::warn!("some requests did not finish in time and were dropped");

@@ -17,7 +17,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::auth::AuthenticatedUser;
-use crate::connections::BodyReadTimeout;
+use crate::connections::{BodyReadTimeout, ConnectionLimits};
 use crate::crypto::UserKey;
 use crate::dotnet_time::now_utc;
 use crate::error::ApiError;
@@ -177,9 +177,6 @@ pub struct KeyWriteBody {
     timeout: Duration,
 }
 
-/// Used where no listener set the limit (a router driven directly, as in unit tests).
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl<S: Send + Sync> FromRequest<S> for KeyWriteBody {
     type Rejection = std::convert::Infallible;
 
@@ -188,7 +185,11 @@ impl<S: Send + Sync> FromRequest<S> for KeyWriteBody {
         let timeout = parts
             .extensions
             .get::<BodyReadTimeout>()
-            .map_or(DEFAULT_BODY_READ_TIMEOUT, |limit| limit.0);
+            // A router driven without a listener gets the listeners' default.
+            .map_or_else(
+                || ConnectionLimits::default().request_headers_timeout,
+                |limit| limit.0,
+            );
         Ok(Self {
             headers: parts.headers,
             body,
