@@ -71,19 +71,32 @@ pub fn router(handle: PrometheusHandle) -> Router {
 
 /// Middleware counting requests by route template (never the raw path: no unbounded labels).
 pub async fn track_http(request: Request, next: Next) -> Response {
+    if HANDLE.get().is_none() {
+        // No recorder: recording would be a no-op, building its labels is not.
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("key_connector_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("key_connector_http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
     metrics::histogram!("key_connector_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The route template as a label: the service's own routes by name, anything else one label.
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    match matched.map(MatchedPath::as_str) {
+        Some("/user-keys") => "/user-keys",
+        Some("/alive") => "/alive",
+        Some("/now") => "/now",
+        Some("/health") => "/health",
+        Some("/openapi.json") => "/openapi.json",
+        Some(_) => "other",
+        None => "unmatched",
+    }
 }
 
 /// A connection refused because the open-connection cap was reached.

@@ -4,7 +4,9 @@
 //! trusted is the document's `issuer`: in self-hosted installs it often differs from the URI
 //! the service is configured with (`http://identity` vs `http://identity:5000`).
 
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
+
+use super::jws::RsaVerifier;
 use serde::Deserialize;
 
 /// Why the discovery document or the JWKS could not be used.
@@ -22,12 +24,12 @@ pub enum FetchError {
     },
 }
 
-/// One RSA signing key of the JWKS.
+/// One RSA signing key of the JWKS, parsed once when the JWKS is loaded.
 pub struct SigningKey {
     pub kid: Option<String>,
     /// The algorithm the JWK pins, if it names one.
     pub algorithm: Option<Algorithm>,
-    pub key: DecodingKey,
+    pub verifier: RsaVerifier,
 }
 
 /// What token validation needs from the identity server.
@@ -116,11 +118,11 @@ fn rsa_signing_key(jwk: JsonWebKey) -> Option<SigningKey> {
                 .filter(|a| RSA_ALGORITHMS.contains(a))?,
         ),
     };
-    let key = DecodingKey::from_rsa_components(jwk.n.as_deref()?, jwk.e.as_deref()?).ok()?;
+    let verifier = RsaVerifier::from_jwk_components(jwk.n.as_deref()?, jwk.e.as_deref()?)?;
     Some(SigningKey {
         kid: jwk.kid,
         algorithm,
-        key,
+        verifier,
     })
 }
 

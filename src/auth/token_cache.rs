@@ -1,4 +1,4 @@
-//! A bounded cache of tokens that were fully verified and authorized.
+//! A cache of tokens that were fully verified and authorized, bounded in bytes.
 //!
 //! RSA verification is the cost of every authenticated request. A token is an immutable,
 //! signed statement, so once one passed every check its answer (the user id) cannot change
@@ -7,8 +7,16 @@
 //! expiry (plus the clock skew the full check allows) and never longer than [`MAX_ENTRY_TTL`],
 //! so a signing key withdrawn from the JWKS stops being honoured within minutes. Only accepted
 //! tokens are cached; rejections are always re-checked.
+//!
+//! Most tokens are seen once: a client fetches its key once per login, with a fresh token.
+//! So the cache must not let a stream of one-time tokens push out the ones clients do send
+//! again. Eviction is second-chance (CLOCK): entries wait in insertion order, an entry read
+//! since it was inserted (or last passed over) goes round once more, and the first one that
+//! was not, or has expired, is dropped. A token sent twice stays; a flood of fresh logins
+//! only replaces tokens that were never reused. Each shard's table is allocated once at its
+//! full size, so memory is bounded by [`TokenCache::new`]'s budget and never rehashes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,17 +28,68 @@ const SHARDS: usize = 16;
 
 type TokenDigest = [u8; 32];
 
+struct Entry {
+    user: Uuid,
+    valid_until: Instant,
+    /// Read since it was inserted or last passed over by eviction.
+    referenced: bool,
+}
+
+/// What one entry costs: its slot in the table (with the table's control byte and spare
+/// capacity) and its place in the eviction queue.
+pub const ENTRY_BYTES: usize =
+    (size_of::<(TokenDigest, Entry)>() + 1) * 8 / 7 + size_of::<TokenDigest>();
+
+struct Shard {
+    entries: HashMap<TokenDigest, Entry>,
+    /// Every key of `entries` once, oldest first.
+    queue: VecDeque<TokenDigest>,
+    capacity: usize,
+}
+
+impl Shard {
+    /// Drops one entry: the first in queue order that has expired or was not read since
+    /// it was last looked at; entries that were read go round once more.
+    fn evict_one(&mut self, now: Instant) {
+        // Every entry is passed over at most once before one is dropped: after a full turn
+        // no entry is still marked.
+        for _ in 0..=self.queue.len() {
+            let Some(digest) = self.queue.pop_front() else {
+                return;
+            };
+            match self.entries.get_mut(&digest) {
+                Some(entry) if entry.referenced && entry.valid_until > now => {
+                    entry.referenced = false;
+                    self.queue.push_back(digest);
+                }
+                _ => {
+                    self.entries.remove(&digest);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Sharded map from token digest to (user, valid until).
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<TokenDigest, (Uuid, Instant)>>>,
-    capacity_per_shard: usize,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl TokenCache {
-    pub fn new(capacity: usize) -> Self {
+    /// A cache that holds at most `budget_bytes` worth of entries (at least one per shard).
+    pub fn new(budget_bytes: usize) -> Self {
+        let capacity = (budget_bytes / ENTRY_BYTES / SHARDS).max(1);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        entries: HashMap::with_capacity(capacity),
+                        queue: VecDeque::with_capacity(capacity),
+                        capacity,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -41,17 +100,21 @@ impl TokenCache {
         out
     }
 
-    fn shard(&self, digest: &TokenDigest) -> &Mutex<HashMap<TokenDigest, (Uuid, Instant)>> {
-        &self.shards[usize::from(digest[0]) % SHARDS]
+    fn shard(&self, digest: &TokenDigest) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[usize::from(digest[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The user of a cached, still valid token.
     pub fn get(&self, digest: &TokenDigest) -> Option<Uuid> {
-        let shard = self.shard(digest).lock().unwrap_or_else(|p| p.into_inner());
-        match shard.get(digest) {
-            Some((user, valid_until)) if *valid_until > Instant::now() => Some(*user),
-            _ => None,
+        let mut shard = self.shard(digest);
+        let entry = shard.entries.get_mut(digest)?;
+        if entry.valid_until <= Instant::now() {
+            return None;
         }
+        entry.referenced = true;
+        Some(entry.user)
     }
 
     /// Remembers an accepted token until `valid_until` (capped by [`MAX_ENTRY_TTL`]).
@@ -61,25 +124,42 @@ impl TokenCache {
         if valid_until <= now {
             return;
         }
-        let mut shard = self
-            .shard(&digest)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= self.capacity_per_shard {
-            shard.retain(|_, (_, until)| *until > now);
-            if shard.len() >= self.capacity_per_shard {
-                // Still full of live entries: start over rather than grow without bound.
-                shard.clear();
-            }
+        let mut shard = self.shard(&digest);
+        if let Some(entry) = shard.entries.get_mut(&digest) {
+            // An expired entry of the same token, verified again.
+            entry.user = user;
+            entry.valid_until = valid_until;
+            return;
         }
-        shard.insert(digest, (user, valid_until));
+        if shard.entries.len() >= shard.capacity {
+            shard.evict_one(now);
+        }
+        shard.entries.insert(
+            digest,
+            Entry {
+                user,
+                valid_until,
+                referenced: false,
+            },
+        );
+        shard.queue.push_back(digest);
     }
 
     /// Forgets everything (the signing keys changed).
     pub fn clear(&self) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.entries.clear();
+            shard.queue.clear();
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().entries.len())
+            .sum()
     }
 }
 
@@ -87,9 +167,21 @@ impl TokenCache {
 mod tests {
     use super::*;
 
+    fn insert(cache: &TokenCache, token: &str) {
+        cache.insert(
+            TokenCache::digest(token),
+            Uuid::nil(),
+            Instant::now() + Duration::from_secs(60),
+        );
+    }
+
+    fn cached(cache: &TokenCache, token: &str) -> bool {
+        cache.get(&TokenCache::digest(token)).is_some()
+    }
+
     #[test]
     fn expired_entries_are_not_returned() {
-        let cache = TokenCache::new(10);
+        let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 10);
         let digest = TokenCache::digest("a");
         cache.insert(
             digest,
@@ -102,17 +194,53 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_stays_bounded() {
-        let cache = TokenCache::new(32);
+    fn the_cache_stays_within_its_budget() {
+        let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 2);
         for i in 0..10_000 {
-            let digest = TokenCache::digest(&i.to_string());
-            cache.insert(
-                digest,
-                Uuid::nil(),
-                Instant::now() + Duration::from_secs(60),
-            );
+            insert(&cache, &i.to_string());
         }
-        let total: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-        assert!(total <= 32 + SHARDS, "{total}");
+        assert_eq!(cache.len(), SHARDS * 2);
+        for shard in &cache.shards {
+            let shard = shard.lock().unwrap();
+            assert_eq!(shard.queue.len(), shard.entries.len());
+            // Allocated once at its full size: never grown past the budget.
+            assert!(shard.entries.capacity() < 2 * shard.capacity + 8);
+        }
+    }
+
+    #[test]
+    fn a_flood_of_one_time_tokens_does_not_push_out_reused_ones() {
+        let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 64);
+        let reused: Vec<String> = (0..200).map(|i| format!("reused-{i}")).collect();
+        for token in &reused {
+            insert(&cache, token);
+            assert!(cached(&cache, token));
+        }
+        // Each round, fewer fresh tokens than a shard holds: with first-in-first-out eviction
+        // the reused ones would be gone by the third round.
+        for round in 0..20 {
+            for i in 0..500 {
+                insert(&cache, &format!("login-{round}-{i}"));
+            }
+            // The reused tokens are sent again now and then, as retries are.
+            for token in &reused {
+                assert!(cached(&cache, token), "{token} evicted in round {round}");
+            }
+        }
+        assert!(
+            !cached(&cache, "login-0-0"),
+            "one-time tokens are the ones evicted"
+        );
+    }
+
+    #[test]
+    fn clearing_forgets_everything() {
+        let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 4);
+        insert(&cache, "a");
+        cache.clear();
+        assert!(!cached(&cache, "a"));
+        assert_eq!(cache.len(), 0);
+        insert(&cache, "a");
+        assert!(cached(&cache, "a"));
     }
 }

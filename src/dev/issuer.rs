@@ -178,10 +178,21 @@ impl DevIssuer {
                 .or_insert_with(|| json!(issuer.trim_end_matches('/')));
         }
         let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
+        self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    /// Signs `payload` exactly as given (no JSON built), with this issuer's `kid`: for tests
+    /// of how claims are read (escapes, duplicate names).
+    pub fn sign_raw_payload(&self, payload: &[u8]) -> String {
+        let header = json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"});
+        self.sign_parts(header.to_string().as_bytes(), payload)
+    }
+
+    fn sign_parts(&self, header: &[u8], payload: &[u8]) -> String {
         let signing_input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
         );
         let mut signature = vec![0u8; self.key_pair.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();

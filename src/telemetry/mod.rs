@@ -7,17 +7,21 @@
 //! a log macro in this crate; request logs carry method, path, status, latency and request
 //! id only, and the file receives exactly the events the console does.
 //!
-//! The file is written by one background thread fed through a bounded queue: a request
-//! never waits for the disk, and when the queue is full lines for the file are dropped
-//! rather than slowing the service.
+//! The console and the file are each written by a background thread from an in-memory
+//! buffer ([`buffered`]): a request never waits for a write or wakes a thread, lines leave
+//! within milliseconds, many in one write, and when an output cannot keep up new lines
+//! are dropped and counted rather than slowing the service.
 
+mod buffered;
 pub mod log_file;
 
 use std::fmt;
 
+use std::io::IsTerminal;
 use time::OffsetDateTime;
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+use buffered::{BufferedWriter, FlushGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,9 +35,6 @@ use log_file::RollingLogFile;
 /// The filter when neither `RUST_LOG` nor `Serilog:MinimumLevel` says otherwise.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,hyper=warn,reqwest=warn,tower_http=info";
 
-/// Lines queued for the log file before new ones are dropped.
-const FILE_QUEUE_LINES: usize = 16 * 1024;
-
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -45,7 +46,8 @@ pub enum LogFormat {
 /// until the process ends.
 #[must_use = "dropping the guard stops writing the log file"]
 pub struct LogGuard {
-    _file_writer: Option<WorkerGuard>,
+    _console_writer: Option<FlushGuard>,
+    _file_writer: Option<FlushGuard>,
 }
 
 /// What [`init`] set up, to report once the subscriber is in place.
@@ -68,14 +70,12 @@ pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogG
         None => (None, None, FileOutcome::NotConfigured),
         Some(file) => {
             let directory = log_file::directory_of(&file.path).display().to_string();
-            match RollingLogFile::open(file) {
-                Ok(log) => {
-                    let path = log.current_path().unwrap_or_default();
-                    let (writer, guard) = NonBlockingBuilder::default()
-                        .lossy(true)
-                        .buffered_lines_limit(FILE_QUEUE_LINES)
-                        .thread_name("log-file")
-                        .finish(log);
+            let opened = RollingLogFile::open(file).and_then(|log| {
+                let path = log.current_path().unwrap_or_default();
+                BufferedWriter::spawn(log, "log-file").map(|writer| (writer, path))
+            });
+            match opened {
+                Ok(((writer, guard), path)) => {
                     (Some(writer), Some(guard), FileOutcome::Writing(path))
                 }
                 Err(error) => (
@@ -88,16 +88,17 @@ pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogG
             }
         }
     };
-    let file_layer = file_writer.map(|writer: NonBlocking| {
+    let file_layer = file_writer.map(|writer: BufferedWriter| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .event_format(SerilogFileLine)
             .with_writer(writer)
     });
-    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let console = match format {
-        LogFormat::Text => console.boxed(),
-        LogFormat::Json => console.json().flatten_event(true).boxed(),
+    let ansi = std::io::stderr().is_terminal();
+    let (console, console_guard) = match BufferedWriter::spawn(std::io::stderr(), "log-console") {
+        Ok((writer, guard)) => (console_layer(format, ansi, writer), Some(guard)),
+        // No thread for the writer: write from the caller, as a last resort.
+        Err(_) => (console_layer(format, ansi, std::io::stderr), None),
     };
     let installed = tracing_subscriber::registry()
         .with(filter)
@@ -115,7 +116,23 @@ pub fn init(format: LogFormat, settings: &LogSettings, write_file: bool) -> LogG
         }
     }
     LogGuard {
+        _console_writer: console_guard,
         _file_writer: guard,
+    }
+}
+
+/// The console layer in `format`, writing through `writer`.
+fn console_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let console = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => console.boxed(),
+        LogFormat::Json => console.json().flatten_event(true).boxed(),
     }
 }
 
