@@ -407,8 +407,13 @@ impl SqlxServerStore {
                 })
             })
             .connect_lazy_with(options);
-        Self::checked_read_only(mysql::KIND, ServerPool::MySql(pool), connection, mysql::rewrite)
-            .await
+        Self::checked_read_only(
+            mysql::KIND,
+            ServerPool::MySql(pool),
+            connection,
+            mysql::rewrite,
+        )
+        .await
     }
 
     /// A store on `pool` whose schema is checked without changing anything: upstream's two
@@ -434,7 +439,8 @@ impl SqlxServerStore {
                     .await
                     .map_err(dialect::open_error)?;
                 let has = |name: &str| tables.iter().any(|t| t == name);
-                if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)? == SchemaPlan::Create
+                if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)?
+                    == SchemaPlan::Create
                 {
                     return Err(Refusal::NoKeyTables(database).into());
                 }

@@ -122,7 +122,11 @@ async fn restored_service_serves_every_key_acknowledged_before_the_backup(
     }
     let mut exact = 0;
     for (user, (last_before, later)) in &by_user {
-        let token = last_before.or(later.first()).map(|a| &a.token).unwrap();
+        let last_before = *last_before;
+        let token = last_before
+            .or(later.first().copied())
+            .map(|a| &a.token)
+            .unwrap();
         let served = crate::support::binary::read_key(&client, base_url, token).await;
         let later_keys: Vec<&str> = later.iter().map(|a| a.key.as_str()).collect();
         match (last_before, served) {
@@ -135,7 +139,9 @@ async fn restored_service_serves_every_key_acknowledged_before_the_backup(
                 "user {user}: the restored key is none of the keys acknowledged from the backup's start on"
             ),
             (Some(_), Err(status)) => {
-                panic!("user {user}: acknowledged before the backup, answered {status} after the restore")
+                panic!(
+                    "user {user}: acknowledged before the backup, answered {status} after the restore"
+                )
             }
             (None, Ok(key)) => assert!(
                 later_keys.contains(&key.as_str()),
@@ -165,7 +171,11 @@ fn path_arg(path: &Path) -> &str {
 
 /// The files of `store`'s database in `dir`, all of which a restore replaces.
 fn database_files(dir: &Path, store: &str) -> (PathBuf, Vec<PathBuf>) {
-    let main = dir.join(if store == "json" { "data.json" } else { "keys.db" });
+    let main = dir.join(if store == "json" {
+        "data.json"
+    } else {
+        "keys.db"
+    });
     let companions = ["-wal", "-shm", "-journal", ".lock"]
         .iter()
         .map(|suffix| PathBuf::from(format!("{}{suffix}", main.display())))
@@ -205,7 +215,11 @@ async fn a_backup_taken_under_writes_restores_every_acknowledged_key(store: &str
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers.len(), 1, "no temporary file is left: {leftovers:?}");
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary file is left: {leftovers:?}"
+    );
 
     // Disaster: the service and every file of its database are gone.
     drop(service);
@@ -239,9 +253,11 @@ fn damage_sealed_key(path: &Path, user: Uuid) {
     let connection = rusqlite::Connection::open(path).unwrap();
     let id = user.hyphenated().to_string().to_uppercase();
     let sealed: String = connection
-        .query_row(r#"SELECT "Key" FROM "UserKeys" WHERE "Id" = ?1"#, [&id], |r| {
-            r.get(0)
-        })
+        .query_row(
+            r#"SELECT "Key" FROM "UserKeys" WHERE "Id" = ?1"#,
+            [&id],
+            |r| r.get(0),
+        )
         .unwrap();
     let mut bytes = STANDARD.decode(sealed).unwrap();
     bytes[3] ^= 0x01;
@@ -286,7 +302,10 @@ async fn a_damaged_key_or_the_wrong_rsa_key_fails_the_check_naming_what_failed()
         assert!(!said.contains(&other.user.to_string()), "{said}");
     }
     for ack in &users {
-        assert!(!said.contains(&ack.key), "no key material is printed: {said}");
+        assert!(
+            !said.contains(&ack.key),
+            "no key material is printed: {said}"
+        );
     }
 
     // The same damage in the live database: `--to` leaves nothing under the asked name.
@@ -296,18 +315,27 @@ async fn a_damaged_key_or_the_wrong_rsa_key_fails_the_check_naming_what_failed()
     assert!(!status.success(), "{said}");
     assert!(said.contains("FAILED"), "{said}");
     assert!(said.contains(&format!("user {}", victim.user)), "{said}");
-    assert!(!asked.exists(), "a failed backup does not look like a good one");
+    assert!(
+        !asked.exists(),
+        "a failed backup does not look like a good one"
+    );
     let failed = dir.path().join("nightly.db.failed");
-    assert_eq!(mode_of(&failed), 0o600, "the failed copy is kept, owner-only");
+    assert_eq!(
+        mode_of(&failed),
+        0o600,
+        "the failed copy is kept, owner-only"
+    );
 
     // The good copy checked with another RSA key: the symmetric key does not unwrap.
     let other_pfx = dir.path().join("other.pfx");
-    let bytes =
-        key_connector::pkcs12::generate_self_signed_pfx(2048, "other", Some("pw")).unwrap();
+    let bytes = key_connector::pkcs12::generate_self_signed_pfx(2048, "other", Some("pw")).unwrap();
     std::fs::write(&other_pfx, bytes).unwrap();
     let with_other_key = |args: &[&str]| {
         let mut command = backup_command(dir.path(), "sqlite", &idp.url, args);
-        command.env("keyConnectorSettings__certificate__filesystemPath", &other_pfx);
+        command.env(
+            "keyConnectorSettings__certificate__filesystemPath",
+            &other_pfx,
+        );
         run_to_end(command)
     };
     let (status, said) = with_other_key(&["--verify", path_arg(&good)]).await;
@@ -351,7 +379,10 @@ async fn backup_refuses_to_overwrite_or_to_write_over_the_live_database() {
 
     let (status, said) = run(&["--verify", path_arg(&dir.path().join("absent.db"))]).await;
     assert!(!status.success(), "{said}");
-    assert!(!dir.path().join("absent.db").exists(), "verify creates nothing");
+    assert!(
+        !dir.path().join("absent.db").exists(),
+        "verify creates nothing"
+    );
 }
 
 /// `pg_dump`/`pg_restore` against `database`, with its address and user.
@@ -466,11 +497,8 @@ async fn postgresql_dump_taken_under_writes_restores_and_verifies_without_change
     assert!(status.success(), "pg_restore: {said}");
 
     let contents = postgres_contents(&restored).await;
-    let (status, said) = run_to_end(on(
-        &restored,
-        &["--verify", &restored.connection_string()],
-    ))
-    .await;
+    let (status, said) =
+        run_to_end(on(&restored, &["--verify", &restored.connection_string()])).await;
     assert!(status.success(), "{said}");
     assert!(said.contains("verified: all"), "{said}");
     assert!(said.contains("nothing was written"), "{said}");
@@ -482,8 +510,7 @@ async fn postgresql_dump_taken_under_writes_restores_and_verifies_without_change
 
     // A database the dump was never restored into fails, and gets no schema from the check.
     empty.create_empty().await;
-    let (status, said) =
-        run_to_end(on(&restored, &["--verify", &empty.connection_string()])).await;
+    let (status, said) = run_to_end(on(&restored, &["--verify", &empty.connection_string()])).await;
     assert!(!status.success(), "{said}");
     assert!(said.contains("not a key connector database"), "{said}");
     assert!(

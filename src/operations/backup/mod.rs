@@ -71,7 +71,9 @@ fn use_the_servers_tool(database: &DatabaseSettings) -> OperationError {
         DatabaseSettings::MySql { .. } => {
             "mysqldump (e.g. `mysqldump --single-transaction DBNAME > keyconnector.sql`)"
         }
-        _ => "SQL Server's `BACKUP DATABASE ... TO DISK` (or sqlcmd), restored with `RESTORE DATABASE`",
+        _ => {
+            "SQL Server's `BACKUP DATABASE ... TO DISK` (or sqlcmd), restored with `RESTORE DATABASE`"
+        }
     };
     OperationError::Failed(format!(
         "backup --to copies the sqlite and json stores only; for {} use {tool}. Then restore the dump \
@@ -152,7 +154,10 @@ pub async fn backup_to(
         )));
     }
     let write_error = |what: &str, error: std::io::Error| {
-        OperationError::Failed(format!("backup --to {}: {what}: {error}", destination.display()))
+        OperationError::Failed(format!(
+            "backup --to {}: {what}: {error}",
+            destination.display()
+        ))
     };
     let temp = PrivateTempFile::beside(&destination)
         .map_err(|e| write_error("cannot create a file in its directory", e))?;
@@ -268,7 +273,10 @@ mod tests {
         std::fs::write(&live, b"").unwrap();
         for name in ["keys.db", "keys.db-wal", "keys.db-shm", "keys.db.lock"] {
             let error = check_destination(&live, &dir.path().join(name), true).unwrap_err();
-            assert!(error.to_string().contains("live database"), "{name}: {error}");
+            assert!(
+                error.to_string().contains("live database"),
+                "{name}: {error}"
+            );
         }
         let through_dot = dir.path().join(".").join("keys.db");
         assert!(check_destination(&live, &through_dot, true).is_err());
@@ -317,11 +325,14 @@ mod tests {
         let settings = DatabaseSettings::PostgreSql {
             connection: crate::config::sql_connection::parse(
                 crate::config::SqlDialect::PostgreSql,
-                "Host=db;Database=kc",
+                "Host=db;Database=kc;Username=kc",
             )
             .unwrap(),
         };
         let message = use_the_servers_tool(&settings).to_string();
-        assert!(message.contains("pg_dump") && message.contains("backup --verify"), "{message}");
+        assert!(
+            message.contains("pg_dump") && message.contains("backup --verify"),
+            "{message}"
+        );
     }
 }

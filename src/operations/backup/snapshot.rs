@@ -27,7 +27,10 @@ impl PrivateTempFile {
     /// empty.
     pub fn beside(destination: &Path) -> std::io::Result<Self> {
         let directory = parent_of(destination);
-        let name = destination.file_name().unwrap_or_default().to_string_lossy();
+        let name = destination
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
         let path = directory.join(format!(".{name}.{}.partial", Uuid::new_v4().simple()));
         create_private(&path)?;
         Ok(Self {
@@ -126,7 +129,9 @@ pub fn copy_sqlite(
     // Read-write (never create) so that a WAL database can be read without the service
     // running; read-only when this user may only read the file.
     let from = Connection::open_with_flags(source, base | OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .or_else(|_| Connection::open_with_flags(source, base | OpenFlags::SQLITE_OPEN_READ_ONLY))?;
+        .or_else(|_| {
+            Connection::open_with_flags(source, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
+        })?;
     from.busy_timeout(Duration::from_secs(5))?;
     from.execute_batch("BEGIN DEFERRED")?;
     // The first read starts the snapshot every later page comes from.
@@ -145,7 +150,8 @@ pub fn copy_sqlite(
             match backup.step(PAGES_PER_STEP)? {
                 StepResult::Done => break,
                 StepResult::More => busy_since = None,
-                StepResult::Busy | StepResult::Locked => {
+                // Busy, Locked, or a state a later SQLite adds: wait and try again.
+                _ => {
                     let since = *busy_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > BUSY_FOR_AT_MOST {
                         return Err(rusqlite::Error::SqliteFailure(
