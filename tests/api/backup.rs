@@ -48,7 +48,7 @@ impl Writer {
                 while !stop.load(Ordering::Relaxed) {
                     round += 1;
                     let key = random_key();
-                    let (user, token, request) = if round % 2 == 0 || churned.is_empty() {
+                    let (user, token, request) = if round.is_multiple_of(2) || churned.is_empty() {
                         let user = Uuid::new_v4();
                         let token = idp.token_for(user);
                         (user, token, client.post(&url))

@@ -112,7 +112,7 @@ fn check_destination(live: &Path, destination: &Path, replace: bool) -> Result<(
     let is_live = companions.iter().any(|suffix| {
         let mut name = live.clone().into_os_string();
         name.push(suffix);
-        PathBuf::from(name) == target
+        name == target.as_os_str()
     });
     if is_live {
         return Err(OperationError::Failed(format!(
