@@ -3,7 +3,8 @@
 //! Two aggregates, two traits: [`SymmetricKeyStore`] holds the wrapped symmetric key (and the
 //! pending one of a rotation), [`UserKeyStore`] the sealed user keys. Both stand on
 //! [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding both, which is
-//! what [`open_store`], the only place that knows every backend, returns. A store never sees
+//! what [`open_store`] (and [`open_store_read_only`], for copies being checked), the only
+//! place that knows every backend, returns. A store never sees
 //! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
 //! upstream stores it.
 //!

@@ -529,3 +529,108 @@ async fn postgresql_dump_taken_under_writes_restores_and_verifies_without_change
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_dump_restored_into_a_fresh_database_verifies_without_changes_and_serves() {
+    let tools = ["mysqldump", "mysql"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !tools {
+        skip_or_fail!("mysqldump and mysql are not installed");
+    }
+    let (original, restored) = match (
+        TestDatabase::reserve(Server::MySql).await,
+        TestDatabase::reserve(Server::MySql).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(reason), _) | (_, Err(reason)) => skip_or_fail!("{reason}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Arc::new(TestIdp::start().await);
+    let with_database = |mut command: Command, database: &TestDatabase| {
+        command.env(
+            "keyConnectorSettings__database__mySqlConnectionString",
+            database.connection_string(),
+        );
+        command
+    };
+    let serve = |database: &TestDatabase| {
+        let port = free_port();
+        let command = service_command(dir.path(), "mysql", &idp.url, port);
+        Service::spawn(with_database(command, database), port).wait_ready()
+    };
+    let service = serve(&original).await;
+    let acks = seed(&service.base_url, &idp, 8).await;
+    drop(service);
+
+    let args = original.script_args();
+    let client = |tool: &str| {
+        let mut command = Command::new(tool);
+        command.args(["-h", &args[3], "-P", &args[5], "-u", &args[7]]);
+        if !args[9].is_empty() {
+            command.env("MYSQL_PWD", &args[9]);
+        }
+        command
+    };
+    let dump = dir.path().join("keys.sql");
+    let mut mysqldump = client("mysqldump");
+    mysqldump.args([
+        "--single-transaction",
+        "--result-file",
+        path_arg(&dump),
+        &original.name,
+    ]);
+    let (status, said) = run_to_end(mysqldump).await;
+    assert!(status.success(), "mysqldump: {said}");
+    drop(original);
+
+    restored.create_empty().await;
+    let mut load = client("mysql");
+    load.arg(&restored.name)
+        .stdin(std::fs::File::open(&dump).unwrap());
+    let (status, said) = run_to_end(load).await;
+    assert!(status.success(), "mysql: {said}");
+
+    let before = mysql_contents(&restored).await;
+    let verify = backup_command(
+        dir.path(),
+        "mysql",
+        &idp.url,
+        &["--verify", &restored.connection_string()],
+    );
+    let (status, said) = run_to_end(with_database(verify, &restored)).await;
+    assert!(status.success(), "{said}");
+    assert!(said.contains("all 8 user keys"), "{said}");
+    assert_eq!(
+        mysql_contents(&restored).await,
+        before,
+        "--verify changed nothing"
+    );
+
+    let service = serve(&restored).await;
+    restored_service_serves_every_key_acknowledged_before_the_backup(
+        &service.base_url,
+        &acks,
+        acks.len(),
+    )
+    .await;
+}
+
+/// Every row of a MySQL copy, as text.
+async fn mysql_contents(database: &TestDatabase) -> Vec<Option<String>> {
+    let mut rows = database
+        .column(
+            "SELECT CONCAT_WS('|', `Id`, `Key`, `CreationDate`, `RevisionDate`, `LastAccessDate`) \
+             FROM `UserKeys` ORDER BY `Id`",
+        )
+        .await;
+    rows.extend(
+        database
+            .column("SELECT CONCAT_WS('|', `Id`, `SymmetricKey`) FROM `ApplicationDatas`")
+            .await,
+    );
+    rows
+}
