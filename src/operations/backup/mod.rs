@@ -320,6 +320,40 @@ mod tests {
         assert_eq!(std::fs::read(&destination).unwrap(), b"{}");
     }
 
+    #[tokio::test]
+    async fn a_copy_opened_read_only_is_never_created_locked_or_changed() {
+        use crate::store::json::JsonFileStore;
+        use crate::store::{SymmetricKeyStore, UserKeyStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.json");
+        assert!(JsonFileStore::open_read_only(&path).await.is_err());
+        assert!(!path.exists(), "a missing copy is not created");
+
+        let document = br#"{"symmetricKey":"d3JhcHBlZA==","userKey":[]}"#;
+        std::fs::write(&path, document).unwrap();
+        let store = JsonFileStore::open_read_only(&path).await.unwrap();
+        assert_eq!(
+            store.read_symmetric_key().await.unwrap().as_deref(),
+            Some("d3JhcHBlZA==")
+        );
+        assert!(
+            store
+                .replace_symmetric_key("d3JhcHBlZA==", "other")
+                .await
+                .is_err()
+        );
+        let now = time::OffsetDateTime::now_utc();
+        assert!(
+            store
+                .put_user_key(uuid::Uuid::new_v4(), "AAAA", now)
+                .await
+                .is_err()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), document);
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "no lock file beside the copy");
+    }
+
     #[test]
     fn server_stores_are_sent_to_their_own_dump_tools() {
         let settings = DatabaseSettings::PostgreSql {
