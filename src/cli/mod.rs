@@ -6,6 +6,7 @@
 //! status follows from which. Results go to standard output, logs to standard error.
 
 mod admin;
+mod backup;
 mod healthcheck;
 mod serve;
 
@@ -85,6 +86,29 @@ enum Command {
     },
     /// How many users have a key, and when keys were created and last read.
     Stats,
+    /// Back up the database while the service runs (sqlite, json) and prove the copy
+    /// restores: every user key in it must decrypt under the configured RSA key. Or check a
+    /// copy restored from a dump (--verify). Exit status 1 when the check fails.
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["to", "verify"])))]
+    Backup {
+        /// Write the copy here (owner-only, atomically). A copy that fails its check is
+        /// kept as FILE.failed instead.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "to")]
+        force: bool,
+        /// Check a copy without changing it: a file for sqlite and json, a connection string
+        /// of the configured database provider for the SQL servers (the environment
+        /// variable keeps its password off the command line).
+        #[arg(
+            long,
+            value_name = "FILE|CONNECTION",
+            env = "KEY_CONNECTOR_BACKUP_VERIFY",
+            hide_env_values = true
+        )]
+        verify: Option<String>,
+    },
     /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
     Healthcheck {
         /// Default: the first address of ASPNETCORE_URLS on this machine.
@@ -171,6 +195,19 @@ pub async fn run() -> ExitCode {
         Command::CheckConfig => admin::check_config(&source).await,
         Command::Transfer { dry_run } => finish(admin::transfer(&source, dry_run).await),
         Command::Stats => finish(admin::stats(&source).await),
+        Command::Backup { to, force, verify } => {
+            let command = match (to, verify) {
+                (Some(to), _) => Ok(backup::BackupCommand::To { to, force }),
+                (None, Some(target)) => Ok(backup::BackupCommand::Verify { target }),
+                (None, None) => Err(CommandError::Refused(
+                    "backup: give --to FILE, or --verify FILE|CONNECTION".into(),
+                )),
+            };
+            finish(match command {
+                Ok(command) => backup::backup(&source, command).await,
+                Err(error) => Err(error),
+            })
+        }
         Command::RotateRsaKey => finish(admin::rotate_rsa_key(&source).await),
         Command::RotateSymmetricKey {
             service_stopped,

@@ -83,6 +83,71 @@ pub(super) fn database_settings(
     Ok(Some(settings))
 }
 
+impl DatabaseSettings {
+    /// A database of the same provider as `self` at the place `text` names, parsed as that
+    /// provider's setting is: a file path for `json`; a connection string or a bare file
+    /// path for `sqlite`; the server's connection string otherwise. For checking a copy (a
+    /// backup, a restored dump) with the configured provider; the message says what is wrong
+    /// with `text`.
+    pub fn same_provider_at(&self, text: &str) -> Result<DatabaseSettings, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("is empty".into());
+        }
+        let sql = |dialect| sql_connection::parse(dialect, text);
+        Ok(match self {
+            DatabaseSettings::Json { .. } => DatabaseSettings::Json {
+                path: PathBuf::from(text),
+            },
+            DatabaseSettings::Sqlite { .. } => DatabaseSettings::Sqlite {
+                connection: if text.contains('=') {
+                    parse_sqlite_connection_string(text)?
+                } else {
+                    SqliteConnection {
+                        path: PathBuf::from(text),
+                        read_only: true,
+                    }
+                },
+            },
+            DatabaseSettings::PostgreSql { .. } => DatabaseSettings::PostgreSql {
+                connection: sql(SqlDialect::PostgreSql)?,
+            },
+            DatabaseSettings::MySql { .. } => DatabaseSettings::MySql {
+                connection: sql(SqlDialect::MySql)?,
+            },
+            DatabaseSettings::SqlServer { .. } => DatabaseSettings::SqlServer {
+                connection: sql(SqlDialect::SqlServer)?,
+            },
+        })
+    }
+
+    /// The same file store with its file at `path` (read-only for SQLite); `None` for the
+    /// SQL servers.
+    pub fn file_copy_at(&self, path: &std::path::Path) -> Option<DatabaseSettings> {
+        match self {
+            DatabaseSettings::Json { .. } => Some(DatabaseSettings::Json {
+                path: path.to_path_buf(),
+            }),
+            DatabaseSettings::Sqlite { .. } => Some(DatabaseSettings::Sqlite {
+                connection: SqliteConnection {
+                    path: path.to_path_buf(),
+                    read_only: true,
+                },
+            }),
+            _ => None,
+        }
+    }
+
+    /// The file holding the whole store, for the providers that keep it in one file.
+    pub fn file_path(&self) -> Option<&std::path::Path> {
+        match self {
+            DatabaseSettings::Json { path } => Some(path),
+            DatabaseSettings::Sqlite { connection } => Some(&connection.path),
+            _ => None,
+        }
+    }
+}
+
 /// Microsoft.Data.Sqlite's keywords.
 pub(super) fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnection, String> {
     let parsed = ConnectionString::parse(text)?;

@@ -40,9 +40,14 @@ impl Progress {
     }
 
     pub fn advance(&mut self) {
-        self.done += 1;
+        self.set_done(self.done + 1);
+    }
+
+    /// Moves to `done` of the total, for work that advances by more than one at a time.
+    pub fn set_done(&mut self, done: u64) {
+        self.done = done;
         match &self.bar {
-            Some(bar) => bar.inc(1),
+            Some(bar) => bar.set_position(done),
             None if self.last_log.elapsed() >= LOG_EVERY => {
                 self.last_log = Instant::now();
                 tracing::info!(done = self.done, total = self.total, "{}", self.what);

@@ -52,6 +52,9 @@ struct JsonFile {
     document: Map<String, Value>,
     seen: Option<FileIdentity>,
     published: Arc<RwLock<Arc<Snapshot>>>,
+    /// Opened only to be read (a backup being checked): changes are refused, and the lock
+    /// file is never created.
+    read_only: bool,
 }
 
 /// What reads answer from: the document as of `seen`, with an index of its entries.
@@ -119,10 +122,20 @@ impl JsonFileStore {
     /// Opens the document, creating `{}` if the file does not exist (as upstream does),
     /// which also proves the directory is writable.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_as(path, false).await
+    }
+
+    /// Opens an existing document only to read it (a backup or a restored copy being
+    /// checked): nothing is created, locked or written, and every change is refused.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        Self::open_as(path, true).await
+    }
+
+    async fn open_as(path: &Path, read_only: bool) -> Result<Self, StoreError> {
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let published = Arc::clone(&snapshot);
         let owned = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || JsonFile::open(owned, published))
+        let file = tokio::task::spawn_blocking(move || JsonFile::open(owned, published, read_only))
             .await
             .map_err(StoreError::unavailable)??;
         Ok(Self {
@@ -173,18 +186,30 @@ impl Drop for ProcessLock {
 }
 
 impl JsonFile {
-    fn open(path: PathBuf, published: Arc<RwLock<Arc<Snapshot>>>) -> Result<Self, StoreError> {
-        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
-        lock_name.push(".lock");
-        let lock_path = path.with_file_name(lock_name);
+    fn open(
+        path: PathBuf,
+        published: Arc<RwLock<Arc<Snapshot>>>,
+        read_only: bool,
+    ) -> Result<Self, StoreError> {
+        let lock_path = lock_path_of(&path);
         let mut file = Self {
             path,
             lock_path,
             document: Map::new(),
             seen: None,
             published,
+            read_only,
         };
-        let _lock = file.lock()?;
+        // A read-only reader needs no lock: every change replaces the file by a rename, so
+        // any read sees one complete document.
+        let _lock = if read_only { None } else { Some(file.lock()?) };
+        if read_only && file.current_identity()?.is_none() {
+            return Err(Refusal::Unusable(Fault::new(format!(
+                "{} does not exist",
+                file.path.display()
+            )))
+            .into());
+        }
         if file.current_identity()?.is_none() {
             file.write_document(Map::new())?;
             tracing::info!(path = %file.path.display(), "created an empty JSON key store");
@@ -206,31 +231,7 @@ impl JsonFile {
 
     /// Takes the cross-process lock, waiting at most [`LOCK_TIMEOUT`].
     fn lock(&self) -> Result<ProcessLock, StoreError> {
-        let mut options = OpenOptions::new();
-        options.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options
-            .open(&self.lock_path)
-            .map_err(|e| io_unavailable(&self.lock_path, e))?;
-        let deadline = Instant::now() + LOCK_TIMEOUT;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(ProcessLock(file)),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::unavailable_because(format!(
-                        "another process holds {} for too long",
-                        self.lock_path.display()
-                    )));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(io_unavailable(&self.lock_path, e));
-                }
-            }
-        }
+        take_process_lock(&self.lock_path)
     }
 
     /// Re-reads the file if it changed since it was last read.
@@ -318,6 +319,13 @@ impl JsonFile {
         &mut self,
         change: impl FnOnce(&mut Map<String, Value>) -> Result<(Option<()>, T), StoreError>,
     ) -> Result<T, StoreError> {
+        if self.read_only {
+            return Err(Refusal::Unusable(Fault::new(format!(
+                "{} was opened only to be read",
+                self.path.display()
+            )))
+            .into());
+        }
         let _lock = self.lock()?;
         self.reload_if_changed_or_missing()?;
         let mut document = self.document.clone();
@@ -337,6 +345,50 @@ impl JsonFile {
         }
         self.refresh()
     }
+}
+
+/// `<file>.lock`, the lock every process changing `path` holds.
+fn lock_path_of(path: &Path) -> PathBuf {
+    let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+    lock_name.push(".lock");
+    path.with_file_name(lock_name)
+}
+
+/// Takes the cross-process lock at `lock_path`, waiting at most [`LOCK_TIMEOUT`].
+fn take_process_lock(lock_path: &Path) -> Result<ProcessLock, StoreError> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(lock_path)
+        .map_err(|e| io_unavailable(lock_path, e))?;
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(ProcessLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::unavailable_because(format!(
+                    "another process holds {} for too long",
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_unavailable(lock_path, e));
+            }
+        }
+    }
+}
+
+/// The document's bytes as they are now, read under the lock every writer holds, so the
+/// copy is one complete document that no change of any process was half-way through (for
+/// `backup`). Blocking; the file must exist.
+pub fn read_document_locked(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let _lock = take_process_lock(&lock_path_of(path))?;
+    std::fs::read(path).map_err(|e| io_unavailable(path, e))
 }
 
 /// The document's structure is upstream's: an object with an optional string

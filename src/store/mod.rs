@@ -3,7 +3,8 @@
 //! Two aggregates, two traits: [`SymmetricKeyStore`] holds the wrapped symmetric key (and the
 //! pending one of a rotation), [`UserKeyStore`] the sealed user keys. Both stand on
 //! [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding both, which is
-//! what [`open_store`], the only place that knows every backend, returns. A store never sees
+//! what [`open_store`] (and [`open_store_read_only`], for copies being checked), the only
+//! place that knows every backend, returns. A store never sees
 //! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
 //! upstream stores it.
 //!
@@ -226,6 +227,11 @@ pub enum Refusal {
          rebuild with `--features {0}` (the default build has every provider)"
     )]
     NotBuilt(&'static str),
+    /// A database opened only to be read (a restored copy) has none of upstream's tables.
+    #[error(
+        "the database `{0}` has neither `ApplicationDatas` nor `UserKeys`: it is not a key connector database (was the dump restored into it?)"
+    )]
+    NoKeyTables(String),
     /// The file or database named by the settings cannot be used.
     #[error("{0}")]
     Unusable(#[source] Fault),
@@ -353,6 +359,41 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>
         DatabaseSettings::SqlServer { connection } => {
             Ok(Arc::new(sqlserver::SqlServerStore::open(connection).await?))
         }
+        #[allow(unreachable_patterns)]
+        other => Err(Refusal::NotBuilt(other.provider_name()).into()),
+    }
+}
+
+/// Opens the store named by `settings` only to read it (a backup or a restored copy being
+/// checked): nothing is created, migrated or written, and a missing file or database is an
+/// error rather than a new empty store.
+pub async fn open_store_read_only(
+    settings: &DatabaseSettings,
+) -> Result<Arc<dyn KeyStore>, StoreError> {
+    match settings {
+        DatabaseSettings::Json { path } => {
+            Ok(Arc::new(json::JsonFileStore::open_read_only(path).await?))
+        }
+        #[cfg(feature = "sqlite")]
+        DatabaseSettings::Sqlite { connection } => {
+            let connection = crate::config::SqliteConnection {
+                read_only: true,
+                ..connection.clone()
+            };
+            Ok(Arc::new(sqlite::SqliteStore::open(&connection).await?))
+        }
+        #[cfg(feature = "postgresql")]
+        DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
+            sqlx_server::SqlxServerStore::open_postgres_read_only(connection).await?,
+        )),
+        #[cfg(feature = "mysql")]
+        DatabaseSettings::MySql { connection } => Ok(Arc::new(
+            sqlx_server::SqlxServerStore::open_mysql_read_only(connection).await?,
+        )),
+        #[cfg(feature = "sqlserver")]
+        DatabaseSettings::SqlServer { connection } => Ok(Arc::new(
+            sqlserver::SqlServerStore::open_read_only(connection).await?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(Refusal::NotBuilt(other.provider_name()).into()),
     }

@@ -382,6 +382,37 @@ impl SqlServerStore {
     pub async fn open(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings("sqlserver", connection);
         ensure_database_exists(connection).await?;
+        let store = Self::pooled(connection);
+        let bootstrap_deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
+        with_deadline(bootstrap_deadline, store.migrate()).await?;
+        Ok(store)
+    }
+
+    /// Connects only to read (a restored copy being checked): never creates the database or
+    /// the schema and never records a migration; upstream's tables must be there as they are.
+    pub async fn open_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
+        log_connection_warnings("sqlserver", connection);
+        let store = Self::pooled(connection);
+        let database = connection.database.clone();
+        let check = async {
+            let mut pooled = store.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => open_error(e),
+                RunError::TimedOut => pool_error(RunError::TimedOut),
+            })?;
+            let client = &mut pooled.client;
+            let tables = table_names(client).await?;
+            let has = |name: &str| tables.iter().any(|t| t == name);
+            if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)? == SchemaPlan::Create {
+                return Err(Refusal::NoKeyTables(database).into());
+            }
+            check_columns(&column_types(client).await?, &COLUMNS)
+        };
+        with_deadline(connection.pool.connect_timeout * 2, check).await?;
+        Ok(store)
+    }
+
+    /// The pool for `connection`; connects lazily.
+    fn pooled(connection: &SqlConnection) -> Self {
         let manager = ConnectionManager {
             config: tiberius_config(connection, &connection.database),
             named_instance: named_instance(connection),
@@ -396,13 +427,10 @@ impl SqlServerStore {
             .test_on_check_out(false)
             .retry_connection(false)
             .build_unchecked(manager);
-        let store = Self {
+        Self {
             pool,
             deadline: connection.pool.command_timeout,
-        };
-        let bootstrap_deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
-        with_deadline(bootstrap_deadline, store.migrate()).await?;
-        Ok(store)
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -454,11 +482,7 @@ async fn take_bootstrap_lock(client: &mut TdsClient) -> Result<(), StoreError> {
 }
 
 async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError> {
-    let tables: Vec<String> = rows_of(client, LIST_TABLES, open_error)
-        .await?
-        .iter()
-        .filter_map(|r| r.get::<&str, _>(0).map(str::to_owned))
-        .collect();
+    let tables = table_names(client).await?;
     let has = |name: &str| tables.iter().any(|t| t == name);
     let recorded = has("__EFMigrationsHistory")
         && client
@@ -493,15 +517,28 @@ async fn migrate_in_transaction(client: &mut TdsClient) -> Result<(), StoreError
     if plan == SchemaPlan::Create {
         tracing::info!("created the key connector schema in the SQL Server database");
     }
-    let columns: Vec<(String, String, String)> = rows_of(client, LIST_COLUMNS, open_error)
+    check_columns(&column_types(client).await?, &COLUMNS)
+}
+
+/// The tables of the connection's schema.
+async fn table_names(client: &mut TdsClient) -> Result<Vec<String>, StoreError> {
+    Ok(rows_of(client, LIST_TABLES, open_error)
+        .await?
+        .iter()
+        .filter_map(|r| r.get::<&str, _>(0).map(str::to_owned))
+        .collect())
+}
+
+/// `(table, column, type)` of upstream's two tables.
+async fn column_types(client: &mut TdsClient) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(rows_of(client, LIST_COLUMNS, open_error)
         .await?
         .iter()
         .map(|r| {
             let text = |i: usize| r.get::<&str, _>(i).unwrap_or_default().to_owned();
             (text(0), text(1), text(2))
         })
-        .collect();
-    check_columns(&columns, &COLUMNS)
+        .collect())
 }
 
 /// EF's `Migrate()` creates a missing database; so do we, through `master`.

@@ -380,6 +380,81 @@ impl SqlxServerStore {
         Self::migrated(mysql::KIND, pool, connection, mysql::rewrite).await
     }
 
+    /// Connects to a PostgreSQL database only to read it (a restored copy being checked):
+    /// never creates the database or the schema, never records a migration, and every
+    /// session is read-only on the server's side (`default_transaction_read_only`).
+    #[cfg(feature = "postgresql")]
+    pub async fn open_postgres_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
+        log_connection_warnings(postgres::KIND, connection);
+        let options = postgres::connect_options(connection)
+            .options([("default_transaction_read_only", "on")]);
+        let pool = ServerPool::Postgres(pool_options(connection).connect_lazy_with(options));
+        Self::checked_read_only(postgres::KIND, pool, connection, postgres::rewrite).await
+    }
+
+    /// Connects to a MySQL or MariaDB database only to read it, as
+    /// [`Self::open_postgres_read_only`] does (`SET SESSION TRANSACTION READ ONLY`).
+    #[cfg(feature = "mysql")]
+    pub async fn open_mysql_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
+        log_connection_warnings(mysql::KIND, connection);
+        let options = mysql::connect_options(connection);
+        let pool = pool_options(connection)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "SET SESSION TRANSACTION READ ONLY")
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_lazy_with(options);
+        Self::checked_read_only(
+            mysql::KIND,
+            ServerPool::MySql(pool),
+            connection,
+            mysql::rewrite,
+        )
+        .await
+    }
+
+    /// A store on `pool` whose schema is checked without changing anything: upstream's two
+    /// tables with their columns must be there.
+    async fn checked_read_only(
+        kind: &'static str,
+        pool: ServerPool,
+        connection: &SqlConnection,
+        rewrite: fn(&str) -> String,
+    ) -> Result<Self, StoreError> {
+        let store = Self {
+            kind,
+            pool,
+            statements: Statements::new(rewrite),
+            deadline: connection.pool.command_timeout,
+        };
+        let database = connection.database.clone();
+        let check = async {
+            on_server!(&store.pool, |pool, dialect| {
+                let mut conn = pool.acquire().await.map_err(dialect::open_error)?;
+                let tables: Vec<String> = sqlx::query_scalar(dialect::LIST_TABLES)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(dialect::open_error)?;
+                let has = |name: &str| tables.iter().any(|t| t == name);
+                if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)?
+                    == SchemaPlan::Create
+                {
+                    return Err(Refusal::NoKeyTables(database).into());
+                }
+                let columns: Vec<(String, String, String)> = sqlx::query_as(dialect::LIST_COLUMNS)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(dialect::open_error)?;
+                check_columns(&columns, &dialect::COLUMNS)
+            })
+        };
+        with_deadline(connection.pool.connect_timeout * 2, check).await?;
+        Ok(store)
+    }
+
     async fn migrated(
         kind: &'static str,
         pool: ServerPool,

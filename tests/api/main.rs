@@ -6,6 +6,7 @@ mod awskms;
 mod azure_storage;
 #[cfg(feature = "azurekv")]
 mod azurekv;
+mod backup;
 mod binary;
 mod certificate_store;
 mod certificates;
