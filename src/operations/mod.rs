@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod progress;
+pub mod recovery;
 pub mod rotate;
 pub mod stats;
 pub mod transfer;

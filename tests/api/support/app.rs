@@ -105,6 +105,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
         }),
         transfer_to: None,
         rotate_to: None,
+        recovery_key: None,
         https_certificate: None,
     }
 }
