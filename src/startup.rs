@@ -40,6 +40,8 @@ pub enum StartupError {
     #[error("{0}")]
     SymmetricKey(BootstrapError),
     #[error("{0}")]
+    Recovery(crate::operations::recovery::RecoveryWrapError),
+    #[error("{0}")]
     Unsupported(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -111,6 +113,10 @@ impl Application {
             SymmetricKeyOrigin::CreatedConcurrently => {
                 tracing::info!("another instance saved the symmetric key first; using that one")
             }
+        }
+
+        if let Some(recovery) = &settings.recovery_key {
+            keep_recovery_wraps_current(store.as_ref(), rsa_key.as_ref(), recovery).await?;
         }
 
         let cipher = Arc::new(cipher);
@@ -295,6 +301,37 @@ impl Application {
         state.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Writes the recovery wrap of the symmetric key when it is missing (a new database, a
+/// recovery key configured since the last start, a crash between the key and its wrap), and
+/// warns when the stored wrap is for another recovery key (kept: replacing it is the
+/// operator's `replace-recovery-wrap`).
+async fn keep_recovery_wraps_current(
+    store: &dyn KeyStore,
+    rsa_key: &dyn RsaKeyProvider,
+    settings: &crate::config::RecoveryKeySettings,
+) -> Result<(), StartupError> {
+    use crate::crypto::recovery::OnMismatch;
+    use crate::operations::recovery::{RecoveryWrapError, keep_current};
+    let recovery = settings
+        .load()
+        .map_err(|e| StartupError::Recovery(RecoveryWrapError::Settings(e)))?;
+    let status = retry_transient(
+        "recovery wrap",
+        || keep_current(store, rsa_key, &recovery, OnMismatch::Keep),
+        RecoveryWrapError::is_transient,
+    )
+    .await
+    .map_err(StartupError::Recovery)?;
+    if status.is_current() {
+        tracing::info!(
+            fingerprint = %status.configured_fingerprint,
+            bits = recovery.bits(),
+            "recovery wrap of the symmetric key is current"
+        );
+    }
+    Ok(())
 }
 
 /// Retries `attempt` with exponential backoff (1 s doubling to 30 s) while `is_transient`

@@ -145,3 +145,29 @@ pub async fn replace_recovery_wrap(settings: &Settings) -> Result<RecoveryStatus
     database.store.close().await;
     result
 }
+
+/// Writes the recovery wrap of a transfer target's symmetric key, when a recovery key is
+/// configured (the target is then as recoverable as the source); before any key is copied.
+pub async fn keep_target_current(
+    settings: &Settings,
+    target: &super::KeyDatabase,
+) -> Result<(), super::OperationError> {
+    let failed = |e: RecoveryWrapError| {
+        super::OperationError::Failed(format!("transfer target: {e}"))
+    };
+    let Some(recovery) = configured_key(settings).map_err(|e| failed(e.into()))? else {
+        return Ok(());
+    };
+    if target.cipher.is_none() {
+        return Ok(());
+    }
+    keep_current(
+        target.store.as_ref(),
+        target.rsa_key.as_ref(),
+        &recovery,
+        OnMismatch::Keep,
+    )
+    .await
+    .map(drop)
+    .map_err(failed)
+}
