@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod progress;
+pub mod recover;
 pub mod recovery;
 pub mod rotate;
 pub mod stats;
