@@ -26,6 +26,7 @@ mod panics;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod quickstart;
+mod recovery;
 mod replicas;
 mod stores;
 mod support;
