@@ -161,6 +161,7 @@ async fn provider_for(settings: &RsaKeySettings) -> Arc<dyn RsaKeyProvider> {
 /// onto a new certificate and serves every key with it.
 async fn recovered_after_losing<L, F>(
     store: StoreKind,
+    database: Option<key_connector::config::DatabaseSettings>,
     dir: &Path,
     provider: Arc<dyn RsaKeyProvider>,
     lose: L,
@@ -172,6 +173,9 @@ async fn recovered_after_losing<L, F>(
     let recovery = RecoveryPair::new(dir, "recovery", 3072);
     let mut settings = settings_for(store, dir, &idp.url);
     settings.recovery_key = Some(recovery.settings());
+    if let Some(database) = database {
+        settings.database = database;
+    }
 
     let served = Served::start(&settings, Arc::clone(&provider)).await.unwrap();
     let users = served.store_keys(&idp, 6).await;
@@ -216,7 +220,7 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let lost = certificate(dir.path(), "lost");
     let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(StoreKind::Sqlite, dir.path(), provider_for(&lost).await, || async {
+    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), provider_for(&lost).await, || async {
         std::fs::remove_file(&lost_path).unwrap();
     })
     .await;
@@ -227,7 +231,7 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
     let dir = tempfile::tempdir().unwrap();
     let lost = certificate(dir.path(), "lost");
     let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(StoreKind::Json, dir.path(), provider_for(&lost).await, || async {
+    recovered_after_losing(StoreKind::Json, None, dir.path(), provider_for(&lost).await, || async {
         std::fs::remove_file(&lost_path).unwrap();
     })
     .await;
@@ -235,6 +239,43 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
         serde_json::from_slice(&std::fs::read(dir.path().join("data.json")).unwrap()).unwrap();
     assert!(document["recoveryKeyWraps"][0]["wrappedKey"].is_string());
     assert!(document["symmetricKey"].is_string());
+}
+
+/// PostgreSQL and MySQL keep the wraps in a table of their own, created on the first write;
+/// the database then still opens as upstream's schema (the service restarts on it).
+async fn a_lost_certificate_is_recovered_on(server: crate::support::databases::Engine) {
+    let database = match crate::support::databases::TestDatabase::reserve(server).await {
+        Ok(database) => database,
+        Err(reason) => crate::skip_or_fail!("{reason}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lost = certificate(dir.path(), "lost");
+    let lost_path = dir.path().join("lost.pfx");
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        Some(database.settings()),
+        dir.path(),
+        provider_for(&lost).await,
+        || async {
+            std::fs::remove_file(&lost_path).unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_certificate_is_recovered_onto_a_new_one_with_postgresql() {
+    a_lost_certificate_is_recovered_on(crate::support::databases::Engine::PostgreSql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_certificate_is_recovered_onto_a_new_one_with_mysql() {
+    a_lost_certificate_is_recovered_on(crate::support::databases::Engine::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sql_server() {
+    a_lost_certificate_is_recovered_on(crate::support::databases::Engine::SqlServer).await;
 }
 
 #[cfg(feature = "awskms")]
@@ -254,7 +295,7 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = moto.client();
-    recovered_after_losing(StoreKind::Sqlite, dir.path(), Arc::new(provider), || async {
+    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), Arc::new(provider), || async {
         client.disable_key().key_id(&key_id).send().await.unwrap();
         let lost = AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
             .await;
@@ -284,7 +325,7 @@ async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
     hsm.generate_key(&token, "kc", &[3], true);
     let hsm_key = RsaKeySettings::Pkcs11(hsm.settings(&token, label("kc")));
     let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(StoreKind::Sqlite, dir.path(), provider_for(&hsm_key).await, || async {
+    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), provider_for(&hsm_key).await, || async {
         let session = hsm.context.open_rw_session(hsm.slot_of(&token)).unwrap();
         session
             .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
