@@ -195,7 +195,13 @@ pub async fn run() -> ExitCode {
             recovery_key_password_file,
             to_rsa_key,
         } => finish(
-            recover::recover(&source, recovery_key, recovery_key_password_file, to_rsa_key).await,
+            recover::recover(
+                &source,
+                recovery_key,
+                recovery_key_password_file,
+                to_rsa_key,
+            )
+            .await,
         ),
         Command::ReplaceRecoveryWrap => finish(recover::replace_recovery_wrap(&source).await),
         Command::RotateRsaKey => finish(admin::rotate_rsa_key(&source).await),

@@ -56,10 +56,7 @@ impl fmt::Display for RecoverOutcome {
                 f,
                 "Next: set keyConnectorSettings__rsaKey__* / __certificate__* to the values of __rotateTo__* and start the service."
             ),
-            RecoveryTarget::RsaKey => writeln!(
-                f,
-                "Next: start the service with these settings."
-            ),
+            RecoveryTarget::RsaKey => writeln!(f, "Next: start the service with these settings."),
         }
     }
 }
@@ -85,7 +82,9 @@ fn recovery_private_key(
                 text.trim_end_matches(['\r', '\n']).to_owned(),
             ))
         }
-        None => source.var(PASSWORD_VAR).map(|p| Zeroizing::new(p.to_owned())),
+        None => source
+            .var(PASSWORD_VAR)
+            .map(|p| Zeroizing::new(p.to_owned())),
     };
     let bytes = Zeroizing::new(std::fs::read(pfx).map_err(|e| {
         CommandError::Refused(format!(

@@ -29,8 +29,8 @@ use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
 use super::SYMMETRIC_KEY_LEN;
-use crate::config::catalog::RECOVERY_KEY_PUBLIC_KEY_PATH;
 use crate::config::ConfigError;
+use crate::config::catalog::RECOVERY_KEY_PUBLIC_KEY_PATH;
 use crate::store::{RecoveryWrapStore, StoreError, StoredRecoveryWrap};
 
 /// The smallest recovery key accepted: it protects every user key for years, offline.
@@ -88,8 +88,11 @@ impl RecoveryPublicKey {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let at = |message: String| ConfigError::at(RECOVERY_KEY_PUBLIC_KEY_PATH, message);
         let bytes = std::fs::read(path).map_err(|e| {
-            at(format!("cannot read the recovery public key {}: {e}", path.display()))
-                .caused_by(e)
+            at(format!(
+                "cannot read the recovery public key {}: {e}",
+                path.display()
+            ))
+            .caused_by(e)
         })?;
         let spki = spki_of(&bytes).map_err(|why| at(format!("{}: {why}", path.display())))?;
         Self::from_spki(&spki).map_err(|why| at(format!("{}: {why}", path.display())))
@@ -106,8 +109,12 @@ impl RecoveryPublicKey {
                 info.algorithm.algorithm.to_id_string()
             ));
         }
-        let public = PublicEncryptingKey::from_der(spki)
-            .map_err(|e| format!("unusable RSA public key ({e}; {})", crate::keys::RSA_KEY_SIZES))?;
+        let public = PublicEncryptingKey::from_der(spki).map_err(|e| {
+            format!(
+                "unusable RSA public key ({e}; {})",
+                crate::keys::RSA_KEY_SIZES
+            )
+        })?;
         let bits = public.key_size_bits();
         if bits < MIN_RECOVERY_KEY_BITS {
             return Err(format!(
@@ -177,7 +184,7 @@ fn spki_of(bytes: &[u8]) -> Result<Vec<u8>, String> {
     certificate_spki(bytes).or_else(|certificate_error| {
         use x509_parser::prelude::FromDer;
         match x509_parser::x509::SubjectPublicKeyInfo::from_der(bytes) {
-            Ok((rest, _)) if rest.is_empty() => Ok(bytes.to_vec()),
+            Ok(([], _)) => Ok(bytes.to_vec()),
             _ => Err(format!(
                 "neither a PEM `PUBLIC KEY` or `CERTIFICATE` nor a DER certificate ({certificate_error})"
             )),
@@ -474,8 +481,15 @@ mod tests {
 
     fn pem(label: &str, der: &[u8]) -> String {
         let body = STANDARD.encode(der);
-        let lines: Vec<_> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+        let lines: Vec<_> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
     }
 
     #[test]
@@ -493,10 +507,16 @@ mod tests {
 
         let mut altered = wrap.clone();
         altered.key_check = key_check(&[8u8; 32]);
-        assert!(matches!(private.unwrap(&altered), Err(RecoveryError::Damaged(_))));
+        assert!(matches!(
+            private.unwrap(&altered),
+            Err(RecoveryError::Damaged(_))
+        ));
         let (other_pfx, _) = key_pair(3072);
         let other = RecoveryPrivateKey::from_pfx(&other_pfx, Some("pw")).unwrap();
-        assert!(matches!(other.unwrap(&wrap), Err(RecoveryError::UnwrapFailed { .. })));
+        assert!(matches!(
+            other.unwrap(&wrap),
+            Err(RecoveryError::UnwrapFailed { .. })
+        ));
     }
 
     #[test]
@@ -506,9 +526,18 @@ mod tests {
         let path = dir.path().join("small.pem");
         std::fs::write(&path, pem("PUBLIC KEY", &small)).unwrap();
         let error = RecoveryPublicKey::load(&path).unwrap_err().to_string();
-        assert!(error.contains("keyConnectorSettings__recoveryKey__publicKeyPath"), "{error}");
-        assert!(error.contains("keyConnectorSettings:recoveryKey:publicKeyPath"), "{error}");
-        assert!(error.contains("2048 bits; a recovery key must have at least 3072"), "{error}");
+        assert!(
+            error.contains("keyConnectorSettings__recoveryKey__publicKeyPath"),
+            "{error}"
+        );
+        assert!(
+            error.contains("keyConnectorSettings:recoveryKey:publicKeyPath"),
+            "{error}"
+        );
+        assert!(
+            error.contains("2048 bits; a recovery key must have at least 3072"),
+            "{error}"
+        );
 
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         std::fs::write(&path, ec.public_key_pem()).unwrap();
@@ -521,7 +550,10 @@ mod tests {
 
         let missing = dir.path().join("absent.pem");
         let error = RecoveryPublicKey::load(&missing).unwrap_err().to_string();
-        assert!(error.contains("cannot read the recovery public key"), "{error}");
+        assert!(
+            error.contains("cannot read the recovery public key"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -537,7 +569,8 @@ mod tests {
         let params = rcgen::CertificateParams::new(vec!["recovery".into()]).unwrap();
         // rcgen does not generate RSA keys: sign the certificate with one made here.
         let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa3072).unwrap();
-        let pkcs8 = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&rsa).unwrap();
+        let pkcs8 =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&rsa).unwrap();
         let signer = rcgen::KeyPair::try_from(pkcs8.as_ref()).unwrap();
         let certificate = params.self_signed(&signer).unwrap();
         std::fs::write(&path, certificate.der().as_ref()).unwrap();

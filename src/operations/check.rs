@@ -206,15 +206,18 @@ async fn check_recovery_wrap(report: &mut Report, settings: &Settings, source: &
         );
         return;
     }
-    match super::recovery::status(source.store.as_ref(), source.rsa_key.as_ref(), &recovery).await
-    {
+    match super::recovery::status(source.store.as_ref(), source.rsa_key.as_ref(), &recovery).await {
         Ok(status) => {
             let outcome = if status.is_current() {
                 Outcome::Ok
             } else {
                 Outcome::Warning
             };
-            report.push(outcome, "recovery wrap", format!("current key: {}", status.current));
+            report.push(
+                outcome,
+                "recovery wrap",
+                format!("current key: {}", status.current),
+            );
             if let Some(pending) = &status.pending {
                 report.push(outcome, "recovery wrap", format!("pending key: {pending}"));
             }

@@ -104,12 +104,13 @@ async fn recover_in(
     let user_keys = verify_every_user_key(store, &recovered, interactive).await?;
     let (current, pending) = assign(&recovered, &user_keys.opened, pending_wrapped.is_some())?;
 
-    let new_provider = open_rsa_key_provider(to, group)
-        .await
-        .map_err(|source| OperationError::RsaKey {
-            what: "new RSA key",
-            source,
-        })?;
+    let new_provider =
+        open_rsa_key_provider(to, group)
+            .await
+            .map_err(|source| OperationError::RsaKey {
+                what: "new RSA key",
+                source,
+            })?;
     let new_current = wrap_proved(new_provider.as_ref(), &current.key).await?;
     let new_pending = match pending {
         Some(pending) => Some(wrap_proved(new_provider.as_ref(), &pending.key).await?),
@@ -203,14 +204,22 @@ async fn verify_every_user_key(
     }
     progress.finish();
     if !unreadable.is_empty() {
-        let shown: Vec<_> = unreadable.iter().take(10).map(ToString::to_string).collect();
+        let shown: Vec<_> = unreadable
+            .iter()
+            .take(10)
+            .map(ToString::to_string)
+            .collect();
         return Err(OperationError::Failed(format!(
             "{} of {} user key(s) open under no recovered symmetric key ({}{}); nothing was changed. \
              Is this the database the recovery key was configured for?",
             unreadable.len(),
             rows.len(),
             shown.join(", "),
-            if unreadable.len() > shown.len() { ", ..." } else { "" }
+            if unreadable.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
         )));
     }
     Ok(Verified {
@@ -298,17 +307,32 @@ mod tests {
     fn checks(
         (current, pending): (&RecoveredSymmetricKey, Option<&RecoveredSymmetricKey>),
     ) -> (String, Option<String>) {
-        (current.key_check.clone(), pending.map(|p| p.key_check.clone()))
+        (
+            current.key_check.clone(),
+            pending.map(|p| p.key_check.clone()),
+        )
     }
 
     #[test]
     fn the_current_key_is_the_one_the_user_keys_open_under() {
         let two = keys(2);
-        assert_eq!(checks(assign(&two, &[0, 5], false).unwrap()), ("1".into(), None));
+        assert_eq!(
+            checks(assign(&two, &[0, 5], false).unwrap()),
+            ("1".into(), None)
+        );
         let one = keys(1);
-        assert_eq!(checks(assign(&one, &[0], false).unwrap()), ("0".into(), None));
-        assert!(assign(&two, &[0, 0], false).is_err(), "no user key tells which");
-        assert!(assign(&two, &[1, 1], false).is_err(), "two keys without a rotation");
+        assert_eq!(
+            checks(assign(&one, &[0], false).unwrap()),
+            ("0".into(), None)
+        );
+        assert!(
+            assign(&two, &[0, 0], false).is_err(),
+            "no user key tells which"
+        );
+        assert!(
+            assign(&two, &[1, 1], false).is_err(),
+            "two keys without a rotation"
+        );
     }
 
     #[test]
@@ -322,7 +346,10 @@ mod tests {
             checks(assign(&two, &[0, 4], true).unwrap()),
             ("1".into(), Some("0".into()))
         );
-        assert!(assign(&keys(1), &[4], true).is_err(), "the pending key's wrap is missing");
+        assert!(
+            assign(&keys(1), &[4], true).is_err(),
+            "the pending key's wrap is missing"
+        );
         assert!(assign(&keys(3), &[4, 0, 0], true).is_err());
     }
 }

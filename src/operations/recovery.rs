@@ -117,7 +117,9 @@ pub fn configured_key(settings: &Settings) -> Result<Option<RecoveryPublicKey>, 
 
 /// `replace-recovery-wrap`: wraps the symmetric key (and a pending one) under the configured
 /// recovery key, replacing wraps made for another recovery key.
-pub async fn replace_recovery_wrap(settings: &Settings) -> Result<RecoveryStatus, super::OperationError> {
+pub async fn replace_recovery_wrap(
+    settings: &Settings,
+) -> Result<RecoveryStatus, super::OperationError> {
     let recovery = configured_key(settings)
         .map_err(|e| super::OperationError::Failed(e.to_string()))?
         .ok_or_else(|| {
@@ -152,9 +154,8 @@ pub async fn keep_target_current(
     settings: &Settings,
     target: &super::KeyDatabase,
 ) -> Result<(), super::OperationError> {
-    let failed = |e: RecoveryWrapError| {
-        super::OperationError::Failed(format!("transfer target: {e}"))
-    };
+    let failed =
+        |e: RecoveryWrapError| super::OperationError::Failed(format!("transfer target: {e}"));
     let Some(recovery) = configured_key(settings).map_err(|e| failed(e.into()))? else {
         return Ok(());
     };

@@ -34,8 +34,8 @@ use uuid::Uuid;
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
 };
 use crate::dotnet_time;
 
@@ -637,7 +637,10 @@ fn set_recovery_wraps(document: &mut Map<String, Value>, wraps: &[StoredRecovery
         .map(|wrap| {
             let mut item = Map::new();
             item.insert("keyCheck".into(), Value::String(wrap.key_check.clone()));
-            item.insert("fingerprint".into(), Value::String(wrap.fingerprint.clone()));
+            item.insert(
+                "fingerprint".into(),
+                Value::String(wrap.fingerprint.clone()),
+            );
             item.insert("wrappedKey".into(), Value::String(wrap.wrapped_key.clone()));
             Value::Object(item)
         })

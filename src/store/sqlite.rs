@@ -28,8 +28,8 @@ use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;

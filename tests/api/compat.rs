@@ -305,7 +305,12 @@ async fn server_store_with_a_recovery_wrap_is_upstream_readable(store: StoreKind
         .arg(SCRIPT)
         .args([command, "--pfx", &pfx, "--password", PFX_PASSWORD])
         .args(location)
-        .args(["--recovery-pfx", "recovery.pfx", "--recovery-password", "recovery-pw"])
+        .args([
+            "--recovery-pfx",
+            "recovery.pfx",
+            "--recovery-password",
+            "recovery-pw",
+        ])
         .output()
         .unwrap();
     assert!(

@@ -9,8 +9,7 @@ use key_connector::config::SettingsGroup;
 use key_connector::startup::Application;
 use key_connector::store::{
     CreateOutcome, KeyStore, PutOutcome, RecoveryWrapStore, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
-    SymmetricKeyStore, UserKeyStore,
+    StoredRecoveryWrap, StoredUserKey, SymmetricKeyStore, UserKeyStore,
 };
 use serde_json::Value;
 use time::OffsetDateTime;

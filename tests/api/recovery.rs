@@ -38,8 +38,8 @@ impl RecoveryPair {
             Some(RECOVERY_PASSWORD),
         )
         .unwrap();
-        let spki =
-            key_connector::pkcs12::rsa_public_key_spki(&pfx_bytes, Some(RECOVERY_PASSWORD)).unwrap();
+        let spki = key_connector::pkcs12::rsa_public_key_spki(&pfx_bytes, Some(RECOVERY_PASSWORD))
+            .unwrap();
         let pfx = dir.join(format!("{name}.pfx"));
         std::fs::write(&pfx, &pfx_bytes).unwrap();
         let public_pem = dir.join(format!("{name}.pem"));
@@ -177,7 +177,9 @@ async fn recovered_after_losing<L, F>(
         settings.database = database;
     }
 
-    let served = Served::start(&settings, Arc::clone(&provider)).await.unwrap();
+    let served = Served::start(&settings, Arc::clone(&provider))
+        .await
+        .unwrap();
     let users = served.store_keys(&idp, 6).await;
     served.stop().await;
     drop(provider);
@@ -187,7 +189,11 @@ async fn recovered_after_losing<L, F>(
         .read_recovery_wraps()
         .await
         .unwrap();
-    assert_eq!(wraps.len(), 1, "written with the symmetric key at first start");
+    assert_eq!(
+        wraps.len(),
+        1,
+        "written with the symmetric key at first start"
+    );
     assert_eq!(wraps[0].fingerprint, recovery.fingerprint);
 
     lose().await;
@@ -220,9 +226,15 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let lost = certificate(dir.path(), "lost");
     let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), provider_for(&lost).await, || async {
-        std::fs::remove_file(&lost_path).unwrap();
-    })
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        None,
+        dir.path(),
+        provider_for(&lost).await,
+        || async {
+            std::fs::remove_file(&lost_path).unwrap();
+        },
+    )
     .await;
 }
 
@@ -231,9 +243,15 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
     let dir = tempfile::tempdir().unwrap();
     let lost = certificate(dir.path(), "lost");
     let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(StoreKind::Json, None, dir.path(), provider_for(&lost).await, || async {
-        std::fs::remove_file(&lost_path).unwrap();
-    })
+    recovered_after_losing(
+        StoreKind::Json,
+        None,
+        dir.path(),
+        provider_for(&lost).await,
+        || async {
+            std::fs::remove_file(&lost_path).unwrap();
+        },
+    )
     .await;
     let document: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("data.json")).unwrap()).unwrap();
@@ -287,24 +305,29 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
             "moto is not installed (pip install 'moto[server]'): AWS KMS recovery skipped"
         );
     };
-    let key_id = moto
-        .create_key(aws_sdk_kms::types::KeySpec::Rsa2048)
-        .await;
+    let key_id = moto.create_key(aws_sdk_kms::types::KeySpec::Rsa2048).await;
     let provider = AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = moto.client();
-    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), Arc::new(provider), || async {
-        client.disable_key().key_id(&key_id).send().await.unwrap();
-        let lost = AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
-            .await;
-        let unwrapped = match lost {
-            Ok(provider) => provider.unwrap_symmetric_key(&[1u8; 64]).await.is_ok(),
-            Err(_) => false,
-        };
-        assert!(!unwrapped, "the disabled key unwraps nothing");
-    })
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        None,
+        dir.path(),
+        Arc::new(provider),
+        || async {
+            client.disable_key().key_id(&key_id).send().await.unwrap();
+            let lost =
+                AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
+                    .await;
+            let unwrapped = match lost {
+                Ok(provider) => provider.unwrap_symmetric_key(&[1u8; 64]).await.is_ok(),
+                Err(_) => false,
+            };
+            assert!(!unwrapped, "the disabled key unwraps nothing");
+        },
+    )
     .await;
 }
 
@@ -325,24 +348,32 @@ async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
     hsm.generate_key(&token, "kc", &[3], true);
     let hsm_key = RsaKeySettings::Pkcs11(hsm.settings(&token, label("kc")));
     let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(StoreKind::Sqlite, None, dir.path(), provider_for(&hsm_key).await, || async {
-        let session = hsm.context.open_rw_session(hsm.slot_of(&token)).unwrap();
-        session
-            .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
-            .unwrap();
-        let objects = session
-            .find_objects(&[Attribute::Label(b"kc".to_vec())])
-            .unwrap();
-        assert!(!objects.is_empty());
-        for object in objects {
-            session.destroy_object(object).unwrap();
-        }
-        session.logout().unwrap();
-        assert!(
-            open_rsa_key_provider(&hsm_key, SettingsGroup::Main).await.is_err(),
-            "the HSM key is gone"
-        );
-    })
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        None,
+        dir.path(),
+        provider_for(&hsm_key).await,
+        || async {
+            let session = hsm.context.open_rw_session(hsm.slot_of(&token)).unwrap();
+            session
+                .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
+                .unwrap();
+            let objects = session
+                .find_objects(&[Attribute::Label(b"kc".to_vec())])
+                .unwrap();
+            assert!(!objects.is_empty());
+            for object in objects {
+                session.destroy_object(object).unwrap();
+            }
+            session.logout().unwrap();
+            assert!(
+                open_rsa_key_provider(&hsm_key, SettingsGroup::Main)
+                    .await
+                    .is_err(),
+                "the HSM key is gone"
+            );
+        },
+    )
     .await;
 }
 
@@ -442,7 +473,11 @@ async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     .await
     .unwrap();
     assert!(report.completed);
-    assert_eq!(wraps().await.len(), 1, "only the current key's wrap is left");
+    assert_eq!(
+        wraps().await.len(),
+        1,
+        "only the current key's wrap is left"
+    );
 
     // And recovery works from the rotated key.
     std::fs::remove_file(dir.path().join("third.pfx")).unwrap();
@@ -511,7 +546,10 @@ async fn stderr_until(mut command: std::process::Command, until: &'static str) -
         let stderr = child.stderr.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if sender.send(line).is_err() {
                     break;
                 }
@@ -563,8 +601,14 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
 
     let said = stderr_until(with_recovery(&second, free_port()), "another recovery key").await;
     assert!(said.contains("another recovery key"), "{said}");
-    assert!(said.contains(&first.fingerprint), "the stored wrap's fingerprint: {said}");
-    assert!(said.contains(&second.fingerprint), "the configured one: {said}");
+    assert!(
+        said.contains(&first.fingerprint),
+        "the stored wrap's fingerprint: {said}"
+    );
+    assert!(
+        said.contains(&second.fingerprint),
+        "the configured one: {said}"
+    );
     assert!(!said.contains(RECOVERY_PASSWORD));
 
     let database = key_connector::config::DatabaseSettings::Sqlite {
@@ -596,7 +640,10 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     assert!(status.success(), "{said}");
     let wraps = stored().await;
     assert_eq!(wraps.len(), 1);
-    assert_eq!(wraps[0].fingerprint, second.fingerprint, "replaced as asked");
+    assert_eq!(
+        wraps[0].fingerprint, second.fingerprint,
+        "replaced as asked"
+    );
 
     // The RSA key is lost; the first recovery key no longer opens anything; the second does.
     std::fs::remove_file(dir.path().join("key.pfx")).unwrap();
@@ -605,14 +652,27 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
         let new_key = dir.path().join("new.pfx");
         if !new_key.exists() {
             let bytes =
-                key_connector::pkcs12::generate_self_signed_pfx(2048, "new", Some("new-pw")).unwrap();
+                key_connector::pkcs12::generate_self_signed_pfx(2048, "new", Some("new-pw"))
+                    .unwrap();
             std::fs::write(&new_key, bytes).unwrap();
         }
         command
-            .env("keyConnectorSettings__rotateTo__rsaKey__provider", "certificate")
-            .env("keyConnectorSettings__rotateTo__certificate__provider", "filesystem")
-            .env("keyConnectorSettings__rotateTo__certificate__filesystemPath", &new_key)
-            .env("keyConnectorSettings__rotateTo__certificate__filesystemPassword", "new-pw")
+            .env(
+                "keyConnectorSettings__rotateTo__rsaKey__provider",
+                "certificate",
+            )
+            .env(
+                "keyConnectorSettings__rotateTo__certificate__provider",
+                "filesystem",
+            )
+            .env(
+                "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+                &new_key,
+            )
+            .env(
+                "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+                "new-pw",
+            )
             .env("KEY_CONNECTOR_RECOVERY_KEY_PASSWORD", password)
             .arg("recover")
             .arg("--recovery-key")
@@ -623,13 +683,22 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     let (status, said) = run_to_end(recover_with(&first, RECOVERY_PASSWORD)).await;
     assert!(!status.success());
     assert!(
-        said.contains(&format!("no recovery wrap for this recovery key (fingerprint {})", first.fingerprint)),
+        said.contains(&format!(
+            "no recovery wrap for this recovery key (fingerprint {})",
+            first.fingerprint
+        )),
         "{said}"
     );
     let (status, said) = run_to_end(recover_with(&second, "wrong")).await;
     assert!(!status.success());
-    assert!(said.contains("the password does not open this PKCS#12 file"), "{said}");
-    assert!(said.contains("KEY_CONNECTOR_RECOVERY_KEY_PASSWORD"), "{said}");
+    assert!(
+        said.contains("the password does not open this PKCS#12 file"),
+        "{said}"
+    );
+    assert!(
+        said.contains("KEY_CONNECTOR_RECOVERY_KEY_PASSWORD"),
+        "{said}"
+    );
     let (status, said) = run_to_end(recover_with(&second, RECOVERY_PASSWORD)).await;
     assert!(status.success(), "{said}");
     assert!(said.contains("all 1 user keys verified"), "{said}");
@@ -643,7 +712,10 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
             "keyConnectorSettings__certificate__filesystemPath",
             dir.path().join("new.pfx"),
         )
-        .env("keyConnectorSettings__certificate__filesystemPassword", "new-pw");
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "new-pw",
+        );
     let service = Service::spawn(command, port).wait_ready().await;
     assert_eq!(service.key_of(&token).await, Ok(key));
 }
