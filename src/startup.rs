@@ -314,22 +314,26 @@ async fn keep_recovery_wraps_current(
 ) -> Result<(), StartupError> {
     use crate::crypto::recovery::OnMismatch;
     use crate::operations::recovery::{RecoveryWrapError, keep_current};
+
     let recovery = settings
         .load()
         .map_err(|e| StartupError::Recovery(RecoveryWrapError::Settings(e)))?;
-    let status = retry_transient(
-        "recovery wrap",
-        || keep_current(store, rsa_key, &recovery, OnMismatch::Keep),
-        RecoveryWrapError::is_transient,
-    )
-    .await
-    .map_err(StartupError::Recovery)?;
-    if status.is_current() {
-        tracing::info!(
+    // The symmetric key was just read, so the store answers: a write that fails now (a
+    // read-only database, a permission) would not heal by waiting. The service can serve
+    // without the wrap; say so loudly, and the next start tries again.
+    match keep_current(store, rsa_key, &recovery, OnMismatch::Keep).await {
+        Ok(status) if status.is_current() => tracing::info!(
             fingerprint = %status.configured_fingerprint,
             bits = recovery.bits(),
             "recovery wrap of the symmetric key is current"
-        );
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(
+            %error,
+            fingerprint = %recovery.fingerprint(),
+            "the recovery wrap of the symmetric key could not be written; serving without it, \
+             the next start tries again (key-connector check-config shows its state)"
+        ),
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::crypto::recovery::{
 };
 use crate::crypto::symmetric_key::{BootstrapError, unwrap_stored};
 use crate::keys::RsaKeyProvider;
-use crate::store::{KeyStore, StoreError};
+use crate::store::KeyStore;
 
 /// Why the recovery wraps could not be checked or written.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +29,6 @@ pub enum RecoveryWrapError {
     Recovery(#[from] RecoveryError),
     #[error("recovery wrap: the database has no symmetric key yet")]
     NoSymmetricKey,
-}
-
-impl RecoveryWrapError {
-    /// Whether a peer being down is the cause (retrying can help).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            RecoveryWrapError::SymmetricKey(error) => error.is_transient(),
-            RecoveryWrapError::Recovery(RecoveryError::Store(StoreError::Unavailable(_))) => true,
-            _ => false,
-        }
-    }
 }
 
 /// The stored symmetric key and the pending one, unwrapped with `provider`.

@@ -719,3 +719,53 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     let service = Service::spawn(command, port).wait_ready().await;
     assert_eq!(service.key_of(&token).await, Ok(key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
+    use key_connector::config::{DatabaseSettings, TransferTarget, TransferToSettings};
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let recovery = RecoveryPair::new(dir.path(), "recovery", 3072);
+    let target_database = DatabaseSettings::Json {
+        path: dir.path().join("target.json"),
+    };
+    let target_key = certificate(dir.path(), "target");
+    let app = crate::support::spawn_app_with(
+        Arc::clone(&idp),
+        crate::support::AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            recovery_key: Some(recovery.settings()),
+            transfer_to: Some(TransferToSettings {
+                lockfile_path: Some(dir.path().join("transfer.lock")),
+                target: Some(TransferTarget {
+                    database: target_database.clone(),
+                    rsa_key: target_key,
+                }),
+            }),
+            ..crate::support::AppOptions::default()
+        },
+    )
+    .await;
+    app.shutdown().await;
+    let source = open_store(&settings_for(StoreKind::Sqlite, dir.path(), &idp.url).database)
+        .await
+        .unwrap()
+        .read_recovery_wraps()
+        .await
+        .unwrap();
+    let target = open_store(&target_database)
+        .await
+        .unwrap()
+        .read_recovery_wraps()
+        .await
+        .unwrap();
+    assert_eq!(source.len(), 1);
+    assert_eq!(target.len(), 1);
+    assert_eq!(target[0].fingerprint, recovery.fingerprint);
+    assert_ne!(
+        target[0].key_check, source[0].key_check,
+        "the target has a symmetric key of its own"
+    );
+    let private = recovery.private();
+    assert_eq!(private.unwrap(&target[0]).unwrap().len(), 32);
+}
