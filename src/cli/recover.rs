@@ -64,8 +64,8 @@ impl fmt::Display for RecoverOutcome {
 impl Outcome for RecoverOutcome {}
 
 /// Reads the recovery PFX and its password (from `password_file`, else [`PASSWORD_VAR`];
-/// none when neither is set).
-fn recovery_private_key(
+/// none when neither is set). Every command taking the recovery key reads it this way.
+pub(super) fn recovery_private_key(
     source: &ConfigSource,
     pfx: &Path,
     password_file: Option<&Path>,

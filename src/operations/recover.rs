@@ -252,6 +252,13 @@ fn assign<'a>(
             _ => Err(ambiguous()),
         };
     }
+    if recovered.len() < 2 {
+        return Err(OperationError::Failed(
+            "a symmetric-key rotation is unfinished, but the database holds a recovery wrap of only one of its two keys \
+             for this recovery key; nothing was changed"
+                .into(),
+        ));
+    }
     let unused: Vec<usize> = (0..recovered.len()).filter(|i| opened[*i] == 0).collect();
     let pair = match (used.as_slice(), unused.as_slice()) {
         ([a, b], _) => (*a, *b),
