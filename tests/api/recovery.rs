@@ -331,6 +331,28 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
+#[cfg(feature = "gcpkms")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
+    use key_connector::keys::gcpkms::GcpKmsKeyProvider;
+    let kms = crate::gcpkms::KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&crate::gcpkms::settings(), kms.connection())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        None,
+        dir.path(),
+        Arc::new(provider),
+        || async {
+            // The key version is destroyed with the stand-in that held it.
+            drop(kms);
+        },
+    )
+    .await;
+}
+
 #[cfg(feature = "pkcs11")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
