@@ -353,6 +353,28 @@ async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
+#[cfg(feature = "azurekv")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
+    use key_connector::keys::azurekv::AzureKeyVaultKeyProvider;
+    let azure = crate::azurekv::AzureStandIn::start().await;
+    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    recovered_after_losing(
+        StoreKind::Sqlite,
+        None,
+        dir.path(),
+        Arc::new(provider),
+        || async {
+            // The vault, and the key in it, are gone with the stand-in.
+            drop(azure);
+        },
+    )
+    .await;
+}
+
 #[cfg(feature = "pkcs11")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
