@@ -375,6 +375,30 @@ async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one() {
+    use crate::vault::{TOKEN, VaultStandIn, secret_data, settings_from_env};
+    let vault = VaultStandIn::start(Some(secret_data())).await;
+    let in_vault = settings_from_env(&vault.url, TOKEN, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    recovered_after_losing(
+        StoreKind::Json,
+        None,
+        dir.path(),
+        provider_for(&in_vault).await,
+        || async {
+            drop(vault);
+            assert!(
+                open_rsa_key_provider(&in_vault, SettingsGroup::Main)
+                    .await
+                    .is_err(),
+                "the secret is gone"
+            );
+        },
+    )
+    .await;
+}
+
 #[cfg(feature = "pkcs11")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
