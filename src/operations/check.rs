@@ -3,8 +3,9 @@
 //!
 //! Checks, in order: the settings; the store (opened, schema checked, keys counted); the RSA
 //! key (loaded, health check); the symmetric key (unwrapped, never created); a sample of user
-//! keys decrypted; the identity server's discovery document and keys; the transfer target if
-//! one is configured; the recovery key and its wraps, if one is configured. The exit status is non-zero when any check fails.
+//! keys decrypted; the recovery key and its wraps, if one is configured; the identity
+//! server's discovery document and keys; the transfer target if one is configured. The exit
+//! status is non-zero when any check fails.
 
 use std::fmt::Write as _;
 use std::time::Duration;
