@@ -40,6 +40,8 @@ pub enum StartupError {
     #[error("{0}")]
     SymmetricKey(BootstrapError),
     #[error("{0}")]
+    Recovery(crate::operations::recovery::RecoveryWrapError),
+    #[error("{0}")]
     Unsupported(String),
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -111,6 +113,10 @@ impl Application {
             SymmetricKeyOrigin::CreatedConcurrently => {
                 tracing::info!("another instance saved the symmetric key first; using that one")
             }
+        }
+
+        if let Some(recovery) = &settings.recovery_key {
+            keep_recovery_wraps_current(store.as_ref(), rsa_key.as_ref(), recovery).await?;
         }
 
         let cipher = Arc::new(cipher);
@@ -295,6 +301,41 @@ impl Application {
         state.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Writes the recovery wrap of the symmetric key when it is missing (a new database, a
+/// recovery key configured since the last start, a crash between the key and its wrap), and
+/// warns when the stored wrap is for another recovery key (kept: replacing it is the
+/// operator's `replace-recovery-wrap`).
+async fn keep_recovery_wraps_current(
+    store: &dyn KeyStore,
+    rsa_key: &dyn RsaKeyProvider,
+    settings: &crate::config::RecoveryKeySettings,
+) -> Result<(), StartupError> {
+    use crate::crypto::recovery::OnMismatch;
+    use crate::operations::recovery::{RecoveryWrapError, keep_current};
+
+    let recovery = settings
+        .load()
+        .map_err(|e| StartupError::Recovery(RecoveryWrapError::Settings(e)))?;
+    // The symmetric key was just read, so the store answers: a write that fails now (a
+    // read-only database, a permission) would not heal by waiting. The service can serve
+    // without the wrap; say so loudly, and the next start tries again.
+    match keep_current(store, rsa_key, &recovery, OnMismatch::Keep).await {
+        Ok(status) if status.is_current() => tracing::info!(
+            fingerprint = %status.configured_fingerprint,
+            bits = recovery.bits(),
+            "recovery wrap of the symmetric key is current"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(
+            %error,
+            fingerprint = %recovery.fingerprint(),
+            "the recovery wrap of the symmetric key could not be written; serving without it, \
+             the next start tries again (key-connector check-config shows its state)"
+        ),
+    }
+    Ok(())
 }
 
 /// Retries `attempt` with exponential backoff (1 s doubling to 30 s) while `is_transient`

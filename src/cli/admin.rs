@@ -94,6 +94,9 @@ pub async fn transfer(
         !dry_run,
     )
     .await?;
+    if !dry_run {
+        crate::operations::recovery::keep_target_current(settings, &to).await?;
+    }
     let report = crate::operations::transfer::transfer(&from, &to, dry_run, true).await;
     from.store.close().await;
     to.store.close().await;
@@ -129,9 +132,14 @@ pub async fn rotate_rsa_key(source: &ConfigSource) -> Result<RsaRotationOutcome,
                 .into(),
         ));
     };
-    let report =
-        crate::operations::rotate::rotate_rsa_key(&settings.database, &settings.rsa_key, new)
-            .await?;
+    let recovery = crate::operations::recovery::configured_key(settings)?;
+    let report = crate::operations::rotate::rotate_rsa_key(
+        &settings.database,
+        &settings.rsa_key,
+        new,
+        recovery.as_ref(),
+    )
+    .await?;
     Ok(RsaRotationOutcome(report))
 }
 
@@ -179,11 +187,13 @@ pub async fn rotate_symmetric_key(
     }
     let loaded = config::load(source)?;
     let settings = &loaded.settings;
+    let recovery = crate::operations::recovery::configured_key(settings)?;
     let report = crate::operations::rotate::rotate_symmetric_key(
         &settings.database,
         &settings.rsa_key,
         batch,
         true,
+        recovery.as_ref(),
     )
     .await?;
     Ok(SymmetricRotationOutcome(report))

@@ -8,6 +8,7 @@
 mod admin;
 mod backup;
 mod healthcheck;
+mod recover;
 mod serve;
 
 use std::fmt;
@@ -109,6 +110,24 @@ enum Command {
         )]
         verify: Option<String>,
     },
+    /// Break glass: unwrap the symmetric key with the offline recovery key and wrap it under
+    /// a new RSA key, after verifying every user key. The PFX password comes from
+    /// KEY_CONNECTOR_RECOVERY_KEY_PASSWORD or --recovery-key-password-file.
+    Recover {
+        /// The recovery private key: a PKCS#12 (.pfx) file.
+        #[arg(long, value_name = "FILE.pfx")]
+        recovery_key: PathBuf,
+        /// A file holding the PFX's password (instead of KEY_CONNECTOR_RECOVERY_KEY_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        recovery_key_password_file: Option<PathBuf>,
+        /// The settings naming the new RSA key: `rotate-to` (keyConnectorSettings:rotateTo:...)
+        /// or `rsa-key` (the service's own rsaKey/certificate settings).
+        #[arg(long, value_enum, value_name = "SETTINGS")]
+        to_rsa_key: recover::RecoveryTarget,
+    },
+    /// Wrap the symmetric key under the configured recovery key, replacing a wrap made for
+    /// another recovery key (start-up only warns about one).
+    ReplaceRecoveryWrap,
     /// Exit 0 if the running service answers `/health` with 200 (the container's HEALTHCHECK).
     Healthcheck {
         /// Default: the first address of ASPNETCORE_URLS on this machine.
@@ -208,6 +227,20 @@ pub async fn run() -> ExitCode {
                 Err(error) => Err(error),
             })
         }
+        Command::Recover {
+            recovery_key,
+            recovery_key_password_file,
+            to_rsa_key,
+        } => finish(
+            recover::recover(
+                &source,
+                recovery_key,
+                recovery_key_password_file,
+                to_rsa_key,
+            )
+            .await,
+        ),
+        Command::ReplaceRecoveryWrap => finish(recover::replace_recovery_wrap(&source).await),
         Command::RotateRsaKey => finish(admin::rotate_rsa_key(&source).await),
         Command::RotateSymmetricKey {
             service_stopped,

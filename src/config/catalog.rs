@@ -77,18 +77,25 @@ settings_catalog! {
 }
 
 settings_catalog! {
+    RECOVERY_SETTINGS;
+    RECOVERY_KEY_PUBLIC_KEY_PATH = SettingPath::top("recoveryKey:publicKeyPath"), None, "break-glass recovery key: RSA (3072+ bits) public key or certificate file, PEM or DER (off when unset)";
+}
+
+settings_catalog! {
     TRANSFER_SETTINGS;
     TRANSFER_TO_LOCKFILE_PATH = SettingPath::top("lockfilePath").in_group(SettingsGroup::TransferTo), None, "one-shot transfer lock file";
 }
 
 /// Every setting of upstream's `KeyConnectorSettings` (and ours), in one table: the general
-/// ones, each key provider's (in the order the key provider registry gives), then `transferTo`'s.
+/// ones, each key provider's (in the order the key provider registry gives), the recovery
+/// key's, then `transferTo`'s.
 /// `transferTo:` accepts the `database:`, `certificate:` and `rsaKey:` groups again,
 /// `rotateTo:` the `certificate:` and `rsaKey:` groups.
 pub fn known_settings() -> impl Iterator<Item = &'static KnownSetting> {
     GENERAL_SETTINGS
         .iter()
         .chain(crate::keys::provider_settings())
+        .chain(RECOVERY_SETTINGS)
         .chain(TRANSFER_SETTINGS)
 }
 

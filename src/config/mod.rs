@@ -45,6 +45,9 @@ pub struct Settings {
     /// `rotateTo:rsaKey` (with `rotateTo:certificate`): the new RSA key for the
     /// `rotate-rsa-key` command. Not an upstream setting; upstream ignores it.
     pub rotate_to: Option<RsaKeySettings>,
+    /// `recoveryKey:publicKeyPath`: the break-glass recovery key the symmetric key is also
+    /// wrapped under (see [`crate::crypto::recovery`]). Not an upstream setting.
+    pub recovery_key: Option<RecoveryKeySettings>,
     /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
     /// `https://` listeners; `None` when no path is set.
     pub https_certificate: Option<crate::tls::CertificateSettings>,
@@ -68,6 +71,21 @@ impl DatabaseSettings {
             DatabaseSettings::MySql { .. } => "mysql",
             DatabaseSettings::SqlServer { .. } => "sqlserver",
         }
+    }
+}
+
+/// `recoveryKey`: the offline recovery key's public half.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryKeySettings {
+    /// A PEM `PUBLIC KEY`, or an X.509 certificate in PEM or DER; read when the service or a
+    /// command starts ([`crate::crypto::recovery::RecoveryPublicKey::load`]).
+    pub public_key_path: PathBuf,
+}
+
+impl RecoveryKeySettings {
+    /// Reads and checks the key file; the error names the setting.
+    pub fn load(&self) -> Result<crate::crypto::recovery::RecoveryPublicKey, ConfigError> {
+        crate::crypto::recovery::RecoveryPublicKey::load(&self.public_key_path)
     }
 }
 

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use super::catalog::{
-    DATABASE_PROVIDER, IDENTITY_SERVER_URI, RSA_KEY_PROVIDER, TRANSFER_TO_LOCKFILE_PATH,
-    WEB_VAULT_URI, is_known,
+    DATABASE_PROVIDER, IDENTITY_SERVER_URI, RECOVERY_KEY_PUBLIC_KEY_PATH, RSA_KEY_PROVIDER,
+    TRANSFER_TO_LOCKFILE_PATH, WEB_VAULT_URI, is_known,
 };
 use super::database::database_settings;
 use super::layers::{Section, Values, read_section};
@@ -108,7 +108,16 @@ fn validate(
         None => None,
     };
 
+    let recovery_key = values
+        .setting(RECOVERY_KEY_PUBLIC_KEY_PATH)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|path| super::RecoveryKeySettings {
+            public_key_path: PathBuf::from(path),
+        });
+
     Ok(Settings {
+        recovery_key,
         https_certificate: crate::tls::CertificateSettings::from_vars(source.env.iter().cloned()),
         rotate_to,
         web_vault_origin,

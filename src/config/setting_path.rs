@@ -149,7 +149,8 @@ impl SettingPath {
             .into_iter()
             .flatten()
             .collect();
-        levels.join(separator)
+        // A key may name a level of its own (`recoveryKey:publicKeyPath`).
+        levels.join(separator).replace(':', separator)
     }
 }
 
@@ -192,6 +193,16 @@ mod tests {
         // Already in the group: left alone.
         let path = SettingPath::rsa_key("awsKeyId").in_group(SettingsGroup::RotateTo);
         assert_eq!(path.in_group(SettingsGroup::RotateTo), path);
+    }
+
+    #[test]
+    fn a_key_with_its_own_level_is_spelled_with_it() {
+        let path = SettingPath::top("recoveryKey:publicKeyPath");
+        assert_eq!(path.relative(), "recoveryKey:publicKeyPath");
+        assert_eq!(
+            path.env_var(),
+            "keyConnectorSettings__recoveryKey__publicKeyPath"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! stored as base64 of `ciphertext || tag (16) || nonce (12)`. The symmetric key itself is
 //! created and unwrapped by [`symmetric_key`].
 
+pub mod recovery;
 pub mod symmetric_key;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};

@@ -87,6 +87,7 @@ pub async fn run(
         }),
         transfer_to: None,
         rotate_to: None,
+        recovery_key: None,
         https_certificate: None,
     };
     let listen = [ListenUrl {

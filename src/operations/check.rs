@@ -3,14 +3,15 @@
 //!
 //! Checks, in order: the settings; the store (opened, schema checked, keys counted); the RSA
 //! key (loaded, health check); the symmetric key (unwrapped, never created); a sample of user
-//! keys decrypted; the identity server's discovery document and keys; the transfer target if
-//! one is configured. The exit status is non-zero when any check fails.
+//! keys decrypted; the recovery key and its wraps, if one is configured; the identity
+//! server's discovery document and keys; the transfer target if one is configured. The exit
+//! status is non-zero when any check fails.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::KeyDatabase;
-use crate::config::{ListenUrl, LoadedSettings, SettingsGroup};
+use crate::config::{ListenUrl, LoadedSettings, Settings, SettingsGroup};
 
 /// User keys decrypted to prove the symmetric key fits the data.
 const SAMPLE: usize = 20;
@@ -121,6 +122,7 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
                 Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
             }
             check_keys(&mut report, &source).await;
+            check_recovery_wrap(&mut report, settings, &source).await;
             source.store.close().await;
         }
     }
@@ -162,6 +164,67 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         }
     }
     report
+}
+
+/// The recovery key's setting and the state of the stored wraps, read-only: a missing wrap
+/// is a warning (the service writes it at its next start), a wrap for another recovery key
+/// too (kept until `replace-recovery-wrap`).
+async fn check_recovery_wrap(report: &mut Report, settings: &Settings, source: &KeyDatabase) {
+    let recovery = match super::recovery::configured_key(settings) {
+        Ok(Some(recovery)) => recovery,
+        Ok(None) => {
+            let stored = source.store.read_recovery_wraps().await.map(|w| w.len());
+            if let Ok(count @ 1..) = stored {
+                report.push(
+                    Outcome::Warning,
+                    "recovery wrap",
+                    format!(
+                        "no recovery key configured, but the database holds {count} recovery wrap(s) made earlier"
+                    ),
+                );
+            }
+            return;
+        }
+        Err(error) => {
+            report.push(Outcome::Failed, "recovery key", error.to_string());
+            return;
+        }
+    };
+    report.push(
+        Outcome::Ok,
+        "recovery key",
+        format!(
+            "RSA {}-bit, fingerprint {}",
+            recovery.bits(),
+            recovery.fingerprint()
+        ),
+    );
+    if source.cipher.is_none() {
+        report.push(
+            Outcome::Ok,
+            "recovery wrap",
+            "none yet: written with the symmetric key at first start",
+        );
+        return;
+    }
+    match super::recovery::status(source.store.as_ref(), source.rsa_key.as_ref(), &recovery).await {
+        Ok(status) => {
+            let outcome = if status.is_current() {
+                Outcome::Ok
+            } else {
+                Outcome::Warning
+            };
+            report.push(
+                outcome,
+                "recovery wrap",
+                format!("current key: {}", status.current),
+            );
+            if let Some(pending) = &status.pending {
+                report.push(outcome, "recovery wrap", format!("pending key: {pending}"));
+            }
+        }
+        Err(error) => report.push(Outcome::Failed, "recovery wrap", error.to_string()),
+    }
 }
 
 async fn check_keys(report: &mut Report, source: &KeyDatabase) {

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
 use crate::store::{KeyStore, open_store};
 
@@ -43,10 +44,13 @@ pub struct RotationReport {
     pub new_provider: String,
 }
 
+/// `recovery`: the configured recovery key, whose wrap of the (unchanged) symmetric key is
+/// written if it is missing.
 pub async fn rotate_rsa_key(
     database: &DatabaseSettings,
     current: &RsaKeySettings,
     new: &RsaKeySettings,
+    recovery: Option<&RecoveryPublicKey>,
 ) -> Result<RotationReport, OperationError> {
     let failed = super::StepFailure("Nothing was changed");
     let (store, old_provider) = open(database, current, "current RSA key").await?;
@@ -116,6 +120,13 @@ pub async fn rotate_rsa_key(
                 "saved, but the stored value does not unwrap with the new RSA key; investigate before restarting".into(),
             ));
         }
+        if let Some(recovery) = recovery {
+            // The symmetric key did not change, so neither does its recovery wrap; write it
+            // if it was never written.
+            keep_recovery_wraps_current(store.as_ref(), recovery, &key, None, OnMismatch::Keep, false)
+                .await
+                .map_err(|e| OperationError::Failed(format!("the RSA key was rotated, but the recovery wrap could not be checked: {e}")))?;
+        }
         Ok(RotationReport {
             old_provider: old_provider.describe(),
             new_provider: new_description,
@@ -155,11 +166,17 @@ pub struct SymmetricRotationReport {
 /// Instances that are running keep only the old key in memory and would seal new keys with
 /// it: stop them all before rotating (the caller must confirm).
 /// `batch` limits how many keys are re-sealed in this run (the rest in later runs).
+///
+/// With a `recovery` key, the new key's recovery wrap is saved before the new key itself
+/// (so no user key is ever sealed under a key without one), checked again before any user
+/// key is re-sealed, and the old key's wrap is forgotten only after the new key became
+/// current: at every instant the current key, and the pending one, can be recovered.
 pub async fn rotate_symmetric_key(
     database: &DatabaseSettings,
     rsa_key: &RsaKeySettings,
     batch: Option<usize>,
     interactive: bool,
+    recovery: Option<&RecoveryPublicKey>,
 ) -> Result<SymmetricRotationReport, OperationError> {
     use crate::crypto::symmetric_key::unwrap_stored;
     use crate::crypto::{UserKeyCipher, generate_symmetric_key};
@@ -177,7 +194,8 @@ pub async fn rotate_symmetric_key(
             what: "database",
             source: e,
         };
-        let current = UserKeyCipher::new(&unwrap_stored(&current_wrapped, provider.as_ref()).await.map_err(symmetric)?)
+        let current_key = unwrap_stored(&current_wrapped, provider.as_ref()).await.map_err(symmetric)?;
+        let current = UserKeyCipher::new(&current_key)
             .map_err(failed.at("the current symmetric key is damaged"))?;
 
         // 1. The pending key: reuse an interrupted run's, or make and save one.
@@ -192,6 +210,13 @@ pub async fn rotate_symmetric_key(
             }
             None => {
                 let fresh = generate_symmetric_key().map_err(failed.at("cannot generate a key"))?;
+                if let Some(recovery) = recovery {
+                    let wrap = recovery.wrap(&fresh).map_err(failed.at("cannot wrap the new key under the recovery key"))?;
+                    store
+                        .save_recovery_wrap(&wrap)
+                        .await
+                        .map_err(failed.at("cannot save the new key's recovery wrap"))?;
+                }
                 let wrapped = provider
                     .wrap_symmetric_key(&fresh)
                     .await
@@ -202,8 +227,16 @@ pub async fn rotate_symmetric_key(
                     .map_err(failed.at("cannot save the new key"))?
             }
         };
-        let new = UserKeyCipher::new(&unwrap_stored(&pending_wrapped, provider.as_ref()).await.map_err(symmetric)?)
+        let pending_key = unwrap_stored(&pending_wrapped, provider.as_ref()).await.map_err(symmetric)?;
+        let new = UserKeyCipher::new(&pending_key)
             .map_err(failed.at("the pending symmetric key is damaged"))?;
+        if let Some(recovery) = recovery {
+            // Both keys recoverable before any user key moves (a resumed run, or another
+            // run's pending key that won the race, included).
+            keep_recovery_wraps_current(store.as_ref(), recovery, &current_key, Some(pending_key.as_slice()), OnMismatch::Keep, false)
+                .await
+                .map_err(failed.at("cannot write the recovery wraps"))?;
+        }
 
         // 2. Re-seal.
         let rows = store
@@ -279,6 +312,15 @@ pub async fn rotate_symmetric_key(
             return Err(OperationError::Failed(
                 "the current symmetric key changed during the rotation; run it again".into(),
             ));
+        }
+        if let Some(recovery) = recovery {
+            // The old key seals nothing any more: forget its wrap (start-up does it too,
+            // should this fail).
+            if let Err(error) =
+                keep_recovery_wraps_current(store.as_ref(), recovery, &pending_key, None, OnMismatch::Keep, true).await
+            {
+                tracing::warn!(%error, "rotation completed; the old key's recovery wrap is removed at the next start");
+            }
         }
         Ok(report)
     }

@@ -33,7 +33,10 @@ use uuid::Uuid;
 
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
-use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
+use super::{
+    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
+};
 use crate::dotnet_time;
 
 /// How long a change waits for another process's lock before answering 503.
@@ -635,6 +638,100 @@ impl SymmetricKeyRows for JsonFileStore {
                 }
                 let write = (!plan.writes.is_empty()).then_some(());
                 Ok((write, plan.answer))
+            })
+        })
+        .await
+    }
+}
+
+/// Where the recovery wraps are kept: a top-level array of `{keyCheck, fingerprint,
+/// wrappedKey}`. Not upstream's: its JsonFlatFileDataStore keeps top-level properties it
+/// does not know when it rewrites the file (it writes back the whole document it read),
+/// and the names are already the lower camel case it would give them.
+const RECOVERY_WRAPS: &str = "recoveryKeyWraps";
+
+fn recovery_wraps(document: &Map<String, Value>) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+    let items = match get_ci(document, RECOVERY_WRAPS) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(StoreError::corrupt(format!(
+                "`{RECOVERY_WRAPS}` is not an array"
+            )));
+        }
+    };
+    items
+        .iter()
+        .map(|item| {
+            let field = |name: &str| {
+                item.as_object()
+                    .and_then(|object| get_ci(object, name))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        StoreError::corrupt(format!(
+                            "an entry of `{RECOVERY_WRAPS}` has no string `{name}`"
+                        ))
+                    })
+            };
+            Ok(StoredRecoveryWrap {
+                key_check: field("keyCheck")?,
+                fingerprint: field("fingerprint")?,
+                wrapped_key: field("wrappedKey")?,
+            })
+        })
+        .collect()
+}
+
+fn set_recovery_wraps(document: &mut Map<String, Value>, wraps: &[StoredRecoveryWrap]) {
+    let items = wraps
+        .iter()
+        .map(|wrap| {
+            let mut item = Map::new();
+            item.insert("keyCheck".into(), Value::String(wrap.key_check.clone()));
+            item.insert(
+                "fingerprint".into(),
+                Value::String(wrap.fingerprint.clone()),
+            );
+            item.insert("wrappedKey".into(), Value::String(wrap.wrapped_key.clone()));
+            Value::Object(item)
+        })
+        .collect();
+    set_ci(document, RECOVERY_WRAPS, Value::Array(items));
+}
+
+#[async_trait]
+impl RecoveryWrapStore for JsonFileStore {
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        recovery_wraps(&self.fresh_snapshot().await?.document)
+    }
+
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+        let wrap = wrap.clone();
+        self.with_file(move |file| {
+            file.change(|document| {
+                let mut wraps = recovery_wraps(document)?;
+                wraps.retain(|stored| stored.key_check != wrap.key_check);
+                wraps.push(wrap);
+                set_recovery_wraps(document, &wraps);
+                Ok((Some(()), ()))
+            })
+        })
+        .await
+    }
+
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+        let keep = keep.to_vec();
+        self.with_file(move |file| {
+            file.change(|document| {
+                let mut wraps = recovery_wraps(document)?;
+                let before = wraps.len();
+                wraps.retain(|stored| keep.contains(&stored.key_check));
+                if wraps.len() == before {
+                    return Ok((None, ()));
+                }
+                set_recovery_wraps(document, &wraps);
+                Ok((Some(()), ()))
             })
         })
         .await

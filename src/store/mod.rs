@@ -1,10 +1,11 @@
 //! Where sealed user keys and the wrapped symmetric key live.
 //!
 //! Two aggregates, two traits: [`SymmetricKeyStore`] holds the wrapped symmetric key (and the
-//! pending one of a rotation), [`UserKeyStore`] the sealed user keys. Both stand on
-//! [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding both, which is
-//! what [`open_store`] (and [`open_store_read_only`], for copies being checked), the only
-//! place that knows every backend, returns. A store never sees
+//! pending one of a rotation), [`UserKeyStore`] the sealed user keys; beside them
+//! [`RecoveryWrapStore`] keeps the symmetric keys' wraps under the offline recovery key.
+//! All stand on [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding
+//! them all, which is what [`open_store`] (and [`open_store_read_only`], for copies being
+//! checked), the only place that knows every backend, returns. A store never sees
 //! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
 //! upstream stores it.
 //!
@@ -334,10 +335,43 @@ pub trait UserKeyStore: StoreBackend {
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError>;
 }
 
-/// A backend holding both aggregates, as every store of this service does.
-pub trait KeyStore: SymmetricKeyStore + UserKeyStore {}
+/// A wrap of a symmetric key under the offline recovery key, as stored (see
+/// [`crate::crypto::recovery`]). None of it is secret without the recovery private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecoveryWrap {
+    /// HMAC-SHA256 of a fixed label keyed by the symmetric key, hex: which key this wraps.
+    pub key_check: String,
+    /// SHA-256 of the recovery key's `SubjectPublicKeyInfo`, hex: which key it is wrapped by.
+    pub fingerprint: String,
+    /// base64 of RSA-OAEP-SHA256 of the symmetric key.
+    pub wrapped_key: String,
+}
 
-impl<T: SymmetricKeyStore + UserKeyStore + ?Sized> KeyStore for T {}
+/// The recovery wraps of the symmetric keys, one per symmetric key, kept where the
+/// official service never looks: a table of this service's own in the SQL stores
+/// (`KeyConnectorRecoveryWraps`, created on the first write, so databases without a
+/// recovery key are left exactly as upstream made them), a top-level property of its own
+/// (`recoveryKeyWraps`) in the JSON document.
+#[async_trait]
+pub trait RecoveryWrapStore: StoreBackend {
+    /// Every stored wrap; none when there is no table (or property) yet.
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError>;
+
+    /// Saves `wrap` in place of any wrap of the same symmetric key, durably and atomically.
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError>;
+
+    /// Deletes every wrap whose key check is not in `keep`.
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError>;
+}
+
+/// The table of recovery wraps in the SQL stores: not upstream's, and no EF migration of
+/// upstream's names it, so its migrations never see it.
+pub const RECOVERY_WRAPS_TABLE: &str = "KeyConnectorRecoveryWraps";
+
+/// A backend holding every aggregate, as every store of this service does.
+pub trait KeyStore: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore {}
+
+impl<T: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore + ?Sized> KeyStore for T {}
 
 /// Opens (and creates or migrates, like upstream) the configured store.
 pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>, StoreError> {

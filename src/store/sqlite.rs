@@ -27,7 +27,10 @@ use uuid::Uuid;
 use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
-use super::{CreateOutcome, Fault, Refusal, StoreBackend, StoreError, StoredUserKey};
+use super::{
+    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
+};
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
 
@@ -552,6 +555,86 @@ impl SymmetricKeyRows for SqliteStore {
                 write_key_row(tx, write).map_err(unavailable)?;
             }
             Ok(plan.answer)
+        })
+        .await
+    }
+}
+
+/// This service's own table of recovery wraps, created on the first write.
+const CREATE_RECOVERY_WRAPS: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorRecoveryWraps" (
+    "KeyCheck" TEXT NOT NULL CONSTRAINT "PK_KeyConnectorRecoveryWraps" PRIMARY KEY,
+    "Fingerprint" TEXT NOT NULL,
+    "WrappedKey" TEXT NOT NULL
+)"#;
+
+fn recovery_wraps(connection: &Connection) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+    let exists = connection
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [super::RECOVERY_WRAPS_TABLE],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(unavailable)?
+        .is_some();
+    if !exists {
+        return Ok(Vec::new());
+    }
+    connection
+        .prepare_cached(
+            r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps" ORDER BY "KeyCheck""#,
+        )
+        .and_then(|mut s| {
+            s.query_map([], |row| {
+                Ok(StoredRecoveryWrap {
+                    key_check: row.get(0)?,
+                    fingerprint: row.get(1)?,
+                    wrapped_key: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(unavailable)
+}
+
+#[async_trait]
+impl RecoveryWrapStore for SqliteStore {
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        self.read(recovery_wraps).await
+    }
+
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+        let wrap = wrap.clone();
+        self.write(move |tx| {
+            tx.execute(CREATE_RECOVERY_WRAPS, []).map_err(unavailable)?;
+            tx.execute(
+                r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = ?1"#,
+                [&wrap.key_check],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                r#"INSERT INTO "KeyConnectorRecoveryWraps" ("KeyCheck", "Fingerprint", "WrappedKey") VALUES (?1, ?2, ?3)"#,
+                params![wrap.key_check, wrap.fingerprint, wrap.wrapped_key],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+        let keep = keep.to_vec();
+        self.write(move |tx| {
+            for wrap in recovery_wraps(tx)? {
+                if !keep.contains(&wrap.key_check) {
+                    tx.execute(
+                        r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = ?1"#,
+                        [&wrap.key_check],
+                    )
+                    .map_err(unavailable)?;
+                }
+            }
+            Ok(())
         })
         .await
     }

@@ -33,7 +33,10 @@ use super::sql::{
 };
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
-use super::{CreateOutcome, Refusal, StoreBackend, StoreError, StoredUserKey};
+use super::{
+    CreateOutcome, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
+};
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
 
@@ -679,6 +682,76 @@ impl SymmetricKeyRows for SqlServerStore {
             })
         })
         .await
+    }
+}
+
+/// This service's own table of recovery wraps (not upstream's), created on the first write.
+const CREATE_RECOVERY_WRAPS: &str = "IF OBJECT_ID(N'[KeyConnectorRecoveryWraps]', N'U') IS NULL \
+     CREATE TABLE [KeyConnectorRecoveryWraps] (\
+     [KeyCheck] nvarchar(64) NOT NULL CONSTRAINT [PK_KeyConnectorRecoveryWraps] PRIMARY KEY, \
+     [Fingerprint] nvarchar(64) NOT NULL, [WrappedKey] nvarchar(max) NOT NULL)";
+/// The wraps, or no result at all while the table does not exist.
+const SELECT_RECOVERY_WRAPS: &str = "IF OBJECT_ID(N'[KeyConnectorRecoveryWraps]', N'U') IS NOT NULL \
+     SELECT [KeyCheck], [Fingerprint], [WrappedKey] FROM [KeyConnectorRecoveryWraps] ORDER BY [KeyCheck]";
+const DELETE_RECOVERY_WRAP: &str = "DELETE FROM [KeyConnectorRecoveryWraps] WHERE [KeyCheck] = @P1";
+
+fn recovery_wrap(row: &Row) -> Result<StoredRecoveryWrap, StoreError> {
+    let text = |index: usize| -> Result<String, StoreError> {
+        row.try_get::<&str, _>(index)
+            .map_err(StoreError::corrupt_from)?
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::corrupt("a recovery wrap has a NULL column"))
+    };
+    Ok(StoredRecoveryWrap {
+        key_check: text(0)?,
+        fingerprint: text(1)?,
+        wrapped_key: text(2)?,
+    })
+}
+
+#[async_trait]
+impl RecoveryWrapStore for SqlServerStore {
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        let rows = self
+            .select(self.deadline, SELECT_RECOVERY_WRAPS, &[])
+            .await?;
+        rows.iter().map(recovery_wrap).collect()
+    }
+
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+        let wrap = wrap.clone();
+        self.in_locked_transaction(store_error, |client| {
+            Box::pin(async move {
+                run_batch(client, CREATE_RECOVERY_WRAPS).await?;
+                client
+                    .execute(DELETE_RECOVERY_WRAP, &[&wrap.key_check.as_str()])
+                    .await
+                    .map_err(store_error)?;
+                client
+                    .execute(
+                        "INSERT INTO [KeyConnectorRecoveryWraps] ([KeyCheck], [Fingerprint], [WrappedKey]) VALUES (@P1, @P2, @P3)",
+                        &[
+                            &wrap.key_check.as_str(),
+                            &wrap.fingerprint.as_str(),
+                            &wrap.wrapped_key.as_str(),
+                        ],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+        for wrap in self.read_recovery_wraps().await? {
+            if !keep.contains(&wrap.key_check) {
+                self.execute(DELETE_RECOVERY_WRAP, &[&wrap.key_check.as_str()])
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -39,7 +39,10 @@ use super::sql::{
 };
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
-use super::{CreateOutcome, Refusal, SourceError, StoreBackend, StoreError, StoredUserKey};
+use super::{
+    CreateOutcome, RecoveryWrapStore, Refusal, SourceError, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
+};
 use crate::config::SqlConnection;
 use crate::config::sql_connection::SqlTlsMode;
 
@@ -103,6 +106,9 @@ struct Statements {
     record_last_access: Arc<str>,
     migration_recorded: Arc<str>,
     record_migration: Arc<str>,
+    select_recovery_wraps: Arc<str>,
+    delete_recovery_wrap: Arc<str>,
+    insert_recovery_wrap: Arc<str>,
 }
 
 const USER_KEY_COLUMNS: &str = r#""Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate""#;
@@ -143,6 +149,15 @@ impl Statements {
             ),
             record_migration: sql(
                 r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES ($1, $2)"#,
+            ),
+            select_recovery_wraps: sql(
+                r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps" ORDER BY "KeyCheck""#,
+            ),
+            delete_recovery_wrap: sql(
+                r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = $1"#,
+            ),
+            insert_recovery_wrap: sql(
+                r#"INSERT INTO "KeyConnectorRecoveryWraps" ("KeyCheck", "Fingerprint", "WrappedKey") VALUES ($1, $2, $3)"#,
             ),
         }
     }
@@ -605,6 +620,89 @@ impl SymmetricKeyRows for SqlxServerStore {
                 dialect::unlock(&mut conn).await;
                 result
             })
+        })
+        .await
+    }
+}
+
+impl SqlxServerStore {
+    /// Every recovery wrap, or none when the table was never created.
+    async fn recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        let sql = &self.statements;
+        let rows: Vec<(String, String, String)> = on_server!(&self.pool, |pool, dialect| {
+            let exists = retry_idempotent(|| {
+                sqlx::query(dialect::RECOVERY_WRAPS_EXIST).fetch_optional(pool)
+            })
+            .await?
+            .is_some();
+            if !exists {
+                return Ok(Vec::new());
+            }
+            retry_idempotent(|| sqlx::query_as(run(&sql.select_recovery_wraps)).fetch_all(pool))
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(key_check, fingerprint, wrapped_key)| StoredRecoveryWrap {
+                key_check,
+                fingerprint,
+                wrapped_key,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RecoveryWrapStore for SqlxServerStore {
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        with_deadline(self.deadline, self.recovery_wraps()).await
+    }
+
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+        let sql = &self.statements;
+        with_deadline(self.deadline, async {
+            on_server!(&self.pool, |pool, dialect| {
+                // DDL commits on its own on MySQL: create the table first, then swap the
+                // wrap in one transaction.
+                sqlx::raw_sql(dialect::CREATE_RECOVERY_WRAPS)
+                    .execute(pool)
+                    .await
+                    .map_err(store_error)?;
+                let mut tx = pool.begin().await.map_err(store_error)?;
+                sqlx::query(run(&sql.delete_recovery_wrap))
+                    .bind(&wrap.key_check)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                sqlx::query(run(&sql.insert_recovery_wrap))
+                    .bind(&wrap.key_check)
+                    .bind(&wrap.fingerprint)
+                    .bind(&wrap.wrapped_key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)
+            })
+        })
+        .await
+    }
+
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+        let sql = &self.statements;
+        with_deadline(self.deadline, async {
+            for wrap in self.recovery_wraps().await? {
+                if keep.contains(&wrap.key_check) {
+                    continue;
+                }
+                on_server!(&self.pool, |pool| {
+                    sqlx::query(run(&sql.delete_recovery_wrap))
+                        .bind(&wrap.key_check)
+                        .execute(pool)
+                        .await
+                        .map_err(store_error)?;
+                });
+            }
+            Ok(())
         })
         .await
     }

@@ -27,14 +27,14 @@ use crate::support::{LocalTlsStandIn, TestIdp, keys_survive_a_restart_with};
 const REGION: &str = "us-east-1";
 
 /// A moto server process; killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Moto {
     /// Starts moto, or `None` when it is not installed.
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let installed = Command::new("python3")
             .args(["-c", "import moto.server"])
             .stdout(Stdio::null())
@@ -70,7 +70,7 @@ impl Moto {
         Some(moto)
     }
 
-    fn client(&self) -> aws_sdk_kms::Client {
+    pub(crate) fn client(&self) -> aws_sdk_kms::Client {
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -80,7 +80,7 @@ impl Moto {
         aws_sdk_kms::Client::from_conf(config)
     }
 
-    async fn create_key(&self, spec: KeySpec) -> String {
+    pub(crate) async fn create_key(&self, spec: KeySpec) -> String {
         self.client()
             .create_key()
             .key_spec(spec)
@@ -112,7 +112,7 @@ macro_rules! moto_or_skip {
     };
 }
 
-fn settings(key_id: &str, symmetric: bool) -> AwsKmsSettings {
+pub(crate) fn settings(key_id: &str, symmetric: bool) -> AwsKmsSettings {
     AwsKmsSettings {
         credentials: Some(AwsStaticCredentials {
             access_key_id: "testing".into(),

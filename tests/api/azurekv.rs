@@ -93,7 +93,7 @@ struct AzureState {
     seen: Mutex<Vec<Seen>>,
 }
 
-struct AzureStandIn {
+pub(crate) struct AzureStandIn {
     address: SocketAddr,
     ca_der: Vec<u8>,
     ca_pem: String,
@@ -102,7 +102,7 @@ struct AzureStandIn {
 }
 
 impl AzureStandIn {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let server = crate::support::PrivateCaServer::for_names(&[VAULT_HOST, LOGIN_HOST]);
 
         let state = Arc::new(AzureState {
@@ -165,7 +165,7 @@ impl AzureStandIn {
     }
 
     /// What production builds, but trusting the test CA and resolving the test names here.
-    fn connection(&self) -> AzureConnection {
+    pub(crate) fn connection(&self) -> AzureConnection {
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_der(&self.ca_der).unwrap())
             .resolve(VAULT_HOST, self.address)
@@ -187,7 +187,7 @@ impl AzureStandIn {
         }
     }
 
-    fn key_settings(&self) -> AzureKeyVaultKeySettings {
+    pub(crate) fn key_settings(&self) -> AzureKeyVaultKeySettings {
         AzureKeyVaultKeySettings {
             vault_uri: self.vault_uri(),
             key_name: KEY_NAME.into(),

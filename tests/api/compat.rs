@@ -253,6 +253,88 @@ async fn json_file_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_store_is_upstream_readable(StoreKind::Json).await;
 }
 
+/// A store the server wrote with a recovery key configured: upstream's algorithm still
+/// reads it (the wrap is in a table, or a top-level property, of its own), and the wrap,
+/// checked by the same independent implementation, holds the symmetric key.
+async fn server_store_with_a_recovery_wrap_is_upstream_readable(store: StoreKind) {
+    let Some(python) = python() else {
+        skip_or_fail!("python3 with the `cryptography` package is not installed");
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let pfx = write_test_pfx(dir.path());
+    let recovery_pfx = dir.path().join("recovery.pfx");
+    let recovery_bytes =
+        key_connector::pkcs12::generate_self_signed_pfx(3072, "recovery", Some("recovery-pw"))
+            .unwrap();
+    std::fs::write(&recovery_pfx, &recovery_bytes).unwrap();
+    let spki =
+        key_connector::pkcs12::rsa_public_key_spki(&recovery_bytes, Some("recovery-pw")).unwrap();
+    let public_key = dir.path().join("recovery.der");
+    std::fs::write(&public_key, &spki).unwrap();
+    let idp = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            store,
+            data_dir: Some(Arc::clone(&dir)),
+            recovery_key: Some(key_connector::config::RecoveryKeySettings {
+                public_key_path: public_key,
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut written = BTreeMap::new();
+    for _ in 0..5 {
+        let (user, key) = (Uuid::new_v4(), random_key());
+        assert_eq!(
+            app.post_key(&idp.token_for(user), &key).await.status(),
+            StatusCode::OK
+        );
+        written.insert(user.to_string(), key);
+    }
+    app.shutdown().await;
+    assert_eq!(read_with_script(python, store, dir.path(), &pfx), written);
+
+    let (command, location) = match store {
+        StoreKind::Sqlite => ("read-sqlite", ["--db", "keys.db"]),
+        StoreKind::Json => ("read-json", ["--file", "data.json"]),
+    };
+    let output = Command::new(python)
+        .current_dir(dir.path())
+        .arg(SCRIPT)
+        .args([command, "--pfx", &pfx, "--password", PFX_PASSWORD])
+        .args(location)
+        .args([
+            "--recovery-pfx",
+            "recovery.pfx",
+            "--recovery-password",
+            "recovery-pw",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        manifest["recoveryFingerprint"].as_str(),
+        Some(key_connector::crypto::recovery::fingerprint(&spki).as_str())
+    );
+}
+
+#[tokio::test]
+async fn sqlite_database_with_a_recovery_wrap_is_read_by_upstreams_algorithm() {
+    server_store_with_a_recovery_wrap_is_upstream_readable(StoreKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn json_file_with_a_recovery_wrap_is_read_by_upstreams_algorithm() {
+    server_store_with_a_recovery_wrap_is_upstream_readable(StoreKind::Json).await;
+}
+
 // ---- PostgreSQL and MySQL/MariaDB: databases as upstream's EF Core providers make them ----
 
 /// Python with `cryptography` and the server's driver module, or why not.

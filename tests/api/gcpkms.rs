@@ -72,7 +72,7 @@ fn gcpkms_env() -> Vec<(String, String)> {
     .collect()
 }
 
-fn settings() -> GcpKmsSettings {
+pub(crate) fn settings() -> GcpKmsSettings {
     GcpKmsSettings {
         project_id: "acme-prod".into(),
         location_id: "europe-west1".into(),
@@ -106,7 +106,7 @@ struct KmsState {
 }
 
 /// Cloud KMS for one key version, and the service account allowed to use it.
-struct KmsStandIn {
+pub(crate) struct KmsStandIn {
     url: String,
     state: Arc<KmsState>,
     serving: Serving,
@@ -119,7 +119,7 @@ enum Serving {
 }
 
 impl KmsStandIn {
-    async fn start(algorithm: &'static str) -> Self {
+    pub(crate) async fn start(algorithm: &'static str) -> Self {
         Self::start_serving(algorithm, false).await
     }
 
@@ -196,7 +196,7 @@ impl KmsStandIn {
         ]
     }
 
-    fn connection(&self) -> GcpKmsConnection {
+    pub(crate) fn connection(&self) -> GcpKmsConnection {
         let credentials = google_cloud_auth::credentials::service_account::Builder::new(
             self.service_account_json(),
         )

@@ -27,6 +27,7 @@ mod panics;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod quickstart;
+mod recovery;
 mod replicas;
 mod stores;
 mod support;

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use key_connector::config::SettingsGroup;
 use key_connector::startup::Application;
 use key_connector::store::{
-    CreateOutcome, KeyStore, PutOutcome, StoreBackend, StoreError, StoredUserKey,
-    SymmetricKeyStore, UserKeyStore,
+    CreateOutcome, KeyStore, PutOutcome, RecoveryWrapStore, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey, SymmetricKeyStore, UserKeyStore,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -88,6 +88,19 @@ impl UserKeyStore for PanicsForOneUser {
     }
     async fn list_user_keys(&self) -> Result<Vec<StoredUserKey>, StoreError> {
         self.inner.list_user_keys().await
+    }
+}
+
+#[async_trait]
+impl RecoveryWrapStore for PanicsForOneUser {
+    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+        self.inner.read_recovery_wraps().await
+    }
+    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+        self.inner.save_recovery_wrap(wrap).await
+    }
+    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+        self.inner.retain_recovery_wraps(keep).await
     }
 }
 

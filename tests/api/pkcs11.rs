@@ -32,7 +32,7 @@ use crate::support::{
 };
 
 const SO_PIN: &str = "so-pin-1234";
-const USER_PIN: &str = "user-pin-5678";
+pub(crate) const USER_PIN: &str = "user-pin-5678";
 /// Set in the child process: the directory holding its SoftHSM configuration and tokens.
 const CHILD_DIR_ENV: &str = "KC_TEST_SOFTHSM_DIR";
 
@@ -43,7 +43,7 @@ fn library_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
 }
 
-enum Role {
+pub(crate) enum Role {
     /// This process is the isolated child: run the test body.
     Child(SoftHsm),
     /// This process ran the test in a child, which passed.
@@ -53,7 +53,7 @@ enum Role {
 }
 
 /// Runs one test in a child process with a private SoftHSM (see the module comment).
-async fn isolated(test_name: &str) -> Role {
+pub(crate) async fn isolated(test_name: &str) -> Role {
     if let Some(dir) = std::env::var_os(CHILD_DIR_ENV) {
         return Role::Child(SoftHsm::attach(PathBuf::from(dir)));
     }
@@ -107,13 +107,13 @@ macro_rules! softhsm_test {
 }
 
 /// The child's SoftHSM: a context for setting tokens up, and a scratch directory.
-struct SoftHsm {
-    dir: PathBuf,
-    context: Pkcs11,
+pub(crate) struct SoftHsm {
+    pub(crate) dir: PathBuf,
+    pub(crate) context: Pkcs11,
 }
 
 /// A token made for one test.
-struct TestToken {
+pub(crate) struct TestToken {
     serial: String,
 }
 
@@ -128,7 +128,7 @@ impl SoftHsm {
     }
 
     /// Initialises the free token with `label`, the SO PIN and the user PIN.
-    fn init_token(&self, label: &str) -> TestToken {
+    pub(crate) fn init_token(&self, label: &str) -> TestToken {
         let free = self
             .context
             .get_slots_with_token()
@@ -172,7 +172,7 @@ impl SoftHsm {
             .expect("the token just initialised")
     }
 
-    fn slot_of(&self, token: &TestToken) -> cryptoki::slot::Slot {
+    pub(crate) fn slot_of(&self, token: &TestToken) -> cryptoki::slot::Slot {
         self.context
             .get_slots_with_token()
             .unwrap()
@@ -190,7 +190,7 @@ impl SoftHsm {
 
     /// Generates an RSA-2048 pair in the token. `private: false` makes the private key visible
     /// to the security officer, as SoftHSM shows private objects to the user only.
-    fn generate_key(&self, token: &TestToken, label: &str, id: &[u8], private: bool) {
+    pub(crate) fn generate_key(&self, token: &TestToken, label: &str, id: &[u8], private: bool) {
         self.generate_key_with(token, label, id, private, false);
     }
 
@@ -283,7 +283,7 @@ impl SoftHsm {
         );
     }
 
-    fn settings(&self, token: &TestToken, key: Pkcs11KeySelector) -> Pkcs11Settings {
+    pub(crate) fn settings(&self, token: &TestToken, key: Pkcs11KeySelector) -> Pkcs11Settings {
         Pkcs11Settings {
             library_path: library_path(),
             token_serial: token.serial.clone(),
@@ -322,7 +322,7 @@ const OAEP_SHA1: &[&str] = &[
     "rsa_mgf1_md:sha1",
 ];
 
-fn label(text: &str) -> Pkcs11KeySelector {
+pub(crate) fn label(text: &str) -> Pkcs11KeySelector {
     Pkcs11KeySelector::Label(text.to_owned())
 }
 

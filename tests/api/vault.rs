@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::support::{AppOptions, LocalTlsStandIn, TestIdp, random_key, spawn_app_with};
 
-const TOKEN: &str = "hvs.CAESIJ-stand-in-token";
+pub(crate) const TOKEN: &str = "hvs.CAESIJ-stand-in-token";
 const MOUNT: &str = "kv";
 const SECRET_PATH: &str = "bitwarden/key-connector";
 const DATA_KEY: &str = "certificate";
@@ -43,14 +43,14 @@ struct VaultState {
 }
 
 /// A KV version 2 engine mounted at [`MOUNT`] holding one secret at [`SECRET_PATH`].
-struct VaultStandIn {
-    url: String,
+pub(crate) struct VaultStandIn {
+    pub(crate) url: String,
     state: Arc<VaultState>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl VaultStandIn {
-    async fn start(data: Option<Value>) -> Self {
+    pub(crate) async fn start(data: Option<Value>) -> Self {
         let state = Arc::new(VaultState {
             data,
             seen: Mutex::new(Vec::new()),
@@ -163,12 +163,16 @@ fn wrapped_base64(bytes: &[u8]) -> String {
         .join("\n")
 }
 
-fn secret_data() -> Value {
+pub(crate) fn secret_data() -> Value {
     json!({ DATA_KEY: wrapped_base64(pfx()), "note": "key connector certificate" })
 }
 
 /// Settings exactly as an operator writes them in the environment.
-fn settings_from_env(url: &str, token: &str, overrides: &[(&str, &str)]) -> RsaKeySettings {
+pub(crate) fn settings_from_env(
+    url: &str,
+    token: &str,
+    overrides: &[(&str, &str)],
+) -> RsaKeySettings {
     let mut env: Vec<(String, String)> = [
         (
             "keyConnectorSettings__webVaultUri",

@@ -18,6 +18,13 @@ integration tests can prove compatibility in both directions:
   ``datetime(6)`` dates. Dates hold UTC.
 * ``read-sqlite`` / ``read-json`` / ``read-sql`` unwrap and decrypt a store written by
   anyone, checking the format strictly on the way, and exit non-zero on any deviation.
+  Like upstream they read only upstream's tables and properties: a SQLite file may hold
+  other tables, and a JSON document the top-level ``recoveryKeyWraps`` (and
+  ``pendingSymmetricKey``), which upstream's JsonFlatFileDataStore keeps when it rewrites
+  the file. With ``--recovery-pfx`` they also check the recovery wrap of the symmetric key
+  (this service's own format): RSA-OAEP (SHA-256, MGF1-SHA-256) of the 32-byte key under
+  the recovery key, named by ``keyCheck`` = hex HMAC-SHA256(symmetric key, label) and
+  ``fingerprint`` = hex SHA-256 of the recovery key's SubjectPublicKeyInfo DER.
 
 Every command prints a manifest ``{"users": {"<lower-case guid>": "<base64 clear key>"}}``.
 The ``cryptography`` package is needed, and ``psycopg2`` or ``pymysql`` for ``*-sql``.
@@ -26,6 +33,8 @@ The ``cryptography`` package is needed, and ``psycopg2`` or ``pymysql`` for ``*-
 import argparse
 import base64
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -37,7 +46,7 @@ import uuid
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs12
 
 MIGRATION_ID = "20210820155938_InitialCreate"
 PRODUCT_VERSION = "5.0.9"
@@ -118,6 +127,34 @@ def unwrap_symmetric_key(private_key, wrapped):
     if len(key) != 32:
         raise FormatError(f"the symmetric key is {len(key)} bytes, not 32")
     return key
+
+
+RECOVERY_KEY_CHECK_LABEL = b"key-connector recovery wrap: symmetric key check v1"
+OAEP_SHA256 = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def check_recovery_wrap(args, symmetric_key, wraps):
+    """The wrap of ``symmetric_key`` among ``wraps`` ((keyCheck, fingerprint, wrappedKey)
+    tuples) opens with the recovery PFX to that key; returns the recovery fingerprint."""
+    private_key = load_private_key(args.recovery_pfx, args.recovery_password)
+    spki = private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    fingerprint = hashlib.sha256(spki).hexdigest()
+    key_check = hmac.new(symmetric_key, RECOVERY_KEY_CHECK_LABEL, hashlib.sha256).hexdigest()
+    found = [wrap for wrap in wraps if wrap[0] == key_check]
+    if len(found) != 1:
+        raise FormatError(f"expected one recovery wrap of the symmetric key, found {len(found)} among {len(wraps)}")
+    _, wrap_fingerprint, wrapped = found[0]
+    if wrap_fingerprint != fingerprint:
+        raise FormatError(f"the recovery wrap is for {wrap_fingerprint}, not {fingerprint}")
+    if private_key.decrypt(base64.b64decode(wrapped, validate=True), OAEP_SHA256) != symmetric_key:
+        raise FormatError("the recovery wrap does not hold the symmetric key")
+    return fingerprint
+
+
+def with_recovery(args, manifest, symmetric_key, wraps):
+    if getattr(args, "recovery_pfx", None):
+        manifest["recoveryFingerprint"] = check_recovery_wrap(args, symmetric_key, wraps)
+    return manifest
 
 
 def seal(symmetric_key, clear, rng):
@@ -256,15 +293,23 @@ def read_sqlite(args, private_key, _rng):
         if created is None:
             raise FormatError(f"{user_id} has no CreationDate")
         users[user_id.lower()] = base64.b64encode(open_sealed(symmetric_key, key)).decode()
+    wraps = []
+    if "KeyConnectorRecoveryWraps" in tables:
+        wraps = list(db.execute('SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps"'))
     db.close()
-    return {"users": users}
+    return with_recovery(args, {"users": users}, symmetric_key, wraps)
 
 
 def read_json(args, private_key, _rng):
     with open(args.file, encoding="utf-8") as f:
         document = json.load(f)
-    if set(document) - {"symmetricKey", "userKey"}:
+    if set(document) - {"symmetricKey", "userKey", "recoveryKeyWraps", "pendingSymmetricKey"}:
         raise FormatError(f"unexpected top-level properties {sorted(set(document))}")
+    wraps = []
+    for wrap in document.get("recoveryKeyWraps") or []:
+        if set(wrap) != {"keyCheck", "fingerprint", "wrappedKey"}:
+            raise FormatError(f"recovery wrap properties {sorted(wrap)} are not keyCheck, fingerprint, wrappedKey")
+        wraps.append((wrap["keyCheck"], wrap["fingerprint"], wrap["wrappedKey"]))
     symmetric_key = unwrap_symmetric_key(private_key, document["symmetricKey"])
     users = {}
     for item in document.get("userKey") or []:
@@ -281,7 +326,7 @@ def read_json(args, private_key, _rng):
         if item["creationDate"] is None:
             raise FormatError(f"{item['id']} has no creationDate")
         users[item["id"]] = base64.b64encode(open_sealed(symmetric_key, item["key"])).decode()
-    return {"users": users}
+    return with_recovery(args, {"users": users}, symmetric_key, wraps)
 
 
 def sql_connect(args):
@@ -382,6 +427,9 @@ def main():
         if name.startswith("make"):
             command.add_argument("--users", type=int, default=10)
             command.add_argument("--seed", type=int)
+        else:
+            command.add_argument("--recovery-pfx")
+            command.add_argument("--recovery-password", default="")
         command.set_defaults(run=target)
     for name, target in (("make-sql", make_sql), ("read-sql", read_sql)):
         command = commands.add_parser(name)

@@ -60,6 +60,18 @@ pub const LIST_TABLES: &str = "SELECT CAST(TABLE_NAME AS CHAR) FROM information_
      WHERE TABLE_SCHEMA = DATABASE() \
      AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
 
+/// A row when this service's recovery-wrap table exists.
+pub const RECOVERY_WRAPS_EXIST: &str = "SELECT 1 FROM information_schema.TABLES \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'KeyConnectorRecoveryWraps'";
+
+/// This service's own table of recovery wraps (not upstream's; created on the first write).
+pub const CREATE_RECOVERY_WRAPS: &str = "CREATE TABLE IF NOT EXISTS `KeyConnectorRecoveryWraps` (
+    `KeyCheck` varchar(64) CHARACTER SET ascii NOT NULL,
+    `Fingerprint` varchar(64) CHARACTER SET ascii NOT NULL,
+    `WrappedKey` longtext CHARACTER SET utf8mb4 NOT NULL,
+    CONSTRAINT `PK_KeyConnectorRecoveryWraps` PRIMARY KEY (`KeyCheck`)
+) CHARACTER SET=utf8mb4";
+
 pub const LIST_COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) \
      FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";

@@ -57,6 +57,17 @@ pub const LIST_TABLES: &str = "SELECT table_name::text FROM information_schema.t
      WHERE table_schema = current_schema() \
      AND table_name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
 
+/// A row when this service's recovery-wrap table exists.
+pub const RECOVERY_WRAPS_EXIST: &str = "SELECT 1 FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_name = 'KeyConnectorRecoveryWraps'";
+
+/// This service's own table of recovery wraps (not upstream's; created on the first write).
+pub const CREATE_RECOVERY_WRAPS: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorRecoveryWraps" (
+    "KeyCheck" text NOT NULL CONSTRAINT "PK_KeyConnectorRecoveryWraps" PRIMARY KEY,
+    "Fingerprint" text NOT NULL,
+    "WrappedKey" text NOT NULL
+)"#;
+
 pub const LIST_COLUMNS: &str = "SELECT table_name::text, column_name::text, data_type::text \
      FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name IN ('ApplicationDatas', 'UserKeys')";

@@ -43,6 +43,8 @@ pub struct AppOptions {
     pub rsa_key: Option<RsaKeySettings>,
     /// Connection limits instead of the defaults.
     pub limits: Option<key_connector::connections::ConnectionLimits>,
+    /// `recoveryKey` settings.
+    pub recovery_key: Option<key_connector::config::RecoveryKeySettings>,
 }
 
 impl Default for AppOptions {
@@ -55,6 +57,7 @@ impl Default for AppOptions {
             transfer_to: None,
             rsa_key: None,
             limits: None,
+            recovery_key: None,
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
         }),
         transfer_to: None,
         rotate_to: None,
+        recovery_key: None,
         https_certificate: None,
     }
 }
@@ -139,6 +143,7 @@ pub async fn try_spawn_app_with(
         settings.database = database;
     }
     settings.transfer_to = options.transfer_to;
+    settings.recovery_key = options.recovery_key;
     if let Some(rsa_key) = options.rsa_key {
         settings.rsa_key = rsa_key;
     }
