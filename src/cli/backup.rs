@@ -1,5 +1,6 @@
 //! `backup --to FILE` and `backup --verify FILE|CONNECTION`: load the settings, open the
-//! configured RSA key, run [`crate::operations::backup`] and say what came of it.
+//! configured RSA key (or read the offline recovery key, `--recovery-key`), run
+//! [`crate::operations::backup`] and say what came of it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,8 +11,15 @@ use crate::config::{self, ConfigSource, SettingsGroup};
 use crate::keys::open_rsa_key_provider;
 use crate::operations::OperationError;
 use crate::operations::backup::{
-    self, BackupReport, BackupRequest, ConfiguredRsaKey, FAILED_SUFFIX, VerifyReport,
+    self, BackupReport, BackupRequest, ConfiguredRsaKey, FAILED_SUFFIX, OfflineRecoveryKey,
+    SymmetricKeySource, VerifyReport,
 };
+
+/// `--recovery-key FILE.pfx [--recovery-key-password-file FILE]`.
+pub struct RecoveryKeyFile {
+    pub pfx: PathBuf,
+    pub password_file: Option<PathBuf>,
+}
 
 /// What `backup` was asked to do.
 pub enum BackupCommand {
@@ -81,17 +89,27 @@ impl Outcome for BackupOutcome {
 pub async fn backup(
     source: &ConfigSource,
     command: BackupCommand,
+    recovery: Option<RecoveryKeyFile>,
 ) -> Result<BackupOutcome, CommandError> {
     let loaded = config::load(source)?;
     let settings = &loaded.settings;
     // Checked before anything is written: a backup that cannot be verified is not taken.
-    let rsa_key = open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main)
-        .await
-        .map_err(|source| OperationError::RsaKey {
-            what: "backup",
+    let key_source: Box<dyn SymmetricKeySource> = match recovery {
+        Some(file) => Box::new(OfflineRecoveryKey(super::recover::recovery_private_key(
             source,
-        })?;
-    let key_source = ConfiguredRsaKey(rsa_key);
+            &file.pfx,
+            file.password_file.as_deref(),
+        )?)),
+        None => Box::new(ConfiguredRsaKey(
+            open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main)
+                .await
+                .map_err(|source| OperationError::RsaKey {
+                    what: "backup",
+                    source,
+                })?,
+        )),
+    };
+    let key_source = key_source.as_ref();
     match command {
         BackupCommand::To { to, force } => {
             if to.to_string_lossy().ends_with(FAILED_SUFFIX) {
@@ -105,7 +123,7 @@ pub async fn backup(
                 replace: force,
                 interactive: true,
             };
-            let report = backup::backup_to(&settings.database, &key_source, request).await?;
+            let report = backup::backup_to(&settings.database, key_source, request).await?;
             Ok(BackupOutcome::Written(report))
         }
         BackupCommand::Verify { target } => {
@@ -120,7 +138,7 @@ pub async fn backup(
                     }
                 ))
             })?;
-            let report = backup::verify_copy(&copy, &key_source, true).await?;
+            let report = backup::verify_copy(&copy, key_source, true).await?;
             Ok(BackupOutcome::Verified(report))
         }
     }

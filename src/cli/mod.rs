@@ -109,6 +109,14 @@ enum Command {
             hide_env_values = true
         )]
         verify: Option<String>,
+        /// Check with the offline recovery key (a PKCS#12 file) instead of the configured RSA
+        /// key: proves the copy restores even if the RSA key is lost. Its password comes
+        /// from KEY_CONNECTOR_RECOVERY_KEY_PASSWORD or --recovery-key-password-file.
+        #[arg(long, value_name = "FILE.pfx")]
+        recovery_key: Option<PathBuf>,
+        /// A file holding the recovery PFX's password.
+        #[arg(long, value_name = "FILE", requires = "recovery_key")]
+        recovery_key_password_file: Option<PathBuf>,
     },
     /// Break glass: unwrap the symmetric key with the offline recovery key and wrap it under
     /// a new RSA key, after verifying every user key. The PFX password comes from
@@ -214,7 +222,13 @@ pub async fn run() -> ExitCode {
         Command::CheckConfig => admin::check_config(&source).await,
         Command::Transfer { dry_run } => finish(admin::transfer(&source, dry_run).await),
         Command::Stats => finish(admin::stats(&source).await),
-        Command::Backup { to, force, verify } => {
+        Command::Backup {
+            to,
+            force,
+            verify,
+            recovery_key,
+            recovery_key_password_file,
+        } => {
             let command = match (to, verify) {
                 (Some(to), _) => Ok(backup::BackupCommand::To { to, force }),
                 (None, Some(target)) => Ok(backup::BackupCommand::Verify { target }),
@@ -222,8 +236,12 @@ pub async fn run() -> ExitCode {
                     "backup: give --to FILE, or --verify FILE|CONNECTION".into(),
                 )),
             };
+            let recovery = recovery_key.map(|pfx| backup::RecoveryKeyFile {
+                pfx,
+                password_file: recovery_key_password_file,
+            });
             finish(match command {
-                Ok(command) => backup::backup(&source, command).await,
+                Ok(command) => backup::backup(&source, command, recovery).await,
                 Err(error) => Err(error),
             })
         }

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use self::snapshot::PrivateTempFile;
 pub use self::verify::{
-    ConfiguredRsaKey, SymmetricKeySource, Verification, VerifyProblem, verify_store,
+    ConfiguredRsaKey, OfflineRecoveryKey, SymmetricKeySource, Verification, VerifyProblem,
+    verify_store,
 };
 use super::OperationError;
 use crate::config::DatabaseSettings;

@@ -1,9 +1,9 @@
 //! Proving a copy of the database restores: open it as a store, get its symmetric key, and
 //! decrypt every user key in it. Nothing is written to the copy.
 //!
-//! Where the symmetric key comes from is a seam, [`SymmetricKeySource`]: today the
-//! configured RSA key unwrapping the key stored in the copy ([`ConfiguredRsaKey`]); an
-//! offline recovery key is another implementation of the same trait. The check itself does
+//! Where the symmetric key comes from is a seam, [`SymmetricKeySource`]: the configured RSA
+//! key unwrapping the key stored in the copy ([`ConfiguredRsaKey`]), or the offline recovery
+//! key unwrapping the copy's recovery wraps ([`OfflineRecoveryKey`]). The check itself does
 //! not know which one it was given.
 //!
 //! Reports name the user ids whose key does not decrypt and why, never key material.
@@ -17,7 +17,8 @@ use crate::crypto::symmetric_key::unwrap_existing;
 use crate::crypto::{SealError, UserKeyCipher};
 use crate::keys::RsaKeyProvider;
 use crate::operations::progress::Progress;
-use crate::store::{KeyStore, SourceError, SymmetricKeyStore};
+use crate::crypto::recovery::{RecoveryPrivateKey, unwrap_recovery_wraps};
+use crate::store::{KeyStore, SourceError};
 
 /// How the check gets the symmetric key that seals the copy's user keys.
 #[async_trait]
@@ -28,10 +29,7 @@ pub trait SymmetricKeySource: Send + Sync {
     /// The cipher of the copy's user keys, from what `store` holds; `None` when the copy
     /// holds no symmetric key at all. An error says why the key cannot be had (wrong RSA
     /// key, damaged wrap, provider unreachable).
-    async fn cipher_for(
-        &self,
-        store: &dyn SymmetricKeyStore,
-    ) -> Result<Option<UserKeyCipher>, SourceError>;
+    async fn cipher_for(&self, store: &dyn KeyStore) -> Result<Option<UserKeyCipher>, SourceError>;
 }
 
 /// The configured RSA key provider unwrapping the copy's stored symmetric key (and the
@@ -44,11 +42,45 @@ impl SymmetricKeySource for ConfiguredRsaKey {
         format!("the configured RSA key ({})", self.0.describe())
     }
 
-    async fn cipher_for(
-        &self,
-        store: &dyn SymmetricKeyStore,
-    ) -> Result<Option<UserKeyCipher>, SourceError> {
+    async fn cipher_for(&self, store: &dyn KeyStore) -> Result<Option<UserKeyCipher>, SourceError> {
         Ok(unwrap_existing(store, self.0.as_ref()).await?)
+    }
+}
+
+/// The offline recovery key unwrapping the copy's recovery wraps: proves the copy can be
+/// restored even when the RSA key is lost (the break-glass path of `recover`).
+pub struct OfflineRecoveryKey(pub RecoveryPrivateKey);
+
+#[async_trait]
+impl SymmetricKeySource for OfflineRecoveryKey {
+    fn describe(&self) -> String {
+        format!(
+            "the offline recovery key (fingerprint {})",
+            self.0.fingerprint()
+        )
+    }
+
+    async fn cipher_for(&self, store: &dyn KeyStore) -> Result<Option<UserKeyCipher>, SourceError> {
+        let recovered = unwrap_recovery_wraps(store, &self.0).await?;
+        let mut keys = recovered.iter();
+        let Some(first) = keys.next() else {
+            if store.read_symmetric_key().await?.is_none() {
+                return Ok(None);
+            }
+            return Err(format!(
+                "the copy holds no recovery wrap for this recovery key (fingerprint {}); \
+                 only the configured RSA key can restore it",
+                self.0.fingerprint()
+            )
+            .into());
+        };
+        // The current key and, during an unfinished rotation, the pending one: a user key
+        // sealed under either must open.
+        let mut cipher = UserKeyCipher::new(&first.key)?;
+        if let Some(second) = keys.next() {
+            cipher = cipher.with_fallback(&second.key)?;
+        }
+        Ok(Some(cipher))
     }
 }
 
