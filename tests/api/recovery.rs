@@ -837,3 +837,73 @@ async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
     let private = recovery.private();
     assert_eq!(private.unwrap(&target[0]).unwrap().len(), 32);
 }
+
+/// The whole disaster: a backup checked with the offline recovery key alone (the RSA key is
+/// not needed for it, and is then lost with the database), restored, recovered onto a new
+/// RSA key, and every key stored before the backup is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_checked_with_the_recovery_key_restores_after_the_rsa_key_is_lost() {
+    let idp = TestIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pair = RecoveryPair::new(dir.path(), "recovery", 3072);
+    let command = |port: u16| {
+        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+        command.env(
+            "keyConnectorSettings__recoveryKey__publicKeyPath",
+            &pair.public_pem,
+        );
+        command
+    };
+    let port = free_port();
+    let service = Service::spawn(command(port), port).wait_ready().await;
+    let mut stored = Vec::new();
+    for _ in 0..3 {
+        stored.push(service.stores_and_serves_a_key(&idp).await);
+    }
+
+    // The RSA key is lost (the test harness puts a new, unrelated PFX in its place).
+    std::fs::remove_file(dir.path().join("key.pfx")).unwrap();
+    let backup = dir.path().join("keys.backup");
+    let backup_with = |recovery: bool| {
+        let mut command = command(free_port());
+        command.args(["backup", "--to"]).arg(&backup).arg("--force");
+        if recovery {
+            command
+                .arg("--recovery-key")
+                .arg(&pair.pfx)
+                .env("KEY_CONNECTOR_RECOVERY_KEY_PASSWORD", RECOVERY_PASSWORD);
+        }
+        command
+    };
+    let (status, said) = run_to_end(backup_with(false)).await;
+    assert!(!status.success(), "the new RSA key cannot open it: {said}");
+    assert!(!backup.exists(), "{said}");
+    let (status, said) = run_to_end(backup_with(true)).await;
+    assert!(status.success(), "{said}");
+    assert!(said.contains("all 3 user keys"), "{said}");
+    assert!(said.contains(&pair.fingerprint), "{said}");
+    assert!(!said.contains(RECOVERY_PASSWORD), "{said}");
+    drop(service);
+
+    // The database is lost too: restore the backup, recover onto the configured new key.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("keys.db{suffix}")));
+    }
+    std::fs::copy(&backup, dir.path().join("keys.db")).unwrap();
+    let mut recover = command(free_port());
+    recover
+        .env("KEY_CONNECTOR_RECOVERY_KEY_PASSWORD", RECOVERY_PASSWORD)
+        .arg("recover")
+        .arg("--recovery-key")
+        .arg(&pair.pfx)
+        .args(["--to-rsa-key", "rsa-key"]);
+    let (status, said) = run_to_end(recover).await;
+    assert!(status.success(), "{said}");
+    assert!(said.contains("all 3 user keys verified"), "{said}");
+
+    let port = free_port();
+    let service = Service::spawn(command(port), port).wait_ready().await;
+    for (token, key) in &stored {
+        assert_eq!(service.key_of(token).await, Ok(key.clone()));
+    }
+}

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::crypto::recovery::{RecoveryPrivateKey, unwrap_recovery_wraps};
 use crate::crypto::symmetric_key::unwrap_existing;
 use crate::crypto::{SealError, UserKeyCipher};
 use crate::keys::RsaKeyProvider;
 use crate::operations::progress::Progress;
-use crate::crypto::recovery::{RecoveryPrivateKey, unwrap_recovery_wraps};
 use crate::store::{KeyStore, SourceError};
 
 /// How the check gets the symmetric key that seals the copy's user keys.
