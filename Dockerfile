@@ -77,6 +77,7 @@ COPY --chmod=0755 key-connector /usr/local/bin/key-connector
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY examples ./examples
 RUN cargo build --profile dist --locked --bin key-connector \

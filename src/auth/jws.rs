@@ -19,7 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::AuthError;
 use super::jwks::RSA_ALGORITHMS;
@@ -302,12 +302,12 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 }
                 "aud" => {
                     once(4, "aud")?;
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<SkippedValue>()?;
                 }
                 "amr" => claims.amr = Some(map.next_value()?),
                 "scope" => claims.scope = Some(map.next_value()?),
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<SkippedValue>()?;
                 }
             }
         }
@@ -407,9 +407,10 @@ impl<'de> Visitor<'de> for AnyValue {
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
         Ok(Any::Number(Number::Unsigned(value)))
     }
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        // serde_json hands non-negative integers to visit_u64; a negative one is no date.
-        Ok(u64::try_from(value).map_or(Any::Other, |v| Any::Number(Number::Unsigned(v))))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        // serde_json hands integers written without a sign to visit_u64 and those with a
+        // minus sign (`-0` included) here; the generic decoder takes none of them as a date.
+        Ok(Any::Other)
     }
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
         Ok(Any::Number(Number::Float(value)))
@@ -426,7 +427,7 @@ impl<'de> Visitor<'de> for AnyValue {
         Ok(Any::Array { texts, only_texts })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<SkippedValue, SkippedValue>()?.is_some() {}
         Ok(Any::Other)
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -434,6 +435,52 @@ impl<'de> Visitor<'de> for AnyValue {
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Any::Other)
+    }
+}
+
+/// A value read only to be checked and dropped. Unlike `serde::de::IgnoredAny`, its strings
+/// are decoded (without being kept), so a string a JSON document may not hold, such as a
+/// lone UTF-16 surrogate escape, fails here exactly as it fails a full parse.
+struct SkippedValue;
+
+impl<'de> Deserialize<'de> for SkippedValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkippedValueVisitor)
+    }
+}
+
+struct SkippedValueVisitor;
+
+impl<'de> Visitor<'de> for SkippedValueVisitor {
+    type Value = SkippedValue;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(SkippedValue)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<SkippedValue>()?.is_some() {}
+        Ok(SkippedValue)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<SkippedValue, SkippedValue>()?.is_some() {}
+        Ok(SkippedValue)
     }
 }
 
@@ -562,6 +609,7 @@ mod tests {
             with(&[("nbf", json!(t + 299))]),
             with(&[("nbf", json!(t + 301))]),
             with(&[("nbf", json!("soon"))]),
+            with(&[("nbf", json!(-5))]),
             with(&[("iss", json!(format!("{ISSUER}/")))]),
             with(&[("iss", json!([ISSUER, "https://other.example"]))]),
             with(&[("iss", json!(["https://other.example"]))]),
@@ -604,6 +652,13 @@ mod tests {
             format!(r#"{{"iss":"{ISSUER}","exp":{t},{rest}}} "#),
             format!(r#"{{"iss":"{ISSUER}","exp":{t},{rest}}}x"#),
             format!(r#"{{"iss":"{ISSUER}","exp":{t}.0,{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"nbf":-0,{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"nbf":-0.0,{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"nbf":1e3,{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"x":"\ud800",{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"x":{{"\udc00":1}},{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":{t},"x":["\ud83d\ude00"],{rest}}}"#),
+            format!(r#"{{"iss":"{ISSUER}","exp":99999999999999999999999,{rest}}}"#),
             format!(r#"{{"iss":"{ISSUER}","exp":{t},"x":{{"y":[1,{{"z":null}}]}},{rest}}}"#),
         ] {
             let token = issuer.sign_raw_payload(payload.as_bytes());
