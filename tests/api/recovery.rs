@@ -264,6 +264,15 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
 async fn a_lost_certificate_is_recovered_on(server: crate::support::databases::Engine) {
     let database = match crate::support::databases::TestDatabase::reserve(server).await {
         Ok(database) => database,
+        // SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`): elsewhere it
+        // is skipped even when backends are required, as in the store conformance suite.
+        Err(reason)
+            if server == crate::support::databases::Engine::SqlServer
+                && server.base_connection_string().is_none() =>
+        {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
         Err(reason) => crate::skip_or_fail!("{reason}"),
     };
     let dir = tempfile::tempdir().unwrap();
