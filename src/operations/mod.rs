@@ -117,3 +117,41 @@ impl KeyDatabase {
         })
     }
 }
+
+/// Wraps `key` under `provider` and proves the wrapping: `provider` must unwrap it again to
+/// the same key. The base64 text to store. What the RSA-key rotation and `recover` store.
+pub(crate) async fn wrap_proved(
+    provider: &dyn RsaKeyProvider,
+    key: &[u8],
+) -> Result<String, OperationError> {
+    let failed = StepFailure("Nothing was changed");
+    let wrapped = provider
+        .wrap_symmetric_key(key)
+        .await
+        .map_err(failed.at("the new RSA key cannot wrap"))?;
+    let proof = provider
+        .unwrap_symmetric_key(&wrapped)
+        .await
+        .map_err(failed.at("the new RSA key cannot unwrap what it wrapped"))?;
+    if proof.as_slice() != key {
+        return Err(OperationError::Failed(
+            "the new RSA key does not round-trip the symmetric key; nothing was changed".into(),
+        ));
+    }
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &wrapped,
+    ))
+}
+
+/// Whether the stored (base64) wrapping `stored` unwraps under `provider` to `key`: the
+/// read-back after a new wrapping was saved.
+pub(crate) async fn unwraps_to(provider: &dyn RsaKeyProvider, stored: &str, key: &[u8]) -> bool {
+    match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored.trim()) {
+        Ok(bytes) => provider
+            .unwrap_symmetric_key(&bytes)
+            .await
+            .is_ok_and(|k| k.as_slice() == key),
+        Err(_) => false,
+    }
+}

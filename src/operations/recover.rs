@@ -10,15 +10,11 @@
 //! re-wrapped; a crash between the two swaps leaves one of them under the lost key, and
 //! running `recover` again completes it.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use zeroize::Zeroizing;
-
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::recovery::{RecoveredSymmetricKey, RecoveryPrivateKey, unwrap_recovery_wraps};
-use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
+use crate::keys::open_rsa_key_provider;
 use crate::store::{KeyStore, open_store};
 
 /// What a recovery did.
@@ -111,9 +107,9 @@ async fn recover_in(
                 what: "new RSA key",
                 source,
             })?;
-    let new_current = wrap_proved(new_provider.as_ref(), &current.key).await?;
+    let new_current = super::wrap_proved(new_provider.as_ref(), &current.key).await?;
     let new_pending = match pending {
-        Some(pending) => Some(wrap_proved(new_provider.as_ref(), &pending.key).await?),
+        Some(pending) => Some(super::wrap_proved(new_provider.as_ref(), &pending.key).await?),
         None => None,
     };
 
@@ -152,7 +148,7 @@ async fn recover_in(
         .await
         .map_err(|e| OperationError::Failed(format!("saved, but cannot read it back: {e}")))?
         .unwrap_or_default();
-    if !unwraps_to(new_provider.as_ref(), &stored, &current.key).await {
+    if !super::unwraps_to(new_provider.as_ref(), &stored, &current.key).await {
         return Err(OperationError::Failed(
             "saved, but the stored value does not unwrap with the new RSA key; investigate before starting the service"
                 .into(),
@@ -269,37 +265,10 @@ fn assign<'a>(
     Ok((&recovered[pair.0], Some(&recovered[pair.1])))
 }
 
-/// `key` wrapped by `provider` (base64), after proving the provider unwraps it back.
-async fn wrap_proved(
-    provider: &dyn RsaKeyProvider,
-    key: &Zeroizing<Vec<u8>>,
-) -> Result<String, OperationError> {
-    let failed = super::StepFailure("Nothing was changed");
-    let wrapped = provider
-        .wrap_symmetric_key(key)
-        .await
-        .map_err(failed.at("the new RSA key cannot wrap"))?;
-    let encoded = STANDARD.encode(&wrapped);
-    if !unwraps_to(provider, &encoded, key).await {
-        return Err(OperationError::Failed(
-            "the new RSA key does not round-trip the symmetric key; nothing was changed".into(),
-        ));
-    }
-    Ok(encoded)
-}
-
-async fn unwraps_to(provider: &dyn RsaKeyProvider, stored: &str, key: &[u8]) -> bool {
-    match STANDARD.decode(stored.trim()) {
-        Ok(bytes) => provider
-            .unwrap_symmetric_key(&bytes)
-            .await
-            .is_ok_and(|k| k.as_slice() == key),
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use zeroize::Zeroizing;
+
     use super::*;
 
     fn keys(n: u8) -> Vec<RecoveredSymmetricKey> {

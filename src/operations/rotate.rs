@@ -79,20 +79,7 @@ pub async fn rotate_rsa_key(
             .unwrap_symmetric_key(&bytes)
             .await
             .map_err(failed.at(unwrap_failed))?;
-        let rewrapped = new_provider
-            .wrap_symmetric_key(&key)
-            .await
-            .map_err(failed.at("the new RSA key cannot wrap"))?;
-        let proof = new_provider
-            .unwrap_symmetric_key(&rewrapped)
-            .await
-            .map_err(failed.at("the new RSA key cannot unwrap what it wrapped"))?;
-        if proof.as_slice() != key.as_slice() {
-            return Err(OperationError::Failed(
-                "the new RSA key does not round-trip the symmetric key; nothing was changed".into(),
-            ));
-        }
-        let replacement = STANDARD.encode(&rewrapped);
+        let replacement = super::wrap_proved(new_provider.as_ref(), &key).await?;
         let swapped = store
             .replace_symmetric_key(&wrapped, &replacement)
             .await
@@ -108,13 +95,7 @@ pub async fn rotate_rsa_key(
             .await
             .map_err(|e| OperationError::Failed(format!("saved, but cannot read it back: {e}")))?
             .unwrap_or_default();
-        let verified = match STANDARD.decode(stored.trim()) {
-            Ok(bytes) => new_provider
-                .unwrap_symmetric_key(&bytes)
-                .await
-                .is_ok_and(|k| k.as_slice() == key.as_slice()),
-            Err(_) => false,
-        };
+        let verified = super::unwraps_to(new_provider.as_ref(), &stored, &key).await;
         if !verified {
             return Err(OperationError::Failed(
                 "saved, but the stored value does not unwrap with the new RSA key; investigate before restarting".into(),
