@@ -38,6 +38,7 @@ use super::{
     StoredUserKey,
 };
 use crate::dotnet_time;
+use crate::private_file::owner_only;
 
 /// How long a change waits for another process's lock before answering 503.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -291,11 +292,8 @@ impl JsonFile {
             Uuid::new_v4().simple()
         ));
         let result = (|| -> std::io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut temp = options.open(&temp_path)?;
+            let mut temp =
+                owner_only(OpenOptions::new().write(true).create_new(true)).open(&temp_path)?;
             if let Ok(meta) = std::fs::metadata(&self.path) {
                 temp.set_permissions(meta.permissions())?;
             }
@@ -359,11 +357,7 @@ fn lock_path_of(path: &Path) -> PathBuf {
 
 /// Takes the cross-process lock at `lock_path`, waiting at most [`LOCK_TIMEOUT`].
 fn take_process_lock(lock_path: &Path) -> Result<ProcessLock, StoreError> {
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options
+    let file = owner_only(OpenOptions::new().create(true).truncate(false).write(true))
         .open(lock_path)
         .map_err(|e| io_unavailable(lock_path, e))?;
     let deadline = Instant::now() + LOCK_TIMEOUT;

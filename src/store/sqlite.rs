@@ -33,6 +33,7 @@ use super::{
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
+use crate::private_file::owner_only;
 
 /// Upstream's SQLite migration and the EF Core version its snapshot records.
 const MIGRATION_ID: &str = "20210820155938_InitialCreate";
@@ -84,11 +85,7 @@ struct Connections {
 /// `-wal`, `-shm` and `-journal` files it makes the database file's permissions, so all of
 /// them stay unreadable to other local users. An existing file keeps the operator's choice.
 fn create_private_if_absent(path: &std::path::Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
+    match owner_only(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
