@@ -21,6 +21,7 @@ pub mod keys;
 pub mod metrics;
 pub mod operations;
 pub mod pkcs12;
+pub mod private_file;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -6,7 +6,8 @@
 //! twice (once into the caller's type, once for its own checks): together several times the
 //! cost of the signature check itself, on the one path every login takes. The header is
 //! still read by `jsonwebtoken`'s own type. The checks are `jsonwebtoken`'s, decision for
-//! decision (the `token` fuzz target and the tests below hold the two side by side):
+//! decision (the `token` fuzz target and the tests below hold the two side by side, through
+//! [`reference_decision`]):
 //! signature first, then the required `exp` and `iss`, a malformed `nbf`, `exp` and `nbf`
 //! against the clock with the leeway, `iss` against the discovery document's issuer (a
 //! string, or an array that holds it), no audience; then upstream's `Application` policy.
@@ -499,11 +500,55 @@ impl<'de> de::DeserializeSeed<'de> for AnyValueSeed {
     }
 }
 
+/// The reference model of this module: the decision of the generic decoder
+/// (`jsonwebtoken::decode` into a JSON value, with `issuer` and `leeway`) followed by
+/// upstream's policy on that value, for a token signed by `key`. It is what this module
+/// replaced on the hot path, kept so that the tests and the `token` fuzz target can hold
+/// every decision of [`crate::auth::validate_with_keys`] against it. The service never
+/// calls it; outside this crate's tests it is built only with the `reference-model`
+/// feature.
+#[cfg(any(test, feature = "reference-model"))]
+#[doc(hidden)]
+pub fn reference_decision(
+    token: &str,
+    key: &jsonwebtoken::DecodingKey,
+    issuer: &str,
+    leeway: std::time::Duration,
+) -> Option<uuid::Uuid> {
+    use serde_json::Value;
+
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if !RSA_ALGORITHMS.contains(&header.alg) {
+        return None;
+    }
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.leeway = leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss"]);
+    let claims = jsonwebtoken::decode::<Value>(token, key, &validation)
+        .ok()?
+        .claims;
+    let contains = |name: &str, wanted: &[&str]| match claims.get(name) {
+        Some(Value::String(v)) => wanted.contains(&v.as_str()),
+        Some(Value::Array(vs)) => vs
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|v| wanted.contains(&v)),
+        _ => false,
+    };
+    if !contains("amr", &["Application", "external"]) || !contains("scope", &["api"]) {
+        return None;
+    }
+    super::parse_dotnet_guid(claims.get("sub")?.as_str()?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use jsonwebtoken::{DecodingKey, Validation};
+    use jsonwebtoken::DecodingKey;
     use serde_json::{Value, json};
     use uuid::Uuid;
 
@@ -513,49 +558,40 @@ mod tests {
     use crate::dev::issuer::DevIssuer;
 
     const ISSUER: &str = "https://identity.example.test";
+    const LEEWAY: Duration = Duration::from_secs(300);
 
-    /// The decision of the generic decoder (`jsonwebtoken::decode` into a `Value`) followed
-    /// by upstream's policy on that `Value`: what this module replaced, kept as the
-    /// reference it must agree with.
-    fn reference_decision(token: &str, issuer: &DevIssuer) -> Option<Uuid> {
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        if !crate::auth::RSA_ALGORITHMS.contains(&header.alg) {
-            return None;
-        }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = 300;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss"]);
-        let jwks = issuer.jwks();
-        let jwk = &jwks["keys"][0];
-        let key = DecodingKey::from_rsa_components(jwk["n"].as_str()?, jwk["e"].as_str()?).ok()?;
-        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
-            .ok()?
-            .claims;
-        let contains = |name: &str, wanted: &[&str]| match claims.get(name) {
-            Some(Value::String(v)) => wanted.contains(&v.as_str()),
-            Some(Value::Array(vs)) => vs
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|v| wanted.contains(&v)),
-            _ => false,
-        };
-        if !contains("amr", &["Application", "external"]) || !contains("scope", &["api"]) {
-            return None;
-        }
-        crate::auth::parse_dotnet_guid(claims.get("sub")?.as_str()?)
+    struct Fixture {
+        issuer: DevIssuer,
+        keys: IdentityKeys,
+        /// The published key as the generic decoder takes it.
+        reference_key: DecodingKey,
     }
 
-    fn fixture() -> (DevIssuer, IdentityKeys) {
+    impl Fixture {
+        /// What [`reference_decision`] decides for `token`.
+        fn reference(&self, token: &str) -> Option<Uuid> {
+            reference_decision(token, &self.reference_key, ISSUER, LEEWAY)
+        }
+    }
+
+    fn fixture() -> Fixture {
         let issuer = DevIssuer::generate().unwrap();
-        let jwks = serde_json::to_vec(&issuer.jwks()).unwrap();
+        let jwks = issuer.jwks();
         let keys = IdentityKeys {
             issuer: ISSUER.to_owned(),
-            keys: signing_keys(&jwks).unwrap(),
+            keys: signing_keys(&serde_json::to_vec(&jwks).unwrap()).unwrap(),
         };
-        (issuer, keys)
+        let jwk = &jwks["keys"][0];
+        let reference_key = DecodingKey::from_rsa_components(
+            jwk["n"].as_str().unwrap(),
+            jwk["e"].as_str().unwrap(),
+        )
+        .unwrap();
+        Fixture {
+            issuer,
+            keys,
+            reference_key,
+        }
     }
 
     fn now() -> i64 {
@@ -624,19 +660,19 @@ mod tests {
 
     #[test]
     fn every_decision_matches_the_generic_decoder() {
-        let (issuer, keys) = fixture();
+        let fixture = fixture();
         let user = Uuid::new_v4();
         for claims in edge_claims(user) {
-            let token = issuer.mint(ISSUER, claims.clone());
-            let ours = validate_with_keys(&token, &keys, Duration::from_secs(300)).ok();
-            assert_eq!(ours, reference_decision(&token, &issuer), "claims {claims}");
+            let token = fixture.issuer.mint(ISSUER, claims.clone());
+            let ours = validate_with_keys(&token, &fixture.keys, LEEWAY).ok();
+            assert_eq!(ours, fixture.reference(&token), "claims {claims}");
         }
     }
 
     /// Hand-made payloads the JSON builder above cannot produce: escapes and duplicates.
     #[test]
     fn raw_payloads_match_the_generic_decoder() {
-        let (issuer, keys) = fixture();
+        let fixture = fixture();
         let user = Uuid::new_v4();
         let t = now() + 600;
         let rest = format!(r#""sub":"{user}","amr":["Application"],"scope":["api"]"#);
@@ -661,19 +697,15 @@ mod tests {
             format!(r#"{{"iss":"{ISSUER}","exp":99999999999999999999999,{rest}}}"#),
             format!(r#"{{"iss":"{ISSUER}","exp":{t},"x":{{"y":[1,{{"z":null}}]}},{rest}}}"#),
         ] {
-            let token = issuer.sign_raw_payload(payload.as_bytes());
-            let ours = validate_with_keys(&token, &keys, Duration::from_secs(300)).ok();
-            assert_eq!(
-                ours,
-                reference_decision(&token, &issuer),
-                "payload {payload}"
-            );
+            let token = fixture.issuer.sign_raw_payload(payload.as_bytes());
+            let ours = validate_with_keys(&token, &fixture.keys, LEEWAY).ok();
+            assert_eq!(ours, fixture.reference(&token), "payload {payload}");
         }
     }
 
     #[test]
     fn the_signature_and_its_algorithm_are_checked() {
-        let (issuer, keys) = fixture();
+        let Fixture { issuer, keys, .. } = fixture();
         let user = Uuid::new_v4();
         let token = issuer.mint_user_token(ISSUER, user, Duration::from_secs(600));
         assert_eq!(

@@ -24,6 +24,7 @@ use crate::config::{
 use crate::dev::issuer::DevIssuer;
 use crate::keys::certificate::CertificateSettings;
 use crate::pkcs12::generate_self_signed_pfx;
+use crate::private_file::owner_only;
 use crate::startup::Application;
 
 /// Lifetime of the printed token: a working day.
@@ -213,14 +214,7 @@ fn load_or_create_issuer(path: &Path) -> anyhow::Result<DevIssuer> {
 
 fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
+    let mut file = owner_only(std::fs::OpenOptions::new().write(true).create_new(true))
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes)?;

@@ -23,6 +23,7 @@ use super::progress::Progress;
 use super::{KeyDatabase, OperationError};
 use crate::config::{Settings, SettingsGroup, TransferToSettings};
 use crate::crypto::UserKeyCipher;
+use crate::private_file::owner_only;
 use crate::store::{CreateOutcome, StoredUserKey};
 
 /// What a transfer did (or, in a dry run, would do).
@@ -199,11 +200,13 @@ fn write_lock(path: &Path, text: &str) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp-key-connector");
     {
         // Owner-only, like every file the service writes: nobody else has a use for it.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temporary)?;
+        let mut file = owner_only(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .open(&temporary)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
     }

@@ -34,10 +34,14 @@ use uuid::Uuid;
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
-    StoredUserKey,
+    CreateOutcome, Fault, NamedBy, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::dotnet_time;
+use crate::private_file::owner_only;
+
+/// The setting naming the service's JSON document.
+const SETTING: &str = "keyConnectorSettings__database__jsonFilePath";
 
 /// How long a change waits for another process's lock before answering 503.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,22 +129,25 @@ impl JsonFileStore {
     /// Opens the document, creating `{}` if the file does not exist (as upstream does),
     /// which also proves the directory is writable.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_as(path, false).await
+        Self::open_as(path, false, NamedBy::Setting).await
     }
 
     /// Opens an existing document only to read it (a backup or a restored copy being
-    /// checked): nothing is created, locked or written, and every change is refused.
-    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
-        Self::open_as(path, true).await
+    /// checked): nothing is created, locked or written, and every change is refused. A
+    /// refusal names `named_by` as the origin of the file.
+    pub async fn open_read_only(path: &Path, named_by: NamedBy) -> Result<Self, StoreError> {
+        Self::open_as(path, true, named_by).await
     }
 
-    async fn open_as(path: &Path, read_only: bool) -> Result<Self, StoreError> {
+    async fn open_as(path: &Path, read_only: bool, named_by: NamedBy) -> Result<Self, StoreError> {
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let published = Arc::clone(&snapshot);
         let owned = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || JsonFile::open(owned, published, read_only))
-            .await
-            .map_err(StoreError::unavailable)??;
+        let file = tokio::task::spawn_blocking(move || {
+            JsonFile::open(owned, published, read_only, named_by)
+        })
+        .await
+        .map_err(StoreError::unavailable)??;
         Ok(Self {
             path: path.to_path_buf(),
             inner: Arc::new(Mutex::new(file)),
@@ -193,6 +200,7 @@ impl JsonFile {
         path: PathBuf,
         published: Arc<RwLock<Arc<Snapshot>>>,
         read_only: bool,
+        named_by: NamedBy,
     ) -> Result<Self, StoreError> {
         let lock_path = lock_path_of(&path);
         let mut file = Self {
@@ -208,8 +216,9 @@ impl JsonFile {
         let _lock = if read_only { None } else { Some(file.lock()?) };
         if read_only && file.current_identity()?.is_none() {
             return Err(Refusal::Unusable(Fault::new(format!(
-                "{} does not exist",
-                file.path.display()
+                "{} does not exist ({})",
+                file.path.display(),
+                named_by.origin(SETTING)
             )))
             .into());
         }
@@ -220,7 +229,7 @@ impl JsonFile {
             file.reload().map_err(|e| match e {
                 StoreError::Corrupt(fault) => StoreError::Config(Refusal::UnreadableFile {
                     fault,
-                    setting: "keyConnectorSettings__database__jsonFilePath",
+                    origin: named_by.origin(SETTING),
                 }),
                 other => other,
             })?;
@@ -291,11 +300,8 @@ impl JsonFile {
             Uuid::new_v4().simple()
         ));
         let result = (|| -> std::io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut temp = options.open(&temp_path)?;
+            let mut temp =
+                owner_only(OpenOptions::new().write(true).create_new(true)).open(&temp_path)?;
             if let Ok(meta) = std::fs::metadata(&self.path) {
                 temp.set_permissions(meta.permissions())?;
             }
@@ -359,11 +365,7 @@ fn lock_path_of(path: &Path) -> PathBuf {
 
 /// Takes the cross-process lock at `lock_path`, waiting at most [`LOCK_TIMEOUT`].
 fn take_process_lock(lock_path: &Path) -> Result<ProcessLock, StoreError> {
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options
+    let file = owner_only(OpenOptions::new().create(true).truncate(false).write(true))
         .open(lock_path)
         .map_err(|e| io_unavailable(lock_path, e))?;
     let deadline = Instant::now() + LOCK_TIMEOUT;

@@ -33,6 +33,7 @@ pub mod sqlx_server;
 pub mod symmetric_rows;
 pub mod user_key_rows;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -186,6 +187,27 @@ impl std::error::Error for Fault {
     }
 }
 
+/// What named the file a file store opens, so that a refusal points at what the operator
+/// gave: the service's setting, or the argument of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedBy {
+    /// The service's database setting (`keyConnectorSettings:database`).
+    Setting,
+    /// A command-line argument, such as `backup --verify`.
+    Argument(&'static str),
+}
+
+impl NamedBy {
+    /// How a message names the origin of the file: `setting` (the environment variable of
+    /// the store's setting), or the command-line argument it was given to.
+    pub fn origin(self, setting: &'static str) -> Cow<'static, str> {
+        match self {
+            NamedBy::Setting => Cow::Borrowed(setting),
+            NamedBy::Argument(argument) => Cow::Owned(format!("given to {argument}")),
+        }
+    }
+}
+
 /// Why a store refuses to work as configured: something an operator must fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -236,12 +258,13 @@ pub enum Refusal {
     /// The file or database named by the settings cannot be used.
     #[error("{0}")]
     Unusable(#[source] Fault),
-    /// The document named by `setting` cannot be read; it was not overwritten.
-    #[error("{fault} ({setting}); the file was left untouched")]
+    /// The document named by `origin` (a setting or an argument, [`NamedBy::origin`])
+    /// cannot be read; it was not overwritten.
+    #[error("{fault} ({origin}); the file was left untouched")]
     UnreadableFile {
         #[source]
         fault: Fault,
-        setting: &'static str,
+        origin: Cow<'static, str>,
     },
 }
 
@@ -378,9 +401,9 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>
     match settings {
         DatabaseSettings::Json { path } => Ok(Arc::new(json::JsonFileStore::open(path).await?)),
         #[cfg(feature = "sqlite")]
-        DatabaseSettings::Sqlite { connection } => {
-            Ok(Arc::new(sqlite::SqliteStore::open(connection).await?))
-        }
+        DatabaseSettings::Sqlite { connection } => Ok(Arc::new(
+            sqlite::SqliteStore::open(connection, NamedBy::Setting).await?,
+        )),
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
             sqlx_server::SqlxServerStore::open_postgres(connection).await?,
@@ -400,21 +423,25 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>
 
 /// Opens the store named by `settings` only to read it (a backup or a restored copy being
 /// checked): nothing is created, migrated or written, and a missing file or database is an
-/// error rather than a new empty store.
+/// error rather than a new empty store. A file store's refusals name `named_by` as what
+/// gave the file; the SQL servers' name the setting whose form the connection string has.
 pub async fn open_store_read_only(
     settings: &DatabaseSettings,
+    named_by: NamedBy,
 ) -> Result<Arc<dyn KeyStore>, StoreError> {
     match settings {
-        DatabaseSettings::Json { path } => {
-            Ok(Arc::new(json::JsonFileStore::open_read_only(path).await?))
-        }
+        DatabaseSettings::Json { path } => Ok(Arc::new(
+            json::JsonFileStore::open_read_only(path, named_by).await?,
+        )),
         #[cfg(feature = "sqlite")]
         DatabaseSettings::Sqlite { connection } => {
             let connection = crate::config::SqliteConnection {
                 read_only: true,
                 ..connection.clone()
             };
-            Ok(Arc::new(sqlite::SqliteStore::open(&connection).await?))
+            Ok(Arc::new(
+                sqlite::SqliteStore::open(&connection, named_by).await?,
+            ))
         }
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(

@@ -28,11 +28,15 @@ use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
-    StoredUserKey,
+    CreateOutcome, Fault, NamedBy, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
+use crate::private_file::owner_only;
+
+/// The setting naming the service's SQLite database.
+const SETTING: &str = "keyConnectorSettings__database__sqliteConnectionString";
 
 /// Upstream's SQLite migration and the EF Core version its snapshot records.
 const MIGRATION_ID: &str = "20210820155938_InitialCreate";
@@ -84,11 +88,7 @@ struct Connections {
 /// `-wal`, `-shm` and `-journal` files it makes the database file's permissions, so all of
 /// them stay unreadable to other local users. An existing file keeps the operator's choice.
 fn create_private_if_absent(path: &std::path::Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
+    match owner_only(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -110,20 +110,24 @@ fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 impl SqliteStore {
     /// Opens (creating the file and schema if needed, as upstream's migration would) the
-    /// database named by the connection string.
-    pub async fn open(connection: &SqliteConnection) -> Result<Self, StoreError> {
+    /// database named by the connection string; a refusal names `named_by` as its origin.
+    pub async fn open(
+        connection: &SqliteConnection,
+        named_by: NamedBy,
+    ) -> Result<Self, StoreError> {
         let settings = connection.clone();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&settings))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&settings, named_by))
             .await
             .map_err(StoreError::unavailable)?
     }
 
-    fn open_blocking(settings: &SqliteConnection) -> Result<Self, StoreError> {
+    fn open_blocking(settings: &SqliteConnection, named_by: NamedBy) -> Result<Self, StoreError> {
         let path = settings.path.clone();
+        let origin = named_by.origin(SETTING);
         let config_error = |e: rusqlite::Error| {
             StoreError::Config(Refusal::Unusable(Fault::caused(
                 format!(
-                    "cannot open the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString)",
+                    "cannot open the SQLite database {} ({origin})",
                     path.display()
                 ),
                 e,
@@ -139,7 +143,7 @@ impl SqliteStore {
             create_private_if_absent(&path).map_err(|e| {
                 StoreError::Config(Refusal::Unusable(Fault::caused(
                     format!(
-                        "cannot create the SQLite database {} (keyConnectorSettings__database__sqliteConnectionString)",
+                        "cannot create the SQLite database {} ({origin})",
                         path.display()
                     ),
                     e,

@@ -431,6 +431,22 @@ impl SqlxServerStore {
         .await
     }
 
+    /// A store on `pool` with its statements written for the server by `rewrite`; nothing is
+    /// checked or run yet.
+    fn new(
+        kind: &'static str,
+        pool: ServerPool,
+        connection: &SqlConnection,
+        rewrite: fn(&str) -> String,
+    ) -> Self {
+        Self {
+            kind,
+            pool,
+            statements: Statements::new(rewrite),
+            deadline: connection.pool.command_timeout,
+        }
+    }
+
     /// A store on `pool` whose schema is checked without changing anything: upstream's two
     /// tables with their columns must be there.
     async fn checked_read_only(
@@ -439,12 +455,7 @@ impl SqlxServerStore {
         connection: &SqlConnection,
         rewrite: fn(&str) -> String,
     ) -> Result<Self, StoreError> {
-        let store = Self {
-            kind,
-            pool,
-            statements: Statements::new(rewrite),
-            deadline: connection.pool.command_timeout,
-        };
+        let store = Self::new(kind, pool, connection, rewrite);
         let database = connection.database.clone();
         let check = async {
             on_server!(&store.pool, |pool, dialect| {
@@ -476,12 +487,7 @@ impl SqlxServerStore {
         connection: &SqlConnection,
         rewrite: fn(&str) -> String,
     ) -> Result<Self, StoreError> {
-        let store = Self {
-            kind,
-            pool,
-            statements: Statements::new(rewrite),
-            deadline: connection.pool.command_timeout,
-        };
+        let store = Self::new(kind, pool, connection, rewrite);
         let deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
         with_deadline(deadline, store.migrate()).await?;
         Ok(store)

@@ -13,13 +13,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::config::logging::LogFileSettings;
+use crate::private_file::owner_only;
 
 /// How long to wait before trying a file again after it could not be opened or written.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -172,11 +172,7 @@ impl RollingLogFile {
 
     fn open_file(&mut self, period: &str, sequence: u32) -> io::Result<()> {
         let path = self.path_for(period, sequence);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
+        let file = owner_only(OpenOptions::new().create(true).append(true)).open(&path)?;
         let written = file.metadata()?.len();
         self.current = Some(Current {
             file,

@@ -379,6 +379,9 @@ async fn backup_refuses_to_overwrite_or_to_write_over_the_live_database() {
 
     let (status, said) = run(&["--verify", path_arg(&dir.path().join("absent.db"))]).await;
     assert!(!status.success(), "{said}");
+    // The operator gave the file on the command line, not in the settings.
+    assert!(said.contains("given to backup --verify"), "{said}");
+    assert!(!said.contains("sqliteConnectionString"), "{said}");
     assert!(
         !dir.path().join("absent.db").exists(),
         "verify creates nothing"

@@ -8,13 +8,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use key_connector::config::{RecoveryKeySettings, RsaKeySettings, Settings, SettingsGroup};
+use std::process::Command;
+
+use key_connector::config::{
+    DatabaseSettings, RecoveryKeySettings, RsaKeySettings, Settings, SettingsGroup,
+};
 use key_connector::crypto::recovery::{RecoveryPrivateKey, RecoveryPublicKey, fingerprint};
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::{RsaKeyProvider, open_rsa_key_provider};
-use key_connector::operations::recover::recover;
+use key_connector::operations::recover::{RecoverReport, recover};
 use key_connector::startup::{Application, StartupError};
-use key_connector::store::open_store;
+use key_connector::store::{StoredRecoveryWrap, open_store};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -92,6 +96,39 @@ fn certificate(dir: &Path, name: &str) -> RsaKeySettings {
     })
 }
 
+/// The service's settings for `store` in `dir`, with `recovery` as its recovery key.
+fn settings_with_recovery(
+    store: StoreKind,
+    dir: &Path,
+    idp: &TestIdp,
+    recovery: &RecoveryPair,
+) -> Settings {
+    let mut settings = settings_for(store, dir, &idp.url);
+    settings.recovery_key = Some(recovery.settings());
+    settings
+}
+
+/// The real service with its sqlite store in `dir`, listening on `port`, given
+/// `recovery`'s public key.
+fn service_with_recovery(dir: &Path, idp: &TestIdp, recovery: &RecoveryPair, port: u16) -> Command {
+    let mut command = service_command(dir, "sqlite", &idp.url, port);
+    command.env(
+        "keyConnectorSettings__recoveryKey__publicKeyPath",
+        &recovery.public_pem,
+    );
+    command
+}
+
+/// The recovery wraps stored in `database`.
+async fn recovery_wraps_in(database: &DatabaseSettings) -> Vec<StoredRecoveryWrap> {
+    open_store(database)
+        .await
+        .unwrap()
+        .read_recovery_wraps()
+        .await
+        .unwrap()
+}
+
 /// The service, built in-process with `provider`, serving until stopped.
 struct Served {
     base: String,
@@ -117,6 +154,20 @@ impl Served {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.server.await.unwrap();
+    }
+
+    /// Serves with `settings` and `provider` just long enough to store `count` new keys,
+    /// returned with their users; `provider` is dropped with the service.
+    async fn stored_keys(
+        settings: &Settings,
+        provider: Arc<dyn RsaKeyProvider>,
+        idp: &TestIdp,
+        count: usize,
+    ) -> Vec<(Uuid, String)> {
+        let served = Self::start(settings, provider).await.unwrap();
+        let users = served.store_keys(idp, count).await;
+        served.stop().await;
+        users
     }
 
     async fn store_keys(&self, idp: &TestIdp, count: usize) -> Vec<(Uuid, String)> {
@@ -157,11 +208,40 @@ async fn provider_for(settings: &RsaKeySettings) -> Arc<dyn RsaKeyProvider> {
         .expect("the RSA key opens")
 }
 
+/// Recovers `settings.database` with `recovery` onto `new_key` (`context` says at which
+/// step, if it fails), which then becomes the configured RSA key; the service started
+/// with it serves every key of `users`.
+async fn recover_onto(
+    settings: &mut Settings,
+    recovery: &RecoveryPair,
+    new_key: RsaKeySettings,
+    idp: &TestIdp,
+    users: &[(Uuid, String)],
+    context: &str,
+) -> RecoverReport {
+    let report = recover(
+        &settings.database,
+        &recovery.private(),
+        &new_key,
+        SettingsGroup::RotateTo,
+        false,
+    )
+    .await
+    .expect(context);
+    settings.rsa_key = new_key;
+    let served = Served::start(settings, provider_for(&settings.rsa_key).await)
+        .await
+        .expect("starts with the new RSA key");
+    served.serves_every_key(idp, users).await;
+    served.stop().await;
+    report
+}
+
 /// Stores keys under `rsa_key` with a recovery key, loses the RSA key with `lose`, recovers
 /// onto a new certificate and serves every key with it.
 async fn recovered_after_losing<L, F>(
     store: StoreKind,
-    database: Option<key_connector::config::DatabaseSettings>,
+    database: Option<DatabaseSettings>,
     dir: &Path,
     provider: Arc<dyn RsaKeyProvider>,
     lose: L,
@@ -171,24 +251,13 @@ async fn recovered_after_losing<L, F>(
 {
     let idp = TestIdp::start().await;
     let recovery = RecoveryPair::new(dir, "recovery", 3072);
-    let mut settings = settings_for(store, dir, &idp.url);
-    settings.recovery_key = Some(recovery.settings());
+    let mut settings = settings_with_recovery(store, dir, &idp, &recovery);
     if let Some(database) = database {
         settings.database = database;
     }
 
-    let served = Served::start(&settings, Arc::clone(&provider))
-        .await
-        .unwrap();
-    let users = served.store_keys(&idp, 6).await;
-    served.stop().await;
-    drop(provider);
-    let wraps = open_store(&settings.database)
-        .await
-        .unwrap()
-        .read_recovery_wraps()
-        .await
-        .unwrap();
+    let users = Served::stored_keys(&settings, provider, &idp, 6).await;
+    let wraps = recovery_wraps_in(&settings.database).await;
     assert_eq!(
         wraps.len(),
         1,
@@ -199,60 +268,55 @@ async fn recovered_after_losing<L, F>(
     lose().await;
 
     let new_key = certificate(dir, "new-rsa-key");
-    let new_provider = provider_for(&new_key).await;
-    let report = recover(
-        &settings.database,
-        &recovery.private(),
-        &new_key,
-        SettingsGroup::RotateTo,
-        false,
-    )
-    .await
-    .expect("recovers");
+    let report = recover_onto(&mut settings, &recovery, new_key, &idp, &users, "recovers").await;
     assert_eq!(report.user_keys, 6);
     assert_eq!(report.fingerprint, recovery.fingerprint);
     assert!(!report.pending_recovered);
+}
 
-    settings.rsa_key = new_key;
-    let served = Served::start(&settings, new_provider)
-        .await
-        .expect("starts with the new RSA key");
-    served.serves_every_key(&idp, &users).await;
-    served.stop().await;
+/// [`recovered_after_losing`] with `store`'s file in a directory of its own.
+async fn recovered_in_a_new_directory<L, F>(
+    store: StoreKind,
+    provider: Arc<dyn RsaKeyProvider>,
+    lose: L,
+) where
+    L: FnOnce() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    recovered_after_losing(store, None, dir.path(), provider, lose).await;
+}
+
+/// [`recovered_after_losing`] with a certificate lost by deleting its PFX, in a directory of
+/// its own (returned) holding `store`'s file, or with `database` when given.
+async fn recovered_after_deleting_a_certificate(
+    store: StoreKind,
+    database: Option<DatabaseSettings>,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let lost = certificate(dir.path(), "lost");
+    let lost_path = dir.path().join("lost.pfx");
+    recovered_after_losing(
+        store,
+        database,
+        dir.path(),
+        provider_for(&lost).await,
+        || async {
+            std::fs::remove_file(&lost_path).unwrap();
+        },
+    )
+    .await;
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let lost = certificate(dir.path(), "lost");
-    let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        None,
-        dir.path(),
-        provider_for(&lost).await,
-        || async {
-            std::fs::remove_file(&lost_path).unwrap();
-        },
-    )
-    .await;
+    recovered_after_deleting_a_certificate(StoreKind::Sqlite, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let lost = certificate(dir.path(), "lost");
-    let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(
-        StoreKind::Json,
-        None,
-        dir.path(),
-        provider_for(&lost).await,
-        || async {
-            std::fs::remove_file(&lost_path).unwrap();
-        },
-    )
-    .await;
+    let dir = recovered_after_deleting_a_certificate(StoreKind::Json, None).await;
     let document: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("data.json")).unwrap()).unwrap();
     assert!(document["recoveryKeyWraps"][0]["wrappedKey"].is_string());
@@ -275,19 +339,7 @@ async fn a_lost_certificate_is_recovered_on(server: crate::support::databases::E
         }
         Err(reason) => crate::skip_or_fail!("{reason}"),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let lost = certificate(dir.path(), "lost");
-    let lost_path = dir.path().join("lost.pfx");
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        Some(database.settings()),
-        dir.path(),
-        provider_for(&lost).await,
-        || async {
-            std::fs::remove_file(&lost_path).unwrap();
-        },
-    )
-    .await;
+    recovered_after_deleting_a_certificate(StoreKind::Sqlite, Some(database.settings())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,25 +370,17 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
     let provider = AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let client = moto.client();
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        None,
-        dir.path(),
-        Arc::new(provider),
-        || async {
-            client.disable_key().key_id(&key_id).send().await.unwrap();
-            let lost =
-                AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
-                    .await;
-            let unwrapped = match lost {
-                Ok(provider) => provider.unwrap_symmetric_key(&[1u8; 64]).await.is_ok(),
-                Err(_) => false,
-            };
-            assert!(!unwrapped, "the disabled key unwraps nothing");
-        },
-    )
+    recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
+        client.disable_key().key_id(&key_id).send().await.unwrap();
+        let lost =
+            AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url).await;
+        let unwrapped = match lost {
+            Ok(provider) => provider.unwrap_symmetric_key(&[1u8; 64]).await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(!unwrapped, "the disabled key unwraps nothing");
+    })
     .await;
 }
 
@@ -348,17 +392,10 @@ async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
     let provider = GcpKmsKeyProvider::open_with(&crate::gcpkms::settings(), kms.connection())
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        None,
-        dir.path(),
-        Arc::new(provider),
-        || async {
-            // The key version is destroyed with the stand-in that held it.
-            drop(kms);
-        },
-    )
+    recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
+        // The key version is destroyed with the stand-in that held it.
+        drop(kms);
+    })
     .await;
 }
 
@@ -370,17 +407,10 @@ async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
     let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        None,
-        dir.path(),
-        Arc::new(provider),
-        || async {
-            // The vault, and the key in it, are gone with the stand-in.
-            drop(azure);
-        },
-    )
+    recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
+        // The vault, and the key in it, are gone with the stand-in.
+        drop(azure);
+    })
     .await;
 }
 
@@ -389,22 +419,15 @@ async fn a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one() 
     use crate::vault::{TOKEN, VaultStandIn, secret_data, settings_from_env};
     let vault = VaultStandIn::start(Some(secret_data())).await;
     let in_vault = settings_from_env(&vault.url, TOKEN, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(
-        StoreKind::Json,
-        None,
-        dir.path(),
-        provider_for(&in_vault).await,
-        || async {
-            drop(vault);
-            assert!(
-                open_rsa_key_provider(&in_vault, SettingsGroup::Main)
-                    .await
-                    .is_err(),
-                "the secret is gone"
-            );
-        },
-    )
+    recovered_in_a_new_directory(StoreKind::Json, provider_for(&in_vault).await, || async {
+        drop(vault);
+        assert!(
+            open_rsa_key_provider(&in_vault, SettingsGroup::Main)
+                .await
+                .is_err(),
+            "the secret is gone"
+        );
+    })
     .await;
 }
 
@@ -424,33 +447,26 @@ async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
     let token = hsm.init_token("recovery");
     hsm.generate_key(&token, "kc", &[3], true);
     let hsm_key = RsaKeySettings::Pkcs11(hsm.settings(&token, label("kc")));
-    let dir = tempfile::tempdir().unwrap();
-    recovered_after_losing(
-        StoreKind::Sqlite,
-        None,
-        dir.path(),
-        provider_for(&hsm_key).await,
-        || async {
-            let session = hsm.context.open_rw_session(hsm.slot_of(&token)).unwrap();
-            session
-                .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
-                .unwrap();
-            let objects = session
-                .find_objects(&[Attribute::Label(b"kc".to_vec())])
-                .unwrap();
-            assert!(!objects.is_empty());
-            for object in objects {
-                session.destroy_object(object).unwrap();
-            }
-            session.logout().unwrap();
-            assert!(
-                open_rsa_key_provider(&hsm_key, SettingsGroup::Main)
-                    .await
-                    .is_err(),
-                "the HSM key is gone"
-            );
-        },
-    )
+    recovered_in_a_new_directory(StoreKind::Sqlite, provider_for(&hsm_key).await, || async {
+        let session = hsm.context.open_rw_session(hsm.slot_of(&token)).unwrap();
+        session
+            .login(UserType::User, Some(&AuthPin::from(USER_PIN)))
+            .unwrap();
+        let objects = session
+            .find_objects(&[Attribute::Label(b"kc".to_vec())])
+            .unwrap();
+        assert!(!objects.is_empty());
+        for object in objects {
+            session.destroy_object(object).unwrap();
+        }
+        session.logout().unwrap();
+        assert!(
+            open_rsa_key_provider(&hsm_key, SettingsGroup::Main)
+                .await
+                .is_err(),
+            "the HSM key is gone"
+        );
+    })
     .await;
 }
 
@@ -460,22 +476,12 @@ async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let recovery = RecoveryPair::new(dir.path(), "recovery", 3072);
-    let mut settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
-    settings.recovery_key = Some(recovery.settings());
+    let mut settings = settings_with_recovery(StoreKind::Sqlite, dir.path(), &idp, &recovery);
     settings.rsa_key = certificate(dir.path(), "first");
-    let served = Served::start(&settings, provider_for(&settings.rsa_key).await)
-        .await
-        .unwrap();
-    let users = served.store_keys(&idp, 5).await;
-    served.stop().await;
-    let wraps = || async {
-        open_store(&settings.database)
-            .await
-            .unwrap()
-            .read_recovery_wraps()
-            .await
-            .unwrap()
-    };
+    let provider = provider_for(&settings.rsa_key).await;
+    let users = Served::stored_keys(&settings, provider, &idp, 5).await;
+    let database = settings.database.clone();
+    let wraps = || recovery_wraps_in(&database);
     let first = wraps().await;
 
     // rotate-rsa-key: the symmetric key, so its wrap, is unchanged.
@@ -522,22 +528,16 @@ async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     // The RSA key is lost in the middle of the rotation: recover both keys.
     std::fs::remove_file(dir.path().join("second.pfx")).unwrap();
     let third = certificate(dir.path(), "third");
-    let recovered = recover(
-        &settings.database,
-        &recovery.private(),
-        &third,
-        SettingsGroup::RotateTo,
-        false,
+    let recovered = recover_onto(
+        &mut settings,
+        &recovery,
+        third,
+        &idp,
+        &users,
+        "recovers mid-rotation",
     )
-    .await
-    .expect("recovers mid-rotation");
+    .await;
     assert!(recovered.pending_recovered);
-    settings.rsa_key = third;
-    let served = Served::start(&settings, provider_for(&settings.rsa_key).await)
-        .await
-        .unwrap();
-    served.serves_every_key(&idp, &users).await;
-    served.stop().await;
 
     // Finishing the rotation leaves the new key's wrap only.
     let report = rotate_symmetric_key(
@@ -559,22 +559,16 @@ async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     // And recovery works from the rotated key.
     std::fs::remove_file(dir.path().join("third.pfx")).unwrap();
     let fourth = certificate(dir.path(), "fourth");
-    let recovered = recover(
-        &settings.database,
-        &recovery.private(),
-        &fourth,
-        SettingsGroup::RotateTo,
-        false,
+    let recovered = recover_onto(
+        &mut settings,
+        &recovery,
+        fourth,
+        &idp,
+        &users,
+        "recovers after a completed rotation",
     )
-    .await
-    .expect("recovers after a completed rotation");
+    .await;
     assert!(!recovered.pending_recovered);
-    settings.rsa_key = fourth;
-    let served = Served::start(&settings, provider_for(&settings.rsa_key).await)
-        .await
-        .unwrap();
-    served.serves_every_key(&idp, &users).await;
-    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,8 +576,7 @@ async fn a_small_or_unreadable_recovery_key_stops_start_up_naming_the_setting() 
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let small = RecoveryPair::new(dir.path(), "small", 2048);
-    let mut settings = settings_for(StoreKind::Sqlite, dir.path(), &idp.url);
-    settings.recovery_key = Some(small.settings());
+    let mut settings = settings_with_recovery(StoreKind::Sqlite, dir.path(), &idp, &small);
     let provider = provider_for(&settings.rsa_key).await;
     let error = Served::start(&settings, Arc::clone(&provider))
         .await
@@ -661,14 +654,8 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     let dir = tempfile::tempdir().unwrap();
     let first = RecoveryPair::new(dir.path(), "first-recovery", 3072);
     let second = RecoveryPair::new(dir.path(), "second-recovery", 3072);
-    let with_recovery = |pair: &RecoveryPair, port: u16| {
-        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
-        command.env(
-            "keyConnectorSettings__recoveryKey__publicKeyPath",
-            &pair.public_pem,
-        );
-        command
-    };
+    let with_recovery =
+        |pair: &RecoveryPair, port: u16| service_with_recovery(dir.path(), &idp, pair, port);
     let port = free_port();
     let service = Service::spawn(with_recovery(&first, port), port)
         .wait_ready()
@@ -688,20 +675,8 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     );
     assert!(!said.contains(RECOVERY_PASSWORD));
 
-    let database = key_connector::config::DatabaseSettings::Sqlite {
-        connection: key_connector::config::SqliteConnection {
-            path: dir.path().join("keys.db"),
-            read_only: false,
-        },
-    };
-    let stored = || async {
-        open_store(&database)
-            .await
-            .unwrap()
-            .read_recovery_wraps()
-            .await
-            .unwrap()
-    };
+    let database = settings_for(StoreKind::Sqlite, dir.path(), &idp.url).database;
+    let stored = || recovery_wraps_in(&database);
     assert_eq!(stored().await[0].fingerprint, first.fingerprint, "kept");
 
     let mut check = with_recovery(&second, free_port());
@@ -799,7 +774,7 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
-    use key_connector::config::{DatabaseSettings, TransferTarget, TransferToSettings};
+    use key_connector::config::{TransferTarget, TransferToSettings};
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let recovery = RecoveryPair::new(dir.path(), "recovery", 3072);
@@ -824,18 +799,9 @@ async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
     )
     .await;
     app.shutdown().await;
-    let source = open_store(&settings_for(StoreKind::Sqlite, dir.path(), &idp.url).database)
-        .await
-        .unwrap()
-        .read_recovery_wraps()
-        .await
-        .unwrap();
-    let target = open_store(&target_database)
-        .await
-        .unwrap()
-        .read_recovery_wraps()
-        .await
-        .unwrap();
+    let source =
+        recovery_wraps_in(&settings_for(StoreKind::Sqlite, dir.path(), &idp.url).database).await;
+    let target = recovery_wraps_in(&target_database).await;
     assert_eq!(source.len(), 1);
     assert_eq!(target.len(), 1);
     assert_eq!(target[0].fingerprint, recovery.fingerprint);
@@ -855,14 +821,7 @@ async fn a_backup_checked_with_the_recovery_key_restores_after_the_rsa_key_is_lo
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let pair = RecoveryPair::new(dir.path(), "recovery", 3072);
-    let command = |port: u16| {
-        let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
-        command.env(
-            "keyConnectorSettings__recoveryKey__publicKeyPath",
-            &pair.public_pem,
-        );
-        command
-    };
+    let command = |port: u16| service_with_recovery(dir.path(), &idp, &pair, port);
     let port = free_port();
     let service = Service::spawn(command(port), port).wait_ready().await;
     let mut stored = Vec::new();

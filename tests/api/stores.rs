@@ -610,6 +610,21 @@ async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
 }
 
 #[tokio::test]
+async fn sqlite_that_cannot_be_created_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = open_store(&Backend::Sqlite.settings(&dir.path().join("missing")))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("keyConnectorSettings__database__sqliteConnectionString"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn sqlite_refuses_a_database_with_a_foreign_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");

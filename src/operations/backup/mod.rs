@@ -24,7 +24,7 @@ pub use self::verify::{
 };
 use super::OperationError;
 use crate::config::DatabaseSettings;
-use crate::store::open_store_read_only;
+use crate::store::{NamedBy, open_store_read_only};
 
 /// Suffix of a backup that failed its check.
 pub const FAILED_SUFFIX: &str = ".failed";
@@ -167,9 +167,11 @@ pub async fn backup_to(
         .ok_or_else(|| use_the_servers_tool(database))?;
     let temp = copy_live(database, live, temp, request.interactive).await?;
 
-    let copy = open_store_read_only(&copy_of).await.map_err(|error| {
-        OperationError::Failed(format!("the copy just written cannot be opened: {error}"))
-    })?;
+    let copy = open_store_read_only(&copy_of, NamedBy::Argument("backup --to"))
+        .await
+        .map_err(|error| {
+            OperationError::Failed(format!("the copy just written cannot be opened: {error}"))
+        })?;
     let verification = verify_store(copy.as_ref(), source, request.interactive).await;
     copy.close().await;
 
@@ -249,7 +251,7 @@ pub async fn verify_copy(
     interactive: bool,
 ) -> Result<VerifyReport, OperationError> {
     let started = Instant::now();
-    let store = open_store_read_only(copy)
+    let store = open_store_read_only(copy, NamedBy::Argument("backup --verify"))
         .await
         .map_err(|source| OperationError::Store {
             what: "backup --verify",
@@ -327,12 +329,22 @@ mod tests {
         use crate::store::{SymmetricKeyStore, UserKeyStore};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy.json");
-        assert!(JsonFileStore::open_read_only(&path).await.is_err());
+        let named_by = NamedBy::Argument("backup --verify");
+        let error = JsonFileStore::open_read_only(&path, named_by)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("given to backup --verify"),
+            "{error}"
+        );
         assert!(!path.exists(), "a missing copy is not created");
 
         let document = br#"{"symmetricKey":"d3JhcHBlZA==","userKey":[]}"#;
         std::fs::write(&path, document).unwrap();
-        let store = JsonFileStore::open_read_only(&path).await.unwrap();
+        let store = JsonFileStore::open_read_only(&path, named_by)
+            .await
+            .unwrap();
         assert_eq!(
             store.read_symmetric_key().await.unwrap().as_deref(),
             Some("d3JhcHBlZA==")

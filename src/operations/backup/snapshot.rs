@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::operations::progress::Progress;
+use crate::private_file::owner_only;
 
 /// A file being written next to its destination; removed on drop unless published.
 pub struct PrivateTempFile {
@@ -90,11 +91,7 @@ pub fn parent_of(path: &Path) -> PathBuf {
 
 /// Creates `path` empty and owner-only; fails if it exists.
 fn create_private(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    owner_only(OpenOptions::new().write(true).create_new(true)).open(path)
 }
 
 /// Writes the JSON document `bytes` (read under the store's lock) into `temp`.
