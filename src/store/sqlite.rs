@@ -427,15 +427,20 @@ impl StoreBackend for SqliteStore {
 impl UserKeyRows for SqliteStore {
     async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         // Upstream writes upper case; a lower-case row (from other tooling) is found too.
+        // Two equality lookups rather than one `IN (?1, ?2)`: the upper-case one almost
+        // always answers, and an `IN` list costs SQLite a temporary set on every read.
         let raw = self
             .read(move |connection| {
-                connection
-                    .prepare_cached(select_user_key!(r#"WHERE "Id" IN (?1, ?2) LIMIT 1"#))
-                    .and_then(|mut s| {
-                        s.query_row([guid_text(id), lower_guid_text(id)], raw_row)
-                            .optional()
-                    })
-                    .map_err(unavailable)
+                let mut statement = connection
+                    .prepare_cached(select_user_key!(r#"WHERE "Id" = ?1"#))
+                    .map_err(unavailable)?;
+                match statement.query_row([guid_text(id)], raw_row).optional() {
+                    Ok(None) => statement
+                        .query_row([lower_guid_text(id)], raw_row)
+                        .optional(),
+                    found => found,
+                }
+                .map_err(unavailable)
             })
             .await?;
         raw.map(parse_row).transpose()
@@ -641,5 +646,43 @@ impl RecoveryWrapStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NamedBy, UserKeyStore};
+
+    /// Rows written by other tooling with a lower-case `Id` are read like upstream's
+    /// upper-case ones; an upper-case row wins when both exist.
+    #[tokio::test]
+    async fn reads_upper_case_ids_first_and_lower_case_ones_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SqliteConnection {
+            path: dir.path().join("keys.db"),
+            read_only: false,
+        };
+        let store = SqliteStore::open(&settings, NamedBy::Setting)
+            .await
+            .unwrap();
+        let (lower_only, both, absent) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let insert = |id: String, key: &str| {
+            let connection = Connection::open(&settings.path).unwrap();
+            connection
+                .execute(
+                    r#"INSERT INTO "UserKeys" ("Id", "Key", "CreationDate") VALUES (?1, ?2, '2024-01-02 03:04:05')"#,
+                    params![id, key],
+                )
+                .unwrap();
+        };
+        insert(lower_guid_text(lower_only), "lower");
+        insert(lower_guid_text(both), "lower");
+        insert(guid_text(both), "upper");
+
+        let read = |id| store.read_user_key(id);
+        assert_eq!(read(lower_only).await.unwrap().unwrap().sealed_key, "lower");
+        assert_eq!(read(both).await.unwrap().unwrap().sealed_key, "upper");
+        assert!(read(absent).await.unwrap().is_none());
     }
 }
