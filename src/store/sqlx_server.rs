@@ -381,7 +381,9 @@ impl SqlxServerStore {
         )
         .await?;
         let pool = ServerPool::Postgres(pool_options(connection).connect_lazy_with(options));
-        Self::migrated(postgres::KIND, pool, connection, postgres::rewrite).await
+        Self::new(postgres::KIND, pool, connection, postgres::rewrite)
+            .migrated(connection)
+            .await
     }
 
     /// Connects to MySQL or MariaDB, creates the database and upstream's schema if needed,
@@ -392,7 +394,9 @@ impl SqlxServerStore {
         let options = mysql::connect_options(connection);
         ensure_database_exists(&options, connection, mysql::creation(&options, connection)).await?;
         let pool = ServerPool::MySql(pool_options(connection).connect_lazy_with(options));
-        Self::migrated(mysql::KIND, pool, connection, mysql::rewrite).await
+        Self::new(mysql::KIND, pool, connection, mysql::rewrite)
+            .migrated(connection)
+            .await
     }
 
     /// Connects to a PostgreSQL database only to read it (a restored copy being checked):
@@ -404,7 +408,9 @@ impl SqlxServerStore {
         let options = postgres::connect_options(connection)
             .options([("default_transaction_read_only", "on")]);
         let pool = ServerPool::Postgres(pool_options(connection).connect_lazy_with(options));
-        Self::checked_read_only(postgres::KIND, pool, connection, postgres::rewrite).await
+        Self::new(postgres::KIND, pool, connection, postgres::rewrite)
+            .checked_read_only(connection)
+            .await
     }
 
     /// Connects to a MySQL or MariaDB database only to read it, as
@@ -422,12 +428,13 @@ impl SqlxServerStore {
                 })
             })
             .connect_lazy_with(options);
-        Self::checked_read_only(
+        Self::new(
             mysql::KIND,
             ServerPool::MySql(pool),
             connection,
             mysql::rewrite,
         )
+        .checked_read_only(connection)
         .await
     }
 
@@ -447,18 +454,12 @@ impl SqlxServerStore {
         }
     }
 
-    /// A store on `pool` whose schema is checked without changing anything: upstream's two
+    /// This store once its schema is checked without changing anything: upstream's two
     /// tables with their columns must be there.
-    async fn checked_read_only(
-        kind: &'static str,
-        pool: ServerPool,
-        connection: &SqlConnection,
-        rewrite: fn(&str) -> String,
-    ) -> Result<Self, StoreError> {
-        let store = Self::new(kind, pool, connection, rewrite);
+    async fn checked_read_only(self, connection: &SqlConnection) -> Result<Self, StoreError> {
         let database = connection.database.clone();
         let check = async {
-            on_server!(&store.pool, |pool, dialect| {
+            on_server!(&self.pool, |pool, dialect| {
                 let mut conn = pool.acquire().await.map_err(dialect::open_error)?;
                 let tables: Vec<String> = sqlx::query_scalar(dialect::LIST_TABLES)
                     .fetch_all(&mut *conn)
@@ -478,19 +479,14 @@ impl SqlxServerStore {
             })
         };
         with_deadline(connection.pool.connect_timeout * 2, check).await?;
-        Ok(store)
+        Ok(self)
     }
 
-    async fn migrated(
-        kind: &'static str,
-        pool: ServerPool,
-        connection: &SqlConnection,
-        rewrite: fn(&str) -> String,
-    ) -> Result<Self, StoreError> {
-        let store = Self::new(kind, pool, connection, rewrite);
+    /// This store once upstream's schema is created or checked ([`Self::migrate`]).
+    async fn migrated(self, connection: &SqlConnection) -> Result<Self, StoreError> {
         let deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
-        with_deadline(deadline, store.migrate()).await?;
-        Ok(store)
+        with_deadline(deadline, self.migrate()).await?;
+        Ok(self)
     }
 
     /// Like EF's `Migrate()`: creates upstream's tables and records the migration, under the
