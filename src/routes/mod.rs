@@ -69,17 +69,15 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(
+            // A debug span: at the default level a request makes no span at all, which saved
+            // a tenth of a key read's CPU. The audit line names the request id itself, so at
+            // `info` nothing is lost but the context on the rare warnings inside a request.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!(
+                tracing::debug_span!(
                     "request",
                     method = %request.method(),
                     path = %request.uri().path(),
-                    request_id = %request_id,
+                    request_id = %RequestId::of(request.headers()).as_str(),
                 )
             }),
         )
@@ -133,6 +131,28 @@ pub fn normalize_path(mut request: Request) -> Request {
         }
     }
     request
+}
+
+/// The request's `x-request-id`: the client's, or the one [`SetRequestIdLayer`] gave it.
+pub struct RequestId(Option<HeaderValue>);
+
+impl RequestId {
+    fn of(headers: &axum::http::HeaderMap) -> Self {
+        Self(headers.get(&REQUEST_ID).cloned())
+    }
+
+    /// The id, or `-` when it is missing or not visible ASCII.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.headers))
+    }
 }
 
 impl FromRequestParts<AppState> for AuthenticatedUser {

@@ -21,6 +21,7 @@ use crate::connections::{BodyReadTimeout, ConnectionLimits};
 use crate::crypto::UserKey;
 use crate::dotnet_time::now_utc;
 use crate::error::ApiError;
+use crate::routes::RequestId;
 use crate::state::AppState;
 use crate::store::{CreateOutcome, StoredUserKey};
 
@@ -48,9 +49,14 @@ impl Drop for UserKeyResponse {
     }
 }
 
-/// One audit line per key read or write that reached a handler: action, user, outcome.
-/// The request id comes from the request's span. Never the key.
-fn audit<T>(user: &AuthenticatedUser, action: &'static str, result: &Result<T, ApiError>) {
+/// One audit line per key read or write that reached a handler: action, user, outcome and
+/// request id. Never the key.
+fn audit<T>(
+    user: &AuthenticatedUser,
+    request: &RequestId,
+    action: &'static str,
+    result: &Result<T, ApiError>,
+) {
     let outcome = match result {
         Ok(_) => "ok",
         Err(ApiError::NoKey) => "not_found",
@@ -63,15 +69,22 @@ fn audit<T>(user: &AuthenticatedUser, action: &'static str, result: &Result<T, A
         Err(ApiError::Unavailable(_)) => "unavailable",
         Err(_) => "error",
     };
-    tracing::info!(target: "audit", user_id = %user.user_id, action, outcome);
+    tracing::info!(
+        target: "audit",
+        user_id = %user.user_id,
+        action,
+        outcome,
+        request_id = request.as_str()
+    );
 }
 
 pub async fn get_key(
     State(state): State<AppState>,
+    request: RequestId,
     user: AuthenticatedUser,
 ) -> Result<Json<UserKeyResponse>, ApiError> {
     let result = read_key(&state, &user).await;
-    audit(&user, "read", &result);
+    audit(&user, &request, "read", &result);
     result
 }
 
@@ -101,18 +114,20 @@ async fn read_key(
 
 pub async fn create_key(
     State(state): State<AppState>,
+    request: RequestId,
     user: AuthenticatedUser,
     body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    write_key(&state, &user, body, KeyWrite::Create).await
+    write_key(&state, &user, &request, body, KeyWrite::Create).await
 }
 
 pub async fn put_key(
     State(state): State<AppState>,
+    request: RequestId,
     user: AuthenticatedUser,
     body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
-    write_key(&state, &user, body, KeyWrite::CreateOrReplace).await
+    write_key(&state, &user, &request, body, KeyWrite::CreateOrReplace).await
 }
 
 /// What a write may do to an existing key.
@@ -127,6 +142,7 @@ enum KeyWrite {
 async fn write_key(
     state: &AppState,
     user: &AuthenticatedUser,
+    request: &RequestId,
     body: KeyWriteBody,
     write: KeyWrite,
 ) -> Result<StatusCode, ApiError> {
@@ -157,7 +173,7 @@ async fn write_key(
         KeyWrite::Create => "create",
         KeyWrite::CreateOrReplace => "put",
     };
-    audit(user, action, &result);
+    audit(user, request, action, &result);
     result
 }
 

@@ -138,7 +138,8 @@ where
 
 /// One line as Serilog's file sink writes it with its default template
 /// (`{Timestamp:yyyy-MM-dd HH:mm:ss.fff zzz} [{Level:u3}] {Message:lj}{NewLine}`), the
-/// event's fields and those of its spans (request id, method, path) following the message.
+/// event's fields and those of its spans (at `debug`, each request's method, path and request
+/// id) following the message.
 struct SerilogFileLine;
 
 impl<S, N> FormatEvent<S, N> for SerilogFileLine

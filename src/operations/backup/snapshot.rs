@@ -9,10 +9,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "sqlite")]
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+#[cfg(feature = "sqlite")]
 use crate::operations::progress::Progress;
 use crate::private_file::owner_only;
 
