@@ -131,6 +131,36 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The error with its refusal, if it names where a connection string came from, naming
+    /// `named_by` instead: a SQL server's refusals name the service's setting, and a command
+    /// given the connection string as an argument says so.
+    pub fn named_by(self, named_by: NamedBy) -> Self {
+        let NamedBy::Argument(argument) = named_by else {
+            return self;
+        };
+        match self {
+            Self::Config(Refusal::Rejected {
+                problem, source, ..
+            }) => Refusal::Rejected {
+                problem,
+                origin: given_to(argument),
+                source,
+            }
+            .into(),
+            Self::Config(Refusal::DatabaseNotCreated {
+                database, source, ..
+            }) => Refusal::DatabaseNotCreated {
+                database,
+                origin: given_to(argument),
+                source,
+            }
+            .into(),
+            other => other,
+        }
+    }
+}
+
 impl From<Refusal> for StoreError {
     fn from(refusal: Refusal) -> Self {
         Self::Config(refusal)
@@ -203,9 +233,13 @@ impl NamedBy {
     pub fn origin(self, setting: &'static str) -> Cow<'static, str> {
         match self {
             NamedBy::Setting => Cow::Borrowed(setting),
-            NamedBy::Argument(argument) => Cow::Owned(format!("given to {argument}")),
+            NamedBy::Argument(argument) => given_to(argument),
         }
     }
+}
+
+fn given_to(argument: &str) -> Cow<'static, str> {
+    Cow::Owned(format!("given to {argument}"))
 }
 
 /// Why a store refuses to work as configured: something an operator must fix.
@@ -228,20 +262,22 @@ pub enum Refusal {
         kind: &'static str,
     },
     #[error(
-        "the database `{database}` does not exist and could not be created ({setting}): {source}"
+        "the database `{database}` does not exist and could not be created ({origin}): {source}"
     )]
     DatabaseNotCreated {
         database: String,
-        setting: &'static str,
+        /// The setting or argument that named the database ([`NamedBy::origin`]).
+        origin: Cow<'static, str>,
         #[source]
         source: SourceError,
     },
     /// The server refused the connection in a way that will not fix itself (wrong password,
     /// missing permission, TLS that does not verify).
-    #[error("{problem} ({setting}): {source}")]
+    #[error("{problem} ({origin}): {source}")]
     Rejected {
         problem: &'static str,
-        setting: &'static str,
+        /// The setting or argument that gave the connection string ([`NamedBy::origin`]).
+        origin: Cow<'static, str>,
         #[source]
         source: SourceError,
     },
@@ -423,8 +459,8 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>
 
 /// Opens the store named by `settings` only to read it (a backup or a restored copy being
 /// checked): nothing is created, migrated or written, and a missing file or database is an
-/// error rather than a new empty store. A file store's refusals name `named_by` as what
-/// gave the file; the SQL servers' name the setting whose form the connection string has.
+/// error rather than a new empty store. A refusal names `named_by` as what gave the file or
+/// the connection string.
 pub async fn open_store_read_only(
     settings: &DatabaseSettings,
     named_by: NamedBy,
@@ -445,17 +481,52 @@ pub async fn open_store_read_only(
         }
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_postgres_read_only(connection).await?,
+            sqlx_server::SqlxServerStore::open_postgres_read_only(connection)
+                .await
+                .map_err(|e| e.named_by(named_by))?,
         )),
         #[cfg(feature = "mysql")]
         DatabaseSettings::MySql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_mysql_read_only(connection).await?,
+            sqlx_server::SqlxServerStore::open_mysql_read_only(connection)
+                .await
+                .map_err(|e| e.named_by(named_by))?,
         )),
         #[cfg(feature = "sqlserver")]
         DatabaseSettings::SqlServer { connection } => Ok(Arc::new(
-            sqlserver::SqlServerStore::open_read_only(connection).await?,
+            sqlserver::SqlServerStore::open_read_only(connection)
+                .await
+                .map_err(|e| e.named_by(named_by))?,
         )),
         #[allow(unreachable_patterns)]
         other => Err(Refusal::NotBuilt(other.provider_name()).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected() -> StoreError {
+        Refusal::Rejected {
+            problem: "the database refused the user name or password",
+            origin: "keyConnectorSettings__database__mySqlConnectionString".into(),
+            source: "access denied".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_refusal_names_the_argument_that_gave_the_connection_string() {
+        let said = rejected()
+            .named_by(NamedBy::Argument("backup --verify"))
+            .to_string();
+        assert_eq!(
+            said,
+            "the database refused the user name or password (given to backup --verify): access denied"
+        );
+        let kept = rejected().named_by(NamedBy::Setting).to_string();
+        assert!(kept.contains("(keyConnectorSettings__database__mySqlConnectionString)"));
+        let unavailable = StoreError::unavailable_because("down").named_by(NamedBy::Argument("x"));
+        assert!(matches!(unavailable, StoreError::Unavailable(_)));
     }
 }

@@ -266,7 +266,7 @@ fn open_error(error: tiberius::error::Error) -> StoreError {
     if error.code() == Some(LOGIN_FAILED) {
         return Refusal::Rejected {
             problem: "SQL Server refused the login: check the user name and password",
-            setting: SETTING,
+            origin: SETTING.into(),
             source: Box::new(error),
         }
         .into();
@@ -582,7 +582,7 @@ async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreE
         Err(error) if error.code() == Some(DATABASE_EXISTS) => Ok(()),
         Err(error) => Err(Refusal::DatabaseNotCreated {
             database: connection.database.clone(),
-            setting: SETTING,
+            origin: SETTING.into(),
             source: Box::new(error),
         }
         .into()),

@@ -241,7 +241,7 @@ fn open_error(
         Ok(tls) => {
             return Refusal::Rejected {
                 problem: tls_problem,
-                setting,
+                origin: setting.into(),
                 source: tls,
             }
             .into();
@@ -251,7 +251,7 @@ fn open_error(
     match rejection(&error) {
         Some(problem) => Refusal::Rejected {
             problem,
-            setting,
+            origin: setting.into(),
             source: Box::new(error),
         }
         .into(),
@@ -334,7 +334,7 @@ where
         Err(error) if (creation.already_exists)(&error) => Ok(()),
         Err(error) => Err(Refusal::DatabaseNotCreated {
             database: connection.database.clone(),
-            setting: creation.setting,
+            origin: creation.setting.into(),
             source: Box::new(error),
         }
         .into()),

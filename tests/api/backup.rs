@@ -613,6 +613,35 @@ async fn mysql_dump_restored_into_a_fresh_database_verifies_without_changes_and_
         "--verify changed nothing"
     );
 
+    // A refusal of the copy's connection string names the argument, not the setting.
+    let wrong_password = restored
+        .connection_string()
+        .split(';')
+        .filter(|part| {
+            let key = part
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            key != "pwd" && key != "password"
+        })
+        .chain(["Pwd=not-the-password"])
+        .collect::<Vec<_>>()
+        .join(";");
+    let verify = backup_command(
+        dir.path(),
+        "mysql",
+        &idp.url,
+        &["--verify", &wrong_password],
+    );
+    let (status, said) = run_to_end(with_database(verify, &restored)).await;
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("refused the user name or password"), "{said}");
+    assert!(said.contains("given to backup --verify"), "{said}");
+    assert!(!said.contains("mySqlConnectionString"), "{said}");
+    assert!(!said.contains("not-the-password"), "{said}");
+
     let service = serve(&restored).await;
     restored_service_serves_every_key_acknowledged_before_the_backup(
         &service.base_url,
