@@ -129,35 +129,21 @@ impl StoreError {
     pub fn corrupt_from(source: impl Into<SourceError>) -> Self {
         Self::Corrupt(Fault::from_source(source))
     }
-}
 
-impl StoreError {
     /// The error with its refusal, if it names where a connection string came from, naming
     /// `named_by` instead: a SQL server's refusals name the service's setting, and a command
     /// given the connection string as an argument says so.
-    pub fn named_by(self, named_by: NamedBy) -> Self {
-        let NamedBy::Argument(argument) = named_by else {
-            return self;
-        };
-        match self {
-            Self::Config(Refusal::Rejected {
-                problem, source, ..
-            }) => Refusal::Rejected {
-                problem,
-                origin: given_to(argument),
-                source,
-            }
-            .into(),
-            Self::Config(Refusal::DatabaseNotCreated {
-                database, source, ..
-            }) => Refusal::DatabaseNotCreated {
-                database,
-                origin: given_to(argument),
-                source,
-            }
-            .into(),
-            other => other,
+    pub fn named_by(mut self, named_by: NamedBy) -> Self {
+        if let (
+            NamedBy::Argument(argument),
+            Self::Config(
+                Refusal::Rejected { origin, .. } | Refusal::DatabaseNotCreated { origin, .. },
+            ),
+        ) = (named_by, &mut self)
+        {
+            *origin = given_to(argument);
         }
+        self
     }
 }
 
