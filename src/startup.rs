@@ -23,7 +23,7 @@ use crate::crypto::symmetric_key::{
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
 use crate::operations::{KeyDatabase, transfer};
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::last_access::LastAccessRecorder;
 use crate::store::{KeyStore, StoreError, open_store};
 
@@ -162,14 +162,14 @@ impl Application {
             Some((bind_all(&secure).await?, config))
         };
         let listeners = bind_all(&plain).await?;
-        let state = AppState {
+        let state = AppState::new(Services {
             health: Arc::default(),
             last_access: LastAccessRecorder::new(store.clone()),
             store,
             cipher,
             rsa_key,
             auth,
-        };
+        });
         Ok(Self {
             listeners,
             tls,
