@@ -15,6 +15,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Uri, header};
 use axum::routing::get;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -41,7 +42,7 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true);
 
-    Router::new()
+    let routes = Router::new()
         .route("/alive", get(misc::now))
         .route("/now", get(misc::now))
         .route("/health", get(health::health))
@@ -65,9 +66,14 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http))
-        .with_state(state)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors)
+        .with_state(state);
+    // The layers every request passes wrap the router as a whole, in one unboxed stack.
+    // Added with `Router::layer` they would wrap each route's boxed service in a box of
+    // their own, and axum clones the matched route's service for every request: 29 boxes
+    // allocated and freed per request, half the instructions of an `/alive`.
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             // A debug span: at the default level a request makes no span at all, which saved
             // a tenth of a key read's CPU. The audit line names the request id itself, so at
@@ -81,8 +87,9 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
                 )
             }),
         )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(cors)
+        .layer(CatchPanicLayer::custom(panic_response));
+    Router::new().fallback_service(layers.service(routes))
 }
 
 /// A handler that panicked answers 500 with the usual JSON body, and the service goes on: a
