@@ -67,10 +67,11 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn(crate::metrics::track_http))
         .with_state(state);
-    // The layers every request passes wrap the router as a whole, in one unboxed stack.
-    // Added with `Router::layer` they would wrap each route's boxed service in a box of
-    // their own, and axum clones the matched route's service for every request: 29 boxes
-    // allocated and freed per request, half the instructions of an `/alive`.
+    // The layers every request passes wrap the router as a whole, in one unboxed stack
+    // (one box, the fallback service). Added with `Router::layer` they would wrap each
+    // route's boxed service in boxes of their own, and axum clones the matched route's
+    // service for every request: 29 boxes allocated and freed per request, 8 000
+    // instructions, 15% of an `/alive`.
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

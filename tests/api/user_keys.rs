@@ -46,22 +46,26 @@ async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     // Outside every route as well, and on a method no route has.
-    let response = app
-        .client
-        .get(app.url("/no-such-path"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert!(response.headers().contains_key("x-request-id"));
-    let response = app
-        .client
-        .delete(app.url("/user-keys"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(response.headers().contains_key("x-request-id"));
+    for (method, path, status) in [
+        (Method::GET, "/no-such-path", StatusCode::NOT_FOUND),
+        (
+            reqwest::Method::DELETE,
+            "/user-keys",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{method} {path}"
+        );
+    }
 }
 
 #[tokio::test]
