@@ -48,11 +48,7 @@ async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     // Outside every route as well, and on a method no route has.
     for (method, path, status) in [
         (Method::GET, "/no-such-path", StatusCode::NOT_FOUND),
-        (
-            reqwest::Method::DELETE,
-            "/user-keys",
-            StatusCode::METHOD_NOT_ALLOWED,
-        ),
+        (Method::DELETE, "/user-keys", StatusCode::METHOD_NOT_ALLOWED),
     ] {
         let response = app
             .client
