@@ -14,7 +14,8 @@
 //! Reads: WAL lets readers proceed while a write commits. A primary-key lookup on a warm page
 //! cache takes microseconds, less than handing it to another thread and back, which was most
 //! of the cost of `GET /user-keys`. So a read runs on the calling thread when one of the
-//! reader connections is free, and on the blocking pool otherwise.
+//! reader connections is free, and on the blocking pool otherwise. On the calling thread it
+//! never waits for a lock: one that another process holds sends the read to the blocking pool.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -151,14 +152,15 @@ impl SqliteStore {
             })?;
         }
         let writer = Connection::open_with_flags(&path, writer_flags).map_err(config_error)?;
-        configure(&writer, !settings.read_only).map_err(config_error)?;
+        configure(&writer, !settings.read_only, BUSY_TIMEOUT).map_err(config_error)?;
         migrate(&writer, settings.read_only)?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader =
                     Connection::open_with_flags(&path, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
                         .map_err(config_error)?;
-                configure(&reader, false).map_err(config_error)?;
+                // Zero: see [`SqliteStore::read`].
+                configure(&reader, false, Duration::ZERO).map_err(config_error)?;
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -172,19 +174,36 @@ impl SqliteStore {
     }
 
     /// Runs a read on the calling thread if a reader is free, else on the blocking pool.
+    ///
+    /// On the calling thread SQLite may not wait for a lock (readers' busy timeout is zero):
+    /// a lock held by another process (a `sqlite3` shell inside a transaction, a database in
+    /// exclusive locking mode) would otherwise put a Tokio worker to sleep for up to
+    /// [`BUSY_TIMEOUT`], and with it every connection that worker serves. A read turned away
+    /// that way is run again on the blocking pool, where it waits as long as a write does.
     async fn read<T: Send + 'static>(
         &self,
-        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        query: impl Fn(&Connection) -> Result<T, StoreError> + Clone + Send + 'static,
     ) -> Result<T, StoreError> {
         for reader in &self.shared.readers {
             if let Ok(connection) = reader.try_lock() {
-                return query(&connection);
+                match query(&connection) {
+                    Err(error) if is_busy(&error) => break,
+                    answer => return answer,
+                }
             }
         }
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || query(&lock(&shared.readers[0])))
-            .await
-            .map_err(task_failed)?
+        tokio::task::spawn_blocking(move || {
+            let connection = lock(&shared.readers[0]);
+            connection.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+            let answer = query(&connection);
+            connection
+                .busy_timeout(Duration::ZERO)
+                .map_err(unavailable)?;
+            answer
+        })
+        .await
+        .map_err(task_failed)?
     }
 
     /// Runs a write transaction (`BEGIN IMMEDIATE`) on the blocking pool. It completes even
@@ -208,8 +227,30 @@ impl SqliteStore {
     }
 }
 
-fn configure(connection: &Connection, writer: bool) -> rusqlite::Result<()> {
-    connection.busy_timeout(BUSY_TIMEOUT)?;
+/// Whether `error` is SQLite's answer that another connection holds a lock it needs.
+fn is_busy(error: &StoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) =
+            error.downcast_ref::<rusqlite::Error>()
+        {
+            return matches!(
+                failure.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            );
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// `busy_timeout` is how long a statement on this connection waits for another's lock.
+fn configure(
+    connection: &Connection,
+    writer: bool,
+    busy_timeout: Duration,
+) -> rusqlite::Result<()> {
+    connection.busy_timeout(busy_timeout)?;
     if writer {
         let mode: String =
             connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -684,5 +725,54 @@ mod tests {
         assert_eq!(read(lower_only).await.unwrap().unwrap().sealed_key, "lower");
         assert_eq!(read(both).await.unwrap().unwrap().sealed_key, "upper");
         assert!(read(absent).await.unwrap().is_none());
+    }
+
+    /// A read that meets another connection's lock waits for it on the blocking pool and
+    /// reads once the lock is gone. On this single-threaded runtime, a read waiting inside
+    /// SQLite on the async thread would hold up the timer below until its busy timeout ran
+    /// out, and then fail with the lock still held.
+    #[tokio::test]
+    async fn a_read_waiting_for_a_lock_leaves_the_async_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let writable = SqliteConnection {
+            path: path.clone(),
+            read_only: false,
+        };
+        let store = SqliteStore::open(&writable, NamedBy::Setting)
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        // A rollback-journal database, as another tool may leave it: there a writer's
+        // EXCLUSIVE lock keeps every reader out (WAL would let them in).
+        let blocker = Connection::open(&path).unwrap();
+        let mode: String = blocker
+            .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        let read_only = SqliteConnection {
+            path,
+            read_only: true,
+        };
+        let store = Arc::new(
+            SqliteStore::open(&read_only, NamedBy::Setting)
+                .await
+                .unwrap(),
+        );
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+        let reader = Arc::clone(&store);
+        let read = tokio::spawn(async move { reader.read_user_key(Uuid::new_v4()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !read.is_finished(),
+            "the read is still waiting for the lock, off the async thread"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        assert!(read.await.unwrap().unwrap().is_none(), "then it reads");
+
+        // Uncontended reads run on the calling thread again.
+        assert!(store.read_user_key(Uuid::new_v4()).await.unwrap().is_none());
     }
 }
