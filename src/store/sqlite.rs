@@ -772,7 +772,7 @@ mod tests {
         blocker.execute_batch("COMMIT").unwrap();
         assert!(read.await.unwrap().unwrap().is_none(), "then it reads");
 
-        // Uncontended reads run on the calling thread again.
+        // Later reads answer as before.
         assert!(store.read_user_key(Uuid::new_v4()).await.unwrap().is_none());
     }
 }
