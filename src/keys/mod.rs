@@ -10,6 +10,7 @@
 
 pub mod health;
 pub(crate) mod remote;
+pub mod vault_login;
 
 use std::sync::Arc;
 
@@ -103,6 +104,7 @@ key_providers! {
     AwsKms(awskms::AwsKmsSettings) = "awskms", opened by AwsKmsKeyProvider::open, if feature "awskms";
     AzureKeyVault(azurekv::AzureKeyVaultKeySettings) = "azurekv", opened by AzureKeyVaultKeyProvider::open, if feature "azurekv";
     GcpKms(gcpkms::GcpKmsSettings) = "gcpkms", opened by GcpKmsKeyProvider::open, if feature "gcpkms";
+    VaultTransit(vaulttransit::VaultTransitSettings) = "vaulttransit", opened by VaultTransitKeyProvider::open;
 }
 
 /// What the registry needs from a provider's settings: its catalog rows and its parsing.

@@ -76,3 +76,28 @@ pub(crate) fn unreachable(peer: &str, error: reqwest::Error) -> KeyProviderError
     KeyProviderError::unavailable(format!("{peer} did not answer: {}", error_chain(&error)))
         .caused_by(error)
 }
+
+/// `response`'s body, at most `max_bytes` of it (a larger one is refused, saying `too_large`
+/// after the size), in memory that is wiped when dropped: answers may carry key material.
+pub(crate) async fn read_capped_body(
+    mut response: reqwest::Response,
+    peer: &str,
+    max_bytes: usize,
+    too_large: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyProviderError> {
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(KeyProviderError::config(format!(
+                        "{peer} answered with more than {max_bytes} bytes; {too_large}"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(unreachable(peer, error)),
+        }
+    }
+}

@@ -33,3 +33,4 @@ mod stores;
 mod support;
 mod user_keys;
 mod vault;
+mod vault_transit;

@@ -416,9 +416,12 @@ async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one() {
-    use crate::vault::{TOKEN, VaultStandIn, secret_data, settings_from_env};
-    let vault = VaultStandIn::start(Some(secret_data())).await;
-    let in_vault = settings_from_env(&vault.url, TOKEN, &[]);
+    use crate::support::openbao::Transport;
+    let vault = match crate::vault::VaultWithCertificate::start(Transport::Http).await {
+        Ok(vault) => vault,
+        Err(reason) => crate::skip_or_fail!("{reason}"),
+    };
+    let in_vault = vault.settings(&[]);
     recovered_in_a_new_directory(StoreKind::Json, provider_for(&in_vault).await, || async {
         drop(vault);
         assert!(

@@ -23,22 +23,14 @@ pub(super) fn client() -> Result<reqwest::Client, KeyProviderError> {
 
 /// The response body, at most [`MAX_BODY_BYTES`], in memory that is wiped when dropped.
 pub(super) async fn read_body(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     peer: &str,
 ) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
-    let mut body = Zeroizing::new(Vec::new());
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(KeyProviderError::config(format!(
-                        "{peer} answered with more than {MAX_BODY_BYTES} bytes; that is not a certificate"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(error) => return Err(unreachable(peer, error)),
-        }
-    }
+    crate::keys::remote::read_capped_body(
+        response,
+        peer,
+        MAX_BODY_BYTES,
+        "that is not a certificate",
+    )
+    .await
 }

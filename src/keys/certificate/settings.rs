@@ -11,9 +11,9 @@ use crate::config::azure_key_vault::{
 };
 use crate::config::catalog::settings_catalog;
 use crate::config::catalog::{GroupValues, KnownSetting};
-use crate::config::raw::check_http_url;
 use crate::config::{AzureStorageAccount, ConfigError, SettingPath};
 use crate::keys::ProviderSettings;
+use crate::keys::vault_login::{VaultLogin, VaultLoginPaths};
 
 settings_catalog! {
     CERTIFICATE_SETTINGS in certificate;
@@ -37,7 +37,27 @@ settings_catalog! {
     CERTIFICATE_VAULT_SECRET_PATH = "vaultSecretPath", Some("vault"), "the secret's path in the mount";
     CERTIFICATE_VAULT_SECRET_DATA_KEY = "vaultSecretDataKey", Some("vault"), "data key holding the base64 .pfx";
     CERTIFICATE_VAULT_SECRET_FILE_PASSWORD = "vaultSecretFilePassword", Some("vault"), "the .pfx password (optional)";
+    CERTIFICATE_VAULT_NAMESPACE = "vaultNamespace", Some("vault"), "Vault namespace, sent as X-Vault-Namespace (optional; ours)";
+    CERTIFICATE_VAULT_AUTH_METHOD = "vaultAuthMethod", Some("vault"), "token | approle | kubernetes (default token; ours)";
+    CERTIFICATE_VAULT_APP_ROLE_ROLE_ID = "vaultAppRoleRoleId", Some("vault"), "role id for the approle method";
+    CERTIFICATE_VAULT_APP_ROLE_SECRET_ID = "vaultAppRoleSecretId", Some("vault"), "secret id for the approle method";
+    CERTIFICATE_VAULT_AUTH_MOUNT_POINT = "vaultAuthMountPoint", Some("vault"), "the auth method's mount (default: the method's name)";
+    CERTIFICATE_VAULT_KUBERNETES_ROLE = "vaultKubernetesRole", Some("vault"), "Vault role for the kubernetes method";
+    CERTIFICATE_VAULT_KUBERNETES_TOKEN_PATH = "vaultKubernetesTokenPath", Some("vault"), "service-account token file (default: the pod's)";
 }
+
+/// The Vault login settings' names in the `certificate:` group.
+pub const CERTIFICATE_VAULT_LOGIN_PATHS: VaultLoginPaths = VaultLoginPaths {
+    server_uri: CERTIFICATE_VAULT_SERVER_URI,
+    namespace: CERTIFICATE_VAULT_NAMESPACE,
+    auth_method: CERTIFICATE_VAULT_AUTH_METHOD,
+    token: CERTIFICATE_VAULT_TOKEN,
+    app_role_role_id: CERTIFICATE_VAULT_APP_ROLE_ROLE_ID,
+    app_role_secret_id: CERTIFICATE_VAULT_APP_ROLE_SECRET_ID,
+    auth_mount_point: CERTIFICATE_VAULT_AUTH_MOUNT_POINT,
+    kubernetes_role: CERTIFICATE_VAULT_KUBERNETES_ROLE,
+    kubernetes_token_path: CERTIFICATE_VAULT_KUBERNETES_TOKEN_PATH,
+};
 
 /// `certificate:provider` and its settings: where the PKCS#12 file comes from.
 #[derive(Debug)]
@@ -85,10 +105,9 @@ pub struct AzureStorageCertificateSettings {
 /// `certificate:vault*`.
 #[derive(Debug)]
 pub struct VaultCertificateSettings {
-    /// `vaultServerUri` without a trailing `/`, e.g. `https://vault.example.com:8200`.
-    pub server_uri: String,
-    /// `vaultToken`.
-    pub token: SecretString,
+    /// `vaultServerUri`, `vaultNamespace` and how to log in (`vaultAuthMethod`: upstream's
+    /// `vaultToken`, or ours, AppRole and Kubernetes).
+    pub login: VaultLogin,
     /// `vaultSecretMountPoint`; `secret` (Vault's and VaultSharp's default) when blank.
     pub mount_point: String,
     /// `vaultSecretPath`: the secret's path inside the mount.
@@ -188,15 +207,9 @@ impl ProviderSettings for CertificateSettings {
                 ))
             }
             "vault" => {
-                let server_uri = input
-                    .require_setting(
-                        CERTIFICATE_VAULT_SERVER_URI,
-                        "the Vault server URL, e.g. https://vault.example.com:8200",
-                    )?
-                    .trim();
-                check_http_url(input.at(CERTIFICATE_VAULT_SERVER_URI), server_uri)?;
-                let token = input.require_setting(
-                    CERTIFICATE_VAULT_TOKEN,
+                let login = VaultLogin::parse(
+                    input,
+                    &CERTIFICATE_VAULT_LOGIN_PATHS,
                     "a Vault token that may read the secret",
                 )?;
                 let mount_point = input
@@ -216,8 +229,7 @@ impl ProviderSettings for CertificateSettings {
                     "the key in the secret's data that holds the base64 .pfx",
                 )?;
                 Ok(CertificateSettings::Vault(VaultCertificateSettings {
-                    server_uri: server_uri.trim_end_matches('/').to_owned(),
-                    token: SecretString::from(token.trim().to_owned()),
+                    login,
                     mount_point: mount_point.to_owned(),
                     secret_path: secret_path.to_owned(),
                     data_key: data_key.to_owned(),

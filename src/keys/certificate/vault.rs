@@ -1,5 +1,6 @@
 //! The `vault` certificate source: a PKCS#12 file kept base64-encoded under one key of a
-//! HashiCorp Vault KV version 2 secret, read with a Vault token as upstream does.
+//! HashiCorp Vault KV version 2 secret, read with a Vault token as upstream does (or after an
+//! AppRole or Kubernetes login of ours: [`crate::keys::vault_login`]).
 //!
 //! HashiCorp publishes no Vault SDK for Rust (upstream uses the community VaultSharp library
 //! for .NET), and reading a KV v2 secret is one documented HTTP call:
@@ -10,63 +11,40 @@
 //! Like upstream, the latest version of the secret is read, and a blank mount point means
 //! `secret` (VaultSharp's default for KV v2, and the mount a Vault dev server creates).
 
-use std::fmt::Write as _;
-
 use base64::Engine;
-use reqwest::header::HeaderValue;
-use secrecy::ExposeSecret;
+use reqwest::Method;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::CertificateFile;
 use super::VaultCertificateSettings;
 use super::{
     CERTIFICATE_VAULT_SECRET_DATA_KEY, CERTIFICATE_VAULT_SECRET_FILE_PASSWORD,
-    CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH, CERTIFICATE_VAULT_TOKEN,
+    CERTIFICATE_VAULT_SECRET_MOUNT_POINT, CERTIFICATE_VAULT_SECRET_PATH,
 };
-use super::{CertificateFile, remote};
 use crate::config::SettingsGroup;
 use crate::keys::KeyProviderError;
+use crate::keys::vault_login::{VaultAnswer, VaultSession, encode_path};
 
 /// Reads the secret and decodes the PKCS#12 file it holds.
 pub(super) async fn read(
     settings: &VaultCertificateSettings,
     group: SettingsGroup,
 ) -> Result<CertificateFile, KeyProviderError> {
-    let token_var = CERTIFICATE_VAULT_TOKEN.in_group(group);
     let mount_var = CERTIFICATE_VAULT_SECRET_MOUNT_POINT.in_group(group);
     let data_key_var = CERTIFICATE_VAULT_SECRET_DATA_KEY.in_group(group);
-    let url = secret_url(settings);
     let location = format!(
         "Vault secret `{}` (KV v2 mount `{}`) at {}",
-        settings.secret_path, settings.mount_point, settings.server_uri
+        settings.secret_path, settings.mount_point, settings.login.server_uri
     );
-    let mut token = HeaderValue::from_str(settings.token.expose_secret()).map_err(|_| {
-        KeyProviderError::config(format!(
-            "the Vault token ({token_var}) has characters an HTTP header cannot carry"
-        ))
-    })?;
-    token.set_sensitive(true);
-
-    let response = remote::client()?
-        .get(&url)
-        .header("X-Vault-Token", token)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| remote::unreachable(&format!("Vault at {}", settings.server_uri), e))?;
-    let status = response.status();
-    let body = remote::read_body(response, "Vault").await?;
-    if !status.is_success() {
-        return Err(status_error(status, &body, settings, &location, group));
+    let session = VaultSession::new(settings.login.clone())?;
+    let answer = session
+        .call(Method::GET, &secret_path(settings), None)
+        .await?;
+    if !answer.status.is_success() {
+        return Err(status_error(&answer, settings, &location, group));
     }
-
-    let mut document: Value = serde_json::from_slice(&body).map_err(|e| {
-        KeyProviderError::config(format!(
-            "the {location} is not a KV version 2 answer ({e}); is `{}` a KV version 2 mount ({mount_var})?",
-            settings.mount_point
-        ))
-        .caused_by(e)
-    })?;
+    let mut document = answer.body;
     let data = match document.pointer_mut("/data/data") {
         Some(Value::Object(data)) => data,
         Some(Value::Null) => {
@@ -106,27 +84,13 @@ pub(super) async fn read(
     ))
 }
 
-/// `{server}/v1/{mount}/data/{path}`, each segment of mount and path percent-encoded.
-fn secret_url(settings: &VaultCertificateSettings) -> String {
+/// `{mount}/data/{path}` below `/v1/`, each segment of mount and path percent-encoded.
+fn secret_path(settings: &VaultCertificateSettings) -> String {
     format!(
-        "{}/v1/{}/data/{}",
-        settings.server_uri,
+        "{}/data/{}",
         encode_path(&settings.mount_point),
         encode_path(&settings.secret_path)
     )
-}
-
-/// Percent-encodes everything but unreserved characters and the `/` between segments.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
 }
 
 /// Removes the data key's string value from the secret's data, so only that copy needs wiping.
@@ -159,33 +123,30 @@ fn take_string(
 
 /// Vault's answer to a failed read, sorted: settings to fix, or Vault to wait for.
 fn status_error(
-    status: reqwest::StatusCode,
-    body: &[u8],
+    answer: &VaultAnswer,
     settings: &VaultCertificateSettings,
     location: &str,
     group: SettingsGroup,
 ) -> KeyProviderError {
-    let token_var = CERTIFICATE_VAULT_TOKEN.in_group(group);
     let path_var = CERTIFICATE_VAULT_SECRET_PATH.in_group(group);
     let mount_var = CERTIFICATE_VAULT_SECRET_MOUNT_POINT.in_group(group);
+    let status = answer.status;
     // Vault explains failures as `{"errors":["..."]}`; the messages name no secrets.
-    let reasons = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("errors").and_then(Value::as_array).map(|errors| {
-                errors
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-        })
-        .filter(|r| !r.is_empty())
-        .map(|r| format!(": {r}"))
-        .unwrap_or_default();
+    let reasons = answer.reasons();
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {reasons}")
+    };
+    if status == reqwest::StatusCode::NOT_FOUND
+        && let Some(message) = deleted_version(&answer.body, location)
+    {
+        return KeyProviderError::config(message);
+    }
+    let credentials = settings.login.credentials_setting();
     match status.as_u16() {
         403 => KeyProviderError::config(format!(
-            "Vault refused the token for the {location} (403{reasons}); check {token_var}: it must be valid and its policy must allow `read` on `{}/data/{}`",
+            "Vault refused the token for the {location} (403{reasons}); check {credentials}: it must be valid and its policy must allow `read` on `{}/data/{}`",
             settings.mount_point, settings.secret_path
         )),
         404 => KeyProviderError::config(format!(
@@ -201,15 +162,48 @@ fn status_error(
     }
 }
 
+/// KV v2 answers a read of a deleted or destroyed latest version with 404 and the version's
+/// metadata (`{"data":{"data":null,"metadata":{"deletion_time":"…","destroyed":…}}}`), not
+/// with an error: that 404 says the secret is there but its latest version is gone.
+fn deleted_version(body: &Value, location: &str) -> Option<String> {
+    let metadata = body.pointer("/data/metadata")?;
+    let version = metadata
+        .get("version")
+        .and_then(Value::as_u64)
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default();
+    if metadata.get("destroyed").and_then(Value::as_bool) == Some(true) {
+        return Some(format!(
+            "the latest version{version} of the {location} is destroyed; write the certificate again as a new version"
+        ));
+    }
+    let deleted = metadata
+        .get("deletion_time")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    deleted.then(|| {
+        format!(
+            "the latest version{version} of the {location} is deleted; undelete it (`vault kv undelete`) or write the certificate again"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::certificate::CERTIFICATE_VAULT_LOGIN_PATHS;
+    use crate::keys::vault_login::{VaultAuthMethod, VaultLogin};
     use secrecy::SecretString;
 
     fn settings(mount: &str, path: &str) -> VaultCertificateSettings {
         VaultCertificateSettings {
-            server_uri: "https://vault.example.com:8200".into(),
-            token: SecretString::from("hvs.secret-token"),
+            login: VaultLogin {
+                server_uri: "https://vault.example.com:8200".into(),
+                namespace: None,
+                method: VaultAuthMethod::Token(SecretString::from("hvs.secret-token")),
+                paths: &CERTIFICATE_VAULT_LOGIN_PATHS,
+                group: SettingsGroup::Main,
+            },
             mount_point: mount.into(),
             secret_path: path.into(),
             data_key: "pfx".into(),
@@ -220,21 +214,30 @@ mod tests {
     #[test]
     fn the_url_is_the_kv2_data_path_with_segments_encoded() {
         assert_eq!(
-            secret_url(&settings("secret", "key-connector/cert")),
-            "https://vault.example.com:8200/v1/secret/data/key-connector/cert"
+            secret_path(&settings("secret", "key-connector/cert")),
+            "secret/data/key-connector/cert"
         );
         assert_eq!(
-            secret_url(&settings("team kv", "a b/ü")),
-            "https://vault.example.com:8200/v1/team%20kv/data/a%20b/%C3%BC"
+            secret_path(&settings("team kv", "a b/ü")),
+            "team%20kv/data/a%20b/%C3%BC"
         );
+    }
+
+    fn answer(status: reqwest::StatusCode, body: &str) -> VaultAnswer {
+        VaultAnswer {
+            status,
+            body: serde_json::from_str(body).unwrap(),
+        }
     }
 
     #[test]
     fn statuses_are_sorted_into_settings_and_outages() {
         let s = settings("secret", "cert");
         let denied = status_error(
-            reqwest::StatusCode::FORBIDDEN,
-            br#"{"errors":["permission denied"]}"#,
+            &answer(
+                reqwest::StatusCode::FORBIDDEN,
+                r#"{"errors":["permission denied"]}"#,
+            ),
             &s,
             "x",
             SettingsGroup::Main,
@@ -245,8 +248,7 @@ mod tests {
         );
         assert!(!denied.to_string().contains("hvs.secret-token"));
         let missing = status_error(
-            reqwest::StatusCode::NOT_FOUND,
-            br#"{"errors":[]}"#,
+            &answer(reqwest::StatusCode::NOT_FOUND, r#"{"errors":[]}"#),
             &s,
             "x",
             SettingsGroup::Main,
@@ -255,9 +257,38 @@ mod tests {
             matches!(&missing, KeyProviderError::Config { message: m, .. } if m.contains("keyConnectorSettings__certificate__vaultSecretPath")),
             "{missing}"
         );
+        // Vault's answer to a deleted latest version, as a real server sends it.
+        let deleted = status_error(
+            &answer(
+                reqwest::StatusCode::NOT_FOUND,
+                r#"{"request_id":"cd8f23a5","lease_id":"","renewable":false,"lease_duration":0,"data":{"data":null,"metadata":{"created_time":"2026-12-06T16:01:13.714919044Z","custom_metadata":null,"deletion_time":"2026-12-06T16:01:13.732485523Z","destroyed":false,"version":1}},"wrap_info":null,"warnings":null,"auth":null}"#,
+            ),
+            &s,
+            "x",
+            SettingsGroup::Main,
+        );
+        assert!(
+            matches!(&deleted, KeyProviderError::Config { message: m, .. } if m.contains("latest version (1)") && m.contains("deleted") && !m.contains("vaultSecretPath")),
+            "{deleted}"
+        );
+        let destroyed = status_error(
+            &answer(
+                reqwest::StatusCode::NOT_FOUND,
+                r#"{"data":{"data":null,"metadata":{"deletion_time":"","destroyed":true,"version":4}}}"#,
+            ),
+            &s,
+            "x",
+            SettingsGroup::Main,
+        );
+        assert!(
+            matches!(&destroyed, KeyProviderError::Config { message: m, .. } if m.contains("latest version (4)") && m.contains("destroyed")),
+            "{destroyed}"
+        );
         let sealed = status_error(
-            reqwest::StatusCode::SERVICE_UNAVAILABLE,
-            br#"{"errors":["Vault is sealed"]}"#,
+            &answer(
+                reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"errors":["Vault is sealed"]}"#,
+            ),
             &s,
             "x",
             SettingsGroup::Main,

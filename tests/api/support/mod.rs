@@ -1,11 +1,13 @@
 //! What the integration tests share: the application on port 0 ([`app`]), the identity
-//! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), the
-//! stand-ins of remote services ([`tls`], [`proxy`]), and the rule for absent backends.
+//! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), a real
+//! Vault ([`openbao`]), the stand-ins of remote services ([`tls`], [`proxy`]), and the rule
+//! for absent backends.
 
 pub mod app;
 pub mod binary;
 pub mod databases;
 pub mod idp;
+pub mod openbao;
 pub mod proxy;
 pub mod tls;
 

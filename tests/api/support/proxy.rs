@@ -2,7 +2,9 @@
 //! black-hole and restore the connection while the service runs.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -23,6 +25,8 @@ pub struct Proxy {
     mode: watch::Sender<Mode>,
     tasks: Arc<Mutex<JoinSet<()>>>,
     acceptor: tokio::task::JoinHandle<()>,
+    /// Connections accepted so far, in any mode.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -32,11 +36,14 @@ impl Proxy {
         let (mode, mut watcher) = watch::channel(Mode::Forward);
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let connections = Arc::clone(&tasks);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         let acceptor = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, Ordering::SeqCst);
                 // Mark the current mode seen, so that each connection's copy wakes only on
                 // a later change.
                 let current = *watcher.borrow_and_update();
@@ -71,7 +78,25 @@ impl Proxy {
             mode,
             tasks,
             acceptor,
+            accepted,
         }
+    }
+
+    /// Waits until the proxy has accepted `count` connections in all (a client retrying
+    /// against a peer that is down, say); panics after `within`.
+    pub async fn wait_for_connections(&self, count: usize, within: Duration) {
+        tokio::time::timeout(within, async {
+            while self.accepted.load(Ordering::SeqCst) < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} of {count} connections within {within:?}",
+                self.accepted.load(Ordering::SeqCst)
+            )
+        });
     }
 
     pub fn set(&self, mode: Mode) {

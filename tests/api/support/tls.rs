@@ -11,6 +11,10 @@ pub struct PrivateCaServer {
     pub config: Arc<rustls::ServerConfig>,
     pub ca_der: Vec<u8>,
     pub ca_pem: String,
+    /// The server certificate and its private key (PKCS#8), as PEM, for a server that is
+    /// not ours (a real Vault, say) to serve.
+    pub leaf_pem: String,
+    pub leaf_key_pem: String,
 }
 
 impl PrivateCaServer {
@@ -39,6 +43,8 @@ impl PrivateCaServer {
             config: Arc::new(config),
             ca_der: ca.der().to_vec(),
             ca_pem: ca.pem(),
+            leaf_pem: leaf.pem(),
+            leaf_key_pem: leaf_key.serialize_pem(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::config::test_env::{load_env, minimal, with, without};
 use crate::config::*;
 use crate::keys::certificate::*;
+use crate::keys::vault_login::VaultAuthMethod;
 
 fn certificate_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = without(
@@ -46,11 +47,13 @@ fn vault_settings_are_typed_with_upstreams_default_mount() {
     let CertificateSettings::Vault(settings) = vault("  ") else {
         panic!("vault settings");
     };
-    assert_eq!(settings.server_uri, "https://vault.example.com:8200");
+    assert_eq!(settings.login.server_uri, "https://vault.example.com:8200");
     assert_eq!(settings.mount_point, "secret");
     assert_eq!(settings.secret_path, "key-connector/cert");
     assert_eq!(settings.data_key, "pfx");
-    assert_eq!(settings.token.expose_secret(), "hvs.token");
+    assert!(
+        matches!(&settings.login.method, VaultAuthMethod::Token(token) if token.expose_secret() == "hvs.token")
+    );
     assert_eq!(settings.password.unwrap().expose_secret(), "hunter2");
     let CertificateSettings::Vault(settings) = vault("kv/") else {
         panic!("vault settings");
@@ -213,4 +216,63 @@ fn azure_storage_settings_are_typed_and_errors_name_the_setting() {
         );
         assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
     }
+}
+
+#[test]
+fn vault_logins_beyond_a_token_are_typed_and_name_their_settings() {
+    let base = [
+        ("provider", "vault"),
+        ("vaultServerUri", "https://vault:8200"),
+        ("vaultSecretPath", "cert"),
+        ("vaultSecretDataKey", "pfx"),
+    ];
+    let with_login = |extra: &[(&str, &str)]| {
+        let mut pairs = base.to_vec();
+        pairs.extend_from_slice(extra);
+        certificate(&pairs)
+    };
+    let Ok(CertificateSettings::Vault(settings)) = with_login(&[
+        ("vaultAuthMethod", "AppRole"),
+        ("vaultAppRoleRoleId", "role-1"),
+        ("vaultAppRoleSecretId", "secret-1"),
+        ("vaultNamespace", "/team-a/"),
+    ]) else {
+        panic!("approle settings");
+    };
+    assert!(matches!(
+        &settings.login.method,
+        VaultAuthMethod::AppRole { mount, .. } if mount == "approle"
+    ));
+    assert_eq!(settings.login.namespace.as_deref(), Some("team-a"));
+    assert!(!format!("{settings:?}").contains("secret-1"));
+
+    let Ok(CertificateSettings::Vault(settings)) = with_login(&[
+        ("vaultAuthMethod", "kubernetes"),
+        ("vaultKubernetesRole", "key-connector"),
+        ("vaultAuthMountPoint", "k8s-prod"),
+    ]) else {
+        panic!("kubernetes settings");
+    };
+    assert!(matches!(
+        &settings.login.method,
+        VaultAuthMethod::Kubernetes { role, token_path, mount }
+            if role == "key-connector" && mount == "k8s-prod"
+                && token_path == std::path::Path::new(crate::keys::vault_login::KUBERNETES_TOKEN_PATH)
+    ));
+
+    let missing = with_login(&[("vaultAuthMethod", "approle"), ("vaultAppRoleRoleId", "r")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("keyConnectorSettings__certificate__vaultAppRoleSecretId"),
+        "{missing}"
+    );
+    let unknown = with_login(&[("vaultAuthMethod", "ldap")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("keyConnectorSettings__certificate__vaultAuthMethod")
+            && unknown.contains("ldap"),
+        "{unknown}"
+    );
 }
