@@ -181,6 +181,13 @@ impl DevIssuer {
         self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
+    /// Signs `claims` exactly as given as an RS256 JWT whose header names no `kid`, as
+    /// Vaultwarden's access tokens are (its JWKS holds one key).
+    pub fn mint_without_kid(&self, claims: &Value) -> String {
+        let header = json!({"alg": "RS256", "typ": "JWT"});
+        self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
     /// Signs `payload` exactly as given (no JSON built), with this issuer's `kid`: for tests
     /// of how claims are read (escapes, duplicate names).
     pub fn sign_raw_payload(&self, payload: &[u8]) -> String {

@@ -469,3 +469,61 @@ async fn bind_retrying(address: &str) -> tokio::net::TcpListener {
     }
     panic!("cannot bind {address} again");
 }
+
+/// Vaultwarden's Key Connector support (dani-garcia/vaultwarden#7419) as a real CLI login
+/// through it showed (tests/e2e): discovery at `{domain}/identity`, an issuer of the form
+/// `{origin}|login` that is no URL, the JWKS at `{domain}/identity/.well-known/jwks`, and
+/// access tokens without `kid` or `iat`, with `amr` `["Application","external"]`.
+#[tokio::test]
+async fn tokens_shaped_as_vaultwarden_issues_them_are_accepted() {
+    let issuer = Arc::new(DevIssuer::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer_name = format!("{origin}|login");
+    let discovery = json!({
+        "issuer": issuer_name,
+        "jwks_uri": format!("{origin}/identity/.well-known/jwks"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    });
+    let jwks = issuer.jwks();
+    let router = axum::Router::new()
+        .route(
+            "/identity/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/identity/.well-known/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let idp = Arc::new(TestIdp::start().await);
+    let app = spawn_app_with(
+        idp,
+        AppOptions {
+            identity_server_uri: Some(format!("{origin}/identity")),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let user = Uuid::new_v4();
+    let token = issuer.mint_without_kid(&json!({
+        "nbf": now, "exp": now + 7200, "iss": issuer_name,
+        "sub": user.to_string(), "premium": true, "name": "SSO User",
+        "email": "sso@example.test", "email_verified": true, "sstamp": "a1b2",
+        "device": Uuid::new_v4().to_string(), "devicetype": "8",
+        "scope": ["api", "offline_access"], "amr": ["Application", "external"],
+    }));
+    let key = random_key();
+    assert_eq!(app.post_key(&token, &key).await.status(), 200);
+    assert_eq!(app.read_key(&token).await, Ok(key));
+    // The same token from another issuer name is refused.
+    let foreign = issuer.mint_without_kid(&json!({
+        "nbf": now, "exp": now + 7200, "iss": format!("{origin}/identity"),
+        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+    }));
+    assert_eq!(app.read_key(&foreign).await, Err(401));
+    server.abort();
+}
