@@ -384,6 +384,88 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_vault_transit_key_is_recovered_onto_a_certificate() {
+    use crate::support::openbao::{OpenBao, Transport};
+    use reqwest::Method;
+    let bao = match OpenBao::start(Transport::Http).await {
+        Ok(bao) => bao,
+        Err(reason) => crate::skip_or_fail!("{reason}"),
+    };
+    bao.call(
+        Method::POST,
+        "sys/mounts/transit",
+        Some(serde_json::json!({ "type": "transit" })),
+    )
+    .await;
+    bao.call(
+        Method::POST,
+        "transit/keys/key-connector",
+        Some(serde_json::json!({ "type": "rsa-2048" })),
+    )
+    .await;
+    let env = [
+        (
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__identityServerUri",
+            "http://identity.example.test".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__database__provider",
+            "json".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__database__jsonFilePath",
+            "/nonexistent/data.json".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__rsaKey__provider",
+            "vaulttransit".to_owned(),
+        ),
+        (
+            "keyConnectorSettings__rsaKey__vaultServerUri",
+            bao.url.clone(),
+        ),
+        (
+            "keyConnectorSettings__rsaKey__vaultToken",
+            bao.root_token.clone(),
+        ),
+        (
+            "keyConnectorSettings__rsaKey__vaultTransitKeyName",
+            "key-connector".to_owned(),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value));
+    let settings = key_connector::config::load(&key_connector::config::ConfigSource {
+        file: None,
+        env: env.to_vec(),
+    })
+    .unwrap()
+    .settings
+    .rsa_key;
+    recovered_in_a_new_directory(StoreKind::Sqlite, provider_for(&settings).await, || async {
+        // Deleted in Vault, as a mistaken cleanup would.
+        bao.call(
+            Method::POST,
+            "transit/keys/key-connector/config",
+            Some(serde_json::json!({ "deletion_allowed": true })),
+        )
+        .await;
+        bao.call(Method::DELETE, "transit/keys/key-connector", None)
+            .await;
+        assert!(
+            open_rsa_key_provider(&settings, SettingsGroup::Main)
+                .await
+                .is_err(),
+            "the Transit key is gone"
+        );
+    })
+    .await;
+}
+
 #[cfg(feature = "gcpkms")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {

@@ -812,3 +812,71 @@ async fn rotate_rsa_key_moves_a_database_into_transit_and_back_to_a_pfx() {
     assert_ne!(back, pfx_wrap, "a fresh OAEP wrap");
     assert_eq!(start(false).await.key_of(&token).await, Ok(key));
 }
+
+/// Upstream's `transferTo` copies every user key into a database whose symmetric key Transit
+/// wraps, and that database is served with the Transit key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_copies_every_key_into_a_transit_wrapped_database() {
+    use key_connector::config::{DatabaseSettings, TransferTarget, TransferToSettings};
+    let transit = transit_or_skip!("rsa-2048");
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..5 {
+        let user = Uuid::new_v4();
+        let key = random_key();
+        assert_eq!(app.post_key(&idp.token_for(user), &key).await.status(), 200);
+        users.push((user, key));
+    }
+    app.shutdown().await;
+    let target_file = dir.path().join("target.json");
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            transfer_to: Some(TransferToSettings {
+                lockfile_path: Some(dir.path().join("transfer.lock")),
+                target: Some(TransferTarget {
+                    database: DatabaseSettings::Json {
+                        path: target_file.clone(),
+                    },
+                    rsa_key: transit.settings(&[]),
+                }),
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    app.shutdown().await;
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(&target_file).unwrap()).unwrap();
+    let wrapped = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        document["symmetricKey"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(wrapped.starts_with(b"vault:v1:"));
+    let target = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            database: Some(DatabaseSettings::Json { path: target_file }),
+            rsa_key: Some(transit.settings(&[])),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    for (user, key) in &users {
+        assert_eq!(
+            target.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key)
+        );
+    }
+}
