@@ -312,8 +312,12 @@ async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
             other => panic!("rotation not picked up: {other:?}"),
         }
     }
-    // The old key is no longer published: its tokens are rejected once re-verified.
     assert!(rotated.jwks_fetches() >= 1);
+    // The old key is no longer published: a token it signed now, never seen before, is
+    // rejected (its `kid` is unknown even after the refresh).
+    let old_key_token = first.token_for(user);
+    assert_ne!(old_key_token, new_token);
+    assert_eq!(app.read_key(&old_key_token).await, Err(401));
 }
 
 #[tokio::test]

@@ -656,7 +656,9 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
     let users = seed_users(&app, &idp, 300).await;
     app.shutdown().await;
 
-    // kill -9 while it re-seals (each re-seal is a durable write).
+    // kill -9 while it re-seals (each re-seal is a durable write): once a pending key is
+    // saved and some, not all, user keys are sealed under it.
+    let sealed_before = sealed_user_keys(dir.path());
     let mut child = Command::new(BINARY)
         .current_dir(dir.path())
         .env_clear()
@@ -686,9 +688,29 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let midway = |(key_rows, resealed): (usize, usize)| {
+        key_rows == 2 && resealed > 0 && resealed < sealed_before.len()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !midway(rotation_progress(dir.path(), &sealed_before)) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the rotation ended before it could be interrupted midway"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     let _ = child.kill();
     let _ = child.wait();
+    let at_kill = rotation_progress(dir.path(), &sealed_before);
+    assert!(
+        midway(at_kill),
+        "the kill landed mid-rotation: (key rows, re-sealed) = {at_kill:?} of {}",
+        sealed_before.len()
+    );
 
     let app = spawn_app_with(Arc::clone(&idp), options()).await;
     for (user, key) in &users {
@@ -786,4 +808,35 @@ async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
             );
         }
     }
+}
+
+/// Every user key row of the SQLite database in `dir`: id and sealed key.
+fn sealed_user_keys(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let connection = rusqlite::Connection::open(dir.join("keys.db")).unwrap();
+    let mut statement = connection.prepare("SELECT Id, Key FROM UserKeys").unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How far a symmetric-key rotation has come in `dir`'s database: the `ApplicationDatas`
+/// rows (2 while a pending key waits) and how many user keys differ from `before`.
+fn rotation_progress(
+    dir: &std::path::Path,
+    before: &std::collections::HashMap<String, String>,
+) -> (usize, usize) {
+    let connection = rusqlite::Connection::open(dir.join("keys.db")).unwrap();
+    let key_rows: i64 = connection
+        .query_row("SELECT COUNT(*) FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let key_rows = usize::try_from(key_rows).unwrap();
+    let resealed = sealed_user_keys(dir)
+        .iter()
+        .filter(|(id, key)| before.get(*id) != Some(*key))
+        .count();
+    (key_rows, resealed)
 }
