@@ -3,7 +3,8 @@
 //! No Google Cloud KMS can run here, so the stand-in answers as the API reference documents
 //! `projects.locations.keyRings.cryptoKeys.cryptoKeyVersions.getPublicKey` (`GET
 //! /v1/{name}/publicKey`) and `.asymmetricDecrypt` (`POST /v1/{name}:asymmetricDecrypt`):
-//! proto3 JSON with base64 bytes and int64 CRC32C values as strings, errors as
+//! proto3 JSON with base64 bytes, int64 CRC32C values as strings and enums as numbers when
+//! the client asks so (`$alt=json;enum-encoding=int`, as Google's clients do), errors as
 //! `{"error":{"code","message","status"}}`. It holds a real RSA key and decrypts with real
 //! RSA-OAEP SHA-256, and it accepts only a bearer token that is a JWT signed by the test's
 //! service-account key (what Google's credentials send for a service account), so the
@@ -88,6 +89,7 @@ pub(crate) fn settings() -> GcpKmsSettings {
 struct Seen {
     method: Method,
     path: String,
+    query: String,
     body: Value,
     /// The verified service-account JWT's claims.
     claims: Value,
@@ -255,6 +257,43 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// The number of a `CryptoKeyVersionAlgorithm` in Cloud KMS's protocol buffers.
+fn algorithm_number(name: &str) -> u32 {
+    match name {
+        "RSA_SIGN_PSS_2048_SHA256" => 2,
+        "RSA_DECRYPT_OAEP_2048_SHA256" => 8,
+        "RSA_DECRYPT_OAEP_3072_SHA256" => 9,
+        "RSA_DECRYPT_OAEP_4096_SHA256" => 10,
+        "RSA_DECRYPT_OAEP_4096_SHA512" => 17,
+        "RSA_DECRYPT_OAEP_2048_SHA1" => 37,
+        other => panic!("no number for algorithm {other}"),
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (the query's `$`, `=` and `;` may arrive escaped).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -306,9 +345,11 @@ async fn answer(
         );
     };
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let query = uri.query().unwrap_or_default().to_owned();
     state.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: uri.path().to_owned(),
+        query: query.clone(),
         body: body_json.clone(),
         claims,
     });
@@ -324,6 +365,19 @@ async fn answer(
         );
     }
     let path = uri.path().trim_start_matches("/v1/");
+    // Google's clients ask for enums as numbers (the system parameter
+    // `$alt=json;enum-encoding=int`), so that a value added later does not break them.
+    let enums_as_numbers = percent_decoded(&query).contains("enum-encoding=int");
+    let algorithm = if enums_as_numbers {
+        json!(algorithm_number(state.algorithm))
+    } else {
+        json!(state.algorithm)
+    };
+    let hsm = if enums_as_numbers {
+        json!(2)
+    } else {
+        json!("HSM")
+    };
     if method == Method::GET
         && let Some(name) = path.strip_suffix("/publicKey")
     {
@@ -336,10 +390,10 @@ async fn answer(
         }
         return axum::Json(json!({
             "pem": state.public_pem,
-            "algorithm": state.algorithm,
+            "algorithm": algorithm,
             "pemCrc32c": crc32c(state.public_pem.as_bytes()),
             "name": name,
-            "protectionLevel": "HSM"
+            "protectionLevel": hsm
         }))
         .into_response();
     }
@@ -390,7 +444,7 @@ async fn answer(
             "plaintext": STANDARD.encode(&*plaintext),
             "plaintextCrc32c": crc32c(plaintext),
             "verifiedCiphertextCrc32c": verified,
-            "protectionLevel": "HSM"
+            "protectionLevel": hsm
         }))
         .into_response();
     }
@@ -431,6 +485,11 @@ async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
     assert_eq!(seen[1].body["ciphertext"], STANDARD.encode(&wrapped));
     assert_eq!(seen[1].body["ciphertextCrc32c"], crc32c(&wrapped));
     assert_eq!(seen[1].claims["sub"], SERVICE_ACCOUNT);
+    assert!(
+        seen.iter()
+            .all(|s| percent_decoded(&s.query).contains("$alt=json;enum-encoding=int")),
+        "the client asks for enums as numbers, and the stand-in answers so, as Cloud KMS does: {seen:?}"
+    );
     assert!(
         seen[1].claims["scope"]
             .as_str()
