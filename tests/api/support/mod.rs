@@ -1,6 +1,7 @@
 //! What the integration tests share: the application on port 0 ([`app`]), the identity
 //! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), the
-//! stand-ins of remote services ([`tls`], [`proxy`]), and the rule for absent backends.
+//! stand-ins of remote services ([`tls`], [`proxy`]), the vendors' SDKs that check those
+//! stand-ins ([`vendor`]), and the rule for absent backends.
 
 pub mod app;
 pub mod binary;
@@ -8,6 +9,7 @@ pub mod databases;
 pub mod idp;
 pub mod proxy;
 pub mod tls;
+pub mod vendor;
 
 pub use app::*;
 pub use idp::TestIdp;
