@@ -1427,3 +1427,37 @@ async fn microsofts_own_sdk_reads_each_refusal_of_the_stand_in() {
         azure.state.fail_next.store(0, Ordering::SeqCst);
     }
 }
+
+/// The refusals Microsoft's SDK reads from the stand-in, as the provider sorts them: a token
+/// the vault rejects (issued by another tenant) is a setting to fix, throttling and server
+/// errors are outages that pass.
+#[tokio::test]
+async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
+    let azure = AzureStandIn::start().await;
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        *azure.state.fault.lock().unwrap() = status;
+        azure.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+            .await
+            .err()
+            .expect("refused");
+        match status {
+            StatusCode::UNAUTHORIZED => assert!(
+                matches!(error, KeyProviderError::Config { message: ref m, .. }
+                    if m.contains("rejected the token") && m.contains("tenant")
+                        && m.contains("azureKeyvaultAd")),
+                "{error:?}"
+            ),
+            _ => assert!(
+                matches!(error, KeyProviderError::Unavailable { message: ref m, .. }
+                    if m.contains(status.as_str())),
+                "{status}: {error:?}"
+            ),
+        }
+    }
+}

@@ -1088,3 +1088,33 @@ async fn googles_own_sdk_reads_each_refusal_of_the_stand_in() {
         kms.state.fail_next.store(0, Ordering::SeqCst);
     }
 }
+
+/// The refusals Google's SDK reads from the stand-in, as the provider sorts them: rejected
+/// credentials and a denied permission are settings to fix, exhausted quota and server
+/// errors are outages that pass.
+#[tokio::test]
+async fn kms_refusals_are_settings_to_fix_or_outages_that_pass() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    for (status, says) in [
+        (StatusCode::UNAUTHORIZED, "rejected the credentials"),
+        (StatusCode::FORBIDDEN, "roles/cloudkms.publicKeyViewer"),
+        (StatusCode::TOO_MANY_REQUESTS, "ResourceExhausted"),
+        (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+        (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+    ] {
+        *kms.state.fault.lock().unwrap() = status;
+        kms.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+            .await
+            .err()
+            .expect("refused");
+        let (KeyProviderError::Config { message, .. }
+        | KeyProviderError::Unavailable { message, .. }) = &error
+        else {
+            panic!("{status}: {error:?}");
+        };
+        let outage = matches!(error, KeyProviderError::Unavailable { .. });
+        assert_eq!(outage, status.as_u16() >= 429, "{status}: {error:?}");
+        assert!(message.contains(says), "{status}: {message}");
+    }
+}
