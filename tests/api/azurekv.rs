@@ -3,15 +3,22 @@
 //!
 //! No Key Vault can run here, so the stand-in answers as the REST reference documents: an
 //! unauthenticated request gets `401` with a `WWW-Authenticate: Bearer authorization=…,
-//! resource=…` challenge; the client-credentials grant at
-//! `/{tenant}/oauth2/v2.0/token` issues the token; `GET /keys/{name}/{version}`,
-//! `POST /keys/{name}/{version}/decrypt` (`{"alg":"RSA-OAEP","value":base64url}`) and
-//! `GET /secrets/{name}/` answer as Key Vault does, errors as `{"error":{"code","message"}}`.
-//! It decrypts with real RSA-OAEP SHA-1. The SDK sends tokens only over HTTPS and only to a
-//! vault whose host lies under the challenge's resource, so the stand-in serves TLS under
-//! a test CA as `kv.vault.test` and `login.test`, names the test's HTTP client resolves to
-//! the stand-in; the real binary resolves them through a hosts file of its own (a private
-//! mount namespace) and trusts the CA through `SSL_CERT_FILE`.
+//! resource=…` challenge; the client-credentials grant at `/{tenant}/oauth2/v2.0/token`
+//! issues the token (and the tenant's OpenID configuration names that endpoint);
+//! `GET /keys/{name}/{version}`, `GET /keys/{name}/versions`,
+//! `POST /keys/{name}/{version}/decrypt` (`{"alg":"RSA-OAEP","value":base64url}`),
+//! `GET /secrets/{name}/` and `GET /certificates/{name}/` answer as Key Vault does, errors
+//! (403, 404, 429, 5xx, and 401 for another tenant's token) as
+//! `{"error":{"code","message"}}`. It decrypts with real RSA-OAEP SHA-1. The SDK sends
+//! tokens only over HTTPS and only to a vault whose host lies under the challenge's
+//! resource, so the stand-in serves TLS under a test CA as `kv.vault.test` and `login.test`,
+//! names the test's HTTP client resolves to the stand-in; the real binary resolves them
+//! through a hosts file of its own (a private mount namespace) and trusts the CA through
+//! `SSL_CERT_FILE`.
+//!
+//! Microsoft's own Python SDK checks the stand-in (`tests/vendor/azure_keyvault_check.py`):
+//! it makes the provider's calls, and must accept every answer, while the stand-in must
+//! accept its requests.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +51,7 @@ use crate::support::binary::{
     service_command, stored_symmetric_key, with_hosts_file,
 };
 use crate::support::keys_survive_a_restart_with;
+use crate::support::vendor::{missing_python_modules, run_vendor_script};
 
 const VAULT_HOST: &str = "kv.vault.test";
 const LOGIN_HOST: &str = "login.test";
@@ -53,6 +61,8 @@ const APP_ID: &str = "0a1b2c3d-4e5f-4a6b-9c8d-7e6f5a4b3c2d";
 const APP_SECRET: &str = "Xy8Q~stand-in-client-secret";
 const KEY_NAME: &str = "key-connector";
 const CERT_NAME: &str = "key-connector-cert";
+/// The certificate's one version, which its secret and key share.
+const CERT_VERSION: &str = "5f0e6d4c3b2a41908f7e6d5c4b3a2910";
 
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
@@ -83,8 +93,10 @@ struct AzureState {
     deny_reads: AtomicBool,
     /// Version listings answer 403, as without the `list` permission.
     deny_list: AtomicBool,
-    /// Answer this many vault requests with 503 first.
+    /// Answer this many vault requests with [`AzureState::fault`] first.
     fail_next: AtomicUsize,
+    /// The status of those answers: 503 unless a test says otherwise.
+    fault: Mutex<StatusCode>,
     /// Sign-in is down: token requests answer 503 with a proxy's HTML page.
     entra_down: AtomicBool,
     /// The certificate secret: content type and value.
@@ -112,6 +124,7 @@ impl AzureStandIn {
             deny_reads: AtomicBool::new(false),
             deny_list: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
+            fault: Mutex::new(StatusCode::SERVICE_UNAVAILABLE),
             entra_down: AtomicBool::new(false),
             secret: Mutex::new(None),
             issued_tokens: Mutex::new(Vec::new()),
@@ -264,6 +277,46 @@ fn challenge(port: u16) -> Response {
     response
 }
 
+/// Key Vault's answer when it will not serve a request now, or (401) when the token is for
+/// another tenant than the vault's.
+fn vault_fault(status: StatusCode, port: u16) -> Response {
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            let mut response = challenge(port);
+            *response.body_mut() = axum::body::Body::from(
+                json!({ "error": { "code": "Unauthorized", "message": format!(
+                    "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{TENANT}/, \
+                     found https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/."
+                ) } })
+                .to_string(),
+            );
+            response
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            let mut response = vault_error(
+                status,
+                "Throttled",
+                "Request was not processed because too many requests were received. \
+                 Reason: A single client has exceeded the maximum number of requests per 10 seconds.",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", "1".parse().unwrap());
+            response
+        }
+        StatusCode::INTERNAL_SERVER_ERROR => vault_error(
+            status,
+            "InternalServerError",
+            "An unexpected error occurred while processing the request.",
+        ),
+        _ => vault_error(
+            status,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable.",
+        ),
+    }
+}
+
 fn key_bundle(host: &str, version: &str, key: &KeyVersion, state: &AzureState) -> Value {
     json!({
         "key": {
@@ -282,6 +335,55 @@ fn key_bundle(host: &str, version: &str, key: &KeyVersion, state: &AzureState) -
             "exportable": false
         }
     })
+}
+
+/// `GET /certificates/{name}`: the certificate of the PFX in the certificate's secret, as Key
+/// Vault describes a self-issued certificate whose key may be exported.
+fn certificate_bundle(authority: &str, state: &AzureState) -> Option<Value> {
+    let (content_type, value) = state.secret.lock().unwrap().clone()?;
+    let pfx = STANDARD.decode(&value).ok()?;
+    let der = key_connector::pkcs12::tls_identity(&pfx, None)
+        .ok()?
+        .chain
+        .into_iter()
+        .next()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    let url =
+        |collection: &str| format!("https://{authority}/{collection}/{CERT_NAME}/{CERT_VERSION}");
+    Some(json!({
+        "id": url("certificates"),
+        "kid": url("keys"),
+        "sid": url("secrets"),
+        "x5t": URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+        "cer": STANDARD.encode(&der),
+        "attributes": {
+            "enabled": true,
+            "nbf": certificate.validity().not_before.timestamp(),
+            "exp": certificate.validity().not_after.timestamp(),
+            "created": 1764000000,
+            "updated": 1764000000,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90
+        },
+        "policy": {
+            "id": format!("https://{authority}/certificates/{CERT_NAME}/policy"),
+            "key_props": { "exportable": true, "kty": "RSA", "key_size": 2048, "reuse_key": false },
+            "secret_props": { "contentType": content_type },
+            "x509_props": {
+                "subject": certificate.subject().to_string(),
+                "ekus": ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"],
+                "key_usage": ["digitalSignature", "keyEncipherment"],
+                "validity_months": 12,
+                "basic_constraints": { "ca": false }
+            },
+            "lifetime_actions": [
+                { "trigger": { "lifetime_percentage": 80 }, "action": { "action_type": "AutoRenew" } }
+            ],
+            "issuer": { "name": "Self" },
+            "attributes": { "enabled": true, "created": 1764000000, "updated": 1764000000 }
+        }
+    }))
 }
 
 /// Entra ID's token endpoint and Key Vault's behaviour for the calls the service makes.
@@ -320,7 +422,7 @@ async fn answer(
     });
 
     if host == LOGIN_HOST {
-        return token_endpoint(&state, &method, uri.path(), &body);
+        return token_endpoint(&state, &method, uri.path(), &body, &authority);
     }
     assert_eq!(host, VAULT_HOST, "unexpected host");
     let issued = state.issued_tokens.lock().unwrap().clone();
@@ -343,11 +445,7 @@ async fn answer(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        return vault_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "The service is temporarily unavailable.",
-        );
+        return vault_fault(*state.fault.lock().unwrap(), port);
     }
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
@@ -456,12 +554,27 @@ async fn answer(
                 ),
             }
         }
+        (Method::GET, ["certificates", name, rest @ ..]) if rest.len() <= 1 => {
+            match (*name == CERT_NAME)
+                .then(|| certificate_bundle(&authority, &state))
+                .flatten()
+            {
+                Some(bundle) => axum::Json(bundle).into_response(),
+                None => vault_error(
+                    StatusCode::NOT_FOUND,
+                    "CertificateNotFound",
+                    &format!(
+                        "A certificate with (name/id) {name} was not found in this key vault."
+                    ),
+                ),
+            }
+        }
         (Method::GET, ["secrets", name, ..]) => match &*state.secret.lock().unwrap() {
             Some((content_type, value)) if *name == CERT_NAME => axum::Json(json!({
                 "value": value,
                 "contentType": content_type,
-                "id": format!("https://{authority}/secrets/{name}/5f0e6d4c"),
-                "kid": format!("https://{authority}/keys/{name}/5f0e6d4c"),
+                "id": format!("https://{authority}/secrets/{name}/{CERT_VERSION}"),
+                "kid": format!("https://{authority}/keys/{name}/{CERT_VERSION}"),
                 "managed": true,
                 "attributes": { "enabled": true, "created": 1764000000, "updated": 1764000000 }
             }))
@@ -476,8 +589,15 @@ async fn answer(
     }
 }
 
-/// The client-credentials grant of Entra ID's v2.0 token endpoint.
-fn token_endpoint(state: &AzureState, method: &Method, path: &str, body: &str) -> Response {
+/// The client-credentials grant of Entra ID's v2.0 token endpoint, and the tenant's OpenID
+/// configuration that names it (read by MSAL, which Microsoft's Python SDK signs in with).
+fn token_endpoint(
+    state: &AzureState,
+    method: &Method,
+    path: &str,
+    body: &str,
+    authority: &str,
+) -> Response {
     if state.entra_down.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -506,6 +626,27 @@ fn token_endpoint(state: &AzureState, method: &Method, path: &str, body: &str) -
         )
             .into_response()
     };
+    if *method == Method::GET && path == format!("/{TENANT}/v2.0/.well-known/openid-configuration")
+    {
+        let authority = format!("https://{authority}/{TENANT}");
+        return axum::Json(json!({
+            "token_endpoint": format!("{authority}/oauth2/v2.0/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{authority}/discovery/v2.0/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": format!("{authority}/v2.0"),
+            "authorization_endpoint": format!("{authority}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{authority}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{authority}/oauth2/v2.0/logout"),
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com"
+        }))
+        .into_response();
+    }
     if *method != Method::POST || path != format!("/{TENANT}/oauth2/v2.0/token") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1116,4 +1257,207 @@ async fn the_binary_uses_key_vault_with_the_operators_settings() {
         .wait_ready()
         .await;
     assert_eq!(service.key_of(&token).await, Ok(key));
+}
+
+/// Microsoft's Python packages the vendor check imports.
+const MICROSOFT_SDK: &[&str] = &[
+    "azure.identity",
+    "azure.keyvault.keys",
+    "azure.keyvault.secrets",
+    "azure.keyvault.certificates",
+    "cryptography",
+];
+
+impl AzureStandIn {
+    /// What `tests/vendor/azure_keyvault_check.py` needs to reach the stand-in: the test CA
+    /// (written into `dir`), the names to resolve, the application and the objects.
+    fn vendor_env(&self, dir: &std::path::Path) -> Vec<(&'static str, String)> {
+        let ca_file = dir.join("stand-in-ca.pem");
+        std::fs::write(&ca_file, &self.ca_pem).unwrap();
+        let ca_file = ca_file.display().to_string();
+        vec![
+            ("REQUESTS_CA_BUNDLE", ca_file.clone()),
+            ("SSL_CERT_FILE", ca_file),
+            ("STAND_IN_ADDRESS", self.address.to_string()),
+            ("STAND_IN_NAMES", format!("{VAULT_HOST} {LOGIN_HOST}")),
+            ("AZURE_AUTHORITY_HOST", format!("https://{LOGIN_HOST}")),
+            ("AZURE_TENANT_ID", TENANT.into()),
+            ("AZURE_CLIENT_ID", APP_ID.into()),
+            ("AZURE_CLIENT_SECRET", APP_SECRET.into()),
+            ("KEY_VAULT_URL", format!("https://{VAULT_HOST}/")),
+            ("KEY_VAULT_SCOPE", format!("{RESOURCE}/.default")),
+            ("KEY_NAME", KEY_NAME.into()),
+            ("CERTIFICATE_NAME", CERT_NAME.into()),
+        ]
+    }
+}
+
+/// The stand-in was written from the same reading of Microsoft's reference as the provider,
+/// so Microsoft's own SDK checks it: signing in, the key and its versions, decrypting what
+/// the provider wrapped (and the provider unwrapping what the SDK wrapped), the certificate
+/// and its secret, and the 404s, all accepted both ways.
+#[tokio::test]
+async fn microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in() {
+    if let Some(reason) = missing_python_modules(MICROSOFT_SDK) {
+        crate::skip_or_fail!(
+            "Microsoft's Python SDK is not installed ({reason}): pip install azure-identity \
+             azure-keyvault-keys azure-keyvault-secrets azure-keyvault-certificates"
+        );
+    }
+    let azure = AzureStandIn::start().await;
+    let pfx =
+        key_connector::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None).unwrap();
+    *azure.state.secret.lock().unwrap() =
+        Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
+    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+        .await
+        .unwrap();
+    let symmetric: Vec<u8> = (100u8..132).collect();
+    let wrapped = provider.wrap_symmetric_key(&symmetric).await.unwrap();
+    let before = azure.seen().len();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = azure.vendor_env(dir.path());
+    env.push(("WRAPPED_KEY", STANDARD.encode(&wrapped)));
+    env.push(("SYMMETRIC_KEY", STANDARD.encode(&symmetric)));
+    let run = run_vendor_script("azure_keyvault_check.py", &["operations"], &env).await;
+    assert!(run.success, "{}", run.said);
+    let seen: Vec<Seen> = azure.seen().split_off(before);
+
+    // What Microsoft's client wrapped, the provider unwraps.
+    let vendor_wrapped = STANDARD.decode(run.result("vendor-wrapped")).unwrap();
+    assert_eq!(
+        &provider
+            .unwrap_symmetric_key(&vendor_wrapped)
+            .await
+            .unwrap()[..],
+        &symmetric[..]
+    );
+
+    // What the stand-in saw of Microsoft's client.
+    let login: Vec<(Method, &str)> = seen
+        .iter()
+        .filter(|s| s.host == LOGIN_HOST)
+        .map(|s| (s.method.clone(), s.path.as_str()))
+        .collect();
+    let configuration = format!("/{TENANT}/v2.0/.well-known/openid-configuration");
+    let token = format!("/{TENANT}/oauth2/v2.0/token");
+    assert!(
+        login.contains(&(Method::GET, &configuration)) && login.contains(&(Method::POST, &token)),
+        "MSAL reads the tenant's configuration, then asks for the token: {login:?}"
+    );
+    let vault: Vec<&Seen> = seen.iter().filter(|s| s.host == VAULT_HOST).collect();
+    assert!(
+        vault[0].authorization.is_none(),
+        "the first request elicits the challenge: {:?}",
+        vault[0]
+    );
+    let authorized: Vec<&&Seen> = vault.iter().filter(|s| s.authorization.is_some()).collect();
+    assert!(
+        authorized.iter().all(|s| s.query.contains("api-version=")),
+        "{authorized:?}"
+    );
+    let paths: Vec<(Method, &str)> = authorized
+        .iter()
+        .map(|s| (s.method.clone(), s.path.as_str()))
+        .collect();
+    let (version, _) = azure.current();
+    for expected in [
+        (Method::GET, format!("/keys/{KEY_NAME}/")),
+        (Method::GET, format!("/keys/{KEY_NAME}/{version}")),
+        (Method::GET, format!("/keys/{KEY_NAME}/versions")),
+        (Method::POST, format!("/keys/{KEY_NAME}/{version}/decrypt")),
+        (Method::GET, format!("/secrets/{CERT_NAME}/")),
+        (Method::GET, format!("/certificates/{CERT_NAME}/")),
+    ] {
+        assert!(
+            paths.contains(&(expected.0.clone(), &expected.1)),
+            "{expected:?} not among {paths:?}"
+        );
+    }
+    let decrypted: Vec<Vec<u8>> = authorized
+        .iter()
+        .filter(|s| s.method == Method::POST)
+        .map(|s| {
+            let body: Value = serde_json::from_str(&s.body).unwrap();
+            assert_eq!(body["alg"], "RSA-OAEP", "{body}");
+            URL_SAFE_NO_PAD
+                .decode(body["value"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(decrypted, [wrapped, vendor_wrapped]);
+}
+
+/// Each refusal the provider sorts (401 for another tenant, 403, 429, 500, 503) is, by the
+/// stand-in's answer, the exception Microsoft's SDK raises for that status, with Key Vault's
+/// error code and message read from the body.
+#[tokio::test]
+async fn microsofts_own_sdk_reads_each_refusal_of_the_stand_in() {
+    if let Some(reason) = missing_python_modules(MICROSOFT_SDK) {
+        crate::skip_or_fail!(
+            "Microsoft's Python SDK is not installed ({reason}): pip install azure-identity \
+             azure-keyvault-keys azure-keyvault-secrets azure-keyvault-certificates"
+        );
+    }
+    let azure = AzureStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = azure.vendor_env(dir.path());
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        if status == StatusCode::FORBIDDEN {
+            azure.state.deny_reads.store(true, Ordering::SeqCst);
+        } else {
+            *azure.state.fault.lock().unwrap() = status;
+            azure.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        }
+        let run = run_vendor_script(
+            "azure_keyvault_check.py",
+            &["refused", status.as_str()],
+            &env,
+        )
+        .await;
+        assert!(run.success, "{status}: {}", run.said);
+        azure.state.deny_reads.store(false, Ordering::SeqCst);
+        azure.state.fail_next.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The refusals Microsoft's SDK reads from the stand-in, as the provider sorts them: a token
+/// the vault rejects (issued by another tenant) is a setting to fix, throttling and server
+/// errors are outages that pass.
+#[tokio::test]
+async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
+    let azure = AzureStandIn::start().await;
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        *azure.state.fault.lock().unwrap() = status;
+        azure.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
+            .await
+            .err()
+            .expect("refused");
+        match status {
+            StatusCode::UNAUTHORIZED => assert!(
+                matches!(error, KeyProviderError::Config { message: ref m, .. }
+                    if m.contains("rejected the token") && m.contains("tenant")
+                        && m.contains("azureKeyvaultAd")),
+                "{error:?}"
+            ),
+            _ => assert!(
+                matches!(error, KeyProviderError::Unavailable { message: ref m, .. }
+                    if m.contains(status.as_str())),
+                "{status}: {error:?}"
+            ),
+        }
+    }
 }

@@ -2,12 +2,19 @@
 //!
 //! No Google Cloud KMS can run here, so the stand-in answers as the API reference documents
 //! `projects.locations.keyRings.cryptoKeys.cryptoKeyVersions.getPublicKey` (`GET
-//! /v1/{name}/publicKey`) and `.asymmetricDecrypt` (`POST /v1/{name}:asymmetricDecrypt`):
-//! proto3 JSON with base64 bytes and int64 CRC32C values as strings, errors as
-//! `{"error":{"code","message","status"}}`. It holds a real RSA key and decrypts with real
-//! RSA-OAEP SHA-256, and it accepts only a bearer token that is a JWT signed by the test's
-//! service-account key (what Google's credentials send for a service account), so the
-//! credential discovery, the request shapes and the wrapping format are all checked.
+//! /v1/{name}/publicKey`), `.asymmetricDecrypt` (`POST /v1/{name}:asymmetricDecrypt`) and
+//! `.get` (`GET /v1/{name}`): proto3 JSON with base64 bytes, int64 CRC32C values as strings
+//! and enums as numbers when the client asks so (`$alt=json;enum-encoding=int`, as Google's
+//! clients do), errors (401, 403, 404, 429, 5xx) as `{"error":{"code","message","status"}}`.
+//! It holds a real RSA key and decrypts with real RSA-OAEP SHA-256, and it accepts only a
+//! bearer token that is a JWT signed by the test's service-account key for Cloud KMS (what
+//! Google's credentials send for a service account), or a token its OAuth endpoint granted
+//! for such a JWT, so the credential discovery, the request shapes and the wrapping format
+//! are all checked.
+//!
+//! Google's own Python SDK checks the stand-in (`tests/vendor/google_kms_check.py`): it
+//! makes the provider's calls, and must accept every answer, while the stand-in must accept
+//! its requests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +39,7 @@ use serde_json::{Value, json};
 use crate::support::binary::{
     Service, free_port, run_to_end, service_command, stored_symmetric_key,
 };
+use crate::support::vendor::{missing_python_modules, run_vendor_script};
 use crate::support::{LocalTlsStandIn, TestIdp};
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
@@ -88,8 +96,10 @@ pub(crate) fn settings() -> GcpKmsSettings {
 struct Seen {
     method: Method,
     path: String,
+    query: String,
     body: Value,
-    /// The verified service-account JWT's claims.
+    /// The claims of the verified service-account JWT: the bearer token itself, or the
+    /// assertion the bearer token was granted for.
     claims: Value,
 }
 
@@ -100,8 +110,12 @@ struct KmsState {
     public: aws_lc_rs::rsa::PublicEncryptingKey,
     public_pem: String,
     service_account: RsaKeyPair,
-    /// Answer this many requests with 503 UNAVAILABLE before serving.
+    /// Answer this many requests with [`KmsState::fault`] before serving.
     fail_next: AtomicUsize,
+    /// The HTTP status of those answers: 503 unless a test says otherwise.
+    fault: Mutex<StatusCode>,
+    /// Access tokens the token endpoint granted, with the claims of their assertions.
+    granted: Mutex<Vec<(String, Value)>>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -134,9 +148,12 @@ impl KmsStandIn {
             private: OaepPrivateDecryptingKey::new(private).unwrap(),
             service_account: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
             fail_next: AtomicUsize::new(0),
+            fault: Mutex::new(StatusCode::SERVICE_UNAVAILABLE),
+            granted: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
         });
         let router = axum::Router::new()
+            .route("/token", axum::routing::post(token_grant))
             .fallback(answer)
             .with_state(Arc::clone(&state));
         if https {
@@ -170,7 +187,9 @@ impl KmsStandIn {
             "client_email": SERVICE_ACCOUNT,
             "client_id": "112233445566778899000",
             "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": "https://oauth2.googleapis.com/token",
+            // Google's libraries for Rust sign their own JWTs for Cloud APIs; the OAuth
+            // grant here is the one the vendor check makes (google-auth's refresh).
+            "token_uri": format!("{}/token", self.url),
             "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
             "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/key-connector%40acme-prod.iam.gserviceaccount.com",
             "universe_domain": "googleapis.com"
@@ -255,6 +274,43 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// The number of a `CryptoKeyVersionAlgorithm` in Cloud KMS's protocol buffers.
+fn algorithm_number(name: &str) -> u32 {
+    match name {
+        "RSA_SIGN_PSS_2048_SHA256" => 2,
+        "RSA_DECRYPT_OAEP_2048_SHA256" => 8,
+        "RSA_DECRYPT_OAEP_3072_SHA256" => 9,
+        "RSA_DECRYPT_OAEP_4096_SHA256" => 10,
+        "RSA_DECRYPT_OAEP_4096_SHA512" => 17,
+        "RSA_DECRYPT_OAEP_2048_SHA1" => 37,
+        other => panic!("no number for algorithm {other}"),
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (the query's `$`, `=` and `;` may arrive escaped).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -265,13 +321,38 @@ fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The bearer token's claims if it is a JWT signed by the service account's key.
+/// The bearer token's claims: a token the token endpoint granted, or a JWT the service
+/// account signed itself for Cloud KMS: for an OAuth scope that covers it, or with the
+/// service as its audience (Google's self-signed JWTs, AIP-4111).
 fn verify_bearer(state: &KmsState, headers: &HeaderMap) -> Option<Value> {
     let token = headers
         .get("authorization")?
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")?;
+    let granted = state.granted.lock().unwrap();
+    if let Some((_, claims)) = granted.iter().find(|(t, _)| t == token) {
+        return Some(claims.clone());
+    }
+    drop(granted);
+    let claims = verify_service_account_jwt(state, token)?;
+    let for_cloud_kms =
+        scopes_cover_cloud_kms(&claims) || claims["aud"] == "https://cloudkms.googleapis.com/";
+    for_cloud_kms.then_some(claims)
+}
+
+/// Whether the JWT's `scope` claim names a scope that allows Cloud KMS.
+fn scopes_cover_cloud_kms(claims: &Value) -> bool {
+    claims["scope"].as_str().is_some_and(|scopes| {
+        scopes.split(' ').any(|scope| {
+            scope == "https://www.googleapis.com/auth/cloud-platform"
+                || scope == "https://www.googleapis.com/auth/cloudkms"
+        })
+    })
+}
+
+/// The claims of `token` if it is a current RS256 JWT the service account signed.
+fn verify_service_account_jwt(state: &KmsState, token: &str) -> Option<Value> {
     let (signed, signature) = token.rsplit_once('.')?;
     let (header, claims) = signed.split_once('.')?;
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
@@ -290,7 +371,91 @@ fn verify_bearer(state: &KmsState, headers: &HeaderMap) -> Option<Value> {
     (claims["iss"] == SERVICE_ACCOUNT && claims["exp"].as_u64()? > now).then_some(claims)
 }
 
-/// Cloud KMS's behaviour for the two methods the provider calls.
+/// Google's OAuth 2.0 token endpoint for a service account's JWT-bearer grant (RFC 7523): an
+/// RS256 assertion the service account signed, asking for scopes, no longer than an hour.
+/// Its audience is always Google's token endpoint, wherever the grant is sent.
+async fn token_grant(
+    State(state): State<Arc<KmsState>>,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    let oauth_error = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": error, "error_description": description })),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return oauth_error("unsupported_grant_type", "Invalid grant_type: ");
+    }
+    let Some(claims) = form
+        .get("assertion")
+        .and_then(|assertion| verify_service_account_jwt(&state, assertion))
+    else {
+        return oauth_error("invalid_grant", "Invalid JWT Signature.");
+    };
+    state.seen.lock().unwrap().push(Seen {
+        method: Method::POST,
+        path: "/token".into(),
+        query: String::new(),
+        body: Value::Null,
+        claims: claims.clone(),
+    });
+    let for_google = claims["aud"] == "https://oauth2.googleapis.com/token";
+    let lifetime = claims["exp"].as_u64().zip(claims["iat"].as_u64());
+    if !for_google || !lifetime.is_some_and(|(exp, iat)| exp > iat && exp - iat <= 3600) {
+        return oauth_error(
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. \
+             Check your iat and exp values in the JWT claim.",
+        );
+    }
+    if !scopes_cover_cloud_kms(&claims) {
+        return oauth_error(
+            "invalid_scope",
+            "Invalid OAuth scope or ID token audience provided.",
+        );
+    }
+    let token = format!("ya29.stand-in-{}", uuid::Uuid::new_v4().simple());
+    state.granted.lock().unwrap().push((token.clone(), claims));
+    axum::Json(json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" }))
+        .into_response()
+}
+
+/// Cloud KMS's answer when it refuses a request: `status` with its canonical code and a
+/// message as Cloud KMS words it.
+fn kms_fault(status: StatusCode, name: &str) -> Response {
+    let (code, message) = match status {
+        StatusCode::UNAUTHORIZED => (
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login \
+             cookie or other valid authentication credential."
+                .to_owned(),
+        ),
+        StatusCode::FORBIDDEN => (
+            "PERMISSION_DENIED",
+            format!(
+                "Permission 'cloudkms.cryptoKeyVersions.viewPublicKey' denied on resource '{name}' (or it may not exist)."
+            ),
+        ),
+        StatusCode::TOO_MANY_REQUESTS => (
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' \
+             of service 'cloudkms.googleapis.com' for consumer 'project_number:123456789012'."
+                .to_owned(),
+        ),
+        StatusCode::INTERNAL_SERVER_ERROR => ("INTERNAL", "Internal error encountered.".to_owned()),
+        _ => (
+            "UNAVAILABLE",
+            "The service is currently unavailable.".to_owned(),
+        ),
+    };
+    google_error(status, code, &message)
+}
+
+/// Cloud KMS's behaviour for the methods the provider calls, and `GetCryptoKeyVersion`.
 async fn answer(
     State(state): State<Arc<KmsState>>,
     method: Method,
@@ -306,24 +471,47 @@ async fn answer(
         );
     };
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let query = uri.query().unwrap_or_default().to_owned();
     state.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: uri.path().to_owned(),
+        query: query.clone(),
         body: body_json.clone(),
         claims,
     });
+    let path = uri.path().trim_start_matches("/v1/");
     if state
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        return google_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The service is currently unavailable.",
-        );
+        return kms_fault(*state.fault.lock().unwrap(), path);
     }
-    let path = uri.path().trim_start_matches("/v1/");
+    // Google's clients ask for enums as numbers (the system parameter
+    // `$alt=json;enum-encoding=int`), so that a value added later does not break them.
+    let enums_as_numbers = percent_decoded(&query).contains("enum-encoding=int");
+    let algorithm = if enums_as_numbers {
+        json!(algorithm_number(state.algorithm))
+    } else {
+        json!(state.algorithm)
+    };
+    let hsm = if enums_as_numbers {
+        json!(2)
+    } else {
+        json!("HSM")
+    };
+    if method == Method::GET && path == state.key_version {
+        return axum::Json(json!({
+            "name": path,
+            "state": if enums_as_numbers { json!(1) } else { json!("ENABLED") },
+            "createTime": "2026-11-24T15:33:59.123456789Z",
+            "generateTime": "2026-11-24T15:33:59.123456789Z",
+            "protectionLevel": hsm,
+            "algorithm": algorithm,
+            "reimportEligible": false
+        }))
+        .into_response();
+    }
     if method == Method::GET
         && let Some(name) = path.strip_suffix("/publicKey")
     {
@@ -336,10 +524,10 @@ async fn answer(
         }
         return axum::Json(json!({
             "pem": state.public_pem,
-            "algorithm": state.algorithm,
+            "algorithm": algorithm,
             "pemCrc32c": crc32c(state.public_pem.as_bytes()),
             "name": name,
-            "protectionLevel": "HSM"
+            "protectionLevel": hsm
         }))
         .into_response();
     }
@@ -390,7 +578,7 @@ async fn answer(
             "plaintext": STANDARD.encode(&*plaintext),
             "plaintextCrc32c": crc32c(plaintext),
             "verifiedCiphertextCrc32c": verified,
-            "protectionLevel": "HSM"
+            "protectionLevel": hsm
         }))
         .into_response();
     }
@@ -431,6 +619,11 @@ async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
     assert_eq!(seen[1].body["ciphertext"], STANDARD.encode(&wrapped));
     assert_eq!(seen[1].body["ciphertextCrc32c"], crc32c(&wrapped));
     assert_eq!(seen[1].claims["sub"], SERVICE_ACCOUNT);
+    assert!(
+        seen.iter()
+            .all(|s| percent_decoded(&s.query).contains("$alt=json;enum-encoding=int")),
+        "the client asks for enums as numbers, and the stand-in answers so, as Cloud KMS does: {seen:?}"
+    );
     assert!(
         seen[1].claims["scope"]
             .as_str()
@@ -737,4 +930,191 @@ async fn an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it() {
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("KEY_CONNECTOR_GCP_KMS_ENDPOINT") && m.contains("404")),
         "{error:?}"
     );
+}
+
+/// Google's Python packages the vendor check imports.
+const GOOGLE_SDK: &[&str] = &[
+    "google.auth",
+    "google.cloud.kms",
+    "google_crc32c",
+    "grpc",
+    "cryptography",
+];
+
+impl KmsStandIn {
+    /// What `tests/vendor/google_kms_check.py` needs: the service-account key file (written
+    /// into `dir`), the endpoint and the key version.
+    fn vendor_env(&self, dir: &std::path::Path) -> Vec<(&'static str, String)> {
+        let credentials = dir.join("service-account.json");
+        std::fs::write(
+            &credentials,
+            serde_json::to_vec(&self.service_account_json()).unwrap(),
+        )
+        .unwrap();
+        vec![
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                credentials.display().to_string(),
+            ),
+            ("KMS_ENDPOINT", self.url.clone()),
+            ("KEY_VERSION", settings().key_version_name()),
+        ]
+    }
+}
+
+/// The stand-in was written from the same reading of Google's reference as the provider, so
+/// Google's own SDK checks it: both ways a service account signs in, the key version and its
+/// public key, decrypting what the provider wrapped (and the provider unwrapping what the
+/// SDK wrapped) with the CRC32C integrity fields, and a 404, all accepted both ways.
+#[tokio::test]
+async fn googles_own_sdk_makes_the_providers_calls_against_the_stand_in() {
+    if let Some(reason) = missing_python_modules(GOOGLE_SDK) {
+        crate::skip_or_fail!(
+            "Google's Python SDK is not installed ({reason}): pip install google-cloud-kms \
+             google-auth google-crc32c"
+        );
+    }
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+        .await
+        .unwrap();
+    let symmetric: Vec<u8> = (200u8..232).collect();
+    let wrapped = provider.wrap_symmetric_key(&symmetric).await.unwrap();
+    assert_eq!(
+        &provider.unwrap_symmetric_key(&wrapped).await.unwrap()[..],
+        &symmetric[..]
+    );
+    let ours = kms.seen();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = kms.vendor_env(dir.path());
+    env.push(("WRAPPED_KEY", STANDARD.encode(&wrapped)));
+    env.push(("SYMMETRIC_KEY", STANDARD.encode(&symmetric)));
+    let run = run_vendor_script("google_kms_check.py", &["operations"], &env).await;
+    assert!(run.success, "{}", run.said);
+    let theirs = kms.seen().split_off(ours.len());
+
+    // What Google's client wrapped, the provider unwraps.
+    let vendor_wrapped = STANDARD.decode(run.result("vendor-wrapped")).unwrap();
+    assert_eq!(
+        &provider
+            .unwrap_symmetric_key(&vendor_wrapped)
+            .await
+            .unwrap()[..],
+        &symmetric[..]
+    );
+
+    // What the stand-in saw of Google's client, beside what it saw of ours.
+    let name = settings().key_version_name();
+    let calls: Vec<(Method, &str)> = theirs
+        .iter()
+        .map(|s| (s.method.clone(), s.path.as_str()))
+        .collect();
+    let version = format!("/v1/{name}");
+    let public_key = format!("/v1/{name}/publicKey");
+    let decrypt = format!("/v1/{name}:asymmetricDecrypt");
+    for expected in [
+        (Method::POST, "/token"),
+        (Method::GET, version.as_str()),
+        (Method::GET, public_key.as_str()),
+        (Method::POST, decrypt.as_str()),
+    ] {
+        assert!(
+            calls.contains(&expected),
+            "{expected:?} not among {calls:?}"
+        );
+    }
+    let grant = theirs.iter().find(|s| s.path == "/token").unwrap();
+    assert_eq!(
+        grant.claims["aud"], "https://oauth2.googleapis.com/token",
+        "{grant:?}"
+    );
+    for seen in ours.iter().chain(&theirs) {
+        assert_eq!(seen.claims["iss"], SERVICE_ACCOUNT, "{seen:?}");
+        if seen.path.starts_with("/v1/") {
+            assert!(
+                percent_decoded(&seen.query).contains("$alt=json;enum-encoding=int"),
+                "both clients ask for enums as numbers: {seen:?}"
+            );
+        }
+    }
+    let checksums: Vec<(String, Value)> = theirs
+        .iter()
+        .filter(|s| s.path == decrypt)
+        .map(|s| {
+            let ciphertext = STANDARD
+                .decode(s.body["ciphertext"].as_str().unwrap())
+                .unwrap();
+            (crc32c(&ciphertext), s.body["ciphertextCrc32c"].clone())
+        })
+        .collect();
+    assert_eq!(checksums.len(), 4, "{checksums:?}");
+    assert_eq!(
+        checksums[0].1,
+        json!(checksums[0].0),
+        "int64 as a JSON string"
+    );
+    assert_eq!(checksums[1].1, json!(checksums[1].0));
+    assert_eq!(checksums[2].1, Value::Null, "sent without a checksum");
+    assert_ne!(checksums[3].1, json!(checksums[3].0), "a damaged checksum");
+}
+
+/// Each refusal the provider sorts (401, 403, 429, 500, 503) is, by the stand-in's answer,
+/// the exception Google's SDK raises for that status, with the message from the body and a
+/// canonical code that agrees with the status.
+#[tokio::test]
+async fn googles_own_sdk_reads_each_refusal_of_the_stand_in() {
+    if let Some(reason) = missing_python_modules(GOOGLE_SDK) {
+        crate::skip_or_fail!(
+            "Google's Python SDK is not installed ({reason}): pip install google-cloud-kms \
+             google-auth google-crc32c"
+        );
+    }
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = kms.vendor_env(dir.path());
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        *kms.state.fault.lock().unwrap() = status;
+        kms.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        let run =
+            run_vendor_script("google_kms_check.py", &["refused", status.as_str()], &env).await;
+        assert!(run.success, "{status}: {}", run.said);
+        kms.state.fail_next.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The refusals Google's SDK reads from the stand-in, as the provider sorts them: rejected
+/// credentials and a denied permission are settings to fix, exhausted quota and server
+/// errors are outages that pass.
+#[tokio::test]
+async fn kms_refusals_are_settings_to_fix_or_outages_that_pass() {
+    let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
+    for (status, says) in [
+        (StatusCode::UNAUTHORIZED, "rejected the credentials"),
+        (StatusCode::FORBIDDEN, "roles/cloudkms.publicKeyViewer"),
+        (StatusCode::TOO_MANY_REQUESTS, "ResourceExhausted"),
+        (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+        (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+    ] {
+        *kms.state.fault.lock().unwrap() = status;
+        kms.state.fail_next.store(usize::MAX, Ordering::SeqCst);
+        let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+            .await
+            .err()
+            .expect("refused");
+        let (KeyProviderError::Config { message, .. }
+        | KeyProviderError::Unavailable { message, .. }) = &error
+        else {
+            panic!("{status}: {error:?}");
+        };
+        let outage = matches!(error, KeyProviderError::Unavailable { .. });
+        assert_eq!(outage, status.as_u16() >= 429, "{status}: {error:?}");
+        assert!(message.contains(says), "{status}: {message}");
+    }
 }

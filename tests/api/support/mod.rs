@@ -1,7 +1,7 @@
 //! What the integration tests share: the application on port 0 ([`app`]), the identity
 //! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), a real
-//! Vault ([`openbao`]), the stand-ins of remote services ([`tls`], [`proxy`]), and the rule
-//! for absent backends.
+//! Vault ([`openbao`]), the stand-ins of remote services ([`tls`], [`proxy`]), the vendors'
+//! SDKs that check those stand-ins ([`vendor`]), and the rule for absent backends.
 
 pub mod app;
 pub mod binary;
@@ -10,6 +10,7 @@ pub mod idp;
 pub mod openbao;
 pub mod proxy;
 pub mod tls;
+pub mod vendor;
 
 pub use app::*;
 pub use idp::TestIdp;
