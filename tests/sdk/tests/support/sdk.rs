@@ -59,6 +59,12 @@ impl SdkUser {
         }
     }
 
+    /// The same client given the Key Connector URL as an administrator typed it.
+    pub fn with_key_connector_url(mut self, url: String) -> Self {
+        self.key_connector_url = url;
+        self
+    }
+
     /// Key Connector registration as the SDK performs it
     /// (`RegistrationClient::post_keys_for_key_connector_registration`): new account keys, the
     /// Key Connector key stored at the service (GET, then PUT if one exists, POST otherwise),
