@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long start-up may take before a test fails (a debug build generates nothing slow:
-/// the certificate is made here, the symmetric key is one RSA encryption).
+/// How long start-up may take before a test fails. It takes a second or two (a few more
+/// when the identity server is down: the service retries it before listening).
 const START_UP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The binary under test: `KC_BINARY` if set (CI points it at the optimised `dist` build),
