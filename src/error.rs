@@ -111,7 +111,16 @@ impl From<AuthError> for ApiError {
                 ApiError::Unauthorized(error.to_string())
             }
             AuthError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
-            AuthError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            // The reason names the identity server's URL, the transport error or a piece of
+            // the document it answered: the operator's to read, not an anonymous client's.
+            AuthError::Unavailable(reason) => {
+                tracing::warn!(%reason, "a token could not be checked");
+                ApiError::Unavailable(
+                    "tokens cannot be checked right now: the identity server's signing keys \
+                     are not available; try again"
+                        .into(),
+                )
+            }
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the token does not allow this: {0}")]
     Forbidden(String),
+    /// The identity server's keys are not available. The reason (its URL, the transport
+    /// error, what it answered) is for the logs only: clients get a fixed message.
     #[error("tokens cannot be checked right now: {0}")]
     Unavailable(String),
 }

@@ -469,3 +469,60 @@ async fn bind_retrying(address: &str) -> tokio::net::TcpListener {
     }
     panic!("cannot bind {address} again");
 }
+
+#[tokio::test]
+async fn a_503_for_the_identity_server_names_no_url_transport_error_or_document_content() {
+    // An identity server that answers with a broken JWKS: the parser's message would quote it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken = format!("http://{}", listener.local_addr().unwrap());
+    let jwks_uri = format!("{broken}/private-jwks-path");
+    let documents = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get({
+                let discovery = json!({ "issuer": broken, "jwks_uri": jwks_uri });
+                move || async move { axum::Json(discovery) }
+            }),
+        )
+        .route(
+            "/private-jwks-path",
+            axum::routing::get(|| async { axum::Json(json!({ "keys": "document-fragment" })) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, documents).await });
+    // And one where nothing listens.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let absent = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+
+    for identity in [&broken, &absent] {
+        let app = spawn_app_with(
+            Arc::new(TestIdp::start().await),
+            AppOptions {
+                identity_server_uri: Some(identity.clone()),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let issuer = DevIssuer::generate().unwrap();
+        let token = issuer.mint_user_token(identity, Uuid::new_v4(), Duration::from_secs(600));
+        let response = app.get_key(&token).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.unwrap();
+        let port = identity.rsplit(':').next().unwrap();
+        for internal in [
+            "127.0.0.1",
+            port,
+            "http",
+            "well-known",
+            "private-jwks-path",
+            "document-fragment",
+            "sending request",
+            "invalid type",
+        ] {
+            assert!(!body.contains(internal), "{internal:?} in {body}");
+        }
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+    }
+    server.abort();
+}
