@@ -49,8 +49,8 @@ impl Drop for UserKeyResponse {
     }
 }
 
-/// One audit line per key read or write that reached a handler: action, user, outcome and
-/// request id. Never the key.
+/// One audit line per key read or write that reached a handler: action, user, outcome,
+/// the service's request id and, escaped, the client's if it sent one. Never the key.
 fn audit<T>(
     user: &AuthenticatedUser,
     request: &RequestId,
@@ -74,7 +74,8 @@ fn audit<T>(
         user_id = %user.user_id,
         action,
         outcome,
-        request_id = request.as_str()
+        request_id = request.as_str(),
+        client_request_id = request.client().map(tracing::field::debug),
     );
 }
 

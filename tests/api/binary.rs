@@ -311,7 +311,7 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_never_the_key() {
+async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_never_the_key() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -341,7 +341,8 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
     let user = Uuid::new_v4();
     let token = idp.token_for(user);
     let key = random_key();
-    let send = |method: reqwest::Method, request_id: &'static str, body: Option<&str>| {
+    // Each request's status and the id the service gave it.
+    let send = async |method: reqwest::Method, request_id: &'static str, body: Option<&str>| {
         let mut request = client
             .request(method, format!("{base}/user-keys"))
             .bearer_auth(&token)
@@ -349,43 +350,25 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
         if let Some(key) = body {
             request = request.json(&serde_json::json!({ "key": key }));
         }
-        request.send()
+        let response = request.send().await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (response.status().as_u16(), id)
     };
-    assert_eq!(
-        send(reqwest::Method::GET, "audit-read-1", None)
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        send(reqwest::Method::POST, "audit-create-1", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(reqwest::Method::POST, "audit-create-2", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        send(reqwest::Method::PUT, "audit-put-1", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(reqwest::Method::GET, "audit-read-2", None)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let mut service_ids = Vec::new();
+    for (method, client_id, body, status) in [
+        (reqwest::Method::GET, "audit-read-1", None, 404),
+        (reqwest::Method::POST, "audit-create-1", Some(&key), 200),
+        (reqwest::Method::POST, "audit-create-2", Some(&key), 400),
+        (reqwest::Method::PUT, "audit-put-1", Some(&key), 200),
+        (reqwest::Method::GET, "audit-read-2", None, 200),
+    ] {
+        let (answered, id) = send(method, client_id, body.map(String::as_str)).await;
+        assert_eq!(answered, status, "{client_id}");
+        service_ids.push(id);
+    }
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -407,13 +390,17 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
         ("audit-read-2", "read", "ok"),
     ];
     assert_eq!(audits.len(), expected.len(), "{audits:#?}");
-    for (audit, (request_id, action, outcome)) in audits.iter().zip(expected) {
+    for ((audit, (client_id, action, outcome)), service_id) in
+        audits.iter().zip(expected).zip(&service_ids)
+    {
         assert_eq!(audit["action"], action, "{audit}");
         assert_eq!(audit["outcome"], outcome, "{audit}");
         assert_eq!(audit["user_id"], user.to_string(), "{audit}");
-        assert!(
-            audit.to_string().contains(request_id),
-            "request id in {audit}"
+        assert_eq!(audit["request_id"], service_id.as_str(), "{audit}");
+        assert_eq!(
+            audit["client_request_id"],
+            format!("\"{client_id}\""),
+            "{audit}"
         );
     }
     assert!(
