@@ -30,12 +30,38 @@ pub struct SigningKey {
     /// The algorithm the JWK pins, if it names one.
     pub algorithm: Option<Algorithm>,
     pub verifier: RsaVerifier,
+    /// SHA-256 of the modulus and exponent: what the key is, whatever it is called.
+    pub material: [u8; 32],
+}
+
+impl SigningKey {
+    /// Whether `other` is this key: the same material under the same `kid` (or none) and
+    /// the same algorithm pin. A `kid` alone says nothing: a key without one has no name,
+    /// and an identity server may publish other material under a name it used before.
+    pub fn is_same_key(&self, other: &SigningKey) -> bool {
+        self.material == other.material
+            && self.kid == other.kid
+            && self.algorithm == other.algorithm
+    }
 }
 
 /// What token validation needs from the identity server.
 pub struct IdentityKeys {
     pub issuer: String,
     pub keys: Vec<SigningKey>,
+}
+
+impl IdentityKeys {
+    /// Whether `other` trusts exactly what this does: the same issuer and the same keys
+    /// (by [`SigningKey::is_same_key`]), none added and none withdrawn.
+    pub fn vouches_as(&self, other: &IdentityKeys) -> bool {
+        let covered = |of: &IdentityKeys, by: &IdentityKeys| {
+            of.keys
+                .iter()
+                .all(|key| by.keys.iter().any(|k| k.is_same_key(key)))
+        };
+        self.issuer == other.issuer && covered(self, other) && covered(other, self)
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,12 +144,31 @@ fn rsa_signing_key(jwk: JsonWebKey) -> Option<SigningKey> {
                 .filter(|a| RSA_ALGORITHMS.contains(a))?,
         ),
     };
-    let verifier = RsaVerifier::from_jwk_components(jwk.n.as_deref()?, jwk.e.as_deref()?)?;
+    let (n, e) = (jwk.n.as_deref()?, jwk.e.as_deref()?);
+    let verifier = RsaVerifier::from_jwk_components(n, e)?;
     Some(SigningKey {
         kid: jwk.kid,
         algorithm,
         verifier,
+        material: key_material(n, e)?,
     })
+}
+
+/// SHA-256 over the modulus and the exponent, each without leading zero bytes and preceded
+/// by its length, so that one key has one value however its JWK spells the numbers.
+fn key_material(modulus: &str, exponent: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for number in [modulus, exponent] {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(number)
+            .ok()?;
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        let significant = &bytes[start..];
+        digest.update(&(significant.len() as u64).to_be_bytes());
+        digest.update(significant);
+    }
+    digest.finish().as_ref().try_into().ok()
 }
 
 async fn get_json<T: for<'de> Deserialize<'de>>(
@@ -154,4 +199,77 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
         url: url.to_owned(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::issuer::DevIssuer;
+    use serde_json::{Value, json};
+
+    /// A JWKS of the given JWKs.
+    fn key_set(keys: &[Value]) -> IdentityKeys {
+        let document = json!({ "keys": keys });
+        IdentityKeys {
+            issuer: "https://identity.example.test".into(),
+            keys: signing_keys(&serde_json::to_vec(&document).unwrap()).unwrap(),
+        }
+    }
+
+    /// The JWK of a fresh key, under `kid` (none when `None`).
+    fn jwk(kid: Option<&str>) -> Value {
+        let mut jwk = DevIssuer::generate().unwrap().jwks()["keys"][0].clone();
+        match kid {
+            Some(kid) => jwk["kid"] = json!(kid),
+            None => {
+                jwk.as_object_mut().unwrap().remove("kid");
+            }
+        }
+        jwk
+    }
+
+    #[test]
+    fn the_same_keys_in_another_order_vouch_as_before() {
+        let (a, b) = (jwk(Some("a")), jwk(None));
+        assert!(key_set(&[a.clone(), b.clone()]).vouches_as(&key_set(&[b, a])));
+    }
+
+    #[test]
+    fn a_withdrawn_key_without_a_kid_is_told_apart_from_another_without_one() {
+        let (a, b) = (jwk(None), jwk(None));
+        assert!(!key_set(&[a, b.clone()]).vouches_as(&key_set(&[b])));
+    }
+
+    #[test]
+    fn other_material_under_a_kid_used_before_is_another_key() {
+        assert!(!key_set(&[jwk(Some("k1"))]).vouches_as(&key_set(&[jwk(Some("k1"))])));
+    }
+
+    #[test]
+    fn an_added_key_or_another_issuer_changes_what_is_trusted() {
+        let a = jwk(Some("a"));
+        let before = key_set(std::slice::from_ref(&a));
+        assert!(!before.vouches_as(&key_set(&[a.clone(), jwk(Some("b"))])));
+        let mut elsewhere = key_set(&[a]);
+        elsewhere.issuer = "https://other.example.test".into();
+        assert!(!before.vouches_as(&elsewhere));
+    }
+
+    #[test]
+    fn key_material_is_the_same_however_the_numbers_are_spelled() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let a = jwk(Some("a"));
+        let n = URL_SAFE_NO_PAD.decode(a["n"].as_str().unwrap()).unwrap();
+        let padded = URL_SAFE_NO_PAD.encode([&[0u8][..], &n].concat());
+        let e = a["e"].as_str().unwrap();
+        assert_eq!(
+            key_material(&padded, e),
+            key_material(a["n"].as_str().unwrap(), e)
+        );
+        assert_ne!(
+            key_material(a["n"].as_str().unwrap(), e),
+            key_material(jwk(None)["n"].as_str().unwrap(), e)
+        );
+    }
 }

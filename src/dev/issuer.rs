@@ -181,6 +181,16 @@ impl DevIssuer {
         self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
+    /// Like [`DevIssuer::mint`] without a `kid` in the header, as Vaultwarden's tokens come.
+    pub fn mint_without_kid(&self, issuer: &str, mut claims: Value) -> String {
+        if let Some(map) = claims.as_object_mut() {
+            map.entry("iss")
+                .or_insert_with(|| json!(issuer.trim_end_matches('/')));
+        }
+        let header = json!({"alg": "RS256", "typ": "JWT"});
+        self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
     /// Signs `payload` exactly as given (no JSON built), with this issuer's `kid`: for tests
     /// of how claims are read (escapes, duplicate names).
     pub fn sign_raw_payload(&self, payload: &[u8]) -> String {

@@ -526,3 +526,128 @@ async fn a_503_for_the_identity_server_names_no_url_transport_error_or_document_
     }
     server.abort();
 }
+
+/// An identity server whose JWKS a test replaces while the service runs.
+struct SwitchableIdp {
+    url: String,
+    jwks: Arc<std::sync::Mutex<Value>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchableIdp {
+    async fn start(jwks: Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let jwks = Arc::new(std::sync::Mutex::new(jwks));
+        let discovery = json!({ "issuer": url, "jwks_uri": format!("{url}/jwks") });
+        let served = Arc::clone(&jwks);
+        let router = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let jwks = served.lock().unwrap().clone();
+                    async move { axum::Json(jwks) }
+                }),
+            );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, jwks, task }
+    }
+
+    fn publish(&self, jwks: Value) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    /// Makes the service fetch the JWKS again: a token naming a key id that is not published
+    /// and that no published key verifies waits for a fresh fetch, and is refused.
+    async fn make_the_service_refresh(&self, app: &TestApp) {
+        let stranger = DevIssuer::generate().unwrap();
+        let token = stranger.mint_user_token(&self.url, Uuid::new_v4(), Duration::from_secs(60));
+        assert_eq!(app.read_key(&token).await, Err(401));
+    }
+}
+
+impl Drop for SwitchableIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The JWK of `issuer`'s key, under `kid` (none when `None`).
+fn jwk_of(issuer: &DevIssuer, kid: Option<&str>) -> Value {
+    let mut jwk = issuer.jwks()["keys"][0].clone();
+    match kid {
+        Some(kid) => jwk["kid"] = json!(kid),
+        None => {
+            jwk.as_object_mut().unwrap().remove("kid");
+        }
+    }
+    jwk
+}
+
+async fn spawn_app_trusting(idp: &SwitchableIdp) -> TestApp {
+    spawn_app_with(
+        Arc::new(TestIdp::start().await),
+        AppOptions {
+            identity_server_uri: Some(idp.url.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_without_a_kid_stops_vouching_for_tokens_it_signed_at_once() {
+    // Vaultwarden publishes keys without a kid and signs tokens without one.
+    let (withdrawn, staying) = (
+        DevIssuer::generate().unwrap(),
+        DevIssuer::generate().unwrap(),
+    );
+    let idp = SwitchableIdp::start(json!({ "keys": [
+        jwk_of(&withdrawn, None), jwk_of(&staying, None),
+    ]}))
+    .await;
+    let app = spawn_app_trusting(&idp).await;
+    let user = Uuid::new_v4();
+    let claims = json!({
+        "nbf": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "exp": time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+    });
+    let token = withdrawn.mint_without_kid(&idp.url, claims);
+    assert_eq!(app.read_key(&token).await, Err(404), "accepted and cached");
+
+    idp.publish(json!({ "keys": [jwk_of(&staying, None)] }));
+    idp.make_the_service_refresh(&app).await;
+    assert_eq!(app.read_key(&token).await, Err(401));
+}
+
+#[tokio::test]
+async fn a_kid_republished_with_other_key_material_stops_vouching_for_the_old_keys_tokens() {
+    let (old, new) = (
+        DevIssuer::generate().unwrap(),
+        DevIssuer::generate().unwrap(),
+    );
+    let idp = SwitchableIdp::start(json!({ "keys": [jwk_of(&old, Some("signing"))] })).await;
+    let app = spawn_app_trusting(&idp).await;
+    let user = Uuid::new_v4();
+    let claims = json!({
+        "nbf": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "exp": time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+    });
+    let token = old.mint_with_kid(&idp.url, claims.clone(), "signing");
+    assert_eq!(app.read_key(&token).await, Err(404), "accepted and cached");
+
+    idp.publish(json!({ "keys": [jwk_of(&new, Some("signing"))] }));
+    idp.make_the_service_refresh(&app).await;
+    assert_eq!(app.read_key(&token).await, Err(401));
+    // The new key's tokens are trusted.
+    let token = new.mint_with_kid(&idp.url, claims, "signing");
+    assert_eq!(app.read_key(&token).await, Err(404));
+}
