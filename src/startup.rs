@@ -133,7 +133,16 @@ impl Application {
         }
 
         let background = CancellationToken::new();
-        let auth = Authenticator::new(&settings.identity_server_uri);
+        if let Some(warning) = crate::auth::jwks::plain_http_warning(&settings.identity_server_uri)
+        {
+            tracing::warn!("{warning}");
+        }
+        let auth = Authenticator::new(&settings.identity_server_uri).map_err(|error| {
+            StartupError::Unsupported(format!(
+                "cannot build the HTTP client for the identity server: {}",
+                crate::keys::remote::error_chain(&error)
+            ))
+        })?;
         auth.spawn_discovery(background.child_token());
         if !auth.wait_until_ready(FIRST_DISCOVERY_WAIT).await {
             tracing::warn!(

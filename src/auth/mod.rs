@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use jwks::RSA_ALGORITHMS;
-use jwks::{FetchError, IdentityKeys, fetch_identity_keys};
+use jwks::{FetchError, IdentityKeys, fetch_identity_keys, foreign_jwks_warning};
 use jws::{CheckedClaims, CompactToken};
 use token_cache::TokenCache;
 
@@ -104,6 +104,8 @@ struct RefreshState {
     last_success_started: Option<Instant>,
     /// Bumped on every successful load, so waiters know someone else refreshed.
     generation: u64,
+    /// Where the keys were last fetched from, to warn once per change of it.
+    jwks_uri: Option<String>,
 }
 
 /// The identity server's keys, and the epoch they belong to.
@@ -130,18 +132,17 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(identity_server_uri: &str) -> Arc<Self> {
+    pub fn new(identity_server_uri: &str) -> Result<Arc<Self>, reqwest::Error> {
         Self::with_options(identity_server_uri, AuthOptions::default())
     }
 
-    pub fn with_options(identity_server_uri: &str, options: AuthOptions) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.http_timeout.min(Duration::from_secs(5)))
-            .timeout(options.http_timeout)
-            .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Arc::new(Self {
+    /// An error when the HTTP client cannot be built: never one without timeouts instead.
+    pub fn with_options(
+        identity_server_uri: &str,
+        options: AuthOptions,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let http = jwks::identity_http_client(options.http_timeout)?;
+        Ok(Arc::new(Self {
             discovery_url: format!(
                 "{}/.well-known/openid-configuration",
                 identity_server_uri.trim_end_matches('/')
@@ -153,7 +154,7 @@ impl Authenticator {
             epoch: std::sync::atomic::AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Whether discovery and keys are loaded (tokens can be checked).
@@ -261,7 +262,16 @@ impl Authenticator {
         let started = Instant::now();
         state.last_attempt = Some(started);
         match fetch_identity_keys(&self.http, &self.discovery_url).await {
-            Ok(keys) => {
+            Ok(published) => {
+                if state.jwks_uri.as_deref() != Some(published.jwks_uri.as_str()) {
+                    if let Some(warning) =
+                        foreign_jwks_warning(&self.discovery_url, &published.jwks_uri)
+                    {
+                        tracing::warn!("{warning}");
+                    }
+                    state.jwks_uri = Some(published.jwks_uri);
+                }
+                let keys = published.keys;
                 let previous = self.current_keys();
                 let first = previous.is_none();
                 let changed = previous

@@ -312,10 +312,7 @@ fn report_duplicate_ids(report: &mut Report, rows: &[crate::store::StoredUserKey
 }
 
 async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match crate::auth::jwks::identity_http_client(Duration::from_secs(10)) {
         Ok(client) => client,
         Err(error) => {
             report.push(Outcome::Failed, "identity server", error.to_string());
@@ -326,12 +323,23 @@ async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {
         "{}/.well-known/openid-configuration",
         identity_server_uri.trim_end_matches('/')
     );
+    if let Some(warning) = crate::auth::jwks::plain_http_warning(identity_server_uri) {
+        report.push(Outcome::Warning, "identity server", warning);
+    }
     match crate::auth::jwks::fetch_identity_keys(&client, &discovery).await {
-        Ok(keys) => report.push(
-            Outcome::Ok,
-            "identity server",
-            format!("issuer {}, {} signing key(s)", keys.issuer, keys.keys.len()),
-        ),
+        Ok(published) => {
+            if let Some(warning) =
+                crate::auth::jwks::foreign_jwks_warning(&discovery, &published.jwks_uri)
+            {
+                report.push(Outcome::Warning, "identity server", warning);
+            }
+            let keys = published.keys;
+            report.push(
+                Outcome::Ok,
+                "identity server",
+                format!("issuer {}, {} signing key(s)", keys.issuer, keys.keys.len()),
+            );
+        }
         // The service starts without it (and answers 503 until it is reachable), so this is
         // a warning: the identity server may simply not be up yet.
         Err(error) => report.push(

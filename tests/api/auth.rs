@@ -651,3 +651,91 @@ async fn a_kid_republished_with_other_key_material_stops_vouching_for_the_old_ke
     let token = new.mint_with_kid(&idp.url, claims, "signing");
     assert_eq!(app.read_key(&token).await, Err(404));
 }
+
+/// Serves `router` on 127.0.0.1: its URL and the task.
+async fn serve_documents(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn the_discovery_document_is_not_fetched_through_a_redirect_to_another_origin() {
+    let idp = Arc::new(TestIdp::start().await);
+    let elsewhere = format!("{}/.well-known/openid-configuration", idp.url);
+    let (url, _task) = serve_documents(axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || async move { axum::response::Redirect::temporary(&elsewhere) }),
+    ))
+    .await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            identity_server_uri: Some(url),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    // The keys behind the redirect would verify this token: they are never loaded.
+    assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(503));
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_identity_servers_origin_is_followed() {
+    let idp = Arc::new(TestIdp::start().await);
+    // The document names the test identity server's keys (another origin: a warning only).
+    let discovery = idp.issuer.discovery(&idp.url);
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/moved") }),
+        )
+        .route(
+            "/moved",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        );
+    let (url, _task) = serve_documents(router).await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            identity_server_uri: Some(url),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(404));
+}
+
+#[tokio::test]
+async fn a_jwks_larger_than_a_mebibyte_is_not_read() {
+    let issuer = Arc::new(DevIssuer::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut jwks = issuer.jwks();
+    // Valid, with a key that verifies the token, and padded past the cap.
+    jwks["padding"] = json!("x".repeat(key_connector::auth::jwks::MAX_DOCUMENT_BYTES));
+    let discovery = issuer.discovery(&url);
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/.well-known/openid-configuration/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    let _task = tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = spawn_app_with(
+        Arc::new(TestIdp::start().await),
+        AppOptions {
+            identity_server_uri: Some(url.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let token = issuer.mint_user_token(&url, Uuid::new_v4(), Duration::from_secs(600));
+    assert_eq!(app.read_key(&token).await, Err(503));
+}
