@@ -256,7 +256,7 @@ impl Application {
         let app = MapRequestLayer::new(routes::normalize_path).layer(router);
 
         let limits = Arc::new(limits);
-        let api_gate = ConnectionGate::new(limits.max_connections);
+        let api_gate = ConnectionGate::new(limits.max_connections, limits.connections_per_peer());
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         let tls =
@@ -279,7 +279,12 @@ impl Application {
         }
         if let Some((listeners, handle)) = metrics {
             let metrics_app = crate::metrics::router(handle);
-            let metrics_gate = ConnectionGate::new(connections::METRICS_CONNECTIONS);
+            let metrics_gate = ConnectionGate::new(
+                connections::METRICS_CONNECTIONS,
+                crate::config::connection_limits::default_connections_per_peer(
+                    connections::METRICS_CONNECTIONS,
+                ),
+            );
             for listener in listeners {
                 servers.spawn(connections::serve(
                     listener,
