@@ -461,6 +461,44 @@ async fn resealing_a_user_key_is_a_compare_and_swap(backend: Backend) {
     );
 }
 
+async fn a_property_of_our_own_is_written_read_and_removed(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    // A database that never had one has no table for them: nothing upstream would not know.
+    assert_eq!(store.read_property("UserKeysBound").await.unwrap(), None);
+    store
+        .write_property("UserKeysBound", Some("true"))
+        .await
+        .unwrap();
+    store.write_property("Other", Some("1")).await.unwrap();
+    assert_eq!(
+        store
+            .read_property("UserKeysBound")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    store.close().await;
+    // Reopened (the schema check accepts the table of our own), and read by another handle.
+    let store = storage.open().await;
+    assert_eq!(
+        store
+            .read_property("UserKeysBound")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    store.write_property("UserKeysBound", None).await.unwrap();
+    assert_eq!(store.read_property("UserKeysBound").await.unwrap(), None);
+    assert_eq!(
+        store.read_property("Other").await.unwrap().as_deref(),
+        Some("1")
+    );
+    store.write_property("UserKeysBound", None).await.unwrap();
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -498,6 +536,7 @@ conformance!(
     the_symmetric_key_is_replaced_only_if_unchanged,
     a_pending_symmetric_key_is_saved_once_and_promoted_atomically,
     resealing_a_user_key_is_a_compare_and_swap,
+    a_property_of_our_own_is_written_read_and_removed,
 );
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----
