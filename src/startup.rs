@@ -17,6 +17,7 @@ use tower::util::MapRequestLayer;
 use crate::auth::Authenticator;
 use crate::config::{ListenHost, ListenUrl, Settings, SettingsGroup};
 use crate::connections::{self, ConnectionGate, ConnectionLimits};
+use crate::crypto::binding::BindingPolicy;
 use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
@@ -132,6 +133,14 @@ impl Application {
             tracing::error!("transferTo failed: {error}");
         }
 
+        let binding = retry_transient(
+            "key store",
+            || BindingPolicy::load(settings.user_key_binding, store.clone()),
+            |e| matches!(e, StoreError::Unavailable(_)),
+        )
+        .await
+        .map_err(StartupError::Store)?;
+
         let background = CancellationToken::new();
         if let Some(warning) = crate::auth::jwks::plain_http_warning(&settings.identity_server_uri)
         {
@@ -176,6 +185,7 @@ impl Application {
             last_access: LastAccessRecorder::new(store.clone()),
             store,
             cipher,
+            binding: Arc::new(binding),
             rsa_key,
             auth,
         });

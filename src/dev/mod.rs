@@ -90,6 +90,7 @@ pub async fn run(
         rotate_to: None,
         recovery_key: None,
         https_certificate: None,
+        user_key_binding: Default::default(),
     };
     let listen = [ListenUrl {
         tls: false,

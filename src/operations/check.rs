@@ -256,7 +256,7 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
     let sample: Vec<_> = rows.iter().take(SAMPLE).collect();
     let unreadable: Vec<_> = sample
         .iter()
-        .filter(|row| cipher.open_user_key(&row.sealed_key).is_err())
+        .filter(|row| cipher.open_user_key(&row.sealed_key, row.id).is_err())
         .map(|row| row.id.to_string())
         .collect();
     if unreadable.is_empty() {
