@@ -2,8 +2,11 @@
 //! stretch: every listener (HTTP, HTTPS, metrics) goes through [`serve`].
 //!
 //! What a client may hold, from [`ConnectionLimits`] (Kestrel's `Limits` settings):
-//! - a cap on open connections, shared by the API listeners; a connection over it is told
-//!   `503` (plain HTTP) or closed (TLS) at once, so the ones already open keep being served;
+//! - a cap on open connections, shared by the API listeners, and a share of it per peer (an
+//!   IPv4 address, or an IPv6 /64: one host's addresses), so that one client cannot take
+//!   them all; a connection over either is told `503` (plain HTTP) or closed (TLS) at once,
+//!   so the ones already open keep being served. Behind a reverse proxy every client is the
+//!   proxy's address: the default share (seven eighths of the cap) leaves it nearly all;
 //! - the TLS handshake, then the first request's headers, within bounded times; on a kept-alive
 //!   HTTP/1.1 connection the wait for the next request counts as waiting for its headers;
 //! - headers bounded in bytes and count (`431` beyond), the body within its own time
@@ -19,9 +22,11 @@
 //! hyper's builders offer the parts (header timeout, sizes, HTTP/2 limits) but no accept loop,
 //! connection cap or idle timeout; this module is that loop and the watch over each connection.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,7 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -53,46 +58,130 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// needs one or two.
 pub const METRICS_CONNECTIONS: usize = 16;
 
-/// What a refused plain-HTTP connection is told before it is closed.
+/// What a plain-HTTP connection over the cap is told before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
     Content-Type: application/json\r\nContent-Length: 80\r\nConnection: close\r\n\r\n\
     {\"error\":\"unavailable\",\"message\":\"too many open connections; retry in a second\"}";
+
+/// What a plain-HTTP connection over its peer's share is told before it is closed.
+const OVER_PEER_SHARE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    Content-Type: application/json\r\nContent-Length: 92\r\nConnection: close\r\n\r\n\
+    {\"error\":\"unavailable\",\"message\":\"too many open connections from this address; retry later\"}";
 
 /// The time a request's body may take to arrive, set on every request as an extension.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
 
-/// The open-connection cap of a group of listeners, shared by them.
+/// The open-connection cap of a group of listeners, shared by them, and each peer's share.
 #[derive(Clone)]
 pub struct ConnectionGate {
     permits: Arc<Semaphore>,
     capacity: usize,
+    per_peer: usize,
+    /// Open connections by peer (see [`peer_of`]); a peer without any has no entry.
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// When the last "limit reached" warning was logged (ms since `epoch`): one a minute.
     last_warning: Arc<AtomicU64>,
+    /// The same for "a peer reached its share".
+    last_peer_warning: Arc<AtomicU64>,
     epoch: Instant,
 }
 
+/// Why a connection was not let in.
+enum Refused {
+    OverCapacity,
+    OverPeerShare,
+}
+
+/// A connection's place under the cap and in its peer's share, given back when dropped.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = peers.get_mut(&self.peer) {
+            *open -= 1;
+            if *open == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Who a connection counts against: its IPv4 address (an IPv4-mapped IPv6 address is one),
+/// or the /64 of its IPv6 address, since one host commonly holds a whole /64.
+fn peer_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 impl ConnectionGate {
-    pub fn new(capacity: usize) -> Self {
+    /// At most `capacity` open connections, at most `per_peer` of them from one peer.
+    pub fn new(capacity: usize, per_peer: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            per_peer: per_peer.clamp(1, capacity.max(1)),
+            peers: Arc::default(),
             last_warning: Arc::new(AtomicU64::new(u64::MAX)),
+            last_peer_warning: Arc::new(AtomicU64::new(u64::MAX)),
             epoch: Instant::now(),
         }
     }
 
-    fn warn_limit_reached(&self) {
+    /// A place for a connection from `address`, or why there is none.
+    fn admit(&self, address: IpAddr) -> Result<Admission, Refused> {
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| Refused::OverCapacity)?;
+        let peer = peer_of(address);
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let open = peers.entry(peer).or_insert(0);
+        if *open >= self.per_peer {
+            return Err(Refused::OverPeerShare);
+        }
+        *open += 1;
+        drop(peers);
+        Ok(Admission {
+            _permit: permit,
+            peers: Arc::clone(&self.peers),
+            peer,
+        })
+    }
+
+    fn warn_refused(&self, refused: &Refused, peer: std::net::SocketAddr) {
         crate::metrics::connection_refused();
         let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if last == u64::MAX || now.saturating_sub(last) >= 60_000 {
-            self.last_warning.store(now, Ordering::Relaxed);
-            tracing::warn!(
-                limit = self.capacity,
+        let (last, limit) = match refused {
+            Refused::OverCapacity => (&self.last_warning, self.capacity),
+            Refused::OverPeerShare => (&self.last_peer_warning, self.per_peer),
+        };
+        let previous = last.load(Ordering::Relaxed);
+        if previous != u64::MAX && now.saturating_sub(previous) < 60_000 {
+            return;
+        }
+        last.store(now, Ordering::Relaxed);
+        match refused {
+            Refused::OverCapacity => tracing::warn!(
+                limit,
                 "connection limit reached; refusing new connections until some close \
                  (Kestrel__Limits__MaxConcurrentConnections)"
-            );
+            ),
+            Refused::OverPeerShare => tracing::warn!(
+                limit,
+                peer = %peer.ip(),
+                "one peer holds its whole share of the connections; refusing more from it \
+                 until some close (Kestrel__Limits__MaxConcurrentConnectionsPerPeer)"
+            ),
         }
     }
 }
@@ -131,13 +220,19 @@ pub async fn serve<S>(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&gate.permits).try_acquire_owned() else {
-            gate.warn_limit_reached();
-            if tls.is_none() {
-                // Best effort and never waiting: the socket's send buffer is empty.
-                let _ = tcp.try_write(OVER_CAPACITY);
+        let admission = match gate.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refused) => {
+                gate.warn_refused(&refused, peer);
+                if tls.is_none() {
+                    // Best effort and never waiting: the socket's send buffer is empty.
+                    let _ = tcp.try_write(match refused {
+                        Refused::OverCapacity => OVER_CAPACITY,
+                        Refused::OverPeerShare => OVER_PEER_SHARE,
+                    });
+                }
+                continue;
             }
-            continue;
         };
         let _ = tcp.set_nodelay(true);
         let connection = Connection {
@@ -149,7 +244,7 @@ pub async fn serve<S>(
         };
         connections.spawn(async move {
             connection.run(tcp, peer).await;
-            drop(permit);
+            drop(admission);
         });
     }
     while connections.join_next().await.is_some() {}
@@ -394,5 +489,56 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusals_state_their_own_length() {
+        for answer in [OVER_CAPACITY, OVER_PEER_SHARE] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{text}"
+            );
+            let _: serde_json::Value = serde_json::from_str(body).unwrap();
+        }
+    }
+
+    #[test]
+    fn one_peer_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(peer_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            peer_of(ip("2001:db8:1:2:ffff::9")),
+            peer_of(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            peer_of(ip("2001:db8:1:3::1")),
+            peer_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[test]
+    fn a_peer_over_its_share_is_refused_while_others_are_let_in() {
+        let gate = ConnectionGate::new(4, 2);
+        let (a, b) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let first = gate.admit(a).ok().unwrap();
+        let _second = gate.admit(a).ok().unwrap();
+        assert!(matches!(gate.admit(a), Err(Refused::OverPeerShare)));
+        let _other = gate.admit(b).ok().unwrap();
+        // A place given back is the peer's again, and nothing is left over.
+        drop(first);
+        let _third = gate.admit(a).ok().unwrap();
+        let _fourth = gate.admit(b).ok().unwrap();
+        assert!(matches!(gate.admit(b), Err(Refused::OverCapacity)));
+        drop(gate.admit(IpAddr::from([192, 0, 2, 3])));
+        assert_eq!(gate.peers.lock().unwrap().len(), 2);
     }
 }

@@ -38,6 +38,10 @@ pub enum ApiError {
     RequestTimeout(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
+    /// The key stored for the user is not theirs to read: bound to another user, or in the
+    /// unbound form once every key was bound. Says nothing more to the client.
+    #[error("the stored key cannot be used; the operator has been told")]
+    StoredKeyRefused,
     #[error("{0}")]
     Internal(String),
 }
@@ -63,7 +67,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::StoredKeyRefused | ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
         }
     }
 }
@@ -111,7 +117,16 @@ impl From<AuthError> for ApiError {
                 ApiError::Unauthorized(error.to_string())
             }
             AuthError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
-            AuthError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            // The reason names the identity server's URL, the transport error or a piece of
+            // the document it answered: the operator's to read, not an anonymous client's.
+            AuthError::Unavailable(reason) => {
+                tracing::warn!(%reason, "a token could not be checked");
+                ApiError::Unavailable(
+                    "tokens cannot be checked right now: the identity server's signing keys \
+                     are not available; try again"
+                        .into(),
+                )
+            }
         }
     }
 }

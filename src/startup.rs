@@ -17,6 +17,7 @@ use tower::util::MapRequestLayer;
 use crate::auth::Authenticator;
 use crate::config::{ListenHost, ListenUrl, Settings, SettingsGroup};
 use crate::connections::{self, ConnectionGate, ConnectionLimits};
+use crate::crypto::binding::BindingPolicy;
 use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
@@ -132,8 +133,25 @@ impl Application {
             tracing::error!("transferTo failed: {error}");
         }
 
+        let binding = retry_transient(
+            "key store",
+            || BindingPolicy::load(settings.user_key_binding, store.clone()),
+            |e| matches!(e, StoreError::Unavailable(_)),
+        )
+        .await
+        .map_err(StartupError::Store)?;
+
         let background = CancellationToken::new();
-        let auth = Authenticator::new(&settings.identity_server_uri);
+        if let Some(warning) = crate::auth::jwks::plain_http_warning(&settings.identity_server_uri)
+        {
+            tracing::warn!("{warning}");
+        }
+        let auth = Authenticator::new(&settings.identity_server_uri).map_err(|error| {
+            StartupError::Unsupported(format!(
+                "cannot build the HTTP client for the identity server: {}",
+                crate::keys::remote::error_chain(&error)
+            ))
+        })?;
         auth.spawn_discovery(background.child_token());
         if !auth.wait_until_ready(FIRST_DISCOVERY_WAIT).await {
             tracing::warn!(
@@ -167,6 +185,7 @@ impl Application {
             last_access: LastAccessRecorder::new(store.clone()),
             store,
             cipher,
+            binding: Arc::new(binding),
             rsa_key,
             auth,
         });
@@ -247,7 +266,7 @@ impl Application {
         let app = MapRequestLayer::new(routes::normalize_path).layer(router);
 
         let limits = Arc::new(limits);
-        let api_gate = ConnectionGate::new(limits.max_connections);
+        let api_gate = ConnectionGate::new(limits.max_connections, limits.connections_per_peer());
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         let tls =
@@ -270,7 +289,12 @@ impl Application {
         }
         if let Some((listeners, handle)) = metrics {
             let metrics_app = crate::metrics::router(handle);
-            let metrics_gate = ConnectionGate::new(connections::METRICS_CONNECTIONS);
+            let metrics_gate = ConnectionGate::new(
+                connections::METRICS_CONNECTIONS,
+                crate::config::connection_limits::default_connections_per_peer(
+                    connections::METRICS_CONNECTIONS,
+                ),
+            );
             for listener in listeners {
                 servers.spawn(connections::serve(
                     listener,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::crypto::UserKeyCipher;
+use crate::crypto::binding::BindingPolicy;
 use crate::keys::RsaKeyProvider;
 use crate::keys::health::HealthCache;
 use crate::store::UserKeyStore;
@@ -35,6 +36,8 @@ impl Deref for AppState {
 pub struct Services {
     pub store: Arc<dyn UserKeyStore>,
     pub cipher: Arc<UserKeyCipher>,
+    /// Which form keys are sealed in, and whether unbound ones are still accepted.
+    pub binding: Arc<BindingPolicy>,
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     pub auth: Arc<Authenticator>,
     pub last_access: LastAccessRecorder,

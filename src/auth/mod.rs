@@ -16,8 +16,14 @@
 //! a JWKS fetch that starts after it arrived (the next one the rate limit permits, at most one
 //! interval away) rather than being refused: a flood of made-up key ids must not keep a key
 //! the identity server has just published from being trusted, nor reach the identity server
-//! more than once per interval. Keys are also refreshed every few minutes, so a withdrawn key
-//! stops vouching for tokens soon.
+//! more than once per interval. Keys are also refreshed every few minutes.
+//!
+//! Withdrawal: a key set that differs from the last one by key identity (material, `kid`,
+//! algorithm pin; see [`jwks::IdentityKeys::vouches_as`]) starts a new epoch. The new keys
+//! are swapped in first, then the epoch is published, then the token cache is cleared; the
+//! cache serves an entry only in the epoch of the keys it was verified against, so a key that
+//! is withdrawn stops vouching at the refresh that sees it gone, even for a token a request
+//! was verifying against the old keys at that moment.
 
 pub mod jwks;
 pub mod jws;
@@ -31,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use jwks::RSA_ALGORITHMS;
-use jwks::{FetchError, IdentityKeys, fetch_identity_keys};
+use jwks::{FetchError, IdentityKeys, fetch_identity_keys, foreign_jwks_warning};
 use jws::{CheckedClaims, CompactToken};
 use token_cache::TokenCache;
 
@@ -53,6 +59,8 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the token does not allow this: {0}")]
     Forbidden(String),
+    /// The identity server's keys are not available. The reason (its URL, the transport
+    /// error, what it answered) is for the logs only: clients get a fixed message.
     #[error("tokens cannot be checked right now: {0}")]
     Unavailable(String),
 }
@@ -96,6 +104,17 @@ struct RefreshState {
     last_success_started: Option<Instant>,
     /// Bumped on every successful load, so waiters know someone else refreshed.
     generation: u64,
+    /// Where the keys were last fetched from, to warn once per change of it.
+    jwks_uri: Option<String>,
+}
+
+/// The identity server's keys, and the epoch they belong to.
+#[derive(Clone)]
+struct TrustedKeys {
+    keys: Arc<IdentityKeys>,
+    /// Bumped each time the keys change by identity: cached tokens verified in an earlier
+    /// epoch are not served.
+    epoch: u64,
 }
 
 /// Validates bearer tokens against the identity server's discovery document and JWKS.
@@ -103,25 +122,27 @@ pub struct Authenticator {
     discovery_url: String,
     http: reqwest::Client,
     options: AuthOptions,
-    keys: RwLock<Option<Arc<IdentityKeys>>>,
+    keys: RwLock<Option<TrustedKeys>>,
+    /// The epoch of the keys in `keys`, published after they are swapped in: the one cache
+    /// lookups ask for.
+    epoch: std::sync::atomic::AtomicU64,
     refresh: tokio::sync::Mutex<RefreshState>,
     generation: std::sync::atomic::AtomicU64,
     cache: TokenCache,
 }
 
 impl Authenticator {
-    pub fn new(identity_server_uri: &str) -> Arc<Self> {
+    pub fn new(identity_server_uri: &str) -> Result<Arc<Self>, reqwest::Error> {
         Self::with_options(identity_server_uri, AuthOptions::default())
     }
 
-    pub fn with_options(identity_server_uri: &str, options: AuthOptions) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.http_timeout.min(Duration::from_secs(5)))
-            .timeout(options.http_timeout)
-            .user_agent(concat!("key-connector/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Arc::new(Self {
+    /// An error when the HTTP client cannot be built: never one without timeouts instead.
+    pub fn with_options(
+        identity_server_uri: &str,
+        options: AuthOptions,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let http = jwks::identity_http_client(options.http_timeout)?;
+        Ok(Arc::new(Self {
             discovery_url: format!(
                 "{}/.well-known/openid-configuration",
                 identity_server_uri.trim_end_matches('/')
@@ -130,9 +151,10 @@ impl Authenticator {
             cache: TokenCache::new(options.token_cache_bytes),
             options,
             keys: RwLock::new(None),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Whether discovery and keys are loaded (tokens can be checked).
@@ -181,7 +203,7 @@ impl Authenticator {
         true
     }
 
-    fn current_keys(&self) -> Option<Arc<IdentityKeys>> {
+    fn current_keys(&self) -> Option<TrustedKeys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -240,19 +262,35 @@ impl Authenticator {
         let started = Instant::now();
         state.last_attempt = Some(started);
         match fetch_identity_keys(&self.http, &self.discovery_url).await {
-            Ok(keys) => {
+            Ok(published) => {
+                if state.jwks_uri.as_deref() != Some(published.jwks_uri.as_str()) {
+                    if let Some(warning) =
+                        foreign_jwks_warning(&self.discovery_url, &published.jwks_uri)
+                    {
+                        tracing::warn!("{warning}");
+                    }
+                    state.jwks_uri = Some(published.jwks_uri);
+                }
+                let keys = published.keys;
                 let previous = self.current_keys();
                 let first = previous.is_none();
-                // A key withdrawn from the JWKS must stop vouching for cached tokens now.
-                if let Some(previous) = previous
-                    && previous
-                        .keys
-                        .iter()
-                        .any(|old| !keys.keys.iter().any(|new| new.kid == old.kid))
-                {
+                let changed = previous
+                    .as_ref()
+                    .is_some_and(|previous| !previous.keys.vouches_as(&keys));
+                let epoch = previous.map_or(0, |previous| previous.epoch + u64::from(changed));
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(TrustedKeys {
+                    keys: Arc::new(keys),
+                    epoch,
+                });
+                if changed {
+                    // In this order: from the moment the epoch is published no token cached
+                    // against the old keys is served, and the new keys are already the ones
+                    // a cache miss verifies against. Clearing then only frees the room.
+                    self.epoch
+                        .store(epoch, std::sync::atomic::Ordering::Release);
                     self.cache.clear();
+                    tracing::info!("the identity server's signing keys changed");
                 }
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
                 state.generation += 1;
                 state.last_error = None;
                 state.last_success_started = Some(started);
@@ -282,7 +320,8 @@ impl Authenticator {
         let arrival = Instant::now();
         let token = bearer_token(authorization)?;
         let digest = TokenCache::digest(token);
-        if let Some(user_id) = self.cache.get(&digest) {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(user_id) = self.cache.get(&digest, epoch) {
             return Ok(AuthenticatedUser { user_id });
         }
 
@@ -299,13 +338,15 @@ impl Authenticator {
                 })?
             }
         };
-        let claims = match token.kid.as_deref() {
-            Some(kid) if !keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) => {
+        let (claims, epoch) = match token.kid.as_deref() {
+            Some(kid) if !keys.keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) => {
                 self.verify_unknown_kid(&token, kid, keys, arrival).await?
             }
-            kid => self
-                .verify(&token, kid, &keys)?
-                .ok_or_else(no_key_verifies)?,
+            kid => (
+                self.verify(&token, kid, &keys.keys)?
+                    .ok_or_else(no_key_verifies)?,
+                keys.epoch,
+            ),
         };
         let user_id = claims.user?;
         let now = unix_now();
@@ -318,6 +359,7 @@ impl Authenticator {
                 digest,
                 user_id,
                 Instant::now() + Duration::from_secs(remaining.min(86_400)),
+                epoch,
             );
         }
         Ok(AuthenticatedUser { user_id })
@@ -325,24 +367,25 @@ impl Authenticator {
 
     /// A token naming a key id that is not published (yet): every published key is tried;
     /// if none verifies, the keys are fetched again (see the module documentation) and the
-    /// token checked against what the identity server publishes then.
+    /// token checked against what the identity server publishes then. With the claims comes
+    /// the epoch of the keys that verified them.
     async fn verify_unknown_kid(
         &self,
         token: &CompactToken<'_>,
         kid: &str,
-        keys: Arc<IdentityKeys>,
+        keys: TrustedKeys,
         arrival: Instant,
-    ) -> Result<CheckedClaims, AuthError> {
-        if let Some(claims) = self.verify(token, None, &keys)? {
-            return Ok(claims);
+    ) -> Result<(CheckedClaims, u64), AuthError> {
+        if let Some(claims) = self.verify(token, None, &keys.keys)? {
+            return Ok((claims, keys.epoch));
         }
         self.refresh_keys_after(arrival)
             .await
             .map_err(AuthError::Unavailable)?;
         let keys = self.current_keys().unwrap_or(keys);
-        let published = keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid));
-        match self.verify(token, published.then_some(kid), &keys)? {
-            Some(claims) => Ok(claims),
+        let published = keys.keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid));
+        match self.verify(token, published.then_some(kid), &keys.keys)? {
+            Some(claims) => Ok((claims, keys.epoch)),
             None if published => Err(no_key_verifies()),
             None => Err(AuthError::InvalidToken(
                 "it is signed with a key the identity server does not publish".into(),

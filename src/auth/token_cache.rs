@@ -4,9 +4,13 @@
 //! signed statement, so once one passed every check its answer (the user id) cannot change
 //! until it expires. Entries are keyed by the SHA-256 of the whole token (a forged or altered
 //! token has another hash and is verified from scratch), live at most until the token's own
-//! expiry (plus the clock skew the full check allows) and never longer than [`MAX_ENTRY_TTL`],
-//! so a signing key withdrawn from the JWKS stops being honoured within minutes. Only accepted
-//! tokens are cached; rejections are always re-checked.
+//! expiry (plus the clock skew the full check allows) and never longer than [`MAX_ENTRY_TTL`].
+//! Only accepted tokens are cached; rejections are always re-checked.
+//!
+//! Each entry carries the epoch of the key set it was verified against, and is served only
+//! while that is the current epoch: when the identity server's keys change, the caller moves
+//! to a new epoch and every older entry stops vouching at once, including one that a request
+//! verified against the old keys inserts after the change.
 //!
 //! Most tokens are seen once: a client fetches its key once per login, with a fresh token.
 //! So the cache must not let a stream of one-time tokens push out the ones clients do send
@@ -31,6 +35,8 @@ type TokenDigest = [u8; 32];
 struct Entry {
     user: Uuid,
     valid_until: Instant,
+    /// The epoch of the key set the token was verified against.
+    epoch: u64,
     /// Read since it was inserted or last passed over by eviction.
     referenced: bool,
 }
@@ -106,19 +112,20 @@ impl TokenCache {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The user of a cached, still valid token.
-    pub fn get(&self, digest: &TokenDigest) -> Option<Uuid> {
+    /// The user of a cached, still valid token verified against the key set of `epoch`.
+    pub fn get(&self, digest: &TokenDigest, epoch: u64) -> Option<Uuid> {
         let mut shard = self.shard(digest);
         let entry = shard.entries.get_mut(digest)?;
-        if entry.valid_until <= Instant::now() {
+        if entry.epoch != epoch || entry.valid_until <= Instant::now() {
             return None;
         }
         entry.referenced = true;
         Some(entry.user)
     }
 
-    /// Remembers an accepted token until `valid_until` (capped by [`MAX_ENTRY_TTL`]).
-    pub fn insert(&self, digest: TokenDigest, user: Uuid, valid_until: Instant) {
+    /// Remembers a token accepted by the key set of `epoch` until `valid_until` (capped by
+    /// [`MAX_ENTRY_TTL`]).
+    pub fn insert(&self, digest: TokenDigest, user: Uuid, valid_until: Instant, epoch: u64) {
         let now = Instant::now();
         let valid_until = valid_until.min(now + MAX_ENTRY_TTL);
         if valid_until <= now {
@@ -126,9 +133,10 @@ impl TokenCache {
         }
         let mut shard = self.shard(&digest);
         if let Some(entry) = shard.entries.get_mut(&digest) {
-            // An expired entry of the same token, verified again.
+            // An expired entry of the same token, or one of an older epoch, verified again.
             entry.user = user;
             entry.valid_until = valid_until;
+            entry.epoch = epoch;
             return;
         }
         if shard.entries.len() >= shard.capacity {
@@ -139,13 +147,15 @@ impl TokenCache {
             Entry {
                 user,
                 valid_until,
+                epoch,
                 referenced: false,
             },
         );
         shard.queue.push_back(digest);
     }
 
-    /// Forgets everything (the signing keys changed).
+    /// Forgets everything (the signing keys changed: the entries could not be served anyway,
+    /// this frees their room).
     pub fn clear(&self) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,11 +182,28 @@ mod tests {
             TokenCache::digest(token),
             Uuid::nil(),
             Instant::now() + Duration::from_secs(60),
+            0,
         );
     }
 
     fn cached(cache: &TokenCache, token: &str) -> bool {
-        cache.get(&TokenCache::digest(token)).is_some()
+        cache.get(&TokenCache::digest(token), 0).is_some()
+    }
+
+    #[test]
+    fn an_entry_verified_against_an_older_key_set_is_never_served() {
+        let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 10);
+        let digest = TokenCache::digest("a");
+        let user = Uuid::new_v4();
+        // A request verified the token against the keys of epoch 3, and inserts it after
+        // the keys changed (epoch 4).
+        cache.insert(digest, user, Instant::now() + Duration::from_secs(60), 3);
+        assert_eq!(cache.get(&digest, 4), None);
+        assert_eq!(cache.get(&digest, 3), Some(user));
+        // Verified again against the new keys, it is served in the new epoch only.
+        cache.insert(digest, user, Instant::now() + Duration::from_secs(60), 4);
+        assert_eq!(cache.get(&digest, 4), Some(user));
+        assert_eq!(cache.get(&digest, 3), None);
     }
 
     #[test]
@@ -187,10 +214,11 @@ mod tests {
             digest,
             Uuid::nil(),
             Instant::now() + Duration::from_millis(20),
+            0,
         );
-        assert_eq!(cache.get(&digest), Some(Uuid::nil()));
+        assert_eq!(cache.get(&digest, 0), Some(Uuid::nil()));
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(cache.get(&digest), None);
+        assert_eq!(cache.get(&digest, 0), None);
     }
 
     #[test]

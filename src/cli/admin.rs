@@ -1,12 +1,13 @@
-//! The admin commands: `check-config`, `transfer`, `rotate-rsa-key`, `rotate-symmetric-key`
-//! and `stats`. Each loads the service's settings, runs its task from
+//! The admin commands: `check-config`, `transfer`, `rotate-rsa-key`, `rotate-symmetric-key`,
+//! `bind-user-keys`, `unbind-user-keys` and `stats`. Each loads the service's settings, runs its task from
 //! [`crate::operations`] and returns what to print.
 
 use std::fmt;
 use std::process::ExitCode;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, SettingsGroup};
+use crate::config::{self, ConfigSource, SettingsGroup, UserKeyBinding};
+use crate::operations::binding::{BindingReport, BindingState};
 use crate::operations::rotate::{RotationReport, SymmetricRotationReport};
 use crate::operations::stats::{self, KeyStats};
 use crate::operations::transfer::TransferReport;
@@ -199,12 +200,123 @@ pub async fn rotate_symmetric_key(
     Ok(SymmetricRotationOutcome(report))
 }
 
+/// What one run of `bind-user-keys` or `unbind-user-keys` did.
+pub struct BindingOutcome {
+    report: BindingReport,
+    bind: bool,
+}
+
+impl fmt::Display for BindingOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = &self.report;
+        let (form, command) = if self.bind {
+            ("bound", "bind-user-keys")
+        } else {
+            ("unbound", "unbind-user-keys")
+        };
+        writeln!(
+            f,
+            "{} user keys: {} {form} now, {} already {form}, {} changed meanwhile, {} unreadable",
+            report.total,
+            report.resealed,
+            report.already,
+            report.changed_meanwhile,
+            report.unreadable.len()
+        )?;
+        for id in &report.unreadable {
+            writeln!(
+                f,
+                "unreadable {id}: does not open for this user (altered, or copied from another user's row); left as it is"
+            )?;
+        }
+        match (report.completed, self.bind) {
+            (true, true) => writeln!(
+                f,
+                "every key is bound: the database now refuses unbound keys (undo with unbind-user-keys)"
+            ),
+            (true, false) => writeln!(
+                f,
+                "every key is in upstream's form: the official service can read this database"
+            ),
+            (false, _) if !report.unreadable.is_empty() => writeln!(
+                f,
+                "not finished: investigate the unreadable keys, then run {command} again"
+            ),
+            (false, _) => writeln!(
+                f,
+                "not finished: run {command} again to continue (every key stays readable meanwhile)"
+            ),
+        }
+    }
+}
+
+impl Outcome for BindingOutcome {
+    fn succeeded(&self) -> bool {
+        self.report.unreadable.is_empty()
+    }
+}
+
+pub async fn bind_user_keys(
+    source: &ConfigSource,
+    batch: Option<usize>,
+) -> Result<BindingOutcome, CommandError> {
+    let loaded = config::load(source)?;
+    let settings = &loaded.settings;
+    if settings.user_key_binding != UserKeyBinding::On {
+        return Err(CommandError::Refused(
+            "bind-user-keys: set keyConnectorSettings__userKeyBinding=on here and on every instance of the service              first (an instance with it off keeps writing unbound keys, which are refused once every key is bound)"
+                .into(),
+        ));
+    }
+    let report = crate::operations::binding::bind_user_keys(
+        &settings.database,
+        &settings.rsa_key,
+        batch,
+        true,
+    )
+    .await?;
+    Ok(BindingOutcome { report, bind: true })
+}
+
+pub async fn unbind_user_keys(
+    source: &ConfigSource,
+    service_stopped: bool,
+    batch: Option<usize>,
+) -> Result<BindingOutcome, CommandError> {
+    if !service_stopped {
+        return Err(CommandError::Refused(
+            "unbind-user-keys: stop every instance of the service first (a running instance that saw every key              bound refuses unbound keys until it restarts), then run again with --service-stopped"
+                .into(),
+        ));
+    }
+    let loaded = config::load(source)?;
+    let settings = &loaded.settings;
+    if settings.user_key_binding != UserKeyBinding::Off {
+        return Err(CommandError::Refused(
+            "unbind-user-keys: set keyConnectorSettings__userKeyBinding=off first (here and wherever the service              will run): with it on, new keys would be sealed bound again"
+                .into(),
+        ));
+    }
+    let report = crate::operations::binding::unbind_user_keys(
+        &settings.database,
+        &settings.rsa_key,
+        batch,
+        true,
+    )
+    .await?;
+    Ok(BindingOutcome {
+        report,
+        bind: false,
+    })
+}
+
 /// What `stats` found.
-pub struct StatsOutcome(KeyStats);
+pub struct StatsOutcome(KeyStats, BindingState);
 
 impl fmt::Display for StatsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.0)
+        writeln!(f, "{}", self.0)?;
+        writeln!(f, "user key binding:     {}", self.1)
     }
 }
 
@@ -215,9 +327,14 @@ pub async fn stats(source: &ConfigSource) -> Result<StatsOutcome, CommandError> 
     let store = crate::store::open_store(&loaded.settings.database)
         .await
         .map_err(|error| OperationError::Failed(format!("cannot open the key store: {error}")))?;
-    let rows = store.list_user_keys().await;
+    let read = async {
+        let rows = store.list_user_keys().await?;
+        let binding = BindingState::read(store.as_ref(), &rows).await?;
+        Ok::<_, crate::store::StoreError>((rows, binding))
+    }
+    .await;
     store.close().await;
-    let rows =
-        rows.map_err(|error| OperationError::Failed(format!("cannot list user keys: {error}")))?;
-    Ok(StatsOutcome(stats::compute(&rows)))
+    let (rows, binding) = read
+        .map_err(|error| OperationError::Failed(format!("cannot read the user keys: {error}")))?;
+    Ok(StatsOutcome(stats::compute(&rows), binding))
 }

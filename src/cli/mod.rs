@@ -85,7 +85,27 @@ enum Command {
         #[arg(long, value_name = "N")]
         batch: Option<usize>,
     },
-    /// How many users have a key, and when keys were created and last read.
+    /// Re-seal every user key bound to its user (needs keyConnectorSettings__userKeyBinding=on,
+    /// on every instance too), then record in the database that unbound keys are refused.
+    /// Resumable and safe to interrupt; the service may keep running.
+    BindUserKeys {
+        /// Re-seal at most this many keys in this run (continue with later runs).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+    },
+    /// Undo bind-user-keys before switching back to the official service: clear the record
+    /// that unbound keys are refused, then re-seal every key in upstream's form. Needs
+    /// keyConnectorSettings__userKeyBinding=off. Stop every instance of the service first.
+    UnbindUserKeys {
+        /// Confirms that no instance of the service is running against this database.
+        #[arg(long)]
+        service_stopped: bool,
+        /// Re-seal at most this many keys in this run (continue with later runs).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
+    },
+    /// How many users have a key, when keys were created and last read, and how many are
+    /// bound to their user.
     Stats,
     /// Back up the database while the service runs (sqlite, json) and prove the copy
     /// restores: every user key in it must decrypt under the configured RSA key. Or check a
@@ -264,6 +284,11 @@ pub async fn run() -> ExitCode {
             service_stopped,
             batch,
         } => finish(admin::rotate_symmetric_key(&source, service_stopped, batch).await),
+        Command::BindUserKeys { batch } => finish(admin::bind_user_keys(&source, batch).await),
+        Command::UnbindUserKeys {
+            service_stopped,
+            batch,
+        } => finish(admin::unbind_user_keys(&source, service_stopped, batch).await),
         Command::Healthcheck { url } => healthcheck::healthcheck(&source, url).await,
         Command::Dev {
             data_dir,

@@ -79,6 +79,7 @@ settings_catalog! {
 settings_catalog! {
     RECOVERY_SETTINGS;
     RECOVERY_KEY_PUBLIC_KEY_PATH = SettingPath::top("recoveryKey:publicKeyPath"), None, "break-glass recovery key: RSA (3072+ bits) public key or certificate file, PEM or DER (off when unset)";
+    USER_KEY_BINDING = SettingPath::top("userKeyBinding"), None, "off | on: seal new user keys bound to their user, then run bind-user-keys (default off; the official service cannot read bound keys)";
 }
 
 settings_catalog! {

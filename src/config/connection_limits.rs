@@ -22,6 +22,10 @@ const SECTION: &str = "Kestrel";
 pub struct ConnectionLimits {
     /// Open connections across all API listeners; more are refused at once.
     pub max_connections: usize,
+    /// Open connections from one peer (an IPv4 address, or an IPv6 /64): more from it are
+    /// refused at once, so that no one client takes every connection. `None`: seven eighths
+    /// of `max_connections` (see [`ConnectionLimits::connections_per_peer`]).
+    pub max_connections_per_peer: Option<usize>,
     /// Time for a request's headers to arrive, counted from the first wait for them (on a
     /// kept-alive HTTP/1.1 connection: from the end of the previous response). The body, if
     /// any, then has the same time again.
@@ -41,6 +45,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_peer: None,
             request_headers_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             max_request_headers_total_size: 32 * 1024,
@@ -50,8 +55,25 @@ impl Default for ConnectionLimits {
     }
 }
 
+impl ConnectionLimits {
+    /// The open connections one peer may hold: the setting, or else seven eighths of
+    /// `max_connections`. A reverse proxy in front is one peer holding every client's
+    /// connection, so the default leaves it nearly the whole cap, while a single client
+    /// facing the service directly cannot take the last eighth from everyone else.
+    pub fn connections_per_peer(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(default_connections_per_peer(self.max_connections))
+            .clamp(1, self.max_connections)
+    }
+}
+
+/// Seven eighths of `max_connections` (at least one).
+pub fn default_connections_per_peer(max_connections: usize) -> usize {
+    (max_connections - max_connections / 8).max(1)
+}
+
 /// The settings, their meaning for `--help` and the README, in one place.
-pub const SETTINGS: [(&str, &str); 6] = [
+pub const SETTINGS: [(&str, &str); 7] = [
     (
         "Limits:MaxConcurrentConnections",
         "open connections across the API listeners (default 1024)",
@@ -76,6 +98,11 @@ pub const SETTINGS: [(&str, &str); 6] = [
         "Limits:Http2:MaxStreamsPerConnection",
         "concurrent HTTP/2 streams per connection (default 100)",
     ),
+    (
+        "Limits:MaxConcurrentConnectionsPerPeer",
+        "open connections from one IPv4 address or IPv6 /64 (default 7/8 of \
+         MaxConcurrentConnections; not Kestrel's, which ignores it)",
+    ),
 ];
 
 /// Reads the `Kestrel:Limits` settings from the same files and environment as the service's
@@ -98,6 +125,7 @@ pub fn load(source: &ConfigSource) -> Result<ConnectionLimits, ConfigError> {
         http2_max_streams_per_connection: integer(values, SETTINGS[5].0, 1, 10_000)?
             .map(|n| n as u32)
             .unwrap_or(defaults.http2_max_streams_per_connection),
+        max_connections_per_peer: integer(values, SETTINGS[6].0, 1, 1_000_000)?,
     })
 }
 
@@ -247,12 +275,14 @@ mod tests {
             ("Kestrel__Limits__MaxRequestHeadersTotalSize", "4096"),
             ("Kestrel__Limits__MaxRequestHeaderCount", "20"),
             ("Kestrel__Limits__Http2__MaxStreamsPerConnection", "8"),
+            ("Kestrel__Limits__MaxConcurrentConnectionsPerPeer", "3"),
         ]))
         .unwrap();
         assert_eq!(
             limits,
             ConnectionLimits {
                 max_connections: 7,
+                max_connections_per_peer: Some(3),
                 request_headers_timeout: Duration::from_secs(2),
                 keep_alive_timeout: Duration::from_secs(5),
                 max_request_headers_total_size: 4096,
@@ -260,6 +290,20 @@ mod tests {
                 http2_max_streams_per_connection: 8,
             }
         );
+    }
+
+    #[test]
+    fn one_peer_may_hold_seven_eighths_of_the_cap_unless_set() {
+        let limits = |max_connections, max_connections_per_peer| ConnectionLimits {
+            max_connections,
+            max_connections_per_peer,
+            ..ConnectionLimits::default()
+        };
+        assert_eq!(ConnectionLimits::default().connections_per_peer(), 896);
+        assert_eq!(limits(16, None).connections_per_peer(), 14);
+        assert_eq!(limits(1, None).connections_per_peer(), 1);
+        assert_eq!(limits(100, Some(10)).connections_per_peer(), 10);
+        assert_eq!(limits(100, Some(500)).connections_per_peer(), 100);
     }
 
     #[test]

@@ -51,6 +51,30 @@ pub struct Settings {
     /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
     /// `https://` listeners; `None` when no path is set.
     pub https_certificate: Option<crate::tls::CertificateSettings>,
+    /// `userKeyBinding`: whether new user keys are sealed bound to their user (see
+    /// [`crate::crypto::binding`]). Not an upstream setting.
+    pub user_key_binding: UserKeyBinding,
+}
+
+/// `userKeyBinding`: `off` (the default, upstream's form) or `on`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserKeyBinding {
+    /// New keys are sealed in upstream's form, readable by the official service.
+    #[default]
+    Off,
+    /// New keys are sealed bound to their user.
+    On,
+}
+
+impl UserKeyBinding {
+    /// Reads the setting's value: `off` or `on`, in any case; empty is `off`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "off" => Some(Self::Off),
+            "on" => Some(Self::On),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::catalog::{
     DATABASE_PROVIDER, IDENTITY_SERVER_URI, RECOVERY_KEY_PUBLIC_KEY_PATH, RSA_KEY_PROVIDER,
-    TRANSFER_TO_LOCKFILE_PATH, WEB_VAULT_URI, is_known,
+    TRANSFER_TO_LOCKFILE_PATH, USER_KEY_BINDING, WEB_VAULT_URI, is_known,
 };
 use super::database::database_settings;
 use super::layers::{Section, Values, read_section};
@@ -20,6 +20,7 @@ use super::setting_path::{SECTION, SettingPath, SettingsGroup};
 use super::suggestion::closest_known;
 use super::{
     ConfigError, ConfigSource, LoadedSettings, Settings, TransferTarget, TransferToSettings,
+    UserKeyBinding,
 };
 
 pub use super::catalog::settings_help;
@@ -116,7 +117,15 @@ fn validate(
             public_key_path: PathBuf::from(path),
         });
 
+    let user_key_binding = match values.setting(USER_KEY_BINDING) {
+        None => UserKeyBinding::Off,
+        // The value is not repeated: a setting pasted in the wrong place may be a secret.
+        Some(text) => UserKeyBinding::parse(text)
+            .ok_or_else(|| ConfigError::at(USER_KEY_BINDING, "must be `off` or `on`"))?,
+    };
+
     Ok(Settings {
+        user_key_binding,
         recovery_key,
         https_certificate: crate::tls::CertificateSettings::from_vars(source.env.iter().cloned()),
         rotate_to,

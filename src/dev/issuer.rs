@@ -181,9 +181,12 @@ impl DevIssuer {
         self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
-    /// Signs `claims` exactly as given as an RS256 JWT whose header names no `kid`, as
-    /// Vaultwarden's access tokens are (its JWKS holds one key).
-    pub fn mint_without_kid(&self, claims: &Value) -> String {
+    /// Like [`DevIssuer::mint`] without a `kid` in the header, as Vaultwarden's tokens come.
+    pub fn mint_without_kid(&self, issuer: &str, mut claims: Value) -> String {
+        if let Some(map) = claims.as_object_mut() {
+            map.entry("iss")
+                .or_insert_with(|| json!(issuer.trim_end_matches('/')));
+        }
         let header = json!({"alg": "RS256", "typ": "JWT"});
         self.sign_parts(header.to_string().as_bytes(), claims.to_string().as_bytes())
     }

@@ -90,6 +90,7 @@ pub async fn run(
         rotate_to: None,
         recovery_key: None,
         https_certificate: None,
+        user_key_binding: Default::default(),
     };
     let listen = [ListenUrl {
         tls: false,
@@ -180,14 +181,35 @@ curl -i {base}/alive
     )
 }
 
+/// The file that marks a data directory as made by `dev`. Its presence is the only thing
+/// that lets `dev` use an existing directory: pointed by mistake at a directory of real data
+/// (`--data-dir /etc/bitwarden`), it must refuse rather than write keys and files there.
+const MARKER_FILE: &str = ".key-connector-dev";
+
+const MARKER_TEXT: &str = "This directory was made by `key-connector dev` (development only).\n\
+    It holds a development database, certificate and token issuer key.\n";
+
+/// Makes the data directory (owner-only) and marks it, or opens one that carries the mark.
+/// An existing directory without the mark is refused, and its mode is never changed.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<DevFiles> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    let marker = dir.join(MARKER_FILE);
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => {
+            let marked = std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file());
+            if !marked {
+                bail!(
+                    "{} already exists and was not made by `key-connector dev` (it has no {} \
+                     file); name a new directory with --data-dir, or, if it is a development \
+                     directory of an earlier version, create that file in it",
+                    dir.display(),
+                    MARKER_FILE
+                );
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => create_marked_dir(dir)?,
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot inspect {}", dir.display()));
+        }
     }
     let files = DevFiles::in_dir(dir);
     if !files.certificate.exists() {
@@ -197,6 +219,22 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<DevFiles> {
         tracing::info!(path = %files.certificate.display(), "generated a development certificate");
     }
     Ok(files)
+}
+
+/// Creates `dir` (its parents as the umask makes them, `dir` itself owner-only) and marks
+/// it. A directory that appeared meanwhile is not taken over.
+fn create_marked_dir(dir: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the directory {}", parent.display()))?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    write_private_file(&dir.join(MARKER_FILE), MARKER_TEXT.as_bytes())
 }
 
 fn load_or_create_issuer(path: &Path) -> anyhow::Result<DevIssuer> {
@@ -231,4 +269,66 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
     // A sample key for the printed example only; a failure here leaves zeros, harmless.
     let _ = SystemRandom::new().fill(&mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_existing_directory_without_the_marker_is_refused_and_left_as_it_was() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("real-data");
+        std::fs::create_dir(&dir).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let message = prepare_data_dir(&dir).err().unwrap().to_string();
+        assert!(message.contains(MARKER_FILE), "{message}");
+        assert!(message.contains("--data-dir"), "{message}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing written"
+        );
+        #[cfg(unix)]
+        assert_eq!(mode_of(&dir), 0o755);
+    }
+
+    #[test]
+    fn a_directory_dev_made_is_owner_only_marked_and_reused_without_changing_its_mode() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("nested").join("dev-data");
+        let files = prepare_data_dir(&dir).unwrap();
+        assert!(dir.join(MARKER_FILE).is_file());
+        assert!(files.certificate.is_file());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(mode_of(&dir), 0o700);
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+            prepare_data_dir(&dir).unwrap();
+            assert_eq!(mode_of(&dir), 0o750, "an existing directory keeps its mode");
+        }
+        #[cfg(not(unix))]
+        prepare_data_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_marker_that_is_not_a_file_does_not_count() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(dir.join(MARKER_FILE)).unwrap();
+        assert!(prepare_data_dir(&dir).is_err());
+        assert!(!dir.join("key.pfx").exists());
+    }
 }

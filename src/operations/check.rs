@@ -3,7 +3,8 @@
 //!
 //! Checks, in order: the settings; the store (opened, schema checked, keys counted); the RSA
 //! key (loaded, health check); the symmetric key (unwrapped, never created); a sample of user
-//! keys decrypted; the recovery key and its wraps, if one is configured; the identity
+//! keys decrypted; how many keys are bound to their user, and whether the database refuses
+//! unbound ones; the recovery key and its wraps, if one is configured; the identity
 //! server's discovery document and keys; the transfer target if one is configured. The exit
 //! status is non-zero when any check fails.
 
@@ -121,7 +122,7 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
                 Ok(()) => report.push(Outcome::Ok, "RSA key health", "answers"),
                 Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
             }
-            check_keys(&mut report, &source).await;
+            check_keys(&mut report, settings, &source).await;
             check_recovery_wrap(&mut report, settings, &source).await;
             source.store.close().await;
         }
@@ -227,7 +228,7 @@ async fn check_recovery_wrap(report: &mut Report, settings: &Settings, source: &
     }
 }
 
-async fn check_keys(report: &mut Report, source: &KeyDatabase) {
+async fn check_keys(report: &mut Report, settings: &Settings, source: &KeyDatabase) {
     let rows = match source.store.list_user_keys().await {
         Ok(rows) => rows,
         Err(error) => {
@@ -235,6 +236,7 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
             return;
         }
     };
+    check_binding(report, settings, source, &rows).await;
     let Some(cipher) = &source.cipher else {
         if rows.is_empty() {
             report.push(
@@ -256,7 +258,7 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
     let sample: Vec<_> = rows.iter().take(SAMPLE).collect();
     let unreadable: Vec<_> = sample
         .iter()
-        .filter(|row| cipher.open_user_key(&row.sealed_key).is_err())
+        .filter(|row| cipher.open_user_key(&row.sealed_key, row.id).is_err())
         .map(|row| row.id.to_string())
         .collect();
     if unreadable.is_empty() {
@@ -281,6 +283,54 @@ async fn check_keys(report: &mut Report, source: &KeyDatabase) {
             ),
         );
     }
+}
+
+/// The binding setting against what the database holds: keys still unbound while binding
+/// is on (run `bind-user-keys`), unbound keys in a database that refuses them (they are
+/// refused), a database refusing unbound keys with the setting off (keys are sealed bound
+/// anyway).
+async fn check_binding(
+    report: &mut Report,
+    settings: &Settings,
+    source: &KeyDatabase,
+    rows: &[crate::store::StoredUserKey],
+) {
+    use crate::config::UserKeyBinding;
+    let state = match super::binding::BindingState::read(source.store.as_ref(), rows).await {
+        Ok(state) => state,
+        Err(error) => {
+            report.push(Outcome::Failed, "user key binding", error.to_string());
+            return;
+        }
+    };
+    let setting = match settings.user_key_binding {
+        UserKeyBinding::On => "on",
+        UserKeyBinding::Off => "off",
+    };
+    let (outcome, advice) = match (settings.user_key_binding, state.unbound_refused) {
+        (_, true) if state.unbound > 0 => (
+            Outcome::Failed,
+            "; the unbound keys are refused: run bind-user-keys again",
+        ),
+        (UserKeyBinding::Off, true) => (
+            Outcome::Warning,
+            "; new keys are sealed bound anyway: run unbind-user-keys to go back to upstream's form",
+        ),
+        (UserKeyBinding::On, false) if state.unbound > 0 => (
+            Outcome::Warning,
+            "; unbound keys could be copied between users: run bind-user-keys",
+        ),
+        (UserKeyBinding::On, false) => (
+            Outcome::Warning,
+            "; run bind-user-keys to make the database refuse unbound keys",
+        ),
+        _ => (Outcome::Ok, ""),
+    };
+    report.push(
+        outcome,
+        "user key binding",
+        format!("setting {setting}; {state}{advice}"),
+    );
 }
 
 /// Ids that stand more than once (upstream's racy first POST writes such JSON files): the
@@ -312,10 +362,7 @@ fn report_duplicate_ids(report: &mut Report, rows: &[crate::store::StoredUserKey
 }
 
 async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match crate::auth::jwks::identity_http_client(Duration::from_secs(10)) {
         Ok(client) => client,
         Err(error) => {
             report.push(Outcome::Failed, "identity server", error.to_string());
@@ -326,12 +373,23 @@ async fn check_identity_server(report: &mut Report, identity_server_uri: &str) {
         "{}/.well-known/openid-configuration",
         identity_server_uri.trim_end_matches('/')
     );
+    if let Some(warning) = crate::auth::jwks::plain_http_warning(identity_server_uri) {
+        report.push(Outcome::Warning, "identity server", warning);
+    }
     match crate::auth::jwks::fetch_identity_keys(&client, &discovery).await {
-        Ok(keys) => report.push(
-            Outcome::Ok,
-            "identity server",
-            format!("issuer {}, {} signing key(s)", keys.issuer, keys.keys.len()),
-        ),
+        Ok(published) => {
+            if let Some(warning) =
+                crate::auth::jwks::foreign_jwks_warning(&discovery, &published.jwks_uri)
+            {
+                report.push(Outcome::Warning, "identity server", warning);
+            }
+            let keys = published.keys;
+            report.push(
+                Outcome::Ok,
+                "identity server",
+                format!("issuer {}, {} signing key(s)", keys.issuer, keys.keys.len()),
+            );
+        }
         // The service starts without it (and answers 503 until it is reachable), so this is
         // a warning: the identity server may simply not be up yet.
         Err(error) => report.push(

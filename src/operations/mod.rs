@@ -1,12 +1,14 @@
 //! Operator tasks run by the same binary with the same settings: the start-up `transferTo`
 //! copy, and the admin subcommands (`check-config`, `transfer`, `rotate-rsa-key`,
-//! `rotate-symmetric-key`, `recover`, `replace-recovery-wrap`, `backup`, `stats`).
+//! `rotate-symmetric-key`, `bind-user-keys`, `unbind-user-keys`, `recover`,
+//! `replace-recovery-wrap`, `backup`, `stats`).
 //!
 //! Each task opens what it needs through the same seams as the server ([`open_store`],
 //! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
 //! write a key differently from the service.
 
 pub mod backup;
+pub mod binding;
 pub mod check;
 pub mod progress;
 pub mod recover;

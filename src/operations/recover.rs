@@ -192,7 +192,7 @@ async fn verify_every_user_key(
         progress.advance();
         match ciphers
             .iter()
-            .position(|cipher| cipher.open_with_main_key(&row.sealed_key).is_ok())
+            .position(|cipher| cipher.open_with_main_key(&row.sealed_key, row.id).is_ok())
         {
             Some(index) => opened[index] += 1,
             None => unreadable.push(row.id),

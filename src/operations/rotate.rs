@@ -160,7 +160,7 @@ pub async fn rotate_symmetric_key(
     recovery: Option<&RecoveryPublicKey>,
 ) -> Result<SymmetricRotationReport, OperationError> {
     use crate::crypto::symmetric_key::unwrap_stored;
-    use crate::crypto::{UserKeyCipher, generate_symmetric_key};
+    use crate::crypto::{SealedForm, UserKeyCipher, generate_symmetric_key};
 
     let failed =
         super::StepFailure("Every key is still readable; run the rotation again when it is fixed");
@@ -232,20 +232,21 @@ pub async fn rotate_symmetric_key(
         let mut progress = super::progress::Progress::new("re-sealing user keys", rows.len() as u64, interactive);
         for row in &rows {
             progress.advance();
-            if new.open_with_main_key(&row.sealed_key).is_ok() {
+            if new.open_with_main_key(&row.sealed_key, row.id).is_ok() {
                 report.already_resealed += 1;
                 continue;
             }
             if batch.is_some_and(|limit| report.resealed >= limit) {
                 continue;
             }
-            let Ok(clear) = current.open_with_main_key(&row.sealed_key) else {
+            let Ok(clear) = current.open_with_main_key(&row.sealed_key, row.id) else {
                 tracing::warn!(user = %row.id, "this user key opens under neither key; left as it is");
                 report.unreadable.push(row.id);
                 continue;
             };
+            // In the form it was in: a bound key stays bound, an unbound one unbound.
             let resealed = new
-                .seal_user_key(&clear)
+                .seal_user_key(&clear, row.id, SealedForm::of(&row.sealed_key))
                 .map_err(failed.at("cannot seal"))?;
             let swapped = store
                 .reseal_user_key(row.id, &row.sealed_key, &resealed)
@@ -270,7 +271,7 @@ pub async fn rotate_symmetric_key(
         let pending_left = rows
             .iter()
             .filter(|row| !report.unreadable.contains(&row.id))
-            .filter(|row| new.open_with_main_key(&row.sealed_key).is_err())
+            .filter(|row| new.open_with_main_key(&row.sealed_key, row.id).is_err())
             .count();
         if pending_left > 0 {
             tracing::info!(left = pending_left, "keys still under the current key; run again to continue");

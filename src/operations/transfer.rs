@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::progress::Progress;
 use super::{KeyDatabase, OperationError};
 use crate::config::{Settings, SettingsGroup, TransferToSettings};
-use crate::crypto::UserKeyCipher;
+use crate::crypto::{SealedForm, UserKeyCipher};
 use crate::private_file::owner_only;
 use crate::store::{CreateOutcome, StoredUserKey};
 
@@ -95,7 +95,7 @@ pub async fn transfer(
     let read_target = |id| target.store.read_user_key(id);
     for row in rows {
         progress.advance();
-        let clear = match source_cipher.open_user_key(&row.sealed_key) {
+        let clear = match source_cipher.open_user_key(&row.sealed_key, row.id) {
             Ok(clear) => clear,
             Err(error) => {
                 tracing::warn!(user = %row.id, %error, "cannot decrypt this user key from the source; skipped");
@@ -122,8 +122,9 @@ pub async fn transfer(
         let target_cipher = target.cipher.as_deref().ok_or_else(|| {
             OperationError::Failed("the target database has no symmetric key".into())
         })?;
+        // In the form it had: a bound key stays bound to its user.
         let sealed = target_cipher
-            .seal_user_key(&clear)
+            .seal_user_key(&clear, row.id, SealedForm::of(&row.sealed_key))
             .map_err(failed.at("cannot seal a user key for the target"))?;
         let copy = StoredUserKey {
             sealed_key: sealed,
@@ -165,7 +166,7 @@ pub async fn transfer(
 /// Whether `row` decrypts (with `cipher`) to `clear`.
 fn holds(cipher: Option<&UserKeyCipher>, row: &StoredUserKey, clear: &[u8]) -> bool {
     cipher
-        .and_then(|c| c.open_user_key(&row.sealed_key).ok())
+        .and_then(|c| c.open_user_key(&row.sealed_key, row.id).ok())
         .is_some_and(|found| found.as_bytes() == clear)
 }
 

@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Uri, header};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -73,6 +74,9 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
     // service for every request: 29 boxes allocated and freed per request, 8 000
     // instructions, 15% of an `/alive`.
     let layers = ServiceBuilder::new()
+        // The id in the logs is always the service's own: a client's `x-request-id` would let
+        // it choose what an audit line says. Theirs is set aside and logged apart, escaped.
+        .layer(MapRequestLayer::new(set_aside_client_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -141,17 +145,62 @@ pub fn normalize_path(mut request: Request) -> Request {
     request
 }
 
-/// The request's `x-request-id`: the client's, or the one [`SetRequestIdLayer`] gave it.
-pub struct RequestId(Option<HeaderValue>);
+/// Moves the client's `x-request-id` out of the headers into a [`ClientRequestId`], so that
+/// [`SetRequestIdLayer`] gives every request an id of the service's own making.
+fn set_aside_client_request_id(mut request: Request) -> Request {
+    if let Some(value) = request.headers_mut().remove(&REQUEST_ID) {
+        request
+            .extensions_mut()
+            .insert(ClientRequestId::new(value.as_bytes()));
+    }
+    request
+}
+
+/// The `x-request-id` a client sent, kept only to be logged next to the service's own id.
+///
+/// Logged through `Debug`, which quotes it and escapes every byte that could end the quote
+/// or the line (`"`, `\`, control characters, non-ASCII), so that it cannot pass for
+/// another field; cut to [`ClientRequestId::MAX_BYTES`] so that it cannot fill the logs.
+#[derive(Clone)]
+pub struct ClientRequestId(Box<[u8]>);
+
+impl ClientRequestId {
+    /// Bytes of a client's id that are logged; the rest is dropped.
+    pub const MAX_BYTES: usize = 128;
+
+    fn new(value: &[u8]) -> Self {
+        Self(value[..value.len().min(Self::MAX_BYTES)].into())
+    }
+
+    /// The client's id of a request, if it sent one.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<Self> {
+        extensions.get::<Self>().cloned()
+    }
+}
+
+impl std::fmt::Debug for ClientRequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
+    }
+}
+
+/// The request's `x-request-id`, the one [`SetRequestIdLayer`] gave it (never the client's),
+/// and the client's own, if it sent one.
+pub struct RequestId(Option<HeaderValue>, Option<ClientRequestId>);
 
 impl RequestId {
     fn of(headers: &axum::http::HeaderMap) -> Self {
-        Self(headers.get(&REQUEST_ID).cloned())
+        Self(headers.get(&REQUEST_ID).cloned(), None)
     }
 
     /// The id, or `-` when it is missing or not visible ASCII.
     pub fn as_str(&self) -> &str {
         self.0.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+    }
+
+    /// The `x-request-id` the client sent, to be logged with `Debug` (escaped).
+    pub fn client(&self) -> Option<&ClientRequestId> {
+        self.1.as_ref()
     }
 }
 
@@ -159,7 +208,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(&parts.headers))
+        Ok(Self(
+            parts.headers.get(&REQUEST_ID).cloned(),
+            ClientRequestId::of(&parts.extensions),
+        ))
     }
 }
 
@@ -172,5 +224,38 @@ impl FromRequestParts<AppState> for AuthenticatedUser {
             .authenticate(parts.headers.get(header::AUTHORIZATION))
             .await?;
         Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_request_id_is_logged_quoted_with_what_could_end_the_quote_escaped() {
+        let id = ClientRequestId::new(b"x\\\" outcome=ok\nuser_id=\xff");
+        assert_eq!(
+            format!("{id:?}"),
+            r#""x\\\" outcome=ok\nuser_id=\xff""#,
+            "a backslash, a quote, a line break and a non-ASCII byte are escaped"
+        );
+    }
+
+    #[test]
+    fn a_client_request_id_is_cut_to_its_limit() {
+        let id = ClientRequestId::new(&[b'a'; 4 * ClientRequestId::MAX_BYTES]);
+        assert_eq!(format!("{id:?}").len(), ClientRequestId::MAX_BYTES + 2);
+    }
+
+    #[test]
+    fn the_service_sets_aside_a_client_request_id() {
+        let request = Request::builder()
+            .header(REQUEST_ID, "chosen-by-client")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let request = set_aside_client_request_id(request);
+        assert!(request.headers().get(&REQUEST_ID).is_none());
+        let client = ClientRequestId::of(request.extensions()).unwrap();
+        assert_eq!(format!("{client:?}"), r#""chosen-by-client""#);
     }
 }

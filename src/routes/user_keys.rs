@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::AuthenticatedUser;
 use crate::connections::{BodyReadTimeout, ConnectionLimits};
-use crate::crypto::UserKey;
+use crate::crypto::{SealedForm, UserKey};
 use crate::dotnet_time::now_utc;
 use crate::error::ApiError;
 use crate::routes::RequestId;
@@ -49,8 +49,8 @@ impl Drop for UserKeyResponse {
     }
 }
 
-/// One audit line per key read or write that reached a handler: action, user, outcome and
-/// request id. Never the key.
+/// One audit line per key read or write that reached a handler: action, user, outcome,
+/// the service's request id and, escaped, the client's if it sent one. Never the key.
 fn audit<T>(
     user: &AuthenticatedUser,
     request: &RequestId,
@@ -67,6 +67,7 @@ fn audit<T>(
             | ApiError::RequestTimeout(_),
         ) => "rejected",
         Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::StoredKeyRefused) => "refused",
         Err(_) => "error",
     };
     tracing::info!(
@@ -74,7 +75,8 @@ fn audit<T>(
         user_id = %user.user_id,
         action,
         outcome,
-        request_id = request.as_str()
+        request_id = request.as_str(),
+        client_request_id = request.client().map(tracing::field::debug),
     );
 }
 
@@ -97,14 +99,37 @@ async fn read_key(
         .read_user_key(user.user_id)
         .await?
         .ok_or(ApiError::NoKey)?;
+    let form = SealedForm::of(&stored.sealed_key);
+    if form == SealedForm::Unbound && state.binding.refuses_unbound().await? {
+        // Every key was bound (bind-user-keys): an unbound one in this row may be a copy of
+        // another user's, put there by someone who can write the database.
+        tracing::error!(
+            user_id = %user.user_id,
+            "refused a user key in upstream's unbound form: every key was bound, so it may be \
+             a copy of another user's; if an instance without userKeyBinding=on wrote it, run \
+             bind-user-keys again"
+        );
+        return Err(ApiError::StoredKeyRefused);
+    }
     let key = state
         .cipher
-        .open_user_key(&stored.sealed_key)
-        .map_err(|error| {
-            tracing::error!(user_id = %user.user_id, %error, "stored user key cannot be decrypted");
-            ApiError::Internal(
-                "the stored key cannot be decrypted; the operator has been told".into(),
-            )
+        .open_user_key(&stored.sealed_key, user.user_id)
+        .map_err(|error| match form {
+            SealedForm::Bound => {
+                tracing::error!(
+                    user_id = %user.user_id,
+                    %error,
+                    "refused a bound user key that does not open for this user: a copy of \
+                     another user's, or altered"
+                );
+                ApiError::StoredKeyRefused
+            }
+            SealedForm::Unbound => {
+                tracing::error!(user_id = %user.user_id, %error, "stored user key cannot be decrypted");
+                ApiError::Internal(
+                    "the stored key cannot be decrypted; the operator has been told".into(),
+                )
+            }
         })?;
     state.last_access.record(user.user_id, now_utc());
     Ok(Json(UserKeyResponse {
@@ -148,7 +173,7 @@ async fn write_key(
 ) -> Result<StatusCode, ApiError> {
     let result = async {
         let key = body.read().await?;
-        let sealed = seal(state, &key)?;
+        let sealed = seal(state, user, &key).await?;
         match write {
             KeyWrite::Create => {
                 let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
@@ -177,10 +202,15 @@ async fn write_key(
     result
 }
 
-fn seal(state: &AppState, key: &UserKey) -> Result<String, ApiError> {
+async fn seal(
+    state: &AppState,
+    user: &AuthenticatedUser,
+    key: &UserKey,
+) -> Result<String, ApiError> {
+    let form = state.binding.seal_form().await?;
     state
         .cipher
-        .seal_user_key(key)
+        .seal_user_key(key, user.user_id, form)
         .map_err(|e| ApiError::Unavailable(format!("could not encrypt the key: {e}")))
 }
 

@@ -34,8 +34,8 @@ use uuid::Uuid;
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, NamedBy, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey,
 };
 use crate::dotnet_time;
 use crate::private_file::owner_only;
@@ -733,6 +733,59 @@ impl RecoveryWrapStore for JsonFileStore {
                     return Ok((None, ()));
                 }
                 set_recovery_wraps(document, &wraps);
+                Ok((Some(()), ()))
+            })
+        })
+        .await
+    }
+}
+
+/// Where this service's properties are kept: a top-level object of strings, kept by
+/// upstream's reader as the recovery wraps are.
+const PROPERTIES: &str = "keyConnectorProperties";
+
+fn property(document: &Map<String, Value>, name: &str) -> Result<Option<String>, StoreError> {
+    match get_ci(document, PROPERTIES) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(properties)) => match get_ci(properties, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(StoreError::corrupt(format!(
+                "`{PROPERTIES}.{name}` is not a string"
+            ))),
+        },
+        Some(_) => Err(StoreError::corrupt(format!(
+            "`{PROPERTIES}` is not an object"
+        ))),
+    }
+}
+
+#[async_trait]
+impl PropertyStore for JsonFileStore {
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
+        property(&self.fresh_snapshot().await?.document, name)
+    }
+
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (name, value) = (name.to_owned(), value.map(str::to_owned));
+        self.with_file(move |file| {
+            file.change(|document| {
+                if property(document, &name)? == value {
+                    return Ok((None, ()));
+                }
+                let mut properties = match get_ci(document, PROPERTIES) {
+                    Some(Value::Object(properties)) => properties.clone(),
+                    _ => Map::new(),
+                };
+                match value {
+                    Some(value) => set_ci(&mut properties, &name, Value::String(value)),
+                    None => properties.retain(|key, _| !key.eq_ignore_ascii_case(&name)),
+                }
+                if properties.is_empty() {
+                    document.retain(|key, _| !key.eq_ignore_ascii_case(PROPERTIES));
+                } else {
+                    set_ci(document, PROPERTIES, Value::Object(properties));
+                }
                 Ok((Some(()), ()))
             })
         })

@@ -2,8 +2,9 @@
 //!
 //! Two aggregates, two traits: [`SymmetricKeyStore`] holds the wrapped symmetric key (and the
 //! pending one of a rotation), [`UserKeyStore`] the sealed user keys; beside them
-//! [`RecoveryWrapStore`] keeps the symmetric keys' wraps under the offline recovery key.
-//! All stand on [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding
+//! [`RecoveryWrapStore`] keeps the symmetric keys' wraps under the offline recovery key, and
+//! [`PropertyStore`] the few facts of this service's own (whether unbound user keys are
+//! still accepted, [`USER_KEYS_BOUND`]). All stand on [`StoreBackend`] (name, ping, close), and [`KeyStore`] is a backend holding
 //! them all, which is what [`open_store`] (and [`open_store_read_only`], for copies being
 //! checked), the only place that knows every backend, returns. A store never sees
 //! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
@@ -413,10 +414,34 @@ pub trait RecoveryWrapStore: StoreBackend {
 /// upstream's names it, so its migrations never see it.
 pub const RECOVERY_WRAPS_TABLE: &str = "KeyConnectorRecoveryWraps";
 
-/// A backend holding every aggregate, as every store of this service does.
-pub trait KeyStore: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore {}
+/// Named values of this service's own, kept where the official service never looks, as
+/// the recovery wraps are: a table `KeyConnectorProperties` ("Name", "Value") in the SQL
+/// stores, created on the first write (so that a database that never had one is left as
+/// upstream made it, and upstream's migrations never see it), and a top-level object
+/// `keyConnectorProperties` in the JSON document.
+#[async_trait]
+pub trait PropertyStore: StoreBackend {
+    /// The value of `name`; `None` when it was never set (or there is no table yet).
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError>;
 
-impl<T: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore + ?Sized> KeyStore for T {}
+    /// Sets `name` to `value`, or removes it (`None`), durably and atomically.
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError>;
+}
+
+/// The table of [`PropertyStore`] in the SQL stores: not upstream's.
+pub const PROPERTIES_TABLE: &str = "KeyConnectorProperties";
+
+/// The property saying that every user key is bound to its user and unbound ones are no
+/// longer accepted (value `true`; see [`crate::crypto::binding`]).
+pub const USER_KEYS_BOUND: &str = "UserKeysBound";
+
+/// A backend holding every aggregate, as every store of this service does.
+pub trait KeyStore: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore + PropertyStore {}
+
+impl<T: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore + PropertyStore + ?Sized> KeyStore
+    for T
+{
+}
 
 /// Opens (and creates or migrates, like upstream) the configured store.
 pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>, StoreError> {

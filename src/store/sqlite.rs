@@ -29,8 +29,8 @@ use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, NamedBy, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
@@ -683,6 +683,65 @@ impl RecoveryWrapStore for SqliteStore {
                     )
                     .map_err(unavailable)?;
                 }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// This service's own table of properties, created on the first write.
+const CREATE_PROPERTIES: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorProperties" (
+    "Name" TEXT NOT NULL CONSTRAINT "PK_KeyConnectorProperties" PRIMARY KEY,
+    "Value" TEXT NOT NULL
+)"#;
+
+fn property(connection: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    let exists = connection
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [super::PROPERTIES_TABLE],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(unavailable)?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    connection
+        .query_row(
+            r#"SELECT "Value" FROM "KeyConnectorProperties" WHERE "Name" = ?1"#,
+            [name],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(unavailable)
+}
+
+#[async_trait]
+impl PropertyStore for SqliteStore {
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |connection| property(connection, &name))
+            .await
+    }
+
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (name, value) = (name.to_owned(), value.map(str::to_owned));
+        self.write(move |tx| {
+            tx.execute(CREATE_PROPERTIES, []).map_err(unavailable)?;
+            tx.execute(
+                r#"DELETE FROM "KeyConnectorProperties" WHERE "Name" = ?1"#,
+                [&name],
+            )
+            .map_err(unavailable)?;
+            if let Some(value) = value {
+                tx.execute(
+                    r#"INSERT INTO "KeyConnectorProperties" ("Name", "Value") VALUES (?1, ?2)"#,
+                    params![name, value],
+                )
+                .map_err(unavailable)?;
             }
             Ok(())
         })

@@ -34,8 +34,8 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, RecoveryWrapStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
-    StoredUserKey,
+    CreateOutcome, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
@@ -752,6 +752,59 @@ impl RecoveryWrapStore for SqlServerStore {
             }
         }
         Ok(())
+    }
+}
+
+/// This service's own table of properties (not upstream's), created on the first write.
+const CREATE_PROPERTIES: &str = "IF OBJECT_ID(N'[KeyConnectorProperties]', N'U') IS NULL \
+     CREATE TABLE [KeyConnectorProperties] (\
+     [Name] nvarchar(64) NOT NULL CONSTRAINT [PK_KeyConnectorProperties] PRIMARY KEY, \
+     [Value] nvarchar(max) NOT NULL)";
+/// The value, or no result at all while the table does not exist.
+const SELECT_PROPERTY: &str = "IF OBJECT_ID(N'[KeyConnectorProperties]', N'U') IS NOT NULL \
+     SELECT [Value] FROM [KeyConnectorProperties] WHERE [Name] = @P1";
+
+#[async_trait]
+impl PropertyStore for SqlServerStore {
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .select(self.deadline, SELECT_PROPERTY, &[&name])
+            .await?;
+        rows.first()
+            .map(|row| {
+                row.try_get::<&str, _>(0)
+                    .map_err(StoreError::corrupt_from)?
+                    .map(str::to_owned)
+                    .ok_or_else(|| StoreError::corrupt("a property has a NULL value"))
+            })
+            .transpose()
+    }
+
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let (name, value) = (name.to_owned(), value.map(str::to_owned));
+        self.in_locked_transaction(store_error, |client| {
+            Box::pin(async move {
+                run_batch(client, CREATE_PROPERTIES).await?;
+                client
+                    .execute(
+                        "DELETE FROM [KeyConnectorProperties] WHERE [Name] = @P1",
+                        &[&name.as_str()],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                if let Some(value) = &value {
+                    client
+                        .execute(
+                            "INSERT INTO [KeyConnectorProperties] ([Name], [Value]) VALUES (@P1, @P2)",
+                            &[&name.as_str(), &value.as_str()],
+                        )
+                        .await
+                        .map_err(store_error)?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 }
 

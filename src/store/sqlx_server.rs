@@ -40,8 +40,8 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, RecoveryWrapStore, Refusal, SourceError, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, PropertyStore, RecoveryWrapStore, Refusal, SourceError, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqlConnection;
 use crate::config::sql_connection::SqlTlsMode;
@@ -109,6 +109,9 @@ struct Statements {
     select_recovery_wraps: Arc<str>,
     delete_recovery_wrap: Arc<str>,
     insert_recovery_wrap: Arc<str>,
+    select_property: Arc<str>,
+    delete_property: Arc<str>,
+    insert_property: Arc<str>,
 }
 
 const USER_KEY_COLUMNS: &str = r#""Id", "Key", "CreationDate", "RevisionDate", "LastAccessDate""#;
@@ -158,6 +161,13 @@ impl Statements {
             ),
             insert_recovery_wrap: sql(
                 r#"INSERT INTO "KeyConnectorRecoveryWraps" ("KeyCheck", "Fingerprint", "WrappedKey") VALUES ($1, $2, $3)"#,
+            ),
+            select_property: sql(
+                r#"SELECT "Value" FROM "KeyConnectorProperties" WHERE "Name" = $1"#,
+            ),
+            delete_property: sql(r#"DELETE FROM "KeyConnectorProperties" WHERE "Name" = $1"#),
+            insert_property: sql(
+                r#"INSERT INTO "KeyConnectorProperties" ("Name", "Value") VALUES ($1, $2)"#,
             ),
         }
     }
@@ -705,6 +715,62 @@ impl RecoveryWrapStore for SqlxServerStore {
                 });
             }
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PropertyStore for SqlxServerStore {
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let sql = &self.statements;
+        with_deadline(self.deadline, async {
+            Ok(on_server!(&self.pool, |pool, dialect| {
+                let exists = retry_idempotent(|| {
+                    sqlx::query(dialect::PROPERTIES_EXIST).fetch_optional(pool)
+                })
+                .await?
+                .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                retry_idempotent(|| {
+                    sqlx::query_scalar(run(&sql.select_property))
+                        .bind(name)
+                        .fetch_optional(pool)
+                })
+                .await?
+            }))
+        })
+        .await
+    }
+
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let sql = &self.statements;
+        with_deadline(self.deadline, async {
+            on_server!(&self.pool, |pool, dialect| {
+                // DDL commits on its own on MySQL: create the table first, then change the
+                // row in one transaction.
+                sqlx::raw_sql(dialect::CREATE_PROPERTIES)
+                    .execute(pool)
+                    .await
+                    .map_err(store_error)?;
+                let mut tx = pool.begin().await.map_err(store_error)?;
+                sqlx::query(run(&sql.delete_property))
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                if let Some(value) = value {
+                    sqlx::query(run(&sql.insert_property))
+                        .bind(name)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)
+            })
         })
         .await
     }

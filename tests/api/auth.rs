@@ -474,6 +474,276 @@ async fn bind_retrying(address: &str) -> tokio::net::TcpListener {
     panic!("cannot bind {address} again");
 }
 
+#[tokio::test]
+async fn a_503_for_the_identity_server_names_no_url_transport_error_or_document_content() {
+    // An identity server that answers with a broken JWKS: the parser's message would quote it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken = format!("http://{}", listener.local_addr().unwrap());
+    let jwks_uri = format!("{broken}/private-jwks-path");
+    let documents = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get({
+                let discovery = json!({ "issuer": broken, "jwks_uri": jwks_uri });
+                move || async move { axum::Json(discovery) }
+            }),
+        )
+        .route(
+            "/private-jwks-path",
+            axum::routing::get(|| async { axum::Json(json!({ "keys": "document-fragment" })) }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, documents).await });
+    // And one where nothing listens.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let absent = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+
+    for identity in [&broken, &absent] {
+        let app = spawn_app_with(
+            Arc::new(TestIdp::start().await),
+            AppOptions {
+                identity_server_uri: Some(identity.clone()),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let issuer = DevIssuer::generate().unwrap();
+        let token = issuer.mint_user_token(identity, Uuid::new_v4(), Duration::from_secs(600));
+        let response = app.get_key(&token).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.unwrap();
+        let port = identity.rsplit(':').next().unwrap();
+        for internal in [
+            "127.0.0.1",
+            port,
+            "http",
+            "well-known",
+            "private-jwks-path",
+            "document-fragment",
+            "sending request",
+            "invalid type",
+        ] {
+            assert!(!body.contains(internal), "{internal:?} in {body}");
+        }
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+    }
+    server.abort();
+}
+
+/// An identity server whose JWKS a test replaces while the service runs.
+struct SwitchableIdp {
+    url: String,
+    jwks: Arc<std::sync::Mutex<Value>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchableIdp {
+    async fn start(jwks: Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let jwks = Arc::new(std::sync::Mutex::new(jwks));
+        let discovery = json!({ "issuer": url, "jwks_uri": format!("{url}/jwks") });
+        let served = Arc::clone(&jwks);
+        let router = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let jwks = served.lock().unwrap().clone();
+                    async move { axum::Json(jwks) }
+                }),
+            );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, jwks, task }
+    }
+
+    fn publish(&self, jwks: Value) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    /// Makes the service fetch the JWKS again: a token naming a key id that is not published
+    /// and that no published key verifies waits for a fresh fetch, and is refused.
+    async fn make_the_service_refresh(&self, app: &TestApp) {
+        let stranger = DevIssuer::generate().unwrap();
+        let token = stranger.mint_user_token(&self.url, Uuid::new_v4(), Duration::from_secs(60));
+        assert_eq!(app.read_key(&token).await, Err(401));
+    }
+}
+
+impl Drop for SwitchableIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The JWK of `issuer`'s key, under `kid` (none when `None`).
+fn jwk_of(issuer: &DevIssuer, kid: Option<&str>) -> Value {
+    let mut jwk = issuer.jwks()["keys"][0].clone();
+    match kid {
+        Some(kid) => jwk["kid"] = json!(kid),
+        None => {
+            jwk.as_object_mut().unwrap().remove("kid");
+        }
+    }
+    jwk
+}
+
+async fn spawn_app_trusting(idp: &SwitchableIdp) -> TestApp {
+    spawn_app_with(
+        Arc::new(TestIdp::start().await),
+        AppOptions {
+            identity_server_uri: Some(idp.url.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_without_a_kid_stops_vouching_for_tokens_it_signed_at_once() {
+    // Vaultwarden publishes keys without a kid and signs tokens without one.
+    let (withdrawn, staying) = (
+        DevIssuer::generate().unwrap(),
+        DevIssuer::generate().unwrap(),
+    );
+    let idp = SwitchableIdp::start(json!({ "keys": [
+        jwk_of(&withdrawn, None), jwk_of(&staying, None),
+    ]}))
+    .await;
+    let app = spawn_app_trusting(&idp).await;
+    let user = Uuid::new_v4();
+    let claims = json!({
+        "nbf": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "exp": time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+    });
+    let token = withdrawn.mint_without_kid(&idp.url, claims);
+    assert_eq!(app.read_key(&token).await, Err(404), "accepted and cached");
+
+    idp.publish(json!({ "keys": [jwk_of(&staying, None)] }));
+    idp.make_the_service_refresh(&app).await;
+    assert_eq!(app.read_key(&token).await, Err(401));
+}
+
+#[tokio::test]
+async fn a_kid_republished_with_other_key_material_stops_vouching_for_the_old_keys_tokens() {
+    let (old, new) = (
+        DevIssuer::generate().unwrap(),
+        DevIssuer::generate().unwrap(),
+    );
+    let idp = SwitchableIdp::start(json!({ "keys": [jwk_of(&old, Some("signing"))] })).await;
+    let app = spawn_app_trusting(&idp).await;
+    let user = Uuid::new_v4();
+    let claims = json!({
+        "nbf": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "exp": time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+    });
+    let token = old.mint_with_kid(&idp.url, claims.clone(), "signing");
+    assert_eq!(app.read_key(&token).await, Err(404), "accepted and cached");
+
+    idp.publish(json!({ "keys": [jwk_of(&new, Some("signing"))] }));
+    idp.make_the_service_refresh(&app).await;
+    assert_eq!(app.read_key(&token).await, Err(401));
+    // The new key's tokens are trusted.
+    let token = new.mint_with_kid(&idp.url, claims, "signing");
+    assert_eq!(app.read_key(&token).await, Err(404));
+}
+
+/// Serves `router` on 127.0.0.1: its URL and the task.
+async fn serve_documents(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn the_discovery_document_is_not_fetched_through_a_redirect_to_another_origin() {
+    let idp = Arc::new(TestIdp::start().await);
+    let elsewhere = format!("{}/.well-known/openid-configuration", idp.url);
+    let (url, _task) = serve_documents(axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || async move { axum::response::Redirect::temporary(&elsewhere) }),
+    ))
+    .await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            identity_server_uri: Some(url),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    // The keys behind the redirect would verify this token: they are never loaded.
+    assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(503));
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_identity_servers_origin_is_followed() {
+    let idp = Arc::new(TestIdp::start().await);
+    // The document names the test identity server's keys (another origin: a warning only).
+    let discovery = idp.issuer.discovery(&idp.url);
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(|| async { axum::response::Redirect::temporary("/moved") }),
+        )
+        .route(
+            "/moved",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        );
+    let (url, _task) = serve_documents(router).await;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            identity_server_uri: Some(url),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(404));
+}
+
+#[tokio::test]
+async fn a_jwks_larger_than_a_mebibyte_is_not_read() {
+    let issuer = Arc::new(DevIssuer::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut jwks = issuer.jwks();
+    // Valid, with a key that verifies the token, and padded past the cap.
+    jwks["padding"] = json!("x".repeat(key_connector::auth::jwks::MAX_DOCUMENT_BYTES));
+    let discovery = issuer.discovery(&url);
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/.well-known/openid-configuration/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    let _task = tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = spawn_app_with(
+        Arc::new(TestIdp::start().await),
+        AppOptions {
+            identity_server_uri: Some(url.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let token = issuer.mint_user_token(&url, Uuid::new_v4(), Duration::from_secs(600));
+    assert_eq!(app.read_key(&token).await, Err(503));
+}
+
 /// Vaultwarden's Key Connector support (dani-garcia/vaultwarden#7419) as a real CLI login
 /// through it showed (tests/e2e): discovery at `{domain}/identity`, an issuer of the form
 /// `{origin}|login` that is no URL, the JWKS at `{domain}/identity/.well-known/jwks`, and
@@ -513,21 +783,27 @@ async fn tokens_shaped_as_vaultwarden_issues_them_are_accepted() {
     .await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let user = Uuid::new_v4();
-    let token = issuer.mint_without_kid(&json!({
-        "nbf": now, "exp": now + 7200, "iss": issuer_name,
-        "sub": user.to_string(), "premium": true, "name": "SSO User",
-        "email": "sso@example.test", "email_verified": true, "sstamp": "a1b2",
-        "device": Uuid::new_v4().to_string(), "devicetype": "8",
-        "scope": ["api", "offline_access"], "amr": ["Application", "external"],
-    }));
+    let token = issuer.mint_without_kid(
+        &issuer_name,
+        json!({
+            "nbf": now, "exp": now + 7200, "iss": issuer_name,
+            "sub": user.to_string(), "premium": true, "name": "SSO User",
+            "email": "sso@example.test", "email_verified": true, "sstamp": "a1b2",
+            "device": Uuid::new_v4().to_string(), "devicetype": "8",
+            "scope": ["api", "offline_access"], "amr": ["Application", "external"],
+        }),
+    );
     let key = random_key();
     assert_eq!(app.post_key(&token, &key).await.status(), 200);
     assert_eq!(app.read_key(&token).await, Ok(key));
     // The same token from another issuer name is refused.
-    let foreign = issuer.mint_without_kid(&json!({
-        "nbf": now, "exp": now + 7200, "iss": format!("{origin}/identity"),
-        "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
-    }));
+    let foreign = issuer.mint_without_kid(
+        &issuer_name,
+        json!({
+            "nbf": now, "exp": now + 7200, "iss": format!("{origin}/identity"),
+            "sub": user.to_string(), "scope": ["api"], "amr": ["Application"],
+        }),
+    );
     assert_eq!(app.read_key(&foreign).await, Err(401));
     server.abort();
 }

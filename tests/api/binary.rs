@@ -311,7 +311,7 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_never_the_key() {
+async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_never_the_key() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -341,7 +341,8 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
     let user = Uuid::new_v4();
     let token = idp.token_for(user);
     let key = random_key();
-    let send = |method: reqwest::Method, request_id: &'static str, body: Option<&str>| {
+    // Each request's status and the id the service gave it.
+    let send = async |method: reqwest::Method, request_id: &'static str, body: Option<&str>| {
         let mut request = client
             .request(method, format!("{base}/user-keys"))
             .bearer_auth(&token)
@@ -349,43 +350,25 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
         if let Some(key) = body {
             request = request.json(&serde_json::json!({ "key": key }));
         }
-        request.send()
+        let response = request.send().await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (response.status().as_u16(), id)
     };
-    assert_eq!(
-        send(reqwest::Method::GET, "audit-read-1", None)
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        send(reqwest::Method::POST, "audit-create-1", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(reqwest::Method::POST, "audit-create-2", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        send(reqwest::Method::PUT, "audit-put-1", Some(&key))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(reqwest::Method::GET, "audit-read-2", None)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let mut service_ids = Vec::new();
+    for (method, client_id, body, status) in [
+        (reqwest::Method::GET, "audit-read-1", None, 404),
+        (reqwest::Method::POST, "audit-create-1", Some(&key), 200),
+        (reqwest::Method::POST, "audit-create-2", Some(&key), 400),
+        (reqwest::Method::PUT, "audit-put-1", Some(&key), 200),
+        (reqwest::Method::GET, "audit-read-2", None, 200),
+    ] {
+        let (answered, id) = send(method, client_id, body.map(String::as_str)).await;
+        assert_eq!(answered, status, "{client_id}");
+        service_ids.push(id);
+    }
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -407,13 +390,17 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_id_and_n
         ("audit-read-2", "read", "ok"),
     ];
     assert_eq!(audits.len(), expected.len(), "{audits:#?}");
-    for (audit, (request_id, action, outcome)) in audits.iter().zip(expected) {
+    for ((audit, (client_id, action, outcome)), service_id) in
+        audits.iter().zip(expected).zip(&service_ids)
+    {
         assert_eq!(audit["action"], action, "{audit}");
         assert_eq!(audit["outcome"], outcome, "{audit}");
         assert_eq!(audit["user_id"], user.to_string(), "{audit}");
-        assert!(
-            audit.to_string().contains(request_id),
-            "request id in {audit}"
+        assert_eq!(audit["request_id"], service_id.as_str(), "{audit}");
+        assert_eq!(
+            audit["client_request_id"],
+            format!("\"{client_id}\""),
+            "{audit}"
         );
     }
     assert!(
@@ -467,4 +454,121 @@ async fn the_serilog_section_sets_the_level_and_writes_serilog_named_log_files()
     let first = log.lines().next().unwrap();
     // `2026-12-01 19:45:32.123 +00:00 [WRN] ...`
     assert_eq!(&first[23..35], " +00:00 [WRN", "{first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_copied_into_another_users_row_is_refused_with_an_audit_line_once_keys_are_bound() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let with_binding = |mut command: Command| {
+        command
+            .env("KEY_CONNECTOR_LOG_FORMAT", "json")
+            .env("keyConnectorSettings__userKeyBinding", "on");
+        command
+    };
+    let mut child = with_binding(service_command(dir.path(), "sqlite", &idp.url, port))
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/alive"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "service did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (victim, thief) = (Uuid::new_v4(), Uuid::new_v4());
+    let victim_key = random_key();
+    for user in [victim, thief] {
+        let response = client
+            .post(format!("{base}/user-keys"))
+            .bearer_auth(idp.token_for(user))
+            .json(&serde_json::json!({ "key": if user == victim { victim_key.clone() } else { random_key() } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Every key bound and recorded so, while the service runs.
+    let output = with_binding(service_command(dir.path(), "sqlite", &idp.url, free_port()))
+        .arg("bind-user-keys")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // The attacker writes the database directly: the victim's value into their own row.
+    let connection = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
+    let victims: String = connection
+        .query_row(
+            r#"SELECT "Key" FROM "UserKeys" WHERE "Id" = ?1"#,
+            [victim.to_string().to_uppercase()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    connection
+        .execute(
+            r#"UPDATE "UserKeys" SET "Key" = ?1 WHERE "Id" = ?2"#,
+            [victims.clone(), thief.to_string().to_uppercase()],
+        )
+        .unwrap();
+
+    let response = client
+        .get(format!("{base}/user-keys"))
+        .bearer_auth(idp.token_for(thief))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body = response.text().await.unwrap();
+    assert!(
+        !body.contains(&victim_key) && !body.contains(&victims),
+        "{body}"
+    );
+
+    // The audit line says so, waited for (the log is written by a background thread).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let audit = loop {
+        let found = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["target"] == "audit" && v["user_id"] == thief.to_string() && v["action"] == "read"
+            });
+        if let Some(audit) = found {
+            break audit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit line for the refused read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(audit["outcome"], "refused", "{audit}");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    assert!(
+        !lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&victim_key)),
+        "the key never appears in logs"
+    );
 }

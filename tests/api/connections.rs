@@ -356,3 +356,39 @@ async fn http2_concurrent_streams_are_bounded_by_the_setting() {
     assert!(settings.contains(&(0x3, 7)), "{settings:?}");
     assert!(settings.contains(&(0x6, 32 * 1024)), "{settings:?}");
 }
+
+/// A connection to `app` from the loopback address `from` (any of 127.0.0.0/8).
+async fn connect_from(app: &TestApp, from: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(app.address()).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_client_over_its_share_of_the_connections_is_told_503_while_others_are_served() {
+    let app = app_with(ConnectionLimits {
+        max_connections: 4,
+        max_connections_per_peer: Some(2),
+        ..ConnectionLimits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(&app, [127, 0, 0, 1]).await;
+        let answer = alive_over(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(stream);
+    }
+    let mut over = connect_from(&app, [127, 0, 0, 1]).await;
+    let refused = read_until_closed(&mut over, Duration::from_secs(5))
+        .await
+        .expect("the connection over the peer's share is closed at once");
+    let refused = String::from_utf8_lossy(&refused);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("from this address"), "{refused}");
+
+    // Another client still gets in: the cap itself is not reached.
+    let mut other = connect_from(&app, [127, 0, 0, 2]).await;
+    let answer = alive_over(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -810,6 +810,265 @@ async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
     }
 }
 
+/// `"UserKeysBound"` in the SQLite database of `dir`, if the table and the row exist.
+fn bound_property(dir: &Path) -> Option<String> {
+    let connection = rusqlite::Connection::open(dir.join("keys.db")).unwrap();
+    connection
+        .query_row(
+            r#"SELECT "Value" FROM "KeyConnectorProperties" WHERE "Name" = 'UserKeysBound'"#,
+            [],
+            |row| row.get(0),
+        )
+        .ok()
+}
+
+/// How many `Key` values of the SQLite database in `dir` are bound (`kc1:`) and unbound.
+fn key_forms(dir: &Path) -> (usize, usize) {
+    let connection = rusqlite::Connection::open(dir.join("keys.db")).unwrap();
+    let mut statement = connection
+        .prepare(r#"SELECT "Key" FROM "UserKeys""#)
+        .unwrap();
+    let keys: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let bound = keys.iter().filter(|k| k.starts_with("kc1:")).count();
+    (bound, keys.len() - bound)
+}
+
+fn binding(on: bool) -> Vec<(&'static str, String)> {
+    vec![(
+        "keyConnectorSettings__userKeyBinding",
+        if on { "on" } else { "off" }.into(),
+    )]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_user_keys_is_resumable_and_unbind_user_keys_restores_upstreams_form() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = |on: bool| AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        user_key_binding: if on {
+            key_connector::config::UserKeyBinding::On
+        } else {
+            key_connector::config::UserKeyBinding::Off
+        },
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Arc::clone(&idp), options(false)).await;
+    let users = seed_users(&app, &idp, 10).await;
+    app.shutdown().await;
+    let run = |args: &'static [&'static str], on: bool| {
+        let (dir, idp_url) = (dir.path().to_owned(), idp.url.clone());
+        tokio::task::spawn_blocking(move || admin(&dir, &idp_url, args, &binding(on)))
+    };
+    let reads_every_key = async |on: bool| {
+        let app = spawn_app_with(Arc::clone(&idp), options(on)).await;
+        for (user, key) in &users {
+            assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+        }
+        app.shutdown().await;
+    };
+
+    // Refused while the setting is off: instances would keep writing unbound keys.
+    let output = run(&["bind-user-keys"], false).await.unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("userKeyBinding=on"),
+        "{}",
+        text(&output)
+    );
+
+    // Interrupted after 4 keys: nothing is refused yet, every key reads.
+    let output = run(&["bind-user-keys", "--batch", "4"], true)
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("10 user keys: 4 bound now, 0 already bound"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(key_forms(dir.path()), (4, 6));
+    assert_eq!(
+        bound_property(dir.path()),
+        None,
+        "recorded only when all are bound"
+    );
+    reads_every_key(true).await;
+
+    // Resumed: the rest is bound, then the database records it.
+    let output = run(&["bind-user-keys"], true).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("6 bound now, 4 already bound"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("refuses unbound keys"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(key_forms(dir.path()), (10, 0));
+    assert_eq!(bound_property(dir.path()).as_deref(), Some("true"));
+    reads_every_key(true).await;
+
+    // check-config and stats report the state.
+    let output = run(&["check-config"], true).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("10 bound to their user, 0 unbound"),
+        "{}",
+        text(&output)
+    );
+    let output = run(&["stats"], true).await.unwrap();
+    assert!(
+        text(&output).contains("user key binding:     10 bound to their user, 0 unbound")
+            && text(&output).contains("unbound keys refused"),
+        "{}",
+        text(&output)
+    );
+
+    // Unbinding: only with the service stopped and the setting off.
+    let output = run(&["unbind-user-keys"], false).await.unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("--service-stopped"),
+        "{}",
+        text(&output)
+    );
+    let output = run(&["unbind-user-keys", "--service-stopped"], true)
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("userKeyBinding=off"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(key_forms(dir.path()), (10, 0), "nothing changed");
+
+    // Interrupted after 3: the record went first, so the mix is readable.
+    let output = run(
+        &["unbind-user-keys", "--service-stopped", "--batch", "3"],
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(bound_property(dir.path()), None);
+    assert_eq!(key_forms(dir.path()), (7, 3));
+    reads_every_key(false).await;
+    let output = run(&["unbind-user-keys", "--service-stopped"], false)
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("the official service can read this database"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(key_forms(dir.path()), (0, 10));
+    reads_every_key(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_user_keys_killed_midway_loses_nothing_and_a_rerun_completes() {
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = || AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        user_key_binding: key_connector::config::UserKeyBinding::On,
+        ..AppOptions::default()
+    };
+    // Sealed unbound, as before binding was turned on.
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let users = seed_users(&app, &idp, 300).await;
+    app.shutdown().await;
+
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "keyConnectorSettings__webVaultUri",
+            "https://vault.example.test",
+        )
+        .env("keyConnectorSettings__identityServerUri", &idp.url)
+        .env("keyConnectorSettings__database__provider", "sqlite")
+        .env(
+            "keyConnectorSettings__database__sqliteConnectionString",
+            format!("Data Source={}", dir.path().join("keys.db").display()),
+        )
+        .env("keyConnectorSettings__rsaKey__provider", "certificate")
+        .env("keyConnectorSettings__certificate__provider", "filesystem")
+        .env(
+            "keyConnectorSettings__certificate__filesystemPath",
+            dir.path().join("key.pfx"),
+        )
+        .env(
+            "keyConnectorSettings__certificate__filesystemPassword",
+            "test-password",
+        )
+        .env("keyConnectorSettings__userKeyBinding", "on")
+        .arg("bind-user-keys")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    // kill -9 once it is re-sealing (each re-seal is a durable write of its own).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while key_forms(dir.path()).0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "binding never began");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (bound, unbound) = key_forms(dir.path());
+    assert_eq!(bound + unbound, 300);
+
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            app.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "user {user}"
+        );
+    }
+    app.shutdown().await;
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        admin(&dir_path, &idp_url, &["bind-user-keys"], &binding(true))
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("every key is bound"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(key_forms(dir.path()), (300, 0));
+    let app = spawn_app_with(Arc::clone(&idp), options()).await;
+    for (user, key) in &users {
+        assert_eq!(
+            app.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "user {user}"
+        );
+    }
+}
+
 /// Every user key row of the SQLite database in `dir`: id and sealed key.
 fn sealed_user_keys(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
     let connection = rusqlite::Connection::open(dir.join("keys.db")).unwrap();

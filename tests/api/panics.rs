@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use key_connector::config::SettingsGroup;
 use key_connector::startup::Application;
 use key_connector::store::{
-    CreateOutcome, KeyStore, PutOutcome, RecoveryWrapStore, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey, SymmetricKeyStore, UserKeyStore,
+    CreateOutcome, KeyStore, PropertyStore, PutOutcome, RecoveryWrapStore, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey, SymmetricKeyStore, UserKeyStore,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -101,6 +101,16 @@ impl RecoveryWrapStore for PanicsForOneUser {
     }
     async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
         self.inner.retain_recovery_wraps(keep).await
+    }
+}
+
+#[async_trait]
+impl PropertyStore for PanicsForOneUser {
+    async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.read_property(name).await
+    }
+    async fn write_property(&self, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.inner.write_property(name, value).await
     }
 }
 

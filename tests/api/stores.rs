@@ -3,13 +3,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use key_connector::config::{DatabaseSettings, SqliteConnection};
+use key_connector::config::{DatabaseSettings, SqliteConnection, UserKeyBinding};
 use key_connector::store::{CreateOutcome, KeyStore, PutOutcome, StoredUserKey, open_store};
+use reqwest::StatusCode;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
+use crate::support::app::{AppOptions, StoreKind, settings_for, spawn_app_with};
 use crate::support::databases::{Engine, TestDatabase};
+use crate::support::{TestIdp, random_key};
 
 /// A backend under test.
 #[derive(Clone, Copy, Debug)]
@@ -90,11 +93,13 @@ enum Storage {
 
 impl Storage {
     async fn open(&self) -> Arc<dyn KeyStore> {
+        open_store(&self.settings()).await.expect("store opens")
+    }
+
+    fn settings(&self) -> DatabaseSettings {
         match self {
-            Storage::Dir(backend, dir) => backend.open(dir.path()).await,
-            Storage::Database(database) => {
-                open_store(&database.settings()).await.expect("store opens")
-            }
+            Storage::Dir(backend, dir) => backend.settings(dir.path()),
+            Storage::Database(database) => database.settings(),
         }
     }
 }
@@ -461,6 +466,128 @@ async fn resealing_a_user_key_is_a_compare_and_swap(backend: Backend) {
     );
 }
 
+async fn a_property_of_our_own_is_written_read_and_removed(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    // A database that never had one has no table for them: nothing upstream would not know.
+    assert_eq!(store.read_property("UserKeysBound").await.unwrap(), None);
+    store
+        .write_property("UserKeysBound", Some("true"))
+        .await
+        .unwrap();
+    store.write_property("Other", Some("1")).await.unwrap();
+    assert_eq!(
+        store
+            .read_property("UserKeysBound")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    store.close().await;
+    // Reopened (the schema check accepts the table of our own), and read by another handle.
+    let store = storage.open().await;
+    assert_eq!(
+        store
+            .read_property("UserKeysBound")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    store.write_property("UserKeysBound", None).await.unwrap();
+    assert_eq!(store.read_property("UserKeysBound").await.unwrap(), None);
+    assert_eq!(
+        store.read_property("Other").await.unwrap().as_deref(),
+        Some("1")
+    );
+    store.write_property("UserKeysBound", None).await.unwrap();
+}
+
+/// Someone who can write the database and has an SSO account copies a victim's stored key
+/// into their own row. Upstream's form serves them the victim's key; once every key is bound
+/// (`userKeyBinding=on`, `bind-user-keys`) the copy, bound or a legacy unbound one, is
+/// refused with an answer that names nothing, and the victim still reads their key.
+async fn a_copied_key_reaches_the_thief_until_keys_are_bound_and_is_refused_after(
+    backend: Backend,
+) {
+    let storage = storage_or_skip!(backend);
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = |user_key_binding| AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        database: Some(storage.settings()),
+        user_key_binding,
+        ..AppOptions::default()
+    };
+    let (victim, thief) = (Uuid::new_v4(), Uuid::new_v4());
+    let (victim_key, thief_key) = (random_key(), random_key());
+    let app = spawn_app_with(Arc::clone(&idp), options(UserKeyBinding::Off)).await;
+    for (user, key) in [(victim, &victim_key), (thief, &thief_key)] {
+        let response = app.post_key(&idp.token_for(user), key).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // A direct write to the database, as the attacker makes it.
+    let database = storage.open().await;
+    let sealed = async |user| {
+        database
+            .read_user_key(user)
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed_key
+    };
+    let copy_into_thiefs_row = async |value: &str| {
+        let current = sealed(thief).await;
+        assert!(
+            database
+                .reseal_user_key(thief, &current, value)
+                .await
+                .unwrap()
+        );
+    };
+    let (legacy, thiefs_own) = (sealed(victim).await, sealed(thief).await);
+
+    copy_into_thiefs_row(&legacy).await;
+    assert_eq!(
+        app.read_key(&idp.token_for(thief)).await,
+        Ok(victim_key.clone()),
+        "upstream's form opens for whoever owns the row"
+    );
+    copy_into_thiefs_row(&thiefs_own).await;
+    app.shutdown().await;
+
+    let app = spawn_app_with(Arc::clone(&idp), options(UserKeyBinding::On)).await;
+    let rsa_key = settings_for(StoreKind::Sqlite, dir.path(), &idp.url).rsa_key;
+    let report = key_connector::operations::binding::bind_user_keys(
+        &storage.settings(),
+        &rsa_key,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!((report.resealed, report.already), (2, 0));
+
+    for copied in [sealed(victim).await, legacy] {
+        copy_into_thiefs_row(&copied).await;
+        let response = app.get_key(&idp.token_for(thief)).await;
+        assert!(
+            response.status().is_server_error() || response.status().is_client_error(),
+            "{}",
+            response.status()
+        );
+        let body = response.text().await.unwrap();
+        for secret in [&victim_key, &thief_key, &copied] {
+            assert!(!body.contains(secret.as_str()), "{body}");
+        }
+        assert!(!body.contains(&victim.to_string()), "{body}");
+    }
+    assert_eq!(app.read_key(&idp.token_for(victim)).await, Ok(victim_key));
+    database.close().await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_store {
@@ -498,6 +625,8 @@ conformance!(
     the_symmetric_key_is_replaced_only_if_unchanged,
     a_pending_symmetric_key_is_saved_once_and_promoted_atomically,
     resealing_a_user_key_is_a_compare_and_swap,
+    a_property_of_our_own_is_written_read_and_removed,
+    a_copied_key_reaches_the_thief_until_keys_are_bound_and_is_refused_after,
 );
 
 // ---- SQLite specifics: upstream's exact schema and text forms ----

@@ -369,3 +369,41 @@ fn a_value_in_the_wrong_place_never_comes_back_in_an_error() {
         assert!(!error.contains(marker), "{name}: {error}");
     }
 }
+
+#[test]
+fn user_key_binding_is_off_unless_set_on_and_a_bad_value_is_named_not_repeated() {
+    assert_eq!(
+        load_env(minimal()).unwrap().settings.user_key_binding,
+        UserKeyBinding::Off
+    );
+    for (value, expected) in [("on", UserKeyBinding::On), (" ON ", UserKeyBinding::On)] {
+        let env = with(minimal(), "keyConnectorSettings__userKeyBinding", value);
+        let loaded = load_env(env).unwrap();
+        assert_eq!(loaded.settings.user_key_binding, expected, "{value}");
+        assert!(
+            loaded.warnings.is_empty(),
+            "a known setting: {:?}",
+            loaded.warnings
+        );
+    }
+    let env = with(
+        minimal(),
+        "keyConnectorSettings__userKeyBinding",
+        "yes-s3cret",
+    );
+    let message = load_env(env).unwrap_err().to_string();
+    assert!(
+        message.contains("keyConnectorSettings__userKeyBinding"),
+        "{message}"
+    );
+    assert!(message.contains("`off` or `on`"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    let env = with(minimal(), "keyConnectorSettings__userKeyBindng", "on");
+    let warnings = load_env(env).unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("keyConnectorSettings:userKeyBinding")),
+        "did you mean: {warnings:?}"
+    );
+}

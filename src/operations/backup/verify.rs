@@ -203,7 +203,7 @@ pub async fn verify_store(
     let mut progress = Progress::new("checking user keys", rows.len() as u64, interactive);
     let mut failed = Vec::new();
     for row in &rows {
-        match cipher.open_user_key(&row.sealed_key) {
+        match cipher.open_user_key(&row.sealed_key, row.id) {
             // The clear key is dropped (and zeroized) at once: opening it is the proof.
             Ok(_) => verification.decrypted += 1,
             Err(error) => failed.push((row.id, error)),

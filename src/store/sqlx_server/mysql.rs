@@ -72,6 +72,17 @@ pub const CREATE_RECOVERY_WRAPS: &str = "CREATE TABLE IF NOT EXISTS `KeyConnecto
     CONSTRAINT `PK_KeyConnectorRecoveryWraps` PRIMARY KEY (`KeyCheck`)
 ) CHARACTER SET=utf8mb4";
 
+/// A row when this service's property table exists.
+pub const PROPERTIES_EXIST: &str = "SELECT 1 FROM information_schema.TABLES \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'KeyConnectorProperties'";
+
+/// This service's own table of properties (not upstream's; created on the first write).
+pub const CREATE_PROPERTIES: &str = "CREATE TABLE IF NOT EXISTS `KeyConnectorProperties` (
+    `Name` varchar(64) CHARACTER SET ascii NOT NULL,
+    `Value` longtext CHARACTER SET utf8mb4 NOT NULL,
+    CONSTRAINT `PK_KeyConnectorProperties` PRIMARY KEY (`Name`)
+) CHARACTER SET=utf8mb4";
+
 pub const LIST_COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) \
      FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";

@@ -68,6 +68,16 @@ pub const CREATE_RECOVERY_WRAPS: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnec
     "WrappedKey" text NOT NULL
 )"#;
 
+/// A row when this service's property table exists.
+pub const PROPERTIES_EXIST: &str = "SELECT 1 FROM information_schema.tables \
+     WHERE table_schema = current_schema() AND table_name = 'KeyConnectorProperties'";
+
+/// This service's own table of properties (not upstream's; created on the first write).
+pub const CREATE_PROPERTIES: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorProperties" (
+    "Name" text NOT NULL CONSTRAINT "PK_KeyConnectorProperties" PRIMARY KEY,
+    "Value" text NOT NULL
+)"#;
+
 pub const LIST_COLUMNS: &str = "SELECT table_name::text, column_name::text, data_type::text \
      FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name IN ('ApplicationDatas', 'UserKeys')";

@@ -45,6 +45,8 @@ pub struct AppOptions {
     pub limits: Option<key_connector::connections::ConnectionLimits>,
     /// `recoveryKey` settings.
     pub recovery_key: Option<key_connector::config::RecoveryKeySettings>,
+    /// `userKeyBinding`.
+    pub user_key_binding: key_connector::config::UserKeyBinding,
 }
 
 impl Default for AppOptions {
@@ -58,6 +60,7 @@ impl Default for AppOptions {
             rsa_key: None,
             limits: None,
             recovery_key: None,
+            user_key_binding: key_connector::config::UserKeyBinding::Off,
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
         rotate_to: None,
         recovery_key: None,
         https_certificate: None,
+        user_key_binding: Default::default(),
     }
 }
 
@@ -144,6 +148,7 @@ pub async fn try_spawn_app_with(
     }
     settings.transfer_to = options.transfer_to;
     settings.recovery_key = options.recovery_key;
+    settings.user_key_binding = options.user_key_binding;
     if let Some(rsa_key) = options.rsa_key {
         settings.rsa_key = rsa_key;
     }

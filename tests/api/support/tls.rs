@@ -70,7 +70,7 @@ pub async fn serve_tls(
         Some(tokio_rustls::TlsAcceptor::from(config)),
         router,
         std::sync::Arc::new(ConnectionLimits::default()),
-        ConnectionGate::new(1024),
+        ConnectionGate::new(1024, 1024),
         stop,
     )
     .await;
