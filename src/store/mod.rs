@@ -22,6 +22,8 @@
 
 pub mod json;
 pub mod last_access;
+#[cfg(any(feature = "postgresql", feature = "mysql"))]
+pub mod postgres_mysql;
 pub mod schema;
 #[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlserver"))]
 pub mod sql;
@@ -29,8 +31,6 @@ pub mod sql;
 pub mod sqlite;
 #[cfg(feature = "sqlserver")]
 pub mod sqlserver;
-#[cfg(any(feature = "postgresql", feature = "mysql"))]
-pub mod sqlx_server;
 pub mod symmetric_rows;
 pub mod user_key_rows;
 
@@ -453,11 +453,11 @@ pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>
         )),
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_postgres(connection).await?,
+            postgres_mysql::PostgresMysqlStore::open_postgres(connection).await?,
         )),
         #[cfg(feature = "mysql")]
         DatabaseSettings::MySql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_mysql(connection).await?,
+            postgres_mysql::PostgresMysqlStore::open_mysql(connection).await?,
         )),
         #[cfg(feature = "sqlserver")]
         DatabaseSettings::SqlServer { connection } => {
@@ -492,13 +492,13 @@ pub async fn open_store_read_only(
         }
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_postgres_read_only(connection)
+            postgres_mysql::PostgresMysqlStore::open_postgres_read_only(connection)
                 .await
                 .map_err(|e| e.named_by(named_by))?,
         )),
         #[cfg(feature = "mysql")]
         DatabaseSettings::MySql { connection } => Ok(Arc::new(
-            sqlx_server::SqlxServerStore::open_mysql_read_only(connection)
+            postgres_mysql::PostgresMysqlStore::open_mysql_read_only(connection)
                 .await
                 .map_err(|e| e.named_by(named_by))?,
         )),

@@ -4,7 +4,7 @@
 //! notation, rewritten for MySQL by `mysql::rewrite`), the `ApplicationDatas` protocol
 //! through [`super::symmetric_rows`], user-key reads and writes, the EF-style migration,
 //! retries of dead pooled connections and error classification. The dialects
-//! (`sqlx_server/postgres.rs`, `sqlx_server/mysql.rs`) supply what truly differs: connect options, upstream's DDL and
+//! (`postgres_mysql/postgres.rs`, `postgres_mysql/mysql.rs`) supply what truly differs: connect options, upstream's DDL and
 //! migration id, GUID columns (`uuid` or `char(36)` text), the locks, and which server
 //! errors mean "fix the settings".
 //!
@@ -72,19 +72,19 @@ macro_rules! on_server {
         match $pool {
             #[cfg(feature = "postgresql")]
             ServerPool::Postgres($p) => {
-                use $crate::store::sqlx_server::postgres as $dialect;
+                use $crate::store::postgres_mysql::postgres as $dialect;
                 $body
             }
             #[cfg(feature = "mysql")]
             ServerPool::MySql($p) => {
-                use $crate::store::sqlx_server::mysql as $dialect;
+                use $crate::store::postgres_mysql::mysql as $dialect;
                 $body
             }
         }
     };
 }
 
-pub struct SqlxServerStore {
+pub struct PostgresMysqlStore {
     kind: &'static str,
     pool: ServerPool,
     statements: Statements,
@@ -377,7 +377,7 @@ fn pool_options<DB: sqlx::Database>(connection: &SqlConnection) -> sqlx::pool::P
         .idle_timeout(Duration::from_secs(300))
 }
 
-impl SqlxServerStore {
+impl PostgresMysqlStore {
     /// Connects to PostgreSQL, creates the database and upstream's schema if needed, and
     /// checks the schema.
     #[cfg(feature = "postgresql")]
@@ -560,7 +560,7 @@ impl SqlxServerStore {
 }
 
 #[async_trait]
-impl StoreBackend for SqlxServerStore {
+impl StoreBackend for PostgresMysqlStore {
     fn kind(&self) -> &'static str {
         self.kind
     }
@@ -581,7 +581,7 @@ impl StoreBackend for SqlxServerStore {
 }
 
 #[async_trait]
-impl SymmetricKeyRows for SqlxServerStore {
+impl SymmetricKeyRows for PostgresMysqlStore {
     async fn read_key_rows(&self) -> Result<Vec<Option<String>>, StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
@@ -637,7 +637,7 @@ impl SymmetricKeyRows for SqlxServerStore {
     }
 }
 
-impl SqlxServerStore {
+impl PostgresMysqlStore {
     /// Every recovery wrap, or none when the table was never created.
     async fn recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         let sql = &self.statements;
@@ -665,7 +665,7 @@ impl SqlxServerStore {
 }
 
 #[async_trait]
-impl RecoveryWrapStore for SqlxServerStore {
+impl RecoveryWrapStore for PostgresMysqlStore {
     async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         with_deadline(self.deadline, self.recovery_wraps()).await
     }
@@ -721,7 +721,7 @@ impl RecoveryWrapStore for SqlxServerStore {
 }
 
 #[async_trait]
-impl PropertyStore for SqlxServerStore {
+impl PropertyStore for PostgresMysqlStore {
     async fn read_property(&self, name: &str) -> Result<Option<String>, StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
@@ -777,7 +777,7 @@ impl PropertyStore for SqlxServerStore {
 }
 
 #[async_trait]
-impl UserKeyRows for SqlxServerStore {
+impl UserKeyRows for PostgresMysqlStore {
     async fn read_row(&self, id: Uuid) -> Result<Option<StoredUserKey>, StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
