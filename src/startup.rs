@@ -41,7 +41,7 @@ pub enum StartupError {
     #[error("{0}")]
     SymmetricKey(BootstrapError),
     #[error("{0}")]
-    Recovery(crate::operations::recovery::RecoveryWrapError),
+    Recovery(crate::operations::recovery_wraps::RecoveryWrapError),
     #[error("{0}")]
     Unsupported(String),
     #[error("cannot listen on {address}: {source}")]
@@ -337,7 +337,7 @@ async fn keep_recovery_wraps_current(
     settings: &crate::config::RecoveryKeySettings,
 ) -> Result<(), StartupError> {
     use crate::crypto::recovery::OnMismatch;
-    use crate::operations::recovery::{RecoveryWrapError, keep_current};
+    use crate::operations::recovery_wraps::{RecoveryWrapError, keep_current};
 
     let recovery = settings
         .load()

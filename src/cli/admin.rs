@@ -96,7 +96,7 @@ pub async fn transfer(
     )
     .await?;
     if !dry_run {
-        crate::operations::recovery::keep_target_current(settings, &to).await?;
+        crate::operations::recovery_wraps::keep_target_current(settings, &to).await?;
     }
     let report = crate::operations::transfer::transfer(&from, &to, dry_run, true).await;
     from.store.close().await;
@@ -133,7 +133,7 @@ pub async fn rotate_rsa_key(source: &ConfigSource) -> Result<RsaRotationOutcome,
                 .into(),
         ));
     };
-    let recovery = crate::operations::recovery::configured_key(settings)?;
+    let recovery = crate::operations::recovery_wraps::configured_key(settings)?;
     let report = crate::operations::rotate::rotate_rsa_key(
         &settings.database,
         &settings.rsa_key,
@@ -188,7 +188,7 @@ pub async fn rotate_symmetric_key(
     }
     let loaded = config::load(source)?;
     let settings = &loaded.settings;
-    let recovery = crate::operations::recovery::configured_key(settings)?;
+    let recovery = crate::operations::recovery_wraps::configured_key(settings)?;
     let report = crate::operations::rotate::rotate_symmetric_key(
         &settings.database,
         &settings.rsa_key,

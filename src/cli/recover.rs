@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::{CommandError, Outcome};
 use crate::config::{self, ConfigSource, SettingsGroup};
 use crate::crypto::recovery::{RecoveryPrivateKey, RecoveryStatus};
-use crate::operations::recover::RecoverReport;
+use crate::operations::break_glass::RecoverReport;
 
 /// The environment variable holding the recovery PFX's password.
 pub const PASSWORD_VAR: &str = "KEY_CONNECTOR_RECOVERY_KEY_PASSWORD";
@@ -124,7 +124,8 @@ pub async fn recover(
         },
     };
     let report =
-        crate::operations::recover::recover(&settings.database, &private, to, group, true).await?;
+        crate::operations::break_glass::recover(&settings.database, &private, to, group, true)
+            .await?;
     Ok(RecoverOutcome { report, target })
 }
 
@@ -149,6 +150,6 @@ impl Outcome for ReplaceOutcome {}
 
 pub async fn replace_recovery_wrap(source: &ConfigSource) -> Result<ReplaceOutcome, CommandError> {
     let loaded = config::load(source)?;
-    let status = crate::operations::recovery::replace_recovery_wrap(&loaded.settings).await?;
+    let status = crate::operations::recovery_wraps::replace_recovery_wrap(&loaded.settings).await?;
     Ok(ReplaceOutcome(status))
 }

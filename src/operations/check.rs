@@ -171,7 +171,7 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
 /// is a warning (the service writes it at its next start), a wrap for another recovery key
 /// too (kept until `replace-recovery-wrap`).
 async fn check_recovery_wrap(report: &mut Report, settings: &Settings, source: &KeyDatabase) {
-    let recovery = match super::recovery::configured_key(settings) {
+    let recovery = match super::recovery_wraps::configured_key(settings) {
         Ok(Some(recovery)) => recovery,
         Ok(None) => {
             let stored = source.store.read_recovery_wraps().await.map(|w| w.len());
@@ -208,7 +208,9 @@ async fn check_recovery_wrap(report: &mut Report, settings: &Settings, source: &
         );
         return;
     }
-    match super::recovery::status(source.store.as_ref(), source.rsa_key.as_ref(), &recovery).await {
+    match super::recovery_wraps::status(source.store.as_ref(), source.rsa_key.as_ref(), &recovery)
+        .await
+    {
         Ok(status) => {
             let outcome = if status.is_current() {
                 Outcome::Ok

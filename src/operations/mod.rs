@@ -9,10 +9,10 @@
 
 pub mod backup;
 pub mod binding;
+pub mod break_glass;
 pub mod check;
 pub mod progress;
-pub mod recover;
-pub mod recovery;
+pub mod recovery_wraps;
 pub mod rotate;
 pub mod stats;
 pub mod transfer;

@@ -267,7 +267,7 @@ pub async fn run_at_start_up(
         true,
     )
     .await?;
-    super::recovery::keep_target_current(settings, &target).await?;
+    super::recovery_wraps::keep_target_current(settings, &target).await?;
     let report = transfer(source, &target, false, false).await?;
     target.store.close().await;
     let finished = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());

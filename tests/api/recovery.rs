@@ -16,7 +16,7 @@ use key_connector::config::{
 use key_connector::crypto::recovery::{RecoveryPrivateKey, RecoveryPublicKey, fingerprint};
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::{RsaKeyProvider, open_rsa_key_provider};
-use key_connector::operations::recover::{RecoverReport, recover};
+use key_connector::operations::break_glass::{RecoverReport, recover};
 use key_connector::startup::{Application, StartupError};
 use key_connector::store::{StoredRecoveryWrap, open_store};
 use tokio::sync::oneshot;
