@@ -1,7 +1,7 @@
 //! The `certificate` RSA key provider: the private key of a PKCS#12 certificate file.
 //!
 //! The certificate comes from a certificate source (`certificate:provider`): a file
-//! (`filesystem`), the .NET certificate store ([`store`]), an Azure Storage blob
+//! (`filesystem`), the .NET certificate store ([`dotnet_store`]), an Azure Storage blob
 //! ([`azure_storage`]), an Azure Key Vault certificate (`azure_key_vault`) or a HashiCorp Vault
 //! secret ([`vault`]). Each yields the PKCS#12 bytes
 //! and their password; decoding and the key are the same whatever the source. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
@@ -13,7 +13,7 @@ mod azure_key_vault;
 pub mod azure_storage;
 mod remote;
 mod settings;
-mod store;
+mod dotnet_store;
 mod vault;
 
 use std::sync::Arc;
@@ -168,7 +168,7 @@ impl CertificateFile {
                     CERTIFICATE_FILESYSTEM_PASSWORD.in_group(group),
                 ))
             }
-            CertificateSettings::Store(settings) => store::read(settings, group).await,
+            CertificateSettings::Store(settings) => dotnet_store::read(settings, group).await,
             CertificateSettings::AzureStorage(settings) => {
                 azure_storage::download(settings, group).await
             }
