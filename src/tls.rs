@@ -23,13 +23,13 @@ const KEY_PATH: &str = "Kestrel__Certificates__Default__KeyPath";
 
 /// Kestrel's default certificate settings.
 #[derive(Debug, Clone)]
-pub struct CertificateSettings {
+pub struct HttpsCertificateSettings {
     pub path: PathBuf,
     pub password: Option<SecretString>,
     pub key_path: Option<PathBuf>,
 }
 
-impl CertificateSettings {
+impl HttpsCertificateSettings {
     /// Reads the `Kestrel__Certificates__Default__*` variables from `vars`; `None` without a path.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Option<Self> {
         let mut path = None;
@@ -122,8 +122,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         };
-        assert!(CertificateSettings::from_vars(vars(&[("PATH", "/usr/bin")])).is_none());
-        let settings = CertificateSettings::from_vars(vars(&[
+        assert!(HttpsCertificateSettings::from_vars(vars(&[("PATH", "/usr/bin")])).is_none());
+        let settings = HttpsCertificateSettings::from_vars(vars(&[
             (
                 "KESTREL__CERTIFICATES__DEFAULT__PATH",
                 "/etc/bitwarden/kc.pfx",
@@ -137,7 +137,7 @@ mod tests {
         assert!(
             !format!(
                 "{:?}",
-                CertificateSettings::from_vars(vars(&[(PATH, "/a"), (PASSWORD, "hunter2")]))
+                HttpsCertificateSettings::from_vars(vars(&[(PATH, "/a"), (PASSWORD, "hunter2")]))
             )
             .contains("hunter2")
         );

@@ -50,7 +50,7 @@ pub struct Settings {
     pub recovery_key: Option<RecoveryKeySettings>,
     /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
     /// `https://` listeners; `None` when no path is set.
-    pub https_certificate: Option<crate::tls::CertificateSettings>,
+    pub https_certificate: Option<crate::tls::HttpsCertificateSettings>,
     /// `userKeyBinding`: whether new user keys are sealed bound to their user (see
     /// [`crate::crypto::binding`]). Not an upstream setting.
     pub user_key_binding: UserKeyBinding,

@@ -127,7 +127,9 @@ fn validate(
     Ok(Settings {
         user_key_binding,
         recovery_key,
-        https_certificate: crate::tls::CertificateSettings::from_vars(source.env.iter().cloned()),
+        https_certificate: crate::tls::HttpsCertificateSettings::from_vars(
+            source.env.iter().cloned(),
+        ),
         rotate_to,
         web_vault_origin,
         identity_server_uri,
