@@ -88,12 +88,16 @@ pub enum SealError {
     NotBase64,
     #[error("the stored key is too short to hold a tag and a nonce")]
     TooShort,
+    #[error("a symmetric key must be 32 bytes (AES-256)")]
+    WrongKeyLength,
     #[error(
         "the stored key does not open: sealed under another symmetric key, bound to another user, or altered"
     )]
     Unauthentic,
     #[error("the system random generator failed")]
     Random,
+    #[error("AES-GCM sealing failed")]
+    SealFailed,
 }
 
 /// AES-256-GCM under the database's symmetric key. Cheap to clone? No: hold it in an `Arc`.
@@ -115,7 +119,7 @@ impl UserKeyCipher {
     /// Takes the 32-byte symmetric key; the caller's copy stays zeroizing.
     pub fn new(symmetric_key: &[u8]) -> Result<Self, SealError> {
         let unbound =
-            UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::TooShort)?;
+            UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::WrongKeyLength)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
             fallback: None,
@@ -126,7 +130,7 @@ impl UserKeyCipher {
     /// Also opens keys sealed under `symmetric_key`; sealing keeps using the main key.
     pub fn with_fallback(mut self, symmetric_key: &[u8]) -> Result<Self, SealError> {
         let unbound =
-            UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::TooShort)?;
+            UnboundKey::new(&AES_256_GCM, symmetric_key).map_err(|_| SealError::WrongKeyLength)?;
         self.fallback = Some(LessSafeKey::new(unbound));
         Ok(self)
     }
@@ -153,7 +157,7 @@ impl UserKeyCipher {
                 associated_data(&owner, form),
                 &mut buffer[..],
             )
-            .map_err(|_| SealError::Random)?;
+            .map_err(|_| SealError::SealFailed)?;
         buffer.extend_from_slice(tag.as_ref());
         buffer.extend_from_slice(&nonce_bytes);
         let body = STANDARD.encode(&buffer[..]);

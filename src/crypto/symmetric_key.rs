@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use super::{SYMMETRIC_KEY_LEN, UserKeyCipher, generate_symmetric_key};
+use super::{SYMMETRIC_KEY_LEN, SealError, UserKeyCipher, generate_symmetric_key};
 use crate::keys::{KeyProviderError, RsaKeyProvider};
 use crate::store::{StoreError, SymmetricKeyStore};
 
@@ -31,6 +31,8 @@ pub enum BootstrapError {
     },
     #[error("the symmetric key stored in the database is damaged: {0}. Refusing to start")]
     DamagedStoredKey(String),
+    #[error("cannot generate a symmetric key: {0}")]
+    KeyGeneration(SealError),
 }
 
 impl BootstrapError {
@@ -67,8 +69,7 @@ pub async fn load_or_create_symmetric_key(
         return Ok((cipher, SymmetricKeyOrigin::Existing));
     }
 
-    let key =
-        generate_symmetric_key().map_err(|e| BootstrapError::DamagedStoredKey(e.to_string()))?;
+    let key = generate_symmetric_key().map_err(BootstrapError::KeyGeneration)?;
     let wrapped = provider
         .wrap_symmetric_key(&key)
         .await
