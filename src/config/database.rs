@@ -13,6 +13,9 @@ use super::setting_path::{SettingPath, SettingsGroup};
 use super::sql_connection;
 use super::{ConfigError, DatabaseSettings, SqlConnection, SqlDialect, SqliteConnection};
 
+/// The names `database:provider` accepts, for messages.
+pub(crate) const DATABASE_PROVIDERS: &str = "sqlite, json, postgresql, mysql or sqlserver";
+
 /// `database:provider` (in `group`) and its connection setting; `None` if no provider is set.
 pub(super) fn database_settings(
     values: &Values,
@@ -76,7 +79,7 @@ pub(super) fn database_settings(
         _ => {
             return Err(ConfigError::at(
                 at(DATABASE_PROVIDER),
-                "is not a database provider; use sqlite, json, postgresql, mysql or sqlserver",
+                format!("is not a database provider; use {DATABASE_PROVIDERS}"),
             ));
         }
     };

@@ -76,8 +76,12 @@ fn validate(
         .to_owned();
     check_http_url(IDENTITY_SERVER_URI, &identity_server_uri)?;
 
-    let database = database_settings(values, SettingsGroup::Main)?
-        .ok_or_else(|| ConfigError::at(DATABASE_PROVIDER, "is required: sqlite or json"))?;
+    let database = database_settings(values, SettingsGroup::Main)?.ok_or_else(|| {
+        ConfigError::at(
+            DATABASE_PROVIDER,
+            format!("is required: {}", super::database::DATABASE_PROVIDERS),
+        )
+    })?;
     let rsa_key = rsa_key_settings(values, source, SettingsGroup::Main)?;
 
     // Upstream runs a transfer only when both the target database and RSA key are set.
