@@ -174,7 +174,8 @@ fn the_key_rotation_jobs_run_the_admin_commands_as_the_pods_run() {
 
 /// One replica's Deployment from `overlays/postgresql`, with the test-only patch.
 struct Replica {
-    suffix: &'static str,
+    /// `-a` or `-b` and a run id: another run on the same machine gets pods of its own.
+    suffix: String,
     port: u16,
     metrics_port: u16,
 }
@@ -402,14 +403,15 @@ async fn pods_from_the_manifests_share_one_key_lose_no_write_to_a_kill_and_keep_
     )
     .unwrap();
 
+    let run = &Uuid::new_v4().simple().to_string()[..8];
     let replicas = [
         Replica {
-            suffix: "-a",
+            suffix: format!("-a-{run}"),
             port: free_port(),
             metrics_port: free_port(),
         },
         Replica {
-            suffix: "-b",
+            suffix: format!("-b-{run}"),
             port: free_port(),
             metrics_port: free_port(),
         },
