@@ -469,6 +469,23 @@ async fn pods_from_the_manifests_share_one_key_lose_no_write_to_a_kill_and_keep_
         let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
         assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
         assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+        assert!(status.contains("Seccomp:\t2"), "a seccomp filter: {status}");
+        let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|entry| entry == b"HOME=/home/bitwarden"),
+            "the image user's home for an id the image does not know"
+        );
+        // Prometheus scrapes each pod's metrics port.
+        let metrics = client
+            .get(format!("http://127.0.0.1:{}/metrics", replica.metrics_port))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), StatusCode::OK);
+        let metrics = metrics.text().await.unwrap();
+        assert!(metrics.contains("key_connector_"), "{metrics}");
     }
 
     // One symmetric key, and every key served by every pod.
