@@ -30,7 +30,7 @@ const PFX_PASSWORD: &str = "installer-made-password";
 
 /// Settings podman needs on these machines (no ulimit changes, runc), unless the caller
 /// already points CONTAINERS_CONF at its own.
-fn containers_conf() -> &'static Path {
+pub(crate) fn containers_conf() -> &'static Path {
     static CONF: OnceLock<PathBuf> = OnceLock::new();
     CONF.get_or_init(|| {
         if let Some(own) = std::env::var_os("CONTAINERS_CONF") {
@@ -46,7 +46,7 @@ fn containers_conf() -> &'static Path {
     })
 }
 
-fn podman(args: &[&str]) -> Output {
+pub(crate) fn podman(args: &[&str]) -> Output {
     Command::new("podman")
         .args(args)
         .env("CONTAINERS_CONF", containers_conf())
@@ -54,7 +54,7 @@ fn podman(args: &[&str]) -> Output {
         .expect("podman runs")
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -62,7 +62,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn podman_ok(args: &[&str]) -> String {
+pub(crate) fn podman_ok(args: &[&str]) -> String {
     let output = podman(args);
     assert!(
         output.status.success(),
@@ -80,7 +80,7 @@ fn image_binary() -> PathBuf {
 }
 
 /// Builds the image once per test run; `Err` is the reason it cannot be built here.
-fn image() -> Result<&'static str, String> {
+pub(crate) fn image() -> Result<&'static str, String> {
     static IMAGE: OnceLock<Result<&'static str, String>> = OnceLock::new();
     IMAGE.get_or_init(build_image).clone()
 }
@@ -221,7 +221,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = podman(&["rm", "--force", "--time=0", &self.name]);
+        let _ = podman(&["rm", "--force", "--volumes", "--time=0", &self.name]);
     }
 }
 

@@ -19,6 +19,7 @@ mod files;
 mod gcpkms;
 mod https;
 mod image;
+mod kubernetes;
 mod lifecycle;
 mod openapi;
 mod operations;

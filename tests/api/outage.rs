@@ -112,6 +112,16 @@ async fn outage_under_load(server: Engine) {
         .post_key(&idp.token_for(Uuid::new_v4()), &random_key())
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // What the Kubernetes probes ask (deploy/kubernetes) still answers: no probe restarts or
+    // unreadies a pod over the database's outage, and `/health` (the RSA key) is unaffected.
+    for path in ["/alive", "/health"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{path} during the outage"
+        );
+    }
 
     // The server hangs: answers still come, bounded by the command timeout.
     proxy.set(Mode::BlackHole);
