@@ -17,7 +17,7 @@
 # Inputs (environment); without the first four it prints "SKIPPED: ..." and exits 0:
 #   VAULTWARDEN_BIN    Vaultwarden built from that pull request (`--features sqlite`)
 #   BW_CLI             the CLI: node_modules/.bin/bw of `npm install @bitwarden/cli@2026.6.0`
-#                      (later ones fail against that Vaultwarden: see README.md)
+#                      (later ones fail against that Vaultwarden: see tests/e2e/README.md)
 #   NODE22             Node.js 22 or later to run the CLI and the provider with
 #                      (default: `node` on PATH, if it is 22 or later)
 #   OIDC_PROVIDER_DIR  a directory where `npm install oidc-provider` was run

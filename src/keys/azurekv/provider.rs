@@ -198,7 +198,7 @@ pub(crate) fn classify(
                 )),
                 403 => KeyProviderError::config(format!(
                     "Azure Key Vault denied access to {object} ({detail}); give the application the permissions \
-                     listed in the README (access policy or Azure RBAC role) and check the vault's firewall"
+                     listed in docs/key-providers.md (access policy or Azure RBAC role) and check the vault's firewall"
                 )),
                 404 => KeyProviderError::config(format!(
                     "{object} does not exist ({code}); check {settings}"
