@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::openbao_or_skip;
 use crate::support::openbao::{OpenBao, Transport};
-use crate::support::proxy::{Mode, Proxy};
+use crate::support::proxy::start_up_waits_for_the_key_service;
 use crate::support::{AppOptions, TestIdp, random_key, spawn_app_with};
 
 const MOUNT: &str = "kv";
@@ -472,31 +472,8 @@ async fn a_sealed_vault_is_unavailable_not_a_config_error() {
 async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
     let vault = vault_or_skip!(Transport::Http);
     let upstream = format!("127.0.0.1:{}", vault.bao.port()).parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    proxy.set(Mode::Down);
-    let settings = vault.settings(&[("vaultServerUri", &format!("http://{}", proxy.address))]);
-    let idp = Arc::new(TestIdp::start().await);
-    let starting = tokio::spawn(async move {
-        crate::support::try_spawn_app_with(
-            idp,
-            AppOptions {
-                rsa_key: Some(settings),
-                ..AppOptions::default()
-            },
-        )
-        .await
-    });
-    // Tried, and tried again: start-up is retrying, not failed.
-    proxy.wait_for_connections(2, Duration::from_secs(30)).await;
-    assert!(!starting.is_finished(), "start-up must wait for Vault");
-    proxy.set(Mode::Forward);
-    let app = tokio::time::timeout(Duration::from_secs(30), starting)
-        .await
-        .expect("start-up finishes once Vault answers")
-        .unwrap()
-        .unwrap_or_else(|e| panic!("start-up failed: {e}"));
-    let token = app.token_for(Uuid::new_v4());
-    assert_eq!(app.post_key(&token, &random_key()).await.status(), 200);
+    start_up_waits_for_the_key_service(upstream, |url| vault.settings(&[("vaultServerUri", url)]))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use crate::support::binary::{
     Service, free_port, run_to_end, service_command, stored_symmetric_key,
 };
 use crate::support::openbao::{OpenBao, Transport};
-use crate::support::proxy::{Mode, Proxy};
+use crate::support::proxy::{Mode, Proxy, start_up_waits_for_the_key_service};
 use crate::support::{AppOptions, LocalTlsStandIn, TestIdp, random_key, spawn_app_with};
 
 const KEY: &str = "key-connector";
@@ -689,30 +689,10 @@ async fn vault_cut_off_makes_health_503_while_keys_are_served_then_it_recovers()
 async fn start_up_with_vault_down_waits_and_retries() {
     let transit = transit_or_skip!("rsa-2048");
     let upstream = format!("127.0.0.1:{}", transit.bao.port()).parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    proxy.set(Mode::Down);
-    let settings = transit.settings(&[("vaultServerUri", &format!("http://{}", proxy.address))]);
-    let idp = Arc::new(TestIdp::start().await);
-    let starting = tokio::spawn(async move {
-        crate::support::try_spawn_app_with(
-            idp,
-            AppOptions {
-                rsa_key: Some(settings),
-                ..AppOptions::default()
-            },
-        )
-        .await
-    });
-    proxy.wait_for_connections(2, Duration::from_secs(30)).await;
-    assert!(!starting.is_finished(), "start-up must wait for Vault");
-    proxy.set(Mode::Forward);
-    let app = tokio::time::timeout(Duration::from_secs(30), starting)
-        .await
-        .expect("start-up finishes once Vault answers")
-        .unwrap()
-        .unwrap_or_else(|e| panic!("start-up failed: {e}"));
-    let token = app.token_for(Uuid::new_v4());
-    assert_eq!(app.post_key(&token, &random_key()).await.status(), 200);
+    start_up_waits_for_the_key_service(upstream, |url| {
+        transit.settings(&[("vaultServerUri", url)])
+    })
+    .await;
 }
 
 /// The operator's path: a database sealed under a PFX moves into Transit with

@@ -113,3 +113,41 @@ impl Drop for Proxy {
         self.tasks.lock().unwrap().abort_all();
     }
 }
+
+/// Start-up with a remote key service down waits and retries, then serves once it answers:
+/// `settings_via(proxy_url)` configures the RSA key provider to reach the service at
+/// `upstream` through a proxy that refuses connections until start-up has tried twice.
+pub async fn start_up_waits_for_the_key_service(
+    upstream: SocketAddr,
+    settings_via: impl FnOnce(&str) -> key_connector::config::RsaKeySettings,
+) {
+    use crate::support::{AppOptions, TestIdp, random_key, try_spawn_app_with};
+    let proxy = Proxy::start(upstream).await;
+    proxy.set(Mode::Down);
+    let settings = settings_via(&format!("http://{}", proxy.address));
+    let idp = Arc::new(TestIdp::start().await);
+    let starting = tokio::spawn(async move {
+        try_spawn_app_with(
+            idp,
+            AppOptions {
+                rsa_key: Some(settings),
+                ..AppOptions::default()
+            },
+        )
+        .await
+    });
+    // Tried, and tried again: start-up is retrying, not failed.
+    proxy.wait_for_connections(2, Duration::from_secs(30)).await;
+    assert!(
+        !starting.is_finished(),
+        "start-up must wait for the key service"
+    );
+    proxy.set(Mode::Forward);
+    let app = tokio::time::timeout(Duration::from_secs(30), starting)
+        .await
+        .expect("start-up finishes once the key service answers")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("start-up failed: {e}"));
+    let token = app.token_for(uuid::Uuid::new_v4());
+    assert_eq!(app.post_key(&token, &random_key()).await.status(), 200);
+}
