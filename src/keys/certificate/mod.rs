@@ -11,9 +11,9 @@
 #[cfg(feature = "azurekv")]
 mod azure_key_vault;
 pub mod azure_storage;
+mod dotnet_store;
 mod remote;
 mod settings;
-mod dotnet_store;
 mod vault;
 
 use std::sync::Arc;
