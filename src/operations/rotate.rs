@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::OperationError;
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
+use crate::crypto::symmetric_key::unwrap_stored;
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
 use crate::store::{KeyStore, open_store};
 
@@ -71,14 +72,14 @@ pub async fn rotate_rsa_key(
                     "the database has no symmetric key yet; start the service once with the new RSA key instead".into(),
                 )
             })?;
-        let bytes = STANDARD
-            .decode(wrapped.trim())
-            .map_err(failed.at("the stored symmetric key is not base64"))?;
-        let unwrap_failed = "the current RSA key (keyConnectorSettings__rsaKey__...) cannot unwrap the stored symmetric key";
-        let key = old_provider
-            .unwrap_symmetric_key(&bytes)
+        // The same unwrapping as start-up's, its 32-byte check included: a key of another
+        // length must never be wrapped anew under the new RSA key.
+        let key = unwrap_stored(&wrapped, old_provider.as_ref())
             .await
-            .map_err(failed.at(unwrap_failed))?;
+            .map_err(|source| OperationError::SymmetricKey {
+                what: "the current RSA key (keyConnectorSettings__rsaKey__...) and the stored symmetric key",
+                source,
+            })?;
         let replacement = super::wrap_proved(new_provider.as_ref(), &key).await?;
         let swapped = store
             .replace_symmetric_key(&wrapped, &replacement)
@@ -159,7 +160,6 @@ pub async fn rotate_symmetric_key(
     interactive: bool,
     recovery: Option<&RecoveryPublicKey>,
 ) -> Result<SymmetricRotationReport, OperationError> {
-    use crate::crypto::symmetric_key::unwrap_stored;
     use crate::crypto::{SealedForm, UserKeyCipher, generate_symmetric_key};
 
     let failed =

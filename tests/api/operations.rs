@@ -1099,3 +1099,73 @@ fn rotation_progress(
         .count();
     (key_rows, resealed)
 }
+
+/// `rotate-rsa-key` unwraps the stored key as start-up does, 32-byte check included: a
+/// stored key that unwraps to another length (damaged, or not a symmetric key at all) is
+/// refused, never wrapped anew under the new RSA key, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_rsa_key_refuses_a_stored_key_that_is_not_32_bytes() {
+    use key_connector::keys::RsaKeyProvider;
+    use key_connector::keys::certificate::{CertificateKeyProvider, CertificateSettings};
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    app.shutdown().await;
+    // The database's key replaced by a valid wrapping of 16 bytes under the same certificate.
+    let certificate = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
+        path: dir.path().join("key.pfx"),
+        password: Some(secrecy::SecretString::from("test-password")),
+    })
+    .await
+    .unwrap();
+    let short = certificate.wrap_symmetric_key(&[7u8; 16]).await.unwrap();
+    let short = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, short);
+    rusqlite::Connection::open(dir.path().join("keys.db"))
+        .unwrap()
+        .execute("UPDATE ApplicationDatas SET SymmetricKey = ?1", [&short])
+        .unwrap();
+    let rotate_env = vec![
+        (
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate".to_string(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem".into(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+            target_pfx(dir.path()).display().to_string(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "target-pw".into(),
+        ),
+    ];
+    let (dir_path, idp_url) = (dir.path().to_owned(), idp.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        admin(&dir_path, &idp_url, &["rotate-rsa-key"], &rotate_env)
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("16 bytes instead of 32"),
+        "{}",
+        text(&output)
+    );
+    let stored: String = rusqlite::Connection::open(dir.path().join("keys.db"))
+        .unwrap()
+        .query_row("SELECT SymmetricKey FROM ApplicationDatas", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, short, "nothing was written");
+}
