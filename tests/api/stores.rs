@@ -62,24 +62,40 @@ impl Backend {
             }
         })
     }
+}
 
-    /// `row` as this backend gives it back: PostgreSQL and MySQL keep microseconds.
-    fn kept(self, row: &StoredUserKey) -> StoredUserKey {
-        let cut = |t: OffsetDateTime| match self {
-            // SQLite and JSON keep .NET's 100 ns ticks as text; SQL Server's datetime2 too.
-            Backend::Sqlite | Backend::Json | Backend::SqlServer => t,
-            Backend::PostgreSql | Backend::MySql => {
-                t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
-            }
-        };
-        StoredUserKey {
-            id: row.id,
-            sealed_key: row.sealed_key.clone(),
-            creation_date: cut(row.creation_date),
-            revision_date: row.revision_date.map(cut),
-            last_access_date: row.last_access_date.map(cut),
+/// `row` as `backend` gives it back: PostgreSQL and MySQL keep microseconds; SQLite, JSON
+/// and SQL Server's `datetime2` keep .NET's 100 ns ticks, and Babelfish's `datetime2` is a
+/// PostgreSQL timestamp that keeps microseconds, rounding the seventh digit.
+fn kept(precision: DatePrecision, row: &StoredUserKey) -> StoredUserKey {
+    let cut = |t: OffsetDateTime| match precision {
+        DatePrecision::Ticks => t,
+        DatePrecision::MicrosecondsCut => {
+            t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
         }
+        DatePrecision::MicrosecondsRounded => {
+            let cut = t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap();
+            if t.nanosecond() % 1000 >= 500 {
+                cut + time::Duration::MICROSECOND
+            } else {
+                cut
+            }
+        }
+    };
+    StoredUserKey {
+        id: row.id,
+        sealed_key: row.sealed_key.clone(),
+        creation_date: cut(row.creation_date),
+        revision_date: row.revision_date.map(cut),
+        last_access_date: row.last_access_date.map(cut),
     }
+}
+
+#[derive(Clone, Copy)]
+enum DatePrecision {
+    Ticks,
+    MicrosecondsCut,
+    MicrosecondsRounded,
 }
 
 /// Where one test's store lives; removed when dropped.
@@ -89,6 +105,20 @@ enum Storage {
 }
 
 impl Storage {
+    /// `row` as this storage gives it back.
+    fn kept(&self, row: &StoredUserKey) -> StoredUserKey {
+        let precision = match self {
+            Storage::Dir(..) => DatePrecision::Ticks,
+            Storage::Database(database) => match database.server {
+                Engine::PostgreSql | Engine::MySql => DatePrecision::MicrosecondsCut,
+                // Babelfish for PostgreSQL only: SQL Server itself must keep every tick.
+                Engine::SqlServer if database.is_babelfish() => DatePrecision::MicrosecondsRounded,
+                Engine::SqlServer => DatePrecision::Ticks,
+            },
+        };
+        kept(precision, row)
+    }
+
     async fn open(&self) -> Arc<dyn KeyStore> {
         match self {
             Storage::Dir(backend, dir) => backend.open(dir.path()).await,
@@ -162,7 +192,7 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(backend.kept(&original))
+        Some(storage.kept(&original))
     );
     assert_eq!(
         store.create_user_key(&row(id, "sealed-2")).await.unwrap(),
@@ -170,7 +200,7 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(backend.kept(&original)),
+        Some(storage.kept(&original)),
         "unchanged"
     );
 }
@@ -258,12 +288,12 @@ async fn everything_survives_reopening(backend: Backend) {
     for r in &rows {
         assert_eq!(
             store.read_user_key(r.id).await.unwrap(),
-            Some(backend.kept(r))
+            Some(storage.kept(r))
         );
     }
     let mut listed = store.list_user_keys().await.unwrap();
     listed.sort_by_key(|r| r.sealed_key.clone());
-    let mut expected: Vec<_> = rows.iter().map(|r| backend.kept(r)).collect();
+    let mut expected: Vec<_> = rows.iter().map(|r| storage.kept(r)).collect();
     expected.sort_by_key(|r| r.sealed_key.clone());
     assert_eq!(listed, expected);
     store.ping().await.unwrap();
@@ -439,7 +469,7 @@ async fn resealing_a_user_key_is_a_compare_and_swap(backend: Backend) {
     assert!(store.reseal_user_key(id, "s1", "s2").await.unwrap());
     let resealed = store.read_user_key(id).await.unwrap().unwrap();
     assert_eq!(resealed.sealed_key, "s2");
-    let kept = backend.kept(&original);
+    let kept = storage.kept(&original);
     assert_eq!(
         (
             resealed.creation_date,

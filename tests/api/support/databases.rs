@@ -53,6 +53,9 @@ pub struct TestDatabase {
     pub server: Engine,
     pub name: String,
     base: String,
+    /// The SQL Server is Babelfish for PostgreSQL (`@@VERSION` says so), which differs from
+    /// SQL Server where a test must say so: see [`TestDatabase::is_babelfish`].
+    babelfish: bool,
 }
 
 impl TestDatabase {
@@ -64,10 +67,11 @@ impl TestDatabase {
                 server.env_var()
             )
         })?;
-        let database = Self {
+        let mut database = Self {
             server,
             name: format!("kc_test_{}", Uuid::new_v4().simple()),
             base,
+            babelfish: false,
         };
         database.admin(|_| None).await.map_err(|e| {
             format!(
@@ -75,7 +79,21 @@ impl TestDatabase {
                 database.redacted_base()
             )
         })?;
+        if server == Engine::SqlServer {
+            let version = database.admin_column("SELECT @@VERSION").await?;
+            database.babelfish = version
+                .iter()
+                .flatten()
+                .any(|v| v.starts_with("Babelfish for PostgreSQL"));
+        }
         Ok(database)
+    }
+
+    /// Whether the SQL Server is Babelfish for PostgreSQL rather than Microsoft's. Where it
+    /// differs (it keeps `datetime2` to the microsecond, rounding the seventh digit), a test
+    /// allows that only here, never for SQL Server itself.
+    pub fn is_babelfish(&self) -> bool {
+        self.babelfish
     }
 
     fn redacted_base(&self) -> String {
@@ -219,19 +237,7 @@ impl TestDatabase {
                 let _ = conn.close().await;
             }
             Engine::SqlServer => {
-                use tokio_util::compat::TokioAsyncWriteCompatExt;
-                let config =
-                    key_connector::store::sqlserver::tiberius_config(&connection, "master");
-                let tcp = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    tokio::net::TcpStream::connect(config.get_addr()),
-                )
-                .await
-                .map_err(|_| "no answer within 5 s".to_string())?
-                .map_err(|e| e.to_string())?;
-                let mut client = tiberius::Client::connect(config, tcp.compat_write())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut client = sqlserver_client(&connection, "master").await?;
                 if let Some(statement) = sql(&self.name) {
                     client
                         .simple_query(statement)
@@ -247,31 +253,59 @@ impl TestDatabase {
         Ok(())
     }
 
+    /// First column of a query on SQL Server's `master`, as text.
+    async fn admin_column(&self, query: &str) -> Result<Vec<Option<String>>, String> {
+        let connection = sql_connection::parse(
+            self.server.dialect(),
+            &format!("{};Database=master", self.base.trim_end_matches(';')),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut client = sqlserver_client(&connection, "master").await?;
+        let rows = client
+            .simple_query(query)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_first_result()
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = client.close().await;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<&str, _>(0).map(str::to_owned))
+            .collect())
+    }
+
     /// Runs statements in the test database (which must exist).
     pub async fn execute(&self, statements: &[&str]) {
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("execute() is for PostgreSQL and MySQL")
-        };
+        let connection = self.connection();
         for statement in statements {
-            let statement = sqlx::AssertSqlSafe(statement.to_string());
             let result = match self.server {
                 Engine::PostgreSql => {
                     let mut conn = timed(postgres_options(&connection).connect())
                         .await
                         .unwrap();
-                    sqlx::raw_sql(statement)
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
                         .execute(&mut conn)
                         .await
                         .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }
-                _ => {
+                Engine::MySql => {
                     let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                    sqlx::raw_sql(statement)
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
                         .execute(&mut conn)
                         .await
                         .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Engine::SqlServer => {
+                    let mut client = sqlserver_client(&connection, &self.name).await.unwrap();
+                    let result = match client.simple_query(*statement).await {
+                        Ok(stream) => stream.into_results().await.map(drop),
+                        Err(e) => Err(e),
+                    };
+                    let _ = client.close().await;
+                    result.map_err(|e| e.to_string())
                 }
             };
             result.unwrap_or_else(|e| panic!("{e}"));
@@ -282,37 +316,60 @@ impl TestDatabase {
     pub async fn create_empty(&self) {
         let create: fn(&str) -> Option<String> = match self.server {
             Engine::PostgreSql => |name: &str| Some(format!("CREATE DATABASE \"{name}\"")),
-            _ => |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")),
+            Engine::MySql => {
+                |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            }
+            Engine::SqlServer => |name: &str| Some(format!("CREATE DATABASE [{name}]")),
         };
         self.admin(create).await.expect("test database created");
     }
 
     /// First column of every row of a query, as text.
     pub async fn column(&self, query: &str) -> Vec<Option<String>> {
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("column() is for PostgreSQL and MySQL")
-        };
-        let query = sqlx::AssertSqlSafe(query.to_string());
+        let connection = self.connection();
         match self.server {
             Engine::PostgreSql => {
                 let mut conn = timed(postgres_options(&connection).connect())
                     .await
                     .unwrap();
-                sqlx::query_scalar(query)
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
                     .fetch_all(&mut conn)
                     .await
                     .unwrap()
             }
-            _ => {
+            Engine::MySql => {
                 let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                sqlx::query_scalar(query)
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
                     .fetch_all(&mut conn)
                     .await
                     .unwrap()
+            }
+            Engine::SqlServer => {
+                let mut client = sqlserver_client(&connection, &self.name).await.unwrap();
+                let rows = client
+                    .simple_query(query)
+                    .await
+                    .unwrap()
+                    .into_first_result()
+                    .await
+                    .unwrap();
+                let _ = client.close().await;
+                rows.iter()
+                    .map(|row| row.get::<&str, _>(0).map(str::to_owned))
+                    .collect()
             }
         }
+    }
+
+    /// The test database's parsed connection string.
+    fn connection(&self) -> key_connector::config::SqlConnection {
+        let (DatabaseSettings::PostgreSql { connection }
+        | DatabaseSettings::MySql { connection }
+        | DatabaseSettings::SqlServer { connection }) = self.settings()
+        else {
+            unreachable!("a test database is on a SQL server")
+        };
+        connection
     }
 }
 
@@ -322,7 +379,8 @@ impl Drop for TestDatabase {
             Engine::PostgreSql => {
                 |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             }
-            _ => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
+            Engine::MySql => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
+            Engine::SqlServer => |name: &str| Some(format!("DROP DATABASE IF EXISTS [{name}]")),
         };
         let server = self.server;
         let name = self.name.clone();
@@ -333,7 +391,12 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .unwrap();
-            let database = TestDatabase { server, name, base };
+            let database = TestDatabase {
+                server,
+                name,
+                base,
+                babelfish: false,
+            };
             if let Err(error) = runtime.block_on(database.admin(drop_statement)) {
                 eprintln!("could not drop test database {}: {error}", database.name);
             }
@@ -341,6 +404,25 @@ impl Drop for TestDatabase {
         })
         .join();
     }
+}
+
+/// A connection to `database` on the SQL Server of `connection`, as the store makes it.
+async fn sqlserver_client(
+    connection: &key_connector::config::SqlConnection,
+    database: &str,
+) -> Result<tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>>, String> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = key_connector::store::sqlserver::tiberius_config(connection, database);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(config.get_addr()),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn timed<T>(future: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, String> {
