@@ -74,8 +74,12 @@ pub const CREATE_SCHEMA: [&str; 2] = [
 /// The `DATA_TYPE`s `INFORMATION_SCHEMA` reports for upstream's columns.
 const COLUMNS: ColumnTypes = ColumnTypes::new("int", "uniqueidentifier", "nvarchar", "datetime2");
 
-const LIST_TABLES: &str = "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
-     AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
+/// Which of upstream's tables the connection's default schema holds, found as EF finds its
+/// history table (`OBJECT_ID`) and named as upstream spells them. Not read back from
+/// `sys.tables`: Babelfish for PostgreSQL lists there PostgreSQL's lower-cased relation name
+/// (`applicationdatas`), where SQL Server keeps the name as created.
+const LIST_TABLES: &str = "SELECT t.name FROM (VALUES (N'ApplicationDatas'), (N'UserKeys'), \
+     (N'__EFMigrationsHistory')) AS t(name) WHERE OBJECT_ID(QUOTENAME(t.name), N'U') IS NOT NULL";
 const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
      WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";
 
@@ -96,7 +100,9 @@ const SELECT_KEY_ROWS: &str = "SELECT [Id], [SymmetricKey] FROM [ApplicationData
 /// SQL Server error numbers.
 const LOGIN_FAILED: u32 = 18456;
 const CANNOT_OPEN_DATABASE: u32 = 4060;
+const DATABASE_DOES_NOT_EXIST: u32 = 911;
 const DATABASE_EXISTS: u32 = 1801;
+const PERMISSION_DENIED: u32 = 262;
 const PRIMARY_KEY_VIOLATION: u32 = 2627;
 const UNIQUE_INDEX_VIOLATION: u32 = 2601;
 
@@ -544,6 +550,13 @@ async fn column_types(client: &mut TdsClient) -> Result<Vec<(String, String, Str
         .collect())
 }
 
+/// Whether a refused login names a database that does not exist. SQL Server answers 4060
+/// ("cannot open database requested by the login"); Babelfish for PostgreSQL answers 911
+/// ("database does not exist"), SQL Server's own number for a `USE` of a missing database.
+fn is_missing_database(code: Option<u32>) -> bool {
+    matches!(code, Some(CANNOT_OPEN_DATABASE | DATABASE_DOES_NOT_EXIST))
+}
+
 /// EF's `Migrate()` creates a missing database; so do we, through `master`.
 async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreError> {
     let timeout = connection.pool.connect_timeout;
@@ -561,32 +574,98 @@ async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreE
         }
         Err(error) => error,
     };
-    if error.code() != Some(CANNOT_OPEN_DATABASE) {
+    if !is_missing_database(error.code()) {
         return Err(open_error(error));
     }
     tracing::info!(database = %connection.database, "the SQL Server database does not exist; creating it");
     let mut client = connect(tiberius_config(connection, "master"), named, timeout)
         .await
         .map_err(open_error)?;
-    let statement = format!(
-        "CREATE DATABASE [{}]",
-        connection.database.replace(']', "]]")
-    );
-    let created = match client.simple_query(statement).await {
-        Ok(stream) => stream.into_results().await.map(|_| ()),
-        Err(error) => Err(error),
-    };
+    let outcome = create_database(&mut client, &connection.database).await;
     let _ = client.close().await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(error) if error.code() == Some(DATABASE_EXISTS) => Ok(()),
-        Err(error) => Err(Refusal::DatabaseNotCreated {
-            database: connection.database.clone(),
-            origin: SETTING.into(),
-            source: Box::new(error),
-        }
-        .into()),
+    outcome
+}
+
+/// How often `CREATE DATABASE` is tried, and the pause after the first failure (doubled
+/// after each further one).
+const CREATE_ATTEMPTS: u32 = 3;
+const CREATE_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// What follows a `CREATE DATABASE` the server refused.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterFailedCreate {
+    /// Another instance created it meanwhile.
+    Exists,
+    TryAgain,
+    Refuse,
+}
+
+/// Decides after `CREATE DATABASE` failed on its `attempt`th try. Whether the database now
+/// exists is asked, not read from the error: SQL Server answers a lost race with 1801,
+/// Babelfish for PostgreSQL with 2627 (a duplicate in its own catalog) or a message without
+/// a SQL Server number. A missing permission is final; anything else is tried again, since
+/// creating databases at the same moment fails transiently: SQL Server's 1807 (`model` is
+/// locked), Babelfish's "tuple concurrently updated" (another database being created).
+fn after_failed_create(exists: bool, code: Option<u32>, attempt: u32) -> AfterFailedCreate {
+    if exists || code == Some(DATABASE_EXISTS) {
+        AfterFailedCreate::Exists
+    } else if code == Some(PERMISSION_DENIED) || attempt >= CREATE_ATTEMPTS {
+        AfterFailedCreate::Refuse
+    } else {
+        AfterFailedCreate::TryAgain
     }
+}
+
+/// Creates `database` through a connection to `master`, as EF's `Migrate()` does.
+async fn create_database(client: &mut TdsClient, database: &str) -> Result<(), StoreError> {
+    let statement = format!("CREATE DATABASE [{}]", database.replace(']', "]]"));
+    let mut pause = CREATE_RETRY_PAUSE;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match client.simple_query(statement.as_str()).await {
+            Ok(stream) => match stream.into_results().await {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        // Only the server's answer leaves the connection fit to ask again.
+        if !matches!(error, tiberius::error::Error::Server(_)) {
+            return Err(open_error(error));
+        }
+        let exists = database_exists(client, database).await?;
+        match after_failed_create(exists, error.code(), attempt) {
+            AfterFailedCreate::Exists => return Ok(()),
+            AfterFailedCreate::TryAgain => {
+                tracing::info!(database, attempt, error = %error, "creating the SQL Server database failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            AfterFailedCreate::Refuse => {
+                return Err(Refusal::DatabaseNotCreated {
+                    database: database.to_owned(),
+                    origin: SETTING.into(),
+                    source: Box::new(error),
+                }
+                .into());
+            }
+        }
+    }
+}
+
+async fn database_exists(client: &mut TdsClient, database: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query(
+            "SELECT CASE WHEN DB_ID(@P1) IS NULL THEN 0 ELSE 1 END",
+            &[&database],
+        )
+        .await
+        .map_err(open_error)?
+        .into_row()
+        .await
+        .map_err(open_error)?;
+    Ok(row.and_then(|r| r.get::<i32, _>(0)) == Some(1))
 }
 
 fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
@@ -828,5 +907,43 @@ impl UserKeyRows for SqlServerStore {
             .await)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_to_a_missing_database_is_told_apart_from_other_refusals() {
+        assert!(is_missing_database(Some(CANNOT_OPEN_DATABASE)));
+        // Babelfish for PostgreSQL's answer to a login naming a missing database.
+        assert!(is_missing_database(Some(DATABASE_DOES_NOT_EXIST)));
+        assert!(!is_missing_database(Some(LOGIN_FAILED)));
+        assert!(!is_missing_database(None));
+    }
+
+    #[test]
+    fn a_failed_database_creation_is_retried_unless_it_exists_or_is_not_allowed() {
+        use AfterFailedCreate::*;
+        // Another instance won the race, whatever the server answered the loser.
+        assert_eq!(after_failed_create(true, Some(2627), 1), Exists);
+        assert_eq!(after_failed_create(false, Some(DATABASE_EXISTS), 1), Exists);
+        assert_eq!(
+            after_failed_create(true, Some(PERMISSION_DENIED), 3),
+            Exists
+        );
+        // Concurrent creation of another database (SQL Server's `model` lock, Babelfish's
+        // catalog update) is transient, up to the last attempt.
+        assert_eq!(after_failed_create(false, Some(1807), 1), TryAgain);
+        assert_eq!(after_failed_create(false, Some(33_557_097), 2), TryAgain);
+        assert_eq!(
+            after_failed_create(false, Some(1807), CREATE_ATTEMPTS),
+            Refuse
+        );
+        assert_eq!(
+            after_failed_create(false, Some(PERMISSION_DENIED), 1),
+            Refuse
+        );
     }
 }
