@@ -91,7 +91,20 @@ const TAKE_BOOTSTRAP_LOCK: &str = "DECLARE @granted int; \
     SELECT @granted";
 
 pub const SELECT_USER_KEY: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] WHERE [Id] = @P1";
-pub const INSERT_USER_KEY: &str = "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, @P5)";
+/// Upstream's row insert, by which of the two optional dates the row has. A missing date is
+/// the literal `NULL`, never a NULL parameter: SqlClient sends one as a NULL of the column's
+/// type, tiberius as TDS's untyped NULL (type 0x1F), which SQL Server takes and Babelfish for
+/// PostgreSQL refuses ("Data type 0x1F is unknown", error 8009).
+const INSERT_USER_KEY: [[&str; 2]; 2] = [
+    [
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, NULL, NULL)",
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, NULL, @P4)",
+    ],
+    [
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, NULL)",
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, @P5)",
+    ],
+];
 pub const REPLACE_USER_KEY: &str =
     "UPDATE [UserKeys] SET [Key] = @P1, [RevisionDate] = @P2 WHERE [Id] = @P3";
 const SELECT_ALL_USER_KEYS: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] ORDER BY [CreationDate], [Id]";
@@ -688,6 +701,23 @@ fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
     })
 }
 
+/// The insert of `key` and the dates it binds after the id and the key: the creation date,
+/// then whichever of the other two the row has (see [`INSERT_USER_KEY`]).
+fn user_key_insert(key: &StoredUserKey) -> (&'static str, Vec<PrimitiveDateTime>) {
+    let statement = INSERT_USER_KEY[usize::from(key.revision_date.is_some())]
+        [usize::from(key.last_access_date.is_some())];
+    let dates = [
+        Some(key.creation_date),
+        key.revision_date,
+        key.last_access_date,
+    ]
+    .into_iter()
+    .flatten()
+    .map(to_naive_utc)
+    .collect();
+    (statement, dates)
+}
+
 fn key_rows(rows: &[Row]) -> Vec<KeyRow<i32>> {
     rows.iter()
         .map(|r| KeyRow {
@@ -850,20 +880,14 @@ impl UserKeyRows for SqlServerStore {
     }
 
     async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
-        let creation = to_naive_utc(key.creation_date);
-        let revision = key.revision_date.map(to_naive_utc);
-        let last_access = key.last_access_date.map(to_naive_utc);
-        let row: [&dyn ToSql; 5] = [
-            &key.id,
-            &key.sealed_key.as_str(),
-            &creation,
-            &revision,
-            &last_access,
-        ];
+        let (statement, dates) = user_key_insert(key);
+        let sealed_key = key.sealed_key.as_str();
+        let mut row: Vec<&dyn ToSql> = vec![&key.id, &sealed_key];
+        row.extend(dates.iter().map(|d| d as &dyn ToSql));
         with_deadline(self.deadline, async {
             on_connection!(
                 self.pool,
-                |client| match client.execute(INSERT_USER_KEY, &row).await {
+                |client| match client.execute(statement, &row).await {
                     Ok(_) => Ok(CreateOutcome::Created),
                     Err(e) if is_duplicate_key(&e) => Ok(CreateOutcome::AlreadyExists),
                     Err(e) => Err(e),
@@ -945,5 +969,40 @@ mod tests {
             after_failed_create(false, Some(PERMISSION_DENIED), 1),
             Refuse
         );
+    }
+
+    #[test]
+    fn a_user_key_insert_binds_no_null_and_each_date_to_its_column() {
+        use time::macros::datetime;
+        let (created, revised, accessed) = (
+            datetime!(2026-01-01 00:00:00.1234567 UTC),
+            datetime!(2026-01-02 00:00 UTC),
+            datetime!(2026-01-03 00:00 UTC),
+        );
+        for (revision, last_access, values) in [
+            (None, None, "(@P1, @P2, @P3, NULL, NULL)"),
+            (None, Some(accessed), "(@P1, @P2, @P3, NULL, @P4)"),
+            (Some(revised), None, "(@P1, @P2, @P3, @P4, NULL)"),
+            (Some(revised), Some(accessed), "(@P1, @P2, @P3, @P4, @P5)"),
+        ] {
+            let key = StoredUserKey {
+                id: Uuid::nil(),
+                sealed_key: "sealed".into(),
+                creation_date: created,
+                revision_date: revision,
+                last_access_date: last_access,
+            };
+            let (statement, dates) = user_key_insert(&key);
+            assert!(
+                statement.ends_with(&format!("VALUES {values}")),
+                "{statement}"
+            );
+            let expected: Vec<_> = [Some(created), revision, last_access]
+                .into_iter()
+                .flatten()
+                .map(to_naive_utc)
+                .collect();
+            assert_eq!(dates, expected, "{statement}");
+        }
     }
 }
