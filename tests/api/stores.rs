@@ -25,7 +25,7 @@ impl Backend {
     /// SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`); elsewhere its
     /// tests are skipped even when backends are required.
     fn not_configured(self) -> bool {
-        matches!(self, Backend::SqlServer) && Engine::SqlServer.base_connection_string().is_none()
+        matches!(self, Backend::SqlServer) && !Engine::SqlServer.is_configured()
     }
 
     fn settings(self, dir: &Path) -> DatabaseSettings {

@@ -27,6 +27,12 @@ impl Engine {
         }
     }
 
+    /// Whether tests may expect the server: PostgreSQL and MySQL have defaults, SQL Server
+    /// only a configured `KC_TEST_SQLSERVER` (CI has none).
+    pub fn is_configured(self) -> bool {
+        self.base_connection_string().is_some()
+    }
+
     /// The server's connection string without a database, if one is configured.
     pub fn base_connection_string(self) -> Option<String> {
         if let Ok(value) = std::env::var(self.env_var()) {
@@ -36,6 +42,33 @@ impl Engine {
             Engine::PostgreSql => Some("Host=127.0.0.1;Port=5432;Username=postgres".into()),
             Engine::MySql => Some("Server=127.0.0.1;Port=3306;Uid=root;Pwd=".into()),
             Engine::SqlServer => None,
+        }
+    }
+
+    /// `database:provider`'s value for this server.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Engine::PostgreSql => "postgresql",
+            Engine::MySql => "mysql",
+            Engine::SqlServer => "sqlserver",
+        }
+    }
+
+    /// The environment variable of this server's connection string setting.
+    pub fn connection_string_variable(self) -> &'static str {
+        match self {
+            Engine::PostgreSql => "keyConnectorSettings__database__postgreSqlConnectionString",
+            Engine::MySql => "keyConnectorSettings__database__mySqlConnectionString",
+            Engine::SqlServer => "keyConnectorSettings__database__sqlServerConnectionString",
+        }
+    }
+
+    /// `identifier` quoted as this server's SQL quotes names.
+    pub fn quoted(self, identifier: &str) -> String {
+        match self {
+            Engine::PostgreSql => format!("\"{identifier}\""),
+            Engine::MySql => format!("`{identifier}`"),
+            Engine::SqlServer => format!("[{identifier}]"),
         }
     }
 
@@ -149,12 +182,38 @@ impl TestDatabase {
                 address.port(),
                 self.name
             ),
-            _ => format!(
+            Engine::MySql => format!(
                 "Server={};Port={};Uid={user};Pwd={password};Database={};{extra}",
                 address.ip(),
                 address.port(),
                 self.name
             ),
+            // The base's other keywords (encryption, trust) stay as they are.
+            Engine::SqlServer => {
+                let others: Vec<&str> = self
+                    .base
+                    .split(';')
+                    .filter(|part| {
+                        let keyword: String = part
+                            .split('=')
+                            .next()
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .collect();
+                        !part.trim().is_empty()
+                            && !["server", "datasource", "address", "addr", "networkaddress"]
+                                .contains(&keyword.to_ascii_lowercase().as_str())
+                    })
+                    .collect();
+                format!(
+                    "Server=tcp:{},{};{};Database={};{extra}",
+                    address.ip(),
+                    address.port(),
+                    others.join(";"),
+                    self.name
+                )
+            }
         };
         self.settings_for(&text)
     }
@@ -162,17 +221,14 @@ impl TestDatabase {
     /// Where the database is, as `tests/compat/upstream_format.py` takes it.
     pub fn script_args(&self) -> Vec<String> {
         use key_connector::config::sql_connection::SqlEndpoint;
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("the script handles PostgreSQL and MySQL")
-        };
+        let connection = self.connection();
         let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint else {
             panic!("the script connects over TCP")
         };
         let (engine, default_port) = match self.server {
             Engine::PostgreSql => ("postgresql", 5432),
-            _ => ("mysql", 3306),
+            Engine::MySql => ("mysql", 3306),
+            Engine::SqlServer => ("sqlserver", 1433),
         };
         let password = connection
             .password
