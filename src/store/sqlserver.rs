@@ -281,7 +281,48 @@ fn store_error(error: tiberius::error::Error) -> StoreError {
     }
 }
 
+/// A certificate this host does not trust, and any other TLS failure `Encrypt` meets.
+const UNTRUSTED_CERTIFICATE: &str = "SQL Server presented a TLS certificate this host does not trust \
+     (`Encrypt` checks it unless `TrustServerCertificate=true`): add the issuing CA to the system's \
+     trusted certificates (/usr/local/share/ca-certificates and update-ca-certificates), or name a \
+     PEM file of trusted CAs in SSL_CERT_FILE";
+const TLS_FAILED: &str = "TLS to SQL Server failed as `Encrypt` requires";
+
+/// Where tiberius' text after a rejected certificate turns to advice on its own API
+/// (`Config::trust_cert_ca` and the like), which names nothing an operator can set.
+const TIBERIUS_ADVICE: &str = " To connect anyway";
+
+/// The TLS failure in `error`, if it is one, as the problem and its reason: the certificate
+/// (unknown CA, wrong name, expired), the handshake, or a server that offers no encryption
+/// where `Encrypt` requires it. Waiting fixes none of them.
+fn tls_failure(error: &tiberius::error::Error) -> Option<(&'static str, String)> {
+    match error {
+        tiberius::error::Error::Tls(text) => {
+            let reason = text.split(TIBERIUS_ADVICE).next().unwrap_or_default();
+            let problem = if text.contains("certificate") {
+                UNTRUSTED_CERTIFICATE
+            } else {
+                TLS_FAILED
+            };
+            Some((problem, reason.trim().to_owned()))
+        }
+        tiberius::error::Error::Protocol(text) if text.contains("requested encryption level") => {
+            Some((TLS_FAILED, text.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// At open, a refused login or a failing TLS handshake is a setting to fix, not an outage.
 fn open_error(error: tiberius::error::Error) -> StoreError {
+    if let Some((problem, reason)) = tls_failure(&error) {
+        return Refusal::Rejected {
+            problem,
+            origin: SETTING.into(),
+            source: reason.into(),
+        }
+        .into();
+    }
     if error.code() == Some(LOGIN_FAILED) {
         return Refusal::Rejected {
             problem: "SQL Server refused the login: check the user name and password",
@@ -414,23 +455,33 @@ impl SqlServerStore {
     /// the schema and never records a migration; upstream's tables must be there as they are.
     pub async fn open_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings("sqlserver", connection);
-        let store = Self::pooled(connection);
         let database = connection.database.clone();
+        // Checked on a connection of its own: the pool never hands out why it could not
+        // connect (a refused login would wait out the pool's timeout as "unavailable").
         let check = async {
-            let mut pooled = store.pool.get().await.map_err(|e| match e {
-                RunError::User(e) => open_error(e),
-                RunError::TimedOut => pool_error(RunError::TimedOut),
-            })?;
-            let client = &mut pooled.client;
-            let tables = table_names(client).await?;
-            let has = |name: &str| tables.iter().any(|t| t == name);
-            if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)? == SchemaPlan::Create {
-                return Err(Refusal::NoKeyTables(database).into());
+            let mut client = connect(
+                tiberius_config(connection, &connection.database),
+                named_instance(connection),
+                connection.pool.connect_timeout,
+            )
+            .await
+            .map_err(open_error)?;
+            let checked = async {
+                let tables = table_names(&mut client).await?;
+                let has = |name: &str| tables.iter().any(|t| t == name);
+                if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)?
+                    == SchemaPlan::Create
+                {
+                    return Err(Refusal::NoKeyTables(database).into());
+                }
+                check_columns(&column_types(&mut client).await?, &COLUMNS)
             }
-            check_columns(&column_types(client).await?, &COLUMNS)
+            .await;
+            let _ = client.close().await;
+            checked
         };
         with_deadline(connection.pool.connect_timeout * 2, check).await?;
-        Ok(store)
+        Ok(Self::pooled(connection))
     }
 
     /// The pool for `connection`; connects lazily.
@@ -945,6 +996,47 @@ mod tests {
         assert!(is_missing_database(Some(DATABASE_DOES_NOT_EXIST)));
         assert!(!is_missing_database(Some(LOGIN_FAILED)));
         assert!(!is_missing_database(None));
+    }
+
+    #[test]
+    fn tls_failures_at_open_are_refusals_that_name_what_to_set_not_tiberius_calls() {
+        use tiberius::error::Error;
+        // tiberius' own text for a certificate from an unknown CA, cut short.
+        let untrusted = Error::Tls(
+            "the server's certificate was rejected during the TLS handshake: UnknownIssuer. \
+             To connect anyway you can: (1) trust a specific CA certificate with \
+             `Config::trust_cert_ca(path)`"
+                .into(),
+        );
+        let (problem, reason) = tls_failure(&untrusted).unwrap();
+        assert_eq!(problem, UNTRUSTED_CERTIFICATE);
+        assert_eq!(
+            reason,
+            "the server's certificate was rejected during the TLS handshake: UnknownIssuer."
+        );
+        let message = open_error(untrusted).to_string();
+        assert!(
+            message.contains("does not trust") && message.contains("SSL_CERT_FILE"),
+            "{message}"
+        );
+        assert!(message.contains(SETTING), "{message}");
+        assert!(!message.contains("Config::"), "{message}");
+
+        let declined =
+            Error::Protocol("Server does not allow the requested encryption level.".into());
+        assert_eq!(tls_failure(&declined).unwrap().0, TLS_FAILED);
+        assert!(matches!(open_error(declined), StoreError::Config(_)));
+
+        let handshake = Error::Tls("received fatal alert: HandshakeFailure".into());
+        assert_eq!(tls_failure(&handshake).unwrap().0, TLS_FAILED);
+
+        // No answer at all is an outage.
+        let refused = Error::Io {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            message: "connection refused".into(),
+        };
+        assert!(tls_failure(&refused).is_none());
+        assert!(matches!(open_error(refused), StoreError::Unavailable(_)));
     }
 
     #[test]
