@@ -309,6 +309,24 @@ impl TestDatabase {
         Ok(())
     }
 
+    /// Ends the sessions still in the test database (a store's pool lives until the test's
+    /// runtime ends): SQL Server, and Babelfish, refuse to drop a database in use, and
+    /// neither `WITH (FORCE)` nor (on Babelfish) `SET SINGLE_USER` is there to say otherwise.
+    async fn end_sessions(&self) {
+        let sessions = self
+            .admin_column(&format!(
+                "SELECT CAST(session_id AS nvarchar(10)) FROM sys.dm_exec_sessions \
+                 WHERE database_id = DB_ID(N'{}') AND session_id <> @@SPID",
+                self.name
+            ))
+            .await
+            .unwrap_or_default();
+        for session in sessions.into_iter().flatten() {
+            // A session that ended meanwhile cannot be killed; that is as good.
+            let _ = self.admin(|_| Some(format!("KILL {session}"))).await;
+        }
+    }
+
     /// First column of a query on SQL Server's `master`, as text.
     async fn admin_column(&self, query: &str) -> Result<Vec<Option<String>>, String> {
         let connection = sql_connection::parse(
@@ -453,6 +471,9 @@ impl Drop for TestDatabase {
                 base,
                 babelfish: false,
             };
+            if server == Engine::SqlServer {
+                runtime.block_on(database.end_sessions());
+            }
             if let Err(error) = runtime.block_on(database.admin(drop_statement)) {
                 eprintln!("could not drop test database {}: {error}", database.name);
             }
