@@ -74,8 +74,12 @@ pub const CREATE_SCHEMA: [&str; 2] = [
 /// The `DATA_TYPE`s `INFORMATION_SCHEMA` reports for upstream's columns.
 const COLUMNS: ColumnTypes = ColumnTypes::new("int", "uniqueidentifier", "nvarchar", "datetime2");
 
-const LIST_TABLES: &str = "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID() \
-     AND name IN ('ApplicationDatas', 'UserKeys', '__EFMigrationsHistory')";
+/// Which of upstream's tables the connection's default schema holds, found as EF finds its
+/// history table (`OBJECT_ID`) and named as upstream spells them. Not read back from
+/// `sys.tables`: Babelfish for PostgreSQL lists there PostgreSQL's lower-cased relation name
+/// (`applicationdatas`), where SQL Server keeps the name as created.
+const LIST_TABLES: &str = "SELECT t.name FROM (VALUES (N'ApplicationDatas'), (N'UserKeys'), \
+     (N'__EFMigrationsHistory')) AS t(name) WHERE OBJECT_ID(QUOTENAME(t.name), N'U') IS NOT NULL";
 const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
      WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')";
 
@@ -87,7 +91,20 @@ const TAKE_BOOTSTRAP_LOCK: &str = "DECLARE @granted int; \
     SELECT @granted";
 
 pub const SELECT_USER_KEY: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] WHERE [Id] = @P1";
-pub const INSERT_USER_KEY: &str = "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, @P5)";
+/// Upstream's row insert, by which of the two optional dates the row has. A missing date is
+/// the literal `NULL`, never a NULL parameter: SqlClient sends one as a NULL of the column's
+/// type, tiberius as TDS's untyped NULL (type 0x1F), which SQL Server takes and Babelfish for
+/// PostgreSQL refuses ("Data type 0x1F is unknown", error 8009).
+const INSERT_USER_KEY: [[&str; 2]; 2] = [
+    [
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, NULL, NULL)",
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, NULL, @P4)",
+    ],
+    [
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, NULL)",
+        "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) VALUES (@P1, @P2, @P3, @P4, @P5)",
+    ],
+];
 pub const REPLACE_USER_KEY: &str =
     "UPDATE [UserKeys] SET [Key] = @P1, [RevisionDate] = @P2 WHERE [Id] = @P3";
 const SELECT_ALL_USER_KEYS: &str = "SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM [UserKeys] ORDER BY [CreationDate], [Id]";
@@ -96,7 +113,9 @@ const SELECT_KEY_ROWS: &str = "SELECT [Id], [SymmetricKey] FROM [ApplicationData
 /// SQL Server error numbers.
 const LOGIN_FAILED: u32 = 18456;
 const CANNOT_OPEN_DATABASE: u32 = 4060;
+const DATABASE_DOES_NOT_EXIST: u32 = 911;
 const DATABASE_EXISTS: u32 = 1801;
+const PERMISSION_DENIED: u32 = 262;
 const PRIMARY_KEY_VIOLATION: u32 = 2627;
 const UNIQUE_INDEX_VIOLATION: u32 = 2601;
 
@@ -262,7 +281,48 @@ fn store_error(error: tiberius::error::Error) -> StoreError {
     }
 }
 
+/// A certificate this host does not trust, and any other TLS failure `Encrypt` meets.
+const UNTRUSTED_CERTIFICATE: &str = "SQL Server presented a TLS certificate this host does not trust \
+     (`Encrypt` checks it unless `TrustServerCertificate=true`): add the issuing CA to the system's \
+     trusted certificates (/usr/local/share/ca-certificates and update-ca-certificates), or name a \
+     PEM file of trusted CAs in SSL_CERT_FILE";
+const TLS_FAILED: &str = "TLS to SQL Server failed as `Encrypt` requires";
+
+/// Where tiberius' text after a rejected certificate turns to advice on its own API
+/// (`Config::trust_cert_ca` and the like), which names nothing an operator can set.
+const TIBERIUS_ADVICE: &str = " To connect anyway";
+
+/// The TLS failure in `error`, if it is one, as the problem and its reason: the certificate
+/// (unknown CA, wrong name, expired), the handshake, or a server that offers no encryption
+/// where `Encrypt` requires it. Waiting fixes none of them.
+fn tls_failure(error: &tiberius::error::Error) -> Option<(&'static str, String)> {
+    match error {
+        tiberius::error::Error::Tls(text) => {
+            let reason = text.split(TIBERIUS_ADVICE).next().unwrap_or_default();
+            let problem = if text.contains("certificate") {
+                UNTRUSTED_CERTIFICATE
+            } else {
+                TLS_FAILED
+            };
+            Some((problem, reason.trim().to_owned()))
+        }
+        tiberius::error::Error::Protocol(text) if text.contains("requested encryption level") => {
+            Some((TLS_FAILED, text.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// At open, a refused login or a failing TLS handshake is a setting to fix, not an outage.
 fn open_error(error: tiberius::error::Error) -> StoreError {
+    if let Some((problem, reason)) = tls_failure(&error) {
+        return Refusal::Rejected {
+            problem,
+            origin: SETTING.into(),
+            source: reason.into(),
+        }
+        .into();
+    }
     if error.code() == Some(LOGIN_FAILED) {
         return Refusal::Rejected {
             problem: "SQL Server refused the login: check the user name and password",
@@ -395,23 +455,33 @@ impl SqlServerStore {
     /// the schema and never records a migration; upstream's tables must be there as they are.
     pub async fn open_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings("sqlserver", connection);
-        let store = Self::pooled(connection);
         let database = connection.database.clone();
+        // Checked on a connection of its own: the pool never hands out why it could not
+        // connect (a refused login would wait out the pool's timeout as "unavailable").
         let check = async {
-            let mut pooled = store.pool.get().await.map_err(|e| match e {
-                RunError::User(e) => open_error(e),
-                RunError::TimedOut => pool_error(RunError::TimedOut),
-            })?;
-            let client = &mut pooled.client;
-            let tables = table_names(client).await?;
-            let has = |name: &str| tables.iter().any(|t| t == name);
-            if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)? == SchemaPlan::Create {
-                return Err(Refusal::NoKeyTables(database).into());
+            let mut client = connect(
+                tiberius_config(connection, &connection.database),
+                named_instance(connection),
+                connection.pool.connect_timeout,
+            )
+            .await
+            .map_err(open_error)?;
+            let checked = async {
+                let tables = table_names(&mut client).await?;
+                let has = |name: &str| tables.iter().any(|t| t == name);
+                if schema_plan(has("ApplicationDatas"), has("UserKeys"), false)?
+                    == SchemaPlan::Create
+                {
+                    return Err(Refusal::NoKeyTables(database).into());
+                }
+                check_columns(&column_types(&mut client).await?, &COLUMNS)
             }
-            check_columns(&column_types(client).await?, &COLUMNS)
+            .await;
+            let _ = client.close().await;
+            checked
         };
         with_deadline(connection.pool.connect_timeout * 2, check).await?;
-        Ok(store)
+        Ok(Self::pooled(connection))
     }
 
     /// The pool for `connection`; connects lazily.
@@ -544,6 +614,13 @@ async fn column_types(client: &mut TdsClient) -> Result<Vec<(String, String, Str
         .collect())
 }
 
+/// Whether a refused login names a database that does not exist. SQL Server answers 4060
+/// ("cannot open database requested by the login"); Babelfish for PostgreSQL answers 911
+/// ("database does not exist"), SQL Server's own number for a `USE` of a missing database.
+fn is_missing_database(code: Option<u32>) -> bool {
+    matches!(code, Some(CANNOT_OPEN_DATABASE | DATABASE_DOES_NOT_EXIST))
+}
+
 /// EF's `Migrate()` creates a missing database; so do we, through `master`.
 async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreError> {
     let timeout = connection.pool.connect_timeout;
@@ -561,32 +638,98 @@ async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreE
         }
         Err(error) => error,
     };
-    if error.code() != Some(CANNOT_OPEN_DATABASE) {
+    if !is_missing_database(error.code()) {
         return Err(open_error(error));
     }
     tracing::info!(database = %connection.database, "the SQL Server database does not exist; creating it");
     let mut client = connect(tiberius_config(connection, "master"), named, timeout)
         .await
         .map_err(open_error)?;
-    let statement = format!(
-        "CREATE DATABASE [{}]",
-        connection.database.replace(']', "]]")
-    );
-    let created = match client.simple_query(statement).await {
-        Ok(stream) => stream.into_results().await.map(|_| ()),
-        Err(error) => Err(error),
-    };
+    let outcome = create_database(&mut client, &connection.database).await;
     let _ = client.close().await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(error) if error.code() == Some(DATABASE_EXISTS) => Ok(()),
-        Err(error) => Err(Refusal::DatabaseNotCreated {
-            database: connection.database.clone(),
-            origin: SETTING.into(),
-            source: Box::new(error),
-        }
-        .into()),
+    outcome
+}
+
+/// How often `CREATE DATABASE` is tried, and the pause after the first failure (doubled
+/// after each further one).
+const CREATE_ATTEMPTS: u32 = 3;
+const CREATE_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// What follows a `CREATE DATABASE` the server refused.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterFailedCreate {
+    /// Another instance created it meanwhile.
+    Exists,
+    TryAgain,
+    Refuse,
+}
+
+/// Decides after `CREATE DATABASE` failed on its `attempt`th try. Whether the database now
+/// exists is asked, not read from the error: SQL Server answers a lost race with 1801,
+/// Babelfish for PostgreSQL with 2627 (a duplicate in its own catalog) or a message without
+/// a SQL Server number. A missing permission is final; anything else is tried again, since
+/// creating databases at the same moment fails transiently: SQL Server's 1807 (`model` is
+/// locked), Babelfish's "tuple concurrently updated" (another database being created).
+fn after_failed_create(exists: bool, code: Option<u32>, attempt: u32) -> AfterFailedCreate {
+    if exists || code == Some(DATABASE_EXISTS) {
+        AfterFailedCreate::Exists
+    } else if code == Some(PERMISSION_DENIED) || attempt >= CREATE_ATTEMPTS {
+        AfterFailedCreate::Refuse
+    } else {
+        AfterFailedCreate::TryAgain
     }
+}
+
+/// Creates `database` through a connection to `master`, as EF's `Migrate()` does.
+async fn create_database(client: &mut TdsClient, database: &str) -> Result<(), StoreError> {
+    let statement = format!("CREATE DATABASE [{}]", database.replace(']', "]]"));
+    let mut pause = CREATE_RETRY_PAUSE;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match client.simple_query(statement.as_str()).await {
+            Ok(stream) => match stream.into_results().await {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        // Only the server's answer leaves the connection fit to ask again.
+        if !matches!(error, tiberius::error::Error::Server(_)) {
+            return Err(open_error(error));
+        }
+        let exists = database_exists(client, database).await?;
+        match after_failed_create(exists, error.code(), attempt) {
+            AfterFailedCreate::Exists => return Ok(()),
+            AfterFailedCreate::TryAgain => {
+                tracing::info!(database, attempt, error = %error, "creating the SQL Server database failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            AfterFailedCreate::Refuse => {
+                return Err(Refusal::DatabaseNotCreated {
+                    database: database.to_owned(),
+                    origin: SETTING.into(),
+                    source: Box::new(error),
+                }
+                .into());
+            }
+        }
+    }
+}
+
+async fn database_exists(client: &mut TdsClient, database: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query(
+            "SELECT CASE WHEN DB_ID(@P1) IS NULL THEN 0 ELSE 1 END",
+            &[&database],
+        )
+        .await
+        .map_err(open_error)?
+        .into_row()
+        .await
+        .map_err(open_error)?;
+    Ok(row.and_then(|r| r.get::<i32, _>(0)) == Some(1))
 }
 
 fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
@@ -607,6 +750,23 @@ fn user_key(row: &Row) -> Result<StoredUserKey, StoreError> {
         revision_date: revision.map(from_naive_utc),
         last_access_date: last_access.map(from_naive_utc),
     })
+}
+
+/// The insert of `key` and the dates it binds after the id and the key: the creation date,
+/// then whichever of the other two the row has (see [`INSERT_USER_KEY`]).
+fn user_key_insert(key: &StoredUserKey) -> (&'static str, Vec<PrimitiveDateTime>) {
+    let statement = INSERT_USER_KEY[usize::from(key.revision_date.is_some())]
+        [usize::from(key.last_access_date.is_some())];
+    let dates = [
+        Some(key.creation_date),
+        key.revision_date,
+        key.last_access_date,
+    ]
+    .into_iter()
+    .flatten()
+    .map(to_naive_utc)
+    .collect();
+    (statement, dates)
 }
 
 fn key_rows(rows: &[Row]) -> Vec<KeyRow<i32>> {
@@ -824,20 +984,14 @@ impl UserKeyRows for SqlServerStore {
     }
 
     async fn insert_row(&self, key: &StoredUserKey) -> Result<CreateOutcome, StoreError> {
-        let creation = to_naive_utc(key.creation_date);
-        let revision = key.revision_date.map(to_naive_utc);
-        let last_access = key.last_access_date.map(to_naive_utc);
-        let row: [&dyn ToSql; 5] = [
-            &key.id,
-            &key.sealed_key.as_str(),
-            &creation,
-            &revision,
-            &last_access,
-        ];
+        let (statement, dates) = user_key_insert(key);
+        let sealed_key = key.sealed_key.as_str();
+        let mut row: Vec<&dyn ToSql> = vec![&key.id, &sealed_key];
+        row.extend(dates.iter().map(|d| d as &dyn ToSql));
         with_deadline(self.deadline, async {
             on_connection!(
                 self.pool,
-                |client| match client.execute(INSERT_USER_KEY, &row).await {
+                |client| match client.execute(statement, &row).await {
                     Ok(_) => Ok(CreateOutcome::Created),
                     Err(e) if is_duplicate_key(&e) => Ok(CreateOutcome::AlreadyExists),
                     Err(e) => Err(e),
@@ -881,5 +1035,119 @@ impl UserKeyRows for SqlServerStore {
             .await)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_to_a_missing_database_is_told_apart_from_other_refusals() {
+        assert!(is_missing_database(Some(CANNOT_OPEN_DATABASE)));
+        // Babelfish for PostgreSQL's answer to a login naming a missing database.
+        assert!(is_missing_database(Some(DATABASE_DOES_NOT_EXIST)));
+        assert!(!is_missing_database(Some(LOGIN_FAILED)));
+        assert!(!is_missing_database(None));
+    }
+
+    #[test]
+    fn tls_failures_at_open_are_refusals_that_name_what_to_set_not_tiberius_calls() {
+        use tiberius::error::Error;
+        // tiberius' own text for a certificate from an unknown CA, cut short.
+        let untrusted = Error::Tls(
+            "the server's certificate was rejected during the TLS handshake: UnknownIssuer. \
+             To connect anyway you can: (1) trust a specific CA certificate with \
+             `Config::trust_cert_ca(path)`"
+                .into(),
+        );
+        let (problem, reason) = tls_failure(&untrusted).unwrap();
+        assert_eq!(problem, UNTRUSTED_CERTIFICATE);
+        assert_eq!(
+            reason,
+            "the server's certificate was rejected during the TLS handshake: UnknownIssuer."
+        );
+        let message = open_error(untrusted).to_string();
+        assert!(
+            message.contains("does not trust") && message.contains("SSL_CERT_FILE"),
+            "{message}"
+        );
+        assert!(message.contains(SETTING), "{message}");
+        assert!(!message.contains("Config::"), "{message}");
+
+        let declined =
+            Error::Protocol("Server does not allow the requested encryption level.".into());
+        assert_eq!(tls_failure(&declined).unwrap().0, TLS_FAILED);
+        assert!(matches!(open_error(declined), StoreError::Config(_)));
+
+        let handshake = Error::Tls("received fatal alert: HandshakeFailure".into());
+        assert_eq!(tls_failure(&handshake).unwrap().0, TLS_FAILED);
+
+        // No answer at all is an outage.
+        let refused = Error::Io {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            message: "connection refused".into(),
+        };
+        assert!(tls_failure(&refused).is_none());
+        assert!(matches!(open_error(refused), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_failed_database_creation_is_retried_unless_it_exists_or_is_not_allowed() {
+        use AfterFailedCreate::*;
+        // Another instance won the race, whatever the server answered the loser.
+        assert_eq!(after_failed_create(true, Some(2627), 1), Exists);
+        assert_eq!(after_failed_create(false, Some(DATABASE_EXISTS), 1), Exists);
+        assert_eq!(
+            after_failed_create(true, Some(PERMISSION_DENIED), 3),
+            Exists
+        );
+        // Concurrent creation of another database (SQL Server's `model` lock, Babelfish's
+        // catalog update) is transient, up to the last attempt.
+        assert_eq!(after_failed_create(false, Some(1807), 1), TryAgain);
+        assert_eq!(after_failed_create(false, Some(33_557_097), 2), TryAgain);
+        assert_eq!(
+            after_failed_create(false, Some(1807), CREATE_ATTEMPTS),
+            Refuse
+        );
+        assert_eq!(
+            after_failed_create(false, Some(PERMISSION_DENIED), 1),
+            Refuse
+        );
+    }
+
+    #[test]
+    fn a_user_key_insert_binds_no_null_and_each_date_to_its_column() {
+        use time::macros::datetime;
+        let (created, revised, accessed) = (
+            datetime!(2026-01-01 00:00:00.1234567 UTC),
+            datetime!(2026-01-02 00:00 UTC),
+            datetime!(2026-01-03 00:00 UTC),
+        );
+        for (revision, last_access, values) in [
+            (None, None, "(@P1, @P2, @P3, NULL, NULL)"),
+            (None, Some(accessed), "(@P1, @P2, @P3, NULL, @P4)"),
+            (Some(revised), None, "(@P1, @P2, @P3, @P4, NULL)"),
+            (Some(revised), Some(accessed), "(@P1, @P2, @P3, @P4, @P5)"),
+        ] {
+            let key = StoredUserKey {
+                id: Uuid::nil(),
+                sealed_key: "sealed".into(),
+                creation_date: created,
+                revision_date: revision,
+                last_access_date: last_access,
+            };
+            let (statement, dates) = user_key_insert(&key);
+            assert!(
+                statement.ends_with(&format!("VALUES {values}")),
+                "{statement}"
+            );
+            let expected: Vec<_> = [Some(created), revision, last_access]
+                .into_iter()
+                .flatten()
+                .map(to_naive_utc)
+                .collect();
+            assert_eq!(dates, expected, "{statement}");
+        }
     }
 }

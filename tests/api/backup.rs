@@ -1,7 +1,7 @@
 //! Backups that are proven to restore: `backup --to` of the real binary while the service
 //! takes writes, then a restore drill (destroy the database, restore the copy, serve
 //! again); `backup --verify` of copies that are damaged, checked with the wrong RSA key, or
-//! restored from `pg_dump` into a fresh PostgreSQL database.
+//! restored from `pg_dump` into a fresh PostgreSQL database, or copied on SQL Server.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -665,4 +665,147 @@ async fn mysql_contents(database: &TestDatabase) -> Vec<Option<String>> {
             .await,
     );
     rows
+}
+
+/// Every row of a SQL Server copy, as text.
+async fn sqlserver_contents(database: &TestDatabase) -> Vec<Option<String>> {
+    let mut rows = database
+        .column(
+            "SELECT CONCAT_WS('|', CAST([Id] AS nvarchar(36)), [Key], \
+             CONVERT(nvarchar(40), [CreationDate], 121), CONVERT(nvarchar(40), [RevisionDate], 121), \
+             CONVERT(nvarchar(40), [LastAccessDate], 121)) FROM [UserKeys] ORDER BY [Id]",
+        )
+        .await;
+    rows.extend(
+        database
+            .column("SELECT CONCAT_WS('|', CAST([Id] AS nvarchar(12)), [SymmetricKey]) FROM [ApplicationDatas] ORDER BY [Id]")
+            .await,
+    );
+    rows.extend(
+        database
+            .column("SELECT [MigrationId] FROM [__EFMigrationsHistory] ORDER BY 1")
+            .await,
+    );
+    rows
+}
+
+/// A SQL Server copy is taken and restored with SQL Server's own `BACKUP DATABASE` and
+/// `RESTORE DATABASE`, which Babelfish for PostgreSQL does not have: here the copy is made
+/// the way a restore leaves it, upstream's tables with every row, copied across databases
+/// in T-SQL (which runs on both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_copy_verifies_without_changes_and_an_empty_database_is_refused() {
+    use key_connector::store::sqlserver::{CREATE_HISTORY, CREATE_SCHEMA};
+    let original = crate::database_or_skip!(Server::SqlServer);
+    let copy = crate::database_or_skip!(Server::SqlServer);
+    let empty = crate::database_or_skip!(Server::SqlServer);
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Arc::new(TestIdp::start().await);
+    let on = |database: &TestDatabase, mut command: Command| {
+        command.env(
+            Server::SqlServer.connection_string_variable(),
+            database.connection_string(),
+        );
+        command
+    };
+    let serve = |database: &TestDatabase| {
+        let port = free_port();
+        let command = service_command(dir.path(), "sqlserver", &idp.url, port);
+        Service::spawn(on(database, command), port).wait_ready()
+    };
+    let service = serve(&original).await;
+    let acks = seed(&service.base_url, &idp, 8).await;
+    drop(service);
+
+    // `backup --to` names the server's own tool.
+    let (status, said) = run_to_end(on(
+        &original,
+        backup_command(dir.path(), "sqlserver", &idp.url, &["--to", "x.db"]),
+    ))
+    .await;
+    assert!(
+        !status.success() && said.contains("BACKUP DATABASE"),
+        "{said}"
+    );
+
+    copy.create_empty().await;
+    let from = |table: &str| format!("[{}].[dbo].[{table}]", original.name);
+    copy.execute(&[
+        CREATE_HISTORY,
+        CREATE_SCHEMA[0],
+        CREATE_SCHEMA[1],
+        &format!(
+            "INSERT INTO [__EFMigrationsHistory] SELECT [MigrationId], [ProductVersion] FROM {}",
+            from("__EFMigrationsHistory")
+        ),
+        &format!(
+            "SET IDENTITY_INSERT [ApplicationDatas] ON; \
+             INSERT INTO [ApplicationDatas] ([Id], [SymmetricKey]) SELECT [Id], [SymmetricKey] FROM {}; \
+             SET IDENTITY_INSERT [ApplicationDatas] OFF",
+            from("ApplicationDatas")
+        ),
+        &format!(
+            "INSERT INTO [UserKeys] ([Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate]) \
+             SELECT [Id], [Key], [CreationDate], [RevisionDate], [LastAccessDate] FROM {}",
+            from("UserKeys")
+        ),
+    ])
+    .await;
+    drop(original);
+
+    let contents = sqlserver_contents(&copy).await;
+    let verify = |database: &TestDatabase, target: &str| {
+        on(
+            database,
+            backup_command(dir.path(), "sqlserver", &idp.url, &["--verify", target]),
+        )
+    };
+    let (status, said) = run_to_end(verify(&copy, &copy.connection_string())).await;
+    assert!(status.success(), "{said}");
+    assert!(said.contains("all 8 user keys"), "{said}");
+    assert!(said.contains("nothing was written"), "{said}");
+    assert_eq!(
+        sqlserver_contents(&copy).await,
+        contents,
+        "--verify changed nothing"
+    );
+
+    // A database the copy was never made into fails, and gets no schema from the check.
+    empty.create_empty().await;
+    let (status, said) = run_to_end(verify(&copy, &empty.connection_string())).await;
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("not a key connector database"), "{said}");
+    assert!(
+        empty
+            .column("SELECT CAST(name AS nvarchar(128)) FROM sys.tables")
+            .await
+            .is_empty(),
+        "--verify created no table"
+    );
+
+    // A refusal of the copy's connection string names the argument, not the setting.
+    let wrong_password = copy
+        .connection_string()
+        .split(';')
+        .filter(|part| {
+            let key = part.split('=').next().unwrap_or("").trim();
+            !key.eq_ignore_ascii_case("pwd") && !key.eq_ignore_ascii_case("password")
+        })
+        .chain(["Password=not-the-password"])
+        .collect::<Vec<_>>()
+        .join(";");
+    let (status, said) = run_to_end(verify(&copy, &wrong_password)).await;
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("refused the login"), "{said}");
+    assert!(said.contains("given to backup --verify"), "{said}");
+    assert!(!said.contains("sqlServerConnectionString"), "{said}");
+    assert!(!said.contains("not-the-password"), "{said}");
+
+    let service = serve(&copy).await;
+    restored_service_serves_every_key_acknowledged_before_the_backup(
+        &service.base_url,
+        &acks,
+        acks.len(),
+    )
+    .await;
 }

@@ -1,9 +1,9 @@
 //! Compatibility with upstream's storage formats, proved by an independent implementation.
 //!
 //! `tests/compat/upstream_format.py` re-implements upstream's algorithm (RSA-OAEP-SHA1
-//! wrapping, AES-256-GCM sealing, EF Core's SQLite schema, JsonFlatFileDataStore's file) with
-//! Python's `cryptography`. Here it writes databases the server must serve, and reads what
-//! the server wrote.
+//! wrapping, AES-256-GCM sealing, EF Core's schemas on SQLite and the SQL servers,
+//! JsonFlatFileDataStore's file) with Python's `cryptography` and each server's own Python
+//! driver. Here it writes databases the server must serve, and reads what the server wrote.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -335,7 +335,7 @@ async fn json_file_with_a_recovery_wrap_is_read_by_upstreams_algorithm() {
     server_store_with_a_recovery_wrap_is_upstream_readable(StoreKind::Json).await;
 }
 
-// ---- PostgreSQL and MySQL/MariaDB: databases as upstream's EF Core providers make them ----
+// ---- PostgreSQL, MySQL/MariaDB and SQL Server: databases as upstream's EF Core providers make them ----
 
 /// Python with `cryptography` and the server's driver module, or why not.
 fn python_with(module: &str) -> Result<&'static str, String> {
@@ -368,17 +368,17 @@ fn sql_script(
 fn driver_module(server: Engine) -> &'static str {
     match server {
         Engine::PostgreSql => "psycopg2",
-        _ => "pymysql",
+        Engine::MySql => "pymysql",
+        // python-tds: a TDS client in pure Python, nothing shared with tiberius.
+        Engine::SqlServer => "pytds",
     }
 }
 
 async fn upstream_written_sql_database_is_served(server: Engine) {
+    // The server first: without a configured SQL Server its tests skip, whatever Python has.
+    let database = crate::database_or_skip!(server);
     let python = match python_with(driver_module(server)) {
         Ok(python) => python,
-        Err(reason) => skip_or_fail!("{reason}"),
-    };
-    let database = match TestDatabase::reserve(server).await {
-        Ok(database) => database,
         Err(reason) => skip_or_fail!("{reason}"),
     };
     database.create_empty().await;
@@ -434,12 +434,10 @@ async fn upstream_written_sql_database_is_served(server: Engine) {
 }
 
 async fn server_created_sql_database_is_upstream_readable(server: Engine) {
+    // The server first: without a configured SQL Server its tests skip, whatever Python has.
+    let database = crate::database_or_skip!(server);
     let python = match python_with(driver_module(server)) {
         Ok(python) => python,
-        Err(reason) => skip_or_fail!("{reason}"),
-    };
-    let database = match TestDatabase::reserve(server).await {
-        Ok(database) => database,
         Err(reason) => skip_or_fail!("{reason}"),
     };
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -484,6 +482,11 @@ async fn mysql_database_written_by_upstreams_algorithm_is_served_and_stays_upstr
 }
 
 #[tokio::test]
+async fn sqlserver_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
+    upstream_written_sql_database_is_served(Engine::SqlServer).await;
+}
+
+#[tokio::test]
 async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::PostgreSql).await;
 }
@@ -491,6 +494,11 @@ async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorith
 #[tokio::test]
 async fn mysql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::MySql).await;
+}
+
+#[tokio::test]
+async fn sqlserver_database_created_by_the_server_is_read_by_upstreams_algorithm() {
+    server_created_sql_database_is_upstream_readable(Engine::SqlServer).await;
 }
 
 /// Upstream's POST checks for a key, then inserts: two racing first POSTs leave a JSON file

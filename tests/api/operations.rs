@@ -748,66 +748,181 @@ async fn rotate_symmetric_key_killed_midway_loses_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfer_to_moves_a_sqlite_database_into_postgresql_and_mysql() {
-    use crate::support::databases::{Engine, TestDatabase};
-    for server in [Engine::PostgreSql, Engine::MySql] {
-        let database = match TestDatabase::reserve(server).await {
-            Ok(database) => database,
-            Err(reason) => crate::skip_or_fail!("{reason}"),
-        };
-        let idp = Arc::new(TestIdp::start().await);
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let app = spawn_app_with(
-            Arc::clone(&idp),
-            AppOptions {
-                data_dir: Some(Arc::clone(&dir)),
-                ..AppOptions::default()
-            },
-        )
-        .await;
-        let users = seed_users(&app, &idp, 8).await;
-        app.shutdown().await;
-        let target_key = json_target(dir.path()).rsa_key;
-        let app = spawn_app_with(
-            Arc::clone(&idp),
-            AppOptions {
-                data_dir: Some(Arc::clone(&dir)),
-                transfer_to: Some(TransferToSettings {
-                    lockfile_path: Some(dir.path().join("transfer.lock")),
-                    target: Some(TransferTarget {
-                        database: database.settings(),
-                        rsa_key: target_key,
-                    }),
+/// Upstream's `transferTo` from a SQLite database into a (missing) database on `server`.
+async fn transfer_into(server: crate::support::databases::Engine) {
+    let database = crate::database_or_skip!(server);
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let users = seed_users(&app, &idp, 8).await;
+    app.shutdown().await;
+    let target_key = json_target(dir.path()).rsa_key;
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            data_dir: Some(Arc::clone(&dir)),
+            transfer_to: Some(TransferToSettings {
+                lockfile_path: Some(dir.path().join("transfer.lock")),
+                target: Some(TransferTarget {
+                    database: database.settings(),
+                    rsa_key: target_key,
                 }),
-                ..AppOptions::default()
-            },
-        )
-        .await;
-        app.shutdown().await;
-        let lock = std::fs::read_to_string(dir.path().join("transfer.lock")).unwrap();
-        assert!(
-            lock.contains("8 user keys: 8 copied, 0 already present, 8 verified"),
-            "{server:?}: {lock}"
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    app.shutdown().await;
+    let lock = std::fs::read_to_string(dir.path().join("transfer.lock")).unwrap();
+    assert!(
+        lock.contains("8 user keys: 8 copied, 0 already present, 8 verified"),
+        "{server:?}: {lock}"
+    );
+    // The target database, served with the target key, has every key.
+    let target = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            database: Some(database.settings()),
+            rsa_key: Some(json_target(dir.path()).rsa_key),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    for (user, key) in &users {
+        assert_eq!(
+            target.read_key(&idp.token_for(*user)).await.as_ref(),
+            Ok(key),
+            "{server:?}"
         );
-        // The target database, served with the target key, has every key.
-        let target = spawn_app_with(
-            Arc::clone(&idp),
-            AppOptions {
-                database: Some(database.settings()),
-                rsa_key: Some(json_target(dir.path()).rsa_key),
-                ..AppOptions::default()
-            },
-        )
-        .await;
-        for (user, key) in &users {
-            assert_eq!(
-                target.read_key(&idp.token_for(*user)).await.as_ref(),
-                Ok(key),
-                "{server:?}"
-            );
-        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_moves_a_sqlite_database_into_postgresql() {
+    transfer_into(crate::support::databases::Engine::PostgreSql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_moves_a_sqlite_database_into_mysql() {
+    transfer_into(crate::support::databases::Engine::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_moves_a_sqlite_database_into_sql_server() {
+    transfer_into(crate::support::databases::Engine::SqlServer).await;
+}
+
+/// Both rotations on a SQL Server database, through the binary: the symmetric key's
+/// (interrupted, then resumed: the pending key is row 2 of `ApplicationDatas` meanwhile) and
+/// the RSA key's; the service serves every key after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_on_sql_server_keep_every_user_key() {
+    use crate::support::databases::Engine;
+    let database = crate::database_or_skip!(Engine::SqlServer);
+    let idp = Arc::new(TestIdp::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = |rsa_key: Option<RsaKeySettings>| AppOptions {
+        data_dir: Some(Arc::clone(&dir)),
+        database: Some(database.settings()),
+        rsa_key,
+        ..AppOptions::default()
+    };
+    let serves_every_key = |users: Vec<(Uuid, String)>, rsa_key: Option<RsaKeySettings>| {
+        let (idp, options) = (Arc::clone(&idp), options(rsa_key));
+        async move {
+            let app = spawn_app_with(Arc::clone(&idp), options).await;
+            for (user, key) in &users {
+                assert_eq!(app.read_key(&idp.token_for(*user)).await.as_ref(), Ok(key));
+            }
+            app.shutdown().await;
+        }
+    };
+    let app = spawn_app_with(Arc::clone(&idp), options(None)).await;
+    let users = seed_users(&app, &idp, 10).await;
+    app.shutdown().await;
+    let on_sql_server = vec![
+        (
+            "keyConnectorSettings__database__provider",
+            "sqlserver".to_string(),
+        ),
+        (
+            Engine::SqlServer.connection_string_variable(),
+            database.connection_string(),
+        ),
+    ];
+    let run = |args: &'static [&'static str], extra: Vec<(&'static str, String)>| {
+        let (dir, idp_url) = (dir.path().to_owned(), idp.url.clone());
+        let mut env = on_sql_server.clone();
+        env.extend(extra);
+        tokio::task::spawn_blocking(move || admin(&dir, &idp_url, args, &env))
+    };
+    let symmetric_rows = || database.column("SELECT [SymmetricKey] FROM [ApplicationDatas]");
+    let before = symmetric_rows().await;
+    assert_eq!(before.len(), 1);
+
+    let output = run(
+        &["rotate-symmetric-key", "--service-stopped", "--batch", "4"],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("10 user keys: 4 re-sealed now, 0 already re-sealed"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(symmetric_rows().await.len(), 2, "current and pending keys");
+    serves_every_key(users.clone(), None).await;
+
+    let output = run(&["rotate-symmetric-key", "--service-stopped"], vec![])
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("6 re-sealed now, 4 already re-sealed"),
+        "{}",
+        text(&output)
+    );
+    let after = symmetric_rows().await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new symmetric key");
+    serves_every_key(users.clone(), None).await;
+
+    let new_key = target_pfx(dir.path()).display().to_string();
+    let rotate_to = vec![
+        (
+            "keyConnectorSettings__rotateTo__rsaKey__provider",
+            "certificate".to_string(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__provider",
+            "filesystem".into(),
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPath",
+            new_key,
+        ),
+        (
+            "keyConnectorSettings__rotateTo__certificate__filesystemPassword",
+            "target-pw".into(),
+        ),
+    ];
+    let output = run(&["rotate-rsa-key"], rotate_to).await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("user keys unchanged"),
+        "{}",
+        text(&output)
+    );
+    serves_every_key(users, Some(json_target(dir.path()).rsa_key)).await;
 }
 
 /// `"UserKeysBound"` in the SQLite database of `dir`, if the table and the row exist.

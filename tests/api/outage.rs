@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::skip_or_fail;
 use crate::support::databases::{Engine, TestDatabase};
 use crate::support::proxy::{Mode, Proxy};
 use crate::support::{
@@ -21,10 +20,8 @@ use crate::support::{
 /// Short timeouts so that the test runs in seconds; the defaults are 5 s each.
 const FAST_TIMEOUTS: &str = "Timeout=2;Command Timeout=2";
 
-async fn reserve(server: Engine) -> Result<(TestDatabase, Proxy), String> {
-    let database = TestDatabase::reserve(server).await?;
-    let proxy = Proxy::start(database.server_address().await).await;
-    Ok((database, proxy))
+async fn proxy_to(database: &TestDatabase) -> Proxy {
+    Proxy::start(database.server_address().await).await
 }
 
 #[derive(Default)]
@@ -65,10 +62,8 @@ async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> Loa
 }
 
 async fn outage_under_load(server: Engine) {
-    let (database, proxy) = match reserve(server).await {
-        Ok(pair) => pair,
-        Err(reason) => skip_or_fail!("{reason}"),
-    };
+    let database = crate::database_or_skip!(server);
+    let proxy = proxy_to(&database).await;
     let idp = Arc::new(TestIdp::start().await);
     let app = Arc::new(
         spawn_app_with(
@@ -183,10 +178,8 @@ async fn outage_under_load(server: Engine) {
 }
 
 async fn start_up_waits_for_the_database(server: Engine) {
-    let (database, proxy) = match reserve(server).await {
-        Ok(pair) => pair,
-        Err(reason) => skip_or_fail!("{reason}"),
-    };
+    let database = crate::database_or_skip!(server);
+    let proxy = proxy_to(&database).await;
     proxy.set(Mode::Down);
     let idp = Arc::new(TestIdp::start().await);
     let settings = database.settings_via(proxy.address, FAST_TIMEOUTS);
@@ -236,4 +229,14 @@ async fn postgresql_start_up_retries_until_the_database_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_start_up_retries_until_the_database_answers() {
     start_up_waits_for_the_database(Engine::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_outage_under_load_answers_503_and_recovers_losing_nothing() {
+    outage_under_load(Engine::SqlServer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_start_up_retries_until_the_database_answers() {
+    start_up_waits_for_the_database(Engine::SqlServer).await;
 }

@@ -323,22 +323,10 @@ async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
     assert!(document["symmetricKey"].is_string());
 }
 
-/// PostgreSQL and MySQL keep the wraps in a table of their own, created on the first write;
+/// The SQL servers keep the wraps in a table of their own, created on the first write;
 /// the database then still opens as upstream's schema (the service restarts on it).
 async fn a_lost_certificate_is_recovered_on(server: crate::support::databases::Engine) {
-    let database = match crate::support::databases::TestDatabase::reserve(server).await {
-        Ok(database) => database,
-        // SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`): elsewhere it
-        // is skipped even when backends are required, as in the store conformance suite.
-        Err(reason)
-            if server == crate::support::databases::Engine::SqlServer
-                && server.base_connection_string().is_none() =>
-        {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-        Err(reason) => crate::skip_or_fail!("{reason}"),
-    };
+    let database = crate::database_or_skip!(server);
     recovered_after_deleting_a_certificate(StoreKind::Sqlite, Some(database.settings())).await;
 }
 

@@ -8,33 +8,25 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::skip_or_fail;
 use crate::support::binary::{Service, free_port, read_key, service_command};
-use crate::support::databases::{Engine, TestDatabase};
+use crate::support::databases::Engine;
 use crate::support::{TestIdp, random_key};
 
 const REPLICAS: usize = 4;
 
 async fn replicas_share_one_truth(server: Engine) {
-    let database = match TestDatabase::reserve(server).await {
-        Ok(database) => database,
-        Err(reason) => skip_or_fail!("{reason}"),
-    };
+    let database = crate::database_or_skip!(server);
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
-    let (provider, setting) = match server {
-        Engine::PostgreSql => ("postgresql", "postgreSqlConnectionString"),
-        _ => ("mysql", "mySqlConnectionString"),
-    };
     // Every command is built (and the shared certificate written) before any is started,
     // so the processes start within milliseconds of each other on a database that does not
     // exist yet.
     let commands: Vec<_> = (0..REPLICAS)
         .map(|_| {
             let port = free_port();
-            let mut command = service_command(dir.path(), provider, &idp.url, port);
+            let mut command = service_command(dir.path(), server.provider(), &idp.url, port);
             command.env(
-                format!("keyConnectorSettings__database__{setting}"),
+                server.connection_string_variable(),
                 database.connection_string(),
             );
             (command, port)
@@ -50,17 +42,19 @@ async fn replicas_share_one_truth(server: Engine) {
     }
 
     let symmetric_keys = database
-        .column(match server {
-            Engine::PostgreSql => r#"SELECT "SymmetricKey" FROM "ApplicationDatas""#,
-            _ => "SELECT `SymmetricKey` FROM `ApplicationDatas`",
-        })
+        .column(&format!(
+            "SELECT {} FROM {}",
+            server.quoted("SymmetricKey"),
+            server.quoted("ApplicationDatas")
+        ))
         .await;
     assert_eq!(symmetric_keys.len(), 1, "exactly one symmetric key row");
     let history = database
-        .column(match server {
-            Engine::PostgreSql => r#"SELECT "MigrationId" FROM "__EFMigrationsHistory""#,
-            _ => "SELECT `MigrationId` FROM `__EFMigrationsHistory`",
-        })
+        .column(&format!(
+            "SELECT {} FROM {}",
+            server.quoted("MigrationId"),
+            server.quoted("__EFMigrationsHistory")
+        ))
         .await;
     assert_eq!(history.len(), 1, "the migration recorded once: {history:?}");
 
@@ -152,4 +146,10 @@ async fn postgresql_replicas_started_together_share_one_symmetric_key_and_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
     replicas_share_one_truth(Engine::MySql).await;
+}
+
+/// Several instances on one SQL Server database serialise on `sp_getapplock`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
+    replicas_share_one_truth(Engine::SqlServer).await;
 }

@@ -28,7 +28,7 @@ impl Backend {
     /// SQL Server runs only where one is configured (`KC_TEST_SQLSERVER`); elsewhere its
     /// tests are skipped even when backends are required.
     fn not_configured(self) -> bool {
-        matches!(self, Backend::SqlServer) && Engine::SqlServer.base_connection_string().is_none()
+        matches!(self, Backend::SqlServer) && !Engine::SqlServer.is_configured()
     }
 
     fn settings(self, dir: &Path) -> DatabaseSettings {
@@ -65,24 +65,40 @@ impl Backend {
             }
         })
     }
+}
 
-    /// `row` as this backend gives it back: PostgreSQL and MySQL keep microseconds.
-    fn kept(self, row: &StoredUserKey) -> StoredUserKey {
-        let cut = |t: OffsetDateTime| match self {
-            // SQLite and JSON keep .NET's 100 ns ticks as text; SQL Server's datetime2 too.
-            Backend::Sqlite | Backend::Json | Backend::SqlServer => t,
-            Backend::PostgreSql | Backend::MySql => {
-                t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
-            }
-        };
-        StoredUserKey {
-            id: row.id,
-            sealed_key: row.sealed_key.clone(),
-            creation_date: cut(row.creation_date),
-            revision_date: row.revision_date.map(cut),
-            last_access_date: row.last_access_date.map(cut),
+/// `row` as `backend` gives it back: PostgreSQL and MySQL keep microseconds; SQLite, JSON
+/// and SQL Server's `datetime2` keep .NET's 100 ns ticks, and Babelfish's `datetime2` is a
+/// PostgreSQL timestamp that keeps microseconds, rounding the seventh digit.
+fn kept(precision: DatePrecision, row: &StoredUserKey) -> StoredUserKey {
+    let cut = |t: OffsetDateTime| match precision {
+        DatePrecision::Ticks => t,
+        DatePrecision::MicrosecondsCut => {
+            t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap()
         }
+        DatePrecision::MicrosecondsRounded => {
+            let cut = t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap();
+            if t.nanosecond() % 1000 >= 500 {
+                cut + time::Duration::MICROSECOND
+            } else {
+                cut
+            }
+        }
+    };
+    StoredUserKey {
+        id: row.id,
+        sealed_key: row.sealed_key.clone(),
+        creation_date: cut(row.creation_date),
+        revision_date: row.revision_date.map(cut),
+        last_access_date: row.last_access_date.map(cut),
     }
+}
+
+#[derive(Clone, Copy)]
+enum DatePrecision {
+    Ticks,
+    MicrosecondsCut,
+    MicrosecondsRounded,
 }
 
 /// Where one test's store lives; removed when dropped.
@@ -92,6 +108,20 @@ enum Storage {
 }
 
 impl Storage {
+    /// `row` as this storage gives it back.
+    fn kept(&self, row: &StoredUserKey) -> StoredUserKey {
+        let precision = match self {
+            Storage::Dir(..) => DatePrecision::Ticks,
+            Storage::Database(database) => match database.server {
+                Engine::PostgreSql | Engine::MySql => DatePrecision::MicrosecondsCut,
+                // Babelfish for PostgreSQL only: SQL Server itself must keep every tick.
+                Engine::SqlServer if database.is_babelfish() => DatePrecision::MicrosecondsRounded,
+                Engine::SqlServer => DatePrecision::Ticks,
+            },
+        };
+        kept(precision, row)
+    }
+
     async fn open(&self) -> Arc<dyn KeyStore> {
         open_store(&self.settings()).await.expect("store opens")
     }
@@ -167,7 +197,7 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(backend.kept(&original))
+        Some(storage.kept(&original))
     );
     assert_eq!(
         store.create_user_key(&row(id, "sealed-2")).await.unwrap(),
@@ -175,7 +205,7 @@ async fn create_read_and_refuse_a_second_create(backend: Backend) {
     );
     assert_eq!(
         store.read_user_key(id).await.unwrap(),
-        Some(backend.kept(&original)),
+        Some(storage.kept(&original)),
         "unchanged"
     );
 }
@@ -263,12 +293,12 @@ async fn everything_survives_reopening(backend: Backend) {
     for r in &rows {
         assert_eq!(
             store.read_user_key(r.id).await.unwrap(),
-            Some(backend.kept(r))
+            Some(storage.kept(r))
         );
     }
     let mut listed = store.list_user_keys().await.unwrap();
     listed.sort_by_key(|r| r.sealed_key.clone());
-    let mut expected: Vec<_> = rows.iter().map(|r| backend.kept(r)).collect();
+    let mut expected: Vec<_> = rows.iter().map(|r| storage.kept(r)).collect();
     expected.sort_by_key(|r| r.sealed_key.clone());
     assert_eq!(listed, expected);
     store.ping().await.unwrap();
@@ -444,7 +474,7 @@ async fn resealing_a_user_key_is_a_compare_and_swap(backend: Backend) {
     assert!(store.reseal_user_key(id, "s1", "s2").await.unwrap());
     let resealed = store.read_user_key(id).await.unwrap().unwrap();
     assert_eq!(resealed.sealed_key, "s2");
-    let kept = backend.kept(&original);
+    let kept = storage.kept(&original);
     assert_eq!(
         (
             resealed.creation_date,
@@ -961,6 +991,83 @@ async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
     }
 }
 
+/// A TDS listener that answers each pre-login saying it offers no encryption, then waits:
+/// a SQL Server that `Encrypt=true` cannot use. Runs until the test ends.
+async fn tds_listener_without_encryption() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut header = [0u8; 8];
+                if socket.read_exact(&mut header).await.is_err() {
+                    return;
+                }
+                let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+                let mut body = vec![0u8; length.saturating_sub(8)];
+                if socket.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                // PRELOGIN options VERSION (6 bytes at 11) and ENCRYPTION (1 byte at 17),
+                // the terminator, then their data: ENCRYPT_NOT_SUP (2).
+                let payload = [
+                    0x00, 0x00, 0x0b, 0x00, 0x06, 0x01, 0x00, 0x11, 0x00, 0x01, 0xff, 0x10, 0x00,
+                    0x00, 0x00, 0x00, 0x00, 0x02,
+                ];
+                let length = (8 + payload.len()) as u16;
+                let mut packet = vec![0x04, 0x01];
+                packet.extend_from_slice(&length.to_be_bytes());
+                packet.extend_from_slice(&[0x00, 0x00, 0x01, 0x00]);
+                packet.extend_from_slice(&payload);
+                let _ = socket.write_all(&packet).await;
+                let mut rest = Vec::new();
+                let _ = socket.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    port
+}
+
+/// `Encrypt=true` with a server that offers no encryption is a setting to fix, said at once,
+/// by the service's store and by a read-only open (`backup --verify`) alike; before, the
+/// read-only open asked its pool, which never says why it could not connect, and reported
+/// "unavailable" once the connect timeout had passed.
+#[tokio::test]
+async fn encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_connection_string() {
+    use key_connector::config::SqlDialect;
+    use key_connector::store::{NamedBy, StoreError, open_store_read_only};
+    let port = tds_listener_without_encryption().await;
+    let settings = sql_settings(
+        SqlDialect::SqlServer,
+        &format!(
+            "Server=tcp:127.0.0.1,{port};Database=kc;User Id=u;Password=p;Encrypt=true;Connect Timeout=5"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let error = open_store(&settings).await.err().expect("refused");
+    assert!(matches!(error, StoreError::Config(_)), "{error}");
+    assert!(
+        error.to_string().contains("`Encrypt`")
+            && error.to_string().contains("sqlServerConnectionString"),
+        "{error}"
+    );
+    let error = open_store_read_only(&settings, NamedBy::Argument("backup --verify"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(error, StoreError::Config(_)), "{error}");
+    assert!(
+        error.to_string().contains("given to backup --verify"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "at once, not after the connect timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     use key_connector::config::SqlDialect;
@@ -976,9 +1083,18 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
             SqlDialect::MySql,
             "Uid=root;Pwd=certainly-wrong".to_string(),
         ),
+        (
+            Engine::SqlServer,
+            SqlDialect::SqlServer,
+            "User Id=sa;Password=certainly-wrong;TrustServerCertificate=true".to_string(),
+        ),
     ] {
         let database = match TestDatabase::reserve(server).await {
             Ok(database) => database,
+            Err(_) if !server.is_configured() => {
+                eprintln!("SKIPPED (in part): no {server:?} server configured");
+                continue;
+            }
             Err(reason) => crate::skip_or_fail!("{reason}"),
         };
         let address = database.server_address().await;
@@ -989,8 +1105,14 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
                 address.port(),
                 database.name
             ),
-            _ => format!(
+            SqlDialect::MySql => format!(
                 "Server={};Port={};Database={};{text}",
+                address.ip(),
+                address.port(),
+                database.name
+            ),
+            SqlDialect::SqlServer => format!(
+                "Server=tcp:{},{};Database={};{text}",
                 address.ip(),
                 address.port(),
                 database.name
@@ -1078,34 +1200,148 @@ async fn mysql_tls_required_is_used_or_refused_at_once() {
     }
 }
 
+/// TLS to SQL Server as SqlClient's `Encrypt` and `TrustServerCertificate` ask. Without
+/// checking the certificate the store's sessions are encrypted (the server says so); checked,
+/// a certificate from a CA this host does not trust stops start-up at once saying how to
+/// trust it, and `KC_TEST_SQLSERVER_CA` (a PEM file of the CA that issued the server's
+/// certificate) named in `SSL_CERT_FILE` lets the real binary in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_sql_server_is_used_and_its_certificate_checked_against_the_trusted_cas() {
+    use crate::support::binary::{
+        a_private_ca_is_refused_then_trusted_through_ssl_cert_file, free_port, service_command,
+        start_up_stops,
+    };
+    let database = crate::database_or_skip!(Engine::SqlServer);
+    let address = database.server_address().await;
+    let encrypted = database.settings_via(
+        address,
+        "Encrypt=true;TrustServerCertificate=true;Application Name=kc-tls-test",
+    );
+    let store = open_store(&encrypted).await.expect("opens over TLS");
+    let id = Uuid::new_v4();
+    store.create_user_key(&row(id, "over-tls")).await.unwrap();
+    assert_eq!(
+        store.read_user_key(id).await.unwrap().unwrap().sealed_key,
+        "over-tls"
+    );
+    let unencrypted = database
+        .column(
+            "SELECT CAST(COUNT(*) AS nvarchar(10)) FROM sys.dm_exec_connections c \
+             JOIN sys.dm_exec_sessions s ON c.session_id = s.session_id \
+             WHERE s.program_name = 'kc-tls-test' AND c.encrypt_option <> 'TRUE'",
+        )
+        .await;
+    assert_eq!(
+        unencrypted,
+        [Some("0".to_owned())],
+        "every session of the store is encrypted"
+    );
+    store.close().await;
+    // `Encrypt=false`: SqlClient still encrypts the login, and so does the store.
+    let login_only = database.settings_via(address, "Encrypt=false");
+    let store = open_store(&login_only).await.expect("opens");
+    assert!(store.read_user_key(id).await.unwrap().is_some());
+    store.close().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let idp = crate::support::TestIdp::start().await;
+    let connection_string = format!(
+        "{};Encrypt=true;TrustServerCertificate=false",
+        database.connection_string()
+    );
+    let command_for = |port: u16| {
+        let mut command = service_command(dir.path(), "sqlserver", &idp.url, port);
+        command.env(
+            Engine::SqlServer.connection_string_variable(),
+            &connection_string,
+        );
+        command
+    };
+    // A CA that did not issue the server's certificate is the only one trusted.
+    let foreign = crate::support::PrivateCaServer::for_names(&["localhost"]);
+    let foreign_ca = dir.path().join("foreign-ca.pem");
+    std::fs::write(&foreign_ca, &foreign.ca_pem).unwrap();
+    let mut command = command_for(free_port());
+    command.env("SSL_CERT_FILE", &foreign_ca);
+    let stderr = start_up_stops(
+        command,
+        "a certificate from an untrusted CA must stop start-up, not be retried",
+    )
+    .await;
+    assert!(
+        stderr.contains("does not trust") && stderr.contains("SSL_CERT_FILE"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sqlServerConnectionString"), "{stderr}");
+    let password = &database.script_args()[9];
+    assert!(
+        password.is_empty() || !stderr.contains(password.as_str()),
+        "no password: {stderr}"
+    );
+
+    match std::env::var("KC_TEST_SQLSERVER_CA") {
+        Ok(path) => {
+            let ca_pem = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("KC_TEST_SQLSERVER_CA `{path}`: {e}"));
+            a_private_ca_is_refused_then_trusted_through_ssl_cert_file(
+                dir.path(),
+                &ca_pem,
+                &idp,
+                command_for,
+            )
+            .await;
+        }
+        Err(_) => eprintln!(
+            "SKIPPED (in part): a verified TLS login needs KC_TEST_SQLSERVER_CA, the CA that issued the SQL Server's certificate"
+        ),
+    }
+}
+
 async fn sql_schema_states(server: Engine) {
     use key_connector::store::StoreError;
-    let (q, id_type, date_type, text_type) = match server {
-        Engine::PostgreSql => ('"', "uuid", "timestamp without time zone", "text"),
-        _ => ('`', "char(36)", "datetime(6)", "longtext"),
+    let q = |name: &str| server.quoted(name);
+    let (id_type, date_type, text_type) = match server {
+        Engine::PostgreSql => ("uuid", "timestamp without time zone", "text"),
+        Engine::MySql => ("char(36)", "datetime(6)", "longtext"),
+        Engine::SqlServer => ("uniqueidentifier", "datetime2", "nvarchar(max)"),
     };
     // Upstream's tables without EF's history (made by hand): the migration gets recorded.
-    let database = match TestDatabase::reserve(server).await {
-        Ok(database) => database,
-        Err(reason) => crate::skip_or_fail!("{reason}"),
-    };
+    let database = crate::database_or_skip!(server);
     database.create_empty().await;
     let application_datas = match server {
-        Engine::PostgreSql => r#"CREATE TABLE "ApplicationDatas" ("Id" integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "SymmetricKey" text NULL)"#.to_string(),
-        _ => "CREATE TABLE `ApplicationDatas` (`Id` int NOT NULL AUTO_INCREMENT PRIMARY KEY, `SymmetricKey` longtext NULL)".to_string(),
+        Engine::PostgreSql => {
+            r#"CREATE TABLE "ApplicationDatas" ("Id" integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "SymmetricKey" text NULL)"#
+        }
+        Engine::MySql => {
+            "CREATE TABLE `ApplicationDatas` (`Id` int NOT NULL AUTO_INCREMENT PRIMARY KEY, `SymmetricKey` longtext NULL)"
+        }
+        Engine::SqlServer => {
+            "CREATE TABLE [ApplicationDatas] ([Id] int NOT NULL IDENTITY PRIMARY KEY, [SymmetricKey] nvarchar(max) NULL)"
+        }
     };
     let user_keys = format!(
-        "CREATE TABLE {q}UserKeys{q} ({q}Id{q} {id_type} NOT NULL PRIMARY KEY, {q}Key{q} {text_type} NULL, {q}CreationDate{q} {date_type} NOT NULL, {q}RevisionDate{q} {date_type} NULL, {q}LastAccessDate{q} {date_type} NULL)"
+        "CREATE TABLE {} ({} {id_type} NOT NULL PRIMARY KEY, {} {text_type} NULL, {} {date_type} NOT NULL, {} {date_type} NULL, {} {date_type} NULL)",
+        q("UserKeys"),
+        q("Id"),
+        q("Key"),
+        q("CreationDate"),
+        q("RevisionDate"),
+        q("LastAccessDate")
     );
-    database.execute(&[&application_datas, &user_keys]).await;
+    database.execute(&[application_datas, &user_keys]).await;
     let store = open_store(&database.settings()).await.expect("opens");
     store.close().await;
     let history = database
         .column(&format!(
-            "SELECT {q}MigrationId{q} FROM {q}__EFMigrationsHistory{q}"
+            "SELECT {} FROM {}",
+            q("MigrationId"),
+            q("__EFMigrationsHistory")
         ))
         .await;
     assert_eq!(history.len(), 1, "{history:?}");
+    // And again: the tables are found, nothing is created or recorded twice.
+    let store = open_store(&database.settings()).await.expect("reopens");
+    store.close().await;
 
     // Only one of the tables: not a key connector database; refused, nothing created.
     let database = TestDatabase::reserve(server).await.unwrap();
@@ -1125,9 +1361,15 @@ async fn sql_schema_states(server: Engine) {
     let database = TestDatabase::reserve(server).await.unwrap();
     database.create_empty().await;
     let foreign = format!(
-        "CREATE TABLE {q}UserKeys{q} ({q}Id{q} {text_type} NOT NULL, {q}Key{q} {text_type} NULL, {q}CreationDate{q} {date_type} NOT NULL, {q}RevisionDate{q} {date_type} NULL, {q}LastAccessDate{q} {date_type} NULL)"
+        "CREATE TABLE {} ({} {text_type} NOT NULL, {} {text_type} NULL, {} {date_type} NOT NULL, {} {date_type} NULL, {} {date_type} NULL)",
+        q("UserKeys"),
+        q("Id"),
+        q("Key"),
+        q("CreationDate"),
+        q("RevisionDate"),
+        q("LastAccessDate")
     );
-    database.execute(&[&application_datas, &foreign]).await;
+    database.execute(&[application_datas, &foreign]).await;
     let error = open_store(&database.settings())
         .await
         .err()
@@ -1143,4 +1385,9 @@ async fn postgresql_schema_states_are_handled_like_ef_and_foreign_schemas_refuse
 #[tokio::test]
 async fn mysql_schema_states_are_handled_like_ef_and_foreign_schemas_refused() {
     sql_schema_states(Engine::MySql).await;
+}
+
+#[tokio::test]
+async fn sqlserver_schema_states_are_handled_like_ef_and_foreign_schemas_refused() {
+    sql_schema_states(Engine::SqlServer).await;
 }

@@ -11,11 +11,12 @@ integration tests can prove compatibility in both directions:
   SQLite: EF Core's ``InitialCreate`` schema, GUIDs as upper-case TEXT, dates as
   ``yyyy-MM-dd HH:mm:ss.FFFFFFF``. JSON: JsonFlatFileDataStore's document (Newtonsoft,
   lower camel case, two-space indentation), GUIDs lower case, ISO dates ending in ``Z``.
-* ``make-sql`` writes a PostgreSQL or MySQL/MariaDB database (which must exist and be
-  empty) with the DDL EF Core's Npgsql and Pomelo providers run for upstream's
-  ``InitialCreate`` migrations: PostgreSQL ``uuid`` ids and ``timestamp without time zone``
-  dates; MySQL utf8mb4 tables, lower-case ``char(36)`` ids in ``ascii_general_ci``,
-  ``datetime(6)`` dates. Dates hold UTC.
+* ``make-sql`` writes a PostgreSQL, MySQL/MariaDB or SQL Server database (which must exist
+  and be empty) with the DDL EF Core's Npgsql, Pomelo and SqlServer providers run for
+  upstream's ``InitialCreate`` migrations: PostgreSQL ``uuid`` ids and ``timestamp without
+  time zone`` dates; MySQL utf8mb4 tables, lower-case ``char(36)`` ids in
+  ``ascii_general_ci``, ``datetime(6)`` dates; SQL Server ``uniqueidentifier`` ids,
+  ``nvarchar(max)`` keys, ``datetime2`` dates, an ``IDENTITY`` key row id. Dates hold UTC.
 * ``read-sqlite`` / ``read-json`` / ``read-sql`` unwrap and decrypt a store written by
   anyone, checking the format strictly on the way, and exit non-zero on any deviation.
   Like upstream they read only upstream's tables and properties: a SQLite file may hold
@@ -27,7 +28,8 @@ integration tests can prove compatibility in both directions:
   ``fingerprint`` = hex SHA-256 of the recovery key's SubjectPublicKeyInfo DER.
 
 Every command prints a manifest ``{"users": {"<lower-case guid>": "<base64 clear key>"}}``.
-The ``cryptography`` package is needed, and ``psycopg2`` or ``pymysql`` for ``*-sql``.
+The ``cryptography`` package is needed, and ``psycopg2``, ``pymysql`` or ``pytds``
+(python-tds) for ``*-sql``.
 """
 
 import argparse
@@ -60,6 +62,7 @@ SQLITE_DDL = [
 SQL_MIGRATION_IDS = {
     "postgresql": "20210820160016_InitialCreate",
     "mysql": "20210820155954_InitialCreate",
+    "sqlserver": "20210820154908_InitialCreate",
 }
 
 POSTGRESQL_DDL = [
@@ -73,6 +76,32 @@ MYSQL_DDL = [
     "ALTER DATABASE CHARACTER SET utf8mb4",
     "CREATE TABLE `ApplicationDatas` (`Id` int NOT NULL AUTO_INCREMENT, `SymmetricKey` longtext CHARACTER SET utf8mb4 NULL, CONSTRAINT `PK_ApplicationDatas` PRIMARY KEY (`Id`)) CHARACTER SET=utf8mb4",
     "CREATE TABLE `UserKeys` (`Id` char(36) COLLATE ascii_general_ci NOT NULL, `Key` longtext CHARACTER SET utf8mb4 NULL, `CreationDate` datetime(6) NOT NULL, `RevisionDate` datetime(6) NULL, `LastAccessDate` datetime(6) NULL, CONSTRAINT `PK_UserKeys` PRIMARY KEY (`Id`)) CHARACTER SET=utf8mb4",
+]
+
+# EF Core's SqlServer provider: the history table is created on its own when missing, then
+# the migration's tables (an int IDENTITY key for ApplicationDatas) in one transaction.
+SQLSERVER_DDL = [
+    """IF OBJECT_ID(N'[__EFMigrationsHistory]') IS NULL
+BEGIN
+    CREATE TABLE [__EFMigrationsHistory] (
+        [MigrationId] nvarchar(150) NOT NULL,
+        [ProductVersion] nvarchar(32) NOT NULL,
+        CONSTRAINT [PK___EFMigrationsHistory] PRIMARY KEY ([MigrationId])
+    );
+END""",
+    """CREATE TABLE [ApplicationDatas] (
+    [Id] int NOT NULL IDENTITY,
+    [SymmetricKey] nvarchar(max) NULL,
+    CONSTRAINT [PK_ApplicationDatas] PRIMARY KEY ([Id])
+)""",
+    """CREATE TABLE [UserKeys] (
+    [Id] uniqueidentifier NOT NULL,
+    [Key] nvarchar(max) NULL,
+    [CreationDate] datetime2 NOT NULL,
+    [RevisionDate] datetime2 NULL,
+    [LastAccessDate] datetime2 NULL,
+    CONSTRAINT [PK_UserKeys] PRIMARY KEY ([Id])
+)""",
 ]
 
 # information_schema's view of upstream's columns: (table, column, data type, nullable).
@@ -94,6 +123,15 @@ SQL_COLUMNS = {
         ("UserKeys", "Key", "longtext", "YES"),
         ("UserKeys", "LastAccessDate", "datetime", "YES"),
         ("UserKeys", "RevisionDate", "datetime", "YES"),
+    ],
+    "sqlserver": [
+        ("ApplicationDatas", "Id", "int", "NO"),
+        ("ApplicationDatas", "SymmetricKey", "nvarchar", "YES"),
+        ("UserKeys", "CreationDate", "datetime2", "NO"),
+        ("UserKeys", "Id", "uniqueidentifier", "NO"),
+        ("UserKeys", "Key", "nvarchar", "YES"),
+        ("UserKeys", "LastAccessDate", "datetime2", "YES"),
+        ("UserKeys", "RevisionDate", "datetime2", "YES"),
     ],
 }
 
@@ -330,52 +368,78 @@ def read_json(args, private_key, _rng):
 
 
 def sql_connect(args):
+    """A connection, and how the engine quotes a name."""
     if args.engine == "postgresql":
         import psycopg2
 
         db = psycopg2.connect(host=args.host, port=args.port, user=args.user, password=args.db_password or None, dbname=args.database)
-        return db, "%s", '"'
+        return db, lambda name: f'"{name}"'
+    if args.engine == "sqlserver":
+        import pytds
+
+        db = pytds.connect(server=args.host, port=args.port, user=args.user, password=args.db_password, database=args.database, autocommit=False)
+        return db, lambda name: f"[{name}]"
     import pymysql
 
     db = pymysql.connect(host=args.host, port=args.port, user=args.user, password=args.db_password or "", database=args.database)
-    return db, "%s", "`"
+    return db, lambda name: f"`{name}`"
+
+
+SQL_DDL = {"postgresql": POSTGRESQL_DDL, "mysql": MYSQL_DDL, "sqlserver": SQLSERVER_DDL}
 
 
 def make_sql(args, private_key, rng):
-    db, _, q = sql_connect(args)
+    db, q = sql_connect(args)
     symmetric_key = rng.randbytes(32)
     users = make_users(args.users, rng)
     cursor = db.cursor()
-    for statement in POSTGRESQL_DDL if args.engine == "postgresql" else MYSQL_DDL:
+    for statement in SQL_DDL[args.engine]:
         cursor.execute(statement)
     cursor.execute(
-        f"INSERT INTO {q}__EFMigrationsHistory{q} ({q}MigrationId{q}, {q}ProductVersion{q}) VALUES (%s, %s)",
+        f"INSERT INTO {q('__EFMigrationsHistory')} ({q('MigrationId')}, {q('ProductVersion')}) VALUES (%s, %s)",
         (SQL_MIGRATION_IDS[args.engine], PRODUCT_VERSION),
     )
     cursor.execute(
-        f"INSERT INTO {q}ApplicationDatas{q} ({q}SymmetricKey{q}) VALUES (%s)",
+        f"INSERT INTO {q('ApplicationDatas')} ({q('SymmetricKey')}) VALUES (%s)",
         (wrap_symmetric_key(private_key, symmetric_key),),
     )
     for user_id, clear, created, revised, accessed in users:
         cursor.execute(
-            f"INSERT INTO {q}UserKeys{q} ({q}Id{q}, {q}Key{q}, {q}CreationDate{q}, {q}RevisionDate{q}, {q}LastAccessDate{q}) VALUES (%s, %s, %s, %s, %s)",
-            # Npgsql sends a Guid as uuid; Pomelo as its lower-case char(36) text.
-            (str(user_id), seal(symmetric_key, clear, rng), created, revised, accessed),
+            f"INSERT INTO {q('UserKeys')} ({q('Id')}, {q('Key')}, {q('CreationDate')}, {q('RevisionDate')}, {q('LastAccessDate')}) VALUES (%s, %s, %s, %s, %s)",
+            # Npgsql sends a Guid as uuid; Pomelo as its lower-case char(36) text; SqlClient
+            # as a uniqueidentifier.
+            (user_id if args.engine == "sqlserver" else str(user_id), seal(symmetric_key, clear, rng), created, revised, accessed),
         )
     db.commit()
     db.close()
     return manifest((u, k) for u, k, *_ in users)
 
 
+def check_sqlserver_column_sizes(cursor):
+    """``nvarchar(max)`` keys and ``datetime2`` dates of 100 ns (7 digits). Babelfish for
+    PostgreSQL stores datetime2 as a PostgreSQL timestamp and reports its 6 digits."""
+    cursor.execute("SELECT @@VERSION")
+    babelfish = cursor.fetchone()[0].startswith("Babelfish for PostgreSQL")
+    cursor.execute(
+        "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, DATETIME_PRECISION FROM INFORMATION_SCHEMA.COLUMNS "
+        "WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME IN ('ApplicationDatas', 'UserKeys')"
+    )
+    for table, column, length, precision in cursor.fetchall():
+        if column in ("SymmetricKey", "Key") and length != -1:
+            raise FormatError(f"{table}.{column} is nvarchar({length}), not nvarchar(max)")
+        if column.endswith("Date") and precision != (6 if babelfish else 7):
+            raise FormatError(f"{table}.{column} is datetime2({precision}), not datetime2")
+
+
 def read_sql(args, private_key, _rng):
-    db, _, q = sql_connect(args)
+    db, q = sql_connect(args)
     cursor = db.cursor()
-    schema = "current_schema()" if args.engine == "postgresql" else "DATABASE()"
+    schema = {"postgresql": "current_schema()", "mysql": "DATABASE()", "sqlserver": "SCHEMA_NAME()"}[args.engine]
     cursor.execute(
         "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
-        f"WHERE table_schema = {schema} AND table_name IN ('ApplicationDatas', 'UserKeys') ORDER BY table_name, column_name"
+        f"WHERE table_schema = {schema} AND table_name IN ('ApplicationDatas', 'UserKeys')"
     )
-    columns = [tuple(str(v) for v in row) for row in cursor.fetchall()]
+    columns = sorted(tuple(str(v) for v in row) for row in cursor.fetchall())
     if columns != SQL_COLUMNS[args.engine]:
         raise FormatError(f"columns {columns} are not upstream's {SQL_COLUMNS[args.engine]}")
     if args.engine == "mysql":
@@ -386,18 +450,22 @@ def read_sql(args, private_key, _rng):
         collation, length = cursor.fetchone()
         if (collation, int(length)) != ("ascii_general_ci", 36):
             raise FormatError(f"UserKeys.Id is {collation} of length {length}, not char(36) ascii_general_ci")
-    cursor.execute(f"SELECT {q}MigrationId{q} FROM {q}__EFMigrationsHistory{q}")
+    if args.engine == "sqlserver":
+        check_sqlserver_column_sizes(cursor)
+    cursor.execute(f"SELECT {q('MigrationId')} FROM {q('__EFMigrationsHistory')}")
     history = [row[0] for row in cursor.fetchall()]
     if SQL_MIGRATION_IDS[args.engine] not in history:
         raise FormatError(f"__EFMigrationsHistory lacks {SQL_MIGRATION_IDS[args.engine]}: {history}")
-    cursor.execute(f"SELECT {q}SymmetricKey{q} FROM {q}ApplicationDatas{q} ORDER BY {q}Id{q}")
+    cursor.execute(f"SELECT {q('SymmetricKey')} FROM {q('ApplicationDatas')} ORDER BY {q('Id')}")
     rows = cursor.fetchall()
     if len(rows) != 1 or rows[0][0] is None:
         raise FormatError(f"expected exactly one symmetric key row, found {len(rows)}")
     symmetric_key = unwrap_symmetric_key(private_key, rows[0][0])
     users = {}
-    cursor.execute(f"SELECT {q}Id{q}, {q}Key{q}, {q}CreationDate{q}, {q}RevisionDate{q}, {q}LastAccessDate{q} FROM {q}UserKeys{q}")
+    cursor.execute(f"SELECT {q('Id')}, {q('Key')}, {q('CreationDate')}, {q('RevisionDate')}, {q('LastAccessDate')} FROM {q('UserKeys')}")
     for user_id, key, created, revised, accessed in cursor.fetchall():
+        if args.engine == "sqlserver" and not isinstance(user_id, uuid.UUID):
+            raise FormatError(f"UserKeys.Id {user_id!r} is not a uniqueidentifier")
         user_id = str(user_id)
         if args.engine == "mysql" and not LOWER_GUID.match(user_id):
             raise FormatError(f"GUID {user_id!r} is not lower case")
@@ -435,7 +503,7 @@ def main():
         command = commands.add_parser(name)
         command.add_argument("--pfx", required=True)
         command.add_argument("--password", default="")
-        command.add_argument("--engine", choices=["postgresql", "mysql"], required=True)
+        command.add_argument("--engine", choices=["postgresql", "mysql", "sqlserver"], required=True)
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, required=True)
         command.add_argument("--user", required=True)

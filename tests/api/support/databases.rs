@@ -27,6 +27,12 @@ impl Engine {
         }
     }
 
+    /// Whether tests may expect the server: PostgreSQL and MySQL have defaults, SQL Server
+    /// only a configured `KC_TEST_SQLSERVER` (CI has none).
+    pub fn is_configured(self) -> bool {
+        self.base_connection_string().is_some()
+    }
+
     /// The server's connection string without a database, if one is configured.
     pub fn base_connection_string(self) -> Option<String> {
         if let Ok(value) = std::env::var(self.env_var()) {
@@ -36,6 +42,33 @@ impl Engine {
             Engine::PostgreSql => Some("Host=127.0.0.1;Port=5432;Username=postgres".into()),
             Engine::MySql => Some("Server=127.0.0.1;Port=3306;Uid=root;Pwd=".into()),
             Engine::SqlServer => None,
+        }
+    }
+
+    /// `database:provider`'s value for this server.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Engine::PostgreSql => "postgresql",
+            Engine::MySql => "mysql",
+            Engine::SqlServer => "sqlserver",
+        }
+    }
+
+    /// The environment variable of this server's connection string setting.
+    pub fn connection_string_variable(self) -> &'static str {
+        match self {
+            Engine::PostgreSql => "keyConnectorSettings__database__postgreSqlConnectionString",
+            Engine::MySql => "keyConnectorSettings__database__mySqlConnectionString",
+            Engine::SqlServer => "keyConnectorSettings__database__sqlServerConnectionString",
+        }
+    }
+
+    /// `identifier` quoted as this server's SQL quotes names.
+    pub fn quoted(self, identifier: &str) -> String {
+        match self {
+            Engine::PostgreSql => format!("\"{identifier}\""),
+            Engine::MySql => format!("`{identifier}`"),
+            Engine::SqlServer => format!("[{identifier}]"),
         }
     }
 
@@ -53,6 +86,9 @@ pub struct TestDatabase {
     pub server: Engine,
     pub name: String,
     base: String,
+    /// The SQL Server is Babelfish for PostgreSQL (`@@VERSION` says so), which differs from
+    /// SQL Server where a test must say so: see [`TestDatabase::is_babelfish`].
+    babelfish: bool,
 }
 
 impl TestDatabase {
@@ -64,10 +100,11 @@ impl TestDatabase {
                 server.env_var()
             )
         })?;
-        let database = Self {
+        let mut database = Self {
             server,
             name: format!("kc_test_{}", Uuid::new_v4().simple()),
             base,
+            babelfish: false,
         };
         database.admin(|_| None).await.map_err(|e| {
             format!(
@@ -75,7 +112,21 @@ impl TestDatabase {
                 database.redacted_base()
             )
         })?;
+        if server == Engine::SqlServer {
+            let version = database.admin_column("SELECT @@VERSION").await?;
+            database.babelfish = version
+                .iter()
+                .flatten()
+                .any(|v| v.starts_with("Babelfish for PostgreSQL"));
+        }
         Ok(database)
+    }
+
+    /// Whether the SQL Server is Babelfish for PostgreSQL rather than Microsoft's. Where it
+    /// differs (it keeps `datetime2` to the microsecond, rounding the seventh digit), a test
+    /// allows that only here, never for SQL Server itself.
+    pub fn is_babelfish(&self) -> bool {
+        self.babelfish
     }
 
     fn redacted_base(&self) -> String {
@@ -131,12 +182,38 @@ impl TestDatabase {
                 address.port(),
                 self.name
             ),
-            _ => format!(
+            Engine::MySql => format!(
                 "Server={};Port={};Uid={user};Pwd={password};Database={};{extra}",
                 address.ip(),
                 address.port(),
                 self.name
             ),
+            // The base's other keywords (encryption, trust) stay as they are.
+            Engine::SqlServer => {
+                let others: Vec<&str> = self
+                    .base
+                    .split(';')
+                    .filter(|part| {
+                        let keyword: String = part
+                            .split('=')
+                            .next()
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .collect();
+                        !part.trim().is_empty()
+                            && !["server", "datasource", "address", "addr", "networkaddress"]
+                                .contains(&keyword.to_ascii_lowercase().as_str())
+                    })
+                    .collect();
+                format!(
+                    "Server=tcp:{},{};{};Database={};{extra}",
+                    address.ip(),
+                    address.port(),
+                    others.join(";"),
+                    self.name
+                )
+            }
         };
         self.settings_for(&text)
     }
@@ -144,17 +221,14 @@ impl TestDatabase {
     /// Where the database is, as `tests/compat/upstream_format.py` takes it.
     pub fn script_args(&self) -> Vec<String> {
         use key_connector::config::sql_connection::SqlEndpoint;
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("the script handles PostgreSQL and MySQL")
-        };
+        let connection = self.connection();
         let SqlEndpoint::Tcp { host, port, .. } = &connection.endpoint else {
             panic!("the script connects over TCP")
         };
         let (engine, default_port) = match self.server {
             Engine::PostgreSql => ("postgresql", 5432),
-            _ => ("mysql", 3306),
+            Engine::MySql => ("mysql", 3306),
+            Engine::SqlServer => ("sqlserver", 1433),
         };
         let password = connection
             .password
@@ -219,19 +293,7 @@ impl TestDatabase {
                 let _ = conn.close().await;
             }
             Engine::SqlServer => {
-                use tokio_util::compat::TokioAsyncWriteCompatExt;
-                let config =
-                    key_connector::store::sqlserver::tiberius_config(&connection, "master");
-                let tcp = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    tokio::net::TcpStream::connect(config.get_addr()),
-                )
-                .await
-                .map_err(|_| "no answer within 5 s".to_string())?
-                .map_err(|e| e.to_string())?;
-                let mut client = tiberius::Client::connect(config, tcp.compat_write())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut client = sqlserver_client(&connection, "master").await?;
                 if let Some(statement) = sql(&self.name) {
                     client
                         .simple_query(statement)
@@ -247,31 +309,77 @@ impl TestDatabase {
         Ok(())
     }
 
+    /// Ends the sessions still in the test database (a store's pool lives until the test's
+    /// runtime ends): SQL Server, and Babelfish, refuse to drop a database in use, and
+    /// neither `WITH (FORCE)` nor (on Babelfish) `SET SINGLE_USER` is there to say otherwise.
+    async fn end_sessions(&self) {
+        let sessions = self
+            .admin_column(&format!(
+                "SELECT CAST(session_id AS nvarchar(10)) FROM sys.dm_exec_sessions \
+                 WHERE database_id = DB_ID(N'{}') AND session_id <> @@SPID",
+                self.name
+            ))
+            .await
+            .unwrap_or_default();
+        for session in sessions.into_iter().flatten() {
+            // A session that ended meanwhile cannot be killed; that is as good.
+            let _ = self.admin(|_| Some(format!("KILL {session}"))).await;
+        }
+    }
+
+    /// First column of a query on SQL Server's `master`, as text.
+    async fn admin_column(&self, query: &str) -> Result<Vec<Option<String>>, String> {
+        let connection = sql_connection::parse(
+            self.server.dialect(),
+            &format!("{};Database=master", self.base.trim_end_matches(';')),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut client = sqlserver_client(&connection, "master").await?;
+        let rows = client
+            .simple_query(query)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_first_result()
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = client.close().await;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<&str, _>(0).map(str::to_owned))
+            .collect())
+    }
+
     /// Runs statements in the test database (which must exist).
     pub async fn execute(&self, statements: &[&str]) {
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("execute() is for PostgreSQL and MySQL")
-        };
+        let connection = self.connection();
         for statement in statements {
-            let statement = sqlx::AssertSqlSafe(statement.to_string());
             let result = match self.server {
                 Engine::PostgreSql => {
                     let mut conn = timed(postgres_options(&connection).connect())
                         .await
                         .unwrap();
-                    sqlx::raw_sql(statement)
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
                         .execute(&mut conn)
                         .await
                         .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }
-                _ => {
+                Engine::MySql => {
                     let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                    sqlx::raw_sql(statement)
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
                         .execute(&mut conn)
                         .await
                         .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Engine::SqlServer => {
+                    let mut client = sqlserver_client(&connection, &self.name).await.unwrap();
+                    let result = match client.simple_query(*statement).await {
+                        Ok(stream) => stream.into_results().await.map(drop),
+                        Err(e) => Err(e),
+                    };
+                    let _ = client.close().await;
+                    result.map_err(|e| e.to_string())
                 }
             };
             result.unwrap_or_else(|e| panic!("{e}"));
@@ -282,37 +390,60 @@ impl TestDatabase {
     pub async fn create_empty(&self) {
         let create: fn(&str) -> Option<String> = match self.server {
             Engine::PostgreSql => |name: &str| Some(format!("CREATE DATABASE \"{name}\"")),
-            _ => |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")),
+            Engine::MySql => {
+                |name: &str| Some(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            }
+            Engine::SqlServer => |name: &str| Some(format!("CREATE DATABASE [{name}]")),
         };
         self.admin(create).await.expect("test database created");
     }
 
     /// First column of every row of a query, as text.
     pub async fn column(&self, query: &str) -> Vec<Option<String>> {
-        let (DatabaseSettings::PostgreSql { connection } | DatabaseSettings::MySql { connection }) =
-            self.settings()
-        else {
-            panic!("column() is for PostgreSQL and MySQL")
-        };
-        let query = sqlx::AssertSqlSafe(query.to_string());
+        let connection = self.connection();
         match self.server {
             Engine::PostgreSql => {
                 let mut conn = timed(postgres_options(&connection).connect())
                     .await
                     .unwrap();
-                sqlx::query_scalar(query)
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
                     .fetch_all(&mut conn)
                     .await
                     .unwrap()
             }
-            _ => {
+            Engine::MySql => {
                 let mut conn = timed(mysql_options(&connection).connect()).await.unwrap();
-                sqlx::query_scalar(query)
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
                     .fetch_all(&mut conn)
                     .await
                     .unwrap()
+            }
+            Engine::SqlServer => {
+                let mut client = sqlserver_client(&connection, &self.name).await.unwrap();
+                let rows = client
+                    .simple_query(query)
+                    .await
+                    .unwrap()
+                    .into_first_result()
+                    .await
+                    .unwrap();
+                let _ = client.close().await;
+                rows.iter()
+                    .map(|row| row.get::<&str, _>(0).map(str::to_owned))
+                    .collect()
             }
         }
+    }
+
+    /// The test database's parsed connection string.
+    fn connection(&self) -> key_connector::config::SqlConnection {
+        let (DatabaseSettings::PostgreSql { connection }
+        | DatabaseSettings::MySql { connection }
+        | DatabaseSettings::SqlServer { connection }) = self.settings()
+        else {
+            unreachable!("a test database is on a SQL server")
+        };
+        connection
     }
 }
 
@@ -322,7 +453,8 @@ impl Drop for TestDatabase {
             Engine::PostgreSql => {
                 |name: &str| Some(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             }
-            _ => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
+            Engine::MySql => |name: &str| Some(format!("DROP DATABASE IF EXISTS `{name}`")),
+            Engine::SqlServer => |name: &str| Some(format!("DROP DATABASE IF EXISTS [{name}]")),
         };
         let server = self.server;
         let name = self.name.clone();
@@ -333,7 +465,15 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .unwrap();
-            let database = TestDatabase { server, name, base };
+            let database = TestDatabase {
+                server,
+                name,
+                base,
+                babelfish: false,
+            };
+            if server == Engine::SqlServer {
+                runtime.block_on(database.end_sessions());
+            }
             if let Err(error) = runtime.block_on(database.admin(drop_statement)) {
                 eprintln!("could not drop test database {}: {error}", database.name);
             }
@@ -341,6 +481,25 @@ impl Drop for TestDatabase {
         })
         .join();
     }
+}
+
+/// A connection to `database` on the SQL Server of `connection`, as the store makes it.
+async fn sqlserver_client(
+    connection: &key_connector::config::SqlConnection,
+    database: &str,
+) -> Result<tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>>, String> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = key_connector::store::sqlserver::tiberius_config(connection, database);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(config.get_addr()),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn timed<T>(future: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, String> {

@@ -46,3 +46,21 @@ macro_rules! skip_or_fail {
         return;
     }};
 }
+
+/// A throw-away database on `server`, or skip the test. A SQL Server that is not configured
+/// (`KC_TEST_SQLSERVER` unset) is skipped even when backends are required, as CI runs
+/// without one; any other server that cannot be reached fails under KC_REQUIRE_BACKENDS=1.
+#[macro_export]
+macro_rules! database_or_skip {
+    ($server:expr) => {{
+        let server: $crate::support::databases::Engine = $server;
+        match $crate::support::databases::TestDatabase::reserve(server).await {
+            Ok(database) => database,
+            Err(reason) if !server.is_configured() => {
+                eprintln!("SKIPPED: {reason}");
+                return;
+            }
+            Err(reason) => $crate::skip_or_fail!("{reason}"),
+        }
+    }};
+}
