@@ -534,6 +534,69 @@ async fn a_property_of_our_own_is_written_read_and_removed(backend: Backend) {
     store.write_property("UserKeysBound", None).await.unwrap();
 }
 
+/// The recovery wraps (`RecoveryWrapStore`), the same on every store: none in a database
+/// that never had one, one per symmetric key (a save of the same key check replaces it, in
+/// place and durably), kept across a reopen, and `retain` keeps exactly the key checks given.
+async fn recovery_wraps_are_one_per_symmetric_key_and_retained_as_asked(backend: Backend) {
+    use key_connector::store::StoredRecoveryWrap;
+    let wrap = |check: &str, wrapped: &str| StoredRecoveryWrap {
+        key_check: check.to_owned(),
+        fingerprint: "f1".repeat(32),
+        wrapped_key: wrapped.to_owned(),
+    };
+    let sorted = |mut wraps: Vec<StoredRecoveryWrap>| {
+        wraps.sort_by(|a, b| a.key_check.cmp(&b.key_check));
+        wraps
+            .into_iter()
+            .map(|w| (w.key_check, w.fingerprint, w.wrapped_key))
+            .collect::<Vec<_>>()
+    };
+    let storage = storage_or_skip!(backend);
+    let store = storage.open().await;
+    assert!(store.read_recovery_wraps().await.unwrap().is_empty());
+    store
+        .save_recovery_wrap(&wrap("current", "wrapped-1"))
+        .await
+        .unwrap();
+    store
+        .save_recovery_wrap(&wrap("pending", "wrapped-2"))
+        .await
+        .unwrap();
+    // The same symmetric key wrapped again (a new recovery key, say): replaced, not added.
+    store
+        .save_recovery_wrap(&wrap("current", "wrapped-3"))
+        .await
+        .unwrap();
+    let expected = vec![
+        (
+            "current".to_owned(),
+            "f1".repeat(32),
+            "wrapped-3".to_owned(),
+        ),
+        (
+            "pending".to_owned(),
+            "f1".repeat(32),
+            "wrapped-2".to_owned(),
+        ),
+    ];
+    assert_eq!(sorted(store.read_recovery_wraps().await.unwrap()), expected);
+    store.close().await;
+
+    let store = storage.open().await;
+    assert_eq!(sorted(store.read_recovery_wraps().await.unwrap()), expected);
+    store
+        .retain_recovery_wraps(&["pending".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(store.read_recovery_wraps().await.unwrap()),
+        expected[1..].to_vec()
+    );
+    store.retain_recovery_wraps(&[]).await.unwrap();
+    assert!(store.read_recovery_wraps().await.unwrap().is_empty());
+    store.close().await;
+}
+
 /// Someone who can write the database and has an SSO account copies a victim's stored key
 /// into their own row. Upstream's form serves them the victim's key; once every key is bound
 /// (`userKeyBinding=on`, `bind-user-keys`) the copy, bound or a legacy unbound one, is
@@ -656,6 +719,7 @@ conformance!(
     a_pending_symmetric_key_is_saved_once_and_promoted_atomically,
     resealing_a_user_key_is_a_compare_and_swap,
     a_property_of_our_own_is_written_read_and_removed,
+    recovery_wraps_are_one_per_symmetric_key_and_retained_as_asked,
     a_copied_key_reaches_the_thief_until_keys_are_bound_and_is_refused_after,
 );
 
