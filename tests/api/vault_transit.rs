@@ -339,39 +339,15 @@ async fn an_unknown_key_or_mount_is_a_config_error_naming_the_setting() {
     );
 }
 
-/// AppRole set up for the provider: a role with the Transit policy and tokens of `ttl` and
-/// `max_ttl` seconds; its role id and a secret id.
+/// AppRole at its default mount for the provider: tokens with the Transit policy, of `ttl`
+/// and `max_ttl` seconds; its role id and a secret id.
 async fn app_role(bao: &OpenBao, ttl: u64, max_ttl: u64) -> (String, String) {
-    bao.call(
-        Method::POST,
-        "sys/auth/approle",
-        Some(json!({ "type": "approle" })),
+    bao.app_role(
+        "approle",
+        &["kc-transit"],
+        json!({ "token_ttl": ttl, "token_max_ttl": max_ttl }),
     )
-    .await;
-    bao.call(
-        Method::POST,
-        "auth/approle/role/key-connector",
-        Some(json!({
-            "token_policies": ["kc-transit"],
-            "token_ttl": ttl,
-            "token_max_ttl": max_ttl,
-        })),
-    )
-    .await;
-    let role = bao
-        .call(Method::GET, "auth/approle/role/key-connector/role-id", None)
-        .await;
-    let secret = bao
-        .call(
-            Method::POST,
-            "auth/approle/role/key-connector/secret-id",
-            None,
-        )
-        .await;
-    (
-        role["data"]["role_id"].as_str().unwrap().to_owned(),
-        secret["data"]["secret_id"].as_str().unwrap().to_owned(),
-    )
+    .await
 }
 
 #[tokio::test]

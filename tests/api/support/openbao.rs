@@ -365,6 +365,34 @@ audit "file" "file" {{
             .count()
     }
 
+    /// An AppRole auth method mounted at `mount`, with the role `key-connector` whose tokens
+    /// carry `policies` (and `role`'s other fields, such as `token_ttl`); its role id and a
+    /// fresh secret id.
+    pub async fn app_role(&self, mount: &str, policies: &[&str], role: Value) -> (String, String) {
+        self.call(
+            Method::POST,
+            &format!("sys/auth/{mount}"),
+            Some(json!({ "type": "approle" })),
+        )
+        .await;
+        let mut fields = json!({ "token_policies": policies });
+        if let (Some(fields), Some(role)) = (fields.as_object_mut(), role.as_object()) {
+            fields.extend(role.clone());
+        }
+        let role_path = format!("auth/{mount}/role/key-connector");
+        self.call(Method::POST, &role_path, Some(fields)).await;
+        let role_id = self
+            .call(Method::GET, &format!("{role_path}/role-id"), None)
+            .await;
+        let secret_id = self
+            .call(Method::POST, &format!("{role_path}/secret-id"), None)
+            .await;
+        (
+            role_id["data"]["role_id"].as_str().unwrap().to_owned(),
+            secret_id["data"]["secret_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// Mounts a KV version 2 engine at `mount`.
     pub async fn enable_kv2(&self, mount: &str) {
         self.call(
