@@ -38,7 +38,6 @@ fn unsigned(header: Value, claims: &Value) -> String {
     )
 }
 
-#[tokio::test]
 async fn every_401_case_is_rejected() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
@@ -153,7 +152,6 @@ async fn every_401_case_is_rejected() {
     }
 }
 
-#[tokio::test]
 async fn every_403_case_is_forbidden() {
     let app = spawn_app().await;
     let valid = app.idp.claims_for(Uuid::new_v4());
@@ -201,7 +199,6 @@ async fn every_403_case_is_forbidden() {
     }
 }
 
-#[tokio::test]
 async fn tokens_the_identity_server_may_issue_are_accepted() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
@@ -252,7 +249,6 @@ async fn tokens_the_identity_server_may_issue_are_accepted() {
     );
 }
 
-#[tokio::test]
 async fn guid_spellings_of_one_user_reach_the_same_key() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
@@ -266,7 +262,6 @@ async fn guid_spellings_of_one_user_reach_the_same_key() {
     assert_eq!(app.read_key(&app.idp.mint(claims)).await, Ok(key));
 }
 
-#[tokio::test]
 async fn the_identity_servers_issuer_is_trusted_even_when_it_differs_from_the_configured_uri() {
     // Configure the service with `http://localhost:PORT/` while the discovery document says
     // `http://127.0.0.1:PORT`, as self-hosted installs do (`http://identity:5000` vs `http://identity`).
@@ -284,7 +279,6 @@ async fn the_identity_servers_issuer_is_trusted_even_when_it_differs_from_the_co
     assert_eq!(app.read_key(&token).await, Err(404));
 }
 
-#[tokio::test]
 async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
     let first = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(Arc::clone(&first), AppOptions::default()).await;
@@ -320,7 +314,6 @@ async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
     assert_eq!(app.read_key(&old_key_token).await, Err(401));
 }
 
-#[tokio::test]
 async fn a_flood_of_unknown_key_ids_refreshes_the_jwks_at_most_once_per_interval() {
     let app = Arc::new(spawn_app().await);
     let before = app.idp.jwks_fetches();
@@ -346,7 +339,6 @@ async fn a_flood_of_unknown_key_ids_refreshes_the_jwks_at_most_once_per_interval
     );
 }
 
-#[tokio::test]
 async fn a_newly_published_key_is_trusted_at_once_during_a_flood_of_unknown_key_ids() {
     let first = Arc::new(TestIdp::start().await);
     let app = Arc::new(spawn_app_with(Arc::clone(&first), AppOptions::default()).await);
@@ -394,7 +386,6 @@ async fn a_newly_published_key_is_trusted_at_once_during_a_flood_of_unknown_key_
     );
 }
 
-#[tokio::test]
 async fn a_token_naming_an_unpublished_key_id_but_signed_by_a_published_key_is_accepted() {
     // Upstream's token handler tries every published key when the `kid` matches none.
     let app = spawn_app().await;
@@ -408,7 +399,6 @@ async fn a_token_naming_an_unpublished_key_id_but_signed_by_a_published_key_is_a
     assert_eq!(app.idp.jwks_fetches(), before, "no refresh was needed");
 }
 
-#[tokio::test]
 async fn identity_server_down_is_503_then_recovers_without_restart() {
     // Reserve a port, then free it: nothing listens there when the service starts.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -474,7 +464,6 @@ async fn bind_retrying(address: &str) -> tokio::net::TcpListener {
     panic!("cannot bind {address} again");
 }
 
-#[tokio::test]
 async fn a_503_for_the_identity_server_names_no_url_transport_error_or_document_content() {
     // An identity server that answers with a broken JWKS: the parser's message would quote it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -605,7 +594,6 @@ async fn spawn_app_trusting(idp: &SwitchableIdp) -> TestApp {
     .await
 }
 
-#[tokio::test]
 async fn a_withdrawn_key_without_a_kid_stops_vouching_for_tokens_it_signed_at_once() {
     // Vaultwarden publishes keys without a kid and signs tokens without one.
     let (withdrawn, staying) = (
@@ -631,7 +619,6 @@ async fn a_withdrawn_key_without_a_kid_stops_vouching_for_tokens_it_signed_at_on
     assert_eq!(app.read_key(&token).await, Err(401));
 }
 
-#[tokio::test]
 async fn a_kid_republished_with_other_key_material_stops_vouching_for_the_old_keys_tokens() {
     let (old, new) = (
         DevIssuer::generate().unwrap(),
@@ -666,7 +653,6 @@ async fn serve_documents(router: axum::Router) -> (String, tokio::task::JoinHand
     (url, task)
 }
 
-#[tokio::test]
 async fn the_discovery_document_is_not_fetched_through_a_redirect_to_another_origin() {
     let idp = Arc::new(TestIdp::start().await);
     let elsewhere = format!("{}/.well-known/openid-configuration", idp.url);
@@ -687,7 +673,6 @@ async fn the_discovery_document_is_not_fetched_through_a_redirect_to_another_ori
     assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(503));
 }
 
-#[tokio::test]
 async fn a_redirect_within_the_identity_servers_origin_is_followed() {
     let idp = Arc::new(TestIdp::start().await);
     // The document names the test identity server's keys (another origin: a warning only).
@@ -713,7 +698,6 @@ async fn a_redirect_within_the_identity_servers_origin_is_followed() {
     assert_eq!(app.read_key(&idp.token_for(Uuid::new_v4())).await, Err(404));
 }
 
-#[tokio::test]
 async fn a_jwks_larger_than_a_mebibyte_is_not_read() {
     let issuer = Arc::new(DevIssuer::generate().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -748,7 +732,6 @@ async fn a_jwks_larger_than_a_mebibyte_is_not_read() {
 /// through it showed (tests/e2e): discovery at `{domain}/identity`, an issuer of the form
 /// `{origin}|login` that is no URL, the JWKS at `{domain}/identity/.well-known/jwks`, and
 /// access tokens without `kid` or `iat`, with `amr` `["Application","external"]`.
-#[tokio::test]
 async fn tokens_shaped_as_vaultwarden_issues_them_are_accepted() {
     let issuer = Arc::new(DevIssuer::generate().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -806,4 +789,26 @@ async fn tokens_shaped_as_vaultwarden_issues_them_are_accepted() {
     );
     assert_eq!(app.read_key(&foreign).await, Err(401));
     server.abort();
+}
+
+crate::tests! {
+    current_thread: [
+        every_401_case_is_rejected,
+        every_403_case_is_forbidden,
+        tokens_the_identity_server_may_issue_are_accepted,
+        guid_spellings_of_one_user_reach_the_same_key,
+        the_identity_servers_issuer_is_trusted_even_when_it_differs_from_the_configured_uri,
+        a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks,
+        a_flood_of_unknown_key_ids_refreshes_the_jwks_at_most_once_per_interval,
+        a_newly_published_key_is_trusted_at_once_during_a_flood_of_unknown_key_ids,
+        a_token_naming_an_unpublished_key_id_but_signed_by_a_published_key_is_accepted,
+        identity_server_down_is_503_then_recovers_without_restart,
+        a_503_for_the_identity_server_names_no_url_transport_error_or_document_content,
+        a_withdrawn_key_without_a_kid_stops_vouching_for_tokens_it_signed_at_once,
+        a_kid_republished_with_other_key_material_stops_vouching_for_the_old_keys_tokens,
+        the_discovery_document_is_not_fetched_through_a_redirect_to_another_origin,
+        a_redirect_within_the_identity_servers_origin_is_followed,
+        a_jwks_larger_than_a_mebibyte_is_not_read,
+        tokens_shaped_as_vaultwarden_issues_them_are_accepted,
+    ],
 }

@@ -138,19 +138,16 @@ async fn round_trip(moto: &Moto, spec: KeySpec, symmetric: bool) {
     provider.check_health().await.expect("healthy");
 }
 
-#[tokio::test]
 async fn rsa_kms_key_wraps_and_unwraps() {
     let moto = moto_or_skip!();
     round_trip(&moto, KeySpec::Rsa2048, false).await;
 }
 
-#[tokio::test]
 async fn symmetric_kms_key_wraps_and_unwraps() {
     let moto = moto_or_skip!();
     round_trip(&moto, KeySpec::SymmetricDefault, true).await;
 }
 
-#[tokio::test]
 async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
     let moto = moto_or_skip!();
     for symmetric in [false, true] {
@@ -167,7 +164,6 @@ async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
     }
 }
 
-#[tokio::test]
 async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
     let moto = moto_or_skip!();
     let symmetric_key = moto.create_key(KeySpec::SymmetricDefault).await;
@@ -185,7 +181,6 @@ async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
     }
 }
 
-#[tokio::test]
 async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
     let moto = moto_or_skip!();
     let first = moto.create_key(KeySpec::SymmetricDefault).await;
@@ -212,7 +207,6 @@ async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
     );
 }
 
-#[tokio::test]
 async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     // A port nothing listens on: connection refused on every attempt.
     let url = format!("http://127.0.0.1:{}", free_port());
@@ -228,7 +222,6 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
-#[tokio::test]
 async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
     let moto = moto_or_skip!();
     let key_id = moto.create_key(KeySpec::Rsa2048).await;
@@ -268,7 +261,6 @@ fn kms_service(dir: &Path, idp_url: &str, port: u16, key_id: &str, symmetric: bo
     command
 }
 
-#[tokio::test]
 async fn the_binary_uses_aws_endpoint_url_and_the_default_credential_chain() {
     let moto = moto_or_skip!();
     let key_id = moto.create_key(KeySpec::SymmetricDefault).await;
@@ -425,7 +417,6 @@ async fn start_rsa_fake_kms(
 /// A KMS-compatible endpoint behind a private CA (`AWS_ENDPOINT_URL` pointing at an
 /// on-premises KMS or a proxy): the SDK's own HTTPS client must honour `SSL_CERT_FILE`, and
 /// an untrusted certificate is a configuration error, not an outage to wait out.
-#[tokio::test]
 async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     const KEY_ID: &str =
         "arn:aws:kms:us-east-1:111122223333:key/7d1e2c3b-4a5f-4e6d-8c7b-9a0b1c2d3e4f";
@@ -469,7 +460,6 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     );
 }
 
-#[tokio::test]
 async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
     use aws_lc_rs::rsa::{
         KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
@@ -557,7 +547,6 @@ async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
     assert_eq!(recorded[2].1["CiphertextBlob"], stored.as_str());
 }
 
-#[test]
 fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
     let dir = tempfile::tempdir().unwrap();
     let output = kms_service(
@@ -585,7 +574,6 @@ fn no_aws_credentials_anywhere_stops_start_up_naming_the_settings() {
     );
 }
 
-#[tokio::test]
 async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret() {
     let moto = moto_or_skip!();
     let dir = tempfile::tempdir().unwrap();
@@ -624,7 +612,6 @@ async fn a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret()
 
 /// A key policy made for the official service grants only Encrypt and Decrypt on a symmetric
 /// key (it never calls DescribeKey): the service starts, serves and reports health with it.
-#[tokio::test]
 async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -725,7 +712,6 @@ async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
 /// (STS for EKS web identity, IMDS, the ECS agent): start-up waits for it instead of
 /// exiting, and serves once it answers. No credentials anywhere still stops start-up (see
 /// `no_aws_credentials_anywhere_stops_start_up_naming_the_settings`).
-#[tokio::test]
 async fn web_identity_credentials_are_waited_for_until_sts_answers() {
     use crate::support::proxy::{Mode, Proxy};
     let moto = moto_or_skip!();
@@ -769,7 +755,6 @@ async fn web_identity_credentials_are_waited_for_until_sts_answers() {
 /// A web identity token file that cannot be read is the operator's to fix (a wrong path, a
 /// volume not mounted, a permission): start-up stops instead of waiting on it. (The SDK's
 /// message does not name the file; the credential settings are named.)
-#[tokio::test]
 async fn an_unreadable_web_identity_token_file_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = kms_service(
@@ -805,4 +790,26 @@ async fn an_unreadable_web_identity_token_file_stops_start_up() {
             && stderr.contains("keyConnectorSettings__rsaKey__awsAccessKeyId"),
         "{stderr}"
     );
+}
+
+crate::tests! {
+    current_thread: [
+        rsa_kms_key_wraps_and_unwraps,
+        symmetric_kms_key_wraps_and_unwraps,
+        an_unknown_key_id_is_a_config_error_naming_the_setting,
+        a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting,
+        a_ciphertext_of_another_key_or_garbage_is_unwrap_failed,
+        an_unreachable_kms_is_unavailable_within_bounded_time,
+        the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key,
+        the_binary_uses_aws_endpoint_url_and_the_default_credential_chain,
+        a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file,
+        rsa_wrapping_is_raw_oaep_sha256_on_the_wire,
+        a_wrong_key_id_stops_start_up_naming_the_setting_and_never_the_secret,
+        a_symmetric_key_without_describe_permission_is_checked_with_encrypt,
+        web_identity_credentials_are_waited_for_until_sts_answers,
+        an_unreadable_web_identity_token_file_stops_start_up,
+    ],
+    sync: [
+        no_aws_credentials_anywhere_stops_start_up_naming_the_settings,
+    ],
 }

@@ -264,7 +264,6 @@ async fn holds_the_uploaded_key(provider: &CertificateKeyProvider) {
     );
 }
 
-#[tokio::test]
 async fn an_azure_storage_certificate_serves_user_keys() {
     let azurite = azurite_or_skip!();
     let settings = settings_from_env(&azurite.connection_string(DEVELOPMENT_ACCOUNT_KEY), &[]);
@@ -289,7 +288,6 @@ async fn an_azure_storage_certificate_serves_user_keys() {
     holds_the_uploaded_key(&provider).await;
 }
 
-#[tokio::test]
 async fn use_development_storage_reads_from_azurite_on_its_default_port() {
     if !Azurite::installed() {
         skip_or_fail!(
@@ -298,9 +296,10 @@ async fn use_development_storage_reads_from_azurite_on_its_default_port() {
     }
     // `UseDevelopmentStorage=true` means port 10000; another program may hold it.
     if std::net::TcpListener::bind("127.0.0.1:10000").is_err() {
-        eprintln!(
-            "SKIPPED: port 10000 is taken, so UseDevelopmentStorage=true cannot be tested here \
+        crate::harness::skip(
+            "port 10000 is taken, so UseDevelopmentStorage=true cannot be tested here \
              (the explicit devstoreaccount1 connection string is tested instead)"
+                .to_owned(),
         );
         return;
     }
@@ -319,7 +318,6 @@ async fn use_development_storage_reads_from_azurite_on_its_default_port() {
     holds_the_uploaded_key(&provider).await;
 }
 
-#[tokio::test]
 async fn a_wrong_account_key_is_a_config_error_naming_the_connection_string() {
     let azurite = azurite_or_skip!();
     let wrong_key = base64::engine::general_purpose::STANDARD.encode([9u8; 64]);
@@ -338,7 +336,6 @@ async fn a_wrong_account_key_is_a_config_error_naming_the_connection_string() {
     assert!(!message.contains(&wrong_key), "the key leaked: {message}");
 }
 
-#[tokio::test]
 async fn a_missing_blob_or_container_is_a_config_error_naming_the_setting() {
     let azurite = azurite_or_skip!();
     let connection = azurite.connection_string(DEVELOPMENT_ACCOUNT_KEY);
@@ -368,7 +365,6 @@ async fn a_missing_blob_or_container_is_a_config_error_naming_the_setting() {
     );
 }
 
-#[tokio::test]
 async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
     let azurite = azurite_or_skip!();
     let message = config_error(
@@ -385,7 +381,6 @@ async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
     assert!(!message.contains("not the password"), "{message}");
 }
 
-#[tokio::test]
 async fn a_stopped_azurite_is_unavailable_and_serves_again_when_back() {
     let mut azurite = azurite_or_skip!();
     let settings = settings_from_env(&azurite.connection_string(DEVELOPMENT_ACCOUNT_KEY), &[]);
@@ -437,7 +432,6 @@ fn read_only_account_sas(account_key: &[u8]) -> String {
     url.query().unwrap().to_owned()
 }
 
-#[tokio::test]
 async fn a_shared_access_signature_reads_the_blob_and_a_forged_one_is_refused() {
     let azurite = azurite_or_skip!();
     let key = base64::engine::general_purpose::STANDARD
@@ -463,4 +457,16 @@ async fn a_shared_access_signature_reads_the_blob_and_a_forged_one_is_refused() 
         "{message}"
     );
     assert!(!message.contains("sig="), "the SAS leaked: {message}");
+}
+
+crate::tests! {
+    current_thread: [
+        an_azure_storage_certificate_serves_user_keys,
+        use_development_storage_reads_from_azurite_on_its_default_port,
+        a_wrong_account_key_is_a_config_error_naming_the_connection_string,
+        a_missing_blob_or_container_is_a_config_error_naming_the_setting,
+        a_wrong_pfx_password_is_a_config_error_naming_the_password_setting,
+        a_stopped_azurite_is_unavailable_and_serves_again_when_back,
+        a_shared_access_signature_reads_the_blob_and_a_forged_one_is_refused,
+    ],
 }

@@ -708,7 +708,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-#[tokio::test]
 async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
     let azure = AzureStandIn::start().await;
     let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
@@ -761,7 +760,6 @@ async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
     assert_eq!(token_request.path, format!("/{TENANT}/oauth2/v2.0/token"));
 }
 
-#[tokio::test]
 async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() {
     let azure = AzureStandIn::start().await;
     let (first_version, first) = azure.current();
@@ -875,7 +873,6 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     );
 }
 
-#[tokio::test]
 async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
     let azure = AzureStandIn::start().await;
     let mut settings = azure.key_settings();
@@ -900,7 +897,6 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
 }
 
 /// An Entra ID outage is waited out (start-up retries), not taken for wrong settings.
-#[tokio::test]
 async fn a_sign_in_outage_is_unavailable_and_passes() {
     let azure = AzureStandIn::start().await;
     azure.state.entra_down.store(true, Ordering::SeqCst);
@@ -918,7 +914,6 @@ async fn a_sign_in_outage_is_unavailable_and_passes() {
         .expect("served once sign-in is back");
 }
 
-#[tokio::test]
 async fn key_problems_are_config_errors_that_say_what_to_fix() {
     let azure = AzureStandIn::start().await;
 
@@ -966,7 +961,6 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     );
 }
 
-#[tokio::test]
 async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     let azure = AzureStandIn::start().await;
     let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
@@ -1017,7 +1011,6 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(40));
 }
 
-#[tokio::test]
 async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
     let azure = AzureStandIn::start().await;
     let pfx =
@@ -1084,7 +1077,6 @@ async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
     );
 }
 
-#[tokio::test]
 async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     let azure = AzureStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -1098,7 +1090,6 @@ async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     .await;
 }
 
-#[tokio::test]
 async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
     let azure = AzureStandIn::start().await;
     let mut connection = azure.connection();
@@ -1124,7 +1115,6 @@ async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
 /// stand-in's names resolved through a hosts file (as DNS resolves Azure's), its CA trusted
 /// through `SSL_CERT_FILE` and the sign-in host through `AZURE_AUTHORITY_HOST`: first the
 /// `azurekv` key provider, then the `azurekv` certificate source.
-#[tokio::test]
 async fn the_binary_uses_key_vault_with_the_operators_settings() {
     let azure = AzureStandIn::start().await;
     let idp = crate::support::TestIdp::start().await;
@@ -1296,7 +1286,6 @@ impl AzureStandIn {
 /// so Microsoft's own SDK checks it: signing in, the key and its versions, decrypting what
 /// the provider wrapped (and the provider unwrapping what the SDK wrapped), the certificate
 /// and its secret, and the 404s, all accepted both ways.
-#[tokio::test]
 async fn microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in() {
     if let Some(reason) = missing_python_modules(MICROSOFT_SDK) {
         crate::skip_or_fail!(
@@ -1392,7 +1381,6 @@ async fn microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in() {
 /// Each refusal the provider sorts (401 for another tenant, 403, 429, 500, 503) is, by the
 /// stand-in's answer, the exception Microsoft's SDK raises for that status, with Key Vault's
 /// error code and message read from the body.
-#[tokio::test]
 async fn microsofts_own_sdk_reads_each_refusal_of_the_stand_in() {
     if let Some(reason) = missing_python_modules(MICROSOFT_SDK) {
         crate::skip_or_fail!(
@@ -1431,7 +1419,6 @@ async fn microsofts_own_sdk_reads_each_refusal_of_the_stand_in() {
 /// The refusals Microsoft's SDK reads from the stand-in, as the provider sorts them: a token
 /// the vault rejects (issued by another tenant) is a setting to fix, throttling and server
 /// errors are outages that pass.
-#[tokio::test]
 async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
     let azure = AzureStandIn::start().await;
     for status in [
@@ -1460,4 +1447,22 @@ async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
             ),
         }
     }
+}
+
+crate::tests! {
+    current_thread: [
+        wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key,
+        a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions,
+        a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret,
+        a_sign_in_outage_is_unavailable_and_passes,
+        key_problems_are_config_errors_that_say_what_to_fix,
+        transient_vault_errors_are_retried_and_outages_are_unavailable,
+        the_certificate_source_reads_the_pfx_from_the_certificates_secret,
+        the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key,
+        a_vault_certificate_this_host_does_not_trust_is_a_config_error,
+        the_binary_uses_key_vault_with_the_operators_settings,
+        microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in,
+        microsofts_own_sdk_reads_each_refusal_of_the_stand_in,
+        vault_refusals_are_settings_to_fix_or_outages_that_pass,
+    ],
 }

@@ -238,12 +238,10 @@ async fn a_backup_taken_under_writes_restores_every_acknowledged_key(store: &str
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backup_taken_under_writes_restores_every_acknowledged_key() {
     a_backup_taken_under_writes_restores_every_acknowledged_key("sqlite").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_backup_taken_under_writes_restores_every_acknowledged_key() {
     a_backup_taken_under_writes_restores_every_acknowledged_key("json").await;
 }
@@ -270,7 +268,6 @@ fn damage_sealed_key(path: &Path, user: Uuid) {
     assert_eq!(changed, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_key_or_the_wrong_rsa_key_fails_the_check_naming_what_failed() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
@@ -350,7 +347,6 @@ async fn a_damaged_key_or_the_wrong_rsa_key_fails_the_check_naming_what_failed()
     assert!(!unverifiable.exists(), "{said}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_refuses_to_overwrite_or_to_write_over_the_live_database() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
@@ -437,7 +433,6 @@ async fn postgres_contents(database: &TestDatabase) -> Vec<Option<String>> {
     contents
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_dump_taken_under_writes_restores_and_verifies_without_changes() {
     if !pg_tools_present() {
         skip_or_fail!("pg_dump and pg_restore are not installed");
@@ -533,7 +528,6 @@ async fn postgresql_dump_taken_under_writes_restores_and_verifies_without_change
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_dump_restored_into_a_fresh_database_verifies_without_changes_and_serves() {
     let tools = ["mysqldump", "mysql"].iter().all(|tool| {
         Command::new(tool)
@@ -693,7 +687,6 @@ async fn sqlserver_contents(database: &TestDatabase) -> Vec<Option<String>> {
 /// `RESTORE DATABASE`, which Babelfish for PostgreSQL does not have: here the copy is made
 /// the way a restore leaves it, upstream's tables with every row, copied across databases
 /// in T-SQL (which runs on both).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlserver_copy_verifies_without_changes_and_an_empty_database_is_refused() {
     use key_connector::store::sqlserver::{CREATE_HISTORY, CREATE_SCHEMA};
     let original = crate::database_or_skip!(Server::SqlServer);
@@ -808,4 +801,16 @@ async fn sqlserver_copy_verifies_without_changes_and_an_empty_database_is_refuse
         acks.len(),
     )
     .await;
+}
+
+crate::tests! {
+    multi_thread(2): [
+        sqlite_backup_taken_under_writes_restores_every_acknowledged_key,
+        json_backup_taken_under_writes_restores_every_acknowledged_key,
+        a_damaged_key_or_the_wrong_rsa_key_fails_the_check_naming_what_failed,
+        backup_refuses_to_overwrite_or_to_write_over_the_live_database,
+        postgresql_dump_taken_under_writes_restores_and_verifies_without_changes,
+        mysql_dump_restored_into_a_fresh_database_verifies_without_changes_and_serves,
+        sqlserver_copy_verifies_without_changes_and_an_empty_database_is_refused,
+    ],
 }

@@ -14,7 +14,6 @@ use crate::support::{TestIdp, random_key};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 
-#[test]
 fn version_and_help_describe_the_binary() {
     let output = Command::new(BINARY).arg("--version").output().unwrap();
     assert!(output.status.success());
@@ -35,7 +34,6 @@ fn version_and_help_describe_the_binary() {
     }
 }
 
-#[test]
 fn a_missing_setting_stops_start_up_naming_the_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BINARY)
@@ -65,7 +63,6 @@ fn a_missing_setting_stops_start_up_naming_the_environment_variable() {
     );
 }
 
-#[test]
 fn a_wrong_certificate_password_stops_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let output = service_command(dir.path(), "sqlite", "http://127.0.0.1:9", free_port())
@@ -112,17 +109,14 @@ async fn acknowledged_writes_survive_kill_9(store: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_writes_survive_kill_9() {
     acknowledged_writes_survive_kill_9("sqlite").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_acknowledged_writes_survive_kill_9() {
     acknowledged_writes_survive_kill_9("json").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
@@ -194,7 +188,6 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     );
 }
 
-#[test]
 fn json_log_format_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BINARY)
@@ -218,7 +211,6 @@ fn json_log_format_writes_one_json_object_per_line() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_are_served_on_their_own_listener_only() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +302,6 @@ async fn prometheus_metrics_are_served_on_their_own_listener_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_never_the_key() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -412,7 +403,6 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_
         "the token never appears in logs"
     );
 }
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serilog_section_sets_the_level_and_writes_serilog_named_log_files() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -456,7 +446,6 @@ async fn the_serilog_section_sets_the_level_and_writes_serilog_named_log_files()
     assert_eq!(&first[23..35], " +00:00 [WRN", "{first}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_copied_into_another_users_row_is_refused_with_an_audit_line_once_keys_are_bound() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -571,4 +560,22 @@ async fn a_key_copied_into_another_users_row_is_refused_with_an_audit_line_once_
             .any(|l| l.contains(&victim_key)),
         "the key never appears in logs"
     );
+}
+
+crate::tests! {
+    multi_thread(2): [
+        sqlite_acknowledged_writes_survive_kill_9,
+        json_acknowledged_writes_survive_kill_9,
+        sigterm_finishes_in_flight_requests_flushes_and_exits_zero,
+        prometheus_metrics_are_served_on_their_own_listener_only,
+        every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_never_the_key,
+        the_serilog_section_sets_the_level_and_writes_serilog_named_log_files,
+        a_key_copied_into_another_users_row_is_refused_with_an_audit_line_once_keys_are_bound,
+    ],
+    sync: [
+        version_and_help_describe_the_binary,
+        a_missing_setting_stops_start_up_naming_the_environment_variable,
+        a_wrong_certificate_password_stops_start_up_with_a_clear_message,
+        json_log_format_writes_one_json_object_per_line,
+    ],
 }

@@ -73,7 +73,6 @@ async fn holds_key_of(provider: &CertificateKeyProvider, store: &Path, thumbprin
         .is_ok_and(|unwrapped| unwrapped[..] == secret)
 }
 
-#[tokio::test]
 async fn the_certificate_is_found_by_thumbprint_in_any_spelling() {
     let store = tempfile::tempdir().unwrap();
     let first = add_to_store(store.path(), "first");
@@ -104,7 +103,6 @@ async fn the_certificate_is_found_by_thumbprint_in_any_spelling() {
     }
 }
 
-#[tokio::test]
 async fn a_file_is_matched_by_its_certificate_not_its_name() {
     let store = tempfile::tempdir().unwrap();
     let thumbprint = add_to_store(store.path(), "renamed");
@@ -120,7 +118,6 @@ async fn a_file_is_matched_by_its_certificate_not_its_name() {
     assert!(provider.describe().contains("copied-from-windows.PFX"));
 }
 
-#[tokio::test]
 async fn an_unknown_thumbprint_is_a_config_error_listing_the_store() {
     let store = tempfile::tempdir().unwrap();
     let first = add_to_store(store.path(), "first");
@@ -149,7 +146,6 @@ async fn an_unknown_thumbprint_is_a_config_error_listing_the_store() {
     }
 }
 
-#[tokio::test]
 async fn a_missing_store_directory_is_a_config_error_naming_the_setting() {
     let store = tempfile::tempdir().unwrap();
     let missing = store.path().join("x509stores/my");
@@ -166,7 +162,6 @@ async fn a_missing_store_directory_is_a_config_error_naming_the_setting() {
     }
 }
 
-#[tokio::test]
 async fn a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named() {
     let store = tempfile::tempdir().unwrap();
     let pfx = generate_self_signed_pfx(2048, "protected", Some("a password")).unwrap();
@@ -205,7 +200,6 @@ fn absent_password_pfx(dir: &Path, mac: &str) -> Option<std::path::PathBuf> {
     status.success().then_some(out)
 }
 
-#[tokio::test]
 async fn a_store_file_written_as_dotnet_writes_it_is_read() {
     use crate::skip_or_fail;
     use crate::support::tls::{export_pfx, openssl, openssl_available};
@@ -284,4 +278,15 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
             "{mac}"
         );
     }
+}
+
+crate::tests! {
+    current_thread: [
+        the_certificate_is_found_by_thumbprint_in_any_spelling,
+        a_file_is_matched_by_its_certificate_not_its_name,
+        an_unknown_thumbprint_is_a_config_error_listing_the_store,
+        a_missing_store_directory_is_a_config_error_naming_the_setting,
+        a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named,
+        a_store_file_written_as_dotnet_writes_it_is_read,
+    ],
 }

@@ -101,7 +101,6 @@ async fn unwraps_what_openssl_wrapped(dir: &Path, file: &str, password: Option<&
     );
 }
 
-#[tokio::test]
 async fn every_common_pkcs12_variant_and_rsa_size_unwraps() {
     if !openssl_available() {
         skip_or_fail!("the openssl command is not installed");
@@ -135,7 +134,6 @@ async fn every_common_pkcs12_variant_and_rsa_size_unwraps() {
     }
 }
 
-#[tokio::test]
 async fn unusable_certificate_files_are_refused_with_the_reason() {
     if !openssl_available() {
         skip_or_fail!("the openssl command is not installed");
@@ -249,4 +247,11 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
             "the password is never echoed: {error}"
         );
     }
+}
+
+crate::tests! {
+    current_thread: [
+        every_common_pkcs12_variant_and_rsa_size_unwraps,
+        unusable_certificate_files_are_refused_with_the_reason,
+    ],
 }

@@ -202,12 +202,10 @@ fn read_with_script(
     }
 }
 
-#[tokio::test]
 async fn sqlite_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
     upstream_written_store_is_served(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_file_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
     upstream_written_store_is_served(StoreKind::Json).await;
 }
@@ -243,12 +241,10 @@ async fn server_created_store_is_upstream_readable(store: StoreKind) {
     assert_eq!(read_with_script(python, store, dir.path(), &pfx), written);
 }
 
-#[tokio::test]
 async fn sqlite_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_store_is_upstream_readable(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_file_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_store_is_upstream_readable(StoreKind::Json).await;
 }
@@ -325,12 +321,10 @@ async fn server_store_with_a_recovery_wrap_is_upstream_readable(store: StoreKind
     );
 }
 
-#[tokio::test]
 async fn sqlite_database_with_a_recovery_wrap_is_read_by_upstreams_algorithm() {
     server_store_with_a_recovery_wrap_is_upstream_readable(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_file_with_a_recovery_wrap_is_read_by_upstreams_algorithm() {
     server_store_with_a_recovery_wrap_is_upstream_readable(StoreKind::Json).await;
 }
@@ -470,33 +464,27 @@ async fn server_created_sql_database_is_upstream_readable(server: Engine) {
     );
 }
 
-#[tokio::test]
 async fn postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable()
 {
     upstream_written_sql_database_is_served(Engine::PostgreSql).await;
 }
 
-#[tokio::test]
 async fn mysql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
     upstream_written_sql_database_is_served(Engine::MySql).await;
 }
 
-#[tokio::test]
 async fn sqlserver_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable() {
     upstream_written_sql_database_is_served(Engine::SqlServer).await;
 }
 
-#[tokio::test]
 async fn postgresql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::PostgreSql).await;
 }
 
-#[tokio::test]
 async fn mysql_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::MySql).await;
 }
 
-#[tokio::test]
 async fn sqlserver_database_created_by_the_server_is_read_by_upstreams_algorithm() {
     server_created_sql_database_is_upstream_readable(Engine::SqlServer).await;
 }
@@ -504,7 +492,6 @@ async fn sqlserver_database_created_by_the_server_is_read_by_upstreams_algorithm
 /// Upstream's POST checks for a key, then inserts: two racing first POSTs leave a JSON file
 /// holding one id twice. Upstream reads the first entry; so does every read and write here,
 /// and `check-config` names the duplicates.
-#[tokio::test]
 async fn a_json_file_holding_one_id_twice_is_served_and_updated_by_its_first_entry() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -578,4 +565,22 @@ async fn a_json_file_holding_one_id_twice_is_served_and_updated_by_its_first_ent
         )),
         "{said}"
     );
+}
+
+crate::tests! {
+    current_thread: [
+        sqlite_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable,
+        json_file_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable,
+        sqlite_database_created_by_the_server_is_read_by_upstreams_algorithm,
+        json_file_created_by_the_server_is_read_by_upstreams_algorithm,
+        sqlite_database_with_a_recovery_wrap_is_read_by_upstreams_algorithm,
+        json_file_with_a_recovery_wrap_is_read_by_upstreams_algorithm,
+        postgresql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable,
+        mysql_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable,
+        sqlserver_database_written_by_upstreams_algorithm_is_served_and_stays_upstream_readable,
+        postgresql_database_created_by_the_server_is_read_by_upstreams_algorithm,
+        mysql_database_created_by_the_server_is_read_by_upstreams_algorithm,
+        sqlserver_database_created_by_the_server_is_read_by_upstreams_algorithm,
+        a_json_file_holding_one_id_twice_is_served_and_updated_by_its_first_entry,
+    ],
 }

@@ -62,7 +62,6 @@ async fn alive_over(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buffer[..n]).into_owned()
 }
 
-#[tokio::test]
 async fn clients_that_never_finish_their_headers_are_cut_off_while_others_are_served() {
     let app = app_with(short_timeouts()).await;
     let mut slow = Vec::new();
@@ -91,7 +90,6 @@ async fn clients_that_never_finish_their_headers_are_cut_off_while_others_are_se
     }
 }
 
-#[tokio::test]
 async fn a_kept_alive_connection_left_idle_is_closed() {
     let app = app_with(short_timeouts()).await;
     let mut stream = TcpStream::connect(app.address()).await.unwrap();
@@ -105,7 +103,6 @@ async fn a_kept_alive_connection_left_idle_is_closed() {
     );
 }
 
-#[tokio::test]
 async fn connections_over_the_cap_are_told_503_and_the_cap_frees_as_they_close() {
     let app = app_with(ConnectionLimits {
         max_connections: 4,
@@ -144,7 +141,6 @@ async fn connections_over_the_cap_are_told_503_and_the_cap_frees_as_they_close()
     }
 }
 
-#[tokio::test]
 async fn a_body_that_never_arrives_is_408_and_stores_nothing() {
     let app = app_with(short_timeouts()).await;
     let user = Uuid::new_v4();
@@ -164,7 +160,6 @@ async fn a_body_that_never_arrives_is_408_and_stores_nothing() {
     assert_eq!(app.get_key(&token).await.status(), 404);
 }
 
-#[tokio::test]
 async fn headers_beyond_the_size_or_count_limits_are_431() {
     let app = app_with(ConnectionLimits::default()).await;
     let large = format!(
@@ -191,7 +186,6 @@ async fn headers_beyond_the_size_or_count_limits_are_431() {
     assert!(alive_over(&mut stream).await.starts_with("HTTP/1.1 200"));
 }
 
-#[tokio::test]
 async fn shutdown_with_hundreds_of_slow_clients_connected_takes_under_five_seconds() {
     let mut app = app_with(ConnectionLimits::default()).await;
     let mut slow = Vec::new();
@@ -275,7 +269,6 @@ fn hpack_length(mut n: usize) -> Vec<u8> {
     bytes
 }
 
-#[tokio::test]
 async fn an_http2_rapid_reset_flood_ends_the_connection_and_others_are_served() {
     let app = app_with(ConnectionLimits::default()).await;
     let mut stream = TcpStream::connect(app.address()).await.unwrap();
@@ -293,7 +286,6 @@ async fn an_http2_rapid_reset_flood_ends_the_connection_and_others_are_served() 
     assert_eq!(answer.status(), 200);
 }
 
-#[tokio::test]
 async fn an_http2_continuation_flood_is_cut_off_before_it_is_held() {
     let app = app_with(ConnectionLimits::default()).await;
     let mut stream = TcpStream::connect(app.address()).await.unwrap();
@@ -325,7 +317,6 @@ async fn an_http2_continuation_flood_is_cut_off_before_it_is_held() {
     assert_eq!(answer.status(), 200);
 }
 
-#[tokio::test]
 async fn http2_concurrent_streams_are_bounded_by_the_setting() {
     let app = app_with(ConnectionLimits {
         http2_max_streams_per_connection: 7,
@@ -364,7 +355,6 @@ async fn connect_from(app: &TestApp, from: [u8; 4]) -> TcpStream {
     socket.connect(app.address()).await.unwrap()
 }
 
-#[tokio::test]
 async fn one_client_over_its_share_of_the_connections_is_told_503_while_others_are_served() {
     let app = app_with(ConnectionLimits {
         max_connections: 4,
@@ -391,4 +381,19 @@ async fn one_client_over_its_share_of_the_connections_is_told_503_while_others_a
     let mut other = connect_from(&app, [127, 0, 0, 2]).await;
     let answer = alive_over(&mut other).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+crate::tests! {
+    current_thread: [
+        clients_that_never_finish_their_headers_are_cut_off_while_others_are_served,
+        a_kept_alive_connection_left_idle_is_closed,
+        connections_over_the_cap_are_told_503_and_the_cap_frees_as_they_close,
+        a_body_that_never_arrives_is_408_and_stores_nothing,
+        headers_beyond_the_size_or_count_limits_are_431,
+        shutdown_with_hundreds_of_slow_clients_connected_takes_under_five_seconds,
+        an_http2_rapid_reset_flood_ends_the_connection_and_others_are_served,
+        an_http2_continuation_flood_is_cut_off_before_it_is_held,
+        http2_concurrent_streams_are_bounded_by_the_setting,
+        one_client_over_its_share_of_the_connections_is_told_503_while_others_are_served,
+    ],
 }

@@ -32,7 +32,6 @@ fn open_to_all(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_volume() {
     if !is_root() {
         skip_or_fail!("the entrypoint's user switch needs root, as in the container");
@@ -181,7 +180,6 @@ async fn the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_vol
     );
 }
 
-#[test]
 fn the_dockerfile_builds_every_provider_and_runs_the_entrypoint() {
     let dockerfile =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
@@ -198,4 +196,13 @@ fn the_dockerfile_builds_every_provider_and_runs_the_entrypoint() {
     ] {
         assert!(dockerfile.contains(expected), "Dockerfile lacks {expected}");
     }
+}
+
+crate::tests! {
+    multi_thread(2): [
+        the_image_entrypoint_runs_the_service_as_local_uid_with_data_in_the_volume,
+    ],
+    sync: [
+        the_dockerfile_builds_every_provider_and_runs_the_entrypoint,
+    ],
 }

@@ -7,7 +7,6 @@ use crate::support::{WEB_VAULT_ORIGIN, random_key, spawn_app};
 
 const CLIENT_HEADERS: &str = "authorization,content-type,accept,cache-control,pragma,bitwarden-client-name,bitwarden-client-version,device-type,device-identifier,bitwarden-package-type";
 
-#[tokio::test]
 async fn preflight_from_the_web_vault_allows_what_clients_send() {
     let app = spawn_app().await;
     for method in ["GET", "POST", "PUT"] {
@@ -40,7 +39,6 @@ async fn preflight_from_the_web_vault_allows_what_clients_send() {
     }
 }
 
-#[tokio::test]
 async fn preflight_through_the_doubled_slash_path_works() {
     let app = spawn_app().await;
     let response = app
@@ -62,7 +60,6 @@ async fn preflight_through_the_doubled_slash_path_works() {
     );
 }
 
-#[tokio::test]
 async fn a_foreign_origin_gets_no_cors_grant() {
     let app = spawn_app().await;
     for origin in [
@@ -89,7 +86,6 @@ async fn a_foreign_origin_gets_no_cors_grant() {
     }
 }
 
-#[tokio::test]
 async fn actual_requests_from_the_web_vault_carry_the_grant() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -111,4 +107,13 @@ async fn actual_requests_from_the_web_vault_carry_the_grant() {
         response.headers()["access-control-allow-credentials"],
         "true"
     );
+}
+
+crate::tests! {
+    current_thread: [
+        preflight_from_the_web_vault_allows_what_clients_send,
+        preflight_through_the_doubled_slash_path_works,
+        a_foreign_origin_gets_no_cors_grant,
+        actual_requests_from_the_web_vault_carry_the_grant,
+    ],
 }

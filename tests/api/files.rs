@@ -37,7 +37,6 @@ fn files_in(dir: &Path, skip: &[&str]) -> Vec<(String, u32)> {
     files
 }
 
-#[tokio::test]
 async fn the_sqlite_database_and_its_wal_and_shm_files_are_owner_only() {
     let idp = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(Arc::clone(&idp), AppOptions::default()).await;
@@ -55,7 +54,6 @@ async fn the_sqlite_database_and_its_wal_and_shm_files_are_owner_only() {
     app.shutdown().await;
 }
 
-#[tokio::test]
 async fn the_json_store_its_lock_and_the_transfer_lock_file_are_owner_only() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -106,4 +104,11 @@ async fn the_json_store_its_lock_and_the_transfer_lock_file_are_owner_only() {
     for (name, mode) in &files {
         assert_eq!(*mode, 0o600, "{name} is {mode:o}");
     }
+}
+
+crate::tests! {
+    current_thread: [
+        the_sqlite_database_and_its_wal_and_shm_files_are_owner_only,
+        the_json_store_its_lock_and_the_transfer_lock_file_are_owner_only,
+    ],
 }

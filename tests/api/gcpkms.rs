@@ -585,7 +585,6 @@ async fn answer(
     google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown method")
 }
 
-#[tokio::test]
 async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
@@ -637,7 +636,6 @@ async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
     assert_eq!(kms.seen().len(), 3, "health asks for the public key");
 }
 
-#[tokio::test]
 async fn a_symmetric_key_upstream_wrapped_unwraps() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
@@ -651,7 +649,6 @@ async fn a_symmetric_key_upstream_wrapped_unwraps() {
     );
 }
 
-#[tokio::test]
 async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
     for algorithm in [
         "RSA_DECRYPT_OAEP_2048_SHA1",
@@ -670,7 +667,6 @@ async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
     }
 }
 
-#[tokio::test]
 async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let mut other = settings();
@@ -686,7 +682,6 @@ async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
     );
 }
 
-#[tokio::test]
 async fn a_ciphertext_of_another_key_is_unwrap_failed() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let other = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
@@ -701,7 +696,6 @@ async fn a_ciphertext_of_another_key_is_unwrap_failed() {
     );
 }
 
-#[tokio::test]
 async fn a_transient_unavailable_is_retried() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
@@ -726,7 +720,6 @@ async fn a_transient_unavailable_is_retried() {
     );
 }
 
-#[tokio::test]
 async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let mut connection = kms.connection();
@@ -743,7 +736,6 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-#[tokio::test]
 async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let idp = TestIdp::start().await;
@@ -763,7 +755,6 @@ async fn the_binary_finds_credentials_the_google_way_and_serves_keys() {
     assert_eq!(plain.len(), 32);
 }
 
-#[test]
 fn without_google_credentials_start_up_stops_naming_them() {
     let dir = tempfile::tempdir().unwrap();
 
@@ -794,7 +785,6 @@ fn without_google_credentials_start_up_stops_naming_them() {
 
 /// `rotate-rsa-key` moves a database from a certificate to Cloud KMS and back, through the
 /// binary with the operator's settings, and every user key stays readable at each step.
-#[tokio::test]
 async fn rotate_rsa_key_moves_a_database_to_cloud_kms_and_back() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let idp = TestIdp::start().await;
@@ -872,7 +862,6 @@ async fn rotate_rsa_key_moves_a_database_to_cloud_kms_and_back() {
 }
 
 /// Cloud KMS reached through a private endpoint whose certificate a private CA issued.
-#[tokio::test]
 async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     let kms = KmsStandIn::start_serving("RSA_DECRYPT_OAEP_2048_SHA256", true).await;
     let Serving::Https(tls) = &kms.serving else {
@@ -904,7 +893,6 @@ async fn a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file() {
 
 /// Something that is not Cloud KMS at the endpoint (a wrong KEY_CONNECTOR_GCP_KMS_ENDPOINT,
 /// a proxy's refusal) stops start-up naming the endpoint setting, instead of being waited on.
-#[tokio::test]
 async fn an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let not_kms = axum::Router::new().fallback(|| async {
@@ -966,7 +954,6 @@ impl KmsStandIn {
 /// Google's own SDK checks it: both ways a service account signs in, the key version and its
 /// public key, decrypting what the provider wrapped (and the provider unwrapping what the
 /// SDK wrapped) with the CRC32C integrity fields, and a 404, all accepted both ways.
-#[tokio::test]
 async fn googles_own_sdk_makes_the_providers_calls_against_the_stand_in() {
     if let Some(reason) = missing_python_modules(GOOGLE_SDK) {
         crate::skip_or_fail!(
@@ -1062,7 +1049,6 @@ async fn googles_own_sdk_makes_the_providers_calls_against_the_stand_in() {
 /// Each refusal the provider sorts (401, 403, 429, 500, 503) is, by the stand-in's answer,
 /// the exception Google's SDK raises for that status, with the message from the body and a
 /// canonical code that agrees with the status.
-#[tokio::test]
 async fn googles_own_sdk_reads_each_refusal_of_the_stand_in() {
     if let Some(reason) = missing_python_modules(GOOGLE_SDK) {
         crate::skip_or_fail!(
@@ -1092,7 +1078,6 @@ async fn googles_own_sdk_reads_each_refusal_of_the_stand_in() {
 /// The refusals Google's SDK reads from the stand-in, as the provider sorts them: rejected
 /// credentials and a denied permission are settings to fix, exhausted quota and server
 /// errors are outages that pass.
-#[tokio::test]
 async fn kms_refusals_are_settings_to_fix_or_outages_that_pass() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     for (status, says) in [
@@ -1117,4 +1102,26 @@ async fn kms_refusals_are_settings_to_fix_or_outages_that_pass() {
         assert_eq!(outage, status.as_u16() >= 429, "{status}: {error:?}");
         assert!(message.contains(says), "{status}: {message}");
     }
+}
+
+crate::tests! {
+    current_thread: [
+        wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt,
+        a_symmetric_key_upstream_wrapped_unwraps,
+        a_key_version_with_another_algorithm_is_refused_naming_it,
+        an_unknown_key_version_is_a_config_error_naming_the_settings,
+        a_ciphertext_of_another_key_is_unwrap_failed,
+        a_transient_unavailable_is_retried,
+        an_unreachable_kms_is_unavailable_within_bounded_time,
+        the_binary_finds_credentials_the_google_way_and_serves_keys,
+        rotate_rsa_key_moves_a_database_to_cloud_kms_and_back,
+        a_kms_endpoint_under_a_private_ca_is_trusted_through_ssl_cert_file,
+        an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it,
+        googles_own_sdk_makes_the_providers_calls_against_the_stand_in,
+        googles_own_sdk_reads_each_refusal_of_the_stand_in,
+        kms_refusals_are_settings_to_fix_or_outages_that_pass,
+    ],
+    sync: [
+        without_google_credentials_start_up_stops_naming_them,
+    ],
 }

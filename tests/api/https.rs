@@ -151,7 +151,6 @@ async fn serves_https(extra: &[(&str, String)]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_pfx_from_kestrel_settings() {
     serves_https(&[
         (
@@ -163,7 +162,6 @@ async fn https_with_a_pfx_from_kestrel_settings() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_pem_certificate_and_key() {
     serves_https(&[
         (
@@ -178,7 +176,6 @@ async fn https_with_a_pem_certificate_and_key() {
     .await;
 }
 
-#[test]
 fn https_without_a_certificate_stops_start_up_saying_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -192,4 +189,14 @@ fn https_without_a_certificate_stops_start_up_saying_what_to_set() {
         stderr.contains("Kestrel__Certificates__Default__Path"),
         "{stderr}"
     );
+}
+
+crate::tests! {
+    multi_thread(2): [
+        https_with_a_pfx_from_kestrel_settings,
+        https_with_a_pem_certificate_and_key,
+    ],
+    sync: [
+        https_without_a_certificate_stops_start_up_saying_what_to_set,
+    ],
 }

@@ -388,7 +388,6 @@ fn compose_run_args(dir: &Path, files: &[&str]) -> Result<(String, Vec<String>),
     Ok((image, args))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_as_bitwarden_installer_runs_the_official_one() {
     let image = image_or_skip!();
     let idp = Arc::new(TestIdp::start().await);
@@ -512,7 +511,6 @@ async fn the_image_runs_as_bitwarden_installer_runs_the_official_one() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_mounts_and_a_read_only_root_do_not_stop_the_image() {
     let image = image_or_skip!();
     let idp = Arc::new(TestIdp::start().await);
@@ -588,7 +586,6 @@ async fn read_only_mounts_and_a_read_only_root_do_not_stop_the_image() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_as_a_non_root_user_given_by_the_orchestrator() {
     let image = image_or_skip!();
     let idp = Arc::new(TestIdp::start().await);
@@ -625,7 +622,6 @@ async fn the_image_runs_as_a_non_root_user_given_by_the_orchestrator() {
     assert_eq!(logs, 1, "one log file");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_log_directory_is_one_warning_and_the_service_runs() {
     let image = image_or_skip!();
     let idp = Arc::new(TestIdp::start().await);
@@ -649,7 +645,6 @@ async fn an_unwritable_log_directory_is_one_warning_and_the_service_runs() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_carries_the_pkcs11_modules_and_stays_lean() {
     let image = image_or_skip!();
     // Upstream's default module paths, and the YubiHSM module really loads: with no
@@ -746,7 +741,6 @@ async fn the_image_carries_the_pkcs11_modules_and_stays_lean() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stand_alone_compose_file_runs_the_same_service() {
     let image = image_or_skip!();
     let idp = Arc::new(TestIdp::start().await);
@@ -778,4 +772,15 @@ async fn the_stand_alone_compose_file_runs_the_same_service() {
             .count(),
         1
     );
+}
+
+crate::tests! {
+    multi_thread(2): [
+        the_image_runs_as_bitwarden_installer_runs_the_official_one,
+        read_only_mounts_and_a_read_only_root_do_not_stop_the_image,
+        the_image_runs_as_a_non_root_user_given_by_the_orchestrator,
+        an_unwritable_log_directory_is_one_warning_and_the_service_runs,
+        the_image_carries_the_pkcs11_modules_and_stays_lean,
+        the_stand_alone_compose_file_runs_the_same_service,
+    ],
 }

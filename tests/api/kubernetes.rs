@@ -85,7 +85,6 @@ fn assert_contains_all(what: &str, yaml: &str, expected: &[&str]) {
     }
 }
 
-#[test]
 fn the_kustomize_base_and_its_overlays_render_every_required_object() {
     let base = rendered_or_skip!(deploy_dir(""));
     let required = [
@@ -145,7 +144,6 @@ fn the_kustomize_base_and_its_overlays_render_every_required_object() {
     );
 }
 
-#[test]
 fn the_key_rotation_jobs_run_the_admin_commands_as_the_pods_run() {
     for (file, args) in [
         ("rotate-rsa-key.yaml", r#"args: ["rotate-rsa-key"]"#),
@@ -367,7 +365,6 @@ async fn write_until_stopped(
     acknowledged
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_from_the_manifests_share_one_key_lose_no_write_to_a_kill_and_keep_serving_through_a_rolling_replacement()
  {
     let image = match image() {
@@ -648,4 +645,14 @@ async fn wait_for_rows(database: &TestDatabase, rows: usize) -> usize {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+crate::tests! {
+    multi_thread(2): [
+        pods_from_the_manifests_share_one_key_lose_no_write_to_a_kill_and_keep_serving_through_a_rolling_replacement,
+    ],
+    sync: [
+        the_kustomize_base_and_its_overlays_render_every_required_object,
+        the_key_rotation_jobs_run_the_admin_commands_as_the_pods_run,
+    ],
 }

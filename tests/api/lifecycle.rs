@@ -42,12 +42,10 @@ async fn keys_survive_a_restart(store: StoreKind) {
     }
 }
 
-#[tokio::test]
 async fn sqlite_keys_survive_a_restart() {
     keys_survive_a_restart(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_keys_survive_a_restart() {
     keys_survive_a_restart(StoreKind::Json).await;
 }
@@ -100,12 +98,10 @@ async fn another_certificate_refuses_to_start(store: StoreKind) {
     }
 }
 
-#[tokio::test]
 async fn sqlite_database_under_another_certificate_refuses_to_start_and_keeps_its_key() {
     another_certificate_refuses_to_start(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_file_under_another_certificate_refuses_to_start_and_keeps_its_key() {
     another_certificate_refuses_to_start(StoreKind::Json).await;
 }
@@ -165,17 +161,14 @@ async fn concurrent_writes_for_one_user_end_consistent(store: StoreKind) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_concurrent_writes_for_one_user_end_consistent() {
     concurrent_writes_for_one_user_end_consistent(StoreKind::Sqlite).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_concurrent_writes_for_one_user_end_consistent() {
     concurrent_writes_for_one_user_end_consistent(StoreKind::Json).await;
 }
 
-#[tokio::test]
 async fn get_records_last_access_without_a_write_per_request() {
     let idp = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(Arc::clone(&idp), AppOptions::default()).await;
@@ -211,4 +204,18 @@ async fn get_records_last_access_without_a_write_per_request() {
     let stored = store.read_user_key(user).await.unwrap().unwrap();
     let last = stored.last_access_date.expect("flushed on shutdown");
     assert!(last <= before && (before - last).whole_seconds() < 60);
+}
+
+crate::tests! {
+    current_thread: [
+        sqlite_keys_survive_a_restart,
+        json_keys_survive_a_restart,
+        sqlite_database_under_another_certificate_refuses_to_start_and_keeps_its_key,
+        json_file_under_another_certificate_refuses_to_start_and_keeps_its_key,
+        get_records_last_access_without_a_write_per_request,
+    ],
+    multi_thread(2): [
+        sqlite_concurrent_writes_for_one_user_end_consistent,
+        json_concurrent_writes_for_one_user_end_consistent,
+    ],
 }

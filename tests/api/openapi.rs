@@ -10,7 +10,6 @@ use crate::support::{random_key, spawn_app};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_real_routes() {
     let app = spawn_app().await;
     let response = app
@@ -97,4 +96,10 @@ async fn the_openapi_document_matches_the_real_routes() {
             .status();
         assert_eq!(status, 404, "GET {undocumented}");
     }
+}
+
+crate::tests! {
+    multi_thread(2): [
+        the_openapi_document_matches_the_real_routes,
+    ],
 }

@@ -55,7 +55,6 @@ async fn serve_target(idp: &Arc<TestIdp>, dir: &Path) -> crate::support::TestApp
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_copies_every_key_once_verifies_and_records_completion() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -143,7 +142,6 @@ async fn transfer_to_copies_every_key_once_verifies_and_records_completion() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -312,7 +310,6 @@ fn transfer_env(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_check_transfer_and_report() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -431,7 +428,6 @@ async fn admin_commands_check_transfer_and_report() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -557,7 +553,6 @@ async fn rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_symmetric_key_is_resumable_and_every_key_stays_readable_throughout() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -644,7 +639,6 @@ async fn rotate_symmetric_key_is_resumable_and_every_key_stays_readable_througho
     assert!(output.status.success(), "{}", text(&output));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_symmetric_key_killed_midway_loses_nothing() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -804,17 +798,14 @@ async fn transfer_into(server: crate::support::databases::Engine) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_moves_a_sqlite_database_into_postgresql() {
     transfer_into(crate::support::databases::Engine::PostgreSql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_moves_a_sqlite_database_into_mysql() {
     transfer_into(crate::support::databases::Engine::MySql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_moves_a_sqlite_database_into_sql_server() {
     transfer_into(crate::support::databases::Engine::SqlServer).await;
 }
@@ -822,7 +813,6 @@ async fn transfer_to_moves_a_sqlite_database_into_sql_server() {
 /// Both rotations on a SQL Server database, through the binary: the symmetric key's
 /// (interrupted, then resumed: the pending key is row 2 of `ApplicationDatas` meanwhile) and
 /// the RSA key's; the service serves every key after each step.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_on_sql_server_keep_every_user_key() {
     use crate::support::databases::Engine;
     let database = crate::database_or_skip!(Engine::SqlServer);
@@ -959,7 +949,6 @@ fn binding(on: bool) -> Vec<(&'static str, String)> {
     )]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_user_keys_is_resumable_and_unbind_user_keys_restores_upstreams_form() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -1090,7 +1079,6 @@ async fn bind_user_keys_is_resumable_and_unbind_user_keys_restores_upstreams_for
     reads_every_key(false).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_user_keys_killed_midway_loses_nothing_and_a_rerun_completes() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -1218,7 +1206,6 @@ fn rotation_progress(
 /// `rotate-rsa-key` unwraps the stored key as start-up does, 32-byte check included: a
 /// stored key that unwraps to another length (damaged, or not a symmetric key at all) is
 /// refused, never wrapped anew under the new RSA key, and nothing is written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_rsa_key_refuses_a_stored_key_that_is_not_32_bytes() {
     use key_connector::keys::RsaKeyProvider;
     use key_connector::keys::certificate::{CertificateKeyProvider, CertificateSettings};
@@ -1283,4 +1270,22 @@ async fn rotate_rsa_key_refuses_a_stored_key_that_is_not_32_bytes() {
         })
         .unwrap();
     assert_eq!(stored, short, "nothing was written");
+}
+
+crate::tests! {
+    multi_thread(2): [
+        transfer_to_copies_every_key_once_verifies_and_records_completion,
+        an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected,
+        admin_commands_check_transfer_and_report,
+        rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key,
+        rotate_symmetric_key_is_resumable_and_every_key_stays_readable_throughout,
+        rotate_symmetric_key_killed_midway_loses_nothing,
+        transfer_to_moves_a_sqlite_database_into_postgresql,
+        transfer_to_moves_a_sqlite_database_into_mysql,
+        transfer_to_moves_a_sqlite_database_into_sql_server,
+        rotations_on_sql_server_keep_every_user_key,
+        bind_user_keys_is_resumable_and_unbind_user_keys_restores_upstreams_form,
+        bind_user_keys_killed_midway_loses_nothing_and_a_rerun_completes,
+        rotate_rsa_key_refuses_a_stored_key_that_is_not_32_bytes,
+    ],
 }

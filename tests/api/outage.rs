@@ -211,32 +211,37 @@ async fn start_up_waits_for_the_database(server: Engine) {
     assert_eq!(app.read_key(&idp.token_for(user)).await, Ok(key));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_outage_under_load_answers_503_and_recovers_losing_nothing() {
     outage_under_load(Engine::PostgreSql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_outage_under_load_answers_503_and_recovers_losing_nothing() {
     outage_under_load(Engine::MySql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_start_up_retries_until_the_database_answers() {
     start_up_waits_for_the_database(Engine::PostgreSql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_start_up_retries_until_the_database_answers() {
     start_up_waits_for_the_database(Engine::MySql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlserver_outage_under_load_answers_503_and_recovers_losing_nothing() {
     outage_under_load(Engine::SqlServer).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlserver_start_up_retries_until_the_database_answers() {
     start_up_waits_for_the_database(Engine::SqlServer).await;
+}
+
+crate::tests! {
+    multi_thread(2): [
+        postgresql_outage_under_load_answers_503_and_recovers_losing_nothing,
+        mysql_outage_under_load_answers_503_and_recovers_losing_nothing,
+        postgresql_start_up_retries_until_the_database_answers,
+        mysql_start_up_retries_until_the_database_answers,
+        sqlserver_outage_under_load_answers_503_and_recovers_losing_nothing,
+        sqlserver_start_up_retries_until_the_database_answers,
+    ],
 }

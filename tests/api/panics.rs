@@ -114,7 +114,6 @@ impl PropertyStore for PanicsForOneUser {
     }
 }
 
-#[tokio::test]
 async fn a_panicking_handler_answers_500_with_json_and_the_service_keeps_serving() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -172,4 +171,10 @@ async fn a_panicking_handler_answers_500_with_json_and_the_service_keeps_serving
     );
     let _ = stop.send(());
     server.await.unwrap();
+}
+
+crate::tests! {
+    current_thread: [
+        a_panicking_handler_answers_500_with_json_and_the_service_keeps_serving,
+    ],
 }

@@ -94,7 +94,6 @@ pub(crate) async fn isolated(test_name: &str) -> Role {
 macro_rules! softhsm_test {
     ($(#[$meta:meta])* async fn $name:ident($hsm:ident) $body:block) => {
         $(#[$meta])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             let $hsm = match isolated(concat!("pkcs11::", stringify!($name))).await {
                 Role::Child(hsm) => hsm,
@@ -843,4 +842,27 @@ softhsm_test! {
         let message = error.to_string();
         assert!(message.contains("was not wrapped by the private key"), "{message}");
     }
+}
+
+crate::tests! {
+    multi_thread(4): [
+        openssl_wrapped_keys_unwrap_in_the_token_and_back,
+        id_lookup_uses_upstreams_native_ulong_encoding,
+        a_missing_label_is_a_configuration_error_naming_the_setting,
+        security_officer_login_unwraps_with_a_key_it_can_see,
+        context_specific_login_works_with_the_user_pin,
+        a_key_demanding_a_login_per_use_is_refused_with_a_reason,
+        a_wrong_pin_fails_fast_and_names_the_setting,
+        an_unknown_serial_lists_the_tokens_present,
+        a_missing_library_is_a_configuration_error,
+        the_public_key_is_read_from_the_private_key_when_no_public_object_exists,
+        a_certificate_only_pkcs12_supplies_the_public_key,
+        many_parallel_unwraps_share_the_token_safely,
+        a_lost_login_is_noticed_and_recovered,
+        a_token_that_goes_away_is_reported_unhealthy,
+        the_application_runs_on_a_pkcs11_key,
+        transfer_to_moves_keys_from_a_certificate_to_the_token,
+        the_binary_fails_fast_on_a_wrong_pin_and_serves_with_the_right_one,
+        a_database_wrapped_for_another_key_stops_start_up,
+    ],
 }

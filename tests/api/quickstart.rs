@@ -8,7 +8,6 @@ use crate::skip_or_fail;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 
-#[test]
 fn dev_prints_curl_commands_that_show_404_then_200_then_200() {
     if Command::new("curl").arg("--version").output().is_err() {
         skip_or_fail!("curl is not installed");
@@ -91,4 +90,10 @@ fn dev_prints_curl_commands_that_show_404_then_200_then_200() {
         assert!(Instant::now() < deadline, "dev did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+crate::tests! {
+    sync: [
+        dev_prints_curl_commands_that_show_404_then_200_then_200,
+    ],
 }

@@ -309,12 +309,10 @@ async fn recovered_after_deleting_a_certificate(
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sqlite() {
     recovered_after_deleting_a_certificate(StoreKind::Sqlite, None).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_json() {
     let dir = recovered_after_deleting_a_certificate(StoreKind::Json, None).await;
     let document: serde_json::Value =
@@ -330,23 +328,19 @@ async fn a_lost_certificate_is_recovered_on(server: crate::support::databases::E
     recovered_after_deleting_a_certificate(StoreKind::Sqlite, Some(database.settings())).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_postgresql() {
     a_lost_certificate_is_recovered_on(crate::support::databases::Engine::PostgreSql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_mysql() {
     a_lost_certificate_is_recovered_on(crate::support::databases::Engine::MySql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_certificate_is_recovered_onto_a_new_one_with_sql_server() {
     a_lost_certificate_is_recovered_on(crate::support::databases::Engine::SqlServer).await;
 }
 
 #[cfg(feature = "awskms")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
     use key_connector::keys::awskms::AwsKmsKeyProvider;
     let Some(moto) = crate::awskms::Moto::start() else {
@@ -372,7 +366,6 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_vault_transit_key_is_recovered_onto_a_certificate() {
     use crate::support::openbao::{OpenBao, Transport};
     use reqwest::Method;
@@ -455,7 +448,6 @@ async fn a_deleted_vault_transit_key_is_recovered_onto_a_certificate() {
 }
 
 #[cfg(feature = "gcpkms")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
     use key_connector::keys::gcpkms::GcpKmsKeyProvider;
     let kms = crate::gcpkms::KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
@@ -470,7 +462,6 @@ async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
 }
 
 #[cfg(feature = "azurekv")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
     use key_connector::keys::azurekv::AzureKeyVaultKeyProvider;
     let azure = crate::azurekv::AzureStandIn::start().await;
@@ -484,7 +475,6 @@ async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one() {
     use crate::support::openbao::Transport;
     let vault = match crate::vault::VaultWithCertificate::start(Transport::Http).await {
@@ -505,7 +495,6 @@ async fn a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one() 
 }
 
 #[cfg(feature = "pkcs11")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
     use crate::pkcs11::{Role, USER_PIN, isolated, label};
     use cryptoki::object::Attribute;
@@ -543,7 +532,6 @@ async fn a_destroyed_hsm_key_is_recovered_onto_a_certificate() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     use key_connector::operations::rotate::{rotate_rsa_key, rotate_symmetric_key};
     let idp = TestIdp::start().await;
@@ -644,7 +632,6 @@ async fn both_rotations_keep_the_wrap_current_and_recovery_follows_them() {
     assert!(!recovered.pending_recovered);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_or_unreadable_recovery_key_stops_start_up_naming_the_setting() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -720,7 +707,6 @@ async fn stderr_until(mut command: std::process::Command, until: &'static str) -
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_request_then_recovered()
  {
     let idp = TestIdp::start().await;
@@ -845,7 +831,6 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
     assert_eq!(service.key_of(&token).await, Ok(key));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
     use key_connector::config::{TransferTarget, TransferToSettings};
     let idp = Arc::new(TestIdp::start().await);
@@ -889,7 +874,6 @@ async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
 /// The whole disaster: a backup checked with the offline recovery key alone (the RSA key is
 /// not needed for it, and is then lost with the database), restored, recovered onto a new
 /// RSA key, and every key stored before the backup is served again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_checked_with_the_recovery_key_restores_after_the_rsa_key_is_lost() {
     let idp = TestIdp::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -947,4 +931,31 @@ async fn a_backup_checked_with_the_recovery_key_restores_after_the_rsa_key_is_lo
     for (token, key) in &stored {
         assert_eq!(service.key_of(token).await, Ok(key.clone()));
     }
+}
+
+crate::tests! {
+    multi_thread(2): [
+        a_lost_certificate_is_recovered_onto_a_new_one_with_sqlite,
+        a_lost_certificate_is_recovered_onto_a_new_one_with_json,
+        a_lost_certificate_is_recovered_onto_a_new_one_with_postgresql,
+        a_lost_certificate_is_recovered_onto_a_new_one_with_mysql,
+        a_lost_certificate_is_recovered_onto_a_new_one_with_sql_server,
+        #[cfg(feature = "awskms")]
+        a_disabled_aws_kms_key_is_recovered_onto_a_certificate,
+        a_deleted_vault_transit_key_is_recovered_onto_a_certificate,
+        #[cfg(feature = "gcpkms")]
+        a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate,
+        #[cfg(feature = "azurekv")]
+        a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate,
+        a_certificate_lost_with_its_vault_secret_is_recovered_onto_a_new_one,
+        both_rotations_keep_the_wrap_current_and_recovery_follows_them,
+        a_small_or_unreadable_recovery_key_stops_start_up_naming_the_setting,
+        a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_request_then_recovered,
+        the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key,
+        a_backup_checked_with_the_recovery_key_restores_after_the_rsa_key_is_lost,
+    ],
+    multi_thread(4): [
+        #[cfg(feature = "pkcs11")]
+        a_destroyed_hsm_key_is_recovered_onto_a_certificate,
+    ],
 }

@@ -138,18 +138,23 @@ async fn replicas_share_one_truth(server: Engine) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
     replicas_share_one_truth(Engine::PostgreSql).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
     replicas_share_one_truth(Engine::MySql).await;
 }
 
 /// Several instances on one SQL Server database serialise on `sp_getapplock`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlserver_replicas_started_together_share_one_symmetric_key_and_every_user_key() {
     replicas_share_one_truth(Engine::SqlServer).await;
+}
+
+crate::tests! {
+    multi_thread(2): [
+        postgresql_replicas_started_together_share_one_symmetric_key_and_every_user_key,
+        mysql_replicas_started_together_share_one_symmetric_key_and_every_user_key,
+        sqlserver_replicas_started_together_share_one_symmetric_key_and_every_user_key,
+    ],
 }

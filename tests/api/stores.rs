@@ -140,7 +140,7 @@ macro_rules! storage_or_skip {
         match $backend.storage().await {
             Ok(storage) => storage,
             Err(reason) if $backend.not_configured() => {
-                eprintln!("SKIPPED: {reason}");
+                $crate::harness::skip(reason);
                 return;
             }
             Err(reason) => $crate::skip_or_fail!("{reason}"),
@@ -683,25 +683,25 @@ async fn a_copied_key_reaches_the_thief_until_keys_are_bound_and_is_refused_afte
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod sqlite_store {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await; })*
+        pub(crate) mod sqlite_store {
+            $(async fn $name() { super::$name(super::Backend::Sqlite).await; })*
+            crate::tests! { multi_thread(2): [$($name),*] }
         }
-        mod json_store {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Json).await; })*
+        pub(crate) mod json_store {
+            $(async fn $name() { super::$name(super::Backend::Json).await; })*
+            crate::tests! { multi_thread(2): [$($name),*] }
         }
-        mod postgresql_store {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::PostgreSql).await; })*
+        pub(crate) mod postgresql_store {
+            $(async fn $name() { super::$name(super::Backend::PostgreSql).await; })*
+            crate::tests! { multi_thread(2): [$($name),*] }
         }
-        mod mysql_store {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::MySql).await; })*
+        pub(crate) mod mysql_store {
+            $(async fn $name() { super::$name(super::Backend::MySql).await; })*
+            crate::tests! { multi_thread(2): [$($name),*] }
         }
-        mod sqlserver_store {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::SqlServer).await; })*
+        pub(crate) mod sqlserver_store {
+            $(async fn $name() { super::$name(super::Backend::SqlServer).await; })*
+            crate::tests! { multi_thread(2): [$($name),*] }
         }
     };
 }
@@ -729,7 +729,6 @@ fn raw_sqlite(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
-#[tokio::test]
 async fn sqlite_schema_is_ef_cores_initial_create() {
     let dir = tempfile::tempdir().unwrap();
     let store = Backend::Sqlite.open(dir.path()).await;
@@ -795,7 +794,6 @@ async fn sqlite_schema_is_ef_cores_initial_create() {
     assert_eq!(stored.3.as_deref(), Some("2026-11-24 15:33:59"));
 }
 
-#[tokio::test]
 async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
@@ -832,7 +830,6 @@ async fn sqlite_reads_a_database_made_as_upstream_makes_it() {
     );
 }
 
-#[tokio::test]
 async fn sqlite_that_cannot_be_created_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let error = open_store(&Backend::Sqlite.settings(&dir.path().join("missing")))
@@ -847,7 +844,6 @@ async fn sqlite_that_cannot_be_created_names_the_setting() {
     );
 }
 
-#[tokio::test]
 async fn sqlite_refuses_a_database_with_a_foreign_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
@@ -867,7 +863,6 @@ async fn sqlite_refuses_a_database_with_a_foreign_schema() {
 
 // ---- JSON specifics: upstream's exact document ----
 
-#[tokio::test]
 async fn json_file_has_upstreams_exact_shape() {
     let dir = tempfile::tempdir().unwrap();
     let store = Backend::Json.open(dir.path()).await;
@@ -904,7 +899,6 @@ async fn json_file_has_upstreams_exact_shape() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[tokio::test]
 async fn json_reads_any_property_case_and_keeps_unknown_properties() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.json");
@@ -941,7 +935,6 @@ async fn json_reads_any_property_case_and_keeps_unknown_properties() {
     assert_eq!(value["userKey"][0]["key"], "resealed");
 }
 
-#[tokio::test]
 async fn json_refuses_and_keeps_a_corrupt_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.json");
@@ -957,7 +950,6 @@ async fn json_refuses_and_keeps_a_corrupt_file() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_json_stores_on_one_file_lose_nothing() {
     // Two handles stand in for two processes: each has its own in-memory copy.
     let dir = tempfile::tempdir().unwrap();
@@ -1003,7 +995,6 @@ fn sql_settings(dialect: key_connector::config::SqlDialect, text: &str) -> Datab
     }
 }
 
-#[tokio::test]
 async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
     use key_connector::config::SqlDialect;
     use key_connector::store::StoreError;
@@ -1097,7 +1088,6 @@ async fn tds_listener_without_encryption() -> u16 {
 /// by the service's store and by a read-only open (`backup --verify`) alike; before, the
 /// read-only open asked its pool, which never says why it could not connect, and reported
 /// "unavailable" once the connect timeout had passed.
-#[tokio::test]
 async fn encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_connection_string() {
     use key_connector::config::SqlDialect;
     use key_connector::store::{NamedBy, StoreError, open_store_read_only};
@@ -1132,7 +1122,6 @@ async fn encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_co
     );
 }
 
-#[tokio::test]
 async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     use key_connector::config::SqlDialect;
     use key_connector::store::StoreError;
@@ -1196,7 +1185,6 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     }
 }
 
-#[tokio::test]
 async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
     use key_connector::store::StoreError;
     let database = match TestDatabase::reserve(Engine::PostgreSql).await {
@@ -1239,7 +1227,6 @@ async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
     assert!(error.to_string().contains("TLS"), "{error}");
 }
 
-#[tokio::test]
 async fn mysql_tls_required_is_used_or_refused_at_once() {
     use key_connector::store::StoreError;
     let database = match TestDatabase::reserve(Engine::MySql).await {
@@ -1269,7 +1256,6 @@ async fn mysql_tls_required_is_used_or_refused_at_once() {
 /// a certificate from a CA this host does not trust stops start-up at once saying how to
 /// trust it, and `KC_TEST_SQLSERVER_CA` (a PEM file of the CA that issued the server's
 /// certificate) named in `SSL_CERT_FILE` lets the real binary in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_sql_server_is_used_and_its_certificate_checked_against_the_trusted_cas() {
     use crate::support::binary::{
         a_private_ca_is_refused_then_trusted_through_ssl_cert_file, free_port, service_command,
@@ -1441,17 +1427,38 @@ async fn sql_schema_states(server: Engine) {
     assert!(error.to_string().contains("`Id`"), "{error}");
 }
 
-#[tokio::test]
 async fn postgresql_schema_states_are_handled_like_ef_and_foreign_schemas_refused() {
     sql_schema_states(Engine::PostgreSql).await;
 }
 
-#[tokio::test]
 async fn mysql_schema_states_are_handled_like_ef_and_foreign_schemas_refused() {
     sql_schema_states(Engine::MySql).await;
 }
 
-#[tokio::test]
 async fn sqlserver_schema_states_are_handled_like_ef_and_foreign_schemas_refused() {
     sql_schema_states(Engine::SqlServer).await;
+}
+
+crate::tests! {
+    current_thread: [
+        sqlite_schema_is_ef_cores_initial_create,
+        sqlite_reads_a_database_made_as_upstream_makes_it,
+        sqlite_that_cannot_be_created_names_the_setting,
+        sqlite_refuses_a_database_with_a_foreign_schema,
+        json_file_has_upstreams_exact_shape,
+        json_reads_any_property_case_and_keeps_unknown_properties,
+        json_refuses_and_keeps_a_corrupt_file,
+        an_unreachable_sql_server_is_unavailable_not_a_configuration_error,
+        encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_connection_string,
+        a_refused_login_is_a_configuration_error_naming_the_setting,
+        tls_to_postgresql_is_used_when_the_connection_string_asks_for_it,
+        mysql_tls_required_is_used_or_refused_at_once,
+        postgresql_schema_states_are_handled_like_ef_and_foreign_schemas_refused,
+        mysql_schema_states_are_handled_like_ef_and_foreign_schemas_refused,
+        sqlserver_schema_states_are_handled_like_ef_and_foreign_schemas_refused,
+    ],
+    multi_thread(2): [
+        two_json_stores_on_one_file_lose_nothing,
+        tls_to_sql_server_is_used_and_its_certificate_checked_against_the_trusted_cas,
+    ],
 }

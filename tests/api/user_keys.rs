@@ -6,7 +6,6 @@ use uuid::Uuid;
 
 use crate::support::{StoreKind, random_key, spawn_app, spawn_app_on};
 
-#[tokio::test]
 async fn alive_and_now_answer_the_utc_time_as_a_json_string() {
     let app = spawn_app().await;
     for path in ["/alive", "/now"] {
@@ -27,7 +26,6 @@ async fn alive_and_now_answer_the_utc_time_as_a_json_string() {
     }
 }
 
-#[tokio::test]
 async fn every_response_carries_a_request_id_of_the_services_own_making() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/alive")).send().await.unwrap();
@@ -67,7 +65,6 @@ async fn every_response_carries_a_request_id_of_the_services_own_making() {
     }
 }
 
-#[tokio::test]
 async fn health_is_healthy_in_plain_text() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/health")).send().await.unwrap();
@@ -112,17 +109,14 @@ async fn full_flow(store: StoreKind) {
     assert_eq!(app.read_key(&token).await, Ok(other));
 }
 
-#[tokio::test]
 async fn sqlite_get_post_get_put_flow_follows_the_contract() {
     full_flow(StoreKind::Sqlite).await;
 }
 
-#[tokio::test]
 async fn json_get_post_get_put_flow_follows_the_contract() {
     full_flow(StoreKind::Json).await;
 }
 
-#[tokio::test]
 async fn put_creates_a_key_for_a_new_user() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -131,7 +125,6 @@ async fn put_creates_a_key_for_a_new_user() {
     assert_eq!(app.read_key(&token).await, Ok(key));
 }
 
-#[tokio::test]
 async fn users_only_ever_see_their_own_key() {
     let app = spawn_app().await;
     let (alice, bob) = (app.token_for(Uuid::new_v4()), app.token_for(Uuid::new_v4()));
@@ -147,7 +140,6 @@ async fn users_only_ever_see_their_own_key() {
     assert_eq!(app.read_key(&bob).await, Ok(bob_key));
 }
 
-#[tokio::test]
 async fn request_property_names_are_case_insensitive() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -165,7 +157,6 @@ async fn request_property_names_are_case_insensitive() {
     assert_eq!(app.read_key(&token).await, Ok(key));
 }
 
-#[tokio::test]
 async fn doubled_slash_trailing_slash_and_upper_case_paths_reach_the_route() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -187,7 +178,6 @@ async fn doubled_slash_trailing_slash_and_upper_case_paths_reach_the_route() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[tokio::test]
 async fn unknown_paths_and_methods_get_json_errors() {
     let app = spawn_app().await;
     let response = app
@@ -211,7 +201,6 @@ async fn unknown_paths_and_methods_get_json_errors() {
 }
 
 /// Every way a body can be wrong: 4xx with a JSON body, and the stored key is untouched.
-#[tokio::test]
 async fn every_bad_body_is_a_4xx_with_json_and_changes_nothing() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -338,7 +327,6 @@ async fn every_bad_body_is_a_4xx_with_json_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
 async fn keys_of_any_length_round_trip_byte_for_byte() {
     use base64::Engine;
     let app = spawn_app().await;
@@ -355,7 +343,6 @@ async fn keys_of_any_length_round_trip_byte_for_byte() {
     }
 }
 
-#[tokio::test]
 async fn key_answers_are_never_cached_nor_sniffed() {
     let app = spawn_app().await;
     let token = app.token_for(Uuid::new_v4());
@@ -374,4 +361,22 @@ async fn key_answers_are_never_cached_nor_sniffed() {
     // Anonymous endpoints keep their caching as they are.
     let alive = app.client.get(app.url("/alive")).send().await.unwrap();
     assert!(alive.headers().get("cache-control").is_none());
+}
+
+crate::tests! {
+    current_thread: [
+        alive_and_now_answer_the_utc_time_as_a_json_string,
+        every_response_carries_a_request_id_of_the_services_own_making,
+        health_is_healthy_in_plain_text,
+        sqlite_get_post_get_put_flow_follows_the_contract,
+        json_get_post_get_put_flow_follows_the_contract,
+        put_creates_a_key_for_a_new_user,
+        users_only_ever_see_their_own_key,
+        request_property_names_are_case_insensitive,
+        doubled_slash_trailing_slash_and_upper_case_paths_reach_the_route,
+        unknown_paths_and_methods_get_json_errors,
+        every_bad_body_is_a_4xx_with_json_and_changes_nothing,
+        keys_of_any_length_round_trip_byte_for_byte,
+        key_answers_are_never_cached_nor_sniffed,
+    ],
 }

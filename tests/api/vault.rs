@@ -169,7 +169,6 @@ fn config_error(result: Result<CertificateKeyProvider, KeyProviderError>, token:
     }
 }
 
-#[tokio::test]
 async fn a_vault_sourced_certificate_serves_user_keys() {
     let vault = vault_or_skip!(Transport::Http);
     let idp = Arc::new(TestIdp::start().await);
@@ -204,7 +203,6 @@ async fn a_vault_sourced_certificate_serves_user_keys() {
     assert_eq!(vault.secret_reads(), 2);
 }
 
-#[tokio::test]
 async fn a_blank_mount_point_reads_from_the_secret_mount() {
     let bao = openbao_or_skip!(Transport::Http);
     bao.enable_kv2("secret").await;
@@ -213,7 +211,6 @@ async fn a_blank_mount_point_reads_from_the_secret_mount() {
     assert!(open(&settings).await.is_ok());
 }
 
-#[tokio::test]
 async fn a_token_vault_does_not_know_is_a_config_error_naming_the_token_setting() {
     let vault = vault_or_skip!(Transport::Http);
     let settings = settings_from_env(&vault.bao.url, "s.not-a-token-vault-issued", &[]);
@@ -225,7 +222,6 @@ async fn a_token_vault_does_not_know_is_a_config_error_naming_the_token_setting(
     assert!(message.contains("403"), "{message}");
 }
 
-#[tokio::test]
 async fn a_token_whose_policy_may_not_read_the_secret_is_a_config_error() {
     let vault = vault_or_skip!(Transport::Http);
     vault
@@ -246,7 +242,6 @@ async fn a_token_whose_policy_may_not_read_the_secret_is_a_config_error() {
     );
 }
 
-#[tokio::test]
 async fn a_missing_secret_is_a_config_error_naming_path_and_mount() {
     let vault = vault_or_skip!(Transport::Http);
     // The root token may read anything, so Vault's 404 is the secret's absence.
@@ -274,7 +269,6 @@ async fn a_missing_secret_is_a_config_error_naming_path_and_mount() {
     );
 }
 
-#[tokio::test]
 async fn a_deleted_latest_version_is_named_as_deleted_and_a_new_version_is_read() {
     let vault = vault_or_skip!(Transport::Http);
     vault
@@ -312,7 +306,6 @@ async fn a_deleted_latest_version_is_named_as_deleted_and_a_new_version_is_read(
     );
 }
 
-#[tokio::test]
 async fn a_new_version_holding_another_certificate_stops_start_up_instead_of_replacing_keys() {
     let vault = vault_or_skip!(Transport::Http);
     let idp = Arc::new(TestIdp::start().await);
@@ -371,7 +364,6 @@ async fn a_new_version_holding_another_certificate_stops_start_up_instead_of_rep
     assert_eq!(app.read_key(&token).await, Ok(key));
 }
 
-#[tokio::test]
 async fn a_missing_data_key_is_a_config_error_listing_the_keys_there() {
     let vault = vault_or_skip!(Transport::Http);
     let message = config_error(
@@ -385,7 +377,6 @@ async fn a_missing_data_key_is_a_config_error_listing_the_keys_there() {
     assert!(message.contains("certificate, note"), "{message}");
 }
 
-#[tokio::test]
 async fn a_value_that_is_not_a_base64_pfx_is_a_config_error() {
     let vault = vault_or_skip!(Transport::Http);
     let bao = &vault.bao;
@@ -404,7 +395,6 @@ async fn a_value_that_is_not_a_base64_pfx_is_a_config_error() {
     assert!(message.contains("not a PKCS#12"), "{message}");
 }
 
-#[tokio::test]
 async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
     let vault = vault_or_skip!(Transport::Http);
     let settings = vault.settings(&[("vaultSecretFilePassword", "not the password")]);
@@ -416,7 +406,6 @@ async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
     assert!(!message.contains("not the password"), "{message}");
 }
 
-#[tokio::test]
 async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
     let port = crate::support::binary::free_port();
     let settings = settings_from_env(&format!("http://127.0.0.1:{port}"), "s.token", &[]);
@@ -434,7 +423,6 @@ async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
 
 /// A real server cannot be made to accept a connection and never answer; a socket nobody
 /// reads plays that fault (a hung server behind a load balancer).
-#[tokio::test]
 async fn a_vault_that_never_answers_times_out_as_unavailable() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -455,7 +443,6 @@ async fn a_vault_that_never_answers_times_out_as_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
-#[tokio::test]
 async fn a_sealed_vault_is_unavailable_not_a_config_error() {
     let vault = vault_or_skip!(Transport::Http);
     vault.bao.call(Method::PUT, "sys/seal", None).await;
@@ -468,7 +455,6 @@ async fn a_sealed_vault_is_unavailable_not_a_config_error() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
     let vault = vault_or_skip!(Transport::Http);
     let upstream = format!("127.0.0.1:{}", vault.bao.port()).parse().unwrap();
@@ -476,7 +462,6 @@ async fn a_vault_that_comes_up_late_is_waited_for_at_start_up() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_served_while_vault_restarts_and_a_restart_of_the_service_reads_it_again() {
     let mut vault = vault_or_skip!(Transport::Http);
     let idp = Arc::new(TestIdp::start().await);
@@ -516,7 +501,6 @@ async fn keys_are_served_while_vault_restarts_and_a_restart_of_the_service_reads
 }
 
 /// Vault over HTTPS under a private CA, reached by the real binary.
-#[tokio::test]
 async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     let vault = vault_or_skip!(Transport::Https);
     let idp = TestIdp::start().await;
@@ -546,7 +530,6 @@ async fn an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file() {
     .await;
 }
 
-#[tokio::test]
 async fn the_certificate_source_logs_in_with_approle_and_never_shows_its_ids() {
     let vault = vault_or_skip!(Transport::Http);
     let bao = &vault.bao;
@@ -586,4 +569,28 @@ async fn the_certificate_source_logs_in_with_approle_and_never_shows_its_ids() {
         "{message}"
     );
     assert!(!message.contains(role_id), "{message}");
+}
+
+crate::tests! {
+    current_thread: [
+        a_vault_sourced_certificate_serves_user_keys,
+        a_blank_mount_point_reads_from_the_secret_mount,
+        a_token_vault_does_not_know_is_a_config_error_naming_the_token_setting,
+        a_token_whose_policy_may_not_read_the_secret_is_a_config_error,
+        a_missing_secret_is_a_config_error_naming_path_and_mount,
+        a_deleted_latest_version_is_named_as_deleted_and_a_new_version_is_read,
+        a_new_version_holding_another_certificate_stops_start_up_instead_of_replacing_keys,
+        a_missing_data_key_is_a_config_error_listing_the_keys_there,
+        a_value_that_is_not_a_base64_pfx_is_a_config_error,
+        a_wrong_pfx_password_is_a_config_error_naming_the_password_setting,
+        an_unreachable_vault_is_unavailable_within_bounded_time,
+        a_vault_that_never_answers_times_out_as_unavailable,
+        a_sealed_vault_is_unavailable_not_a_config_error,
+        an_https_vault_under_a_private_ca_is_trusted_through_ssl_cert_file,
+        the_certificate_source_logs_in_with_approle_and_never_shows_its_ids,
+    ],
+    multi_thread(2): [
+        a_vault_that_comes_up_late_is_waited_for_at_start_up,
+        keys_are_served_while_vault_restarts_and_a_restart_of_the_service_reads_it_again,
+    ],
 }

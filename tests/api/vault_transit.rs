@@ -151,7 +151,6 @@ fn config_error(result: Result<VaultTransitKeyProvider, KeyProviderError>, secre
     }
 }
 
-#[tokio::test]
 async fn transit_keys_of_every_usable_type_wrap_and_unwrap_inside_vault() {
     for key_type in ["rsa-2048", "rsa-3072", "rsa-4096", "aes256-gcm96"] {
         let transit = transit_or_skip!(key_type);
@@ -180,7 +179,6 @@ async fn transit_keys_of_every_usable_type_wrap_and_unwrap_inside_vault() {
     }
 }
 
-#[tokio::test]
 async fn a_key_of_a_type_that_cannot_wrap_is_refused_naming_it() {
     let transit = transit_or_skip!("ecdsa-p256");
     let message = config_error(open(&transit.settings(&[])).await, &transit.token);
@@ -191,7 +189,6 @@ async fn a_key_of_a_type_that_cannot_wrap_is_refused_naming_it() {
     );
 }
 
-#[tokio::test]
 async fn the_service_keeps_user_keys_under_a_transit_wrapped_symmetric_key() {
     let transit = transit_or_skip!("rsa-2048");
     let idp = Arc::new(TestIdp::start().await);
@@ -219,7 +216,6 @@ async fn the_service_keeps_user_keys_under_a_transit_wrapped_symmetric_key() {
     assert_eq!(app.read_key(&token).await, Ok(key));
 }
 
-#[tokio::test]
 async fn a_key_rotated_inside_vault_still_unwraps_what_older_versions_wrapped() {
     let transit = transit_or_skip!("rsa-2048");
     let provider = open(&transit.settings(&[])).await.unwrap();
@@ -250,7 +246,6 @@ async fn a_key_rotated_inside_vault_still_unwraps_what_older_versions_wrapped() 
     );
 }
 
-#[tokio::test]
 async fn a_wrap_of_another_provider_or_another_key_is_unwrap_failed() {
     let transit = transit_or_skip!("rsa-2048");
     let provider = open(&transit.settings(&[])).await.unwrap();
@@ -286,7 +281,6 @@ async fn a_wrap_of_another_provider_or_another_key_is_unwrap_failed() {
     );
 }
 
-#[tokio::test]
 async fn a_policy_without_decrypt_stops_opening_naming_the_token_setting() {
     let transit = transit_or_skip!("rsa-2048");
     transit
@@ -312,7 +306,6 @@ path "transit/keys/key-connector" { capabilities = ["read"] }
     );
 }
 
-#[tokio::test]
 async fn an_unknown_key_or_mount_is_a_config_error_naming_the_setting() {
     let transit = transit_or_skip!("rsa-2048");
     let root = transit.bao.root_token.clone();
@@ -350,7 +343,6 @@ async fn app_role(bao: &OpenBao, ttl: u64, max_ttl: u64) -> (String, String) {
     .await
 }
 
-#[tokio::test]
 async fn an_approle_login_is_renewed_and_replaced_as_its_tokens_expire() {
     let transit = transit_or_skip!("rsa-2048");
     let bao = &transit.bao;
@@ -400,7 +392,6 @@ async fn an_approle_login_is_renewed_and_replaced_as_its_tokens_expire() {
     );
 }
 
-#[tokio::test]
 async fn a_revoked_approle_token_is_replaced_by_a_new_login() {
     let transit = transit_or_skip!("rsa-2048");
     let bao = &transit.bao;
@@ -420,7 +411,6 @@ async fn a_revoked_approle_token_is_replaced_by_a_new_login() {
     assert_eq!(bao.audited_requests("update", "auth/approle/login"), 2);
 }
 
-#[tokio::test]
 async fn a_wrong_secret_id_stops_opening_naming_the_approle_settings() {
     let transit = transit_or_skip!("rsa-2048");
     let (role_id, _) = app_role(&transit.bao, 60, 120).await;
@@ -441,7 +431,6 @@ async fn a_wrong_secret_id_stops_opening_naming_the_approle_settings() {
     assert!(!message.contains(&role_id), "{message}");
 }
 
-#[tokio::test]
 async fn a_key_in_a_namespace_is_reached_with_the_namespace_setting() {
     let bao = openbao_or_skip!(Transport::Http);
     bao.call(Method::POST, "sys/namespaces/team-a", None).await;
@@ -526,7 +515,6 @@ fn token_review_stand_in(
     )
 }
 
-#[tokio::test]
 async fn a_kubernetes_login_through_vaults_kubernetes_auth_reaches_the_key() {
     let transit = transit_or_skip!("rsa-2048");
     let bao = &transit.bao;
@@ -610,7 +598,6 @@ async fn a_kubernetes_login_through_vaults_kubernetes_auth_reaches_the_key() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_cut_off_makes_health_503_while_keys_are_served_then_it_recovers() {
     let transit = transit_or_skip!("rsa-2048");
     let upstream = format!("127.0.0.1:{}", transit.bao.port()).parse().unwrap();
@@ -661,7 +648,6 @@ async fn vault_cut_off_makes_health_503_while_keys_are_served_then_it_recovers()
     .expect("/health recovers without a restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_with_vault_down_waits_and_retries() {
     let transit = transit_or_skip!("rsa-2048");
     let upstream = format!("127.0.0.1:{}", transit.bao.port()).parse().unwrap();
@@ -674,7 +660,6 @@ async fn start_up_with_vault_down_waits_and_retries() {
 /// The operator's path: a database sealed under a PFX moves into Transit with
 /// `rotate-rsa-key`, is served, checked and verified there, and moves back to a PFX, which
 /// the official service can open again; every user key stays readable at each step.
-#[tokio::test]
 async fn rotate_rsa_key_moves_a_database_into_transit_and_back_to_a_pfx() {
     let transit = transit_or_skip!("rsa-2048");
     let idp = TestIdp::start().await;
@@ -771,7 +756,6 @@ async fn rotate_rsa_key_moves_a_database_into_transit_and_back_to_a_pfx() {
 
 /// Upstream's `transferTo` copies every user key into a database whose symmetric key Transit
 /// wraps, and that database is served with the Transit key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_copies_every_key_into_a_transit_wrapped_database() {
     use key_connector::config::{DatabaseSettings, TransferTarget, TransferToSettings};
     let transit = transit_or_skip!("rsa-2048");
@@ -835,4 +819,27 @@ async fn transfer_to_copies_every_key_into_a_transit_wrapped_database() {
             Ok(key)
         );
     }
+}
+
+crate::tests! {
+    current_thread: [
+        transit_keys_of_every_usable_type_wrap_and_unwrap_inside_vault,
+        a_key_of_a_type_that_cannot_wrap_is_refused_naming_it,
+        the_service_keeps_user_keys_under_a_transit_wrapped_symmetric_key,
+        a_key_rotated_inside_vault_still_unwraps_what_older_versions_wrapped,
+        a_wrap_of_another_provider_or_another_key_is_unwrap_failed,
+        a_policy_without_decrypt_stops_opening_naming_the_token_setting,
+        an_unknown_key_or_mount_is_a_config_error_naming_the_setting,
+        an_approle_login_is_renewed_and_replaced_as_its_tokens_expire,
+        a_revoked_approle_token_is_replaced_by_a_new_login,
+        a_wrong_secret_id_stops_opening_naming_the_approle_settings,
+        a_key_in_a_namespace_is_reached_with_the_namespace_setting,
+        a_kubernetes_login_through_vaults_kubernetes_auth_reaches_the_key,
+        rotate_rsa_key_moves_a_database_into_transit_and_back_to_a_pfx,
+    ],
+    multi_thread(2): [
+        vault_cut_off_makes_health_503_while_keys_are_served_then_it_recovers,
+        start_up_with_vault_down_waits_and_retries,
+        transfer_to_copies_every_key_into_a_transit_wrapped_database,
+    ],
 }

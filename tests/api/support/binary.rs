@@ -27,6 +27,9 @@ pub fn free_port() -> u16 {
 pub struct Service {
     child: Child,
     pub base_url: String,
+    /// What the service wrote to stderr, shown only if the test fails (the harness does not
+    /// capture output, so a passing test's service stays quiet).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The command for `store` (`sqlite` and `json` get a file in `dir`; other providers need
@@ -88,14 +91,17 @@ impl Service {
         let mut child = command.spawn().unwrap();
         // Drain stderr so the child never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[service] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
+            log,
         }
     }
 
@@ -148,6 +154,11 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            for line in self.log.lock().map(|log| log.clone()).unwrap_or_default() {
+                eprintln!("[service] {line}");
+            }
+        }
     }
 }
 

@@ -42,7 +42,7 @@ macro_rules! skip_or_fail {
         if $crate::support::backends_required() {
             panic!("required backend missing: {reason}");
         }
-        eprintln!("SKIPPED: {reason}");
+        $crate::harness::skip(reason);
         return;
     }};
 }
@@ -57,7 +57,7 @@ macro_rules! database_or_skip {
         match $crate::support::databases::TestDatabase::reserve(server).await {
             Ok(database) => database,
             Err(reason) if !server.is_configured() => {
-                eprintln!("SKIPPED: {reason}");
+                $crate::harness::skip(reason);
                 return;
             }
             Err(reason) => $crate::skip_or_fail!("{reason}"),
