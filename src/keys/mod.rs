@@ -99,7 +99,7 @@ macro_rules! key_providers {
 // catalog rows and their parsing ([`ProviderSettings`]); the opener takes the settings and
 // the group they were configured in.
 key_providers! {
-    Certificate(certificate::CertificateSettings) = "certificate", opened by CertificateKeyProvider::open_in;
+    Certificate(certificate::CertificateSettings) = "certificate", opened by CertificateKeyProvider::open;
     Pkcs11(pkcs11::Pkcs11Settings) = "pkcs11", opened by Pkcs11KeyProvider::open, if feature "pkcs11";
     AwsKms(awskms::AwsKmsSettings) = "awskms", opened by AwsKmsKeyProvider::open, if feature "awskms";
     AzureKeyVault(azurekv::AzureKeyVaultKeySettings) = "azurekv", opened by AzureKeyVaultKeyProvider::open, if feature "azurekv";

@@ -6,6 +6,7 @@
 //! RSA-OAEP itself; `rsa_wrapping_is_raw_oaep_sha256_on_the_wire` proves that part against a
 //! fake KMS that does real RSA-OAEP SHA-256.
 
+use key_connector::config::SettingsGroup;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -126,9 +127,13 @@ pub(crate) fn settings(key_id: &str, symmetric: bool) -> AwsKmsSettings {
 
 async fn round_trip(moto: &Moto, spec: KeySpec, symmetric: bool) {
     let key_id = moto.create_key(spec).await;
-    let provider = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
-        .await
-        .expect("provider opens");
+    let provider = AwsKmsKeyProvider::open_with(
+        &settings(&key_id, symmetric),
+        SettingsGroup::Main,
+        &moto.url,
+    )
+    .await
+    .expect("provider opens");
     assert!(provider.describe().contains(&key_id));
     let key = [7u8; 32];
     let wrapped = provider.wrap_symmetric_key(&key).await.unwrap();
@@ -152,10 +157,14 @@ async fn an_unknown_key_id_is_a_config_error_naming_the_setting() {
     let moto = moto_or_skip!();
     for symmetric in [false, true] {
         let missing = Uuid::new_v4().to_string();
-        let error = AwsKmsKeyProvider::open_at(&settings(&missing, symmetric), &moto.url)
-            .await
-            .err()
-            .expect("an unknown key is refused");
+        let error = AwsKmsKeyProvider::open_with(
+            &settings(&missing, symmetric),
+            SettingsGroup::Main,
+            &moto.url,
+        )
+        .await
+        .err()
+        .expect("an unknown key is refused");
         assert!(
             matches!(error, KeyProviderError::Config { message: ref m, .. }
                 if m.contains("keyConnectorSettings__rsaKey__awsKeyId") && m.contains(&missing)),
@@ -169,10 +178,14 @@ async fn a_key_of_the_other_mode_is_a_config_error_naming_the_mode_setting() {
     let symmetric_key = moto.create_key(KeySpec::SymmetricDefault).await;
     let rsa_key = moto.create_key(KeySpec::Rsa2048).await;
     for (key_id, symmetric) in [(symmetric_key, false), (rsa_key, true)] {
-        let error = AwsKmsKeyProvider::open_at(&settings(&key_id, symmetric), &moto.url)
-            .await
-            .err()
-            .expect("a key of the other kind is refused");
+        let error = AwsKmsKeyProvider::open_with(
+            &settings(&key_id, symmetric),
+            SettingsGroup::Main,
+            &moto.url,
+        )
+        .await
+        .err()
+        .expect("a key of the other kind is refused");
         assert!(
             matches!(error, KeyProviderError::Config { message: ref m, .. }
                 if m.contains("keyConnectorSettings__rsaKey__awsUseSymmetricEncryption")),
@@ -185,12 +198,14 @@ async fn a_ciphertext_of_another_key_or_garbage_is_unwrap_failed() {
     let moto = moto_or_skip!();
     let first = moto.create_key(KeySpec::SymmetricDefault).await;
     let second = moto.create_key(KeySpec::SymmetricDefault).await;
-    let first = AwsKmsKeyProvider::open_at(&settings(&first, true), &moto.url)
-        .await
-        .unwrap();
-    let second = AwsKmsKeyProvider::open_at(&settings(&second, true), &moto.url)
-        .await
-        .unwrap();
+    let first =
+        AwsKmsKeyProvider::open_with(&settings(&first, true), SettingsGroup::Main, &moto.url)
+            .await
+            .unwrap();
+    let second =
+        AwsKmsKeyProvider::open_with(&settings(&second, true), SettingsGroup::Main, &moto.url)
+            .await
+            .unwrap();
     let wrapped = first.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
     let error = second.unwrap_symmetric_key(&wrapped).await.unwrap_err();
     assert!(
@@ -211,10 +226,11 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     // A port nothing listens on: connection refused on every attempt.
     let url = format!("http://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let error = AwsKmsKeyProvider::open_at(&settings("alias/any", false), &url)
-        .await
-        .err()
-        .expect("nothing answers");
+    let error =
+        AwsKmsKeyProvider::open_with(&settings("alias/any", false), SettingsGroup::Main, &url)
+            .await
+            .err()
+            .expect("nothing answers");
     assert!(
         matches!(error, KeyProviderError::Unavailable { .. }),
         "{error:?}"
@@ -227,9 +243,13 @@ async fn the_service_keeps_user_keys_under_a_kms_wrapped_symmetric_key() {
     let key_id = moto.create_key(KeySpec::Rsa2048).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = keys_survive_a_restart_with(dir.path(), || async {
-        let provider = AwsKmsKeyProvider::open_at(&self::settings(&key_id, false), &moto.url)
-            .await
-            .unwrap();
+        let provider = AwsKmsKeyProvider::open_with(
+            &self::settings(&key_id, false),
+            SettingsGroup::Main,
+            &moto.url,
+        )
+        .await
+        .unwrap();
         Arc::new(provider) as Arc<dyn RsaKeyProvider>
     })
     .await;
@@ -473,9 +493,10 @@ async fn rsa_wrapping_is_raw_oaep_sha256_on_the_wire() {
     let private = Arc::new(PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap());
     let recorded = Recorded::default();
     let url = start_rsa_fake_kms(KEY_ID, Arc::clone(&private), Arc::clone(&recorded)).await;
-    let provider = AwsKmsKeyProvider::open_at(&settings(KEY_ID, false), &url)
-        .await
-        .expect("opens against the fake");
+    let provider =
+        AwsKmsKeyProvider::open_with(&settings(KEY_ID, false), SettingsGroup::Main, &url)
+            .await
+            .expect("opens against the fake");
 
     // Wrapping: what KMS returns is the raw RSA-OAEP ciphertext, kept as it is.
     let key = [0x42u8; 32];
@@ -676,7 +697,7 @@ async fn a_symmetric_key_without_describe_permission_is_checked_with_encrypt() {
         let _ = axum::serve(listener, router).await;
     });
 
-    let provider = AwsKmsKeyProvider::open_at(&settings(KEY_ID, true), &url)
+    let provider = AwsKmsKeyProvider::open_with(&settings(KEY_ID, true), SettingsGroup::Main, &url)
         .await
         .expect("starts without kms:DescribeKey");
     let wrapped = provider.wrap_symmetric_key(&[9u8; 32]).await.unwrap();

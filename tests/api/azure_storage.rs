@@ -3,6 +3,7 @@
 //! starts its own `azurite-blob` on a free port with its own data directory, uploads the PFX
 //! with a request signed the same way, and stops it at the end.
 
+use key_connector::config::SettingsGroup;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -228,7 +229,7 @@ async fn open(settings: &RsaKeySettings) -> Result<CertificateKeyProvider, KeyPr
     let RsaKeySettings::Certificate(source) = settings else {
         unreachable!("a certificate provider");
     };
-    CertificateKeyProvider::open(source).await
+    CertificateKeyProvider::open(source, SettingsGroup::Main).await
 }
 
 fn config_error(result: Result<CertificateKeyProvider, KeyProviderError>) -> String {
@@ -250,10 +251,13 @@ async fn holds_the_uploaded_key(provider: &CertificateKeyProvider) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("uploaded.pfx");
     std::fs::write(&path, pfx()).unwrap();
-    let reference = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path,
-        password: Some(PFX_PASSWORD.to_owned().into()),
-    })
+    let reference = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path,
+            password: Some(PFX_PASSWORD.to_owned().into()),
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap();
     let secret = [42u8; 32];

@@ -20,6 +20,7 @@
 //! it makes the provider's calls, and must accept every answer, while the stand-in must
 //! accept its requests.
 
+use key_connector::config::SettingsGroup;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -710,9 +711,13 @@ fn percent_decode(text: &str) -> String {
 
 async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
     let azure = AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .expect("provider opens");
+    let provider = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .expect("provider opens");
     let (version, key) = azure.current();
     assert!(
         provider.describe().contains(&version),
@@ -765,9 +770,13 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     let (first_version, first) = azure.current();
     let symmetric: Vec<u8> = (0u8..32).collect();
     let stored = encrypt_oaep_sha1(&first.public, &symmetric);
-    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let provider = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
         &symmetric[..]
@@ -782,14 +791,22 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     // A new start reads the new current version, as upstream does. That version cannot open
     // what the old one wrapped (upstream stops there); the older versions are tried and the
     // one that opens it is used from then on.
-    let restarted = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let restarted = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     assert!(restarted.describe().contains(&second));
     let third = azure.rotate_key();
-    let restarted = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let restarted = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     assert!(restarted.describe().contains(&third));
     assert_eq!(
         &restarted.unwrap_symmetric_key(&stored).await.unwrap()[..],
@@ -848,9 +865,13 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
 
     // Without the `list` permission the failure says what was not tried.
     azure.state.deny_list.store(true, Ordering::SeqCst);
-    let locked_out = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let locked_out = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     let error = locked_out.unwrap_symmetric_key(&stored).await.unwrap_err();
     assert!(
         matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. }
@@ -877,10 +898,11 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
     let azure = AzureStandIn::start().await;
     let mut settings = azure.key_settings();
     settings.credentials.client_secret = "Wr0ng~Secret-Value".to_owned().into();
-    let error = AzureKeyVaultKeyProvider::open_with(&settings, azure.connection())
-        .await
-        .err()
-        .expect("refused");
+    let error =
+        AzureKeyVaultKeyProvider::open_with(&settings, SettingsGroup::Main, azure.connection())
+            .await
+            .err()
+            .expect("refused");
     let KeyProviderError::Config { message, .. } = &error else {
         panic!("{error:?}");
     };
@@ -900,18 +922,26 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
 async fn a_sign_in_outage_is_unavailable_and_passes() {
     let azure = AzureStandIn::start().await;
     azure.state.entra_down.store(true, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .err()
-        .expect("no token, no key");
+    let error = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .err()
+    .expect("no token, no key");
     assert!(
         matches!(error, KeyProviderError::Unavailable { message: ref m, .. } if m.contains("Entra ID")),
         "{error:?}"
     );
     azure.state.entra_down.store(false, Ordering::SeqCst);
-    AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .expect("served once sign-in is back");
+    AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .expect("served once sign-in is back");
 }
 
 async fn key_problems_are_config_errors_that_say_what_to_fix() {
@@ -919,20 +949,25 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
 
     let mut unknown = azure.key_settings();
     unknown.key_name = "no-such-key".into();
-    let error = AzureKeyVaultKeyProvider::open_with(&unknown, azure.connection())
-        .await
-        .err()
-        .unwrap();
+    let error =
+        AzureKeyVaultKeyProvider::open_with(&unknown, SettingsGroup::Main, azure.connection())
+            .await
+            .err()
+            .unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("does not exist") && m.contains("azureKeyvaultKeyName")),
         "{error:?}"
     );
 
     azure.state.deny_reads.store(true, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .err()
-        .unwrap();
+    let error = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("denied access") && m.contains("permissions")),
         "{error:?}"
@@ -940,10 +975,14 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     azure.state.deny_reads.store(false, Ordering::SeqCst);
 
     azure.state.enabled.store(false, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .err()
-        .unwrap();
+    let error = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("disabled")),
         "{error:?}"
@@ -951,10 +990,14 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     azure.state.enabled.store(true, Ordering::SeqCst);
 
     *azure.state.key_ops.lock().unwrap() = vec!["sign", "verify"];
-    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .err()
-        .unwrap();
+    let error = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("decrypt")),
         "{error:?}"
@@ -963,9 +1006,13 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
 
 async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     let azure = AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let provider = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     let wrapped = provider.wrap_symmetric_key(&[7u8; 32]).await.unwrap();
     azure.state.fail_next.store(1, Ordering::SeqCst);
     assert_eq!(
@@ -1000,7 +1047,7 @@ async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
             .unwrap(),
     );
     let started = Instant::now();
-    let error = AzureKeyVaultKeyProvider::open_with(&nowhere, connection)
+    let error = AzureKeyVaultKeyProvider::open_with(&nowhere, SettingsGroup::Main, connection)
         .await
         .err()
         .unwrap();
@@ -1032,10 +1079,13 @@ async fn the_certificate_source_reads_the_pfx_from_the_certificates_secret() {
     // The same file on disk is the same key.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kv.pfx"), &pfx).unwrap();
-    let from_file = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path: dir.path().join("kv.pfx"),
-        password: None,
-    })
+    let from_file = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path: dir.path().join("kv.pfx"),
+            password: None,
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap();
     let wrapped = provider.wrap_symmetric_key(&[1u8; 32]).await.unwrap();
@@ -1081,10 +1131,13 @@ async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     let azure = AzureStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
     keys_survive_a_restart_with(dir.path(), || async {
-        let provider =
-            AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-                .await
-                .unwrap();
+        let provider = AzureKeyVaultKeyProvider::open_with(
+            &azure.key_settings(),
+            SettingsGroup::Main,
+            azure.connection(),
+        )
+        .await
+        .unwrap();
         Arc::new(provider) as Arc<dyn RsaKeyProvider>
     })
     .await;
@@ -1100,10 +1153,11 @@ async fn a_vault_certificate_this_host_does_not_trust_is_a_config_error() {
             .build()
             .unwrap(),
     );
-    let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), connection)
-        .await
-        .err()
-        .expect("refused");
+    let error =
+        AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), SettingsGroup::Main, connection)
+            .await
+            .err()
+            .expect("refused");
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. }
             if m.contains("does not trust") && m.contains("SSL_CERT_FILE")),
@@ -1298,9 +1352,13 @@ async fn microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in() {
         key_connector::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None).unwrap();
     *azure.state.secret.lock().unwrap() =
         Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
-    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let provider = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     let symmetric: Vec<u8> = (100u8..132).collect();
     let wrapped = provider.wrap_symmetric_key(&symmetric).await.unwrap();
     let before = azure.seen().len();
@@ -1429,10 +1487,14 @@ async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
     ] {
         *azure.state.fault.lock().unwrap() = status;
         azure.state.fail_next.store(usize::MAX, Ordering::SeqCst);
-        let error = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-            .await
-            .err()
-            .expect("refused");
+        let error = AzureKeyVaultKeyProvider::open_with(
+            &azure.key_settings(),
+            SettingsGroup::Main,
+            azure.connection(),
+        )
+        .await
+        .err()
+        .expect("refused");
         match status {
             StatusCode::UNAUTHORIZED => assert!(
                 matches!(error, KeyProviderError::Config { message: ref m, .. }

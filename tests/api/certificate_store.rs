@@ -2,6 +2,7 @@
 //! `CurrentUser\My` store on Linux: one password-less PKCS#12 file per certificate, named
 //! `{THUMBPRINT}.pfx`.
 
+use key_connector::config::SettingsGroup;
 use std::path::Path;
 
 use key_connector::config::{ConfigSource, RsaKeySettings};
@@ -60,10 +61,13 @@ fn store_settings(thumbprint: &str, directory: &Path) -> CertificateSettings {
 
 /// Whether `provider` holds the key of the store file `thumbprint.pfx`.
 async fn holds_key_of(provider: &CertificateKeyProvider, store: &Path, thumbprint: &str) -> bool {
-    let file = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path: store.join(format!("{thumbprint}.pfx")),
-        password: None,
-    })
+    let file = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path: store.join(format!("{thumbprint}.pfx")),
+            password: None,
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap();
     let secret = [7u8; 32];
@@ -93,9 +97,12 @@ async fn the_certificate_is_found_by_thumbprint_in_any_spelling() {
             colons(&thumbprint.to_ascii_lowercase()).replace(':', " "),
             format!("\u{200e}{thumbprint}"),
         ] {
-            let provider = CertificateKeyProvider::open(&store_settings(&spelling, store.path()))
-                .await
-                .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+            let provider = CertificateKeyProvider::open(
+                &store_settings(&spelling, store.path()),
+                SettingsGroup::Main,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{spelling}: {e}"));
             assert!(provider.describe().contains(thumbprint.as_str()));
             assert!(holds_key_of(&provider, store.path(), thumbprint).await);
             assert!(!holds_key_of(&provider, store.path(), other).await);
@@ -112,9 +119,12 @@ async fn a_file_is_matched_by_its_certificate_not_its_name() {
         store.path().join("copied-from-windows.PFX"),
     )
     .unwrap();
-    let provider = CertificateKeyProvider::open(&store_settings(&thumbprint, store.path()))
-        .await
-        .unwrap();
+    let provider = CertificateKeyProvider::open(
+        &store_settings(&thumbprint, store.path()),
+        SettingsGroup::Main,
+    )
+    .await
+    .unwrap();
     assert!(provider.describe().contains("copied-from-windows.PFX"));
 }
 
@@ -126,7 +136,9 @@ async fn an_unknown_thumbprint_is_a_config_error_listing_the_store() {
     std::fs::write(store.path().join("notes.txt"), b"ignored").unwrap();
 
     let unknown = "00".repeat(20);
-    match CertificateKeyProvider::open(&store_settings(&unknown, store.path())).await {
+    match CertificateKeyProvider::open(&store_settings(&unknown, store.path()), SettingsGroup::Main)
+        .await
+    {
         Err(KeyProviderError::Config { message, .. }) => {
             assert!(message.contains(&unknown), "{message}");
             assert!(
@@ -149,7 +161,12 @@ async fn an_unknown_thumbprint_is_a_config_error_listing_the_store() {
 async fn a_missing_store_directory_is_a_config_error_naming_the_setting() {
     let store = tempfile::tempdir().unwrap();
     let missing = store.path().join("x509stores/my");
-    match CertificateKeyProvider::open(&store_settings(&"AB".repeat(20), &missing)).await {
+    match CertificateKeyProvider::open(
+        &store_settings(&"AB".repeat(20), &missing),
+        SettingsGroup::Main,
+    )
+    .await
+    {
         Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 message.contains("keyConnectorSettings__certificate__storeDirectory"),
@@ -169,7 +186,12 @@ async fn a_store_file_named_for_the_thumbprint_that_cannot_be_opened_is_named() 
         .thumbprint
         .clone();
     std::fs::write(store.path().join(format!("{thumbprint}.pfx")), pfx).unwrap();
-    match CertificateKeyProvider::open(&store_settings(&thumbprint, store.path())).await {
+    match CertificateKeyProvider::open(
+        &store_settings(&thumbprint, store.path()),
+        SettingsGroup::Main,
+    )
+    .await
+    {
         Err(KeyProviderError::Config { message, .. }) => {
             assert!(
                 message.contains(&format!("{thumbprint}.pfx is named for thumbprint")),
@@ -243,10 +265,13 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
         "reference",
         &[],
     );
-    let reference = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path: dir.join("reference.pfx"),
-        password: Some("reference".to_owned().into()),
-    })
+    let reference = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path: dir.join("reference.pfx"),
+            password: Some("reference".to_owned().into()),
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap();
 
@@ -257,9 +282,12 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
         let store = tempfile::tempdir().unwrap();
         let name = format!("{}.pfx", fingerprint.replace(':', ""));
         std::fs::copy(&pfx, store.path().join(&name)).unwrap();
-        let provider = CertificateKeyProvider::open(&store_settings(&fingerprint, store.path()))
-            .await
-            .unwrap_or_else(|e| panic!("{mac}: {e}"));
+        let provider = CertificateKeyProvider::open(
+            &store_settings(&fingerprint, store.path()),
+            SettingsGroup::Main,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mac}: {e}"));
         let secret = [3u8; 32];
         let wrapped = provider.wrap_symmetric_key(&secret).await.unwrap();
         assert_eq!(
@@ -268,10 +296,13 @@ async fn a_store_file_written_as_dotnet_writes_it_is_read() {
             "{mac}"
         );
         // A password given for such a file is wrong: it has none.
-        let with_password = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-            path: store.path().join(&name),
-            password: Some("anything".to_owned().into()),
-        })
+        let with_password = CertificateKeyProvider::open(
+            &CertificateSettings::Filesystem {
+                path: store.path().join(&name),
+                password: Some("anything".to_owned().into()),
+            },
+            SettingsGroup::Main,
+        )
         .await;
         assert!(
             matches!(with_password, Err(KeyProviderError::Config { message: ref m, .. }) if m.contains("password")),

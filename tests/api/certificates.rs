@@ -3,6 +3,7 @@
 //! `certificate` provider and must unwrap a key that OpenSSL wrapped with RSA-OAEP-SHA1,
 //! exactly as upstream's certificate provider wraps the symmetric key.
 
+use key_connector::config::SettingsGroup;
 use std::path::Path;
 
 use key_connector::keys::RsaKeyProvider;
@@ -39,12 +40,15 @@ const VARIANTS: &[(&str, Option<&str>, &[&str])] = &[
 ];
 
 async fn unwraps_what_openssl_wrapped(dir: &Path, file: &str, password: Option<&str>) {
-    let provider = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path: dir.join(file),
-        password: password
-            .filter(|p| !p.is_empty())
-            .map(|p| p.to_owned().into()),
-    })
+    let provider = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path: dir.join(file),
+            password: password
+                .filter(|p| !p.is_empty())
+                .map(|p| p.to_owned().into()),
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap_or_else(|e| panic!("{file}: {e}"));
     let secret: Vec<u8> = (0u8..32).collect();
@@ -233,10 +237,13 @@ async fn unusable_certificate_files_are_refused_with_the_reason() {
         ("small.pfx", Some("right"), "2048 to 8192 bits"),
     ];
     for (file, password, needle) in cases {
-        let error = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-            path: d.join(file),
-            password: password.map(|p| p.to_owned().into()),
-        })
+        let error = CertificateKeyProvider::open(
+            &CertificateSettings::Filesystem {
+                path: d.join(file),
+                password: password.map(|p| p.to_owned().into()),
+            },
+            SettingsGroup::Main,
+        )
         .await
         .err()
         .unwrap_or_else(|| panic!("{file} must be refused"))

@@ -16,6 +16,7 @@
 //! makes the provider's calls, and must accept every answer, while the stand-in must accept
 //! its requests.
 
+use key_connector::config::SettingsGroup;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -587,7 +588,7 @@ async fn answer(
 
 async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+    let provider = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
         .await
         .expect("provider opens");
     assert!(
@@ -638,7 +639,7 @@ async fn wraps_locally_with_oaep_sha256_and_unwraps_with_asymmetric_decrypt() {
 
 async fn a_symmetric_key_upstream_wrapped_unwraps() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+    let provider = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
         .await
         .unwrap();
     let key: Vec<u8> = (0u8..32).collect();
@@ -656,10 +657,11 @@ async fn a_key_version_with_another_algorithm_is_refused_naming_it() {
         "RSA_SIGN_PSS_2048_SHA256",
     ] {
         let kms = KmsStandIn::start(algorithm).await;
-        let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
-            .await
-            .err()
-            .expect("refused");
+        let error =
+            GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
+                .await
+                .err()
+                .expect("refused");
         assert!(
             matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains(algorithm) && m.contains("SHA256")),
             "{error:?}"
@@ -671,7 +673,7 @@ async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let mut other = settings();
     other.key_version_id = "7".into();
-    let error = GcpKmsKeyProvider::open_with(&other, kms.connection())
+    let error = GcpKmsKeyProvider::open_with(&other, SettingsGroup::Main, kms.connection())
         .await
         .err()
         .expect("refused");
@@ -685,7 +687,7 @@ async fn an_unknown_key_version_is_a_config_error_naming_the_settings() {
 async fn a_ciphertext_of_another_key_is_unwrap_failed() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
     let other = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+    let provider = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
         .await
         .unwrap();
     let foreign = other.encrypt_as_upstream(&[9u8; 32]);
@@ -698,7 +700,7 @@ async fn a_ciphertext_of_another_key_is_unwrap_failed() {
 
 async fn a_transient_unavailable_is_retried() {
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+    let provider = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
         .await
         .unwrap();
     let wrapped = provider.wrap_symmetric_key(&[3u8; 32]).await.unwrap();
@@ -725,7 +727,7 @@ async fn an_unreachable_kms_is_unavailable_within_bounded_time() {
     let mut connection = kms.connection();
     connection.endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
     let started = Instant::now();
-    let error = GcpKmsKeyProvider::open_with(&settings(), connection)
+    let error = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, connection)
         .await
         .err()
         .expect("nothing answers");
@@ -909,7 +911,7 @@ async fn an_endpoint_that_is_not_cloud_kms_is_a_config_error_naming_it() {
     });
     let mut connection = kms.connection();
     connection.endpoint = Some(url);
-    let error = GcpKmsKeyProvider::open_with(&settings(), connection)
+    let error = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, connection)
         .await
         .err()
         .expect("not Cloud KMS");
@@ -962,7 +964,7 @@ async fn googles_own_sdk_makes_the_providers_calls_against_the_stand_in() {
         );
     }
     let kms = KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
+    let provider = GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
         .await
         .unwrap();
     let symmetric: Vec<u8> = (200u8..232).collect();
@@ -1089,10 +1091,11 @@ async fn kms_refusals_are_settings_to_fix_or_outages_that_pass() {
     ] {
         *kms.state.fault.lock().unwrap() = status;
         kms.state.fail_next.store(usize::MAX, Ordering::SeqCst);
-        let error = GcpKmsKeyProvider::open_with(&settings(), kms.connection())
-            .await
-            .err()
-            .expect("refused");
+        let error =
+            GcpKmsKeyProvider::open_with(&settings(), SettingsGroup::Main, kms.connection())
+                .await
+                .err()
+                .expect("refused");
         let (KeyProviderError::Config { message, .. }
         | KeyProviderError::Unavailable { message, .. }) = &error
         else {

@@ -1,6 +1,7 @@
 //! Operating the service: upstream's start-up `transferTo`, and the admin subcommands
 //! (`check-config`, `transfer`, `stats`) of the real binary.
 
+use key_connector::config::SettingsGroup;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -1221,10 +1222,13 @@ async fn rotate_rsa_key_refuses_a_stored_key_that_is_not_32_bytes() {
     .await;
     app.shutdown().await;
     // The database's key replaced by a valid wrapping of 16 bytes under the same certificate.
-    let certificate = CertificateKeyProvider::open(&CertificateSettings::Filesystem {
-        path: dir.path().join("key.pfx"),
-        password: Some(secrecy::SecretString::from("test-password")),
-    })
+    let certificate = CertificateKeyProvider::open(
+        &CertificateSettings::Filesystem {
+            path: dir.path().join("key.pfx"),
+            password: Some(secrecy::SecretString::from("test-password")),
+        },
+        SettingsGroup::Main,
+    )
     .await
     .unwrap();
     let short = certificate.wrap_symmetric_key(&[7u8; 16]).await.unwrap();

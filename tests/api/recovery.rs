@@ -349,14 +349,22 @@ async fn a_disabled_aws_kms_key_is_recovered_onto_a_certificate() {
         );
     };
     let key_id = moto.create_key(aws_sdk_kms::types::KeySpec::Rsa2048).await;
-    let provider = AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url)
-        .await
-        .unwrap();
+    let provider = AwsKmsKeyProvider::open_with(
+        &crate::awskms::settings(&key_id, false),
+        SettingsGroup::Main,
+        &moto.url,
+    )
+    .await
+    .unwrap();
     let client = moto.client();
     recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
         client.disable_key().key_id(&key_id).send().await.unwrap();
-        let lost =
-            AwsKmsKeyProvider::open_at(&crate::awskms::settings(&key_id, false), &moto.url).await;
+        let lost = AwsKmsKeyProvider::open_with(
+            &crate::awskms::settings(&key_id, false),
+            SettingsGroup::Main,
+            &moto.url,
+        )
+        .await;
         let unwrapped = match lost {
             Ok(provider) => provider.unwrap_symmetric_key(&[1u8; 64]).await.is_ok(),
             Err(_) => false,
@@ -451,9 +459,13 @@ async fn a_deleted_vault_transit_key_is_recovered_onto_a_certificate() {
 async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
     use key_connector::keys::gcpkms::GcpKmsKeyProvider;
     let kms = crate::gcpkms::KmsStandIn::start("RSA_DECRYPT_OAEP_2048_SHA256").await;
-    let provider = GcpKmsKeyProvider::open_with(&crate::gcpkms::settings(), kms.connection())
-        .await
-        .unwrap();
+    let provider = GcpKmsKeyProvider::open_with(
+        &crate::gcpkms::settings(),
+        SettingsGroup::Main,
+        kms.connection(),
+    )
+    .await
+    .unwrap();
     recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
         // The key version is destroyed with the stand-in that held it.
         drop(kms);
@@ -465,9 +477,13 @@ async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
 async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
     use key_connector::keys::azurekv::AzureKeyVaultKeyProvider;
     let azure = crate::azurekv::AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(&azure.key_settings(), azure.connection())
-        .await
-        .unwrap();
+    let provider = AzureKeyVaultKeyProvider::open_with(
+        &azure.key_settings(),
+        SettingsGroup::Main,
+        azure.connection(),
+    )
+    .await
+    .unwrap();
     recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
         // The vault, and the key in it, are gone with the stand-in.
         drop(azure);

@@ -6,6 +6,7 @@
 //! One fault a real server cannot be made to show, a server that accepts connections and
 //! never answers, is played by a socket that is never read.
 
+use key_connector::config::SettingsGroup;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,7 @@ async fn open(settings: &RsaKeySettings) -> Result<CertificateKeyProvider, KeyPr
     let RsaKeySettings::Certificate(source) = settings else {
         unreachable!("a certificate provider");
     };
-    CertificateKeyProvider::open(source).await
+    CertificateKeyProvider::open(source, SettingsGroup::Main).await
 }
 
 /// The configuration error `result` must be; it names neither the token nor the password.

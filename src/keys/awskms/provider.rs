@@ -329,22 +329,23 @@ impl AwsKmsKeyProvider {
         settings: &AwsKmsSettings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, None, group).await
+        Self::open_reaching(settings, group, None).await
     }
 
-    /// Like [`AwsKmsKeyProvider::open`] for the main settings, with the KMS endpoint given
-    /// here instead of by `AWS_ENDPOINT_URL`.
-    pub async fn open_at(
+    /// Like [`AwsKmsKeyProvider::open`], with the KMS endpoint given here instead of by
+    /// `AWS_ENDPOINT_URL`.
+    pub async fn open_with(
         settings: &AwsKmsSettings,
+        group: SettingsGroup,
         endpoint_url: &str,
     ) -> Result<Self, KeyProviderError> {
-        Self::open_with(settings, Some(endpoint_url), SettingsGroup::Main).await
+        Self::open_reaching(settings, group, Some(endpoint_url)).await
     }
 
-    async fn open_with(
+    async fn open_reaching(
         settings: &AwsKmsSettings,
-        endpoint_url: Option<&str>,
         group: SettingsGroup,
+        endpoint_url: Option<&str>,
     ) -> Result<Self, KeyProviderError> {
         let AwsSettingNames {
             region: region_setting,

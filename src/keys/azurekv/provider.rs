@@ -311,23 +311,14 @@ impl AzureKeyVaultKeyProvider {
         settings: &AzureKeyVaultKeySettings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, AzureConnection::default(), group).await
+        Self::open_with(settings, group, AzureConnection::default()).await
     }
 
     /// Like [`AzureKeyVaultKeyProvider::open`], reaching Azure as `connection` says.
     pub async fn open_with(
         settings: &AzureKeyVaultKeySettings,
-        connection: AzureConnection,
-    ) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, connection, SettingsGroup::Main).await
-    }
-
-    /// Like [`AzureKeyVaultKeyProvider::open_with`] for settings of `group`; messages name
-    /// that group's settings.
-    pub async fn open_in(
-        settings: &AzureKeyVaultKeySettings,
-        connection: AzureConnection,
         group: SettingsGroup,
+        connection: AzureConnection,
     ) -> Result<Self, KeyProviderError> {
         let credential_prefix = KEY_CREDENTIAL_PREFIX.in_group(group);
         let credential = credential(&settings.credentials, &connection, credential_prefix)?;

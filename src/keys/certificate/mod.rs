@@ -66,13 +66,9 @@ impl OaepKeyPair {
 }
 
 impl CertificateKeyProvider {
-    /// Loads the certificate named by the main settings and keeps its private key.
-    pub async fn open(source: &CertificateSettings) -> Result<Self, KeyProviderError> {
-        Self::open_in(source, SettingsGroup::Main).await
-    }
-
-    /// Loads the certificate named by settings of `group`; messages name that group's settings.
-    pub async fn open_in(
+    /// Loads the certificate named by settings of `group` and keeps its private key; messages
+    /// name that group's settings.
+    pub async fn open(
         source: &CertificateSettings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {

@@ -124,23 +124,14 @@ impl GcpKmsKeyProvider {
         settings: &GcpKmsSettings,
         group: SettingsGroup,
     ) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, GcpKmsConnection::of(settings), group).await
+        Self::open_with(settings, group, GcpKmsConnection::of(settings)).await
     }
 
     /// Like [`GcpKmsKeyProvider::open`], reaching KMS as `connection` says.
     pub async fn open_with(
         settings: &GcpKmsSettings,
-        connection: GcpKmsConnection,
-    ) -> Result<Self, KeyProviderError> {
-        Self::open_in(settings, connection, SettingsGroup::Main).await
-    }
-
-    /// Like [`GcpKmsKeyProvider::open_with`] for settings of `group`; messages name that
-    /// group's settings.
-    pub async fn open_in(
-        settings: &GcpKmsSettings,
-        connection: GcpKmsConnection,
         group: SettingsGroup,
+        connection: GcpKmsConnection,
     ) -> Result<Self, KeyProviderError> {
         let key_version = settings.key_version_name();
         let mut builder = KeyManagementService::builder()
