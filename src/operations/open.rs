@@ -224,3 +224,87 @@ pub(crate) async fn open_rsa_key(
         .await
         .map_err(|source| OperationError::RsaKey { what, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    type Log = &'static Mutex<Vec<String>>;
+
+    /// An opening that records its opening and closing in `log`, and fails to open unless
+    /// `opens`.
+    struct Recorded {
+        name: &'static str,
+        opens: bool,
+        log: Log,
+    }
+
+    impl Opening for Recorded {
+        type Opened = (&'static str, Log);
+
+        async fn open(self) -> Result<Self::Opened, OperationError> {
+            self.log.lock().unwrap().push(format!("open {}", self.name));
+            if !self.opens {
+                return Err(OperationError::NoRecoveryKeyConfigured);
+            }
+            Ok((self.name, self.log))
+        }
+
+        async fn close((name, log): Self::Opened) {
+            log.lock().unwrap().push(format!("close {name}"));
+        }
+    }
+
+    fn recorded(log: Log) -> impl Fn(&'static str, bool) -> Recorded {
+        move |name, opens| Recorded { name, opens, log }
+    }
+
+    fn new_log() -> Log {
+        Box::leak(Box::default())
+    }
+
+    #[tokio::test]
+    async fn what_was_opened_is_closed_whatever_the_task_returned() {
+        let log = new_log();
+        let opening = recorded(log);
+        let answer = run(opening("a", true), async |_: &(&str, Log)| Ok(7)).await;
+        assert_eq!(answer.unwrap(), 7);
+        let failed = run(opening("b", true), async |_: &(&str, Log)| {
+            Err::<(), _>(OperationError::RotationUnfinished)
+        })
+        .await;
+        assert!(matches!(failed, Err(OperationError::RotationUnfinished)));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["open a", "close a", "open b", "close b"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pair_half_opened_closes_the_first_and_runs_nothing() {
+        let log = new_log();
+        let opening = recorded(log);
+        let ran = run(
+            (opening("source", true), opening("target", false)),
+            async |_: &((&str, Log), (&str, Log))| -> Result<(), OperationError> {
+                panic!("the task must not run")
+            },
+        )
+        .await;
+        assert!(matches!(ran, Err(OperationError::NoRecoveryKeyConfigured)));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["open source", "open target", "close source"]
+        );
+        let both = (opening("source", true), opening("target", true));
+        run(both, async |_: &((&str, Log), (&str, Log))| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.lock().unwrap()[3..],
+            ["open source", "open target", "close source", "close target"]
+        );
+    }
+}
