@@ -6,12 +6,12 @@ use std::fmt;
 use std::process::ExitCode;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, SettingsGroup, UserKeyBinding};
+use crate::config::{self, ConfigSource, UserKeyBinding};
 use crate::operations::binding::{BindingReport, BindingState};
+use crate::operations::check;
 use crate::operations::rotate::{RotationReport, SymmetricRotationReport};
 use crate::operations::stats::{self, KeyStats};
 use crate::operations::transfer::TransferReport;
-use crate::operations::{KeyDatabase, OperationError, check};
 
 /// `check-config`. Its report is printed whatever happened, a settings error included.
 pub async fn check_config(source: &ConfigSource) -> ExitCode {
@@ -79,32 +79,8 @@ pub async fn transfer(
                 .into(),
         ));
     };
-    let from = KeyDatabase::open(
-        "source",
-        &settings.database,
-        &settings.rsa_key,
-        SettingsGroup::Main,
-        false,
-    )
-    .await?;
-    let to = KeyDatabase::open(
-        "transfer target",
-        &target.database,
-        &target.rsa_key,
-        SettingsGroup::TransferTo,
-        !dry_run,
-    )
-    .await?;
-    if !dry_run {
-        crate::operations::recovery_wraps::keep_target_current(settings, &to).await?;
-    }
-    let report = crate::operations::transfer::transfer(&from, &to, dry_run, true).await;
-    from.store.close().await;
-    to.store.close().await;
-    Ok(TransferOutcome {
-        report: report?,
-        dry_run,
-    })
+    let report = crate::operations::transfer::transfer_to_target(settings, target, dry_run).await?;
+    Ok(TransferOutcome { report, dry_run })
 }
 
 /// What `rotate-rsa-key` did.
@@ -324,17 +300,6 @@ impl Outcome for StatsOutcome {}
 
 pub async fn stats(source: &ConfigSource) -> Result<StatsOutcome, CommandError> {
     let loaded = config::load(source)?;
-    let store = crate::store::open_store(&loaded.settings.database)
-        .await
-        .map_err(|error| OperationError::Failed(format!("cannot open the key store: {error}")))?;
-    let read = async {
-        let rows = store.list_user_keys().await?;
-        let binding = BindingState::read(store.as_ref(), &rows).await?;
-        Ok::<_, crate::store::StoreError>((rows, binding))
-    }
-    .await;
-    store.close().await;
-    let (rows, binding) = read
-        .map_err(|error| OperationError::Failed(format!("cannot read the user keys: {error}")))?;
-    Ok(StatsOutcome(stats::compute(&rows), binding))
+    let (stats, binding) = stats::read(&loaded.settings.database).await?;
+    Ok(StatsOutcome(stats, binding))
 }

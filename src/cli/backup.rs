@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, SettingsGroup};
-use crate::keys::open_rsa_key_provider;
-use crate::operations::OperationError;
+use crate::config::{self, ConfigSource};
 use crate::operations::backup::{
     self, BackupReport, BackupRequest, ConfiguredRsaKey, FAILED_SUFFIX, OfflineRecoveryKey,
     SymmetricKeySource, VerifyReport,
@@ -100,14 +98,7 @@ pub async fn backup(
             &file.pfx,
             file.password_file.as_deref(),
         )?)),
-        None => Box::new(ConfiguredRsaKey(
-            open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main)
-                .await
-                .map_err(|source| OperationError::RsaKey {
-                    what: "backup",
-                    source,
-                })?,
-        )),
+        None => Box::new(ConfiguredRsaKey::open(&settings.rsa_key).await?),
     };
     let key_source = key_source.as_ref();
     match command {

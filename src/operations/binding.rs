@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::OperationError;
 use super::progress::Progress;
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
+use crate::config::{DatabaseSettings, RsaKeySettings};
 use crate::crypto::binding::{BOUND_VALUE, unbound_keys_refused};
 use crate::crypto::symmetric_key::unwrap_stored;
 use crate::crypto::{SealedForm, UserKeyCipher};
-use crate::keys::open_rsa_key_provider;
-use crate::store::{KeyStore, USER_KEYS_BOUND, open_store};
+use crate::keys::RsaKeyProvider;
+use crate::store::{KeyStore, USER_KEYS_BOUND};
 
 /// What a run of `bind-user-keys` or `unbind-user-keys` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -94,20 +94,10 @@ async fn run(
     batch: Option<usize>,
     interactive: bool,
 ) -> Result<BindingReport, OperationError> {
-    let store = open_store(database)
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "database",
-            source,
-        })?;
-    let result = async {
-        let provider = open_rsa_key_provider(rsa_key, SettingsGroup::Main)
-            .await
-            .map_err(|source| OperationError::RsaKey {
-                what: "RSA key",
-                source,
-            })?;
-        let cipher = match read_cipher(store.as_ref(), provider.as_ref()).await? {
+    let opening = Keys::main(database, rsa_key, SymmetricKeyUse::Left);
+    super::run(opening, async |database: &KeyDatabase| {
+        let store = &database.store;
+        let cipher = match read_cipher(store.as_ref(), database.rsa_key.as_ref()).await? {
             Some(cipher) => Some(cipher),
             None if store
                 .list_user_keys()
@@ -117,26 +107,20 @@ async fn run(
             {
                 None
             }
-            None => {
-                return Err(OperationError::Failed(
-                    "the database holds user keys but no symmetric key".into(),
-                ));
-            }
+            None => return Err(OperationError::UserKeysWithoutSymmetricKey),
         };
-        reseal_all(direction, &store, cipher.as_ref(), batch, interactive).await
-    }
-    .await;
-    store.close().await;
-    result
+        reseal_all(direction, store, cipher.as_ref(), batch, interactive).await
+    })
+    .await
 }
 
 /// The state a failure leaves behind, said once.
-fn failed(direction: Direction) -> super::StepFailure {
+fn failed(direction: Direction) -> StepFailure {
     match direction {
-        Direction::Bind => super::StepFailure(
+        Direction::Bind => StepFailure(
             "Every key is still readable and unbound keys are still accepted; run bind-user-keys again when it is fixed",
         ),
-        Direction::Unbind => super::StepFailure(
+        Direction::Unbind => StepFailure(
             "Every key is still readable (the service accepts both forms now); run unbind-user-keys again when it is fixed",
         ),
     }
@@ -147,19 +131,16 @@ fn failed(direction: Direction) -> super::StepFailure {
 /// moving them is the rotation's business.
 async fn read_cipher(
     store: &dyn KeyStore,
-    provider: &dyn crate::keys::RsaKeyProvider,
+    provider: &dyn RsaKeyProvider,
 ) -> Result<Option<UserKeyCipher>, OperationError> {
-    let failed = super::StepFailure("Nothing was changed");
+    let failed = StepFailure("Nothing was changed");
     if store
         .read_pending_symmetric_key()
         .await
         .map_err(failed.at("cannot read the pending symmetric key"))?
         .is_some()
     {
-        return Err(OperationError::Failed(
-            "a symmetric-key rotation is unfinished; complete it (rotate-symmetric-key) first; nothing was changed"
-                .into(),
-        ));
+        return Err(OperationError::RotationUnfinished);
     }
     let Some(wrapped) = store
         .read_symmetric_key()

@@ -10,12 +10,13 @@
 //! re-wrapped; a crash between the two swaps leaves one of them under the lost key, and
 //! running `recover` again completes it.
 
-use super::OperationError;
+use std::sync::Arc;
+
+use super::{Database, OperationError, StepFailure, open_rsa_key};
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::recovery::{RecoveredSymmetricKey, RecoveryPrivateKey, unwrap_recovery_wraps};
-use crate::keys::open_rsa_key_provider;
-use crate::store::{KeyStore, open_store};
+use crate::store::KeyStore;
 
 /// What a recovery did.
 #[derive(Debug)]
@@ -39,15 +40,13 @@ pub async fn recover(
     group: SettingsGroup,
     interactive: bool,
 ) -> Result<RecoverReport, OperationError> {
-    let store = open_store(database)
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "database",
-            source,
-        })?;
-    let result = recover_in(store.as_ref(), private, to, group, interactive).await;
-    store.close().await;
-    result
+    super::run(
+        Database::at("database", database),
+        async |store: &Arc<dyn KeyStore>| {
+            recover_in(store.as_ref(), private, to, group, interactive).await
+        },
+    )
+    .await
 }
 
 async fn recover_in(
@@ -57,17 +56,10 @@ async fn recover_in(
     group: SettingsGroup,
     interactive: bool,
 ) -> Result<RecoverReport, OperationError> {
-    let failed = super::StepFailure("Nothing was changed");
+    let failed = StepFailure("Nothing was changed");
     let fingerprint = private.fingerprint().to_owned();
-    let current_wrapped = store
-        .read_symmetric_key()
-        .await
-        .map_err(failed.at("cannot read the symmetric key"))?
-        .ok_or_else(|| {
-            OperationError::Failed(
-                "the database has no symmetric key: there is nothing to recover".into(),
-            )
-        })?;
+    let current_wrapped =
+        super::stored_symmetric_key(store, ": there is nothing to recover").await?;
     let pending_wrapped = store
         .read_pending_symmetric_key()
         .await
@@ -81,32 +73,23 @@ async fn recover_in(
             .read_recovery_wraps()
             .await
             .map_err(failed.at("cannot read the recovery wraps"))?;
-        let mut others: Vec<_> = stored.iter().map(|w| w.fingerprint.as_str()).collect();
-        others.sort_unstable();
-        others.dedup();
-        return Err(OperationError::Failed(if others.is_empty() {
-            "the database holds no recovery wrap (was keyConnectorSettings__recoveryKey__publicKeyPath \
-             configured when the service ran?); nothing was changed"
-                .to_owned()
+        let mut stored_for: Vec<_> = stored.into_iter().map(|w| w.fingerprint).collect();
+        stored_for.sort_unstable();
+        stored_for.dedup();
+        return Err(if stored_for.is_empty() {
+            OperationError::NoRecoveryWrap
         } else {
-            format!(
-                "the database holds no recovery wrap for this recovery key (fingerprint {fingerprint}); \
-                 its wraps are for {}; nothing was changed",
-                others.join(", ")
-            )
-        }));
+            OperationError::NoRecoveryWrapForKey {
+                fingerprint,
+                stored_for,
+            }
+        });
     }
 
     let user_keys = verify_every_user_key(store, &recovered, interactive).await?;
     let (current, pending) = assign(&recovered, &user_keys.opened, pending_wrapped.is_some())?;
 
-    let new_provider =
-        open_rsa_key_provider(to, group)
-            .await
-            .map_err(|source| OperationError::RsaKey {
-                what: "new RSA key",
-                source,
-            })?;
+    let new_provider = open_rsa_key("new RSA key", to, group).await?;
     let new_current = super::wrap_proved(new_provider.as_ref(), &current.key).await?;
     let new_pending = match pending {
         Some(pending) => Some(super::wrap_proved(new_provider.as_ref(), &pending.key).await?),
@@ -114,46 +97,19 @@ async fn recover_in(
     };
 
     // Commit: each swap only if the stored wrapping is still the one read.
-    let swapped = store
-        .replace_symmetric_key(&current_wrapped, &new_current)
-        .await
-        .map_err(failed.at("cannot save the new wrapping"))?;
-    if !swapped {
-        return Err(OperationError::Failed(
-            "the stored symmetric key changed while recovering; nothing was changed, run again"
-                .into(),
-        ));
-    }
+    super::swap_wrapping(store, &current_wrapped, &new_current, "recovering").await?;
     if let (Some(expected), Some(replacement)) = (&pending_wrapped, &new_pending) {
         let swapped = store
             .replace_symmetric_key(expected, replacement)
             .await
-            .map_err(|e| {
-                OperationError::Failed(format!(
-                    "the current key is recovered, but the pending key's new wrapping could not be saved ({e}); \
-                     run `recover` again to finish"
-                ))
-            })?;
+            .map_err(StepFailure("Run `recover` again to finish").at(
+            "the current key is recovered, but the pending key's new wrapping could not be saved",
+        ))?;
         if !swapped {
-            return Err(OperationError::Failed(
-                "the current key is recovered, but the pending key changed meanwhile; run `recover` again"
-                    .into(),
-            ));
+            return Err(OperationError::PendingKeyChanged);
         }
     }
-
-    // Read back: what is stored unwraps under the new provider to the recovered key.
-    let stored = store
-        .read_symmetric_key()
-        .await
-        .map_err(|e| OperationError::Failed(format!("saved, but cannot read it back: {e}")))?
-        .unwrap_or_default();
-    if !super::unwraps_to(new_provider.as_ref(), &stored, &current.key).await {
-        return Err(OperationError::Failed(
-            "saved, but the stored value does not unwrap with the new RSA key; investigate before starting the service"
-                .into(),
-        ));
-    }
+    super::read_back(store, new_provider.as_ref(), &current.key).await?;
     Ok(RecoverReport {
         fingerprint,
         new_provider: new_provider.describe(),
@@ -174,7 +130,7 @@ async fn verify_every_user_key(
     recovered: &[RecoveredSymmetricKey],
     interactive: bool,
 ) -> Result<Verified, OperationError> {
-    let failed = super::StepFailure("Nothing was changed");
+    let failed = StepFailure("Nothing was changed");
     let ciphers = recovered
         .iter()
         .map(|r| UserKeyCipher::new(&r.key))
@@ -200,23 +156,10 @@ async fn verify_every_user_key(
     }
     progress.finish();
     if !unreadable.is_empty() {
-        let shown: Vec<_> = unreadable
-            .iter()
-            .take(10)
-            .map(ToString::to_string)
-            .collect();
-        return Err(OperationError::Failed(format!(
-            "{} of {} user key(s) open under no recovered symmetric key ({}{}); nothing was changed. \
-             Is this the database the recovery key was configured for?",
-            unreadable.len(),
-            rows.len(),
-            shown.join(", "),
-            if unreadable.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
-        )));
+        return Err(OperationError::UserKeysNotRecovered {
+            unreadable,
+            total: rows.len(),
+        });
     }
     Ok(Verified {
         total: rows.len(),
@@ -234,12 +177,8 @@ fn assign<'a>(
     rotation_unfinished: bool,
 ) -> Result<(&'a RecoveredSymmetricKey, Option<&'a RecoveredSymmetricKey>), OperationError> {
     let used: Vec<usize> = (0..recovered.len()).filter(|i| opened[*i] > 0).collect();
-    let ambiguous = || {
-        OperationError::Failed(format!(
-            "the database holds {} recovery wraps for this recovery key and its user keys do not tell which \
-             symmetric key is current; nothing was changed",
-            recovered.len()
-        ))
+    let ambiguous = || OperationError::AmbiguousRecoveryWraps {
+        count: recovered.len(),
     };
     if !rotation_unfinished {
         return match (used.as_slice(), recovered) {
@@ -249,11 +188,7 @@ fn assign<'a>(
         };
     }
     if recovered.len() < 2 {
-        return Err(OperationError::Failed(
-            "a symmetric-key rotation is unfinished, but the database holds a recovery wrap of only one of its two keys \
-             for this recovery key; nothing was changed"
-                .into(),
-        ));
+        return Err(OperationError::PendingKeyNotRecoverable);
     }
     let unused: Vec<usize> = (0..recovered.len()).filter(|i| opened[*i] == 0).collect();
     let pair = match (used.as_slice(), unused.as_slice()) {

@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::KeyDatabase;
-use crate::config::{ListenUrl, LoadedSettings, Settings, SettingsGroup};
+use super::{KeyDatabase, Keys, SymmetricKeyUse};
+use crate::config::{ListenUrl, LoadedSettings, Settings};
 
 /// User keys decrypted to prove the symmetric key fits the data.
 const SAMPLE: usize = 20;
@@ -101,31 +101,18 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         Err(error) => report.push(Outcome::Failed, "listen", error),
     }
 
-    let source = KeyDatabase::open(
-        "database",
+    let opening = Keys::main(
         &settings.database,
         &settings.rsa_key,
-        SettingsGroup::Main,
-        false,
-    )
+        SymmetricKeyUse::Existing,
+    );
+    let checked = super::run(opening, async |source: &KeyDatabase| {
+        check_database(&mut report, settings, source).await;
+        Ok(())
+    })
     .await;
-    match source {
-        Err(error) => report.push(Outcome::Failed, "database/RSA key", error.to_string()),
-        Ok(source) => {
-            report.push(
-                Outcome::Ok,
-                "database",
-                format!("{} store opened, schema checked", source.store.kind()),
-            );
-            report.push(Outcome::Ok, "RSA key", source.rsa_key.describe());
-            match source.rsa_key.check_health().await {
-                Ok(()) => report.push(Outcome::Ok, "RSA key health", "answers"),
-                Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
-            }
-            check_keys(&mut report, settings, &source).await;
-            check_recovery_wrap(&mut report, settings, &source).await;
-            source.store.close().await;
-        }
+    if let Err(error) = checked {
+        report.push(Outcome::Failed, "database/RSA key", error.to_string());
     }
 
     check_identity_server(&mut report, &settings.identity_server_uri).await;
@@ -135,36 +122,43 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         .as_ref()
         .and_then(|t| t.target.as_ref())
     {
-        match KeyDatabase::open(
-            "transfer target",
-            &target.database,
-            &target.rsa_key,
-            SettingsGroup::TransferTo,
-            false,
-        )
-        .await
-        {
-            Ok(target) => {
-                report.push(
-                    Outcome::Ok,
-                    "transfer target",
-                    format!(
-                        "{} store and {} open; {}",
-                        target.store.kind(),
-                        target.rsa_key.describe(),
-                        if target.cipher.is_some() {
-                            "its symmetric key unwraps"
-                        } else {
-                            "no symmetric key yet (the transfer creates one)"
-                        }
-                    ),
-                );
-                target.store.close().await;
-            }
+        let opening = Keys::transfer_target(target, SymmetricKeyUse::Existing);
+        let described = super::run(opening, async |target: &KeyDatabase| {
+            Ok(format!(
+                "{} store and {} open; {}",
+                target.store.kind(),
+                target.rsa_key.describe(),
+                if target.cipher.is_some() {
+                    "its symmetric key unwraps"
+                } else {
+                    "no symmetric key yet (the transfer creates one)"
+                }
+            ))
+        })
+        .await;
+        match described {
+            Ok(described) => report.push(Outcome::Ok, "transfer target", described),
             Err(error) => report.push(Outcome::Failed, "transfer target", error.to_string()),
         }
     }
     report
+}
+
+/// The service's own database, opened with its RSA key: the store, the RSA key's health,
+/// the keys and the recovery wraps.
+async fn check_database(report: &mut Report, settings: &Settings, source: &KeyDatabase) {
+    report.push(
+        Outcome::Ok,
+        "database",
+        format!("{} store opened, schema checked", source.store.kind()),
+    );
+    report.push(Outcome::Ok, "RSA key", source.rsa_key.describe());
+    match source.rsa_key.check_health().await {
+        Ok(()) => report.push(Outcome::Ok, "RSA key health", "answers"),
+        Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
+    }
+    check_keys(report, settings, source).await;
+    check_recovery_wrap(report, settings, source).await;
 }
 
 /// The recovery key's setting and the state of the stored wraps, read-only: a missing wrap

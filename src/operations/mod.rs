@@ -3,122 +3,31 @@
 //! `rotate-symmetric-key`, `bind-user-keys`, `unbind-user-keys`, `recover`,
 //! `replace-recovery-wrap`, `backup`, `stats`).
 //!
-//! Each task opens what it needs through the same seams as the server ([`open_store`],
-//! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
-//! write a key differently from the service.
+//! Each task opens, runs and closes what it works on one way, `run` (`open.rs`), through
+//! the same seams as the server, so a task can never read or write a key differently from
+//! the service; its failures are [`OperationError`]s that keep their cause (`error.rs`).
 
 pub mod backup;
 pub mod binding;
 pub mod break_glass;
 pub mod check;
+mod error;
+mod open;
 pub mod progress;
 pub mod recovery_wraps;
 pub mod rotate;
 pub mod stats;
 pub mod transfer;
 
-use std::sync::Arc;
+pub(crate) use self::error::StepFailure;
+pub use self::error::{OperationError, StepCause};
+pub use self::open::KeyDatabase;
+pub(crate) use self::open::{Database, Keys, SymmetricKeyUse, open_rsa_key, run};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
-use crate::crypto::UserKeyCipher;
-use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
-use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{KeyStore, SourceError, StoreError, open_store};
-
-/// Why a task could not run. Each message says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum OperationError {
-    #[error("{what}: cannot open the key store: {source}")]
-    Store {
-        what: &'static str,
-        source: StoreError,
-    },
-    #[error("{what}: cannot load the RSA key: {source}")]
-    RsaKey {
-        what: &'static str,
-        source: KeyProviderError,
-    },
-    #[error("{what}: {source}")]
-    SymmetricKey {
-        what: &'static str,
-        source: BootstrapError,
-    },
-    /// A step of a task failed on the store, a key provider or the cipher; `then` says what
-    /// that leaves behind and what to do.
-    #[error("{what}: {source}. {then}")]
-    Step {
-        what: &'static str,
-        #[source]
-        source: SourceError,
-        then: &'static str,
-    },
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Turns the errors of one task's steps into [`OperationError::Step`]s; every failure of
-/// the task leaves the same state, said once.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StepFailure(pub &'static str);
-
-impl StepFailure {
-    /// The error of the step `what`, keeping the one that caused it.
-    pub(crate) fn at<E: Into<SourceError>>(
-        self,
-        what: &'static str,
-    ) -> impl FnOnce(E) -> OperationError {
-        move |source| OperationError::Step {
-            what,
-            source: source.into(),
-            then: self.0,
-        }
-    }
-}
-
-/// A store with the RSA key and (when it has one) the symmetric key that seal its keys.
-pub struct KeyDatabase {
-    pub store: Arc<dyn KeyStore>,
-    pub rsa_key: Arc<dyn RsaKeyProvider>,
-    /// `None` when the database has no symmetric key yet and none was to be created.
-    pub cipher: Option<Arc<UserKeyCipher>>,
-}
-
-impl KeyDatabase {
-    /// Opens `database` with `rsa_key`. With `create_symmetric_key`, a database without a
-    /// symmetric key gets one (as the server does at start-up); otherwise nothing is written.
-    /// `what` names the database in messages ("source", "transfer target"); `group` is
-    /// where `rsa_key` was configured.
-    pub async fn open(
-        what: &'static str,
-        database: &DatabaseSettings,
-        rsa_key: &RsaKeySettings,
-        group: SettingsGroup,
-        create_symmetric_key: bool,
-    ) -> Result<Self, OperationError> {
-        let store = open_store(database)
-            .await
-            .map_err(|source| OperationError::Store { what, source })?;
-        let rsa_key = open_rsa_key_provider(rsa_key, group)
-            .await
-            .map_err(|source| OperationError::RsaKey { what, source })?;
-        let cipher = if create_symmetric_key {
-            let (cipher, _) = load_or_create_symmetric_key(store.as_ref(), rsa_key.as_ref())
-                .await
-                .map_err(|source| OperationError::SymmetricKey { what, source })?;
-            Some(Arc::new(cipher))
-        } else {
-            unwrap_existing(store.as_ref(), rsa_key.as_ref())
-                .await
-                .map_err(|source| OperationError::SymmetricKey { what, source })?
-                .map(Arc::new)
-        };
-        Ok(Self {
-            store,
-            rsa_key,
-            cipher,
-        })
-    }
-}
+use crate::keys::RsaKeyProvider;
+use crate::store::KeyStore;
 
 /// Wraps `key` under `provider` and proves the wrapping: `provider` must unwrap it again to
 /// the same key. The base64 text to store. What the RSA-key rotation and `recover` store.
@@ -136,24 +45,66 @@ pub(crate) async fn wrap_proved(
         .await
         .map_err(failed.at("the new RSA key cannot unwrap what it wrapped"))?;
     if proof.as_slice() != key {
-        return Err(OperationError::Failed(
-            "the new RSA key does not round-trip the symmetric key; nothing was changed".into(),
-        ));
+        return Err(OperationError::NewKeyDoesNotRoundTrip);
     }
-    Ok(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        &wrapped,
-    ))
+    Ok(STANDARD.encode(&wrapped))
 }
 
-/// Whether the stored (base64) wrapping `stored` unwraps under `provider` to `key`: the
-/// read-back after a new wrapping was saved.
-pub(crate) async fn unwraps_to(provider: &dyn RsaKeyProvider, stored: &str, key: &[u8]) -> bool {
-    match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored.trim()) {
-        Ok(bytes) => provider
-            .unwrap_symmetric_key(&bytes)
-            .await
-            .is_ok_and(|k| k.as_slice() == key),
-        Err(_) => false,
+/// The stored (wrapped) symmetric key, or [`OperationError::NoSymmetricKey`] saying `then`
+/// (what follows for the task).
+pub(crate) async fn stored_symmetric_key(
+    store: &dyn KeyStore,
+    then: &'static str,
+) -> Result<String, OperationError> {
+    store
+        .read_symmetric_key()
+        .await
+        .map_err(StepFailure("Nothing was changed").at("cannot read the symmetric key"))?
+        .ok_or(OperationError::NoSymmetricKey {
+            database: "the database",
+            then,
+        })
+}
+
+/// The commit of `rotate-rsa-key` and `recover`: the stored wrapping `expected` replaced by
+/// `replacement` only if it is still the one stored; `task` names the task in the refusal.
+pub(crate) async fn swap_wrapping(
+    store: &dyn KeyStore,
+    expected: &str,
+    replacement: &str,
+    task: &'static str,
+) -> Result<(), OperationError> {
+    let swapped = store
+        .replace_symmetric_key(expected, replacement)
+        .await
+        .map_err(StepFailure("Nothing was changed").at("cannot save the new wrapping"))?;
+    if !swapped {
+        return Err(OperationError::SymmetricKeyChanged { task });
     }
+    Ok(())
+}
+
+/// The read-back after a new wrapping was saved: what is stored now must unwrap under
+/// `provider` to `key`.
+pub(crate) async fn read_back(
+    store: &dyn KeyStore,
+    provider: &dyn RsaKeyProvider,
+    key: &[u8],
+) -> Result<(), OperationError> {
+    let stored = store
+        .read_symmetric_key()
+        .await
+        .map_err(
+            StepFailure("Investigate before starting the service")
+                .at("saved, but cannot read it back"),
+        )?
+        .unwrap_or_default();
+    let unwrapped = match STANDARD.decode(stored.trim()) {
+        Ok(bytes) => provider.unwrap_symmetric_key(&bytes).await.ok(),
+        Err(_) => None,
+    };
+    if unwrapped.is_none_or(|k| k.as_slice() != key) {
+        return Err(OperationError::StoredWrappingDiffers);
+    }
+    Ok(())
 }

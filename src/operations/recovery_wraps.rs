@@ -9,6 +9,7 @@
 
 use zeroize::Zeroizing;
 
+use super::{KeyDatabase, Keys, OperationError, SymmetricKeyUse};
 use crate::config::{ConfigError, Settings};
 use crate::crypto::recovery::{
     OnMismatch, RecoveryError, RecoveryPublicKey, RecoveryStatus, keep_recovery_wraps_current,
@@ -106,45 +107,39 @@ pub fn configured_key(settings: &Settings) -> Result<Option<RecoveryPublicKey>, 
 
 /// `replace-recovery-wrap`: wraps the symmetric key (and a pending one) under the configured
 /// recovery key, replacing wraps made for another recovery key.
-pub async fn replace_recovery_wrap(
-    settings: &Settings,
-) -> Result<RecoveryStatus, super::OperationError> {
-    let recovery = configured_key(settings)
-        .map_err(|e| super::OperationError::Failed(e.to_string()))?
-        .ok_or_else(|| {
-            super::OperationError::Failed(format!(
-                "no recovery key is configured: set {}",
-                crate::config::catalog::RECOVERY_KEY_PUBLIC_KEY_PATH.both_spellings()
-            ))
-        })?;
-    let database = super::KeyDatabase::open(
-        "database",
+pub async fn replace_recovery_wrap(settings: &Settings) -> Result<RecoveryStatus, OperationError> {
+    let recovery = configured_key(settings)?.ok_or(OperationError::NoRecoveryKeyConfigured)?;
+    let opening = Keys::main(
         &settings.database,
         &settings.rsa_key,
-        crate::config::SettingsGroup::Main,
-        false,
-    )
-    .await?;
-    let result = keep_current(
-        database.store.as_ref(),
-        database.rsa_key.as_ref(),
-        &recovery,
-        OnMismatch::Replace,
-    )
+        SymmetricKeyUse::Existing,
+    );
+    super::run(opening, async |database: &KeyDatabase| {
+        keep_current(
+            database.store.as_ref(),
+            database.rsa_key.as_ref(),
+            &recovery,
+            OnMismatch::Replace,
+        )
+        .await
+        .map_err(|source| OperationError::RecoveryWrap {
+            what: "replace-recovery-wrap",
+            source,
+        })
+    })
     .await
-    .map_err(|e| super::OperationError::Failed(e.to_string()));
-    database.store.close().await;
-    result
 }
 
 /// Writes the recovery wrap of a transfer target's symmetric key, when a recovery key is
 /// configured (the target is then as recoverable as the source); before any key is copied.
 pub async fn keep_target_current(
     settings: &Settings,
-    target: &super::KeyDatabase,
-) -> Result<(), super::OperationError> {
-    let failed =
-        |e: RecoveryWrapError| super::OperationError::Failed(format!("transfer target: {e}"));
+    target: &KeyDatabase,
+) -> Result<(), OperationError> {
+    let failed = |source| OperationError::RecoveryWrap {
+        what: "transfer target",
+        source,
+    };
     let Some(recovery) = configured_key(settings).map_err(|e| failed(e.into()))? else {
         return Ok(());
     };

@@ -8,35 +8,13 @@
 //! Running instances keep working (they hold the symmetric key in memory); restart them with
 //! the new RSA key settings.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::OperationError;
+use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse, open_rsa_key};
 use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
 use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
 use crate::crypto::symmetric_key::unwrap_stored;
-use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
-use crate::store::{KeyStore, open_store};
-
-/// The store and RSA key a rotation works on; `what` names the key in messages.
-async fn open(
-    database: &DatabaseSettings,
-    rsa_key: &RsaKeySettings,
-    what: &'static str,
-) -> Result<(Arc<dyn KeyStore>, Arc<dyn RsaKeyProvider>), OperationError> {
-    let store = open_store(database)
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "database",
-            source,
-        })?;
-    let provider = open_rsa_key_provider(rsa_key, SettingsGroup::Main)
-        .await
-        .map_err(|source| OperationError::RsaKey { what, source })?;
-    Ok((store, provider))
-}
 
 /// What was done, for the report.
 #[derive(Debug)]
@@ -53,70 +31,46 @@ pub async fn rotate_rsa_key(
     new: &RsaKeySettings,
     recovery: Option<&RecoveryPublicKey>,
 ) -> Result<RotationReport, OperationError> {
-    let failed = super::StepFailure("Nothing was changed");
-    let (store, old_provider) = open(database, current, "current RSA key").await?;
-    let new_provider = open_rsa_key_provider(new, SettingsGroup::RotateTo)
-        .await
-        .map_err(|source| OperationError::RsaKey {
-            what: "new RSA key (keyConnectorSettings__rotateTo__...)",
-            source,
-        })?;
-    let new_description = new_provider.describe();
-    let result = async {
-        let wrapped = store
-            .read_symmetric_key()
-            .await
-            .map_err(failed.at("cannot read the symmetric key"))?
-            .ok_or_else(|| {
-                OperationError::Failed(
-                    "the database has no symmetric key yet; start the service once with the new RSA key instead".into(),
-                )
-            })?;
+    super::run(Keys::main(database, current, SymmetricKeyUse::Left), async |database: &KeyDatabase| {
+        let store = database.store.as_ref();
+        let new_provider = open_rsa_key(
+            "new RSA key (keyConnectorSettings__rotateTo__...)",
+            new,
+            SettingsGroup::RotateTo,
+        )
+        .await?;
+        let wrapped = super::stored_symmetric_key(
+            store,
+            " yet; start the service once with the new RSA key instead",
+        )
+        .await?;
         // The same unwrapping as start-up's, its 32-byte check included: a key of another
         // length must never be wrapped anew under the new RSA key.
-        let key = unwrap_stored(&wrapped, old_provider.as_ref())
+        let key = unwrap_stored(&wrapped, database.rsa_key.as_ref())
             .await
             .map_err(|source| OperationError::SymmetricKey {
                 what: "the current RSA key (keyConnectorSettings__rsaKey__...) and the stored symmetric key",
                 source,
             })?;
         let replacement = super::wrap_proved(new_provider.as_ref(), &key).await?;
-        let swapped = store
-            .replace_symmetric_key(&wrapped, &replacement)
-            .await
-            .map_err(failed.at("cannot save the new wrapping"))?;
-        if !swapped {
-            return Err(OperationError::Failed(
-                "the stored symmetric key changed while rotating; nothing was changed, run again".into(),
-            ));
-        }
-        // Read back: what is stored now unwraps with the new key to the same key.
-        let stored = store
-            .read_symmetric_key()
-            .await
-            .map_err(|e| OperationError::Failed(format!("saved, but cannot read it back: {e}")))?
-            .unwrap_or_default();
-        let verified = super::unwraps_to(new_provider.as_ref(), &stored, &key).await;
-        if !verified {
-            return Err(OperationError::Failed(
-                "saved, but the stored value does not unwrap with the new RSA key; investigate before restarting".into(),
-            ));
-        }
+        super::swap_wrapping(store, &wrapped, &replacement, "rotating").await?;
+        super::read_back(store, new_provider.as_ref(), &key).await?;
         if let Some(recovery) = recovery {
             // The symmetric key did not change, so neither does its recovery wrap; write it
             // if it was never written.
-            keep_recovery_wraps_current(store.as_ref(), recovery, &key, None, OnMismatch::Keep, false)
+            keep_recovery_wraps_current(store, recovery, &key, None, OnMismatch::Keep, false)
                 .await
-                .map_err(|e| OperationError::Failed(format!("the RSA key was rotated, but the recovery wrap could not be checked: {e}")))?;
+                .map_err(
+                    StepFailure("The service writes a missing wrap at its next start")
+                        .at("the RSA key was rotated, but the recovery wrap could not be checked"),
+                )?;
         }
         Ok(RotationReport {
-            old_provider: old_provider.describe(),
-            new_provider: new_description,
+            old_provider: database.rsa_key.describe(),
+            new_provider: new_provider.describe(),
         })
-    }
-    .await;
-    store.close().await;
-    result
+    })
+    .await
 }
 
 /// What a symmetric-key rotation run did.
@@ -163,14 +117,10 @@ pub async fn rotate_symmetric_key(
     use crate::crypto::{SealedForm, UserKeyCipher, generate_symmetric_key};
 
     let failed =
-        super::StepFailure("Every key is still readable; run the rotation again when it is fixed");
-    let (store, provider) = open(database, rsa_key, "RSA key").await?;
-    let result = async {
-        let current_wrapped = store
-            .read_symmetric_key()
-            .await
-            .map_err(failed.at("cannot read the symmetric key"))?
-            .ok_or_else(|| OperationError::Failed("the database has no symmetric key yet".into()))?;
+        StepFailure("Every key is still readable; run the rotation again when it is fixed");
+    super::run(Keys::main(database, rsa_key, SymmetricKeyUse::Left), async |database: &KeyDatabase| {
+        let (store, provider) = (&database.store, &database.rsa_key);
+        let current_wrapped = super::stored_symmetric_key(store.as_ref(), " yet").await?;
         let symmetric = |e| OperationError::SymmetricKey {
             what: "database",
             source: e,
@@ -253,11 +203,7 @@ pub async fn rotate_symmetric_key(
                 .await
                 .map_err(failed.at("cannot write a re-sealed key"))?;
             if !swapped {
-                return Err(OperationError::Failed(format!(
-                    "the key of user {} changed during the rotation: is an instance still running? \
-                     Stop every instance and run the rotation again",
-                    row.id
-                )));
+                return Err(OperationError::UserKeyChangedDuringRotation { user: row.id });
             }
             report.resealed += 1;
         }
@@ -280,20 +226,16 @@ pub async fn rotate_symmetric_key(
         if !report.unreadable.is_empty() {
             // Promotion forgets every other stored wrapping; keep them while any key cannot
             // be explained, so nothing that might still open one is destroyed.
-            return Err(OperationError::Failed(format!(
-                "{} user key(s) open under neither key ({}); the rotation is not completed so that                  no stored key is discarded. Investigate them (check-config), then run again",
-                report.unreadable.len(),
-                report.unreadable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(OperationError::RotationBlockedByUnreadableKeys {
+                unreadable: report.unreadable,
+            });
         }
         report.completed = store
             .promote_pending_symmetric_key(&current_wrapped)
             .await
             .map_err(failed.at("cannot make the new key current"))?;
         if !report.completed {
-            return Err(OperationError::Failed(
-                "the current symmetric key changed during the rotation; run it again".into(),
-            ));
+            return Err(OperationError::CurrentKeyChangedBeforePromotion);
         }
         if let Some(recovery) = recovery {
             // The old key seals nothing any more: forget its wrap (start-up does it too,
@@ -305,8 +247,6 @@ pub async fn rotate_symmetric_key(
             }
         }
         Ok(report)
-    }
-    .await;
-    store.close().await;
-    result
+    })
+    .await
 }

@@ -1,8 +1,32 @@
 //! `stats`: how many users have a key, and when keys were created and last used.
 
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
-use crate::store::StoredUserKey;
+use super::binding::BindingState;
+use super::{Database, OperationError, StepFailure};
+use crate::config::DatabaseSettings;
+use crate::store::{KeyStore, StoredUserKey};
+
+/// `stats`: the key statistics and the binding state of `database`, read only.
+pub async fn read(database: &DatabaseSettings) -> Result<(KeyStats, BindingState), OperationError> {
+    super::run(
+        Database::at("stats", database),
+        async |store: &Arc<dyn KeyStore>| {
+            let failed = StepFailure("Nothing was changed");
+            let rows = store
+                .list_user_keys()
+                .await
+                .map_err(failed.at("cannot read the user keys"))?;
+            let binding = BindingState::read(store.as_ref(), &rows)
+                .await
+                .map_err(failed.at("cannot read the binding state"))?;
+            Ok((compute(&rows), binding))
+        },
+    )
+    .await
+}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyStats {

@@ -20,8 +20,8 @@ use std::path::Path;
 use uuid::Uuid;
 
 use super::progress::Progress;
-use super::{KeyDatabase, OperationError};
-use crate::config::{Settings, SettingsGroup, TransferToSettings};
+use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
+use crate::config::{Settings, TransferTarget, TransferToSettings};
 use crate::crypto::{SealedForm, UserKeyCipher};
 use crate::private_file::owner_only;
 use crate::store::{CreateOutcome, StoredUserKey};
@@ -75,12 +75,14 @@ pub async fn transfer(
     dry_run: bool,
     interactive: bool,
 ) -> Result<TransferReport, OperationError> {
-    let source_cipher = source.cipher.as_ref().ok_or_else(|| {
-        OperationError::Failed(
-            "the source database has no symmetric key, so it holds no readable user keys".into(),
-        )
-    })?;
-    let failed = super::StepFailure("Nothing was lost; run the transfer again when it is fixed");
+    let source_cipher = source
+        .cipher
+        .as_ref()
+        .ok_or(OperationError::NoSymmetricKey {
+            database: "the source database",
+            then: ", so it holds no readable user keys",
+        })?;
+    let failed = StepFailure("Nothing was lost; run the transfer again when it is fixed");
     let rows = source
         .store
         .list_user_keys()
@@ -119,9 +121,13 @@ pub async fn transfer(
             report.copied += 1;
             continue;
         }
-        let target_cipher = target.cipher.as_deref().ok_or_else(|| {
-            OperationError::Failed("the target database has no symmetric key".into())
-        })?;
+        let target_cipher = target
+            .cipher
+            .as_deref()
+            .ok_or(OperationError::NoSymmetricKey {
+                database: "the target database",
+                then: "",
+            })?;
         // In the form it had: a bound key stays bound to its user.
         let sealed = target_cipher
             .seal_user_key(&clear, row.id, SealedForm::of(&row.sealed_key))
@@ -151,16 +157,45 @@ pub async fn transfer(
             Some(written) if holds(Some(target_cipher), &written, clear.as_bytes()) => {
                 report.verified += 1
             }
-            _ => {
-                return Err(OperationError::Failed(format!(
-                    "the key written to the target for user {} does not read back as written; stopping",
-                    row.id
-                )));
-            }
+            _ => return Err(OperationError::TargetKeyDiffers { user: row.id }),
         }
     }
     progress.finish();
     Ok(report)
+}
+
+/// The `transfer` command: copies every key of the service's database into the configured
+/// `target`. With `dry_run`, nothing is written: a target without a symmetric key gets
+/// none, and its recovery wrap is left as it is.
+pub async fn transfer_to_target(
+    settings: &Settings,
+    target: &TransferTarget,
+    dry_run: bool,
+) -> Result<TransferReport, OperationError> {
+    let source = Keys {
+        what: "source",
+        ..Keys::main(
+            &settings.database,
+            &settings.rsa_key,
+            SymmetricKeyUse::Existing,
+        )
+    };
+    let target_key = if dry_run {
+        SymmetricKeyUse::Existing
+    } else {
+        SymmetricKeyUse::CreatedIfMissing
+    };
+    let target = Keys::transfer_target(target, target_key);
+    super::run(
+        (source, target),
+        async |(from, to): &(KeyDatabase, KeyDatabase)| {
+            if !dry_run {
+                super::recovery_wraps::keep_target_current(settings, to).await?;
+            }
+            transfer(from, to, dry_run, true).await
+        },
+    )
+    .await
 }
 
 /// Whether `row` decrypts (with `cipher`) to `clear`.
@@ -239,11 +274,9 @@ pub async fn run_at_start_up(
         }
         return Ok(None);
     };
-    let io_error = |e: std::io::Error| {
-        OperationError::Failed(format!(
-            "transferTo: cannot use the lock file {} (keyConnectorSettings__transferTo__lockfilePath): {e}",
-            lockfile.display()
-        ))
+    let io_error = |source| OperationError::LockFile {
+        path: lockfile.to_path_buf(),
+        source,
     };
     match lock_state(lockfile).map_err(io_error)? {
         LockState::Done => {
@@ -259,17 +292,12 @@ pub async fn run_at_start_up(
     let started = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());
     write_lock(lockfile, &format!("{IN_PROGRESS} since {started}\n")).map_err(io_error)?;
     tracing::info!("transferTo: starting the transfer to the new database");
-    let target = KeyDatabase::open(
-        "transfer target",
-        &target.database,
-        &target.rsa_key,
-        SettingsGroup::TransferTo,
-        true,
-    )
+    let opening = Keys::transfer_target(target, SymmetricKeyUse::CreatedIfMissing);
+    let report = super::run(opening, async |target: &KeyDatabase| {
+        super::recovery_wraps::keep_target_current(settings, target).await?;
+        transfer(source, target, false, false).await
+    })
     .await?;
-    super::recovery_wraps::keep_target_current(settings, &target).await?;
-    let report = transfer(source, &target, false, false).await?;
-    target.store.close().await;
     let finished = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());
     let mut text = format!("{COMPLETED} at {finished}: {}\n", report.summary());
     for (id, reason) in &report.skipped {

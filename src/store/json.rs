@@ -31,11 +31,12 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::recovery_wrap_rows::{RecoveryWrapRows, WrapChange, apply, plan as wrap_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend,
-    StoreError, StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, NamedBy, PropertyStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::dotnet_time;
 use crate::private_file::owner_only;
@@ -703,35 +704,20 @@ fn set_recovery_wraps(document: &mut Map<String, Value>, wraps: &[StoredRecovery
 }
 
 #[async_trait]
-impl RecoveryWrapStore for JsonFileStore {
-    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+impl RecoveryWrapRows for JsonFileStore {
+    async fn read_wrap_rows(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         recovery_wraps(&self.fresh_snapshot().await?.document)
     }
 
-    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
-        let wrap = wrap.clone();
+    async fn change_wrap_rows(&self, change: WrapChange) -> Result<(), StoreError> {
         self.with_file(move |file| {
             file.change(|document| {
                 let mut wraps = recovery_wraps(document)?;
-                wraps.retain(|stored| stored.key_check != wrap.key_check);
-                wraps.push(wrap);
-                set_recovery_wraps(document, &wraps);
-                Ok((Some(()), ()))
-            })
-        })
-        .await
-    }
-
-    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
-        let keep = keep.to_vec();
-        self.with_file(move |file| {
-            file.change(|document| {
-                let mut wraps = recovery_wraps(document)?;
-                let before = wraps.len();
-                wraps.retain(|stored| keep.contains(&stored.key_check));
-                if wraps.len() == before {
+                let writes = wrap_plan(&change, &wraps);
+                if writes.is_empty() {
                     return Ok((None, ()));
                 }
+                apply(&mut wraps, &writes);
                 set_recovery_wraps(document, &wraps);
                 Ok((Some(()), ()))
             })

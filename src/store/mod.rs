@@ -10,10 +10,12 @@
 //! a key in clear: it keeps the base64 text of what [`crate::crypto`] sealed, exactly as
 //! upstream stores it.
 //!
-//! A backend does not write the symmetric-key protocol itself: it implements
+//! A backend does not write the protocols itself: it implements
 //! [`symmetric_rows::SymmetricKeyRows`] (read the `ApplicationDatas` rows, apply a planned
-//! change under its lock) and gets [`SymmetricKeyStore`] from the plans of
-//! [`symmetric_rows`].
+//! change under its lock), [`user_key_rows::UserKeyRows`] (single-row reads and writes) and
+//! [`recovery_wrap_rows::RecoveryWrapRows`] (read the wraps, apply a planned change
+//! atomically), and gets [`SymmetricKeyStore`], [`UserKeyStore`] and [`RecoveryWrapStore`]
+//! from the plans of [`symmetric_rows`], [`user_key_rows`] and [`recovery_wrap_rows`].
 //!
 //! Errors are split by what the caller must do: [`StoreError::Unavailable`] is a transient
 //! fault (answer 503, never "no key"), [`StoreError::Corrupt`] is data that cannot be read,
@@ -24,6 +26,7 @@ pub mod json;
 pub mod last_access;
 #[cfg(any(feature = "postgresql", feature = "mysql"))]
 pub mod postgres_mysql;
+pub mod recovery_wrap_rows;
 pub mod schema;
 #[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlserver"))]
 pub mod sql;
@@ -397,10 +400,11 @@ pub struct StoredRecoveryWrap {
 /// official service never looks: a table of this service's own in the SQL stores
 /// (`KeyConnectorRecoveryWraps`, created on the first write, so databases without a
 /// recovery key are left exactly as upstream made them), a top-level property of its own
-/// (`recoveryKeyWraps`) in the JSON document.
+/// (`recoveryKeyWraps`) in the JSON document. Implemented for every
+/// [`recovery_wrap_rows::RecoveryWrapRows`] backend by the plans of [`recovery_wrap_rows`].
 #[async_trait]
 pub trait RecoveryWrapStore: StoreBackend {
-    /// Every stored wrap; none when there is no table (or property) yet.
+    /// Every stored wrap, in key-check order; none when there is no table (or property) yet.
     async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError>;
 
     /// Saves `wrap` in place of any wrap of the same symmetric key, durably and atomically.

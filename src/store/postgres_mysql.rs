@@ -32,6 +32,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use time::PrimitiveDateTime;
 use uuid::Uuid;
 
+use super::recovery_wrap_rows::{
+    RecoveryWrapRows, WrapChange, WrapWrite, from_columns, plan as wrap_plan,
+};
 use super::schema::{SchemaPlan, check_columns, schema_plan};
 use super::sql::{
     BOOTSTRAP_LOCK_WAIT, from_naive_utc, log_connection_warnings, require_key, to_naive_utc_micros,
@@ -40,8 +43,8 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, PropertyStore, RecoveryWrapStore, Refusal, SourceError, StoreBackend,
-    StoreError, StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, PropertyStore, Refusal, SourceError, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqlConnection;
 use crate::config::sql_connection::SqlTlsMode;
@@ -154,7 +157,7 @@ impl Statements {
                 r#"INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES ($1, $2)"#,
             ),
             select_recovery_wraps: sql(
-                r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps" ORDER BY "KeyCheck""#,
+                r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps""#,
             ),
             delete_recovery_wrap: sql(
                 r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = $1"#,
@@ -284,6 +287,21 @@ where
         }
         other => other.map_err(store_error),
     }
+}
+
+/// Whether this service's own table, asked about by the dialect's `exists` query (a row
+/// when it exists), was created by a first write.
+async fn table_exists<DB>(pool: &sqlx::Pool<DB>, exists: &'static str) -> Result<bool, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    Ok(
+        retry_idempotent(|| sqlx::query(exists).fetch_optional(pool))
+            .await?
+            .is_some(),
+    )
 }
 
 /// How a dialect creates a missing database, as EF's `Migrate()` does.
@@ -637,84 +655,58 @@ impl SymmetricKeyRows for PostgresMysqlStore {
     }
 }
 
-impl PostgresMysqlStore {
-    /// Every recovery wrap, or none when the table was never created.
-    async fn recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
-        let sql = &self.statements;
-        let rows: Vec<(String, String, String)> = on_server!(&self.pool, |pool, dialect| {
-            let exists = retry_idempotent(|| {
-                sqlx::query(dialect::RECOVERY_WRAPS_EXIST).fetch_optional(pool)
-            })
-            .await?
-            .is_some();
-            if !exists {
-                return Ok(Vec::new());
-            }
-            retry_idempotent(|| sqlx::query_as(run(&sql.select_recovery_wraps)).fetch_all(pool))
-                .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(key_check, fingerprint, wrapped_key)| StoredRecoveryWrap {
-                key_check,
-                fingerprint,
-                wrapped_key,
-            })
-            .collect())
-    }
-}
-
 #[async_trait]
-impl RecoveryWrapStore for PostgresMysqlStore {
-    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
-        with_deadline(self.deadline, self.recovery_wraps()).await
-    }
-
-    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
+impl RecoveryWrapRows for PostgresMysqlStore {
+    async fn read_wrap_rows(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
-            on_server!(&self.pool, |pool, dialect| {
-                // DDL commits on its own on MySQL: create the table first, then swap the
-                // wrap in one transaction.
-                sqlx::raw_sql(dialect::CREATE_RECOVERY_WRAPS)
-                    .execute(pool)
-                    .await
-                    .map_err(store_error)?;
-                let mut tx = pool.begin().await.map_err(store_error)?;
-                sqlx::query(run(&sql.delete_recovery_wrap))
-                    .bind(&wrap.key_check)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                sqlx::query(run(&sql.insert_recovery_wrap))
-                    .bind(&wrap.key_check)
-                    .bind(&wrap.fingerprint)
-                    .bind(&wrap.wrapped_key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                tx.commit().await.map_err(store_error)
-            })
+            let rows: Vec<(String, String, String)> = on_server!(&self.pool, |pool, dialect| {
+                if !table_exists(pool, dialect::RECOVERY_WRAPS_EXIST).await? {
+                    return Ok(Vec::new());
+                }
+                retry_idempotent(|| sqlx::query_as(run(&sql.select_recovery_wraps)).fetch_all(pool))
+                    .await?
+            });
+            Ok(rows.into_iter().map(from_columns).collect())
         })
         .await
     }
 
-    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
+    async fn change_wrap_rows(&self, change: WrapChange) -> Result<(), StoreError> {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
-            for wrap in self.recovery_wraps().await? {
-                if keep.contains(&wrap.key_check) {
-                    continue;
-                }
-                on_server!(&self.pool, |pool| {
-                    sqlx::query(run(&sql.delete_recovery_wrap))
-                        .bind(&wrap.key_check)
+            on_server!(&self.pool, |pool, dialect| {
+                if change.adds_a_wrap() {
+                    // DDL commits on its own on MySQL: create the table first, then change
+                    // the wraps in one transaction.
+                    sqlx::raw_sql(dialect::CREATE_RECOVERY_WRAPS)
                         .execute(pool)
                         .await
                         .map_err(store_error)?;
-                });
-            }
-            Ok(())
+                } else if !table_exists(pool, dialect::RECOVERY_WRAPS_EXIST).await? {
+                    return Ok(());
+                }
+                let mut tx = pool.begin().await.map_err(store_error)?;
+                let stored: Vec<(String, String, String)> =
+                    sqlx::query_as(run(&sql.select_recovery_wraps))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                let stored: Vec<_> = stored.into_iter().map(from_columns).collect();
+                for write in wrap_plan(&change, &stored) {
+                    let statement = match &write {
+                        WrapWrite::Delete { key_check } => {
+                            sqlx::query(run(&sql.delete_recovery_wrap)).bind(key_check)
+                        }
+                        WrapWrite::Insert(wrap) => sqlx::query(run(&sql.insert_recovery_wrap))
+                            .bind(&wrap.key_check)
+                            .bind(&wrap.fingerprint)
+                            .bind(&wrap.wrapped_key),
+                    };
+                    statement.execute(&mut *tx).await.map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)
+            })
         })
         .await
     }
@@ -726,12 +718,7 @@ impl PropertyStore for PostgresMysqlStore {
         let sql = &self.statements;
         with_deadline(self.deadline, async {
             Ok(on_server!(&self.pool, |pool, dialect| {
-                let exists = retry_idempotent(|| {
-                    sqlx::query(dialect::PROPERTIES_EXIST).fetch_optional(pool)
-                })
-                .await?
-                .is_some();
-                if !exists {
+                if !table_exists(pool, dialect::PROPERTIES_EXIST).await? {
                     return Ok(None);
                 }
                 retry_idempotent(|| {

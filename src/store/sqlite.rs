@@ -25,12 +25,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+use super::recovery_wrap_rows::{
+    RecoveryWrapRows, WrapChange, WrapWrite, from_columns, plan as wrap_plan,
+};
 use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend,
-    StoreError, StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, NamedBy, PropertyStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
@@ -617,30 +620,30 @@ const CREATE_RECOVERY_WRAPS: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorR
     "WrappedKey" TEXT NOT NULL
 )"#;
 
-fn recovery_wraps(connection: &Connection) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
-    let exists = connection
+/// Whether this service's own table `name` was created (by a first write).
+fn table_exists(connection: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(connection
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [super::RECOVERY_WRAPS_TABLE],
+            [name],
             |_| Ok(()),
         )
         .optional()
         .map_err(unavailable)?
-        .is_some();
-    if !exists {
+        .is_some())
+}
+
+fn recovery_wraps(connection: &Connection) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+    if !table_exists(connection, super::RECOVERY_WRAPS_TABLE)? {
         return Ok(Vec::new());
     }
     connection
         .prepare_cached(
-            r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps" ORDER BY "KeyCheck""#,
+            r#"SELECT "KeyCheck", "Fingerprint", "WrappedKey" FROM "KeyConnectorRecoveryWraps""#,
         )
         .and_then(|mut s| {
             s.query_map([], |row| {
-                Ok(StoredRecoveryWrap {
-                    key_check: row.get(0)?,
-                    fingerprint: row.get(1)?,
-                    wrapped_key: row.get(2)?,
-                })
+                Ok(from_columns((row.get(0)?, row.get(1)?, row.get(2)?)))
             })?
             .collect()
         })
@@ -648,41 +651,28 @@ fn recovery_wraps(connection: &Connection) -> Result<Vec<StoredRecoveryWrap>, St
 }
 
 #[async_trait]
-impl RecoveryWrapStore for SqliteStore {
-    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+impl RecoveryWrapRows for SqliteStore {
+    async fn read_wrap_rows(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         self.read(recovery_wraps).await
     }
 
-    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
-        let wrap = wrap.clone();
+    async fn change_wrap_rows(&self, change: WrapChange) -> Result<(), StoreError> {
         self.write(move |tx| {
-            tx.execute(CREATE_RECOVERY_WRAPS, []).map_err(unavailable)?;
-            tx.execute(
-                r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = ?1"#,
-                [&wrap.key_check],
-            )
-            .map_err(unavailable)?;
-            tx.execute(
-                r#"INSERT INTO "KeyConnectorRecoveryWraps" ("KeyCheck", "Fingerprint", "WrappedKey") VALUES (?1, ?2, ?3)"#,
-                params![wrap.key_check, wrap.fingerprint, wrap.wrapped_key],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
-        let keep = keep.to_vec();
-        self.write(move |tx| {
-            for wrap in recovery_wraps(tx)? {
-                if !keep.contains(&wrap.key_check) {
-                    tx.execute(
+            if change.adds_a_wrap() {
+                tx.execute(CREATE_RECOVERY_WRAPS, []).map_err(unavailable)?;
+            }
+            for write in wrap_plan(&change, &recovery_wraps(tx)?) {
+                match write {
+                    WrapWrite::Delete { key_check } => tx.execute(
                         r#"DELETE FROM "KeyConnectorRecoveryWraps" WHERE "KeyCheck" = ?1"#,
-                        [&wrap.key_check],
-                    )
-                    .map_err(unavailable)?;
+                        [key_check],
+                    ),
+                    WrapWrite::Insert(wrap) => tx.execute(
+                        r#"INSERT INTO "KeyConnectorRecoveryWraps" ("KeyCheck", "Fingerprint", "WrappedKey") VALUES (?1, ?2, ?3)"#,
+                        params![wrap.key_check, wrap.fingerprint, wrap.wrapped_key],
+                    ),
                 }
+                .map_err(unavailable)?;
             }
             Ok(())
         })
@@ -697,16 +687,7 @@ const CREATE_PROPERTIES: &str = r#"CREATE TABLE IF NOT EXISTS "KeyConnectorPrope
 )"#;
 
 fn property(connection: &Connection, name: &str) -> Result<Option<String>, StoreError> {
-    let exists = connection
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [super::PROPERTIES_TABLE],
-            |_| Ok(()),
-        )
-        .optional()
-        .map_err(unavailable)?
-        .is_some();
-    if !exists {
+    if !table_exists(connection, super::PROPERTIES_TABLE)? {
         return Ok(None);
     }
     connection

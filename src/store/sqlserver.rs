@@ -26,6 +26,9 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
 
+use super::recovery_wrap_rows::{
+    RecoveryWrapRows, WrapChange, WrapWrite, from_columns, plan as wrap_plan,
+};
 use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::sql::{
     BOOTSTRAP_LOCK_NAME, BOOTSTRAP_LOCK_WAIT, from_naive_utc, lock_not_granted,
@@ -34,8 +37,8 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, PropertyStore, RecoveryWrapStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, PropertyStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
+    StoredUserKey,
 };
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
@@ -852,8 +855,7 @@ const CREATE_RECOVERY_WRAPS: &str = "IF OBJECT_ID(N'[KeyConnectorRecoveryWraps]'
      [Fingerprint] nvarchar(64) NOT NULL, [WrappedKey] nvarchar(max) NOT NULL)";
 /// The wraps, or no result at all while the table does not exist.
 const SELECT_RECOVERY_WRAPS: &str = "IF OBJECT_ID(N'[KeyConnectorRecoveryWraps]', N'U') IS NOT NULL \
-     SELECT [KeyCheck], [Fingerprint], [WrappedKey] FROM [KeyConnectorRecoveryWraps] ORDER BY [KeyCheck]";
-const DELETE_RECOVERY_WRAP: &str = "DELETE FROM [KeyConnectorRecoveryWraps] WHERE [KeyCheck] = @P1";
+     SELECT [KeyCheck], [Fingerprint], [WrappedKey] FROM [KeyConnectorRecoveryWraps]";
 
 fn recovery_wrap(row: &Row) -> Result<StoredRecoveryWrap, StoreError> {
     let text = |index: usize| -> Result<String, StoreError> {
@@ -862,56 +864,55 @@ fn recovery_wrap(row: &Row) -> Result<StoredRecoveryWrap, StoreError> {
             .map(str::to_owned)
             .ok_or_else(|| StoreError::corrupt("a recovery wrap has a NULL column"))
     };
-    Ok(StoredRecoveryWrap {
-        key_check: text(0)?,
-        fingerprint: text(1)?,
-        wrapped_key: text(2)?,
-    })
+    Ok(from_columns((text(0)?, text(1)?, text(2)?)))
 }
 
 #[async_trait]
-impl RecoveryWrapStore for SqlServerStore {
-    async fn read_recovery_wraps(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
+impl RecoveryWrapRows for SqlServerStore {
+    async fn read_wrap_rows(&self) -> Result<Vec<StoredRecoveryWrap>, StoreError> {
         let rows = self
             .select(self.deadline, SELECT_RECOVERY_WRAPS, &[])
             .await?;
         rows.iter().map(recovery_wrap).collect()
     }
 
-    async fn save_recovery_wrap(&self, wrap: &StoredRecoveryWrap) -> Result<(), StoreError> {
-        let wrap = wrap.clone();
+    async fn change_wrap_rows(&self, change: WrapChange) -> Result<(), StoreError> {
         self.in_locked_transaction(store_error, |client| {
             Box::pin(async move {
-                run_batch(client, CREATE_RECOVERY_WRAPS).await?;
-                client
-                    .execute(DELETE_RECOVERY_WRAP, &[&wrap.key_check.as_str()])
-                    .await
+                if change.adds_a_wrap() {
+                    run_batch(client, CREATE_RECOVERY_WRAPS).await?;
+                }
+                let stored = rows_of(client, SELECT_RECOVERY_WRAPS, store_error).await?;
+                let stored = stored.iter().map(recovery_wrap).collect::<Result<Vec<_>, _>>()?;
+                for write in wrap_plan(&change, &stored) {
+                    match &write {
+                        WrapWrite::Delete { key_check } => {
+                            client
+                                .execute(
+                                    "DELETE FROM [KeyConnectorRecoveryWraps] WHERE [KeyCheck] = @P1",
+                                    &[&key_check.as_str()],
+                                )
+                                .await
+                        }
+                        WrapWrite::Insert(wrap) => {
+                            client
+                                .execute(
+                                    "INSERT INTO [KeyConnectorRecoveryWraps] ([KeyCheck], [Fingerprint], [WrappedKey]) VALUES (@P1, @P2, @P3)",
+                                    &[
+                                        &wrap.key_check.as_str(),
+                                        &wrap.fingerprint.as_str(),
+                                        &wrap.wrapped_key.as_str(),
+                                    ],
+                                )
+                                .await
+                        }
+                    }
                     .map_err(store_error)?;
-                client
-                    .execute(
-                        "INSERT INTO [KeyConnectorRecoveryWraps] ([KeyCheck], [Fingerprint], [WrappedKey]) VALUES (@P1, @P2, @P3)",
-                        &[
-                            &wrap.key_check.as_str(),
-                            &wrap.fingerprint.as_str(),
-                            &wrap.wrapped_key.as_str(),
-                        ],
-                    )
-                    .await
-                    .map_err(store_error)?;
+                }
                 Ok(())
             })
         })
         .await
-    }
-
-    async fn retain_recovery_wraps(&self, keep: &[String]) -> Result<(), StoreError> {
-        for wrap in self.read_recovery_wraps().await? {
-            if !keep.contains(&wrap.key_check) {
-                self.execute(DELETE_RECOVERY_WRAP, &[&wrap.key_check.as_str()])
-                    .await?;
-            }
-        }
-        Ok(())
     }
 }
 

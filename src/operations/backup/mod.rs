@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::snapshot::PrivateTempFile;
@@ -22,9 +23,9 @@ pub use self::verify::{
     ConfiguredRsaKey, OfflineRecoveryKey, SymmetricKeySource, Verification, VerifyProblem,
     verify_store,
 };
-use super::OperationError;
+use super::{Database, OperationError};
 use crate::config::DatabaseSettings;
-use crate::store::{NamedBy, open_store_read_only};
+use crate::store::{KeyStore, NamedBy, SourceError};
 
 /// Suffix of a backup that failed its check.
 pub const FAILED_SUFFIX: &str = ".failed";
@@ -76,11 +77,10 @@ fn use_the_servers_tool(database: &DatabaseSettings) -> OperationError {
             "SQL Server's `BACKUP DATABASE ... TO DISK` (or sqlcmd), restored with `RESTORE DATABASE`"
         }
     };
-    OperationError::Failed(format!(
-        "backup --to copies the sqlite and json stores only; for {} use {tool}. Then restore the dump \
-         into a scratch database and check it with `key-connector backup --verify CONNECTION-STRING`",
-        database.provider_name()
-    ))
+    OperationError::UseTheServersDumpTool {
+        provider: database.provider_name(),
+        tool,
+    }
 }
 
 /// `path` with its directory made absolute and symbolic links resolved (the file itself
@@ -96,17 +96,19 @@ fn resolved(path: &Path) -> std::io::Result<PathBuf> {
 /// Refuses a destination that is the live store or one of its companion files (`-wal`,
 /// `-shm`, `-journal`, `.lock`).
 fn check_destination(live: &Path, destination: &Path, replace: bool) -> Result<(), OperationError> {
+    let refused = |problem| {
+        Err(OperationError::BackupDestination {
+            path: destination.to_path_buf(),
+            problem,
+        })
+    };
     if destination.file_name().is_none() || destination.is_dir() {
-        return Err(OperationError::Failed(format!(
-            "backup --to {}: name a file, not a directory",
-            destination.display()
-        )));
+        return refused("name a file, not a directory");
     }
-    let target = resolved(destination).map_err(|error| {
-        OperationError::Failed(format!(
-            "backup --to {}: its directory cannot be used: {error}",
-            destination.display()
-        ))
+    let target = resolved(destination).map_err(|source| OperationError::BackupDestinationIo {
+        path: destination.to_path_buf(),
+        what: "its directory cannot be used",
+        source,
     })?;
     let live = resolved(live).unwrap_or_else(|_| live.to_path_buf());
     let companions = ["", "-wal", "-shm", "-journal", ".lock"];
@@ -116,22 +118,14 @@ fn check_destination(live: &Path, destination: &Path, replace: bool) -> Result<(
         name == target.as_os_str()
     });
     if is_live {
-        return Err(OperationError::Failed(format!(
-            "backup --to {}: that is the live database (or one of its files); write the backup elsewhere",
-            destination.display()
-        )));
+        return refused(
+            "that is the live database (or one of its files); write the backup elsewhere",
+        );
     }
     if !replace && destination.exists() {
-        return Err(OperationError::Failed(format!(
-            "backup --to {}: the file exists; pass --force to replace it",
-            destination.display()
-        )));
+        return refused("the file exists; pass --force to replace it");
     }
     Ok(())
-}
-
-fn blocking_failed(error: tokio::task::JoinError) -> OperationError {
-    OperationError::Failed(format!("the backup task failed: {error}"))
 }
 
 /// `backup --to`: copies the live file store of `database`, checks the copy with `source`,
@@ -148,17 +142,15 @@ pub async fn backup_to(
     let destination = request.destination.clone();
     check_destination(&live, &destination, request.replace)?;
     if !live.is_file() {
-        return Err(OperationError::Failed(format!(
-            "the database file {} ({}) does not exist: there is nothing to back up",
-            live.display(),
-            file_setting(database)
-        )));
+        return Err(OperationError::NothingToBackUp {
+            path: live,
+            setting: file_setting(database),
+        });
     }
-    let write_error = |what: &str, error: std::io::Error| {
-        OperationError::Failed(format!(
-            "backup --to {}: {what}: {error}",
-            destination.display()
-        ))
+    let write_error = |what, source| OperationError::BackupDestinationIo {
+        path: destination.clone(),
+        what,
+        source,
     };
     let temp = PrivateTempFile::beside(&destination)
         .map_err(|e| write_error("cannot create a file in its directory", e))?;
@@ -167,13 +159,12 @@ pub async fn backup_to(
         .ok_or_else(|| use_the_servers_tool(database))?;
     let temp = copy_live(database, live, temp, request.interactive).await?;
 
-    let copy = open_store_read_only(&copy_of, NamedBy::Argument("backup --to"))
-        .await
-        .map_err(|error| {
-            OperationError::Failed(format!("the copy just written cannot be opened: {error}"))
-        })?;
-    let verification = verify_store(copy.as_ref(), source, request.interactive).await;
-    copy.close().await;
+    let copy = Database::copy_at(
+        "the copy just written",
+        &copy_of,
+        NamedBy::Argument("backup --to"),
+    );
+    let verification = verified(copy, source, request.interactive).await?;
 
     let (path, replace) = if verification.passed() {
         (destination.clone(), request.replace)
@@ -183,15 +174,15 @@ pub async fn backup_to(
         (PathBuf::from(failed), true)
     };
     if !replace && path.exists() {
-        return Err(write_error(
-            "the file appeared while the backup ran; nothing was replaced",
-            std::io::ErrorKind::AlreadyExists.into(),
-        ));
+        return Err(OperationError::BackupDestination {
+            path: destination.clone(),
+            problem: "the file appeared while the backup ran; nothing was replaced",
+        });
     }
     let published = path.clone();
     tokio::task::spawn_blocking(move || temp.publish(&published, replace))
         .await
-        .map_err(blocking_failed)?
+        .map_err(OperationError::BackgroundTask)?
         .map_err(|e| write_error("cannot move the copy into place", e))?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     Ok(BackupReport {
@@ -212,21 +203,20 @@ async fn copy_live(
     let setting = file_setting(database);
     let is_json = matches!(database, DatabaseSettings::Json { .. });
     let copy = move || -> Result<PrivateTempFile, OperationError> {
-        let failed = |what: String| {
-            OperationError::Failed(format!(
-                "cannot copy the database {} ({setting}): {what}",
-                live.display()
-            ))
+        let failed = |source: SourceError| OperationError::CopyFailed {
+            path: live.clone(),
+            setting,
+            source,
         };
         if is_json {
-            let bytes = crate::store::json::read_document_locked(&live)
-                .map_err(|e| failed(e.to_string()))?;
-            snapshot::write_json_copy(&bytes, &temp).map_err(|e| failed(e.to_string()))?;
+            let bytes =
+                crate::store::json::read_document_locked(&live).map_err(|e| failed(e.into()))?;
+            snapshot::write_json_copy(&bytes, &temp).map_err(|e| failed(e.into()))?;
             return Ok(temp);
         }
         #[cfg(feature = "sqlite")]
         {
-            snapshot::copy_sqlite(&live, &temp, interactive).map_err(|e| failed(e.to_string()))?;
+            snapshot::copy_sqlite(&live, &temp, interactive).map_err(|e| failed(e.into()))?;
             Ok(temp)
         }
         #[cfg(not(feature = "sqlite"))]
@@ -240,7 +230,19 @@ async fn copy_live(
     };
     tokio::task::spawn_blocking(copy)
         .await
-        .map_err(blocking_failed)?
+        .map_err(OperationError::BackgroundTask)?
+}
+
+/// Opens `copy` read-only and checks it with `source`.
+async fn verified(
+    copy: Database<'_>,
+    source: &dyn SymmetricKeySource,
+    interactive: bool,
+) -> Result<Verification, OperationError> {
+    super::run(copy, async |store: &Arc<dyn KeyStore>| {
+        Ok(verify_store(store.as_ref(), source, interactive).await)
+    })
+    .await
 }
 
 /// `backup --verify`: checks the copy `copy` (same provider as the service's database, at
@@ -251,14 +253,12 @@ pub async fn verify_copy(
     interactive: bool,
 ) -> Result<VerifyReport, OperationError> {
     let started = Instant::now();
-    let store = open_store_read_only(copy, NamedBy::Argument("backup --verify"))
-        .await
-        .map_err(|source| OperationError::Store {
-            what: "backup --verify",
-            source,
-        })?;
-    let verification = verify_store(store.as_ref(), source, interactive).await;
-    store.close().await;
+    let copy = Database::copy_at(
+        "backup --verify",
+        copy,
+        NamedBy::Argument("backup --verify"),
+    );
+    let verification = verified(copy, source, interactive).await?;
     Ok(VerifyReport {
         elapsed: started.elapsed(),
         verification,

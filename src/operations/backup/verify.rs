@@ -13,11 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::config::{RsaKeySettings, SettingsGroup};
 use crate::crypto::recovery::{RecoveryPrivateKey, unwrap_recovery_wraps};
 use crate::crypto::symmetric_key::unwrap_existing;
 use crate::crypto::{SealError, UserKeyCipher};
 use crate::keys::RsaKeyProvider;
 use crate::operations::progress::Progress;
+use crate::operations::{OperationError, open_rsa_key};
 use crate::store::{KeyStore, SourceError};
 
 /// How the check gets the symmetric key that seals the copy's user keys.
@@ -35,6 +37,15 @@ pub trait SymmetricKeySource: Send + Sync {
 /// The configured RSA key provider unwrapping the copy's stored symmetric key (and the
 /// pending one of an unfinished rotation), exactly as the service does at start-up.
 pub struct ConfiguredRsaKey(pub Arc<dyn RsaKeyProvider>);
+
+impl ConfiguredRsaKey {
+    /// The service's RSA key (`keyConnectorSettings:rsaKey`).
+    pub async fn open(settings: &RsaKeySettings) -> Result<Self, OperationError> {
+        Ok(Self(
+            open_rsa_key("backup", settings, SettingsGroup::Main).await?,
+        ))
+    }
+}
 
 #[async_trait]
 impl SymmetricKeySource for ConfiguredRsaKey {
