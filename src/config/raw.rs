@@ -1,60 +1,24 @@
-//! Reading `keyConnectorSettings` the way ASP.NET configuration reads it for upstream.
-//!
-//! Sources, later ones winning: `appsettings.json` (or `--config PATH`), then
-//! `appsettings.{Environment}.json` beside it, then environment variables
-//! `keyConnectorSettings__a__b` (read by `layers.rs`). Names are case-insensitive.
-//! Everything is flattened into `section:key` paths first, then `validate` turns the paths
-//! into typed [`Settings`]; each group's parsing lives in its own module (`database.rs`,
-//! `rsa_key.rs`, which hands a key provider's settings to that provider's own parsing).
+//! The settings directly below `keyConnectorSettings` that need no other module to be
+//! read: `webVaultUri`, `identityServerUri`, `transferTo:lockfilePath`,
+//! `recoveryKey:publicKeyPath` and `userKeyBinding`, each parsed into its typed value with
+//! an error naming the setting; and the value syntaxes other groups share (.NET booleans,
+//! absolute http URLs). Assembling them with the other groups is the `settings` module's, above.
 
 use std::path::PathBuf;
 
 use super::catalog::{
-    DATABASE_PROVIDER, IDENTITY_SERVER_URI, RECOVERY_KEY_PUBLIC_KEY_PATH, RSA_KEY_PROVIDER,
-    TRANSFER_TO_LOCKFILE_PATH, USER_KEY_BINDING, WEB_VAULT_URI, is_known,
+    IDENTITY_SERVER_URI, RECOVERY_KEY_PUBLIC_KEY_PATH, SettingValues, TRANSFER_TO_LOCKFILE_PATH,
+    USER_KEY_BINDING, WEB_VAULT_URI,
 };
-use super::database::database_settings;
-use super::layers::{Section, Values, read_section};
-use super::rsa_key::rsa_key_settings;
-use super::setting_path::{SECTION, SettingPath, SettingsGroup};
-use super::suggestion::closest_known;
-use super::{
-    ConfigError, ConfigSource, LoadedSettings, Settings, TransferTarget, TransferToSettings,
-    UserKeyBinding,
-};
+use super::setting_path::SettingPath;
+use super::{ConfigError, RecoveryKeySettings, UserKeyBinding};
 
-pub use super::catalog::settings_help;
-
-/// Reads and validates the settings from files and environment.
-pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
-    let Section { values, base_file } = read_section(source, SECTION)?;
-    let mut warnings = Vec::new();
-
-    for (lower, (path, _)) in &values.entries {
-        if !is_known(lower) {
-            let suggestion = closest_known(lower)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            warnings.push(format!(
-                "unknown setting `{SECTION}:{path}` (environment variable `{SECTION}__{}`) is ignored{suggestion}",
-                path.replace(':', "__")
-            ));
-        }
-    }
-
-    let settings = validate(&values, source, &mut warnings)?;
-    Ok(LoadedSettings {
-        settings,
-        warnings,
-        config_file: base_file,
-    })
-}
-
-fn validate(
-    values: &Values,
-    source: &ConfigSource,
+/// `webVaultUri` as the CORS origin (trailing `/` removed), with a warning when it has a
+/// path, which no browser's origin has.
+pub(crate) fn web_vault_origin(
+    values: &SettingValues,
     warnings: &mut Vec<String>,
-) -> Result<Settings, ConfigError> {
+) -> Result<String, ConfigError> {
     let web_vault_uri = values.require_setting(
         WEB_VAULT_URI,
         "the web vault URL, e.g. https://vault.example.com",
@@ -67,6 +31,11 @@ fn validate(
             WEB_VAULT_URI.setting()
         ));
     }
+    Ok(web_vault_origin)
+}
+
+/// `identityServerUri`: where the OpenID Connect discovery document is looked up.
+pub(crate) fn identity_server_uri(values: &SettingValues) -> Result<String, ConfigError> {
     let identity_server_uri = values
         .require_setting(
             IDENTITY_SERVER_URI,
@@ -75,72 +44,38 @@ fn validate(
         .trim()
         .to_owned();
     check_http_url(IDENTITY_SERVER_URI, &identity_server_uri)?;
+    Ok(identity_server_uri)
+}
 
-    let database = database_settings(values, SettingsGroup::Main)?.ok_or_else(|| {
-        ConfigError::at(
-            DATABASE_PROVIDER,
-            format!("is required: {}", super::database::DATABASE_PROVIDERS),
-        )
-    })?;
-    let rsa_key = rsa_key_settings(values, source, SettingsGroup::Main)?;
-
-    // Upstream runs a transfer only when both the target database and RSA key are set.
-    let target = match database_settings(values, SettingsGroup::TransferTo)? {
-        Some(database)
-            if values
-                .setting(RSA_KEY_PROVIDER.in_group(SettingsGroup::TransferTo))
-                .is_some() =>
-        {
-            Some(TransferTarget {
-                database,
-                rsa_key: rsa_key_settings(values, source, SettingsGroup::TransferTo)?,
-            })
-        }
-        _ => None,
-    };
-    let lockfile_path = values
+/// `transferTo:lockfilePath`, if set.
+pub(crate) fn transfer_lockfile_path(values: &SettingValues) -> Option<PathBuf> {
+    values
         .setting(TRANSFER_TO_LOCKFILE_PATH)
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let transfer_to = (lockfile_path.is_some() || target.is_some()).then_some(TransferToSettings {
-        lockfile_path,
-        target,
-    });
+        .map(PathBuf::from)
+}
 
-    let rotate_to = match values.setting(RSA_KEY_PROVIDER.in_group(SettingsGroup::RotateTo)) {
-        Some(_) => Some(rsa_key_settings(values, source, SettingsGroup::RotateTo)?),
-        None => None,
-    };
-
-    let recovery_key = values
+/// `recoveryKey:publicKeyPath`, if set. The file is read where the key is used
+/// (`crypto::recovery`).
+pub(crate) fn recovery_key_settings(values: &SettingValues) -> Option<RecoveryKeySettings> {
+    values
         .setting(RECOVERY_KEY_PUBLIC_KEY_PATH)
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|path| super::RecoveryKeySettings {
+        .map(|path| RecoveryKeySettings {
             public_key_path: PathBuf::from(path),
-        });
+        })
+}
 
-    let user_key_binding = match values.setting(USER_KEY_BINDING) {
-        None => UserKeyBinding::Off,
+/// `userKeyBinding`: `off` unless set.
+pub(crate) fn user_key_binding(values: &SettingValues) -> Result<UserKeyBinding, ConfigError> {
+    match values.setting(USER_KEY_BINDING) {
+        None => Ok(UserKeyBinding::Off),
         // The value is not repeated: a setting pasted in the wrong place may be a secret.
         Some(text) => UserKeyBinding::parse(text)
-            .ok_or_else(|| ConfigError::at(USER_KEY_BINDING, "must be `off` or `on`"))?,
-    };
-
-    Ok(Settings {
-        user_key_binding,
-        recovery_key,
-        https_certificate: crate::tls::HttpsCertificateSettings::from_vars(
-            source.env.iter().cloned(),
-        ),
-        rotate_to,
-        web_vault_origin,
-        identity_server_uri,
-        database,
-        rsa_key,
-        transfer_to,
-    })
+            .ok_or_else(|| ConfigError::at(USER_KEY_BINDING, "must be `off` or `on`")),
+    }
 }
 
 pub(crate) fn check_http_url(path: SettingPath, value: &str) -> Result<(), ConfigError> {
@@ -174,6 +109,3 @@ pub(crate) fn parse_dotnet_bool(value: &str) -> Option<bool> {
         _ => None,
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use super::OperationError;
 use super::progress::Progress;
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::binding::{BOUND_VALUE, unbound_keys_refused};
 use crate::crypto::symmetric_key::unwrap_stored;
 use crate::crypto::{SealedForm, UserKeyCipher};
-use crate::keys::open_rsa_key_provider;
+use crate::keys::{RsaKeySettings, open_rsa_key_provider};
 use crate::store::{KeyStore, USER_KEYS_BOUND, open_store};
 
 /// What a run of `bind-user-keys` or `unbind-user-keys` did.

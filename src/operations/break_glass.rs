@@ -11,10 +11,10 @@
 //! running `recover` again completes it.
 
 use super::OperationError;
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::recovery::{RecoveredSymmetricKey, RecoveryPrivateKey, unwrap_recovery_wraps};
-use crate::keys::open_rsa_key_provider;
+use crate::keys::{RsaKeySettings, open_rsa_key_provider};
 use crate::store::{KeyStore, open_store};
 
 /// What a recovery did.

@@ -19,10 +19,10 @@ pub mod transfer;
 
 use std::sync::Arc;
 
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::symmetric_key::{BootstrapError, load_or_create_symmetric_key, unwrap_existing};
-use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
+use crate::keys::{KeyProviderError, RsaKeyProvider, RsaKeySettings, open_rsa_key_provider};
 use crate::store::{KeyStore, SourceError, StoreError, open_store};
 
 /// Why a task could not run. Each message says what to fix.

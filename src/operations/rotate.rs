@@ -14,10 +14,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::OperationError;
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
 use crate::crypto::symmetric_key::unwrap_stored;
-use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
+use crate::keys::{RsaKeyProvider, RsaKeySettings, open_rsa_key_provider};
 use crate::store::{KeyStore, open_store};
 
 /// The store and RSA key a rotation works on; `what` names the key in messages.

@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use super::progress::Progress;
 use super::{KeyDatabase, OperationError};
-use crate::config::{Settings, SettingsGroup, TransferToSettings};
+use crate::config::SettingsGroup;
 use crate::crypto::{SealedForm, UserKeyCipher};
 use crate::private_file::owner_only;
+use crate::settings::{Settings, TransferToSettings};
 use crate::store::{CreateOutcome, StoredUserKey};
 
 /// What a transfer did (or, in a dry run, would do).

@@ -94,7 +94,7 @@ impl ProviderSettings for AwsKmsSettings {
         KeyProviderError::config(format!(
             "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
              which this build was made without; rebuild with `--features awskms`",
-            crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
+            crate::keys::RSA_KEY_PROVIDER.in_group(group)
         ))
     }
 }
