@@ -5,8 +5,8 @@ use secrecy::SecretString;
 
 use super::ConfigError;
 use super::catalog::SettingValues;
-use super::raw::check_http_url;
 use super::setting_path::SettingPath;
+use super::top_level::check_http_url;
 
 /// An Entra ID (Azure AD) application that may use the vault: `azureKeyvaultAd*`.
 #[derive(Debug, Clone)]

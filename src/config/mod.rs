@@ -5,9 +5,9 @@
 //! `keyConnectorSettings__database__provider` (names case-insensitive, `__` nests). This
 //! module owns where they come from ([`ConfigSource`], `layers.rs`), how a setting is named
 //! ([`SettingPath`]), the catalog rows and the typed values of the groups that need nothing
-//! else (the general settings in [`raw`], the store's in `database.rs`, listeners, logging,
-//! connection limits, connection strings), and [`ConfigError`]. Every error names the
-//! setting and its environment-variable spelling.
+//! else (the top-level settings in `top_level.rs`, the store's in `database.rs`, listeners,
+//! logging, connection limits, connection strings), and [`ConfigError`]. Every error names
+//! the setting and its environment-variable spelling.
 //!
 //! It imports no other module of the service. A group whose parsing needs a module above
 //! (the RSA key providers' registry, Kestrel's certificate) is parsed by that module from
@@ -23,10 +23,10 @@ pub(crate) mod database;
 pub(crate) mod layers;
 pub mod listen;
 pub mod logging;
-pub(crate) mod raw;
 pub mod setting_path;
 pub mod sql_connection;
 mod suggestion;
+pub(crate) mod top_level;
 
 use std::path::PathBuf;
 

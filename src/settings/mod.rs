@@ -16,7 +16,7 @@ use crate::config::catalog::{
     TRANSFER_SETTINGS,
 };
 use crate::config::database::{DATABASE_PROVIDERS, database_settings};
-use crate::config::raw::{
+use crate::config::top_level::{
     identity_server_uri, recovery_key_settings, transfer_lockfile_path, user_key_binding,
     web_vault_origin,
 };

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use crate::config::catalog::settings_catalog;
 use crate::config::catalog::{GroupValues, KnownSetting};
-use crate::config::raw::parse_dotnet_bool;
+use crate::config::top_level::parse_dotnet_bool;
 use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::{KeyProviderError, ProviderSettings};
 

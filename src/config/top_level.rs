@@ -2,7 +2,8 @@
 //! read: `webVaultUri`, `identityServerUri`, `transferTo:lockfilePath`,
 //! `recoveryKey:publicKeyPath` and `userKeyBinding`, each parsed into its typed value with
 //! an error naming the setting; and the value syntaxes other groups share (.NET booleans,
-//! absolute http URLs). Assembling them with the other groups is the `settings` module's, above.
+//! absolute http URLs). Assembling them with the other groups is the job of the `settings`
+//! module, above.
 
 use std::path::PathBuf;
 
