@@ -20,6 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::config::catalog::{GroupValues, KnownSetting, SettingValues, settings_catalog};
 use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+/// Said where a provider refuses an RSA key (kept with the PFX reading, which says it too).
+pub(crate) use crate::pkcs12::RSA_KEY_SIZES;
 
 /// Declares the registry from one line per provider: the modules, [`RsaKeySettings`] (one
 /// variant a provider), the names `rsaKey:provider` accepts, the dispatch of parsing to each
@@ -380,9 +382,6 @@ pub(crate) fn oaep_encrypt(
     out.truncate(written);
     Ok(out)
 }
-
-/// Said where an RSA key is refused: the sizes the RSA implementation accepts.
-pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
 
 /// What opening `settings` answers when it must refuse them as a configuration error: how
 /// the providers' tests check a build made without their feature.
