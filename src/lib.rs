@@ -23,6 +23,7 @@ pub mod operations;
 pub mod pkcs12;
 pub mod private_file;
 pub mod routes;
+pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod store;

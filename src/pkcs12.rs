@@ -20,6 +20,9 @@ const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
 /// id-ecPublicKey, named in the error for EC keys.
 const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
 
+/// Said where an RSA key is refused: the sizes the RSA implementation accepts.
+pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
+
 /// Why a PKCS#12 file could not be used. Messages never contain the password.
 #[derive(Debug, thiserror::Error)]
 pub enum Pkcs12Error {
@@ -75,18 +78,12 @@ pub fn rsa_public_key_spki(bytes: &[u8], password: Option<&str>) -> Result<Vec<u
     if !archive.keys.is_empty() {
         let pkcs8 = private_key_pkcs8(bytes, password)?;
         let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| {
-            Pkcs12Error::Unreadable(format!(
-                "unusable RSA private key ({e}; {})",
-                crate::keys::RSA_KEY_SIZES
-            ))
+            Pkcs12Error::Unreadable(format!("unusable RSA private key ({e}; {})", RSA_KEY_SIZES))
         })?;
         let public = private.public_key();
         let der: aws_lc_rs::encoding::PublicKeyX509Der<'static> =
             aws_lc_rs::encoding::AsDer::as_der(&public).map_err(|e| {
-                Pkcs12Error::Unreadable(format!(
-                    "unusable RSA public key ({e}; {})",
-                    crate::keys::RSA_KEY_SIZES
-                ))
+                Pkcs12Error::Unreadable(format!("unusable RSA public key ({e}; {})", RSA_KEY_SIZES))
             })?;
         return Ok(der.as_ref().to_vec());
     }

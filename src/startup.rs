@@ -15,7 +15,7 @@ use tower::Layer;
 use tower::util::MapRequestLayer;
 
 use crate::auth::Authenticator;
-use crate::config::{ListenHost, ListenUrl, Settings, SettingsGroup};
+use crate::config::{ListenHost, ListenUrl, SettingsGroup};
 use crate::connections::{self, ConnectionGate, ConnectionLimits};
 use crate::crypto::binding::BindingPolicy;
 use crate::crypto::symmetric_key::{
@@ -24,6 +24,7 @@ use crate::crypto::symmetric_key::{
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
 use crate::operations::{KeyDatabase, transfer};
 use crate::routes;
+use crate::settings::Settings;
 use crate::state::{AppState, Services};
 use crate::store::last_access::LastAccessRecorder;
 use crate::store::{KeyStore, StoreError, open_store};
@@ -336,11 +337,10 @@ async fn keep_recovery_wraps_current(
     rsa_key: &dyn RsaKeyProvider,
     settings: &crate::config::RecoveryKeySettings,
 ) -> Result<(), StartupError> {
-    use crate::crypto::recovery::OnMismatch;
+    use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey};
     use crate::operations::recovery_wraps::{RecoveryWrapError, keep_current};
 
-    let recovery = settings
-        .load()
+    let recovery = RecoveryPublicKey::load(&settings.public_key_path)
         .map_err(|e| StartupError::Recovery(RecoveryWrapError::Settings(e)))?;
     // The symmetric key was just read, so the store answers: a write that fails now (a
     // read-only database, a permission) would not heal by waiting. The service can serve

@@ -6,16 +6,17 @@ use std::fmt;
 use std::process::ExitCode;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, UserKeyBinding};
+use crate::config::{ConfigSource, UserKeyBinding};
 use crate::operations::binding::{BindingReport, BindingState};
 use crate::operations::check;
 use crate::operations::rotate::{RotationReport, SymmetricRotationReport};
 use crate::operations::stats::{self, KeyStats};
 use crate::operations::transfer::TransferReport;
+use crate::settings;
 
 /// `check-config`. Its report is printed whatever happened, a settings error included.
 pub async fn check_config(source: &ConfigSource) -> ExitCode {
-    let loaded = match config::load(source) {
+    let loaded = match settings::load(source) {
         Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!("{error}");
@@ -66,7 +67,7 @@ pub async fn transfer(
     source: &ConfigSource,
     dry_run: bool,
 ) -> Result<TransferOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     let Some(target) = settings
         .transfer_to
@@ -100,7 +101,7 @@ impl fmt::Display for RsaRotationOutcome {
 impl Outcome for RsaRotationOutcome {}
 
 pub async fn rotate_rsa_key(source: &ConfigSource) -> Result<RsaRotationOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     let Some(new) = &settings.rotate_to else {
         return Err(CommandError::Refused(
@@ -162,7 +163,7 @@ pub async fn rotate_symmetric_key(
                 .into(),
         ));
     }
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     let recovery = crate::operations::recovery_wraps::configured_key(settings)?;
     let report = crate::operations::rotate::rotate_symmetric_key(
@@ -236,7 +237,7 @@ pub async fn bind_user_keys(
     source: &ConfigSource,
     batch: Option<usize>,
 ) -> Result<BindingOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     if settings.user_key_binding != UserKeyBinding::On {
         return Err(CommandError::Refused(
@@ -265,7 +266,7 @@ pub async fn unbind_user_keys(
                 .into(),
         ));
     }
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     if settings.user_key_binding != UserKeyBinding::Off {
         return Err(CommandError::Refused(
@@ -299,7 +300,7 @@ impl fmt::Display for StatsOutcome {
 impl Outcome for StatsOutcome {}
 
 pub async fn stats(source: &ConfigSource) -> Result<StatsOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let (stats, binding) = stats::read(&loaded.settings.database).await?;
     Ok(StatsOutcome(stats, binding))
 }

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource};
+use crate::config::ConfigSource;
 use crate::operations::backup::{
     self, BackupReport, BackupRequest, ConfiguredRsaKey, FAILED_SUFFIX, OfflineRecoveryKey,
     SymmetricKeySource, VerifyReport,
 };
+use crate::settings;
 
 /// `--recovery-key FILE.pfx [--recovery-key-password-file FILE]`.
 pub struct RecoveryKeyFile {
@@ -89,7 +90,7 @@ pub async fn backup(
     command: BackupCommand,
     recovery: Option<RecoveryKeyFile>,
 ) -> Result<BackupOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     // Checked before anything is written: a backup that cannot be verified is not taken.
     let key_source: Box<dyn SymmetricKeySource> = match recovery {

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, ConfigSource};
+use crate::settings;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -208,9 +209,7 @@ fn finish(result: Result<impl Outcome, CommandError>) -> ExitCode {
 
 /// Parses the command line, sets up logging and runs the command.
 pub async fn run() -> ExitCode {
-    let matches = Cli::command()
-        .after_help(config::raw::settings_help())
-        .get_matches();
+    let matches = Cli::command().after_help(settings::help()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let command = cli.command.unwrap_or(Command::Serve);
     let source = ConfigSource::from_process(cli.config);

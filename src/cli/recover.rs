@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::{CommandError, Outcome};
-use crate::config::{self, ConfigSource, SettingsGroup};
+use crate::config::{ConfigSource, SettingsGroup};
 use crate::crypto::recovery::{RecoveryPrivateKey, RecoveryStatus};
 use crate::operations::break_glass::RecoverReport;
+use crate::settings;
 
 /// The environment variable holding the recovery PFX's password.
 pub const PASSWORD_VAR: &str = "KEY_CONNECTOR_RECOVERY_KEY_PASSWORD";
@@ -107,7 +108,7 @@ pub async fn recover(
     password_file: Option<PathBuf>,
     target: RecoveryTarget,
 ) -> Result<RecoverOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let settings = &loaded.settings;
     let private = recovery_private_key(source, &recovery_key, password_file.as_deref())?;
     let (to, group) = match target {
@@ -149,7 +150,7 @@ impl fmt::Display for ReplaceOutcome {
 impl Outcome for ReplaceOutcome {}
 
 pub async fn replace_recovery_wrap(source: &ConfigSource) -> Result<ReplaceOutcome, CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     let status = crate::operations::recovery_wraps::replace_recovery_wrap(&loaded.settings).await?;
     Ok(ReplaceOutcome(status))
 }

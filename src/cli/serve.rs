@@ -5,13 +5,14 @@ use std::future::Future;
 
 use super::CommandError;
 use crate::config::{self, ConfigSource};
+use crate::settings;
 use crate::startup::Application;
 
 pub async fn serve(
     source: &ConfigSource,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CommandError> {
-    let loaded = config::load(source)?;
+    let loaded = settings::load(source)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

@@ -4,9 +4,9 @@
 use secrecy::SecretString;
 
 use super::ConfigError;
-use super::layers::Values;
-use super::raw::check_http_url;
+use super::catalog::SettingValues;
 use super::setting_path::SettingPath;
+use super::top_level::check_http_url;
 
 /// An Entra ID (Azure AD) application that may use the vault: `azureKeyvaultAd*`.
 #[derive(Debug, Clone)]
@@ -20,7 +20,10 @@ pub struct AzureAdCredentials {
 }
 
 /// `azureKeyvaultUri`: an https URL; the SDK sends tokens over nothing else.
-pub(crate) fn azure_vault_uri(values: &Values, path: SettingPath) -> Result<String, ConfigError> {
+pub(crate) fn azure_vault_uri(
+    values: &SettingValues,
+    path: SettingPath,
+) -> Result<String, ConfigError> {
     let uri = values
         .require_setting(
             path,
@@ -39,7 +42,7 @@ pub(crate) fn azure_vault_uri(values: &Values, path: SettingPath) -> Result<Stri
 
 /// A Key Vault object name: 1 to 127 letters, digits and hyphens (Key Vault's own rule).
 pub(crate) fn azure_object_name(
-    values: &Values,
+    values: &SettingValues,
     path: SettingPath,
     what: &str,
 ) -> Result<String, ConfigError> {
@@ -56,7 +59,7 @@ pub(crate) fn azure_object_name(
 /// `azureKeyvaultAdTenantId`, `azureKeyvaultAdAppId` and `azureKeyvaultAdSecret` (in that
 /// order in `paths`): upstream's client-secret credential.
 pub(crate) fn azure_ad_credentials(
-    values: &Values,
+    values: &SettingValues,
     paths: [SettingPath; 3],
 ) -> Result<AzureAdCredentials, ConfigError> {
     let [tenant_path, app_path, secret_path] = paths;

@@ -6,7 +6,7 @@
 //! Kestrel's, because every connection of this service is a short key request: a client that
 //! is slow to send its request is either broken or an attack.
 //!
-//! This module only reads and checks the values; `crate::connections` enforces them.
+//! This module only reads and checks the values; the service's `connections` module enforces them.
 
 use std::time::Duration;
 

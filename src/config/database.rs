@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use super::catalog::{
     DATABASE_JSON_FILE_PATH, DATABASE_MYSQL_CONNECTION_STRING,
     DATABASE_POSTGRESQL_CONNECTION_STRING, DATABASE_PROVIDER, DATABASE_SQLITE_CONNECTION_STRING,
-    DATABASE_SQLSERVER_CONNECTION_STRING,
+    DATABASE_SQLSERVER_CONNECTION_STRING, SettingValues,
 };
 use super::connection_string::ConnectionString;
-use super::layers::Values;
 use super::setting_path::{SettingPath, SettingsGroup};
 use super::sql_connection;
 use super::{ConfigError, DatabaseSettings, SqlConnection, SqlDialect, SqliteConnection};
@@ -17,8 +16,8 @@ use super::{ConfigError, DatabaseSettings, SqlConnection, SqlDialect, SqliteConn
 pub(crate) const DATABASE_PROVIDERS: &str = "sqlite, json, postgresql, mysql or sqlserver";
 
 /// `database:provider` (in `group`) and its connection setting; `None` if no provider is set.
-pub(super) fn database_settings(
-    values: &Values,
+pub(crate) fn database_settings(
+    values: &SettingValues,
     group: SettingsGroup,
 ) -> Result<Option<DatabaseSettings>, ConfigError> {
     let at = |path: SettingPath| path.in_group(group);
@@ -198,4 +197,24 @@ pub(super) fn parse_sqlite_connection_string(text: &str) -> Result<SqliteConnect
         path: PathBuf::from(path),
         read_only,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::parse_sqlite_connection_string;
+
+    #[test]
+    fn sqlite_connection_strings_parse_like_microsoft_data_sqlite() {
+        let parse = |s: &str| parse_sqlite_connection_string(s).unwrap();
+        assert_eq!(parse("Data Source=/a/b.db").path, Path::new("/a/b.db"));
+        assert_eq!(
+            parse("datasource='/a/my keys.db';Cache=Shared").path,
+            Path::new("/a/my keys.db")
+        );
+        assert_eq!(parse("Filename=x.db").path, Path::new("x.db"));
+        assert!(parse("Data Source=x.db;Mode=ReadOnly").read_only);
+        assert!(!parse("Data Source=x.db;Mode=ReadWriteCreate;Foreign Keys=True").read_only);
+    }
 }

@@ -5,7 +5,8 @@
 //!
 //! This module only reads: it flattens one top-level section into `a:b` paths with their
 //! values. What the paths mean is decided by the modules that read a section
-//! (`keyConnectorSettings` in [`super::raw`], `Serilog` in [`super::logging`]).
+//! (`keyConnectorSettings` through [`super::catalog::SettingValues`], `Serilog` in
+//! [`super::logging`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -30,7 +30,7 @@ impl std::fmt::Display for ListenHost {
 pub struct ListenUrl {
     pub host: ListenHost,
     pub port: u16,
-    /// `https://`: served with the Kestrel default certificate (see `crate::tls`).
+    /// `https://`: served with the Kestrel default certificate (see the service's `tls` module).
     pub tls: bool,
 }
 

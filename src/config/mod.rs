@@ -1,60 +1,40 @@
-//! Validated settings: what the service runs with, as typed values.
+//! Settings as data, and their parsing: the bottom layer of the service.
 //!
 //! Settings are read the way ASP.NET reads them for upstream: section `keyConnectorSettings`
 //! of an optional `appsettings.json`, overridden by environment variables spelled
-//! `keyConnectorSettings__database__provider` (names case-insensitive, `__` nests). See
-//! [`raw`] for the reading and [`load`] for the validation. Every error names the setting
-//! and its environment-variable spelling.
+//! `keyConnectorSettings__database__provider` (names case-insensitive, `__` nests). This
+//! module owns where they come from ([`ConfigSource`], `layers.rs`), how a setting is named
+//! ([`SettingPath`]), the catalog rows and the typed values of the groups that need nothing
+//! else (the top-level settings in `top_level.rs`, the store's in `database.rs`, listeners,
+//! logging, connection limits, connection strings), and [`ConfigError`]. Every error names
+//! the setting and its environment-variable spelling.
+//!
+//! It imports no other module of the service. A group whose parsing needs a module above
+//! (the RSA key providers' registry, Kestrel's certificate) is parsed by that module from
+//! `catalog::GroupValues` or [`ConfigSource`], and the whole validated settings are
+//! assembled above them all, in the service's `settings` module.
 
 pub(crate) mod azure_key_vault;
 pub mod azure_storage;
 pub mod catalog;
 pub mod connection_limits;
 pub mod connection_string;
-mod database;
+pub(crate) mod database;
 pub(crate) mod layers;
 pub mod listen;
 pub mod logging;
-pub mod raw;
-mod rsa_key;
 pub mod setting_path;
 pub mod sql_connection;
 mod suggestion;
-#[cfg(test)]
-pub(crate) mod test_env;
+pub(crate) mod top_level;
 
 use std::path::PathBuf;
 
-pub use crate::keys::RsaKeySettings;
 pub use azure_key_vault::AzureAdCredentials;
 pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
 pub use listen::{ListenHost, ListenUrl};
 pub use setting_path::{SettingPath, SettingSection, SettingsGroup};
 pub use sql_connection::{SqlConnection, SqlDialect};
-
-/// Everything the service needs to start, validated.
-#[derive(Debug)]
-pub struct Settings {
-    /// The single CORS origin allowed (trailing `/` removed).
-    pub web_vault_origin: String,
-    /// Where the OpenID Connect discovery document is looked up.
-    pub identity_server_uri: String,
-    pub database: DatabaseSettings,
-    pub rsa_key: RsaKeySettings,
-    pub transfer_to: Option<TransferToSettings>,
-    /// `rotateTo:rsaKey` (with `rotateTo:certificate`): the new RSA key for the
-    /// `rotate-rsa-key` command. Not an upstream setting; upstream ignores it.
-    pub rotate_to: Option<RsaKeySettings>,
-    /// `recoveryKey:publicKeyPath`: the break-glass recovery key the symmetric key is also
-    /// wrapped under (see [`crate::crypto::recovery`]). Not an upstream setting.
-    pub recovery_key: Option<RecoveryKeySettings>,
-    /// Kestrel's default certificate (`Kestrel__Certificates__Default__*`), which serves the
-    /// `https://` listeners; `None` when no path is set.
-    pub https_certificate: Option<crate::tls::HttpsCertificateSettings>,
-    /// `userKeyBinding`: whether new user keys are sealed bound to their user (see
-    /// [`crate::crypto::binding`]). Not an upstream setting.
-    pub user_key_binding: UserKeyBinding,
-}
 
 /// `userKeyBinding`: `off` (the default, upstream's form) or `on`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,16 +81,9 @@ impl DatabaseSettings {
 /// `recoveryKey`: the offline recovery key's public half.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryKeySettings {
-    /// A PEM `PUBLIC KEY`, or an X.509 certificate in PEM or DER; read when the service or a
-    /// command starts ([`crate::crypto::recovery::RecoveryPublicKey::load`]).
+    /// A PEM `PUBLIC KEY`, or an X.509 certificate in PEM or DER; read and checked when the
+    /// service or a command starts (by `crypto::recovery`, which owns the key).
     pub public_key_path: PathBuf,
-}
-
-impl RecoveryKeySettings {
-    /// Reads and checks the key file; the error names the setting.
-    pub fn load(&self) -> Result<crate::crypto::recovery::RecoveryPublicKey, ConfigError> {
-        crate::crypto::recovery::RecoveryPublicKey::load(&self.public_key_path)
-    }
 }
 
 /// A Microsoft.Data.Sqlite connection string, parsed.
@@ -120,25 +93,6 @@ pub struct SqliteConnection {
     pub path: PathBuf,
     /// `Mode=ReadOnly` was given.
     pub read_only: bool,
-}
-
-/// `transferTo`: upstream's one-shot copy into another database at start-up, and the
-/// target of the `transfer` command.
-#[derive(Debug)]
-pub struct TransferToSettings {
-    /// `transferTo:lockfilePath`: with a target, the copy runs at start-up unless this file
-    /// exists (upstream's rule); it is written when the copy starts.
-    pub lockfile_path: Option<PathBuf>,
-    /// `transferTo:database` and `transferTo:rsaKey` (with `transferTo:certificate`), when
-    /// both are configured.
-    pub target: Option<TransferTarget>,
-}
-
-/// Where a transfer copies to.
-#[derive(Debug)]
-pub struct TransferTarget {
-    pub database: DatabaseSettings,
-    pub rsa_key: RsaKeySettings,
 }
 
 /// A setting that is missing or wrong. Names the setting in both spellings.
@@ -172,15 +126,6 @@ impl ConfigError {
         self.source = Some(Box::new(source));
         self
     }
-}
-
-/// Settings plus the warnings found while reading them (unknown keys, ignored values).
-#[derive(Debug)]
-pub struct LoadedSettings {
-    pub settings: Settings,
-    pub warnings: Vec<String>,
-    /// Where `appsettings.json` was read from, if one was.
-    pub config_file: Option<PathBuf>,
 }
 
 /// Where settings come from.
@@ -233,8 +178,3 @@ impl ConfigSource {
 
 /// The variable naming the metrics listeners.
 pub const METRICS_URLS_VAR: &str = "KEY_CONNECTOR_METRICS_URLS";
-
-/// Reads and validates the settings.
-pub fn load(source: &ConfigSource) -> Result<LoadedSettings, ConfigError> {
-    raw::load(source)
-}

@@ -1,13 +1,14 @@
 //! Did-you-mean: the known setting closest to a misspelt one, by edit distance.
 
-use super::catalog::known_settings;
+use super::catalog::Catalog;
 use super::setting_path::{SettingSection, SettingsGroup};
 
-/// The catalog setting (main group, or `transferTo`) at most three edits away from
+/// The setting of `catalog` (main group, or `transferTo`) at most three edits away from
 /// `path_lower`, in its `appsettings.json` spelling.
-pub(super) fn closest_known(path_lower: &str) -> Option<String> {
-    let main = known_settings().map(|s| s.path);
-    let transfer = known_settings()
+pub(super) fn closest_known(catalog: &Catalog, path_lower: &str) -> Option<String> {
+    let main = catalog.rows().map(|s| s.path);
+    let transfer = catalog
+        .rows()
         .filter(|s| {
             s.path.group() == SettingsGroup::Main && s.path.section() != SettingSection::Top
         })

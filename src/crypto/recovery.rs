@@ -112,7 +112,7 @@ impl RecoveryPublicKey {
         let public = PublicEncryptingKey::from_der(spki).map_err(|e| {
             format!(
                 "unusable RSA public key ({e}; {})",
-                crate::keys::RSA_KEY_SIZES
+                crate::pkcs12::RSA_KEY_SIZES
             )
         })?;
         let bits = public.key_size_bits();
@@ -235,7 +235,7 @@ impl RecoveryPrivateKey {
         let private = PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| {
             RecoveryError::PrivateKey(format!(
                 "not a usable RSA key ({e}; {})",
-                crate::keys::RSA_KEY_SIZES
+                crate::pkcs12::RSA_KEY_SIZES
             ))
         })?;
         let public: PublicKeyX509Der<'static> = private

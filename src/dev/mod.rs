@@ -18,13 +18,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use uuid::Uuid;
 
-use crate::config::{
-    DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings, SqliteConnection,
-};
+use crate::config::{DatabaseSettings, ListenHost, ListenUrl, SqliteConnection};
 use crate::dev::issuer::DevIssuer;
+use crate::keys::RsaKeySettings;
 use crate::keys::certificate::CertificateSettings;
 use crate::pkcs12::generate_self_signed_pfx;
 use crate::private_file::owner_only;
+use crate::settings::Settings;
 use crate::startup::Application;
 
 /// Lifetime of the printed token: a working day.

@@ -4,9 +4,10 @@
 //! symmetric key once when a database is new and unwraps it once at start-up; it never sees
 //! a user key. Each provider is a folder below `keys/` (its `settings` module: typed settings,
 //! catalog rows, parsing; and the provider itself); the registry below, one line a provider,
-//! is the only place that knows them all. The wrapping algorithm is fixed per provider by
-//! upstream's choice (certificate and PKCS#11: RSA-OAEP with SHA-1), so that existing
-//! databases unwrap.
+//! is the only place that knows them all. Through it this module reads `rsaKey:provider` and
+//! the settings of the provider named (`RsaKeySettings::read`). The wrapping algorithm is
+//! fixed per provider by upstream's choice (certificate and PKCS#11: RSA-OAEP with SHA-1),
+//! so that existing databases unwrap.
 
 pub mod health;
 pub(crate) mod remote;
@@ -17,8 +18,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::config::catalog::{GroupValues, KnownSetting};
-use crate::config::{ConfigError, SettingsGroup};
+use crate::config::catalog::{GroupValues, KnownSetting, SettingValues, settings_catalog};
+use crate::config::{ConfigError, ConfigSource, SettingPath, SettingsGroup};
+/// Said where a provider refuses an RSA key (kept with the PFX reading, which says it too).
+pub(crate) use crate::pkcs12::RSA_KEY_SIZES;
 
 /// Declares the registry from one line per provider: the modules, [`RsaKeySettings`] (one
 /// variant a provider), the names `rsaKey:provider` accepts, the dispatch of parsing to each
@@ -107,6 +110,36 @@ key_providers! {
     VaultTransit(vaulttransit::VaultTransitSettings) = "vaulttransit", opened by VaultTransitKeyProvider::open;
 }
 
+settings_catalog! {
+    RSA_KEY_PROVIDER_SETTINGS;
+    RSA_KEY_PROVIDER = SettingPath::rsa_key("provider"), None, PROVIDER_CHOICES;
+}
+
+impl RsaKeySettings {
+    /// `rsaKey:provider` (in `group`) and the settings of the provider it names, parsed by
+    /// that provider.
+    pub(crate) fn read(
+        values: &SettingValues,
+        source: &ConfigSource,
+        group: SettingsGroup,
+    ) -> Result<Self, ConfigError> {
+        let input = GroupValues::of(values, source, group);
+        let provider_path = input.at(RSA_KEY_PROVIDER);
+        let provider = input.require_setting(RSA_KEY_PROVIDER, &provider_names_listed())?;
+        check_typed_provider_values(&input)?;
+        let name = provider.trim().to_ascii_lowercase();
+        Self::parse(&name, &input).unwrap_or_else(|| {
+            Err(ConfigError::at(
+                provider_path,
+                format!(
+                    "`{name}` is not an RSA key provider; use {}",
+                    provider_names_listed()
+                ),
+            ))
+        })
+    }
+}
+
 /// What the registry needs from a provider's settings: its catalog rows and its parsing.
 pub(crate) trait ProviderSettings: Sized {
     /// The provider's rows of the settings catalog.
@@ -148,23 +181,26 @@ fn in_upstream_order() -> Vec<RegisteredProvider> {
     providers
 }
 
-/// Every provider's catalog rows, as the settings catalog lists them.
+/// The catalog rows of `rsaKey:provider`, then of every provider, as the settings catalog
+/// lists them.
 pub(crate) fn provider_settings() -> impl Iterator<Item = &'static KnownSetting> {
-    in_upstream_order()
-        .into_iter()
-        .flat_map(|provider| provider.catalog_rows)
+    RSA_KEY_PROVIDER_SETTINGS.iter().chain(
+        in_upstream_order()
+            .into_iter()
+            .flat_map(|provider| provider.catalog_rows),
+    )
 }
 
 /// Checks every provider's typed values in `group` (see
 /// [`ProviderSettings::check_typed_values`]).
-pub(crate) fn check_typed_provider_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
+fn check_typed_provider_values(input: &GroupValues<'_>) -> Result<(), ConfigError> {
     in_upstream_order()
         .iter()
         .try_for_each(|provider| (provider.check_typed_values)(input))
 }
 
 /// The provider names for messages: `certificate, pkcs11, ... or gcpkms`.
-pub(crate) fn provider_names_listed() -> String {
+fn provider_names_listed() -> String {
     match PROVIDER_NAMES.split_last() {
         Some((last, [])) => (*last).to_owned(),
         Some((last, others)) => format!("{} or {last}", others.join(", ")),
@@ -346,9 +382,6 @@ pub(crate) fn oaep_encrypt(
     out.truncate(written);
     Ok(out)
 }
-
-/// Said where an RSA key is refused: the sizes the RSA implementation accepts.
-pub(crate) const RSA_KEY_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
 
 /// What opening `settings` answers when it must refuse them as a configuration error: how
 /// the providers' tests check a build made without their feature.

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::catalog::GroupValues;
-use crate::config::raw::check_http_url;
+use crate::config::top_level::check_http_url;
 use crate::config::{ConfigError, SettingPath, SettingsGroup};
 use crate::keys::KeyProviderError;
 use crate::keys::remote;

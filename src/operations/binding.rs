@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use super::progress::Progress;
 use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
-use crate::config::{DatabaseSettings, RsaKeySettings};
+use crate::config::DatabaseSettings;
 use crate::crypto::binding::{BOUND_VALUE, unbound_keys_refused};
 use crate::crypto::symmetric_key::unwrap_stored;
 use crate::crypto::{SealedForm, UserKeyCipher};
-use crate::keys::RsaKeyProvider;
+use crate::keys::{RsaKeyProvider, RsaKeySettings};
 use crate::store::{KeyStore, USER_KEYS_BOUND};
 
 /// What a run of `bind-user-keys` or `unbind-user-keys` did.

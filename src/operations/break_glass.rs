@@ -13,9 +13,10 @@
 use std::sync::Arc;
 
 use super::{Database, OperationError, StepFailure, open_rsa_key};
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::recovery::{RecoveredSymmetricKey, RecoveryPrivateKey, unwrap_recovery_wraps};
+use crate::keys::RsaKeySettings;
 use crate::store::KeyStore;
 
 /// What a recovery did.

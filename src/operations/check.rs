@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{KeyDatabase, Keys, SymmetricKeyUse};
-use crate::config::{ListenUrl, LoadedSettings, Settings};
+use crate::config::ListenUrl;
+use crate::settings::{LoadedSettings, Settings};
 
 /// User keys decrypted to prove the symmetric key fits the data.
 const SAMPLE: usize = 20;

@@ -10,10 +10,12 @@
 use std::sync::Arc;
 
 use super::OperationError;
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup, TransferTarget};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::UserKeyCipher;
 use crate::crypto::symmetric_key::{load_or_create_symmetric_key, unwrap_existing};
+use crate::keys::RsaKeySettings;
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
+use crate::settings::TransferTarget;
 use crate::store::{KeyStore, NamedBy, open_store, open_store_read_only};
 
 /// Something a task opens before it runs and closes after.

@@ -10,13 +10,14 @@
 use zeroize::Zeroizing;
 
 use super::{KeyDatabase, Keys, OperationError, SymmetricKeyUse};
-use crate::config::{ConfigError, Settings};
+use crate::config::ConfigError;
 use crate::crypto::recovery::{
     OnMismatch, RecoveryError, RecoveryPublicKey, RecoveryStatus, keep_recovery_wraps_current,
     recovery_status,
 };
 use crate::crypto::symmetric_key::{BootstrapError, unwrap_stored};
 use crate::keys::RsaKeyProvider;
+use crate::settings::Settings;
 use crate::store::KeyStore;
 
 /// Why the recovery wraps could not be checked or written.
@@ -101,7 +102,7 @@ pub fn configured_key(settings: &Settings) -> Result<Option<RecoveryPublicKey>, 
     settings
         .recovery_key
         .as_ref()
-        .map(|recovery| recovery.load())
+        .map(|recovery| RecoveryPublicKey::load(&recovery.public_key_path))
         .transpose()
 }
 

@@ -12,9 +12,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse, open_rsa_key};
-use crate::config::{DatabaseSettings, RsaKeySettings, SettingsGroup};
+use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
 use crate::crypto::symmetric_key::unwrap_stored;
+use crate::keys::RsaKeySettings;
 
 /// What was done, for the report.
 #[derive(Debug)]

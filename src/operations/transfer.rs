@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use super::progress::Progress;
 use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
-use crate::config::{Settings, TransferTarget, TransferToSettings};
 use crate::crypto::{SealedForm, UserKeyCipher};
 use crate::private_file::owner_only;
+use crate::settings::{Settings, TransferTarget, TransferToSettings};
 use crate::store::{CreateOutcome, StoredUserKey};
 
 /// What a transfer did (or, in a dry run, would do).

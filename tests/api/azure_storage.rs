@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use key_connector::config::ConfigSource;
 use key_connector::config::azure_storage::{DEVELOPMENT_ACCOUNT_KEY, DEVELOPMENT_ACCOUNT_NAME};
-use key_connector::config::{ConfigSource, RsaKeySettings};
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::certificate::CertificateKeyProvider;
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::certificate::azure_storage::{
@@ -217,7 +218,7 @@ fn settings_from_env(connection_string: &str, overrides: &[(&str, &str)]) -> Rsa
         env.retain(|(k, _)| *k != name);
         env.push((name, value.to_string()));
     }
-    let loaded = key_connector::config::load(&ConfigSource { file: None, env }).unwrap();
+    let loaded = key_connector::settings::load(&ConfigSource { file: None, env }).unwrap();
     assert!(matches!(
         loaded.settings.rsa_key,
         RsaKeySettings::Certificate(CertificateSettings::AzureStorage(_))

@@ -5,7 +5,8 @@
 use key_connector::config::SettingsGroup;
 use std::path::Path;
 
-use key_connector::config::{ConfigSource, RsaKeySettings};
+use key_connector::config::ConfigSource;
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::certificate::CertificateKeyProvider;
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
@@ -49,7 +50,7 @@ fn store_settings(thumbprint: &str, directory: &Path) -> CertificateSettings {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    match key_connector::config::load(&ConfigSource { file: None, env })
+    match key_connector::settings::load(&ConfigSource { file: None, env })
         .unwrap()
         .settings
         .rsa_key

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use key_connector::config::{DatabaseSettings, RsaKeySettings, TransferTarget, TransferToSettings};
+use key_connector::config::DatabaseSettings;
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::certificate::CertificateSettings;
+use key_connector::settings::{TransferTarget, TransferToSettings};
 use reqwest::StatusCode;
 use uuid::Uuid;
 

@@ -17,13 +17,12 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use key_connector::config::{
-    DatabaseSettings, RsaKeySettings, SettingsGroup, TransferTarget, TransferToSettings,
-};
+use key_connector::config::{DatabaseSettings, SettingsGroup};
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::keys::pkcs11::{Pkcs11KeyProvider, private_key_id_bytes};
 use key_connector::keys::pkcs11::{Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
-use key_connector::keys::{KeyProviderError, RsaKeyProvider};
+use key_connector::keys::{KeyProviderError, RsaKeyProvider, RsaKeySettings};
+use key_connector::settings::{TransferTarget, TransferToSettings};
 use uuid::Uuid;
 
 use crate::skip_or_fail;

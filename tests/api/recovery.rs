@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use std::process::Command;
 
-use key_connector::config::{
-    DatabaseSettings, RecoveryKeySettings, RsaKeySettings, Settings, SettingsGroup,
-};
+use key_connector::config::{DatabaseSettings, RecoveryKeySettings, SettingsGroup};
 use key_connector::crypto::recovery::{RecoveryPrivateKey, RecoveryPublicKey, fingerprint};
 use key_connector::keys::certificate::CertificateSettings;
-use key_connector::keys::{RsaKeyProvider, open_rsa_key_provider};
+use key_connector::keys::{RsaKeyProvider, RsaKeySettings, open_rsa_key_provider};
 use key_connector::operations::break_glass::{RecoverReport, recover};
+use key_connector::settings::Settings;
 use key_connector::startup::{Application, StartupError};
 use key_connector::store::{StoredRecoveryWrap, open_store};
 use tokio::sync::oneshot;
@@ -428,7 +427,7 @@ async fn a_deleted_vault_transit_key_is_recovered_onto_a_certificate() {
         ),
     ]
     .map(|(name, value)| (name.to_owned(), value));
-    let settings = key_connector::config::load(&key_connector::config::ConfigSource {
+    let settings = key_connector::settings::load(&key_connector::config::ConfigSource {
         file: None,
         env: env.to_vec(),
     })
@@ -848,7 +847,7 @@ async fn a_mismatching_recovery_key_is_warned_about_kept_and_replaced_only_on_re
 }
 
 async fn the_transfer_target_gets_a_recovery_wrap_of_its_own_symmetric_key() {
-    use key_connector::config::{TransferTarget, TransferToSettings};
+    use key_connector::settings::{TransferTarget, TransferToSettings};
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let recovery = RecoveryPair::new(dir.path(), "recovery", 3072);

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use key_connector::config::{ConfigSource, RsaKeySettings};
+use key_connector::config::ConfigSource;
 use key_connector::keys::KeyProviderError;
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::certificate::CertificateKeyProvider;
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::pkcs12::generate_self_signed_pfx;
@@ -139,7 +140,7 @@ pub(crate) fn settings_from_env(
         env.retain(|(k, _)| *k != name);
         env.push((name, value.to_string()));
     }
-    let loaded = key_connector::config::load(&ConfigSource { file: None, env }).unwrap();
+    let loaded = key_connector::settings::load(&ConfigSource { file: None, env }).unwrap();
     assert!(matches!(
         loaded.settings.rsa_key,
         RsaKeySettings::Certificate(CertificateSettings::Vault(_))

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use key_connector::config::{ConfigSource, RsaKeySettings, SettingsGroup};
+use key_connector::config::{ConfigSource, SettingsGroup};
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::vaulttransit::VaultTransitKeyProvider;
 use key_connector::keys::{KeyProviderError, RsaKeyProvider};
 use reqwest::Method;
@@ -125,7 +126,7 @@ fn settings_from_env(pairs: &[(&str, String)]) -> RsaKeySettings {
         ),
     ];
     env.extend(transit_env(pairs));
-    let loaded = key_connector::config::load(&ConfigSource { file: None, env }).unwrap();
+    let loaded = key_connector::settings::load(&ConfigSource { file: None, env }).unwrap();
     assert!(matches!(
         loaded.settings.rsa_key,
         RsaKeySettings::VaultTransit(_)
@@ -757,7 +758,8 @@ async fn rotate_rsa_key_moves_a_database_into_transit_and_back_to_a_pfx() {
 /// Upstream's `transferTo` copies every user key into a database whose symmetric key Transit
 /// wraps, and that database is served with the Transit key.
 async fn transfer_to_copies_every_key_into_a_transit_wrapped_database() {
-    use key_connector::config::{DatabaseSettings, TransferTarget, TransferToSettings};
+    use key_connector::config::DatabaseSettings;
+    use key_connector::settings::{TransferTarget, TransferToSettings};
     let transit = transit_or_skip!("rsa-2048");
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());

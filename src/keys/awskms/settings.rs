@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use crate::config::catalog::settings_catalog;
 use crate::config::catalog::{GroupValues, KnownSetting};
-use crate::config::raw::parse_dotnet_bool;
+use crate::config::top_level::parse_dotnet_bool;
 use crate::config::{ConfigError, SettingsGroup};
 use crate::keys::{KeyProviderError, ProviderSettings};
 
@@ -94,7 +94,7 @@ impl ProviderSettings for AwsKmsSettings {
         KeyProviderError::config(format!(
             "RSA key provider `awskms` ({}) needs the Cargo feature `awskms`, \
              which this build was made without; rebuild with `--features awskms`",
-            crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
+            crate::keys::RSA_KEY_PROVIDER.in_group(group)
         ))
     }
 }

@@ -151,7 +151,7 @@ impl ProviderSettings for Pkcs11Settings {
         KeyProviderError::config(format!(
             "RSA key provider `pkcs11` ({}) needs the `pkcs11` \
              Cargo feature, which this build left out; rebuild with `--features pkcs11`",
-            crate::config::catalog::RSA_KEY_PROVIDER.in_group(group)
+            crate::keys::RSA_KEY_PROVIDER.in_group(group)
         ))
     }
 }

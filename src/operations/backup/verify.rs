@@ -13,11 +13,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::config::{RsaKeySettings, SettingsGroup};
+use crate::config::SettingsGroup;
 use crate::crypto::recovery::{RecoveryPrivateKey, unwrap_recovery_wraps};
 use crate::crypto::symmetric_key::unwrap_existing;
 use crate::crypto::{SealError, UserKeyCipher};
 use crate::keys::RsaKeyProvider;
+use crate::keys::RsaKeySettings;
 use crate::operations::progress::Progress;
 use crate::operations::{OperationError, open_rsa_key};
 use crate::store::{KeyStore, SourceError};

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use key_connector::config::{
-    DatabaseSettings, ListenHost, ListenUrl, RsaKeySettings, Settings, SqliteConnection,
-};
+use key_connector::config::{DatabaseSettings, ListenHost, ListenUrl, SqliteConnection};
+use key_connector::keys::RsaKeySettings;
 use key_connector::keys::certificate::CertificateSettings;
 use key_connector::pkcs12::generate_self_signed_pfx;
+use key_connector::settings::Settings;
 use key_connector::startup::{Application, StartupError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -38,7 +38,7 @@ pub struct AppOptions {
     /// A database to use instead of `store`'s file in the data directory.
     pub database: Option<DatabaseSettings>,
     /// `transferTo` settings.
-    pub transfer_to: Option<key_connector::config::TransferToSettings>,
+    pub transfer_to: Option<key_connector::settings::TransferToSettings>,
     /// An RSA key instead of the shared test certificate.
     pub rsa_key: Option<RsaKeySettings>,
     /// Connection limits instead of the defaults.

@@ -119,7 +119,7 @@ impl Drop for Proxy {
 /// `upstream` through a proxy that refuses connections until start-up has tried twice.
 pub async fn start_up_waits_for_the_key_service(
     upstream: SocketAddr,
-    settings_via: impl FnOnce(&str) -> key_connector::config::RsaKeySettings,
+    settings_via: impl FnOnce(&str) -> key_connector::keys::RsaKeySettings,
 ) {
     use crate::support::{AppOptions, TestIdp, random_key, try_spawn_app_with};
     let proxy = Proxy::start(upstream).await;

@@ -3,10 +3,11 @@
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
-use crate::config::test_env::{load_env, minimal, with, without};
 use crate::config::*;
+use crate::keys::RsaKeySettings;
 use crate::keys::certificate::*;
 use crate::keys::vault_login::VaultAuthMethod;
+use crate::settings::test_env::{load_env, minimal, with, without};
 
 fn certificate_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = without(

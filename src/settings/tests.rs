@@ -1,12 +1,44 @@
-//! Loading as a whole: sources, names, required and invalid values, warnings, transfers.
+//! Loading as a whole: sources, names, required and invalid values, warnings, transfers,
+//! and the catalog they are read by.
 
 use secrecy::ExposeSecret;
 use std::path::Path;
 
-use crate::config::database::parse_sqlite_connection_string;
-use crate::config::test_env::{env, load_env, minimal, with, without};
-use crate::config::*;
+use super::test_env::{env, load_env, minimal, with, without};
+use super::*;
+use crate::config::catalog::DATABASE_PROVIDER;
+use crate::keys::awskms::RSA_KEY_AWS_KEY_ID;
 use crate::keys::certificate::CertificateSettings;
+
+mod rsa_key;
+
+#[test]
+fn every_setting_is_listed_once_and_shown_in_help() {
+    let help = help();
+    let settings: Vec<_> = catalog().rows().collect();
+    for (index, setting) in settings.iter().enumerate() {
+        assert!(
+            !settings[..index].iter().any(|s| s.path == setting.path),
+            "{} is listed twice",
+            setting.path
+        );
+        assert!(help.contains(&setting.path.env_var()), "{}", setting.path);
+    }
+}
+
+#[test]
+fn transfer_and_rotate_groups_accept_their_sections_only() {
+    let catalog = catalog();
+    assert!(catalog.is_known("transferto:rsakey:awskeyid"));
+    assert!(catalog.is_known("transferto:database:provider"));
+    assert!(catalog.is_known("transferto:lockfilepath"));
+    assert!(catalog.is_known("rotateto:certificate:filesystempath"));
+    assert!(!catalog.is_known("rotateto:database:provider"));
+    assert!(!catalog.is_known("rotateto:lockfilepath"));
+    assert!(!catalog.is_known("transferto:webvaulturi"));
+    assert!(catalog.lists(RSA_KEY_AWS_KEY_ID.in_group(SettingsGroup::RotateTo)));
+    assert!(!catalog.lists(DATABASE_PROVIDER.in_group(SettingsGroup::RotateTo)));
+}
 
 #[test]
 fn environment_alone_configures_everything() {
@@ -158,19 +190,6 @@ fn invalid_values_are_named() {
     ))
     .unwrap_err();
     assert!(mongo.message.contains("no longer"), "{mongo}");
-}
-
-#[test]
-fn sqlite_connection_strings_parse_like_microsoft_data_sqlite() {
-    let parse = |s: &str| parse_sqlite_connection_string(s).unwrap();
-    assert_eq!(parse("Data Source=/a/b.db").path, Path::new("/a/b.db"));
-    assert_eq!(
-        parse("datasource='/a/my keys.db';Cache=Shared").path,
-        Path::new("/a/my keys.db")
-    );
-    assert_eq!(parse("Filename=x.db").path, Path::new("x.db"));
-    assert!(parse("Data Source=x.db;Mode=ReadOnly").read_only);
-    assert!(!parse("Data Source=x.db;Mode=ReadWriteCreate;Foreign Keys=True").read_only);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Settings environments for the tests of the settings modules: a minimal valid one, and
 //! ways to add or remove a variable.
 
-use super::{ConfigError, ConfigSource, LoadedSettings, load};
+use super::{LoadedSettings, load};
+use crate::config::{ConfigError, ConfigSource};
 
 pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

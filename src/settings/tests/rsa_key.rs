@@ -1,13 +1,14 @@
 //! Every RSA key provider's settings, and every mistake naming its setting.
 
 use secrecy::ExposeSecret;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::test_env::{load_env, minimal, with, without};
-use crate::config::*;
+use crate::config::ConfigError;
+use crate::keys::RsaKeySettings;
 use crate::keys::awskms::AwsKmsSettings;
 use crate::keys::certificate::CertificateSettings;
 use crate::keys::pkcs11::{MULTIARCH_LIB, Pkcs11KeySelector, Pkcs11Settings, Pkcs11UserType};
+use crate::settings::test_env::{load_env, minimal, with, without};
 
 #[test]
 fn not_yet_built_providers_are_recognised_and_type_checked() {
