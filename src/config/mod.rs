@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod connection_limits;
 pub mod connection_string;
 mod database;
+pub mod intervals;
 pub(crate) mod layers;
 pub mod listen;
 pub mod logging;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 pub use crate::keys::RsaKeySettings;
 pub use azure_key_vault::AzureAdCredentials;
 pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
+pub use intervals::Intervals;
 pub use listen::{ListenHost, ListenUrl};
 pub use setting_path::{SettingPath, SettingSection, SettingsGroup};
 pub use sql_connection::{SqlConnection, SqlDialect};
@@ -54,6 +56,9 @@ pub struct Settings {
     /// `userKeyBinding`: whether new user keys are sealed bound to their user (see
     /// [`crate::crypto::binding`]). Not an upstream setting.
     pub user_key_binding: UserKeyBinding,
+    /// The intervals and time limits the service runs with: never read from a setting,
+    /// always [`Intervals::default`] but in tests (see [`intervals`]).
+    pub intervals: Intervals,
 }
 
 /// `userKeyBinding`: `off` (the default, upstream's form) or `on`.

@@ -19,8 +19,8 @@ use super::rsa_key::rsa_key_settings;
 use super::setting_path::{SECTION, SettingPath, SettingsGroup};
 use super::suggestion::closest_known;
 use super::{
-    ConfigError, ConfigSource, LoadedSettings, Settings, TransferTarget, TransferToSettings,
-    UserKeyBinding,
+    ConfigError, ConfigSource, Intervals, LoadedSettings, Settings, TransferTarget,
+    TransferToSettings, UserKeyBinding,
 };
 
 pub use super::catalog::settings_help;
@@ -140,6 +140,7 @@ fn validate(
         database,
         rsa_key,
         transfer_to,
+        intervals: Intervals::default(),
     })
 }
 
