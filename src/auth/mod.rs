@@ -240,17 +240,19 @@ impl Authenticator {
 
     /// Waits for a fetch of the keys that begins after `arrival`, starting it when the rate
     /// limit permits (at most one interval from now), single-flight with every other caller.
+    /// Strictly after: a fetch that began at the same instant (on a coarse or paused clock)
+    /// may have read the keys before the token's key was published.
     async fn refresh_keys_after(&self, arrival: Instant) -> Result<(), String> {
         loop {
             let mut state = self.refresh.lock().await;
             if state
                 .last_success_started
-                .is_some_and(|started| started >= arrival)
+                .is_some_and(|started| started > arrival)
             {
                 return Ok(());
             }
             if let Some(last) = state.last_attempt
-                && last >= arrival
+                && last > arrival
                 && let Some(error) = &state.last_error
             {
                 return Err(error.clone());
