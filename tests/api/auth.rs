@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use key_connector::config::intervals::IdentityServerIntervals;
 use key_connector::dev::issuer::DevIssuer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -284,7 +285,12 @@ async fn the_identity_servers_issuer_is_trusted_even_when_it_differs_from_the_co
     assert_eq!(app.read_key(&token).await, Err(404));
 }
 
-#[tokio::test]
+// The tests of refreshing run on a paused clock: the rate limit's interval passes exactly
+// when every task waits for it (tokio auto-advances an idle runtime), and no test sleeps for
+// it. Everything they talk to (the application, the identity provider, SQLite's blocking
+// threads) runs in the test's own runtime.
+
+#[tokio::test(start_paused = true)]
 async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
     let first = Arc::new(TestIdp::start().await);
     let app = spawn_app_with(Arc::clone(&first), AppOptions::default()).await;
@@ -297,22 +303,16 @@ async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
 
     let rotated = restart_with_a_new_signing_key(&first).await;
     let new_token = rotated.token_for(user);
-    // An unknown `kid` refreshes the JWKS, at most once per rate-limit interval (2 s), and
-    // the token waits for that refresh: the new key is accepted within it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
-    loop {
-        match app.read_key(&new_token).await {
-            Ok(found) => {
-                assert_eq!(found, key);
-                break;
-            }
-            Err(401) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            other => panic!("rotation not picked up: {other:?}"),
-        }
-    }
-    assert!(rotated.jwks_fetches() >= 1);
+    // An unknown `kid` refreshes the JWKS, at most once per rate-limit interval, and the
+    // token waits for that refresh: the first request with the new key is answered.
+    let asked = tokio::time::Instant::now();
+    assert_eq!(app.read_key(&new_token).await, Ok(key));
+    assert!(
+        asked.elapsed() <= IdentityServerIntervals::default().min_refresh,
+        "answered {:?} after it was asked, more than one interval",
+        asked.elapsed()
+    );
+    assert_eq!(rotated.jwks_fetches(), 1);
     // The old key is no longer published: a token it signed now, never seen before, is
     // rejected (its `kid` is unknown even after the refresh).
     let old_key_token = first.token_for(user);
@@ -320,7 +320,7 @@ async fn a_rotated_signing_key_is_picked_up_by_refreshing_the_jwks() {
     assert_eq!(app.read_key(&old_key_token).await, Err(401));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_flood_of_unknown_key_ids_refreshes_the_jwks_at_most_once_per_interval() {
     let app = Arc::new(spawn_app().await);
     let before = app.idp.jwks_fetches();
@@ -341,13 +341,14 @@ async fn a_flood_of_unknown_key_ids_refreshes_the_jwks_at_most_once_per_interval
     }
     let refreshes = app.idp.jwks_fetches() - before;
     assert!(
-        refreshes <= 2,
+        (1..=2).contains(&refreshes),
         "{refreshes} JWKS fetches for 50 unknown key ids"
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_newly_published_key_is_trusted_at_once_during_a_flood_of_unknown_key_ids() {
+    let interval = IdentityServerIntervals::default().min_refresh;
     let first = Arc::new(TestIdp::start().await);
     let app = Arc::new(spawn_app_with(Arc::clone(&first), AppOptions::default()).await);
     let user = Uuid::new_v4();
@@ -356,41 +357,41 @@ async fn a_newly_published_key_is_trusted_at_once_during_a_flood_of_unknown_key_
         app.post_key(&first.token_for(user), &key).await.status(),
         StatusCode::OK
     );
-    // Made-up key ids arrive all the time, keeping the JWKS refresh rate-limited.
+    // Made-up key ids arrive all the time (one every 150 ms of the paused clock), keeping
+    // the JWKS refresh rate-limited.
     let stranger = Arc::new(DevIssuer::generate().unwrap());
     let flooding = tokio_util::sync::CancellationToken::new();
+    let (sent, mut sent_so_far) = tokio::sync::watch::channel(0u32);
     let flood = {
         let (app, stranger, flooding) = (Arc::clone(&app), Arc::clone(&stranger), flooding.clone());
         let url = first.url.clone();
         tokio::spawn(async move {
-            let mut sent = 0u32;
             while !flooding.is_cancelled() {
                 let app = Arc::clone(&app);
                 let token = stranger.mint_user_token(&url, Uuid::new_v4(), Duration::from_secs(60));
                 tokio::spawn(async move { app.read_key(&token).await });
-                sent += 1;
+                sent.send_modify(|sent| *sent += 1);
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
-            sent
         })
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent_so_far.wait_for(|sent| *sent >= 20).await.unwrap();
 
+    let started = tokio::time::Instant::now();
     let rotated = restart_with_a_new_signing_key(&first).await;
-    let started = std::time::Instant::now();
     // The first request with the new key is answered, not refused.
     assert_eq!(app.read_key(&rotated.token_for(user)).await, Ok(key));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent_so_far.wait_for(|sent| *sent >= 40).await.unwrap();
     flooding.cancel();
-    let sent = flood.await.unwrap();
-    assert!(sent >= 30, "the flood sent {sent} tokens");
-    // Once per (2 s) interval at the most, plus the fetch under way at the restart.
-    let allowed = started.elapsed().as_secs() as usize / 2 + 2;
+    flood.await.unwrap();
+    // Once per interval at the most, plus the fetch under way at the restart: measured on
+    // the clock the rate limit reads, so the bound is exact.
+    let window = started.elapsed();
+    let allowed = (window.as_millis() / interval.as_millis()) as usize + 2;
     assert!(
-        rotated.jwks_fetches() <= allowed,
-        "{} JWKS fetches in {:?}",
-        rotated.jwks_fetches(),
-        started.elapsed()
+        (1..=allowed).contains(&rotated.jwks_fetches()),
+        "{} JWKS fetches in {window:?}",
+        rotated.jwks_fetches()
     );
 }
 
