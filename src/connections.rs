@@ -21,6 +21,9 @@
 //! Written here rather than taken from a crate: axum's `serve` has no timeouts or caps, and
 //! hyper's builders offer the parts (header timeout, sizes, HTTP/2 limits) but no accept loop,
 //! connection cap or idle timeout; this module is that loop and the watch over each connection.
+//!
+//! Every timeout is measured on tokio's clock, the one hyper's timers use, so the watch and
+//! hyper agree on a connection's age also on a test's paused clock.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -28,7 +31,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -39,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;

@@ -3,6 +3,10 @@
 //! [`Application::build`] does everything that can fail before the first request (and
 //! retries what is only temporarily unavailable); [`Application::run_until_stopped`] serves
 //! until the shutdown signal, lets in-flight requests finish, and flushes pending writes.
+//!
+//! Every interval the service runs with comes from `Settings::intervals`
+//! ([`crate::config::intervals`]), handed here to the parts that use it: tests build the
+//! application with short ones.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,12 +19,14 @@ use tower::Layer;
 use tower::util::MapRequestLayer;
 
 use crate::auth::Authenticator;
+use crate::config::intervals::Backoff;
 use crate::config::{ListenHost, ListenUrl, SettingsGroup};
 use crate::connections::{self, ConnectionGate, ConnectionLimits};
 use crate::crypto::binding::BindingPolicy;
 use crate::crypto::symmetric_key::{
     BootstrapError, SymmetricKeyOrigin, load_or_create_symmetric_key,
 };
+use crate::keys::health::HealthCache;
 use crate::keys::{KeyProviderError, RsaKeyProvider, open_rsa_key_provider};
 use crate::operations::{KeyDatabase, transfer};
 use crate::routes;
@@ -28,9 +34,6 @@ use crate::settings::Settings;
 use crate::state::{AppState, Services};
 use crate::store::last_access::LastAccessRecorder;
 use crate::store::{KeyStore, StoreError, open_store};
-
-/// How long start-up waits for the identity server's keys before serving anyway.
-const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 
 /// Why the service could not start. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ pub struct Application {
     state: AppState,
     web_vault_origin: String,
     limits: ConnectionLimits,
+    /// How often pending `LastAccessDate`s are written.
+    last_access_flush: Duration,
     background: CancellationToken,
 }
 
@@ -72,8 +77,10 @@ impl Application {
     /// Opens the store and key provider, unwraps or creates the symmetric key, starts token
     /// discovery and binds every listener.
     pub async fn build(settings: &Settings, listen: &[ListenUrl]) -> Result<Self, StartupError> {
+        let retry = settings.intervals.start_up_retry;
         let store = retry_transient(
             "key store",
+            retry,
             || open_store(&settings.database),
             |e| matches!(e, StoreError::Unavailable(_)),
         )
@@ -83,6 +90,7 @@ impl Application {
 
         let rsa_key = retry_transient(
             "RSA key provider",
+            retry,
             || open_rsa_key_provider(&settings.rsa_key, SettingsGroup::Main),
             |e| matches!(e, KeyProviderError::Unavailable { .. }),
         )
@@ -100,8 +108,10 @@ impl Application {
         settings: &Settings,
         listen: &[ListenUrl],
     ) -> Result<Self, StartupError> {
+        let retry = settings.intervals.start_up_retry;
         let (cipher, origin) = retry_transient(
             "symmetric key",
+            retry,
             || load_or_create_symmetric_key(store.as_ref(), rsa_key.as_ref()),
             BootstrapError::is_transient,
         )
@@ -136,6 +146,7 @@ impl Application {
 
         let binding = retry_transient(
             "key store",
+            retry,
             || BindingPolicy::load(settings.user_key_binding, store.clone()),
             |e| matches!(e, StoreError::Unavailable(_)),
         )
@@ -147,14 +158,16 @@ impl Application {
         {
             tracing::warn!("{warning}");
         }
-        let auth = Authenticator::new(&settings.identity_server_uri).map_err(|error| {
-            StartupError::Unsupported(format!(
-                "cannot build the HTTP client for the identity server: {}",
-                crate::keys::remote::error_chain(&error)
-            ))
-        })?;
+        let identity_server = &settings.intervals.identity_server;
+        let auth = Authenticator::new(&settings.identity_server_uri, identity_server.clone())
+            .map_err(|error| {
+                StartupError::Unsupported(format!(
+                    "cannot build the HTTP client for the identity server: {}",
+                    crate::keys::remote::error_chain(&error)
+                ))
+            })?;
         auth.spawn_discovery(background.child_token());
-        if !auth.wait_until_ready(FIRST_DISCOVERY_WAIT).await {
+        if !auth.wait_until_ready(identity_server.first_keys_wait).await {
             tracing::warn!(
                 identity_server = %settings.identity_server_uri,
                 "identity server not reachable yet; answering 503 to authenticated requests until it is"
@@ -182,7 +195,7 @@ impl Application {
         };
         let listeners = bind_all(&plain).await?;
         let state = AppState::new(Services {
-            health: Arc::default(),
+            health: Arc::new(HealthCache::new(settings.intervals.health.clone())),
             last_access: LastAccessRecorder::new(store.clone()),
             store,
             cipher,
@@ -197,6 +210,7 @@ impl Application {
             state,
             web_vault_origin: settings.web_vault_origin.clone(),
             limits: ConnectionLimits::default(),
+            last_access_flush: settings.intervals.last_access_flush,
             background,
         })
     }
@@ -260,9 +274,12 @@ impl Application {
             state,
             web_vault_origin,
             limits,
+            last_access_flush,
             background,
         } = self;
-        let flusher = state.last_access.spawn_flusher(background.child_token());
+        let flusher = state
+            .last_access
+            .spawn_flusher(last_access_flush, background.child_token());
         let router = routes::router(state.clone(), &web_vault_origin);
         let app = MapRequestLayer::new(routes::normalize_path).layer(router);
 
@@ -362,10 +379,11 @@ async fn keep_recovery_wraps_current(
     Ok(())
 }
 
-/// Retries `attempt` with exponential backoff (1 s doubling to 30 s) while `is_transient`
+/// Retries `attempt` with `backoff` (by default 1 s doubling to 30 s) while `is_transient`
 /// says the failure is a peer being down, logging each attempt. Other errors return at once.
 async fn retry_transient<T, E, F, Fut>(
     what: &str,
+    backoff: Backoff,
     mut attempt: F,
     is_transient: impl Fn(&E) -> bool,
 ) -> Result<T, E>
@@ -374,7 +392,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut delay = Duration::from_secs(1);
+    let mut delay = backoff.first;
     let mut tries = 1u32;
     loop {
         match attempt().await {
@@ -382,7 +400,7 @@ where
             Err(error) if is_transient(&error) => {
                 tracing::warn!(%error, attempt = tries, retry_in = ?delay, "{what} unavailable; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = backoff.after(delay);
                 tries += 1;
             }
             Err(error) => return Err(error),

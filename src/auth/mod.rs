@@ -8,7 +8,8 @@
 //!
 //! The identity server being unreachable is a temporary fault: requests get
 //! [`AuthError::Unavailable`] (503) while no keys are known, a background task keeps trying,
-//! and an unknown `kid` refreshes the JWKS at most once per [`AuthOptions::min_refresh_interval`].
+//! and an unknown `kid` refreshes the JWKS at most once per
+//! [`IdentityServerIntervals::min_refresh`].
 //!
 //! Key rotation: a token whose `kid` the known keys do not have is first tried against every
 //! published key, as upstream's token handler does (`TryAllIssuerSigningKeys`): the signature
@@ -24,17 +25,25 @@
 //! cache serves an entry only in the epoch of the keys it was verified against, so a key that
 //! is withdrawn stops vouching at the refresh that sees it gone, even for a token a request
 //! was verifying against the old keys at that moment.
+//!
+//! Time: every interval comes from [`IdentityServerIntervals`] (the application's
+//! `Settings::intervals`) and is measured on tokio's clock, so tests shorten them or run on
+//! a paused clock. Token lifetimes (`exp`, `nbf`) are wall-clock time, as the identity
+//! server writes them.
 
 pub mod jwks;
 pub mod jws;
 mod token_cache;
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderValue;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::config::intervals::IdentityServerIntervals;
 
 pub use jwks::RSA_ALGORITHMS;
 use jwks::{FetchError, IdentityKeys, fetch_identity_keys, foreign_jwks_warning};
@@ -65,19 +74,14 @@ pub enum AuthError {
     Unavailable(String),
 }
 
-/// Tunables; the defaults are what production uses, tests shorten the intervals.
+/// Tunables; the defaults are what production uses. The intervals come from the
+/// application's settings (`Settings::intervals`), which tests shorten.
 #[derive(Debug, Clone)]
 pub struct AuthOptions {
     /// Accepted distance past `exp` / before `nbf`.
     pub clock_skew: Duration,
-    /// At most one JWKS refresh per this interval, whatever triggers it.
-    pub min_refresh_interval: Duration,
-    /// How often keys are refreshed when all is well.
-    pub periodic_refresh: Duration,
-    /// Longest wait between attempts while the identity server is unreachable.
-    pub max_retry_backoff: Duration,
-    /// Timeout of each HTTP request to the identity server.
-    pub http_timeout: Duration,
+    /// Refresh, retry and timeout of the identity server's keys.
+    pub intervals: IdentityServerIntervals,
     /// Memory for remembering verified tokens, in bytes (about 110 bytes a token).
     pub token_cache_bytes: usize,
 }
@@ -86,10 +90,7 @@ impl Default for AuthOptions {
     fn default() -> Self {
         Self {
             clock_skew: CLOCK_SKEW,
-            min_refresh_interval: Duration::from_secs(2),
-            periodic_refresh: Duration::from_secs(300),
-            max_retry_backoff: Duration::from_secs(5),
-            http_timeout: Duration::from_secs(10),
+            intervals: IdentityServerIntervals::default(),
             token_cache_bytes: 4 << 20,
         }
     }
@@ -129,11 +130,22 @@ pub struct Authenticator {
     refresh: tokio::sync::Mutex<RefreshState>,
     generation: std::sync::atomic::AtomicU64,
     cache: TokenCache,
+    /// Whether keys were ever loaded, for [`Authenticator::wait_until_ready`].
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Authenticator {
-    pub fn new(identity_server_uri: &str) -> Result<Arc<Self>, reqwest::Error> {
-        Self::with_options(identity_server_uri, AuthOptions::default())
+    pub fn new(
+        identity_server_uri: &str,
+        intervals: IdentityServerIntervals,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        Self::with_options(
+            identity_server_uri,
+            AuthOptions {
+                intervals,
+                ..AuthOptions::default()
+            },
+        )
     }
 
     /// An error when the HTTP client cannot be built: never one without timeouts instead.
@@ -141,7 +153,7 @@ impl Authenticator {
         identity_server_uri: &str,
         options: AuthOptions,
     ) -> Result<Arc<Self>, reqwest::Error> {
-        let http = jwks::identity_http_client(options.http_timeout)?;
+        let http = jwks::identity_http_client(options.intervals.http_timeout)?;
         Ok(Arc::new(Self {
             discovery_url: format!(
                 "{}/.well-known/openid-configuration",
@@ -154,6 +166,7 @@ impl Authenticator {
             epoch: std::sync::atomic::AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            ready: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -168,17 +181,18 @@ impl Authenticator {
     pub fn spawn_discovery(self: &Arc<Self>, shutdown: CancellationToken) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(500);
+            let intervals = &this.options.intervals;
+            let mut backoff = intervals.retry.first;
             loop {
                 let wait = match this.refresh_keys(true).await {
                     Ok(()) => {
-                        backoff = Duration::from_millis(500);
-                        this.options.periodic_refresh
+                        backoff = intervals.retry.first;
+                        intervals.periodic_refresh
                     }
                     Err(error) => {
                         tracing::warn!(%error, retry_in = ?backoff, "identity server keys not loaded; retrying");
                         let wait = backoff;
-                        backoff = (backoff * 2).min(this.options.max_retry_backoff);
+                        backoff = intervals.retry.after(backoff);
                         wait
                     }
                 };
@@ -193,14 +207,10 @@ impl Authenticator {
     /// Waits up to `limit` for the first keys, so a freshly started service does not answer
     /// its first requests with 503 while discovery is in flight. Returns readiness.
     pub async fn wait_until_ready(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while !self.is_ready() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        let mut ready = self.ready.subscribe();
+        tokio::time::timeout(limit, ready.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|loaded| loaded.is_ok())
     }
 
     fn current_keys(&self) -> Option<TrustedKeys> {
@@ -218,7 +228,7 @@ impl Authenticator {
         }
         if !forced
             && let Some(last) = state.last_attempt
-            && last.elapsed() < self.options.min_refresh_interval
+            && last.elapsed() < self.options.intervals.min_refresh
         {
             return match &state.last_error {
                 Some(error) => Err(error.clone()),
@@ -230,23 +240,25 @@ impl Authenticator {
 
     /// Waits for a fetch of the keys that begins after `arrival`, starting it when the rate
     /// limit permits (at most one interval from now), single-flight with every other caller.
+    /// Strictly after: a fetch that began at the same instant (on a coarse or paused clock)
+    /// may have read the keys before the token's key was published.
     async fn refresh_keys_after(&self, arrival: Instant) -> Result<(), String> {
         loop {
             let mut state = self.refresh.lock().await;
             if state
                 .last_success_started
-                .is_some_and(|started| started >= arrival)
+                .is_some_and(|started| started > arrival)
             {
                 return Ok(());
             }
             if let Some(last) = state.last_attempt
-                && last >= arrival
+                && last > arrival
                 && let Some(error) = &state.last_error
             {
                 return Err(error.clone());
             }
             let permitted = state.last_attempt.map_or(Instant::now(), |last| {
-                last + self.options.min_refresh_interval
+                last + self.options.intervals.min_refresh
             });
             let wait = permitted.saturating_duration_since(Instant::now());
             if wait.is_zero() {
@@ -297,6 +309,7 @@ impl Authenticator {
                 self.generation
                     .store(state.generation, std::sync::atomic::Ordering::Release);
                 if first {
+                    self.ready.send_replace(true);
                     tracing::info!(url = %self.discovery_url, "identity server keys loaded");
                 }
                 Ok(())

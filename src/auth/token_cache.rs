@@ -19,11 +19,14 @@
 //! was not, or has expired, is dropped. A token sent twice stays; a flood of fresh logins
 //! only replaces tokens that were never reused. Each shard's table is allocated once at its
 //! full size, so memory is bounded by [`TokenCache::new`]'s budget and never rehashes.
+//!
+//! Entries expire on tokio's clock, as every interval of `auth/` is measured.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Upper bound on how long a verified token is trusted without re-verification.
@@ -206,18 +209,28 @@ mod tests {
         assert_eq!(cache.get(&digest, 3), None);
     }
 
-    #[test]
-    fn expired_entries_are_not_returned() {
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_is_served_until_it_expires_and_not_after() {
         let cache = TokenCache::new(ENTRY_BYTES * SHARDS * 10);
         let digest = TokenCache::digest("a");
         cache.insert(
             digest,
             Uuid::nil(),
-            Instant::now() + Duration::from_millis(20),
+            Instant::now() + Duration::from_secs(20),
             0,
         );
+        tokio::time::advance(Duration::from_secs(20) - Duration::from_millis(1)).await;
         assert_eq!(cache.get(&digest, 0), Some(Uuid::nil()));
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(cache.get(&digest, 0), None);
+
+        // A token valid for an hour is trusted for MAX_ENTRY_TTL, then verified again.
+        let digest = TokenCache::digest("b");
+        let hour = Duration::from_secs(3600);
+        cache.insert(digest, Uuid::nil(), Instant::now() + hour, 0);
+        tokio::time::advance(MAX_ENTRY_TTL - Duration::from_millis(1)).await;
+        assert_eq!(cache.get(&digest, 0), Some(Uuid::nil()));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(cache.get(&digest, 0), None);
     }
 

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod connection_limits;
 pub mod connection_string;
 pub(crate) mod database;
+pub mod intervals;
 pub(crate) mod layers;
 pub mod listen;
 pub mod logging;
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 
 pub use azure_key_vault::AzureAdCredentials;
 pub use azure_storage::{AzureStorageAccount, AzureStorageCredential};
+pub use intervals::Intervals;
 pub use listen::{ListenHost, ListenUrl};
 pub use setting_path::{SettingPath, SettingSection, SettingsGroup};
 pub use sql_connection::{SqlConnection, SqlDialect};

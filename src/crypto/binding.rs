@@ -18,12 +18,15 @@
 //! finishes never serves an unbound key written after that), with it `off` (where nothing
 //! but an operator's mistake sets the property, and every key is unbound) at most once per
 //! [`RECHECK_INTERVAL`], also when a key is sealed. Once seen set, it holds for the life of
-//! the process (`unbind-user-keys` asks for the service to be stopped).
+//! the process (`unbind-user-keys` asks for the service to be stopped). The interval is
+//! measured on tokio's clock.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::SealedForm;
 use crate::config::UserKeyBinding;

@@ -91,6 +91,7 @@ pub async fn run(
         recovery_key: None,
         https_certificate: None,
         user_key_binding: Default::default(),
+        intervals: Default::default(),
     };
     let listen = [ListenUrl {
         tls: false,

@@ -21,7 +21,8 @@ use crate::config::top_level::{
     web_vault_origin,
 };
 use crate::config::{
-    ConfigError, ConfigSource, DatabaseSettings, RecoveryKeySettings, SettingsGroup, UserKeyBinding,
+    ConfigError, ConfigSource, DatabaseSettings, Intervals, RecoveryKeySettings, SettingsGroup,
+    UserKeyBinding,
 };
 use crate::keys::{RSA_KEY_PROVIDER, RsaKeySettings};
 use crate::tls::HttpsCertificateSettings;
@@ -48,6 +49,9 @@ pub struct Settings {
     /// `userKeyBinding`: whether new user keys are sealed bound to their user (see
     /// [`crate::crypto::binding`]). Not an upstream setting.
     pub user_key_binding: UserKeyBinding,
+    /// The intervals and time limits the service runs with: never read from a setting,
+    /// always [`Intervals::default`] but in tests (see [`crate::config::intervals`]).
+    pub intervals: Intervals,
 }
 
 /// `transferTo`: upstream's one-shot copy into another database at start-up, and the
@@ -167,6 +171,7 @@ fn validate(
         database,
         rsa_key,
         transfer_to,
+        intervals: Intervals::default(),
     })
 }
 

@@ -17,9 +17,6 @@ use uuid::Uuid;
 
 use super::UserKeyStore;
 
-/// How often pending access times are written.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Collects access times and writes them in batches.
 #[derive(Clone)]
 pub struct LastAccessRecorder {
@@ -65,11 +62,12 @@ impl LastAccessRecorder {
         }
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`] until `shutdown`, then once more.
-    pub fn spawn_flusher(&self, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// Flushes `every` so often (`Settings::intervals`, on tokio's clock) until `shutdown`,
+    /// then once more.
+    pub fn spawn_flusher(&self, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
         let recorder = self.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+            let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

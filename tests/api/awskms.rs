@@ -763,7 +763,14 @@ async fn web_identity_credentials_are_waited_for_until_sts_answers() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", dir.path());
     let mut service = Service::spawn(command, port);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Start-up found STS down, waited, found it down again and keeps waiting.
+    service
+        .wait_for_log(
+            "RSA key provider unavailable; retrying",
+            2,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         !service.has_exited(),
         "STS not answering yet is waited out, not taken for missing credentials"

@@ -121,7 +121,13 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Arc::new(TestIdp::start().await);
     let client = reqwest::Client::new();
-    let mut service = Service::start(dir.path(), "sqlite", &idp.url).await;
+    let port = free_port();
+    let mut command = service_command(dir.path(), "sqlite", &idp.url, port);
+    // tower-http's `started processing request`: the line that says a request reached the
+    // service.
+    command.env("RUST_LOG", "info,tower_http=debug");
+    let mut service = Service::spawn(command, port).wait_ready().await;
+    const REQUEST_STARTED: &str = "started processing request";
 
     let reader = idp.token_for(Uuid::new_v4());
     let reader_key = random_key();
@@ -155,10 +161,19 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
                 .await
         }
     });
+    let started = service.log_lines_with(REQUEST_STARTED);
     sender.send(Ok(first.as_bytes().to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    service
+        .wait_for_log(REQUEST_STARTED, started + 1, Duration::from_secs(10))
+        .await;
     service.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    service
+        .wait_for_log(
+            "shutting down: finishing in-flight requests",
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
     sender.send(Ok(second.as_bytes().to_vec())).await.unwrap();
     drop(sender);
     let response = in_flight
@@ -312,7 +327,7 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_
     let stderr = child.stderr.take().unwrap();
     let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push(line);
         }
@@ -365,7 +380,8 @@ async fn every_key_read_and_write_leaves_an_audit_line_with_the_request_ids_and_
         .arg(child.id().to_string())
         .status();
     let _ = child.wait();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Its stderr ends with it: every line it wrote is read once the reader is done.
+    reader.join().unwrap();
 
     let lines = lines.lock().unwrap().clone();
     let audits: Vec<serde_json::Value> = lines

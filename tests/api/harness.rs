@@ -28,7 +28,6 @@ pub enum Runtime {
     CurrentThread,
     /// `#[tokio::test(start_paused = true)]`: one thread, tokio's clock paused at the start
     /// and advanced only by the test or when every task waits on a timer.
-    #[expect(dead_code, reason = "no test runs on the paused clock yet")]
     Paused,
     /// `#[tokio::test(flavor = "multi_thread", worker_threads = N)]`.
     MultiThread(usize),

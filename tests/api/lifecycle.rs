@@ -171,7 +171,19 @@ async fn json_concurrent_writes_for_one_user_end_consistent() {
 
 async fn get_records_last_access_without_a_write_per_request() {
     let idp = Arc::new(TestIdp::start().await);
-    let app = spawn_app_with(Arc::clone(&idp), AppOptions::default()).await;
+    // No periodic flush within the test: only a write per request could store the date.
+    let intervals = key_connector::config::Intervals {
+        last_access_flush: std::time::Duration::from_secs(24 * 3600),
+        ..Default::default()
+    };
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            intervals,
+            ..AppOptions::default()
+        },
+    )
+    .await;
     let user = Uuid::new_v4();
     let token = idp.token_for(user);
     assert_eq!(
@@ -206,6 +218,47 @@ async fn get_records_last_access_without_a_write_per_request() {
     assert!(last <= before && (before - last).whole_seconds() < 60);
 }
 
+async fn pending_last_access_dates_are_written_every_flush_interval_while_serving() {
+    let idp = Arc::new(TestIdp::start().await);
+    let intervals = key_connector::config::Intervals {
+        last_access_flush: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let app = spawn_app_with(
+        Arc::clone(&idp),
+        AppOptions {
+            intervals,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let token = idp.token_for(user);
+    assert_eq!(
+        app.post_key(&token, &random_key()).await.status(),
+        StatusCode::OK
+    );
+    assert!(app.read_key(&token).await.is_ok());
+    // Written by the periodic flush, the service still running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored = app
+            .state_store()
+            .read_user_key(user)
+            .await
+            .unwrap()
+            .unwrap();
+        if stored.last_access_date.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the access date was not written within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 crate::tests! {
     current_thread: [
         sqlite_keys_survive_a_restart,
@@ -213,6 +266,7 @@ crate::tests! {
         sqlite_database_under_another_certificate_refuses_to_start_and_keeps_its_key,
         json_file_under_another_certificate_refuses_to_start_and_keeps_its_key,
         get_records_last_access_without_a_write_per_request,
+        pending_last_access_dates_are_written_every_flush_interval_while_serving,
     ],
     multi_thread(2): [
         sqlite_concurrent_writes_for_one_user_end_consistent,

@@ -4,10 +4,12 @@
 //! write is lost.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use key_connector::config::Intervals;
+use key_connector::config::intervals::Backoff;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -31,9 +33,24 @@ struct LoadReport {
     acknowledged: Vec<(Uuid, String)>,
 }
 
-/// Reads known users' keys and creates new users until told to stop.
-async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> LoadReport {
-    let mut report = LoadReport::default();
+impl LoadReport {
+    fn reads(&self, status: u16) -> usize {
+        self.read_statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    fn writes(&self, status: u16) -> usize {
+        self.write_statuses.get(&status).copied().unwrap_or(0)
+    }
+}
+
+/// Reads known users' keys and creates new users until told to stop, noting every answer
+/// in `report` as it comes (the test waits on what the load has seen).
+async fn load(
+    app: Arc<TestApp>,
+    known: Vec<Uuid>,
+    stop: Arc<AtomicBool>,
+    report: Arc<Mutex<LoadReport>>,
+) {
     let mut round = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let user = known[round % known.len()];
@@ -42,7 +59,12 @@ async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> Loa
             .await
             .status()
             .as_u16();
-        *report.read_statuses.entry(status).or_default() += 1;
+        *report
+            .lock()
+            .unwrap()
+            .read_statuses
+            .entry(status)
+            .or_default() += 1;
 
         let newcomer = Uuid::new_v4();
         let key = random_key();
@@ -51,14 +73,36 @@ async fn load(app: Arc<TestApp>, known: Vec<Uuid>, stop: Arc<AtomicBool>) -> Loa
             .await
             .status()
             .as_u16();
-        *report.write_statuses.entry(status).or_default() += 1;
-        if status == 200 {
-            report.acknowledged.push((newcomer, key));
+        {
+            let mut report = report.lock().unwrap();
+            *report.write_statuses.entry(status).or_default() += 1;
+            if status == 200 {
+                report.acknowledged.push((newcomer, key));
+            }
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    report
+}
+
+/// Waits until what the load has seen satisfies `condition`; fails the test after `within`.
+async fn wait_for_load(
+    report: &Mutex<LoadReport>,
+    within: Duration,
+    what: &str,
+    condition: impl Fn(&LoadReport) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !condition(&report.lock().unwrap()) {
+        if Instant::now() >= deadline {
+            let report = report.lock().unwrap();
+            panic!(
+                "{what} not seen within {within:?}: reads {:?}, writes {:?}",
+                report.read_statuses, report.write_statuses
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn outage_under_load(server: Engine) {
@@ -88,16 +132,27 @@ async fn outage_under_load(server: Engine) {
     let probe = *known.keys().next().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let report = Arc::new(Mutex::new(LoadReport::default()));
     let background = tokio::spawn(load(
         Arc::clone(&app),
         known.keys().copied().collect(),
         Arc::clone(&stop),
+        Arc::clone(&report),
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_load(
+        &report,
+        Duration::from_secs(15),
+        "a read and a write",
+        |r| r.reads(200) > 0 && r.writes(200) > 0,
+    )
+    .await;
 
-    // The server goes away: connections cut, new ones refused.
+    // The server goes away: connections cut, new ones refused. The load meets it.
     proxy.set(Mode::Down);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_load(&report, Duration::from_secs(15), "a 503 read", |r| {
+        r.reads(503) > 0
+    })
+    .await;
     let response = app.get_key(&idp.token_for(probe)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
@@ -120,14 +175,10 @@ async fn outage_under_load(server: Engine) {
 
     // The server hangs: answers still come, bounded by the command timeout.
     proxy.set(Mode::BlackHole);
-    let started = Instant::now();
-    let response = app.get_key(&idp.token_for(probe)).await;
+    let response = tokio::time::timeout(Duration::from_secs(8), app.get_key(&idp.token_for(probe)))
+        .await
+        .expect("an answer within the timeouts while the database hangs");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
 
     // The server comes back: the service recovers without a restart.
     proxy.set(Mode::Forward);
@@ -142,9 +193,22 @@ async fn outage_under_load(server: Engine) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load, too, reads and writes again.
+    let (reads, writes) = {
+        let report = report.lock().unwrap();
+        (report.reads(200), report.writes(200))
+    };
+    wait_for_load(&report, Duration::from_secs(15), "recovery", |r| {
+        r.reads(200) > reads && r.writes(200) > writes
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
-    let report = background.await.unwrap();
+    background.await.unwrap();
+    let report = Arc::try_unwrap(report)
+        .ok()
+        .expect("the load has stopped")
+        .into_inner()
+        .unwrap();
 
     for status in report.read_statuses.keys() {
         assert!(
@@ -160,11 +224,8 @@ async fn outage_under_load(server: Engine) {
             report.write_statuses
         );
     }
-    assert!(
-        report.read_statuses.get(&503).copied().unwrap_or(0) > 0,
-        "the load saw the outage"
-    );
-    assert!(report.read_statuses.get(&200).copied().unwrap_or(0) > 0);
+    assert!(report.reads(503) > 0, "the load saw the outage");
+    assert!(report.reads(200) > 0);
     for (user, key) in known
         .iter()
         .chain(report.acknowledged.iter().map(|(u, k)| (u, k)))
@@ -187,10 +248,18 @@ async fn start_up_waits_for_the_database(server: Engine) {
         Arc::clone(&idp),
         AppOptions {
             database: Some(settings),
+            intervals: Intervals {
+                start_up_retry: Backoff {
+                    first: Duration::from_millis(50),
+                    max: Duration::from_millis(200),
+                },
+                ..Intervals::default()
+            },
             ..AppOptions::default()
         },
     ));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // One connection an attempt while the server is down: tried, and tried twice again.
+    proxy.wait_for_connections(3, Duration::from_secs(30)).await;
     assert!(
         !starting.is_finished(),
         "start-up must keep retrying, not give up"

@@ -8,7 +8,7 @@
 
 use key_connector::config::SettingsGroup;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use key_connector::config::ConfigSource;
@@ -411,8 +411,10 @@ async fn a_wrong_pfx_password_is_a_config_error_naming_the_password_setting() {
 async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
     let port = crate::support::binary::free_port();
     let settings = settings_from_env(&format!("http://127.0.0.1:{port}"), "s.token", &[]);
-    let started = Instant::now();
-    match open(&settings).await {
+    let opened = tokio::time::timeout(Duration::from_secs(10), open(&settings))
+        .await
+        .expect("an answer within 10 s");
+    match opened {
         Err(KeyProviderError::Unavailable { message, .. }) => {
             assert!(message.contains("Vault"), "{message}");
             assert!(!message.contains("s.token"), "{message}");
@@ -420,7 +422,6 @@ async fn an_unreachable_vault_is_unavailable_within_bounded_time() {
         Err(other) => panic!("expected Unavailable, got {other:?}"),
         Ok(_) => panic!("nothing listens there"),
     }
-    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 /// A real server cannot be made to accept a connection and never answer; a socket nobody
@@ -434,15 +435,18 @@ async fn a_vault_that_never_answers_times_out_as_unavailable() {
             open_connections.push(socket);
         }
     });
-    let started = Instant::now();
-    let result = open(&settings_from_env(&url, "s.token", &[])).await;
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        open(&settings_from_env(&url, "s.token", &[])),
+    )
+    .await
+    .expect("timed out by the service within 20 s");
     hold.abort();
     assert!(
         matches!(result, Err(KeyProviderError::Unavailable { .. })),
         "{:?}",
         result.err()
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 async fn a_sealed_vault_is_unavailable_not_a_config_error() {

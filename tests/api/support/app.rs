@@ -47,6 +47,9 @@ pub struct AppOptions {
     pub recovery_key: Option<key_connector::config::RecoveryKeySettings>,
     /// `userKeyBinding`.
     pub user_key_binding: key_connector::config::UserKeyBinding,
+    /// The intervals the application runs with: short ones make a test quick, and on a
+    /// paused clock (`start_paused`) any interval is passed exactly by `tokio::time::advance`.
+    pub intervals: key_connector::config::Intervals,
 }
 
 impl Default for AppOptions {
@@ -61,6 +64,7 @@ impl Default for AppOptions {
             limits: None,
             recovery_key: None,
             user_key_binding: key_connector::config::UserKeyBinding::Off,
+            intervals: key_connector::config::Intervals::default(),
         }
     }
 }
@@ -114,6 +118,7 @@ pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str
         recovery_key: None,
         https_certificate: None,
         user_key_binding: Default::default(),
+        intervals: Default::default(),
     }
 }
 
@@ -149,6 +154,7 @@ pub async fn try_spawn_app_with(
     settings.transfer_to = options.transfer_to;
     settings.recovery_key = options.recovery_key;
     settings.user_key_binding = options.user_key_binding;
+    settings.intervals = options.intervals;
     if let Some(rsa_key) = options.rsa_key {
         settings.rsa_key = rsa_key;
     }

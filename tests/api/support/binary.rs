@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -27,9 +28,9 @@ pub fn free_port() -> u16 {
 pub struct Service {
     child: Child,
     pub base_url: String,
-    /// What the service wrote to stderr, shown only if the test fails (the harness does not
-    /// capture output, so a passing test's service stays quiet).
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line the service has written to stderr so far, shown only if the test fails
+    /// (the harness does not capture output, so a passing test's service stays quiet).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// The command for `store` (`sqlite` and `json` get a file in `dir`; other providers need
@@ -89,19 +90,41 @@ impl Service {
     /// Starts `command` (made by [`service_command`] for `port`) without waiting.
     pub fn spawn(mut command: Command, port: u16) -> Self {
         let mut child = command.spawn().unwrap();
-        // Drain stderr so the child never blocks on a full pipe.
+        // Drain stderr so the child never blocks on a full pipe, keeping each line for
+        // `wait_for_log`.
         let stderr = child.stderr.take().unwrap();
-        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
-        let kept = std::sync::Arc::clone(&log);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
+                sink.lock().unwrap().push(line);
             }
         });
         Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
             log,
+        }
+    }
+
+    /// How many lines containing `text` the service has written to stderr so far.
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|line| line.contains(text)).count()
+    }
+
+    /// Waits until the service has written `count` lines containing `text` to stderr (what
+    /// a test of the real binary waits on, its clock being out of reach); panics after
+    /// `within`.
+    pub async fn wait_for_log(&self, text: &str, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.log_lines_with(text) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} lines with {text:?} within {within:?}",
+                self.log_lines_with(text)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
