@@ -768,9 +768,11 @@ mod tests {
     }
 
     /// A read that meets another connection's lock waits for it on the blocking pool and
-    /// reads once the lock is gone. On this single-threaded runtime, a read waiting inside
-    /// SQLite on the async thread would hold up the timer below until its busy timeout ran
-    /// out, and then fail with the lock still held.
+    /// reads once the lock is gone. On this single-threaded runtime the spawned read runs
+    /// when the test yields; had it waited inside SQLite on the async thread, the test would
+    /// get the thread back only once the busy timeout ran out and the read had failed with
+    /// the lock still held, so the read would be finished. Held off the thread, it cannot
+    /// finish while the lock is held, however long that takes.
     #[tokio::test]
     async fn a_read_waiting_for_a_lock_leaves_the_async_thread_free() {
         let dir = tempfile::tempdir().unwrap();
@@ -804,7 +806,9 @@ mod tests {
 
         let reader = Arc::clone(&store);
         let read = tokio::spawn(async move { reader.read_user_key(Uuid::new_v4()).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         assert!(
             !read.is_finished(),
             "the read is still waiting for the lock, off the async thread"
