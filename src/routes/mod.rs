@@ -51,8 +51,8 @@ pub fn router(state: AppState, web_vault_origin: &str) -> Router {
         .route(
             "/user-keys",
             get(user_keys::get_key)
-                .post(user_keys::create_key)
-                .put(user_keys::put_key)
+                .post(user_keys::write_key)
+                .put(user_keys::write_key)
                 // A user key must never sit in a browser's or a proxy's cache, and its JSON
                 // must never be sniffed into something else.
                 .layer::<_, std::convert::Infallible>(SetResponseHeaderLayer::overriding(

@@ -8,8 +8,9 @@ use axum::Json;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use base64::Engine;
 use base64::alphabet::STANDARD as STANDARD_ALPHABET;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -137,43 +138,39 @@ async fn read_key(
     }))
 }
 
-pub async fn create_key(
-    State(state): State<AppState>,
-    request: RequestId,
-    user: AuthenticatedUser,
-    body: KeyWriteBody,
-) -> Result<StatusCode, ApiError> {
-    write_key(&state, &user, &request, body, KeyWrite::Create).await
-}
-
-pub async fn put_key(
-    State(state): State<AppState>,
-    request: RequestId,
-    user: AuthenticatedUser,
-    body: KeyWriteBody,
-) -> Result<StatusCode, ApiError> {
-    write_key(&state, &user, &request, body, KeyWrite::CreateOrReplace).await
-}
-
-/// What a write may do to an existing key.
+/// What a write may do to an existing key, from the request's method.
 #[derive(Clone, Copy)]
-enum KeyWrite {
+pub enum KeyWrite {
     /// `POST`: only a user without a key gets one (400 otherwise, nothing changes).
     Create,
     /// `PUT`: creates the key or replaces it, setting `RevisionDate`.
     CreateOrReplace,
 }
 
-async fn write_key(
-    state: &AppState,
-    user: &AuthenticatedUser,
-    request: &RequestId,
-    body: KeyWriteBody,
+impl<S: Send + Sync> FromRequestParts<S> for KeyWrite {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.method {
+            Method::POST => Ok(Self::Create),
+            Method::PUT => Ok(Self::CreateOrReplace),
+            // The router sends only POST and PUT here.
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+}
+
+/// `POST` and `PUT /user-keys`: the method says what the write may do ([`KeyWrite`]).
+pub async fn write_key(
+    State(state): State<AppState>,
     write: KeyWrite,
+    request: RequestId,
+    user: AuthenticatedUser,
+    body: KeyWriteBody,
 ) -> Result<StatusCode, ApiError> {
     let result = async {
         let key = body.read().await?;
-        let sealed = seal(state, user, &key).await?;
+        let sealed = seal(&state, &user, &key).await?;
         match write {
             KeyWrite::Create => {
                 let row = StoredUserKey::fresh(user.user_id, sealed, now_utc());
@@ -198,7 +195,7 @@ async fn write_key(
         KeyWrite::Create => "create",
         KeyWrite::CreateOrReplace => "put",
     };
-    audit(user, request, action, &result);
+    audit(&user, &request, action, &result);
     result
 }
 
