@@ -306,7 +306,6 @@ async fn use_development_storage_reads_from_azurite_on_its_default_port() {
              (the explicit devstoreaccount1 connection string is tested instead)"
                 .to_owned(),
         );
-        return;
     }
     let azurite = Azurite::start_on(10000);
     azurite.upload(pfx()).await;

@@ -4,18 +4,20 @@
 //! Azurite, OpenBao) and learn only once they run whether it is here. libtest cannot mark a
 //! test as ignored once it has started, so such a test used to return early and be counted
 //! as passed. Here each test is a `libtest-mimic` trial: a test that finds its backend absent
-//! says so through [`skip`] (the `skip_or_fail!` family of macros does), and the summary
-//! counts it as ignored, with the reason on its line. Under `KC_REQUIRE_BACKENDS=1` those
-//! macros fail the test instead, as before.
+//! calls [`skip`] (the `skip_or_fail!` family of macros does), which leaves the test from
+//! any depth, and the summary counts it as ignored, with the reason on its line. Under
+//! `KC_REQUIRE_BACKENDS=1` those macros fail the test instead, as before.
 //!
 //! Each file lists its tests once with [`tests!`](crate::tests), giving each the runtime
 //! `#[tokio::test]` would have given it. A test function left out of the list is never called,
-//! which the compiler reports as dead code (and CI's `-D warnings` refuses).
+//! which the compiler reports as dead code (and CI's `-D warnings` refuses); a function still
+//! marked `#[test]` or `#[tokio::test]` would be dropped silently under this harness, which
+//! [`no_test_is_marked_for_libtest`] refuses.
 //!
-//! libtest-mimic does not capture a passing test's output as libtest does; the tests print
-//! little, and a failure's panic message is repeated in the summary.
+//! libtest-mimic does not capture a passing test's output as libtest does, reads the number
+//! of threads from `--test-threads` only (not `RUST_TEST_THREADS`), and runs tests on unnamed
+//! threads, so a panic's own line does not name its test: the failure summary does.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -46,16 +48,15 @@ pub struct Test {
     pub body: Body,
 }
 
-thread_local! {
-    /// Why the test running on this thread did not run, once it has said so.
-    static SKIPPED: RefCell<Option<String>> = const { RefCell::new(None) };
-}
+/// What [`skip`] unwinds with: why the test did not run.
+struct Skipped(String);
 
-/// Marks the test running on this thread as not run, for `reason` (printed on its line).
-/// The caller returns from the test right after. Tests run their body on the thread that
-/// started them (`block_on`), so the mark is read back by [`Test::into_trial`].
-pub fn skip(reason: String) {
-    SKIPPED.with(|skipped| *skipped.borrow_mut() = Some(reason));
+/// Marks the running test as not run, for `reason` (printed on its line), and leaves it: it
+/// unwinds like a panic, so a helper that skips ends the whole test, not just itself. Called
+/// inside a spawned task it ends that task, whose `JoinError` then fails the test if joined:
+/// a skip is never counted as a pass.
+pub fn skip(reason: String) -> ! {
+    std::panic::resume_unwind(Box::new(Skipped(reason)))
 }
 
 impl Test {
@@ -71,12 +72,14 @@ impl Test {
         };
         let body = self.body;
         Trial::ignorable_test(name, move || {
-            SKIPPED.with(|skipped| skipped.borrow_mut().take());
-            run(body)?;
-            Ok(match SKIPPED.with(|skipped| skipped.borrow_mut().take()) {
-                Some(reason) => Completion::ignored_with(reason),
-                None => Completion::Completed,
-            })
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(body))) {
+                Ok(ran) => ran.map(|()| Completion::Completed),
+                Err(payload) => match payload.downcast::<Skipped>() {
+                    Ok(skipped) => Ok(Completion::ignored_with(skipped.0)),
+                    // A failure: libtest-mimic reports the panic with its message.
+                    Err(payload) => std::panic::resume_unwind(payload),
+                },
+            }
         })
     }
 }
@@ -157,4 +160,36 @@ macro_rules! tests {
     (@runtime current_thread) => { $crate::harness::Runtime::CurrentThread };
     (@runtime paused) => { $crate::harness::Runtime::Paused };
     (@runtime multi_thread($workers:literal)) => { $crate::harness::Runtime::MultiThread($workers) };
+}
+
+/// Tests still marked for libtest's harness are compiled away under this one without a
+/// word: refuse them, so that every test is in a `tests!` list.
+fn no_test_is_marked_for_libtest() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
+    let mut marked = Vec::new();
+    let mut folders = vec![root];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (number, line) in text.lines().enumerate() {
+                    let line = line.trim_start();
+                    if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
+                        marked.push(format!("{}:{}", path.display(), number + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        marked.is_empty(),
+        "list these in the file's tests! instead of marking them: {marked:?}"
+    );
+}
+
+crate::tests! {
+    sync: [no_test_is_marked_for_libtest],
 }

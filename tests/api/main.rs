@@ -56,6 +56,7 @@ fn main() -> std::process::ExitCode {
     tests.extend(container::tests());
     tests.extend(cors::tests());
     tests.extend(files::tests());
+    tests.extend(harness::tests());
     #[cfg(feature = "gcpkms")]
     tests.extend(gcpkms::tests());
     tests.extend(https::tests());

@@ -139,10 +139,7 @@ macro_rules! storage_or_skip {
     ($backend:expr) => {
         match $backend.storage().await {
             Ok(storage) => storage,
-            Err(reason) if $backend.not_configured() => {
-                $crate::harness::skip(reason);
-                return;
-            }
+            Err(reason) if $backend.not_configured() => $crate::harness::skip(reason),
             Err(reason) => $crate::skip_or_fail!("{reason}"),
         }
     };

@@ -34,7 +34,8 @@ pub fn backends_required() -> bool {
     std::env::var("KC_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// Skips (prints why) or fails (when backends are required) a test that needs something absent.
+/// Skips (ignored, with why) or fails (when backends are required) a test that needs something
+/// absent.
 #[macro_export]
 macro_rules! skip_or_fail {
     ($($reason:tt)*) => {{
@@ -42,8 +43,7 @@ macro_rules! skip_or_fail {
         if $crate::support::backends_required() {
             panic!("required backend missing: {reason}");
         }
-        $crate::harness::skip(reason);
-        return;
+        $crate::harness::skip(reason)
     }};
 }
 
@@ -56,10 +56,7 @@ macro_rules! database_or_skip {
         let server: $crate::support::databases::Engine = $server;
         match $crate::support::databases::TestDatabase::reserve(server).await {
             Ok(database) => database,
-            Err(reason) if !server.is_configured() => {
-                $crate::harness::skip(reason);
-                return;
-            }
+            Err(reason) if !server.is_configured() => $crate::harness::skip(reason),
             Err(reason) => $crate::skip_or_fail!("{reason}"),
         }
     }};
