@@ -7,7 +7,7 @@
 //! cost of the signature check itself, on the one path every login takes. The header is
 //! still read by `jsonwebtoken`'s own type. The checks are `jsonwebtoken`'s, decision for
 //! decision (the `token` fuzz target and the tests below hold the two side by side, through
-//! [`reference_decision`]):
+//! `reference_decision`, built for the tests and the `reference-model` feature):
 //! signature first, then the required `exp` and `iss`, a malformed `nbf`, `exp` and `nbf`
 //! against the clock with the leeway, `iss` against the discovery document's issuer (a
 //! string, or an array that holds it), no audience; then upstream's `Application` policy.

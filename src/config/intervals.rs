@@ -3,11 +3,12 @@
 //! peer that is down, how often access dates are written.
 //!
 //! None of them is a setting an operator writes: [`Intervals::default`] is what the service
-//! runs with. They are data in [`super::Settings`] so that tests build the application with
-//! short ones. The modules that use them measure them on tokio's clock
-//! (`tokio::time::Instant`, `sleep`, `interval`), never `std::time::Instant`: a test on a
-//! paused clock (`#[tokio::test(start_paused = true)]`) moves them with
-//! `tokio::time::advance`, exactly, instead of sleeping real seconds.
+//! runs with. They are data in the assembled settings (`Settings::intervals`, in the
+//! `settings` module above) so that tests build the application with short ones. The
+//! modules that use them measure them on tokio's clock (`tokio::time::Instant`, `sleep`,
+//! `interval`), never `std::time::Instant`: a test on a paused clock
+//! (`#[tokio::test(start_paused = true)]`) moves them with `tokio::time::advance`, exactly,
+//! instead of sleeping real seconds.
 
 use std::time::Duration;
 

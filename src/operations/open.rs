@@ -117,7 +117,7 @@ pub struct KeyDatabase {
     pub store: Arc<dyn KeyStore>,
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     /// `None` when the database has no symmetric key yet and none was to be created, or
-    /// when it was not asked for ([`SymmetricKeyUse::Left`]).
+    /// when it was not asked for (`SymmetricKeyUse::Left`).
     pub cipher: Option<Arc<UserKeyCipher>>,
 }
 

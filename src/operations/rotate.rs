@@ -7,6 +7,9 @@
 //! keys stay as they are: they are sealed by the symmetric key, which does not change.
 //! Running instances keep working (they hold the symmetric key in memory); restart them with
 //! the new RSA key settings.
+//!
+//! `rotate-symmetric-key`: re-seal every user key under a new symmetric key, resumable, with
+//! the new key saved as the pending one first (see [`rotate_symmetric_key`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -8,7 +8,7 @@
 //! id only, and the file receives exactly the events the console does.
 //!
 //! The console and the file are each written by a background thread from an in-memory
-//! buffer ([`buffered`]): a request never waits for a write or wakes a thread, lines leave
+//! buffer (`buffered.rs`): a request never waits for a write or wakes a thread, lines leave
 //! within milliseconds, many in one write, and when an output cannot keep up new lines
 //! are dropped and counted rather than slowing the service.
 

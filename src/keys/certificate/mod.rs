@@ -1,11 +1,11 @@
 //! The `certificate` RSA key provider: the private key of a PKCS#12 certificate file.
 //!
 //! The certificate comes from a certificate source (`certificate:provider`): a file
-//! (`filesystem`), the .NET certificate store ([`dotnet_store`]), an Azure Storage blob
+//! (`filesystem`), the .NET certificate store (`dotnet_store`), an Azure Storage blob
 //! ([`azure_storage`]), an Azure Key Vault certificate (`azure_key_vault`) or a HashiCorp Vault
-//! secret ([`vault`]). Each yields the PKCS#12 bytes
-//! and their password; decoding and the key are the same whatever the source. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly as
-//! upstream's .NET `RSAEncryptionPadding.OaepSHA1`, so databases written by either side
+//! secret (`vault`). Each yields the PKCS#12 bytes and their password; decoding and the key
+//! are the same whatever the source. Wrapping is RSA-OAEP with SHA-1 and MGF1-SHA-1, exactly
+//! as upstream's .NET `RSAEncryptionPadding.OaepSHA1`, so databases written by either side
 //! unwrap on the other.
 
 #[cfg(feature = "azurekv")]
