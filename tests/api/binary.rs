@@ -136,10 +136,21 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
         StatusCode::OK
     );
     // A read whose LastAccessDate is only pending in memory when the signal arrives.
-    assert_eq!(
-        read_key(&client, &service.base_url, &reader).await,
-        Ok(reader_key)
-    );
+    let read = client
+        .get(format!("{}/user-keys", service.base_url))
+        .bearer_auth(&reader)
+        .header("x-request-id", "read-before-the-signal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let read: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(read["key"], reader_key.as_str());
+    // Its audit line comes after every earlier request's start line in the service's
+    // stderr: once it has been read, the count below can grow only by the request in flight.
+    service
+        .wait_for_log("read-before-the-signal", 1, Duration::from_secs(10))
+        .await;
 
     // A request in flight: its body arrives in two halves around the signal.
     let writer = idp.token_for(Uuid::new_v4());
@@ -148,6 +159,7 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     let (first, second) = body.split_at(body.len() / 2);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let started = service.log_lines_with(REQUEST_STARTED);
     let in_flight = tokio::spawn({
         let client = client.clone();
         let url = format!("{}/user-keys", service.base_url);
@@ -161,7 +173,6 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
                 .await
         }
     });
-    let started = service.log_lines_with(REQUEST_STARTED);
     sender.send(Ok(first.as_bytes().to_vec())).await.unwrap();
     service
         .wait_for_log(REQUEST_STARTED, started + 1, Duration::from_secs(10))
