@@ -90,7 +90,7 @@ async fn recover_in(
     let user_keys = verify_every_user_key(store, &recovered, interactive).await?;
     let (current, pending) = assign(&recovered, &user_keys.opened, pending_wrapped.is_some())?;
 
-    let new_provider = open_rsa_key("new RSA key", to, group).await?;
+    let new_provider = open_rsa_key(to, group).await?;
     let new_current = super::wrap_proved(new_provider.as_ref(), &current.key).await?;
     let new_pending = match pending {
         Some(pending) => Some(super::wrap_proved(new_provider.as_ref(), &pending.key).await?),

@@ -25,7 +25,9 @@ pub enum OperationError {
         #[source]
         source: StoreError,
     },
-    #[error("{what}: cannot load the RSA key: {source}")]
+    /// The RSA key of a settings group could not be opened; `what` names the group's key
+    /// ("RSA key (keyConnectorSettings__rsaKey__...)"), the provider's text its setting.
+    #[error("cannot open the {what}: {source}")]
     RsaKey {
         what: &'static str,
         #[source]

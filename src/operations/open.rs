@@ -155,7 +155,7 @@ impl<'a> Keys<'a> {
         &self,
         store: &dyn KeyStore,
     ) -> Result<(Arc<dyn RsaKeyProvider>, Option<UserKeyCipher>), OperationError> {
-        let rsa_key = open_rsa_key(self.what, self.rsa_key, self.group).await?;
+        let rsa_key = open_rsa_key(self.rsa_key, self.group).await?;
         let cipher = match self.symmetric_key {
             SymmetricKeyUse::Left => Ok(None),
             SymmetricKeyUse::Existing => unwrap_existing(store, rsa_key.as_ref()).await,
@@ -216,15 +216,28 @@ impl<A: Opening, B: Opening> Opening for (A, B) {
     }
 }
 
-/// The RSA key provider configured by `settings` in `group`, named `what` in messages.
+/// How messages name the RSA key of `group` (the provider's own text names the setting).
+fn rsa_key_label(group: SettingsGroup) -> &'static str {
+    match group {
+        SettingsGroup::Main => "RSA key (keyConnectorSettings__rsaKey__...)",
+        SettingsGroup::TransferTo => {
+            "transfer target's RSA key (keyConnectorSettings__transferTo__rsaKey__...)"
+        }
+        SettingsGroup::RotateTo => "new RSA key (keyConnectorSettings__rotateTo__...)",
+    }
+}
+
+/// The RSA key provider configured by `settings` in `group`; messages name that group's key.
 pub(crate) async fn open_rsa_key(
-    what: &'static str,
     settings: &RsaKeySettings,
     group: SettingsGroup,
 ) -> Result<Arc<dyn RsaKeyProvider>, OperationError> {
     open_rsa_key_provider(settings, group)
         .await
-        .map_err(|source| OperationError::RsaKey { what, source })
+        .map_err(|source| OperationError::RsaKey {
+            what: rsa_key_label(group),
+            source,
+        })
 }
 
 #[cfg(test)]

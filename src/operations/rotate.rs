@@ -37,11 +37,7 @@ pub async fn rotate_rsa_key(
 ) -> Result<RotationReport, OperationError> {
     super::run(Keys::main(database, current, SymmetricKeyUse::Left), async |database: &KeyDatabase| {
         let store = database.store.as_ref();
-        let new_provider = open_rsa_key(
-            "new RSA key (keyConnectorSettings__rotateTo__...)",
-            new,
-            SettingsGroup::RotateTo,
-        )
+        let new_provider = open_rsa_key(new, SettingsGroup::RotateTo)
         .await?;
         let wrapped = super::stored_symmetric_key(
             store,

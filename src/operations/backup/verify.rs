@@ -42,9 +42,7 @@ pub struct ConfiguredRsaKey(pub Arc<dyn RsaKeyProvider>);
 impl ConfiguredRsaKey {
     /// The service's RSA key (`keyConnectorSettings:rsaKey`).
     pub async fn open(settings: &RsaKeySettings) -> Result<Self, OperationError> {
-        Ok(Self(
-            open_rsa_key("backup", settings, SettingsGroup::Main).await?,
-        ))
+        Ok(Self(open_rsa_key(settings, SettingsGroup::Main).await?))
     }
 }
 
