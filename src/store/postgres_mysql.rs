@@ -674,7 +674,7 @@ impl RecoveryWrapRows for PostgresMysqlStore {
 
     async fn change_wrap_rows(&self, change: WrapChange) -> Result<(), StoreError> {
         let sql = &self.statements;
-        with_deadline(self.deadline, async {
+        with_deadline(self.deadline + BOOTSTRAP_LOCK_WAIT, async {
             on_server!(&self.pool, |pool, dialect| {
                 if change.adds_a_wrap() {
                     // DDL commits on its own on MySQL: create the table first, then change
@@ -686,26 +686,34 @@ impl RecoveryWrapRows for PostgresMysqlStore {
                 } else if !table_exists(pool, dialect::RECOVERY_WRAPS_EXIST).await? {
                     return Ok(());
                 }
-                let mut tx = pool.begin().await.map_err(store_error)?;
-                let stored: Vec<(String, String, String)> =
-                    sqlx::query_as(run(&sql.select_recovery_wraps))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
-                let stored: Vec<_> = stored.into_iter().map(from_columns).collect();
-                for write in wrap_plan(&change, &stored) {
-                    let statement = match &write {
-                        WrapWrite::Delete { key_check } => {
-                            sqlx::query(run(&sql.delete_recovery_wrap)).bind(key_check)
-                        }
-                        WrapWrite::Insert(wrap) => sqlx::query(run(&sql.insert_recovery_wrap))
-                            .bind(&wrap.key_check)
-                            .bind(&wrap.fingerprint)
-                            .bind(&wrap.wrapped_key),
-                    };
-                    statement.execute(&mut *tx).await.map_err(store_error)?;
+                // Under the key rows' lock, as replicas may save wraps at once: the plan is
+                // made from what no one else changes until it is written.
+                let mut conn = pool.acquire().await.map_err(store_error)?;
+                let result = async {
+                    let mut tx = dialect::lock_key_rows(&mut conn).await?;
+                    let stored: Vec<(String, String, String)> =
+                        sqlx::query_as(run(&sql.select_recovery_wraps))
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(store_error)?;
+                    let stored: Vec<_> = stored.into_iter().map(from_columns).collect();
+                    for write in wrap_plan(&change, &stored) {
+                        let statement = match &write {
+                            WrapWrite::Delete { key_check } => {
+                                sqlx::query(run(&sql.delete_recovery_wrap)).bind(key_check)
+                            }
+                            WrapWrite::Insert(wrap) => sqlx::query(run(&sql.insert_recovery_wrap))
+                                .bind(&wrap.key_check)
+                                .bind(&wrap.fingerprint)
+                                .bind(&wrap.wrapped_key),
+                        };
+                        statement.execute(&mut *tx).await.map_err(store_error)?;
+                    }
+                    tx.commit().await.map_err(store_error)
                 }
-                tx.commit().await.map_err(store_error)
+                .await;
+                dialect::unlock(&mut conn).await;
+                result
             })
         })
         .await
