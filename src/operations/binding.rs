@@ -17,7 +17,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::progress::Progress;
-use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
+use super::{DatabaseWithKeys, KeyDatabase, OperationError, StepFailure, SymmetricKeyUse};
 use crate::config::DatabaseSettings;
 use crate::crypto::binding::{BOUND_VALUE, unbound_keys_refused};
 use crate::crypto::symmetric_key::unwrap_stored;
@@ -94,7 +94,7 @@ async fn run(
     batch: Option<usize>,
     interactive: bool,
 ) -> Result<BindingReport, OperationError> {
-    let opening = Keys::main(database, rsa_key, SymmetricKeyUse::Left);
+    let opening = DatabaseWithKeys::main(database, rsa_key, SymmetricKeyUse::NotRead);
     super::run(opening, async |database: &KeyDatabase| {
         let store = &database.store;
         let cipher = match read_cipher(store.as_ref(), database.rsa_key.as_ref()).await? {

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{KeyDatabase, Keys, SymmetricKeyUse};
+use super::{DatabaseWithKeys, KeyDatabase, SymmetricKeyUse};
 use crate::config::ListenUrl;
 use crate::settings::{LoadedSettings, Settings};
 
@@ -102,7 +102,7 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         Err(error) => report.push(Outcome::Failed, "listen", error),
     }
 
-    let opening = Keys::main(
+    let opening = DatabaseWithKeys::main(
         &settings.database,
         &settings.rsa_key,
         SymmetricKeyUse::Existing,
@@ -123,7 +123,7 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         .as_ref()
         .and_then(|t| t.target.as_ref())
     {
-        let opening = Keys::transfer_target(target, SymmetricKeyUse::Existing);
+        let opening = DatabaseWithKeys::transfer_target(target, SymmetricKeyUse::Existing);
         let described = super::run(opening, async |target: &KeyDatabase| {
             Ok(format!(
                 "{} store and {} open; {}",

@@ -22,7 +22,7 @@ pub mod transfer;
 pub(crate) use self::error::StepFailure;
 pub use self::error::{OperationError, StepCause};
 pub use self::open::KeyDatabase;
-pub(crate) use self::open::{Database, Keys, SymmetricKeyUse, open_rsa_key, run};
+pub(crate) use self::open::{Database, DatabaseWithKeys, SymmetricKeyUse, open_rsa_key, run};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 

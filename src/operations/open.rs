@@ -1,7 +1,8 @@
 //! The one way a task opens what it works on, runs and closes it: [`run`] opens an
-//! [`Opening`] (a database alone, [`Database`]; a database with its keys, [`Keys`]; or two
-//! of them, for a transfer), runs the task on what was opened, and closes every store it
-//! opened whatever the task returned, and also when opening fails half-way.
+//! [`Opening`] (a database alone, [`Database`]; a database with its keys,
+//! [`DatabaseWithKeys`]; or two of them, for a transfer), runs the task on what was opened,
+//! and closes every store it opened whatever the task returned, and also when opening fails
+//! half-way.
 //!
 //! Everything is opened through the same seams as the server ([`open_store`],
 //! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
@@ -93,8 +94,8 @@ impl Opening for Database<'_> {
 /// What a task needs of the database's symmetric key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SymmetricKeyUse {
-    /// Nothing: the task reads it itself (the cipher is left `None`).
-    Left,
+    /// Not read here: the task reads it itself, or needs none (the cipher is `None`).
+    NotRead,
     /// Unwrapped if the database has one; nothing is written.
     Existing,
     /// Unwrapped, or created in a database without one, as the server does at start-up.
@@ -102,7 +103,7 @@ pub(crate) enum SymmetricKeyUse {
 }
 
 /// A database with the RSA key that wraps its symmetric key.
-pub(crate) struct Keys<'a> {
+pub(crate) struct DatabaseWithKeys<'a> {
     /// Names the database in messages ("database", "source", "transfer target").
     pub what: &'static str,
     pub database: &'a DatabaseSettings,
@@ -117,11 +118,11 @@ pub struct KeyDatabase {
     pub store: Arc<dyn KeyStore>,
     pub rsa_key: Arc<dyn RsaKeyProvider>,
     /// `None` when the database has no symmetric key yet and none was to be created, or
-    /// when it was not asked for (`SymmetricKeyUse::Left`).
+    /// when it was not asked for (`SymmetricKeyUse::NotRead`).
     pub cipher: Option<Arc<UserKeyCipher>>,
 }
 
-impl<'a> Keys<'a> {
+impl<'a> DatabaseWithKeys<'a> {
     /// The service's database with its RSA key (`keyConnectorSettings:rsaKey`).
     pub(crate) fn main(
         database: &'a DatabaseSettings,
@@ -157,7 +158,7 @@ impl<'a> Keys<'a> {
     ) -> Result<(Arc<dyn RsaKeyProvider>, Option<UserKeyCipher>), OperationError> {
         let rsa_key = open_rsa_key(self.rsa_key, self.group).await?;
         let cipher = match self.symmetric_key {
-            SymmetricKeyUse::Left => Ok(None),
+            SymmetricKeyUse::NotRead => Ok(None),
             SymmetricKeyUse::Existing => unwrap_existing(store, rsa_key.as_ref()).await,
             SymmetricKeyUse::CreatedIfMissing => {
                 load_or_create_symmetric_key(store, rsa_key.as_ref())
@@ -173,7 +174,7 @@ impl<'a> Keys<'a> {
     }
 }
 
-impl Opening for Keys<'_> {
+impl Opening for DatabaseWithKeys<'_> {
     type Opened = KeyDatabase;
 
     async fn open(self) -> Result<Self::Opened, OperationError> {

@@ -9,7 +9,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{KeyDatabase, Keys, OperationError, SymmetricKeyUse};
+use super::{DatabaseWithKeys, KeyDatabase, OperationError, SymmetricKeyUse};
 use crate::config::ConfigError;
 use crate::crypto::recovery::{
     OnMismatch, RecoveryError, RecoveryPublicKey, RecoveryStatus, keep_recovery_wraps_current,
@@ -110,7 +110,7 @@ pub fn configured_key(settings: &Settings) -> Result<Option<RecoveryPublicKey>, 
 /// recovery key, replacing wraps made for another recovery key.
 pub async fn replace_recovery_wrap(settings: &Settings) -> Result<RecoveryStatus, OperationError> {
     let recovery = configured_key(settings)?.ok_or(OperationError::NoRecoveryKeyConfigured)?;
-    let opening = Keys::main(
+    let opening = DatabaseWithKeys::main(
         &settings.database,
         &settings.rsa_key,
         SymmetricKeyUse::Existing,

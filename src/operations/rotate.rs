@@ -14,7 +14,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse, open_rsa_key};
+use super::{
+    DatabaseWithKeys, KeyDatabase, OperationError, StepFailure, SymmetricKeyUse, open_rsa_key,
+};
 use crate::config::{DatabaseSettings, SettingsGroup};
 use crate::crypto::recovery::{OnMismatch, RecoveryPublicKey, keep_recovery_wraps_current};
 use crate::crypto::symmetric_key::unwrap_stored;
@@ -35,7 +37,7 @@ pub async fn rotate_rsa_key(
     new: &RsaKeySettings,
     recovery: Option<&RecoveryPublicKey>,
 ) -> Result<RotationReport, OperationError> {
-    super::run(Keys::main(database, current, SymmetricKeyUse::Left), async |database: &KeyDatabase| {
+    super::run(DatabaseWithKeys::main(database, current, SymmetricKeyUse::NotRead), async |database: &KeyDatabase| {
         let store = database.store.as_ref();
         let new_provider = open_rsa_key(new, SettingsGroup::RotateTo)
         .await?;
@@ -118,7 +120,7 @@ pub async fn rotate_symmetric_key(
 
     let failed =
         StepFailure("Every key is still readable; run the rotation again when it is fixed");
-    super::run(Keys::main(database, rsa_key, SymmetricKeyUse::Left), async |database: &KeyDatabase| {
+    super::run(DatabaseWithKeys::main(database, rsa_key, SymmetricKeyUse::NotRead), async |database: &KeyDatabase| {
         let (store, provider) = (&database.store, &database.rsa_key);
         let current_wrapped = super::stored_symmetric_key(store.as_ref(), " yet").await?;
         let symmetric = |e| OperationError::SymmetricKey {

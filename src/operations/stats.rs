@@ -9,7 +9,9 @@ use super::{Database, OperationError, StepFailure};
 use crate::config::DatabaseSettings;
 use crate::store::{KeyStore, StoredUserKey};
 
-/// `stats`: the key statistics and the binding state of `database`, read only.
+/// `stats`: the key statistics and the binding state of `database` (it writes nothing to
+/// an existing database; like every command, it opens the configured store as the service
+/// does).
 pub async fn read(database: &DatabaseSettings) -> Result<(KeyStats, BindingState), OperationError> {
     super::run(
         Database::at("stats", database),

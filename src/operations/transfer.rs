@@ -20,7 +20,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use super::progress::Progress;
-use super::{KeyDatabase, Keys, OperationError, StepFailure, SymmetricKeyUse};
+use super::{DatabaseWithKeys, KeyDatabase, OperationError, StepFailure, SymmetricKeyUse};
 use crate::crypto::{SealedForm, UserKeyCipher};
 use crate::private_file::owner_only;
 use crate::settings::{Settings, TransferTarget, TransferToSettings};
@@ -172,9 +172,9 @@ pub async fn transfer_to_target(
     target: &TransferTarget,
     dry_run: bool,
 ) -> Result<TransferReport, OperationError> {
-    let source = Keys {
+    let source = DatabaseWithKeys {
         what: "source",
-        ..Keys::main(
+        ..DatabaseWithKeys::main(
             &settings.database,
             &settings.rsa_key,
             SymmetricKeyUse::Existing,
@@ -185,7 +185,7 @@ pub async fn transfer_to_target(
     } else {
         SymmetricKeyUse::CreatedIfMissing
     };
-    let target = Keys::transfer_target(target, target_key);
+    let target = DatabaseWithKeys::transfer_target(target, target_key);
     super::run(
         (source, target),
         async |(from, to): &(KeyDatabase, KeyDatabase)| {
@@ -292,7 +292,7 @@ pub async fn run_at_start_up(
     let started = crate::dotnet_time::format_iso_utc(crate::dotnet_time::now_utc());
     write_lock(lockfile, &format!("{IN_PROGRESS} since {started}\n")).map_err(io_error)?;
     tracing::info!("transferTo: starting the transfer to the new database");
-    let opening = Keys::transfer_target(target, SymmetricKeyUse::CreatedIfMissing);
+    let opening = DatabaseWithKeys::transfer_target(target, SymmetricKeyUse::CreatedIfMissing);
     let report = super::run(opening, async |target: &KeyDatabase| {
         super::recovery_wraps::keep_target_current(settings, target).await?;
         transfer(source, target, false, false).await
