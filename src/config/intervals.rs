@@ -1,6 +1,7 @@
-//! Every interval and time limit that decides what the service does: how often the identity
-//! server's keys are refreshed, how long a `/health` answer is reused, how start-up retries a
-//! peer that is down, how often access dates are written.
+//! The intervals and time limits tests set: how often the identity server's keys are
+//! refreshed, how long a `/health` answer is reused, how start-up retries a peer that is
+//! down, how often access dates are written. Other time limits (a provider's or a SQL
+//! server's call, the shutdown grace) stay constants of the modules that use them.
 //!
 //! None of them is a setting an operator writes: [`Intervals::default`] is what the service
 //! runs with. They are data in the assembled settings (`Settings::intervals`, in the
