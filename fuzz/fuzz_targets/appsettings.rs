@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use key_connector::config::{self, ConfigSource};
+use key_connector::settings;
 use libfuzzer_sys::fuzz_target;
 
 fn folder() -> &'static tempfile::TempDir {
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         file: Some(path),
         env: Vec::new(),
     };
-    let _ = config::load(&source);
+    let _ = settings::load(&source);
     let _ = config::logging::load(&source);
     let _ = config::connection_limits::load(&source);
 });
