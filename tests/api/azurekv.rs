@@ -201,6 +201,16 @@ impl AzureStandIn {
         }
     }
 
+    /// The provider on the stand-in's key, opened with the main settings group.
+    pub(crate) async fn open_key(&self) -> Result<AzureKeyVaultKeyProvider, KeyProviderError> {
+        AzureKeyVaultKeyProvider::open_with(
+            &self.key_settings(),
+            SettingsGroup::Main,
+            self.connection(),
+        )
+        .await
+    }
+
     pub(crate) fn key_settings(&self) -> AzureKeyVaultKeySettings {
         AzureKeyVaultKeySettings {
             vault_uri: self.vault_uri(),
@@ -711,13 +721,7 @@ fn percent_decode(text: &str) -> String {
 
 async fn wraps_with_rsa_oaep_and_unwraps_in_the_vault_with_the_versioned_key() {
     let azure = AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .expect("provider opens");
+    let provider = azure.open_key().await.expect("provider opens");
     let (version, key) = azure.current();
     assert!(
         provider.describe().contains(&version),
@@ -770,13 +774,7 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     let (first_version, first) = azure.current();
     let symmetric: Vec<u8> = (0u8..32).collect();
     let stored = encrypt_oaep_sha1(&first.public, &symmetric);
-    let provider = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let provider = azure.open_key().await.unwrap();
     assert_eq!(
         &provider.unwrap_symmetric_key(&stored).await.unwrap()[..],
         &symmetric[..]
@@ -791,22 +789,10 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
     // A new start reads the new current version, as upstream does. That version cannot open
     // what the old one wrapped (upstream stops there); the older versions are tried and the
     // one that opens it is used from then on.
-    let restarted = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let restarted = azure.open_key().await.unwrap();
     assert!(restarted.describe().contains(&second));
     let third = azure.rotate_key();
-    let restarted = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let restarted = azure.open_key().await.unwrap();
     assert!(restarted.describe().contains(&third));
     assert_eq!(
         &restarted.unwrap_symmetric_key(&stored).await.unwrap()[..],
@@ -865,13 +851,7 @@ async fn a_symmetric_key_upstream_wrapped_unwraps_also_after_new_key_versions() 
 
     // Without the `list` permission the failure says what was not tried.
     azure.state.deny_list.store(true, Ordering::SeqCst);
-    let locked_out = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let locked_out = azure.open_key().await.unwrap();
     let error = locked_out.unwrap_symmetric_key(&stored).await.unwrap_err();
     assert!(
         matches!(error, KeyProviderError::UnwrapFailed { message: ref m, .. }
@@ -922,26 +902,13 @@ async fn a_wrong_client_secret_is_a_config_error_that_never_shows_the_secret() {
 async fn a_sign_in_outage_is_unavailable_and_passes() {
     let azure = AzureStandIn::start().await;
     azure.state.entra_down.store(true, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .err()
-    .expect("no token, no key");
+    let error = azure.open_key().await.err().expect("no token, no key");
     assert!(
         matches!(error, KeyProviderError::Unavailable { message: ref m, .. } if m.contains("Entra ID")),
         "{error:?}"
     );
     azure.state.entra_down.store(false, Ordering::SeqCst);
-    AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .expect("served once sign-in is back");
+    azure.open_key().await.expect("served once sign-in is back");
 }
 
 async fn key_problems_are_config_errors_that_say_what_to_fix() {
@@ -960,14 +927,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     );
 
     azure.state.deny_reads.store(true, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let error = azure.open_key().await.err().unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("denied access") && m.contains("permissions")),
         "{error:?}"
@@ -975,14 +935,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     azure.state.deny_reads.store(false, Ordering::SeqCst);
 
     azure.state.enabled.store(false, Ordering::SeqCst);
-    let error = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let error = azure.open_key().await.err().unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("disabled")),
         "{error:?}"
@@ -990,14 +943,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
     azure.state.enabled.store(true, Ordering::SeqCst);
 
     *azure.state.key_ops.lock().unwrap() = vec!["sign", "verify"];
-    let error = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let error = azure.open_key().await.err().unwrap();
     assert!(
         matches!(error, KeyProviderError::Config { message: ref m, .. } if m.contains("decrypt")),
         "{error:?}"
@@ -1006,13 +952,7 @@ async fn key_problems_are_config_errors_that_say_what_to_fix() {
 
 async fn transient_vault_errors_are_retried_and_outages_are_unavailable() {
     let azure = AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let provider = azure.open_key().await.unwrap();
     let wrapped = provider.wrap_symmetric_key(&[7u8; 32]).await.unwrap();
     azure.state.fail_next.store(1, Ordering::SeqCst);
     assert_eq!(
@@ -1131,13 +1071,7 @@ async fn the_service_keeps_user_keys_under_a_key_vault_wrapped_symmetric_key() {
     let azure = AzureStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
     keys_survive_a_restart_with(dir.path(), || async {
-        let provider = AzureKeyVaultKeyProvider::open_with(
-            &azure.key_settings(),
-            SettingsGroup::Main,
-            azure.connection(),
-        )
-        .await
-        .unwrap();
+        let provider = azure.open_key().await.unwrap();
         Arc::new(provider) as Arc<dyn RsaKeyProvider>
     })
     .await;
@@ -1352,13 +1286,7 @@ async fn microsofts_own_sdk_makes_the_providers_calls_against_the_stand_in() {
         key_connector::pkcs12::generate_self_signed_pfx(2048, "kv certificate", None).unwrap();
     *azure.state.secret.lock().unwrap() =
         Some(("application/x-pkcs12".into(), STANDARD.encode(&pfx)));
-    let provider = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let provider = azure.open_key().await.unwrap();
     let symmetric: Vec<u8> = (100u8..132).collect();
     let wrapped = provider.wrap_symmetric_key(&symmetric).await.unwrap();
     let before = azure.seen().len();
@@ -1487,14 +1415,7 @@ async fn vault_refusals_are_settings_to_fix_or_outages_that_pass() {
     ] {
         *azure.state.fault.lock().unwrap() = status;
         azure.state.fail_next.store(usize::MAX, Ordering::SeqCst);
-        let error = AzureKeyVaultKeyProvider::open_with(
-            &azure.key_settings(),
-            SettingsGroup::Main,
-            azure.connection(),
-        )
-        .await
-        .err()
-        .expect("refused");
+        let error = azure.open_key().await.err().expect("refused");
         match status {
             StatusCode::UNAUTHORIZED => assert!(
                 matches!(error, KeyProviderError::Config { message: ref m, .. }

@@ -474,15 +474,8 @@ async fn a_destroyed_google_cloud_kms_key_is_recovered_onto_a_certificate() {
 
 #[cfg(feature = "azurekv")]
 async fn a_deleted_azure_key_vault_key_is_recovered_onto_a_certificate() {
-    use key_connector::keys::azurekv::AzureKeyVaultKeyProvider;
     let azure = crate::azurekv::AzureStandIn::start().await;
-    let provider = AzureKeyVaultKeyProvider::open_with(
-        &azure.key_settings(),
-        SettingsGroup::Main,
-        azure.connection(),
-    )
-    .await
-    .unwrap();
+    let provider = azure.open_key().await.unwrap();
     recovered_in_a_new_directory(StoreKind::Sqlite, Arc::new(provider), || async {
         // The vault, and the key in it, are gone with the stand-in.
         drop(azure);
