@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::support::{
-    AppOptions, StoreKind, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
+    AppOptions, StoreKind, TestApp, TestIdp, random_key, spawn_app_with, try_spawn_app_with,
 };
 
 async fn keys_survive_a_restart(store: StoreKind) {
@@ -169,15 +169,17 @@ async fn json_concurrent_writes_for_one_user_end_consistent() {
     concurrent_writes_for_one_user_end_consistent(StoreKind::Json).await;
 }
 
-async fn get_records_last_access_without_a_write_per_request() {
-    let idp = Arc::new(TestIdp::start().await);
-    // No periodic flush within the test: only a write per request could store the date.
+/// The application with access dates written every `flush`, and a user who has a key.
+async fn app_with_a_key_flushing_every(
+    idp: &Arc<TestIdp>,
+    flush: std::time::Duration,
+) -> (TestApp, Uuid, String) {
     let intervals = key_connector::config::Intervals {
-        last_access_flush: std::time::Duration::from_secs(24 * 3600),
+        last_access_flush: flush,
         ..Default::default()
     };
     let app = spawn_app_with(
-        Arc::clone(&idp),
+        Arc::clone(idp),
         AppOptions {
             intervals,
             ..AppOptions::default()
@@ -190,6 +192,14 @@ async fn get_records_last_access_without_a_write_per_request() {
         app.post_key(&token, &random_key()).await.status(),
         StatusCode::OK
     );
+    (app, user, token)
+}
+
+async fn get_records_last_access_without_a_write_per_request() {
+    let idp = Arc::new(TestIdp::start().await);
+    // No periodic flush within the test: only a write per request could store the date.
+    let (app, user, token) =
+        app_with_a_key_flushing_every(&idp, std::time::Duration::from_secs(24 * 3600)).await;
     for _ in 0..5 {
         assert!(app.read_key(&token).await.is_ok());
     }
@@ -220,24 +230,8 @@ async fn get_records_last_access_without_a_write_per_request() {
 
 async fn pending_last_access_dates_are_written_every_flush_interval_while_serving() {
     let idp = Arc::new(TestIdp::start().await);
-    let intervals = key_connector::config::Intervals {
-        last_access_flush: std::time::Duration::from_millis(50),
-        ..Default::default()
-    };
-    let app = spawn_app_with(
-        Arc::clone(&idp),
-        AppOptions {
-            intervals,
-            ..AppOptions::default()
-        },
-    )
-    .await;
-    let user = Uuid::new_v4();
-    let token = idp.token_for(user);
-    assert_eq!(
-        app.post_key(&token, &random_key()).await.status(),
-        StatusCode::OK
-    );
+    let (app, user, token) =
+        app_with_a_key_flushing_every(&idp, std::time::Duration::from_millis(50)).await;
     assert!(app.read_key(&token).await.is_ok());
     // Written by the periodic flush, the service still running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
