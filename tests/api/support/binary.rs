@@ -2,7 +2,6 @@
 //! variables as the official container is: starting it, waiting for it, talking to it.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,13 +14,7 @@ use crate::support::{TestIdp, random_key};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_key-connector");
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::ports::free_port;
 
 /// A `key-connector` child process configured only through environment variables, as the
 /// official container is.

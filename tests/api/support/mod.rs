@@ -1,13 +1,15 @@
 //! What the integration tests share: the application on port 0 ([`app`]), the identity
-//! provider ([`idp`]), the real binary ([`binary`]), the SQL servers ([`databases`]), a real
-//! Vault ([`openbao`]), the stand-ins of remote services ([`tls`], [`proxy`]), the vendors'
-//! SDKs that check those stand-ins ([`vendor`]), and the rule for absent backends.
+//! provider ([`idp`]), the real binary ([`binary`]) and the ports it listens on ([`ports`]),
+//! the SQL servers ([`databases`]), a real Vault ([`openbao`]), the stand-ins of remote
+//! services ([`tls`], [`proxy`]), the vendors' SDKs that check those stand-ins ([`vendor`]),
+//! and the rule for absent backends.
 
 pub mod app;
 pub mod binary;
 pub mod databases;
 pub mod idp;
 pub mod openbao;
+pub mod ports;
 pub mod proxy;
 pub mod tls;
 pub mod vendor;

@@ -133,11 +133,7 @@ impl Drop for Service {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (free when asked).
-pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Ports as the API tests take them: below the kernel's ephemeral range, each handed out once.
+#[path = "../../../api/support/ports.rs"]
+mod ports;
+pub(super) use ports::free_port;
