@@ -241,7 +241,7 @@ pub async fn bind_user_keys(
     let settings = &loaded.settings;
     if settings.user_key_binding != UserKeyBinding::On {
         return Err(CommandError::Refused(
-            "bind-user-keys: set keyConnectorSettings__userKeyBinding=on here and on every instance of the service              first (an instance with it off keeps writing unbound keys, which are refused once every key is bound)"
+            "bind-user-keys: set keyConnectorSettings__userKeyBinding=on here and on every instance of the service first (an instance with it off keeps writing unbound keys, which are refused once every key is bound)"
                 .into(),
         ));
     }
@@ -262,7 +262,7 @@ pub async fn unbind_user_keys(
 ) -> Result<BindingOutcome, CommandError> {
     if !service_stopped {
         return Err(CommandError::Refused(
-            "unbind-user-keys: stop every instance of the service first (a running instance that saw every key              bound refuses unbound keys until it restarts), then run again with --service-stopped"
+            "unbind-user-keys: stop every instance of the service first (a running instance that saw every key bound refuses unbound keys until it restarts), then run again with --service-stopped"
                 .into(),
         ));
     }
@@ -270,7 +270,7 @@ pub async fn unbind_user_keys(
     let settings = &loaded.settings;
     if settings.user_key_binding != UserKeyBinding::Off {
         return Err(CommandError::Refused(
-            "unbind-user-keys: set keyConnectorSettings__userKeyBinding=off first (here and wherever the service              will run): with it on, new keys would be sealed bound again"
+            "unbind-user-keys: set keyConnectorSettings__userKeyBinding=off first (here and wherever the service will run): with it on, new keys would be sealed bound again"
                 .into(),
         ));
     }
