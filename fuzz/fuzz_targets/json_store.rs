@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use key_connector::store::json::JsonFileStore;
-use key_connector::store::{StoreBackend, SymmetricKeyStore, UserKeyStore};
+use key_connector::store::{MissingDatabase, StoreBackend, SymmetricKeyStore, UserKeyStore};
 use libfuzzer_sys::fuzz_target;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     runtime().block_on(async {
-        let Ok(store) = JsonFileStore::open(&path).await else {
+        let Ok(store) = JsonFileStore::open(&path, MissingDatabase::Create).await else {
             return;
         };
         let _ = store.read_symmetric_key().await;

@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{DatabaseWithKeys, KeyDatabase, SymmetricKeyUse};
-use crate::config::ListenUrl;
+use crate::config::{ListenUrl, SettingsGroup};
+use crate::keys::RsaKeyProvider;
 use crate::settings::{LoadedSettings, Settings};
+use crate::store::MissingDatabase;
 
 /// User keys decrypted to prove the symmetric key fits the data.
 const SAMPLE: usize = 20;
@@ -112,8 +114,17 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         Ok(())
     })
     .await;
-    if let Err(error) = checked {
-        report.push(Outcome::Failed, "database/RSA key", error.to_string());
+    match checked {
+        Ok(()) => {}
+        Err(error) if error.is_missing_database() => {
+            report.push(
+                Outcome::Warning,
+                "database",
+                format!("{error}; the service creates it at its first start"),
+            );
+            check_rsa_key_alone(&mut report, settings).await;
+        }
+        Err(error) => report.push(Outcome::Failed, "database/RSA key", error.to_string()),
     }
 
     check_identity_server(&mut report, &settings.identity_server_uri).await;
@@ -123,7 +134,10 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         .as_ref()
         .and_then(|t| t.target.as_ref())
     {
-        let opening = DatabaseWithKeys::transfer_target(target, SymmetricKeyUse::Existing);
+        let opening = DatabaseWithKeys {
+            missing: MissingDatabase::Refuse,
+            ..DatabaseWithKeys::transfer_target(target, SymmetricKeyUse::Existing)
+        };
         let described = super::run(opening, async |target: &KeyDatabase| {
             Ok(format!(
                 "{} store and {} open; {}",
@@ -139,6 +153,11 @@ pub async fn run(loaded: &LoadedSettings, listen: Result<Vec<ListenUrl>, String>
         .await;
         match described {
             Ok(described) => report.push(Outcome::Ok, "transfer target", described),
+            Err(error) if error.is_missing_database() => report.push(
+                Outcome::Ok,
+                "transfer target",
+                format!("{error}; the transfer creates it"),
+            ),
             Err(error) => report.push(Outcome::Failed, "transfer target", error.to_string()),
         }
     }
@@ -153,13 +172,26 @@ async fn check_database(report: &mut Report, settings: &Settings, source: &KeyDa
         "database",
         format!("{} store opened, schema checked", source.store.kind()),
     );
-    report.push(Outcome::Ok, "RSA key", source.rsa_key.describe());
-    match source.rsa_key.check_health().await {
+    check_rsa_key(report, source.rsa_key.as_ref()).await;
+    check_keys(report, settings, source).await;
+    check_recovery_wrap(report, settings, source).await;
+}
+
+/// The RSA key of a database that does not exist yet, opened on its own.
+async fn check_rsa_key_alone(report: &mut Report, settings: &Settings) {
+    match super::open_rsa_key(&settings.rsa_key, SettingsGroup::Main).await {
+        Ok(rsa_key) => check_rsa_key(report, rsa_key.as_ref()).await,
+        Err(error) => report.push(Outcome::Failed, "RSA key", error.to_string()),
+    }
+}
+
+/// What the RSA key is, and whether it answers.
+async fn check_rsa_key(report: &mut Report, rsa_key: &dyn RsaKeyProvider) {
+    report.push(Outcome::Ok, "RSA key", rsa_key.describe());
+    match rsa_key.check_health().await {
         Ok(()) => report.push(Outcome::Ok, "RSA key health", "answers"),
         Err(error) => report.push(Outcome::Failed, "RSA key health", error.to_string()),
     }
-    check_keys(report, settings, source).await;
-    check_recovery_wrap(report, settings, source).await;
 }
 
 /// The recovery key's setting and the state of the stored wraps, read-only: a missing wrap

@@ -13,7 +13,7 @@ use crate::crypto::SealError;
 use crate::crypto::recovery::RecoveryError;
 use crate::crypto::symmetric_key::BootstrapError;
 use crate::keys::KeyProviderError;
-use crate::store::{SourceError, StoreError};
+use crate::store::{Refusal, SourceError, StoreError};
 
 /// Why a task could not run. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,19 @@ pub enum OperationError {
     },
     #[error("the backup task failed: {0}")]
     BackgroundTask(#[source] tokio::task::JoinError),
+}
+
+impl OperationError {
+    /// Whether a store was not opened because it is not there (and nothing was created).
+    pub fn is_missing_database(&self) -> bool {
+        matches!(
+            self,
+            Self::Store {
+                source: StoreError::Config(Refusal::NoDatabase { .. }),
+                ..
+            }
+        )
+    }
 }
 
 /// What failed underneath a [`OperationError::Step`].

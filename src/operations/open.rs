@@ -4,7 +4,9 @@
 //! and closes every store it opened whatever the task returned, and also when opening fails
 //! half-way.
 //!
-//! Everything is opened through the same seams as the server ([`open_store`],
+//! A task never creates the service's database ([`MissingDatabase::Refuse`]): only a
+//! transfer creates its target.
+//! Everything is opened through the same seams as the server ([`open_store_if`],
 //! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
 //! write a key differently from the service.
 
@@ -17,7 +19,7 @@ use crate::crypto::symmetric_key::{load_or_create_symmetric_key, unwrap_existing
 use crate::keys::RsaKeySettings;
 use crate::keys::{RsaKeyProvider, open_rsa_key_provider};
 use crate::settings::TransferTarget;
-use crate::store::{KeyStore, NamedBy, open_store, open_store_read_only};
+use crate::store::{KeyStore, MissingDatabase, NamedBy, open_store_if, open_store_read_only};
 
 /// Something a task opens before it runs and closes after.
 pub(crate) trait Opening {
@@ -40,20 +42,29 @@ pub(crate) async fn run<O: Opening, T>(
     result
 }
 
-/// A database alone: the store, as the service opens it, or a copy opened only to be read.
+/// A database alone: the store, opened and migrated as the service does, or a copy opened
+/// only to be read.
 pub(crate) struct Database<'a> {
     what: &'static str,
     settings: &'a DatabaseSettings,
-    read_only: Option<NamedBy>,
+    access: Access,
+}
+
+enum Access {
+    /// Opened and migrated as the service does; created only if `MissingDatabase::Create`.
+    Write(MissingDatabase),
+    /// Opened only to be read; a refusal names what gave it.
+    ReadOnly(NamedBy),
 }
 
 impl<'a> Database<'a> {
-    /// The database of `settings`, named `what` in messages.
+    /// The existing database of `settings`, named `what` in messages. A task never creates
+    /// the service's database: a mistyped path or name is refused, not a new empty database.
     pub(crate) fn at(what: &'static str, settings: &'a DatabaseSettings) -> Self {
         Self {
             what,
             settings,
-            read_only: None,
+            access: Access::Write(MissingDatabase::Refuse),
         }
     }
 
@@ -67,7 +78,7 @@ impl<'a> Database<'a> {
         Self {
             what,
             settings,
-            read_only: Some(named_by),
+            access: Access::ReadOnly(named_by),
         }
     }
 }
@@ -76,9 +87,9 @@ impl Opening for Database<'_> {
     type Opened = Arc<dyn KeyStore>;
 
     async fn open(self) -> Result<Self::Opened, OperationError> {
-        let opened = match self.read_only {
-            None => open_store(self.settings).await,
-            Some(named_by) => open_store_read_only(self.settings, named_by).await,
+        let opened = match self.access {
+            Access::Write(missing) => open_store_if(self.settings, missing).await,
+            Access::ReadOnly(named_by) => open_store_read_only(self.settings, named_by).await,
         };
         opened.map_err(|source| OperationError::Store {
             what: self.what,
@@ -111,6 +122,8 @@ pub(crate) struct DatabaseWithKeys<'a> {
     /// Where `rsa_key` was configured.
     pub group: SettingsGroup,
     pub symmetric_key: SymmetricKeyUse,
+    /// Whether a missing database is created: only a transfer's target is.
+    pub missing: MissingDatabase,
 }
 
 /// A store with the RSA key and (when it has one) the symmetric key that seal its keys.
@@ -135,10 +148,12 @@ impl<'a> DatabaseWithKeys<'a> {
             rsa_key,
             group: SettingsGroup::Main,
             symmetric_key,
+            missing: MissingDatabase::Refuse,
         }
     }
 
-    /// The transfer target (`keyConnectorSettings:transferTo`) with its RSA key.
+    /// The transfer target (`keyConnectorSettings:transferTo`) with its RSA key, created if
+    /// missing.
     pub(crate) fn transfer_target(
         target: &'a TransferTarget,
         symmetric_key: SymmetricKeyUse,
@@ -149,6 +164,7 @@ impl<'a> DatabaseWithKeys<'a> {
             rsa_key: &target.rsa_key,
             group: SettingsGroup::TransferTo,
             symmetric_key,
+            missing: MissingDatabase::Create,
         }
     }
 
@@ -178,7 +194,12 @@ impl Opening for DatabaseWithKeys<'_> {
     type Opened = KeyDatabase;
 
     async fn open(self) -> Result<Self::Opened, OperationError> {
-        let store = Database::at(self.what, self.database).open().await?;
+        let database = Database {
+            what: self.what,
+            settings: self.database,
+            access: Access::Write(self.missing),
+        };
+        let store = database.open().await?;
         let keys = self.keys_of(store.as_ref()).await;
         if keys.is_err() {
             store.close().await;

@@ -35,8 +35,8 @@ use super::recovery_wrap_rows::{RecoveryWrapRows, WrapChange, apply, plan as wra
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, PropertyStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, MissingDatabase, NamedBy, PropertyStore, Refusal, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey,
 };
 use crate::dotnet_time;
 use crate::private_file::owner_only;
@@ -127,25 +127,30 @@ fn io_unavailable(path: &Path, error: std::io::Error) -> StoreError {
 }
 
 impl JsonFileStore {
-    /// Opens the document, creating `{}` if the file does not exist (as upstream does),
-    /// which also proves the directory is writable.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_as(path, false, NamedBy::Setting).await
+    /// Opens the document. A missing file is created as `{}` (as upstream does, which also
+    /// proves the directory is writable), or refused, as `missing` says.
+    pub async fn open(path: &Path, missing: MissingDatabase) -> Result<Self, StoreError> {
+        Self::open_as(path, false, missing, NamedBy::Setting).await
     }
 
     /// Opens an existing document only to read it (a backup or a restored copy being
     /// checked): nothing is created, locked or written, and every change is refused. A
     /// refusal names `named_by` as the origin of the file.
     pub async fn open_read_only(path: &Path, named_by: NamedBy) -> Result<Self, StoreError> {
-        Self::open_as(path, true, named_by).await
+        Self::open_as(path, true, MissingDatabase::Refuse, named_by).await
     }
 
-    async fn open_as(path: &Path, read_only: bool, named_by: NamedBy) -> Result<Self, StoreError> {
+    async fn open_as(
+        path: &Path,
+        read_only: bool,
+        missing: MissingDatabase,
+        named_by: NamedBy,
+    ) -> Result<Self, StoreError> {
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let published = Arc::clone(&snapshot);
         let owned = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || {
-            JsonFile::open(owned, published, read_only, named_by)
+            JsonFile::open(owned, published, read_only, missing, named_by)
         })
         .await
         .map_err(StoreError::unavailable)??;
@@ -201,6 +206,7 @@ impl JsonFile {
         path: PathBuf,
         published: Arc<RwLock<Arc<Snapshot>>>,
         read_only: bool,
+        missing: MissingDatabase,
         named_by: NamedBy,
     ) -> Result<Self, StoreError> {
         let lock_path = lock_path_of(&path);
@@ -212,17 +218,17 @@ impl JsonFile {
             published,
             read_only,
         };
+        // Refused before the lock, whose file would be left behind.
+        if (read_only || missing == MissingDatabase::Refuse) && file.current_identity()?.is_none() {
+            return Err(Refusal::NoDatabase {
+                database: file.path.display().to_string(),
+                origin: named_by.origin(SETTING),
+            }
+            .into());
+        }
         // A read-only reader needs no lock: every change replaces the file by a rename, so
         // any read sees one complete document.
         let _lock = if read_only { None } else { Some(file.lock()?) };
-        if read_only && file.current_identity()?.is_none() {
-            return Err(Refusal::Unusable(Fault::new(format!(
-                "{} does not exist ({})",
-                file.path.display(),
-                named_by.origin(SETTING)
-            )))
-            .into());
-        }
         if file.current_identity()?.is_none() {
             file.write_document(Map::new())?;
             tracing::info!(path = %file.path.display(), "created an empty JSON key store");

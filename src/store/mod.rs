@@ -141,7 +141,9 @@ impl StoreError {
         if let (
             NamedBy::Argument(argument),
             Self::Config(
-                Refusal::Rejected { origin, .. } | Refusal::DatabaseNotCreated { origin, .. },
+                Refusal::Rejected { origin, .. }
+                | Refusal::DatabaseNotCreated { origin, .. }
+                | Refusal::NoDatabase { origin, .. },
             ),
         ) = (named_by, &mut self)
         {
@@ -260,6 +262,16 @@ pub enum Refusal {
         origin: Cow<'static, str>,
         #[source]
         source: SourceError,
+    },
+    /// A command (or a copy being checked) named a database that is not there. Only the
+    /// service creates a missing database, so that a mistyped path or name in a command's
+    /// settings is an error, never a new empty database.
+    #[error("the database {database} does not exist ({origin}); nothing was created")]
+    NoDatabase {
+        /// The file's path or the database's name.
+        database: String,
+        /// The setting or argument that named it ([`NamedBy::origin`]).
+        origin: Cow<'static, str>,
     },
     /// The server refused the connection in a way that will not fix itself (wrong password,
     /// missing permission, TLS that does not verify).
@@ -447,26 +459,47 @@ impl<T: SymmetricKeyStore + UserKeyStore + RecoveryWrapStore + PropertyStore + ?
 {
 }
 
-/// Opens (and creates or migrates, like upstream) the configured store.
+/// What opening a store does when its file or database is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingDatabase {
+    /// Created, with upstream's schema, as upstream's migration does at start-up: the
+    /// service, and a transfer into a new database.
+    Create,
+    /// Refused with [`Refusal::NoDatabase`]: the commands that work on the service's own
+    /// database.
+    Refuse,
+}
+
+/// Opens (and creates or migrates, like upstream) the configured store, as the service does.
 pub async fn open_store(settings: &DatabaseSettings) -> Result<Arc<dyn KeyStore>, StoreError> {
+    open_store_if(settings, MissingDatabase::Create).await
+}
+
+/// Opens (and migrates) the configured store, or creates it only when `missing` says so.
+pub async fn open_store_if(
+    settings: &DatabaseSettings,
+    missing: MissingDatabase,
+) -> Result<Arc<dyn KeyStore>, StoreError> {
     match settings {
-        DatabaseSettings::Json { path } => Ok(Arc::new(json::JsonFileStore::open(path).await?)),
+        DatabaseSettings::Json { path } => {
+            Ok(Arc::new(json::JsonFileStore::open(path, missing).await?))
+        }
         #[cfg(feature = "sqlite")]
         DatabaseSettings::Sqlite { connection } => Ok(Arc::new(
-            sqlite::SqliteStore::open(connection, NamedBy::Setting).await?,
+            sqlite::SqliteStore::open(connection, NamedBy::Setting, missing).await?,
         )),
         #[cfg(feature = "postgresql")]
         DatabaseSettings::PostgreSql { connection } => Ok(Arc::new(
-            postgres_mysql::PostgresMysqlStore::open_postgres(connection).await?,
+            postgres_mysql::PostgresMysqlStore::open_postgres(connection, missing).await?,
         )),
         #[cfg(feature = "mysql")]
         DatabaseSettings::MySql { connection } => Ok(Arc::new(
-            postgres_mysql::PostgresMysqlStore::open_mysql(connection).await?,
+            postgres_mysql::PostgresMysqlStore::open_mysql(connection, missing).await?,
         )),
         #[cfg(feature = "sqlserver")]
-        DatabaseSettings::SqlServer { connection } => {
-            Ok(Arc::new(sqlserver::SqlServerStore::open(connection).await?))
-        }
+        DatabaseSettings::SqlServer { connection } => Ok(Arc::new(
+            sqlserver::SqlServerStore::open(connection, missing).await?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(Refusal::NotBuilt(other.provider_name()).into()),
     }
@@ -491,7 +524,7 @@ pub async fn open_store_read_only(
                 ..connection.clone()
             };
             Ok(Arc::new(
-                sqlite::SqliteStore::open(&connection, named_by).await?,
+                sqlite::SqliteStore::open(&connection, named_by, MissingDatabase::Refuse).await?,
             ))
         }
         #[cfg(feature = "postgresql")]

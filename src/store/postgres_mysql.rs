@@ -43,7 +43,7 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, PropertyStore, Refusal, SourceError, StoreBackend, StoreError,
+    CreateOutcome, MissingDatabase, PropertyStore, Refusal, SourceError, StoreBackend, StoreError,
     StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqlConnection;
@@ -322,6 +322,7 @@ async fn ensure_database_exists<O>(
     options: &O,
     connection: &SqlConnection,
     creation: DatabaseCreation<O>,
+    missing: MissingDatabase,
 ) -> Result<(), StoreError>
 where
     O: ConnectOptions,
@@ -347,6 +348,13 @@ where
     };
     if !(creation.is_missing)(&error) {
         return Err((creation.open_error)(error));
+    }
+    if missing == MissingDatabase::Refuse {
+        return Err(Refusal::NoDatabase {
+            database: connection.database.clone(),
+            origin: creation.setting.into(),
+        }
+        .into());
     }
     tracing::info!(database = %connection.database, "the {} database does not exist; creating it", creation.server);
     let mut conn = tokio::time::timeout(timeout, creation.maintenance.connect())
@@ -396,31 +404,34 @@ fn pool_options<DB: sqlx::Database>(connection: &SqlConnection) -> sqlx::pool::P
 }
 
 impl PostgresMysqlStore {
-    /// Connects to PostgreSQL, creates the database and upstream's schema if needed, and
-    /// checks the schema.
+    /// Connects to PostgreSQL, creates the database (unless `missing` refuses it) and
+    /// upstream's schema if needed, and checks the schema.
     #[cfg(feature = "postgresql")]
-    pub async fn open_postgres(connection: &SqlConnection) -> Result<Self, StoreError> {
+    pub async fn open_postgres(
+        connection: &SqlConnection,
+        missing: MissingDatabase,
+    ) -> Result<Self, StoreError> {
         log_connection_warnings(postgres::KIND, connection);
         let options = postgres::connect_options(connection);
-        ensure_database_exists(
-            &options,
-            connection,
-            postgres::creation(&options, connection),
-        )
-        .await?;
+        let creation = postgres::creation(&options, connection);
+        ensure_database_exists(&options, connection, creation, missing).await?;
         let pool = ServerPool::Postgres(pool_options(connection).connect_lazy_with(options));
         Self::new(postgres::KIND, pool, connection, postgres::rewrite)
             .migrated(connection)
             .await
     }
 
-    /// Connects to MySQL or MariaDB, creates the database and upstream's schema if needed,
-    /// and checks the schema.
+    /// Connects to MySQL or MariaDB, creates the database (unless `missing` refuses it) and
+    /// upstream's schema if needed, and checks the schema.
     #[cfg(feature = "mysql")]
-    pub async fn open_mysql(connection: &SqlConnection) -> Result<Self, StoreError> {
+    pub async fn open_mysql(
+        connection: &SqlConnection,
+        missing: MissingDatabase,
+    ) -> Result<Self, StoreError> {
         log_connection_warnings(mysql::KIND, connection);
         let options = mysql::connect_options(connection);
-        ensure_database_exists(&options, connection, mysql::creation(&options, connection)).await?;
+        let creation = mysql::creation(&options, connection);
+        ensure_database_exists(&options, connection, creation, missing).await?;
         let pool = ServerPool::MySql(pool_options(connection).connect_lazy_with(options));
         Self::new(mysql::KIND, pool, connection, mysql::rewrite)
             .migrated(connection)
@@ -433,8 +444,10 @@ impl PostgresMysqlStore {
     #[cfg(feature = "postgresql")]
     pub async fn open_postgres_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings(postgres::KIND, connection);
-        let options = postgres::connect_options(connection)
-            .options([("default_transaction_read_only", "on")]);
+        let options = postgres::connect_options(connection);
+        let creation = postgres::creation(&options, connection);
+        ensure_database_exists(&options, connection, creation, MissingDatabase::Refuse).await?;
+        let options = options.options([("default_transaction_read_only", "on")]);
         let pool = ServerPool::Postgres(pool_options(connection).connect_lazy_with(options));
         Self::new(postgres::KIND, pool, connection, postgres::rewrite)
             .checked_read_only(connection)
@@ -447,6 +460,8 @@ impl PostgresMysqlStore {
     pub async fn open_mysql_read_only(connection: &SqlConnection) -> Result<Self, StoreError> {
         log_connection_warnings(mysql::KIND, connection);
         let options = mysql::connect_options(connection);
+        let creation = mysql::creation(&options, connection);
+        ensure_database_exists(&options, connection, creation, MissingDatabase::Refuse).await?;
         let pool = pool_options(connection)
             .after_connect(|conn, _| {
                 Box::pin(async move {

@@ -32,8 +32,8 @@ use super::schema::{ColumnTypes, SchemaPlan, check_columns, schema_plan};
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, Fault, NamedBy, PropertyStore, Refusal, StoreBackend, StoreError,
-    StoredRecoveryWrap, StoredUserKey,
+    CreateOutcome, Fault, MissingDatabase, NamedBy, PropertyStore, Refusal, StoreBackend,
+    StoreError, StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqliteConnection;
 use crate::dotnet_time;
@@ -113,21 +113,34 @@ fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating the file and schema if needed, as upstream's migration would) the
-    /// database named by the connection string; a refusal names `named_by` as its origin.
+    /// Opens the database named by the connection string, creating the file and schema if
+    /// needed (as upstream's migration would) or refusing a missing file, as `missing` says
+    /// (a read-only connection always refuses it). A refusal names `named_by` as its origin.
     pub async fn open(
         connection: &SqliteConnection,
         named_by: NamedBy,
+        missing: MissingDatabase,
     ) -> Result<Self, StoreError> {
         let settings = connection.clone();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&settings, named_by))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&settings, named_by, missing))
             .await
             .map_err(StoreError::unavailable)?
     }
 
-    fn open_blocking(settings: &SqliteConnection, named_by: NamedBy) -> Result<Self, StoreError> {
+    fn open_blocking(
+        settings: &SqliteConnection,
+        named_by: NamedBy,
+        missing: MissingDatabase,
+    ) -> Result<Self, StoreError> {
         let path = settings.path.clone();
         let origin = named_by.origin(SETTING);
+        if (settings.read_only || missing == MissingDatabase::Refuse) && !path.exists() {
+            return Err(Refusal::NoDatabase {
+                database: path.display().to_string(),
+                origin,
+            }
+            .into());
+        }
         let config_error = |e: rusqlite::Error| {
             StoreError::Config(Refusal::Unusable(Fault::caused(
                 format!(
@@ -744,7 +757,7 @@ mod tests {
             path: dir.path().join("keys.db"),
             read_only: false,
         };
-        let store = SqliteStore::open(&settings, NamedBy::Setting)
+        let store = SqliteStore::open(&settings, NamedBy::Setting, MissingDatabase::Create)
             .await
             .unwrap();
         let (lower_only, both, absent) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -781,7 +794,7 @@ mod tests {
             path: path.clone(),
             read_only: false,
         };
-        let store = SqliteStore::open(&writable, NamedBy::Setting)
+        let store = SqliteStore::open(&writable, NamedBy::Setting, MissingDatabase::Create)
             .await
             .unwrap();
         store.close().await;
@@ -798,7 +811,7 @@ mod tests {
             read_only: true,
         };
         let store = Arc::new(
-            SqliteStore::open(&read_only, NamedBy::Setting)
+            SqliteStore::open(&read_only, NamedBy::Setting, MissingDatabase::Refuse)
                 .await
                 .unwrap(),
         );

@@ -37,8 +37,8 @@ use super::sql::{
 use super::symmetric_rows::{ChangeAnswer, KeyRow, KeyRowChange, RowWrite, SymmetricKeyRows, plan};
 use super::user_key_rows::{KeyReplacement, LastAccess, Reseal, UserKeyRows};
 use super::{
-    CreateOutcome, PropertyStore, Refusal, StoreBackend, StoreError, StoredRecoveryWrap,
-    StoredUserKey,
+    CreateOutcome, MissingDatabase, PropertyStore, Refusal, StoreBackend, StoreError,
+    StoredRecoveryWrap, StoredUserKey,
 };
 use crate::config::SqlConnection;
 use crate::config::sql_connection::{SqlEndpoint, SqlTlsMode};
@@ -444,10 +444,14 @@ impl SqlServerStore {
         .await
     }
 
-    /// Connects, creates the database and upstream's schema if needed, and checks the schema.
-    pub async fn open(connection: &SqlConnection) -> Result<Self, StoreError> {
+    /// Connects, creates the database (unless `missing` refuses it) and upstream's schema if
+    /// needed, and checks the schema.
+    pub async fn open(
+        connection: &SqlConnection,
+        missing: MissingDatabase,
+    ) -> Result<Self, StoreError> {
         log_connection_warnings("sqlserver", connection);
-        ensure_database_exists(connection).await?;
+        ensure_database_exists(connection, missing).await?;
         let store = Self::pooled(connection);
         let bootstrap_deadline = BOOTSTRAP_LOCK_WAIT + connection.pool.connect_timeout * 2;
         with_deadline(bootstrap_deadline, store.migrate()).await?;
@@ -468,7 +472,7 @@ impl SqlServerStore {
                 connection.pool.connect_timeout,
             )
             .await
-            .map_err(open_error)?;
+            .map_err(|error| missing_or_open_error(error, connection))?;
             let checked = async {
                 let tables = table_names(&mut client).await?;
                 let has = |name: &str| tables.iter().any(|t| t == name);
@@ -624,8 +628,25 @@ fn is_missing_database(code: Option<u32>) -> bool {
     matches!(code, Some(CANNOT_OPEN_DATABASE | DATABASE_DOES_NOT_EXIST))
 }
 
-/// EF's `Migrate()` creates a missing database; so do we, through `master`.
-async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreError> {
+/// A refused login as a [`Refusal::NoDatabase`] when it names a missing database.
+fn missing_or_open_error(error: tiberius::error::Error, connection: &SqlConnection) -> StoreError {
+    if is_missing_database(error.code()) {
+        Refusal::NoDatabase {
+            database: connection.database.clone(),
+            origin: SETTING.into(),
+        }
+        .into()
+    } else {
+        open_error(error)
+    }
+}
+
+/// EF's `Migrate()` creates a missing database; so do we, through `master`, unless
+/// `missing` refuses it.
+async fn ensure_database_exists(
+    connection: &SqlConnection,
+    missing: MissingDatabase,
+) -> Result<(), StoreError> {
     let timeout = connection.pool.connect_timeout;
     let named = named_instance(connection);
     let error = match connect(
@@ -641,8 +662,8 @@ async fn ensure_database_exists(connection: &SqlConnection) -> Result<(), StoreE
         }
         Err(error) => error,
     };
-    if !is_missing_database(error.code()) {
-        return Err(open_error(error));
+    if !is_missing_database(error.code()) || missing == MissingDatabase::Refuse {
+        return Err(missing_or_open_error(error, connection));
     }
     tracing::info!(database = %connection.database, "the SQL Server database does not exist; creating it");
     let mut client = connect(tiberius_config(connection, "master"), named, timeout)

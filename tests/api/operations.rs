@@ -313,6 +313,64 @@ fn transfer_env(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A command never creates the service's database: with a mistyped path each one refuses,
+/// naming the setting, and leaves no file; `check-config` only warns (a new deployment has
+/// no database before the service's first start) and still checks the RSA key.
+async fn commands_on_a_database_that_is_not_there_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pfx =
+        key_connector::pkcs12::generate_self_signed_pfx(2048, "admin test", Some("test-password"))
+            .unwrap();
+    std::fs::write(dir.path().join("key.pfx"), pfx).unwrap();
+    let idp = "http://127.0.0.1:9";
+    let transfer = transfer_env(dir.path());
+    let refused = [
+        (&["stats"][..], vec![]),
+        (&["rotate-symmetric-key", "--service-stopped"][..], vec![]),
+        (
+            &["bind-user-keys"][..],
+            vec![("keyConnectorSettings__userKeyBinding", "on".to_owned())],
+        ),
+        (&["unbind-user-keys", "--service-stopped"][..], vec![]),
+        (&["transfer"][..], transfer),
+    ];
+    for (args, extra) in refused {
+        let output = admin(dir.path(), idp, args, &extra);
+        assert!(!output.status.success(), "{args:?}: {}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{} does not exist (keyConnectorSettings__database__sqliteConnectionString)",
+                dir.path().join("keys.db").display()
+            )),
+            "{args:?}: {}",
+            text(&output)
+        );
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["key.pfx", "target.pfx"],
+            "{args:?} left files behind"
+        );
+    }
+
+    let output = admin(dir.path(), idp, &["check-config"], &[]);
+    let report = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "warn  database",
+        "does not exist (keyConnectorSettings__database__sqliteConnectionString); nothing was created; the service creates it at its first start",
+        "ok    RSA key            certificate",
+        "ok    RSA key health     answers",
+    ] {
+        assert!(report.contains(expected), "{expected}:\n{}", text(&output));
+    }
+    assert!(!dir.path().join("keys.db").exists(), "{}", text(&output));
+}
+
 async fn admin_commands_check_transfer_and_report() {
     let idp = Arc::new(TestIdp::start().await);
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -1283,6 +1341,7 @@ crate::tests! {
         transfer_to_copies_every_key_once_verifies_and_records_completion,
         an_interrupted_transfer_resumes_and_an_upstream_lock_file_is_respected,
         admin_commands_check_transfer_and_report,
+        commands_on_a_database_that_is_not_there_create_nothing,
         rotate_rsa_key_rewraps_the_symmetric_key_and_keeps_every_user_key,
         rotate_symmetric_key_is_resumable_and_every_key_stays_readable_throughout,
         rotate_symmetric_key_killed_midway_loses_nothing,

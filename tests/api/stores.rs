@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use key_connector::config::{DatabaseSettings, SqliteConnection, UserKeyBinding};
-use key_connector::store::{CreateOutcome, KeyStore, PutOutcome, StoredUserKey, open_store};
+use key_connector::store::{
+    CreateOutcome, KeyStore, MissingDatabase, NamedBy, PutOutcome, Refusal, StoreError,
+    StoredUserKey, open_store, open_store_if, open_store_read_only,
+};
 use reqwest::StatusCode;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -266,6 +269,56 @@ async fn last_access_updates_only_existing_rows(backend: Backend) {
         "no row invented"
     );
     store.record_last_access(&[]).await.unwrap();
+}
+
+/// Only the service creates a missing database: a command's opening, and a copy opened to be
+/// read, refuse it naming the setting, and leave nothing behind (a second refusal proves the
+/// first created nothing). Once the service's opening created it, both open it.
+async fn only_the_service_creates_a_missing_database(backend: Backend) {
+    let storage = storage_or_skip!(backend);
+    let settings = storage.settings();
+    for attempt in 0..2 {
+        let refusals = [
+            open_store_if(&settings, MissingDatabase::Refuse)
+                .await
+                .err(),
+            open_store_read_only(&settings, NamedBy::Setting)
+                .await
+                .err(),
+        ];
+        for refusal in refusals {
+            let error = refusal.expect("a missing database is refused");
+            let message = error.to_string();
+            assert!(
+                matches!(error, StoreError::Config(Refusal::NoDatabase { .. })),
+                "attempt {attempt}: {message}"
+            );
+            assert!(
+                message.contains("does not exist (keyConnectorSettings__database__"),
+                "the message names the setting: {message}"
+            );
+        }
+        if let Storage::Dir(_, dir) = &storage {
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert!(left.is_empty(), "nothing is left behind: {left:?}");
+        }
+    }
+
+    open_store_if(&settings, MissingDatabase::Create)
+        .await
+        .expect("the service creates it")
+        .close()
+        .await;
+    let store = open_store_if(&settings, MissingDatabase::Refuse)
+        .await
+        .expect("an existing database opens");
+    assert_eq!(store.read_symmetric_key().await.unwrap(), None);
+    store.close().await;
+    open_store_read_only(&settings, NamedBy::Setting)
+        .await
+        .expect("an existing database opens to be read")
+        .close()
+        .await;
 }
 
 async fn everything_survives_reopening(backend: Backend) {
@@ -708,6 +761,7 @@ conformance!(
     create_read_and_refuse_a_second_create,
     put_creates_then_replaces_keeping_dates,
     last_access_updates_only_existing_rows,
+    only_the_service_creates_a_missing_database,
     everything_survives_reopening,
     concurrent_creates_for_one_user_have_one_winner,
     concurrent_puts_end_with_one_written_value,
@@ -994,7 +1048,6 @@ fn sql_settings(dialect: key_connector::config::SqlDialect, text: &str) -> Datab
 
 async fn an_unreachable_sql_server_is_unavailable_not_a_configuration_error() {
     use key_connector::config::SqlDialect;
-    use key_connector::store::StoreError;
     // A port nothing listens on, and one that accepts and hangs up at once.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1087,7 +1140,6 @@ async fn tds_listener_without_encryption() -> u16 {
 /// "unavailable" once the connect timeout had passed.
 async fn encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_connection_string() {
     use key_connector::config::SqlDialect;
-    use key_connector::store::{NamedBy, StoreError, open_store_read_only};
     let port = tds_listener_without_encryption().await;
     let settings = sql_settings(
         SqlDialect::SqlServer,
@@ -1121,7 +1173,6 @@ async fn encryption_a_sql_server_does_not_offer_is_refused_at_once_naming_the_co
 
 async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
     use key_connector::config::SqlDialect;
-    use key_connector::store::StoreError;
     for (server, dialect, text) in [
         (
             Engine::PostgreSql,
@@ -1183,7 +1234,6 @@ async fn a_refused_login_is_a_configuration_error_naming_the_setting() {
 }
 
 async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
-    use key_connector::store::StoreError;
     let database = match TestDatabase::reserve(Engine::PostgreSql).await {
         Ok(database) => database,
         Err(reason) => crate::skip_or_fail!("{reason}"),
@@ -1225,7 +1275,6 @@ async fn tls_to_postgresql_is_used_when_the_connection_string_asks_for_it() {
 }
 
 async fn mysql_tls_required_is_used_or_refused_at_once() {
-    use key_connector::store::StoreError;
     let database = match TestDatabase::reserve(Engine::MySql).await {
         Ok(database) => database,
         Err(reason) => crate::skip_or_fail!("{reason}"),
@@ -1345,7 +1394,6 @@ async fn tls_to_sql_server_is_used_and_its_certificate_checked_against_the_trust
 }
 
 async fn sql_schema_states(server: Engine) {
-    use key_connector::store::StoreError;
     let q = |name: &str| server.quoted(name);
     let (id_type, date_type, text_type) = match server {
         Engine::PostgreSql => ("uuid", "timestamp without time zone", "text"),
