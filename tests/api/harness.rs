@@ -14,9 +14,9 @@
 //! marked `#[test]` or `#[tokio::test]` would be dropped silently under this harness, which
 //! [`no_test_is_marked_for_libtest`] refuses.
 //!
-//! libtest-mimic does not capture a passing test's output as libtest does, reads the number
-//! of threads from `--test-threads` only (not `RUST_TEST_THREADS`), and runs tests on unnamed
-//! threads, so a panic's own line does not name its test: the failure summary does.
+//! libtest-mimic does not capture a passing test's output as libtest does, and reads the
+//! number of threads from `--test-threads` only (not `RUST_TEST_THREADS`). Each test runs on
+//! a thread of its own named after it, as under libtest, so a panic's own line names it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,8 +71,15 @@ impl Test {
             format!("{module}::{}", self.name)
         };
         let body = self.body;
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .stack_size(TEST_THREAD_STACK);
         Trial::ignorable_test(name, move || {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(body))) {
+            let ran = thread
+                .spawn(move || run(body))
+                .map_err(|error| Failed::from(format!("the test's thread did not start: {error}")))?
+                .join();
+            match ran {
                 Ok(ran) => ran.map(|()| Completion::Completed),
                 Err(payload) => match payload.downcast::<Skipped>() {
                     Ok(skipped) => Ok(Completion::ignored_with(skipped.0)),
@@ -83,6 +90,13 @@ impl Test {
         })
     }
 }
+
+/// The stack of the thread a test runs on, named after the test. The service builds its
+/// application on the main thread (`#[tokio::main]`), whose stack is 8 MiB; the tests build
+/// it on the test's thread, which libtest-mimic would give 2 MiB. Unoptimised, a start-up
+/// `transferTo` into SQL Server needs more than that: each caller's poll frame (over 100 KiB
+/// apiece) lies under the TLS handshake's ML-KEM key share.
+const TEST_THREAD_STACK: usize = 8 * 1024 * 1024;
 
 fn run(body: Body) -> Result<(), Failed> {
     let (runtime, test) = match body {
