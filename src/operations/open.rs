@@ -6,6 +6,7 @@
 //!
 //! A task never creates the service's database ([`MissingDatabase::Refuse`]): only a
 //! transfer creates its target.
+//!
 //! Everything is opened through the same seams as the server ([`open_store_if`],
 //! [`open_rsa_key_provider`], [`load_or_create_symmetric_key`]), so a task can never read or
 //! write a key differently from the service.
