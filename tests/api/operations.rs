@@ -318,10 +318,7 @@ fn transfer_env(dir: &Path) -> Vec<(&'static str, String)> {
 /// no database before the service's first start) and still checks the RSA key.
 async fn commands_on_a_database_that_is_not_there_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let pfx =
-        key_connector::pkcs12::generate_self_signed_pfx(2048, "admin test", Some("test-password"))
-            .unwrap();
-    std::fs::write(dir.path().join("key.pfx"), pfx).unwrap();
+    crate::support::app::key_pfx_in(dir.path());
     let idp = "http://127.0.0.1:9";
     let transfer = transfer_env(dir.path());
     let refused = [

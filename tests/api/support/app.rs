@@ -89,11 +89,18 @@ fn shared_pfx() -> &'static [u8] {
     })
 }
 
-pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str) -> Settings {
+/// `data_dir/key.pfx`, the certificate every test app uses (password `test-password`),
+/// written unless it is there.
+pub fn key_pfx_in(data_dir: &Path) -> PathBuf {
     let pfx_path = data_dir.join("key.pfx");
     if !pfx_path.exists() {
         std::fs::write(&pfx_path, shared_pfx()).unwrap();
     }
+    pfx_path
+}
+
+pub fn settings_for(store: StoreKind, data_dir: &Path, identity_server_uri: &str) -> Settings {
+    let pfx_path = key_pfx_in(data_dir);
     let database = match store {
         StoreKind::Sqlite => DatabaseSettings::Sqlite {
             connection: SqliteConnection {
